@@ -1,0 +1,375 @@
+//! The decision rules of SPEC §3.2, as pure functions of (now, token data, stored sessions).
+//!
+//! Nothing here reads a clock, a store or a random number generator: the caller passes
+//! `now` and a fresh session id, and applies the returned [`SessionWrite`] atomically.
+
+use std::cmp::Reverse;
+
+use crate::session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
+use crate::{HeartbeatData, Id, RejectStrategy, Timestamp};
+
+/// Why a heartbeat was refused (the server answers 412).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The user has more active sessions than `sessions_edge` allows.
+    SessionsEdge {
+        /// Active sessions after expiry.
+        active: usize,
+        /// The token's `sessions_edge`.
+        edge: u32,
+    },
+    /// The token's session is counted and ranks at or beyond `session_limit`.
+    OverLimit {
+        /// Its rank among counted sessions under the reject strategy (0 = keeps playing first).
+        position: usize,
+        /// The token's `session_limit`.
+        limit: u32,
+    },
+}
+
+/// Why an accepted heartbeat started a new session instead of continuing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NewSessionCause {
+    /// The token came from the backend (no `session_id`).
+    FromBackend,
+    /// The token's session is not (or no longer) active.
+    Unknown,
+    /// The stored `timestamp` differs from the token's: a replayed or cloned token.
+    Replayed,
+    /// It arrived before `heartbeat_cycle - cycle_lower_tolerance` had passed.
+    TooEarly,
+}
+
+/// A change to one user's stored state, applied only if the state is still the one it was
+/// decided on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionWrite {
+    /// The session to insert or replace.
+    pub upsert: Option<(String, SessionRecord)>,
+    /// Session ids to delete.
+    pub remove: Vec<String>,
+    /// The entries to append to the play history, oldest first.
+    pub ended: Vec<PlayRecord>,
+    /// Progress to record for `(user, asset)`.
+    pub progress: Option<(Id, ProgressRecord)>,
+    /// The user's whole active set after this write (for stores that replace it whole).
+    pub sessions: UserSessions,
+    /// How long, in milliseconds from now, the longest-lived session of `sessions` can stay
+    /// active: stores keep the user's sessions at least that long.
+    pub keep_millis: i64,
+}
+
+impl SessionWrite {
+    /// True when applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_none() && self.remove.is_empty() && self.progress.is_none()
+    }
+}
+
+/// An accepted heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The session the heartbeat belongs to now.
+    pub session_id: String,
+    /// `Some` when a new session was started, with the reason.
+    pub new_session: Option<NewSessionCause>,
+    /// The heartbeat data of the token to answer with.
+    pub token_data: HeartbeatData,
+}
+
+/// What [`decide`] concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Accept, answering with a rotated token.
+    Accept(Accepted),
+    /// Refuse: the player must stop.
+    Reject(RejectReason),
+}
+
+/// A verdict and the write that goes with it. A rejection's write only removes expired
+/// sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Accept or reject.
+    pub verdict: Verdict,
+    /// What to store.
+    pub write: SessionWrite,
+}
+
+/// Splits a user's sessions at `now` into the ones still active and the ones that expired
+/// (`timestamp + heartbeat_cycle + cycle_upper_tolerance < now`, with the token's cycle and
+/// tolerance, as the Node.js server does). Unreadable records are removed without history.
+///
+/// This is the only expiry rule: every path that reads sessions goes through it.
+pub fn expire(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+) -> (UserSessions, SessionWrite) {
+    let life = token.session_life_millis();
+    let mut active = UserSessions::default();
+    let mut write = SessionWrite {
+        remove: stored.unreadable.clone(),
+        ..SessionWrite::default()
+    };
+    for (id, record) in &stored.sessions {
+        if record.timestamp.add_millis(life) < now {
+            write.remove.push(id.clone());
+            write
+                .ended
+                .push(PlayRecord::ended(id, record, now, EndReason::Expired));
+        } else {
+            active.sessions.insert(id.clone(), record.clone());
+        }
+    }
+    write.ended.sort_by_key(|entry| entry.last_heartbeat);
+    (active, write)
+}
+
+/// Counted sessions (`hit_counter >= checking_threshold`) in the order in which they keep
+/// playing: by `started_at` ascending for `MOST_RECENT` (the oldest keep playing), descending
+/// for `LEAST_RECENT` (the newest keep playing); ties by session id.
+pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a str> {
+    let threshold = u64::from(token.checking_threshold);
+    let mut counted: Vec<(&str, &SessionRecord)> = active
+        .sessions
+        .iter()
+        .filter(|(_, record)| record.hit_counter >= threshold)
+        .map(|(id, record)| (id.as_str(), record))
+        .collect();
+    match token.strategy() {
+        RejectStrategy::MostRecent => counted.sort_by_key(|(id, record)| (record.order_key(), *id)),
+        RejectStrategy::LeastRecent => {
+            counted.sort_by_key(|(id, record)| Reverse((record.order_key(), *id)))
+        }
+    }
+    counted.into_iter().map(|(id, _)| id).collect()
+}
+
+/// The limit check of SPEC §3.2, on sessions already expired.
+pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), RejectReason> {
+    let count = active.sessions.len();
+    if count > token.sessions_edge as usize {
+        return Err(RejectReason::SessionsEdge {
+            active: count,
+            edge: token.sessions_edge,
+        });
+    }
+    let Some(session_id) = token.session_id.as_deref() else {
+        return Ok(());
+    };
+    match ranking(active, token)
+        .iter()
+        .position(|id| *id == session_id)
+    {
+        Some(position) if position >= token.session_limit as usize => {
+            Err(RejectReason::OverLimit {
+                position,
+                limit: token.session_limit,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the heartbeat continues the token's session or must start a new one.
+pub fn new_session_cause(
+    now: Timestamp,
+    token: &HeartbeatData,
+    active: &UserSessions,
+) -> Option<NewSessionCause> {
+    let Some(session_id) = token.session_id.as_deref() else {
+        return Some(NewSessionCause::FromBackend);
+    };
+    let Some(stored) = active.sessions.get(session_id) else {
+        return Some(NewSessionCause::Unknown);
+    };
+    if stored.timestamp != token.timestamp {
+        return Some(NewSessionCause::Replayed);
+    }
+    let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
+    if now.millis_since(stored.timestamp) < earliest {
+        return Some(NewSessionCause::TooEarly);
+    }
+    None
+}
+
+/// Decides one heartbeat (SPEC §3.2): expire, check the limit, identify the session, and
+/// build the accepted record and the rotated token data.
+///
+/// `fresh_session_id` is used only when a new session starts. `progress` is what the player
+/// reported with the heartbeat.
+///
+/// ```
+/// use heartbeat_core::decision::{decide, Verdict};
+/// use heartbeat_core::{HeartbeatData, Timestamp, UserSessions};
+///
+/// let token: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
+///     "heartbeat_cycle":3,"cycle_upper_tolerance":1,"timestamp":"2026-01-01T00:00:00.000Z",
+///     "session_limit":1,"checking_threshold":0,"sessions_edge":10}"#).unwrap();
+/// let now: Timestamp = "2026-01-01T00:00:00.500Z".parse().unwrap();
+///
+/// let decision = decide(now, &token, &UserSessions::default(), "s-1", Some(42.0));
+/// let Verdict::Accept(accepted) = decision.verdict else { panic!() };
+/// assert_eq!(accepted.session_id, "s-1");
+/// assert_eq!(accepted.token_data.timestamp, now);
+/// assert_eq!(decision.write.upsert.unwrap().1.hit_counter, 1);
+/// ```
+pub fn decide(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    fresh_session_id: &str,
+    progress: Option<f64>,
+) -> Decision {
+    let (mut active, mut write) = expire(now, token, stored);
+    if let Err(reason) = check_limit(&active, token) {
+        write.keep_millis = keep_millis(now, &active, token.session_life_millis());
+        write.sessions = active;
+        return Decision {
+            verdict: Verdict::Reject(reason),
+            write,
+        };
+    }
+
+    let cause = new_session_cause(now, token, &active);
+    let previous = token
+        .session_id
+        .as_deref()
+        .and_then(|id| active.sessions.get(id));
+    let hit_counter = previous
+        .map_or(0, |record| record.hit_counter)
+        .saturating_add(1);
+    let (session_id, started_at) = match (cause, previous) {
+        (None, Some(previous)) => {
+            let started_at = previous.started_at.or(token.started_at).unwrap_or(now);
+            (token.session_id.clone().unwrap_or_default(), started_at)
+        }
+        _ => (fresh_session_id.to_owned(), now),
+    };
+    let continued = previous.filter(|_| cause.is_none());
+    let record = SessionRecord {
+        timestamp: now,
+        hit_counter,
+        started_at: Some(started_at),
+        asset_id: Some(token.asset_id.clone()),
+        progress: progress.or_else(|| continued.and_then(|record| record.progress)),
+        expires_at: Some(now.add_millis(token.session_life_millis())),
+        extra: continued
+            .map(|record| record.extra.clone())
+            .unwrap_or_default(),
+    };
+
+    let mut token_data = token.clone();
+    token_data.session_id = Some(session_id.clone());
+    token_data.timestamp = now;
+    token_data.started_at = Some(started_at);
+
+    active.sessions.insert(session_id.clone(), record.clone());
+    write.upsert = Some((session_id.clone(), record));
+    write.progress = progress_entry(token, &session_id, progress, now);
+    write.keep_millis = keep_millis(now, &active, token.session_life_millis());
+    write.sessions = active;
+    Decision {
+        verdict: Verdict::Accept(Accepted {
+            session_id,
+            new_session: cause,
+            token_data,
+        }),
+        write,
+    }
+}
+
+/// Ends the token's session at once (`POST /heartbeat/stop`), if the token is the current
+/// one of an active session; expires the others as [`decide`] would. Returns the write and
+/// whether a session was stopped.
+pub fn stop(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    progress: Option<f64>,
+) -> (SessionWrite, bool) {
+    let (mut active, mut write) = expire(now, token, stored);
+    let session_id = token.session_id.as_deref().unwrap_or_default();
+    let is_current = active
+        .sessions
+        .get(session_id)
+        .is_some_and(|record| record.timestamp == token.timestamp);
+    let stopped = if is_current {
+        active.sessions.remove_entry(session_id)
+    } else {
+        None
+    };
+    if let Some((id, mut record)) = stopped.clone() {
+        record.progress = progress.or(record.progress);
+        write.remove.push(id.clone());
+        write
+            .ended
+            .push(PlayRecord::ended(&id, &record, now, EndReason::Stopped));
+        write.progress = progress_entry(token, &id, progress, now);
+    }
+    let stopped = stopped.is_some();
+    write.keep_millis = keep_millis(now, &active, token.session_life_millis());
+    write.sessions = active;
+    (write, stopped)
+}
+
+/// Removes one session for an administrator. Returns `None` when it is not stored.
+pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<SessionWrite> {
+    let record = stored.sessions.get(session_id)?;
+    let mut remaining = stored.clone();
+    remaining.sessions.remove(session_id);
+    Some(SessionWrite {
+        remove: vec![session_id.to_owned()],
+        ended: vec![PlayRecord::ended(
+            session_id,
+            record,
+            now,
+            EndReason::Evicted,
+        )],
+        keep_millis: keep_millis(now, &remaining, UNKNOWN_SESSION_LIFE_MILLIS),
+        sessions: remaining,
+        ..SessionWrite::default()
+    })
+}
+
+/// The progress to record for the token's asset, when the player reported one.
+fn progress_entry(
+    token: &HeartbeatData,
+    session_id: &str,
+    progress: Option<f64>,
+    now: Timestamp,
+) -> Option<(Id, ProgressRecord)> {
+    let progress = progress?;
+    Some((
+        token.asset_id.clone(),
+        ProgressRecord {
+            progress,
+            updated_at: now,
+            session_id: session_id.to_owned(),
+        },
+    ))
+}
+
+/// How long a session whose record has no `expires_at` (one written by the Node.js server)
+/// is assumed to live after its last heartbeat when no token says otherwise: one hour.
+pub const UNKNOWN_SESSION_LIFE_MILLIS: i64 = 3_600_000;
+
+/// Milliseconds from `now` until the last of `active` expires (at least one second).
+/// Records without `expires_at` live `life_millis` after their last heartbeat.
+fn keep_millis(now: Timestamp, active: &UserSessions, life_millis: i64) -> i64 {
+    active
+        .sessions
+        .values()
+        .map(|record| {
+            record
+                .expires_at
+                .unwrap_or(record.timestamp.add_millis(life_millis))
+        })
+        .map(|expires_at| expires_at.millis_since(now))
+        .max()
+        .unwrap_or(0)
+        .max(1000)
+}

@@ -1,0 +1,14 @@
+//! Long-running jobs whose owners learn their status from events (SPEC §4).
+//!
+//! [`Job::apply`] holds the one rule (states only move forward); [`JobStore`] and
+//! [`EventBus`] only store and deliver; [`Jobs`] ties them together.
+
+mod model;
+mod service;
+mod store;
+
+pub use model::{
+    Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
+};
+pub use service::{Jobs, JobsConfig, JobsError};
+pub use store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};

@@ -1,0 +1,205 @@
+//! [`Jobs`]: job store + event bus + the forward-only rule.
+
+use std::time::Duration;
+
+use super::model::{Job, JobError, JobId, JobState, JobUpdate, NewJob, Owner};
+use super::store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};
+use crate::store::{Commit, StoreError};
+use crate::{Clock, SystemClock};
+
+/// Why a job operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobsError {
+    /// No job has this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The job belongs to another owner.
+    #[error("job {0} belongs to another owner")]
+    Forbidden(JobId),
+    /// The request breaks a job rule.
+    #[error(transparent)]
+    Rule(#[from] JobError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The event bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Settings of [`Jobs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsConfig {
+    /// When set, every new job completes by itself this long after creation (`JOB_TIME`).
+    pub job_time: Option<Duration>,
+    /// Compare-and-set attempts per update before [`StoreError::Contention`].
+    pub max_attempts: u32,
+}
+
+impl Default for JobsConfig {
+    /// Jobs complete by themselves after 2 s, as the HeyGen mock does.
+    fn default() -> Self {
+        Self {
+            job_time: Some(Duration::from_millis(2000)),
+            max_attempts: 32,
+        }
+    }
+}
+
+/// The jobs service.
+///
+/// ```
+/// use heartbeat_core::jobs::{JobState, JobUpdate, Jobs, JobsConfig, Owner};
+/// use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let jobs = Jobs::new(MemoryJobStore::new(), MemoryEventBus::new())
+///     .with_config(JobsConfig { job_time: None, ..JobsConfig::default() });
+/// let alice = Owner::new("alice")?;
+/// let job = jobs.create(&alice).await?;
+/// let done = JobUpdate { state: Some(JobState::Completed), ..JobUpdate::default() };
+/// assert_eq!(jobs.update(job.id, &done).await?.state, JobState::Completed);
+/// assert!(jobs.get(job.id, &Owner::new("mallory")?).await.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Jobs<S, B, C = SystemClock> {
+    store: S,
+    bus: B,
+    clock: C,
+    config: JobsConfig,
+}
+
+impl<S: JobStore, B: EventBus> Jobs<S, B> {
+    /// A service on the system clock with the default settings.
+    pub fn new(store: S, bus: B) -> Self {
+        Self {
+            store,
+            bus,
+            clock: SystemClock,
+            config: JobsConfig::default(),
+        }
+    }
+}
+
+impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
+    /// The same service reading time from `clock`.
+    pub fn with_clock<C2: Clock>(self, clock: C2) -> Jobs<S, B, C2> {
+        Jobs {
+            store: self.store,
+            bus: self.bus,
+            clock,
+            config: self.config,
+        }
+    }
+
+    /// The same service with other settings.
+    pub fn with_config(mut self, config: JobsConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &JobsConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The event bus.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// Creates a pending job for `owner` and publishes it.
+    pub async fn create(&self, owner: &Owner) -> Result<Job, JobsError> {
+        let now = self.clock.now();
+        let complete_at = self.config.job_time.map(|after| now.add(after));
+        let job = self
+            .store
+            .create(NewJob {
+                owner: owner.clone(),
+                created_at: now,
+                complete_at,
+            })
+            .await?;
+        self.bus.publish(&job).await?;
+        Ok(job)
+    }
+
+    /// The job, if `owner` owns it.
+    pub async fn get(&self, id: JobId, owner: &Owner) -> Result<Job, JobsError> {
+        let (job, _) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
+        if &job.owner != owner {
+            return Err(JobsError::Forbidden(id));
+        }
+        Ok(job)
+    }
+
+    /// An owner's jobs, newest first.
+    pub async fn list(&self, owner: &Owner, limit: usize) -> Result<Vec<Job>, JobsError> {
+        Ok(self.store.list_by_owner(owner, limit).await?)
+    }
+
+    /// Applies a worker's update (forward only) and publishes the change. An update that
+    /// changes nothing succeeds and publishes nothing.
+    pub async fn update(&self, id: JobId, update: &JobUpdate) -> Result<Job, JobsError> {
+        for _ in 0..self.config.max_attempts {
+            let (job, version) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
+            let Some(next) = job.apply(update, self.clock.now())? else {
+                return Ok(job);
+            };
+            match self.store.compare_and_set(&version, &next).await? {
+                Commit::Applied => {
+                    self.bus.publish(&next).await?;
+                    return Ok(next);
+                }
+                Commit::Conflict => continue,
+            }
+        }
+        Err(StoreError::Contention {
+            key: format!("job {id}"),
+            attempts: self.config.max_attempts,
+        }
+        .into())
+    }
+
+    /// Completes every job whose `complete_at` has come (the `JOB_TIME` simulator); returns
+    /// how many this call completed. Safe to run on every instance at once: each job
+    /// completes, and is published, once.
+    pub async fn complete_due(&self, limit: usize) -> Result<usize, JobsError> {
+        let done = JobUpdate {
+            state: Some(JobState::Completed),
+            ..JobUpdate::default()
+        };
+        let mut completed = 0;
+        for job in self.store.due(self.clock.now(), limit).await? {
+            match self.update(job.id, &done).await {
+                Ok(_) => completed += 1,
+                // Finished by a worker or another instance in the meantime.
+                Err(JobsError::Rule(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(completed)
+    }
+
+    /// Live events of `owner`.
+    pub async fn subscribe(&self, owner: &Owner) -> Result<EventStream, JobsError> {
+        Ok(self.bus.subscribe(owner).await?)
+    }
+
+    /// Kept events of `owner` after `after`, oldest first.
+    pub async fn replay(
+        &self,
+        owner: &Owner,
+        after: Option<EventId>,
+    ) -> Result<Vec<JobEvent>, JobsError> {
+        Ok(self.bus.replay(owner, after).await?)
+    }
+}

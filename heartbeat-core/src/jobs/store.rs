@@ -1,0 +1,121 @@
+//! The storage contract for jobs and their events.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Job, JobId, NewJob, Owner};
+use crate::Timestamp;
+use crate::store::{Commit, StoreError};
+
+/// Storage for jobs.
+///
+/// # Contract
+///
+/// - [`create`](Self::create) gives every job a new id, greater than every id given before
+///   (also across restarts of a persistent store and across instances sharing one).
+/// - [`get`](Self::get) returns the job with a version; [`compare_and_set`](Self::compare_and_set)
+///   replaces it only if it is still at that version. The rules of what may change live in
+///   [`Job::apply`]; the store only compares and swaps.
+/// - [`list_by_owner`](Self::list_by_owner) lists one owner's jobs, newest first.
+/// - [`due`](Self::due) lists jobs whose `complete_at` has come and that are not final.
+pub trait JobStore: Send + Sync + 'static {
+    /// What identifies a loaded job for compare-and-set.
+    type Version: Send + Sync;
+
+    /// Stores a new job under a fresh, increasing id.
+    fn create(&self, job: NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
+
+    /// A job and its version.
+    fn get(
+        &self,
+        id: JobId,
+    ) -> impl Future<Output = Result<Option<(Job, Self::Version)>, StoreError>> + Send;
+
+    /// Replaces a job if it is still at `version`.
+    fn compare_and_set(
+        &self,
+        version: &Self::Version,
+        job: &Job,
+    ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
+
+    /// An owner's jobs, newest first, at most `limit`.
+    fn list_by_owner(
+        &self,
+        owner: &Owner,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+
+    /// Up to `limit` jobs that are not final and whose `complete_at` is at or before `now`.
+    fn due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+}
+
+/// A job event id: increasing in publication order on one bus (shared by all instances
+/// of a shared store). SSE sends it as `id:` so clients resume with `Last-Event-ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub u64);
+
+/// A change of a job, as published to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Its place in the bus's order.
+    pub id: EventId,
+    /// The job as it is after the change.
+    pub job: Job,
+}
+
+/// Live events of one owner. Yields [`BusError::Lagged`] when the subscriber fell behind and
+/// events were dropped: replay from the last id seen to catch up.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, BusError>> + Send>>;
+
+/// Why an event could not be published or received.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The subscriber was too slow and `skipped` events were dropped for it.
+    #[error("subscriber lagged behind and missed {skipped} events; replay to catch up")]
+    Lagged {
+        /// How many were dropped.
+        skipped: u64,
+    },
+    /// The bus's backing store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Publishes job events to their owners, keeps a bounded history for replay.
+///
+/// # Contract
+///
+/// - [`publish`](Self::publish) gives the event an id greater than any before and delivers
+///   it to every live subscription of the job's owner, and to no other owner.
+/// - [`subscribe`](Self::subscribe) delivers every event published after it returns.
+/// - [`replay`](Self::replay) returns the owner's kept events with an id greater than
+///   `after`, oldest first (at most the bus's history bound per owner).
+///
+/// Subscribe first, then replay, then skip live events whose id was replayed: that order
+/// loses nothing.
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes a change of `job`; returns the event with its id.
+    fn publish(&self, job: &Job) -> impl Future<Output = Result<JobEvent, BusError>> + Send;
+
+    /// Live events of `owner` from now on.
+    fn subscribe(
+        &self,
+        owner: &Owner,
+    ) -> impl Future<Output = Result<EventStream, BusError>> + Send;
+
+    /// Kept events of `owner` after `after` (all kept events when `None`), oldest first.
+    fn replay(
+        &self,
+        owner: &Owner,
+        after: Option<EventId>,
+    ) -> impl Future<Output = Result<Vec<JobEvent>, BusError>> + Send;
+}

@@ -1,0 +1,280 @@
+//! [`Heartbeats`]: codec + decision rules + store, the whole heartbeat use case in one type.
+
+use crate::decision::{self, Accepted, RejectReason, SessionWrite, Verdict};
+use crate::session::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
+use crate::store::{Commit, Retention, SessionStore, StoreError};
+use crate::token::{InvalidToken, SealError, TokenCodec};
+use crate::{Clock, HeartbeatData, Id, SystemClock, Timestamp};
+
+/// Compare-and-set attempts per heartbeat before [`StoreError::Contention`].
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 32;
+
+/// Why a heartbeat could not be decided. A refusal over the limit is not an error: it is
+/// [`HeartbeatOutcome::Rejected`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeartbeatError {
+    /// The token cannot be opened or does not hold valid heartbeat data (406).
+    #[error(transparent)]
+    InvalidToken(#[from] InvalidToken),
+    /// The reported progress is not a finite non-negative number (400).
+    #[error("progress must be a finite non-negative number")]
+    InvalidProgress,
+    /// The store failed (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The rotated token could not be sealed (500).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeartbeatOutcome {
+    /// Accepted: keep playing with the rotated token.
+    Accepted {
+        /// The rotated token to send with the next heartbeat.
+        token: String,
+        /// What the rotated token carries, and how the session was identified.
+        accepted: Accepted,
+    },
+    /// Refused: the user has too many streams; the player must stop (412).
+    Rejected(RejectReason),
+}
+
+/// An active session, as an administrator sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActiveSession {
+    /// The session.
+    pub session_id: String,
+    /// Its stored record.
+    #[serde(flatten)]
+    pub record: SessionRecord,
+}
+
+/// Settings of [`Heartbeats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// History and progress retention.
+    pub retention: Retention,
+    /// Compare-and-set attempts per operation before giving up with
+    /// [`StoreError::Contention`].
+    pub max_attempts: u32,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// The heartbeat service: opens the token, decides with the rules of SPEC §3.2 and applies
+/// the decision to the store atomically (load, decide, compare-and-set, bounded retry).
+///
+/// ```
+/// use heartbeat_core::memory::MemorySessionStore;
+/// use heartbeat_core::{HeartbeatData, HeartbeatOutcome, Heartbeats, TokenCodec};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let codec = TokenCodec::new("shared secret")?;
+/// let heartbeats = Heartbeats::new(codec.clone(), MemorySessionStore::new());
+///
+/// // The backend issues the first token...
+/// let first: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
+///     "heartbeat_cycle":30,"cycle_upper_tolerance":10,"timestamp":"2026-01-01T00:00:00.000Z",
+///     "session_limit":2,"checking_threshold":3,"sessions_edge":10}"#)?;
+/// let token = codec.seal(&first)?;
+///
+/// // ...and the player sends heartbeats with it, then with each rotated token.
+/// let HeartbeatOutcome::Accepted { token: rotated, accepted } =
+///     heartbeats.heartbeat(&token, Some(12.5)).await? else { panic!("refused") };
+/// assert!(accepted.new_session.is_some());
+/// assert_ne!(rotated, token);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Heartbeats<S, C = SystemClock> {
+    codec: TokenCodec,
+    store: S,
+    clock: C,
+    config: HeartbeatConfig,
+}
+
+impl<S: SessionStore> Heartbeats<S> {
+    /// A service on the system clock with the default settings.
+    pub fn new(codec: TokenCodec, store: S) -> Self {
+        Self {
+            codec,
+            store,
+            clock: SystemClock,
+            config: HeartbeatConfig::default(),
+        }
+    }
+}
+
+impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
+    /// The same service reading time from `clock`.
+    pub fn with_clock<C2: Clock>(self, clock: C2) -> Heartbeats<S, C2> {
+        Heartbeats {
+            codec: self.codec,
+            store: self.store,
+            clock,
+            config: self.config,
+        }
+    }
+
+    /// The same service with other settings.
+    pub fn with_config(mut self, config: HeartbeatConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The token codec.
+    pub fn codec(&self) -> &TokenCodec {
+        &self.codec
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Handles one heartbeat: `progress` is the position the player reports, if any.
+    pub async fn heartbeat(
+        &self,
+        token: &str,
+        progress: Option<f64>,
+    ) -> Result<HeartbeatOutcome, HeartbeatError> {
+        let progress = check_progress(progress)?;
+        let data = self.codec.open(token)?;
+        self.heartbeat_data(&data, progress).await
+    }
+
+    /// Handles one heartbeat whose token is already opened.
+    pub async fn heartbeat_data(
+        &self,
+        data: &HeartbeatData,
+        progress: Option<f64>,
+    ) -> Result<HeartbeatOutcome, HeartbeatError> {
+        let progress = check_progress(progress)?;
+        let fresh_id = uuid::Uuid::new_v4().to_string();
+        let verdict = self
+            .update(&data.user_id, |now, stored| {
+                let decision = decision::decide(now, data, stored, &fresh_id, progress);
+                (Some(decision.write), decision.verdict)
+            })
+            .await?;
+        match verdict {
+            Verdict::Accept(accepted) => {
+                let token = self.codec.seal(&accepted.token_data)?;
+                Ok(HeartbeatOutcome::Accepted { token, accepted })
+            }
+            Verdict::Reject(reason) => Ok(HeartbeatOutcome::Rejected(reason)),
+        }
+    }
+
+    /// Ends the token's session now: its slot is free at once and it goes to the play
+    /// history as stopped. Returns whether an active session was stopped (a stale or
+    /// unknown session changes nothing but the expiry of others).
+    pub async fn stop(&self, token: &str, progress: Option<f64>) -> Result<bool, HeartbeatError> {
+        let progress = check_progress(progress)?;
+        let data = self.codec.open(token)?;
+        Ok(self
+            .update(&data.user_id, |now, stored| {
+                let (write, stopped) = decision::stop(now, &data, stored, progress);
+                (Some(write), stopped)
+            })
+            .await?)
+    }
+
+    /// Removes one of the user's sessions (an administrator's eviction). Returns whether it
+    /// was active.
+    pub async fn evict(&self, user: &Id, session_id: &str) -> Result<bool, StoreError> {
+        self.update(user, |now, stored| {
+            let write = decision::evict(now, stored, session_id);
+            let evicted = write.is_some();
+            (write, evicted)
+        })
+        .await
+    }
+
+    /// The user's sessions that have not passed their `expires_at`, oldest first.
+    pub async fn active_sessions(&self, user: &Id) -> Result<Vec<ActiveSession>, StoreError> {
+        let now = self.clock.now();
+        let loaded = self.store.load(user).await?;
+        let mut sessions: Vec<ActiveSession> = loaded
+            .sessions
+            .sessions
+            .into_iter()
+            .filter(|(_, record)| record.expires_at.is_none_or(|expires_at| expires_at >= now))
+            .map(|(session_id, record)| ActiveSession { session_id, record })
+            .collect();
+        sessions.sort_by_key(|session| (session.record.order_key(), session.session_id.clone()));
+        Ok(sessions)
+    }
+
+    /// Where the user stopped in an asset.
+    pub async fn progress(
+        &self,
+        user: &Id,
+        asset: &Id,
+    ) -> Result<Option<ProgressRecord>, StoreError> {
+        self.store.progress(user, asset).await
+    }
+
+    /// The user's play history, newest first.
+    pub async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
+        self.store
+            .history(user, limit.min(self.config.retention.history_cap))
+            .await
+    }
+
+    /// Seals a token for a backend (the first token of a session).
+    pub fn issue(&self, data: &HeartbeatData) -> Result<String, SealError> {
+        self.codec.seal(data)
+    }
+
+    /// The compare-and-set loop: load, decide with `now`, commit if unchanged, retry.
+    /// `decide` returns the write (none: nothing to store) and the result to hand back.
+    async fn update<T>(
+        &self,
+        user: &Id,
+        mut decide: impl FnMut(Timestamp, &UserSessions) -> (Option<SessionWrite>, T),
+    ) -> Result<T, StoreError> {
+        for _ in 0..self.config.max_attempts {
+            let loaded = self.store.load(user).await?;
+            let (write, result) = decide(self.clock.now(), &loaded.sessions);
+            let Some(write) = write.filter(|write| !write.is_empty()) else {
+                return Ok(result);
+            };
+            match self
+                .store
+                .commit(user, &loaded.version, &write, &self.config.retention)
+                .await?
+            {
+                Commit::Applied => return Ok(result),
+                Commit::Conflict => continue,
+            }
+        }
+        Err(StoreError::Contention {
+            key: user.to_string(),
+            attempts: self.config.max_attempts,
+        })
+    }
+}
+
+fn check_progress(progress: Option<f64>) -> Result<Option<f64>, HeartbeatError> {
+    match progress {
+        Some(p) if !(p.is_finite() && p >= 0.0) => Err(HeartbeatError::InvalidProgress),
+        other => Ok(other),
+    }
+}

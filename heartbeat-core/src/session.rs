@@ -1,0 +1,183 @@
+//! What the store keeps per user: active sessions, progress and play history.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{Id, Timestamp};
+
+/// One active session as stored: `{timestamp, hit_counter, started_at}` exactly as the
+/// Node.js server writes it, plus the optional fields this crate adds.
+///
+/// Records written by the Node.js server (only the three fields, `started_at` sometimes
+/// missing, `hit_counter` sometimes a string) read back; fields this crate does not know
+/// are kept.
+///
+/// ```
+/// use heartbeat_core::SessionRecord;
+///
+/// let node = r#"{"timestamp":"2018-06-05T16:16:14.418Z","hit_counter":4,"started_at":"2018-06-05T16:16:02.410Z"}"#;
+/// let record = SessionRecord::from_json(node).unwrap();
+/// assert_eq!(record.hit_counter, 4);
+/// assert_eq!(serde_json::to_string(&record).unwrap(), node);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// When the last accepted heartbeat arrived; also the `timestamp` of the token the
+    /// player holds now.
+    pub timestamp: Timestamp,
+    /// Accepted heartbeats of this session (inherited by a clone).
+    #[serde(deserialize_with = "lenient::count")]
+    pub hit_counter: u64,
+    /// When the session started. Missing in some records of the Node.js server; such a
+    /// session orders as if it started at its `timestamp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// What the session plays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_id: Option<Id>,
+    /// The last progress reported, in the player's unit (usually seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// When the session expires without another heartbeat (`timestamp + heartbeat_cycle +
+    /// cycle_upper_tolerance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Fields written by someone else, kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl SessionRecord {
+    /// Reads a stored record.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// The record as stored.
+    pub fn to_json(&self) -> String {
+        // A struct of strings, numbers and JSON values always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The instant the session is ordered by: `started_at`, or `timestamp` when missing.
+    pub fn order_key(&self) -> Timestamp {
+        self.started_at.unwrap_or(self.timestamp)
+    }
+}
+
+/// A user's active sessions by session id, as loaded from a store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserSessions {
+    /// Sessions by id.
+    pub sessions: BTreeMap<String, SessionRecord>,
+    /// Ids whose stored record could not be read. They count as expired and are removed
+    /// by the next write.
+    pub unreadable: Vec<String>,
+}
+
+impl UserSessions {
+    /// Reads `(session id, stored JSON)` pairs, setting aside records that cannot be read.
+    pub fn from_stored<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut user = UserSessions::default();
+        for (id, json) in entries {
+            match SessionRecord::from_json(json) {
+                Ok(record) => {
+                    user.sessions.insert(id.to_owned(), record);
+                }
+                Err(_) => user.unreadable.push(id.to_owned()),
+            }
+        }
+        user
+    }
+
+    /// True when there is nothing stored for the user.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.unreadable.is_empty()
+    }
+}
+
+/// Why a session left the active set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// No heartbeat within `heartbeat_cycle + cycle_upper_tolerance`.
+    Expired,
+    /// The player said it stopped (`POST /heartbeat/stop`).
+    Stopped,
+    /// An administrator evicted it.
+    Evicted,
+}
+
+/// One finished session in a user's play history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlayRecord {
+    /// The session.
+    pub session_id: String,
+    /// What was played, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_id: Option<Id>,
+    /// When it started, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// Its last accepted heartbeat.
+    pub last_heartbeat: Timestamp,
+    /// When it was seen to end.
+    pub ended_at: Timestamp,
+    /// How it ended.
+    pub ended_by: EndReason,
+    /// Accepted heartbeats.
+    pub hit_counter: u64,
+    /// The last progress reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+}
+
+impl PlayRecord {
+    /// The history entry for a session that ends at `now` for `reason`.
+    pub fn ended(
+        session_id: &str,
+        record: &SessionRecord,
+        now: Timestamp,
+        reason: EndReason,
+    ) -> Self {
+        PlayRecord {
+            session_id: session_id.to_owned(),
+            asset_id: record.asset_id.clone(),
+            started_at: record.started_at,
+            last_heartbeat: record.timestamp,
+            ended_at: now,
+            ended_by: reason,
+            hit_counter: record.hit_counter,
+            progress: record.progress,
+        }
+    }
+}
+
+/// Where a user stopped in an asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressRecord {
+    /// The position, in the player's unit (usually seconds).
+    pub progress: f64,
+    /// When it was reported.
+    pub updated_at: Timestamp,
+    /// The session that reported it.
+    pub session_id: String,
+}
+
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// A whole number, also as a numeric string (the Node.js server reads it with `+`).
+    pub(super) fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let invalid = || serde::de::Error::custom("hit_counter must be a whole number");
+        match Value::deserialize(deserializer)? {
+            Value::Number(n) => n.as_u64().ok_or_else(invalid),
+            Value::String(s) => s.trim().parse().map_err(|_| invalid()),
+            Value::Null => Ok(0),
+            _ => Err(invalid()),
+        }
+    }
+}
