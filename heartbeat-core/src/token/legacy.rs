@@ -105,6 +105,26 @@ impl LegacyKey {
     /// Opens a token to its JSON object. Every input of the same length takes the same
     /// steps; see the module docs.
     pub fn open(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
+        let (plaintext, failure) = self.decrypt(token);
+        // Parsed on every path, so a padding error costs what a JSON error costs.
+        let parsed = parse_object(&plaintext);
+        match failure {
+            Some(refusal) => Err(refusal),
+            None => parsed,
+        }
+    }
+
+    /// Opens a token to its plaintext bytes, without reading them as JSON.
+    pub fn open_plaintext(&self, token: &str) -> Result<Vec<u8>, Refusal> {
+        match self.decrypt(token) {
+            (_, Some(refusal)) => Err(refusal),
+            (plaintext, None) => Ok(plaintext),
+        }
+    }
+
+    /// Decodes and decrypts with the same steps for every input of a given length; returns
+    /// the plaintext (garbage when anything failed) and the first failure.
+    fn decrypt(&self, token: &str) -> (Vec<u8>, Option<Refusal>) {
         let mut first_failure: Option<Refusal> = None;
         let mut fail = |refusal: Refusal| {
             first_failure.get_or_insert(refusal);
@@ -150,12 +170,8 @@ impl LegacyKey {
         if !padding_ok {
             fail(Refusal::Decryption);
         }
-        let parsed = parse_object(&buffer[..plaintext_len]);
-
-        match (first_failure, parsed) {
-            (Some(refusal), _) => Err(refusal),
-            (None, parsed) => parsed,
-        }
+        buffer.truncate(plaintext_len);
+        (buffer, first_failure)
     }
 }
 
