@@ -1,0 +1,136 @@
+//! `heartbeat_data` parsing: types kept, numeric strings, unknown fields, field errors.
+
+use heartbeat_core::{DataError, HeartbeatData, Id, RejectStrategy};
+use serde_json::{Value, json};
+
+fn base() -> Value {
+    json!({"user_id":13,"asset_id":"movie/14","heartbeat_cycle":3,"cycle_upper_tolerance":0.8,
+           "timestamp":"2018-06-05T16:16:14.418Z","session_limit":1,"checking_threshold":3,
+           "sessions_edge":10})
+}
+
+fn with(field: &str, value: Value) -> Value {
+    let mut object = base();
+    object[field] = value;
+    object
+}
+
+fn error_of(value: Value) -> DataError {
+    HeartbeatData::from_json(value).unwrap_err()
+}
+
+#[test]
+fn ids_keep_their_json_type() {
+    let data = HeartbeatData::from_json(base()).unwrap();
+    assert_eq!(data.user_id, Id::Int(13));
+    assert_eq!(data.asset_id, Id::Str("movie/14".into()));
+    let written = serde_json::to_value(&data).unwrap();
+    assert_eq!(written["user_id"], json!(13));
+    assert_eq!(written["asset_id"], json!("movie/14"));
+    let string_user = HeartbeatData::from_json(with("user_id", json!("13"))).unwrap();
+    assert_eq!(
+        serde_json::to_value(&string_user).unwrap()["user_id"],
+        json!("13")
+    );
+}
+
+#[test]
+fn numeric_strings_are_numbers() {
+    let mut object = base();
+    object["heartbeat_cycle"] = json!(" 3.5 ");
+    object["session_limit"] = json!("2");
+    object["sessions_edge"] = json!(5.0);
+    let data = HeartbeatData::from_json(object).unwrap();
+    assert_eq!(data.heartbeat_cycle.get(), 3.5);
+    assert_eq!(data.session_limit, 2);
+    assert_eq!(data.sessions_edge, 5);
+    let written = serde_json::to_value(&data).unwrap();
+    assert_eq!(written["heartbeat_cycle"], json!(3.5));
+    assert_eq!(written["cycle_upper_tolerance"], json!(0.8));
+    assert_eq!(written["session_limit"], json!(2));
+}
+
+#[test]
+fn unknown_fields_and_unknown_strategies_are_kept() {
+    let mut object = with("reject_strategy", json!("NEWEST_WINS"));
+    object["tenant"] = json!({"id": 7});
+    let data = HeartbeatData::from_json(object).unwrap();
+    assert_eq!(data.reject_strategy, None);
+    assert_eq!(data.strategy(), RejectStrategy::LeastRecent);
+    let written = serde_json::to_value(&data).unwrap();
+    assert_eq!(written["tenant"], json!({"id": 7}));
+    assert_eq!(written["reject_strategy"], json!("NEWEST_WINS"));
+
+    let known = HeartbeatData::from_json(with("reject_strategy", json!("MOST_RECENT"))).unwrap();
+    assert_eq!(known.strategy(), RejectStrategy::MostRecent);
+    assert!(known.extra.is_empty());
+}
+
+#[test]
+fn timestamps_are_written_like_to_iso_string() {
+    let data =
+        HeartbeatData::from_json(with("timestamp", json!("2018-06-05T18:16:14.4+02:00"))).unwrap();
+    assert_eq!(
+        serde_json::to_value(&data).unwrap()["timestamp"],
+        json!("2018-06-05T16:16:14.400Z")
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let missing = |field: &str| {
+        let mut object = base();
+        object.as_object_mut().unwrap().remove(field);
+        error_of(object)
+    };
+    assert_eq!(missing("user_id"), DataError::Missing { field: "user_id" });
+    assert_eq!(
+        missing("timestamp"),
+        DataError::Missing { field: "timestamp" }
+    );
+    assert_eq!(
+        missing("sessions_edge"),
+        DataError::Missing {
+            field: "sessions_edge"
+        }
+    );
+    assert_eq!(error_of(json!([1])), DataError::NotAnObject);
+
+    let invalid = [
+        ("user_id", json!(1.5)),
+        ("user_id", json!("")),
+        ("user_id", json!("x".repeat(257))),
+        ("asset_id", json!(true)),
+        ("session_id", json!(5)),
+        ("heartbeat_cycle", json!(0)),
+        ("heartbeat_cycle", json!("soon")),
+        ("cycle_upper_tolerance", json!(-1)),
+        ("cycle_lower_tolerance", json!("NaN")),
+        ("session_limit", json!(1.5)),
+        ("checking_threshold", json!(-1)),
+        ("sessions_edge", json!(1e12)),
+        ("timestamp", json!("yesterday")),
+        ("started_at", json!(12)),
+    ];
+    for (field, value) in invalid {
+        match error_of(with(field, value.clone())) {
+            DataError::Invalid { field: named, .. } => assert_eq!(named, field, "{value}"),
+            other => panic!("{field}={value}: {other:?}"),
+        }
+    }
+    let message = error_of(with("session_limit", json!("many"))).to_string();
+    assert!(
+        message.starts_with("`session_limit` must be a whole number"),
+        "{message}"
+    );
+}
+
+#[test]
+fn optional_fields_default() {
+    let data = HeartbeatData::from_json(base()).unwrap();
+    assert_eq!(data.cycle_lower_tolerance.get(), 0.0);
+    assert!(data.is_from_backend());
+    assert_eq!(data.started_at, None);
+    let with_null = HeartbeatData::from_json(with("session_id", Value::Null)).unwrap();
+    assert!(with_null.is_from_backend());
+}

@@ -1,0 +1,125 @@
+//! The token codec: v2 tampering, truncation, keys, versions, lengths; legacy switches.
+
+use heartbeat_core::token::{MAX_TOKEN_LEN, Refusal};
+use heartbeat_core::{HeartbeatData, TokenCodec, TokenFormat};
+
+fn data() -> HeartbeatData {
+    serde_json::from_str(
+        r#"{"user_id":"user-äöü","asset_id":14,"heartbeat_cycle":3,"cycle_upper_tolerance":0.8,
+            "timestamp":"2018-06-05T16:16:14.418Z","session_limit":1,"checking_threshold":3,
+            "sessions_edge":10,"tenant":{"plan":"gold"}}"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn v2_round_trips_and_is_url_safe() {
+    let codec = TokenCodec::new("k").unwrap();
+    let token = codec.seal(&data()).unwrap();
+    assert!(token.starts_with("v2."));
+    assert!(
+        token[3..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(codec.open(&token).unwrap(), data());
+    // Fresh nonce per token.
+    assert_ne!(codec.seal(&data()).unwrap(), token);
+}
+
+#[test]
+fn v2_refuses_truncation_wrong_key_and_other_versions() {
+    let codec = TokenCodec::new("right key").unwrap();
+    let token = codec.seal(&data()).unwrap();
+    for cut in [3, 10, 30, token.len() - 1] {
+        assert!(codec.open(&token[..cut]).is_err(), "cut at {cut}");
+    }
+    let other = TokenCodec::new("wrong key").unwrap();
+    assert_eq!(
+        other.open(&token).unwrap_err().reason(),
+        &Refusal::Decryption
+    );
+    let v3 = token.replacen("v2.", "v3.", 1);
+    assert!(codec.open(&v3).is_err());
+    let appended = format!("{token}A");
+    assert!(codec.open(&appended).is_err());
+    assert_eq!(
+        codec.open("v2.!!!").unwrap_err().reason(),
+        &Refusal::Malformed
+    );
+}
+
+#[test]
+fn every_refusal_has_the_same_public_message() {
+    let codec = TokenCodec::new("k").unwrap();
+    let too_long = "a".repeat(MAX_TOKEN_LEN + 1);
+    let not_data = codec.seal_bytes(br#"{"user_id":1}"#).unwrap();
+    let not_json = codec.seal_bytes(b"not json").unwrap();
+    let array = codec.seal_bytes(b"[1,2]").unwrap();
+    let cases = [
+        ("", Refusal::Malformed),
+        (too_long.as_str(), Refusal::TooLong),
+        (not_json.as_str(), Refusal::NotJson),
+        (array.as_str(), Refusal::NotAnObject),
+    ];
+    for (token, reason) in cases {
+        let error = codec.open(token).unwrap_err();
+        assert_eq!(error.to_string(), "Heartbeat token is not valid.");
+        assert_eq!(error.reason(), &reason);
+    }
+    let error = codec.open(&not_data).unwrap_err();
+    assert!(
+        matches!(error.reason(), Refusal::Data(_)),
+        "{:?}",
+        error.reason()
+    );
+    assert_eq!(error.to_string(), "Heartbeat token is not valid.");
+}
+
+#[test]
+fn legacy_tokens_issued_here_open_here_and_can_be_refused() {
+    let codec = TokenCodec::new("topsecret")
+        .unwrap()
+        .issuing(TokenFormat::Legacy);
+    let token = codec.seal(&data()).unwrap();
+    assert!(token.bytes().take(64).all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(codec.open(&token).unwrap(), data());
+    // Another process (another salt) opens it too: same passphrase is all it takes.
+    assert_eq!(
+        TokenCodec::new("topsecret").unwrap().open(&token).unwrap(),
+        data()
+    );
+    let strict = codec.accepting_legacy(false);
+    assert_eq!(
+        strict.open(&token).unwrap_err().reason(),
+        &Refusal::Malformed
+    );
+}
+
+#[test]
+fn sealing_refuses_tokens_too_long_to_open() {
+    let codec = TokenCodec::new("k").unwrap();
+    let mut big = data();
+    big.extra
+        .insert("blob".into(), "x".repeat(MAX_TOKEN_LEN).into());
+    assert!(codec.seal(&big).is_err());
+}
+
+#[test]
+fn empty_key_is_refused() {
+    assert!(TokenCodec::new("").is_err());
+}
+
+#[test]
+fn token_format_names() {
+    assert_eq!("v2".parse::<TokenFormat>().unwrap(), TokenFormat::Sealed);
+    assert_eq!(
+        "LEGACY".parse::<TokenFormat>().unwrap(),
+        TokenFormat::Legacy
+    );
+    assert!(
+        "v1".parse::<TokenFormat>()
+            .unwrap_err()
+            .contains("expected `v2` or `legacy`")
+    );
+}
