@@ -1,1 +1,87 @@
-//! The store conformance suite (placeholder replaced below).
+//! The store conformance suite (feature `testkit`).
+//!
+//! One suite, run unchanged by every store: the memory store here, sled and Redis in their
+//! crates. A store crate implements [`Fixture`] (how to reach a fresh, isolated storage, and
+//! how to open another client onto it, as a second server instance would) and writes one
+//! line:
+//!
+//! ```ignore
+//! heartbeat_core::conformance_tests!(my_fixture);
+//! ```
+//!
+//! where `my_fixture` is an `async fn() -> impl Fixture`. The test crate needs `tokio` with
+//! the `macros` and `rt-multi-thread` features.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::SessionStore;
+use crate::jobs::{EventBus, JobStore};
+
+pub mod jobs;
+pub mod sessions;
+
+/// Access to one fresh, isolated storage for one test.
+pub trait Fixture: Send + Sync + 'static {
+    /// The session store type.
+    type Sessions: SessionStore + Clone;
+    /// The job store type.
+    type Jobs: JobStore + Clone;
+    /// The event bus type.
+    type Bus: EventBus + Clone;
+
+    /// A client of the session storage. Each call may be a new, independent client on the
+    /// same data (as separate server instances would have).
+    fn sessions(&self) -> impl Future<Output = Self::Sessions> + Send;
+    /// A client of the job storage, as [`sessions`](Self::sessions).
+    fn jobs(&self) -> impl Future<Output = Self::Jobs> + Send;
+    /// A client of the event bus, as [`sessions`](Self::sessions).
+    fn bus(&self) -> impl Future<Output = Self::Bus> + Send;
+}
+
+/// How long a test waits for an event that must arrive before failing.
+pub const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// Generates one `#[tokio::test]` per conformance check, each on a fresh fixture from
+/// `$setup` (an `async fn() -> impl Fixture`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::conformance_tests!(@tests $setup;
+            sessions::compare_and_set_contract,
+            sessions::unknown_record_fields_survive,
+            sessions::first_heartbeat_starts_a_session,
+            sessions::rotated_token_continues_the_session,
+            sessions::early_heartbeat_starts_a_session_that_inherits_the_counter,
+            sessions::replayed_token_starts_a_session_that_inherits_the_counter,
+            sessions::expired_sessions_leave_for_the_history,
+            sessions::least_recent_refuses_the_oldest_device,
+            sessions::most_recent_refuses_the_newest_device,
+            sessions::sessions_edge_refuses_every_session,
+            sessions::rejected_heartbeat_writes_nothing,
+            sessions::progress_is_recorded_per_asset,
+            sessions::stop_frees_the_slot_at_once,
+            sessions::evict_removes_one_session,
+            sessions::history_is_capped_newest_first,
+            sessions::concurrent_devices_never_exceed_the_limit,
+            jobs::ids_increase_and_unknown_ids_are_absent,
+            jobs::states_only_move_forward,
+            jobs::stale_versions_conflict,
+            jobs::owners_see_only_their_jobs,
+            jobs::due_jobs_complete_once,
+            jobs::events_reach_their_owner_only,
+            jobs::replay_returns_events_after_an_id,
+            jobs::events_cross_clients,
+        );
+    };
+    (@tests $setup:path; $($module:ident :: $test:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let fixture = $setup().await;
+                $crate::testkit::$module::$test(&fixture).await;
+            }
+        )+
+    };
+}

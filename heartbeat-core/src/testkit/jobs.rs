@@ -1,0 +1,307 @@
+//! Conformance checks for [`JobStore`](crate::jobs::JobStore) and
+//! [`EventBus`](crate::jobs::EventBus) through the [`Jobs`] service.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::{EVENT_WAIT, Fixture};
+use crate::ManualClock;
+use crate::jobs::{
+    EventBus, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
+    JobsConfig, JobsError, Owner,
+};
+use crate::store::Commit;
+use crate::testkit::sessions::start;
+
+fn owner(name: &str) -> Owner {
+    Owner::new(name).unwrap()
+}
+
+async fn service<F: Fixture>(
+    fixture: &F,
+    clock: &ManualClock,
+    job_time: Option<Duration>,
+) -> Jobs<F::Jobs, F::Bus, ManualClock> {
+    Jobs::new(fixture.jobs().await, fixture.bus().await)
+        .with_clock(clock.clone())
+        .with_config(JobsConfig {
+            job_time,
+            ..JobsConfig::default()
+        })
+}
+
+fn to(state: JobState) -> JobUpdate {
+    JobUpdate {
+        state: Some(state),
+        ..JobUpdate::default()
+    }
+}
+
+async fn next_event(stream: &mut EventStream) -> JobEvent {
+    match tokio::time::timeout(EVENT_WAIT, stream.next()).await {
+        Ok(Some(Ok(event))) => event,
+        other => panic!("expected an event within {EVENT_WAIT:?}, got {other:?}"),
+    }
+}
+
+async fn no_event(stream: &mut EventStream) {
+    if let Ok(event) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        panic!("expected no event, got {event:?}");
+    }
+}
+
+/// Ids start above zero and increase; an unknown id is absent.
+pub async fn ids_increase_and_unknown_ids_are_absent<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        let job = jobs.create(&owner("alice")).await.unwrap();
+        assert!(job.id.0 > last, "{} after {last}", job.id);
+        assert_eq!(
+            (job.state, job.progress, job.created_at),
+            (JobState::Pending, 0, start())
+        );
+        last = job.id.0;
+    }
+    assert!(
+        jobs.store()
+            .get(JobId(last + 1000))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        jobs.get(JobId(last + 1000), &owner("alice")).await,
+        Err(JobsError::NotFound(_))
+    ));
+}
+
+/// Pending → running → completed; nothing moves back and a finished job never changes.
+pub async fn states_only_move_forward<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let job = jobs.create(&owner("alice")).await.unwrap();
+    let running = jobs
+        .update(
+            job.id,
+            &JobUpdate {
+                state: Some(JobState::Running),
+                progress: Some(40),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((running.state, running.progress), (JobState::Running, 40));
+    let lower = JobUpdate {
+        progress: Some(10),
+        ..JobUpdate::default()
+    };
+    assert!(matches!(
+        jobs.update(job.id, &lower).await,
+        Err(JobsError::Rule(JobError::ProgressBackwards { .. }))
+    ));
+    assert!(matches!(
+        jobs.update(job.id, &to(JobState::Pending)).await,
+        Err(JobsError::Rule(JobError::Backwards { .. }))
+    ));
+    let done = jobs.update(job.id, &to(JobState::Completed)).await.unwrap();
+    assert_eq!((done.state, done.progress), (JobState::Completed, 100));
+    // Repeating the same update is harmless; any other change is refused.
+    assert_eq!(
+        jobs.update(job.id, &to(JobState::Completed)).await.unwrap(),
+        done
+    );
+    let fail = JobUpdate {
+        state: Some(JobState::Failed),
+        error: Some("late".into()),
+        ..JobUpdate::default()
+    };
+    assert!(jobs.update(job.id, &fail).await.is_err());
+    assert_eq!(jobs.get(job.id, &owner("alice")).await.unwrap(), done);
+
+    let other = jobs.create(&owner("alice")).await.unwrap();
+    let failed = jobs.update(other.id, &fail).await.unwrap();
+    assert_eq!(
+        (failed.state, failed.error.as_deref()),
+        (JobState::Failed, Some("late"))
+    );
+    assert!(
+        jobs.update(other.id, &to(JobState::Completed))
+            .await
+            .is_err()
+    );
+}
+
+/// A job replaced since it was read is not overwritten.
+pub async fn stale_versions_conflict<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let store = fixture.jobs().await;
+    let job = jobs.create(&owner("alice")).await.unwrap();
+    let (loaded, stale) = store.get(job.id).await.unwrap().unwrap();
+    let running = loaded
+        .apply(&to(JobState::Running), start())
+        .unwrap()
+        .unwrap();
+    jobs.update(job.id, &to(JobState::Completed)).await.unwrap();
+    assert_eq!(
+        store.compare_and_set(&stale, &running).await.unwrap(),
+        Commit::Conflict
+    );
+    assert_eq!(
+        store.get(job.id).await.unwrap().unwrap().0.state,
+        JobState::Completed
+    );
+}
+
+/// Lists and reads are per owner; another owner's job is forbidden.
+pub async fn owners_see_only_their_jobs<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let a1 = jobs.create(&owner("alice")).await.unwrap();
+    let b1 = jobs.create(&owner("bob")).await.unwrap();
+    let a2 = jobs.create(&owner("alice")).await.unwrap();
+    let listed: Vec<JobId> = jobs
+        .list(&owner("alice"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, [a2.id, a1.id]);
+    assert_eq!(jobs.list(&owner("alice"), 1).await.unwrap().len(), 1);
+    assert!(jobs.list(&owner("carol"), 10).await.unwrap().is_empty());
+    assert!(matches!(
+        jobs.get(b1.id, &owner("alice")).await,
+        Err(JobsError::Forbidden(_))
+    ));
+    assert_eq!(jobs.get(b1.id, &owner("bob")).await.unwrap().id, b1.id);
+}
+
+/// With a job time, jobs complete when due, once, even with two instances racing.
+pub async fn due_jobs_complete_once<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let first = service(fixture, &clock, Some(Duration::from_secs(2))).await;
+    let second = service(fixture, &clock, Some(Duration::from_secs(2))).await;
+    let alice = owner("alice");
+    let mut events = first.subscribe(&alice).await.unwrap();
+    let early = first.create(&alice).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let late = first.create(&alice).await.unwrap();
+    let worker_done = first.create(&alice).await.unwrap();
+    first
+        .update(worker_done.id, &to(JobState::Failed))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        next_event(&mut events).await; // three created, one failed
+    }
+    assert_eq!(first.complete_due(100).await.unwrap(), 0);
+
+    clock.advance(Duration::from_secs(1));
+    let (a, b) = tokio::join!(first.complete_due(100), second.complete_due(100));
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    let event = next_event(&mut events).await;
+    assert_eq!(
+        (event.job.id, event.job.state),
+        (early.id, JobState::Completed)
+    );
+    no_event(&mut events).await;
+    assert_eq!(
+        first.get(late.id, &alice).await.unwrap().state,
+        JobState::Pending
+    );
+
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(second.complete_due(100).await.unwrap(), 1);
+    assert_eq!(
+        first.get(late.id, &alice).await.unwrap().state,
+        JobState::Completed
+    );
+    assert_eq!(
+        first.get(worker_done.id, &alice).await.unwrap().state,
+        JobState::Failed
+    );
+    assert_eq!(first.complete_due(100).await.unwrap(), 0);
+}
+
+/// Every change reaches its owner's subscribers, in order, and never another owner's.
+pub async fn events_reach_their_owner_only<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let mut alice = jobs.subscribe(&owner("alice")).await.unwrap();
+    let mut bob = jobs.subscribe(&owner("bob")).await.unwrap();
+    let job = jobs.create(&owner("alice")).await.unwrap();
+    jobs.update(job.id, &to(JobState::Running)).await.unwrap();
+    jobs.update(job.id, &to(JobState::Completed)).await.unwrap();
+    let created = next_event(&mut alice).await;
+    let running = next_event(&mut alice).await;
+    let completed = next_event(&mut alice).await;
+    assert_eq!(
+        [created.job.state, running.job.state, completed.job.state],
+        [JobState::Pending, JobState::Running, JobState::Completed]
+    );
+    assert!(created.id < running.id && running.id < completed.id);
+    assert!(completed.job.owner == owner("alice"));
+    no_event(&mut bob).await;
+}
+
+/// Replay returns the owner's events after an id, oldest first.
+pub async fn replay_returns_events_after_an_id<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let alice = owner("alice");
+    let first = jobs.create(&alice).await.unwrap();
+    jobs.create(&owner("bob")).await.unwrap();
+    let second = jobs.create(&alice).await.unwrap();
+    jobs.update(first.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+
+    let all = jobs.replay(&alice, None).await.unwrap();
+    let seen: Vec<(JobId, JobState)> = all.iter().map(|e| (e.job.id, e.job.state)).collect();
+    assert_eq!(
+        seen,
+        [
+            (first.id, JobState::Pending),
+            (second.id, JobState::Pending),
+            (first.id, JobState::Completed)
+        ]
+    );
+    assert!(all.windows(2).all(|pair| pair[0].id < pair[1].id));
+    let after_first = jobs.replay(&alice, Some(all[0].id)).await.unwrap();
+    assert_eq!(after_first, all[1..]);
+    assert!(
+        jobs.replay(&alice, Some(all[2].id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(jobs.replay(&owner("carol"), None).await.unwrap().is_empty());
+}
+
+/// An event published through one client reaches a subscriber of another client (another
+/// server instance) on the same storage.
+pub async fn events_cross_clients<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let publisher = service(fixture, &clock, None).await;
+    let listener_bus = fixture.bus().await;
+    let alice = owner("alice");
+    let mut stream = listener_bus.subscribe(&alice).await.unwrap();
+    let job = publisher.create(&alice).await.unwrap();
+    publisher
+        .update(job.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut stream).await.job.state, JobState::Pending);
+    let completed = next_event(&mut stream).await;
+    assert_eq!(
+        (completed.job.id, completed.job.state),
+        (job.id, JobState::Completed)
+    );
+    let replayed = listener_bus.replay(&alice, None).await.unwrap();
+    assert_eq!(replayed.last(), Some(&completed));
+}

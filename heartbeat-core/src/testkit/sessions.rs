@@ -1,0 +1,613 @@
+//! Conformance checks for [`SessionStore`] through the [`Heartbeats`] service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::Fixture;
+use crate::decision::{Accepted, NewSessionCause, RejectReason, SessionWrite};
+use crate::store::{Commit, Retention};
+use crate::{
+    Clock, EndReason, HeartbeatConfig, HeartbeatData, HeartbeatOutcome, Heartbeats, Id,
+    ManualClock, SessionRecord, SessionStore, Timestamp, TokenCodec,
+};
+
+/// The instant every check starts at.
+pub fn start() -> Timestamp {
+    "2026-01-01T00:00:00.000Z".parse().unwrap()
+}
+
+/// A heartbeat service over `store` on `clock`, with the test key.
+pub fn service<S: SessionStore>(store: S, clock: &ManualClock) -> Heartbeats<S, ManualClock> {
+    Heartbeats::new(TokenCodec::new("testkit shared key").unwrap(), store).with_clock(clock.clone())
+}
+
+/// Backend-issued heartbeat data: cycle 30 s, upper tolerance 10 s, lower 2 s.
+pub fn backend_data(
+    user: i64,
+    limit: u32,
+    threshold: u32,
+    edge: u32,
+    strategy: &str,
+) -> HeartbeatData {
+    HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_lower_tolerance": 2,
+        "cycle_upper_tolerance": 10, "reject_strategy": strategy, "timestamp": start().to_string(),
+        "session_limit": limit, "checking_threshold": threshold, "sessions_edge": edge,
+    }))
+    .unwrap()
+}
+
+/// Seals `data` with the service's codec.
+pub fn seal<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    data: &HeartbeatData,
+) -> String {
+    heartbeats.codec().seal(data).unwrap()
+}
+
+/// Sends a heartbeat that must be accepted.
+pub async fn accept<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    token: &str,
+    progress: Option<f64>,
+) -> (String, Accepted) {
+    match heartbeats.heartbeat(token, progress).await.unwrap() {
+        HeartbeatOutcome::Accepted { token, accepted } => (token, accepted),
+        HeartbeatOutcome::Rejected(reason) => panic!("expected accepted, got {reason:?}"),
+    }
+}
+
+/// Sends a heartbeat that must be refused.
+pub async fn reject<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    token: &str,
+) -> RejectReason {
+    match heartbeats.heartbeat(token, None).await.unwrap() {
+        HeartbeatOutcome::Rejected(reason) => reason,
+        HeartbeatOutcome::Accepted { accepted, .. } => {
+            panic!("expected rejected, got {accepted:?}")
+        }
+    }
+}
+
+/// Starts a counted session (threshold 1) for `user` and returns its current token.
+async fn counted_session<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    data: &HeartbeatData,
+) -> (String, String) {
+    let (token, accepted) = accept(heartbeats, &seal(heartbeats, data), None).await;
+    (token, accepted.session_id)
+}
+
+fn record(at: Timestamp, hits: u64) -> SessionRecord {
+    SessionRecord {
+        timestamp: at,
+        hit_counter: hits,
+        started_at: Some(at),
+        asset_id: None,
+        progress: None,
+        expires_at: Some(at.add_millis(40_000)),
+        extra: Default::default(),
+    }
+}
+
+fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) -> SessionWrite {
+    sessions.sessions.insert(id.to_owned(), record.clone());
+    SessionWrite {
+        upsert: Some((id.to_owned(), record)),
+        sessions,
+        keep_millis: 60_000,
+        ..SessionWrite::default()
+    }
+}
+
+/// `load` + `commit`: a write applies at the loaded version only; a stale version conflicts
+/// and writes nothing.
+pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
+    let store = fixture.sessions().await;
+    let user = Id::from("cas-user");
+    let retention = Retention::default();
+    let empty = store.load(&user).await.unwrap();
+    assert!(empty.sessions.is_empty());
+
+    let first = upsert(empty.sessions.clone(), "a", record(start(), 1));
+    assert_eq!(
+        store
+            .commit(&user, &empty.version, &first, &retention)
+            .await
+            .unwrap(),
+        Commit::Applied
+    );
+    let loaded = store.load(&user).await.unwrap();
+    assert_eq!(loaded.sessions.sessions.get("a"), Some(&record(start(), 1)));
+
+    // The empty version is stale now.
+    let rival = upsert(empty.sessions.clone(), "b", record(start(), 1));
+    assert_eq!(
+        store
+            .commit(&user, &empty.version, &rival, &retention)
+            .await
+            .unwrap(),
+        Commit::Conflict
+    );
+    let after = store.load(&user).await.unwrap();
+    assert_eq!(after.sessions.sessions.keys().collect::<Vec<_>>(), ["a"]);
+
+    let second = SessionWrite {
+        remove: vec!["a".into()],
+        keep_millis: 1000,
+        ..SessionWrite::default()
+    };
+    assert_eq!(
+        store
+            .commit(&user, &after.version, &second, &retention)
+            .await
+            .unwrap(),
+        Commit::Applied
+    );
+    assert_eq!(
+        store
+            .commit(&user, &after.version, &second, &retention)
+            .await
+            .unwrap(),
+        Commit::Conflict
+    );
+    assert!(
+        store
+            .load(&user)
+            .await
+            .unwrap()
+            .sessions
+            .sessions
+            .is_empty()
+    );
+}
+
+/// Fields of a stored record this crate does not know come back unchanged.
+pub async fn unknown_record_fields_survive<F: Fixture>(fixture: &F) {
+    let store = fixture.sessions().await;
+    let user = Id::Int(7);
+    let mut with_extra = record(start(), 3);
+    with_extra
+        .extra
+        .insert("device".into(), json!({"kind": "tv"}));
+    let loaded = store.load(&user).await.unwrap();
+    let write = upsert(loaded.sessions, "s", with_extra.clone());
+    assert_eq!(
+        store
+            .commit(&user, &loaded.version, &write, &Retention::default())
+            .await
+            .unwrap(),
+        Commit::Applied
+    );
+    assert_eq!(
+        store.load(&user).await.unwrap().sessions.sessions["s"],
+        with_extra
+    );
+}
+
+/// A backend token starts a session with one hit and `started_at = now`.
+pub async fn first_heartbeat_starts_a_session<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    clock.advance(Duration::from_millis(250));
+    let (token, accepted) = accept(
+        &heartbeats,
+        &seal(&heartbeats, &backend_data(13, 1, 3, 10, "LEAST_RECENT")),
+        None,
+    )
+    .await;
+    assert_eq!(accepted.new_session, Some(NewSessionCause::FromBackend));
+    assert_eq!(accepted.token_data.timestamp, clock.now());
+    assert_eq!(accepted.token_data.started_at, Some(clock.now()));
+    let opened = heartbeats.codec().open(&token).unwrap();
+    assert_eq!(
+        opened.session_id.as_deref(),
+        Some(accepted.session_id.as_str())
+    );
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].session_id, accepted.session_id);
+    assert_eq!(sessions[0].record.hit_counter, 1);
+}
+
+/// The rotated token, sent a cycle later, continues the same session.
+pub async fn rotated_token_continues_the_session<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (mut token, first) = accept(
+        &heartbeats,
+        &seal(&heartbeats, &backend_data(13, 1, 3, 10, "LEAST_RECENT")),
+        None,
+    )
+    .await;
+    for hits in 2..=4 {
+        clock.advance(Duration::from_secs(29));
+        let (next, accepted) = accept(&heartbeats, &token, None).await;
+        assert_eq!(accepted.new_session, None);
+        assert_eq!(accepted.session_id, first.session_id);
+        assert_eq!(accepted.token_data.started_at, first.token_data.started_at);
+        let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+        assert_eq!(sessions[0].record.hit_counter, hits);
+        token = next;
+    }
+}
+
+/// A heartbeat before `cycle - lower tolerance` starts a new session with the counter.
+pub async fn early_heartbeat_starts_a_session_that_inherits_the_counter<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (token, first) = accept(
+        &heartbeats,
+        &seal(&heartbeats, &backend_data(13, 5, 3, 10, "LEAST_RECENT")),
+        None,
+    )
+    .await;
+    clock.advance(Duration::from_secs(27)); // 30 - 2 = 28 s is the earliest
+    let (_, early) = accept(&heartbeats, &token, None).await;
+    assert_eq!(early.new_session, Some(NewSessionCause::TooEarly));
+    assert_ne!(early.session_id, first.session_id);
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    let new = sessions
+        .iter()
+        .find(|s| s.session_id == early.session_id)
+        .unwrap();
+    assert_eq!(new.record.hit_counter, 2);
+}
+
+/// A token used twice: the second use is a clone and starts a new session that inherits
+/// the counter, so cloning cannot dodge the threshold.
+pub async fn replayed_token_starts_a_session_that_inherits_the_counter<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (token, _) = accept(
+        &heartbeats,
+        &seal(&heartbeats, &backend_data(13, 5, 3, 10, "LEAST_RECENT")),
+        None,
+    )
+    .await;
+    clock.advance(Duration::from_secs(30));
+    let (_, original) = accept(&heartbeats, &token, None).await;
+    assert_eq!(original.new_session, None);
+    clock.advance(Duration::from_secs(1));
+    let (_, clone) = accept(&heartbeats, &token, None).await;
+    assert_eq!(clone.new_session, Some(NewSessionCause::Replayed));
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    let cloned = sessions
+        .iter()
+        .find(|s| s.session_id == clone.session_id)
+        .unwrap();
+    assert_eq!(cloned.record.hit_counter, 3);
+}
+
+/// A session silent for longer than cycle + upper tolerance is removed at the user's next
+/// heartbeat and appears in the history as expired; it no longer counts.
+pub async fn expired_sessions_leave_for_the_history<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 1, 10, "MOST_RECENT");
+    let (_, old) = counted_session(&heartbeats, &data).await;
+    clock.advance(Duration::from_secs(40)); // exactly cycle + tolerance: still active
+    assert_eq!(
+        heartbeats
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    clock.advance(Duration::from_millis(1));
+    let (token, new) = counted_session(&heartbeats, &data).await;
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect::<Vec<_>>(),
+        [new.as_str()]
+    );
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].session_id, old);
+    assert_eq!(history[0].ended_by, EndReason::Expired);
+    assert_eq!(history[0].last_heartbeat, start());
+    // The expired session no longer takes the only slot.
+    clock.advance(Duration::from_secs(30));
+    accept(&heartbeats, &token, None).await;
+}
+
+async fn two_counted_devices<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    clock: &ManualClock,
+    strategy: &str,
+) -> ((String, String), (String, String)) {
+    let data = backend_data(13, 1, 1, 10, strategy);
+    let older = counted_session(heartbeats, &data).await;
+    clock.advance(Duration::from_secs(5));
+    let newer = counted_session(heartbeats, &data).await;
+    clock.advance(Duration::from_secs(28));
+    (older, newer)
+}
+
+/// `LEAST_RECENT` (the default): the newest device keeps playing, the oldest is refused.
+pub async fn least_recent_refuses_the_oldest_device<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let ((older, _), (newer, _)) = two_counted_devices(&heartbeats, &clock, "LEAST_RECENT").await;
+    assert_eq!(
+        reject(&heartbeats, &older).await,
+        RejectReason::OverLimit {
+            position: 1,
+            limit: 1
+        }
+    );
+    accept(&heartbeats, &newer, None).await;
+}
+
+/// `MOST_RECENT`: the oldest device keeps playing, the newest is refused.
+pub async fn most_recent_refuses_the_newest_device<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let ((older, _), (newer, _)) = two_counted_devices(&heartbeats, &clock, "MOST_RECENT").await;
+    assert_eq!(
+        reject(&heartbeats, &newer).await,
+        RejectReason::OverLimit {
+            position: 1,
+            limit: 1
+        }
+    );
+    accept(&heartbeats, &older, None).await;
+}
+
+/// More active sessions than `sessions_edge`: every heartbeat of the user is refused.
+pub async fn sessions_edge_refuses_every_session<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 10, 3, 2, "LEAST_RECENT");
+    for _ in 0..3 {
+        accept(&heartbeats, &seal(&heartbeats, &data), None).await;
+    }
+    let reason = reject(&heartbeats, &seal(&heartbeats, &data)).await;
+    assert_eq!(reason, RejectReason::SessionsEdge { active: 3, edge: 2 });
+}
+
+/// A refused heartbeat changes nothing stored.
+pub async fn rejected_heartbeat_writes_nothing<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let store = fixture.sessions().await;
+    let heartbeats = service(store.clone(), &clock);
+    let ((older, _), _) = two_counted_devices(&heartbeats, &clock, "LEAST_RECENT").await;
+    let before = store.load(&Id::Int(13)).await.unwrap().sessions;
+    reject(&heartbeats, &older).await;
+    assert!(heartbeats.heartbeat(&older, Some(99.0)).await.is_ok());
+    assert_eq!(store.load(&Id::Int(13)).await.unwrap().sessions, before);
+    assert_eq!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(14))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Progress is recorded per (user, asset) and is the last reported value.
+pub async fn progress_is_recorded_per_asset<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (token, accepted) = accept(
+        &heartbeats,
+        &seal(&heartbeats, &backend_data(13, 1, 3, 10, "LEAST_RECENT")),
+        Some(12.5),
+    )
+    .await;
+    clock.advance(Duration::from_secs(30));
+    accept(&heartbeats, &token, Some(42.0)).await;
+    let progress = heartbeats
+        .progress(&Id::Int(13), &Id::Int(14))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(progress.progress, 42.0);
+    assert_eq!(progress.session_id, accepted.session_id);
+    assert_eq!(progress.updated_at, clock.now());
+    assert_eq!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(15))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        heartbeats
+            .progress(&Id::Int(12), &Id::Int(14))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(heartbeats.heartbeat(&token, Some(-1.0)).await.is_err());
+    assert!(heartbeats.heartbeat(&token, Some(f64::NAN)).await.is_err());
+}
+
+/// Stop frees the slot at once and records a stopped history entry; a stale token stops
+/// nothing.
+pub async fn stop_frees_the_slot_at_once<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 1, 10, "MOST_RECENT");
+    let (first_token, first) = counted_session(&heartbeats, &data).await;
+    clock.advance(Duration::from_secs(31));
+    let (current, _) = accept(&heartbeats, &first_token, None).await;
+    assert!(
+        !heartbeats.stop(&first_token, None).await.unwrap(),
+        "a stale token stops nothing"
+    );
+    clock.advance(Duration::from_secs(3));
+    let (second, _) = counted_session(&heartbeats, &data).await;
+    clock.advance(Duration::from_secs(28));
+    reject(&heartbeats, &second).await;
+
+    assert!(heartbeats.stop(&current, Some(600.0)).await.unwrap());
+    accept(&heartbeats, &second, None).await;
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(history[0].session_id, first);
+    assert_eq!(history[0].ended_by, EndReason::Stopped);
+    assert_eq!(history[0].progress, Some(600.0));
+    assert_eq!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(14))
+            .await
+            .unwrap()
+            .unwrap()
+            .progress,
+        600.0
+    );
+}
+
+/// Eviction removes one session into the history.
+pub async fn evict_removes_one_session<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 5, 1, 10, "LEAST_RECENT");
+    let (_, keep) = counted_session(&heartbeats, &data).await;
+    let (_, evict) = counted_session(&heartbeats, &data).await;
+    assert!(heartbeats.evict(&Id::Int(13), &evict).await.unwrap());
+    assert!(!heartbeats.evict(&Id::Int(13), &evict).await.unwrap());
+    assert!(!heartbeats.evict(&Id::Int(99), "nobody").await.unwrap());
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    assert_eq!(
+        sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect::<Vec<_>>(),
+        [keep.as_str()]
+    );
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(
+        (history[0].session_id.as_str(), history[0].ended_by),
+        (evict.as_str(), EndReason::Evicted)
+    );
+}
+
+/// History keeps the newest `history_cap` entries, newest first.
+pub async fn history_is_capped_newest_first<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let config = HeartbeatConfig {
+        retention: Retention {
+            history_cap: 3,
+            ..Retention::default()
+        },
+        ..HeartbeatConfig::default()
+    };
+    let heartbeats = service(fixture.sessions().await, &clock).with_config(config);
+    let data = backend_data(13, 5, 1, 10, "LEAST_RECENT");
+    let mut stopped = Vec::new();
+    for _ in 0..5 {
+        let (token, id) = counted_session(&heartbeats, &data).await;
+        clock.advance(Duration::from_secs(1));
+        assert!(heartbeats.stop(&token, None).await.unwrap());
+        stopped.push(id);
+    }
+    let history = heartbeats.history(&Id::Int(13), 100).await.unwrap();
+    let ids: Vec<&str> = history.iter().map(|h| h.session_id.as_str()).collect();
+    let newest: Vec<&str> = stopped.iter().rev().take(3).map(String::as_str).collect();
+    assert_eq!(ids, newest);
+    assert_eq!(heartbeats.history(&Id::Int(13), 1).await.unwrap().len(), 1);
+}
+
+/// Many devices of one user heartbeat at once through several independent clients; the
+/// store must serialize them. Backend tokens: exactly `sessions_edge + 1` are admitted (user
+/// 13), and none is lost (user 14). A cycle later, exactly `session_limit` of the counted
+/// sessions keep playing, and every accepted heartbeat is counted once.
+pub async fn concurrent_devices_never_exceed_the_limit<F: Fixture>(fixture: &F) {
+    const DEVICES: usize = 24;
+    const EDGE: u32 = 5;
+    const LIMIT: u32 = 2;
+    let clock = ManualClock::new(start());
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        services.push(Arc::new(service(fixture.sessions().await, &clock)));
+    }
+
+    let edge_token = seal(
+        &services[0],
+        &backend_data(13, LIMIT, 0, EDGE, "MOST_RECENT"),
+    );
+    let admitted = heartbeat_all(&services, vec![edge_token; DEVICES]).await;
+    assert_eq!(
+        admitted.len(),
+        EDGE as usize + 1,
+        "sessions_edge + 1 devices admitted"
+    );
+    assert_eq!(
+        services[0]
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .len(),
+        EDGE as usize + 1
+    );
+
+    let limit_token = seal(
+        &services[0],
+        &backend_data(14, LIMIT, 0, 100, "MOST_RECENT"),
+    );
+    let admitted = heartbeat_all(&services, vec![limit_token; DEVICES]).await;
+    assert_eq!(admitted.len(), DEVICES);
+    assert_eq!(
+        services[1]
+            .active_sessions(&Id::Int(14))
+            .await
+            .unwrap()
+            .len(),
+        DEVICES,
+        "no session lost"
+    );
+
+    clock.advance(Duration::from_secs(30));
+    let kept = heartbeat_all(&services, admitted).await;
+    assert_eq!(
+        kept.len(),
+        LIMIT as usize,
+        "counted sessions beyond the limit were accepted"
+    );
+    let sessions = services[2].active_sessions(&Id::Int(14)).await.unwrap();
+    let hits: u64 = sessions.iter().map(|s| s.record.hit_counter).sum();
+    assert_eq!(
+        hits,
+        (DEVICES + LIMIT as usize) as u64,
+        "no heartbeat lost or counted twice"
+    );
+}
+
+/// Sends every token at once, spread over `services`; returns the rotated tokens of the
+/// accepted ones.
+async fn heartbeat_all<S: SessionStore>(
+    services: &[Arc<Heartbeats<S, ManualClock>>],
+    tokens: Vec<String>,
+) -> Vec<String> {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (device, token) in tokens.into_iter().enumerate() {
+        let heartbeats = services[device % services.len()].clone();
+        let accepted = accepted.clone();
+        tasks.push(tokio::spawn(async move {
+            match heartbeats.heartbeat(&token, None).await.unwrap() {
+                HeartbeatOutcome::Accepted { token, .. } => {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    Some(token)
+                }
+                HeartbeatOutcome::Rejected(_) => None,
+            }
+        }));
+    }
+    let mut rotated = Vec::new();
+    for task in tasks {
+        rotated.extend(task.await.unwrap());
+    }
+    assert_eq!(rotated.len(), accepted.load(Ordering::SeqCst));
+    rotated
+}
