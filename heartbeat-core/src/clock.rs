@@ -49,7 +49,7 @@ impl ManualClock {
 
     /// Moves the clock `by` later.
     pub fn advance(&self, by: Duration) {
-        let now = self.now().add(by);
+        let now = self.now() + by;
         self.set(now);
     }
 

@@ -79,10 +79,6 @@ impl Timestamp {
         Self(self.0.saturating_add(millis).clamp(MIN_MILLIS, MAX_MILLIS))
     }
 
-    /// This instant moved `duration` later, saturating at the end of the accepted range.
-    pub fn add(self, duration: Duration) -> Self {
-        self.add_millis(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
-    }
 
     /// Milliseconds from `earlier` to `self` (negative when `earlier` is later).
     pub fn millis_since(self, earlier: Timestamp) -> i64 {
@@ -93,6 +89,15 @@ impl Timestamp {
         // The range check in every constructor keeps this conversion in bounds.
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// Moves the instant later, saturating at the end of the accepted range.
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, duration: Duration) -> Timestamp {
+        self.add_millis(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
     }
 }
 

@@ -1,5 +1,7 @@
 //! The store conformance suite against the in-memory stores.
 
+#![allow(clippy::unwrap_used)]
+
 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
 use heartbeat_core::testkit::Fixture;
 

@@ -1,5 +1,7 @@
 //! `heartbeat_data` parsing: types kept, numeric strings, unknown fields, field errors.
 
+#![allow(clippy::unwrap_used)]
+
 use heartbeat_core::{DataError, HeartbeatData, Id, RejectStrategy};
 use serde_json::{Value, json};
 

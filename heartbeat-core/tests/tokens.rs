@@ -1,5 +1,7 @@
 //! The token codec: v2 tampering, truncation, keys, versions, lengths; legacy switches.
 
+#![allow(clippy::unwrap_used)]
+
 use heartbeat_core::token::{MAX_TOKEN_LEN, Refusal};
 use heartbeat_core::{HeartbeatData, TokenCodec, TokenFormat};
 

@@ -1,5 +1,7 @@
 //! The crypto-js test vectors of `../shared/vectors/cryptojs-tokens.json` (SPEC §3.3).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use heartbeat_core::token::Refusal;

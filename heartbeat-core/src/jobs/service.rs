@@ -119,7 +119,7 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
     /// Creates a pending job for `owner` and publishes it.
     pub async fn create(&self, owner: &Owner) -> Result<Job, JobsError> {
         let now = self.clock.now();
-        let complete_at = self.config.job_time.map(|after| now.add(after));
+        let complete_at = self.config.job_time.map(|after| now + after);
         let job = self
             .store
             .create(NewJob {
