@@ -18,7 +18,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let codec = TokenCodec::new("a shared key known to the backend and the heartbeat service")?;
     // A manual clock lets the example move through minutes of playback at once.
     let clock = ManualClock::new(Timestamp::now());
-    let heartbeats = Heartbeats::new(codec.clone(), MemorySessionStore::new()).with_clock(clock.clone());
+    let heartbeats =
+        Heartbeats::new(codec.clone(), MemorySessionStore::new()).with_clock(clock.clone());
 
     // 1. The backend mints the first token when the user presses play.
     let first_token = |now: Timestamp| -> Result<String, Box<dyn std::error::Error>> {
@@ -49,10 +50,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     heartbeats.stop(&phone, Some(31.5)).await?;
     let user = Id::Int(13);
     let asset = Id::from("movie-14");
-    let progress = heartbeats.progress(&user, &asset).await?.ok_or("no progress recorded")?;
+    let progress = heartbeats
+        .progress(&user, &asset)
+        .await?
+        .ok_or("no progress recorded")?;
     println!("progress of user 13 in movie-14: {} s", progress.progress);
     for entry in heartbeats.history(&user, 10).await? {
-        println!("history: session {} ended by {:?} after {} heartbeats", entry.session_id, entry.ended_by, entry.hit_counter);
+        println!(
+            "history: session {} ended by {:?} after {} heartbeats",
+            entry.session_id, entry.ended_by, entry.hit_counter
+        );
     }
     Ok(())
 }

@@ -6,7 +6,14 @@ use std::process::Command;
 
 fn run_example(name: &str) -> String {
     let output = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "-p", "heartbeat-examples", "--example", name])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "heartbeat-examples",
+            "--example",
+            name,
+        ])
         .output()
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -21,8 +28,14 @@ fn run_example(name: &str) -> String {
 #[test]
 fn embed_core_refuses_the_older_device_and_keeps_history() {
     let out = run_example("embed_core");
-    assert!(out.contains("tv refused (412): OverLimit { position: 1, limit: 1 }"), "{out}");
+    assert!(
+        out.contains("tv refused (412): OverLimit { position: 1, limit: 1 }"),
+        "{out}"
+    );
     assert!(out.contains("phone keeps playing"), "{out}");
-    assert!(out.contains("progress of user 13 in movie-14: 31.5 s"), "{out}");
+    assert!(
+        out.contains("progress of user 13 in movie-14: 31.5 s"),
+        "{out}"
+    );
     assert!(out.contains("ended by Stopped after 2 heartbeats"), "{out}");
 }

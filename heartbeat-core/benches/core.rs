@@ -9,7 +9,8 @@ use heartbeat_core::decision::decide;
 use heartbeat_core::memory::MemorySessionStore;
 use heartbeat_core::token::legacy;
 use heartbeat_core::{
-    HeartbeatData, HeartbeatOutcome, Heartbeats, SessionRecord, Timestamp, TokenCodec, TokenFormat, UserSessions,
+    HeartbeatData, HeartbeatOutcome, Heartbeats, SessionRecord, Timestamp, TokenCodec, TokenFormat,
+    UserSessions,
 };
 
 fn data() -> HeartbeatData {
@@ -31,10 +32,18 @@ fn tokens(c: &mut Criterion) {
     let foreign_legacy = legacy::seal_with(b"topsecret", &[7; 16], &[9; 16], &json);
 
     let mut group = c.benchmark_group("token");
-    group.bench_function("seal v2", |b| b.iter(|| sealed.seal(black_box(&data)).unwrap()));
-    group.bench_function("open v2", |b| b.iter(|| sealed.open(black_box(&sealed_token)).unwrap()));
-    group.bench_function("seal legacy", |b| b.iter(|| legacy_codec.seal(black_box(&data)).unwrap()));
-    group.bench_function("open legacy (own salt)", |b| b.iter(|| sealed.open(black_box(&own_legacy)).unwrap()));
+    group.bench_function("seal v2", |b| {
+        b.iter(|| sealed.seal(black_box(&data)).unwrap())
+    });
+    group.bench_function("open v2", |b| {
+        b.iter(|| sealed.open(black_box(&sealed_token)).unwrap())
+    });
+    group.bench_function("seal legacy", |b| {
+        b.iter(|| legacy_codec.seal(black_box(&data)).unwrap())
+    });
+    group.bench_function("open legacy (own salt)", |b| {
+        b.iter(|| sealed.open(black_box(&own_legacy)).unwrap())
+    });
     group.bench_function("open legacy (backend salt, PBKDF2)", |b| {
         b.iter(|| sealed.open(black_box(&foreign_legacy)).unwrap())
     });
@@ -76,7 +85,9 @@ fn decisions(c: &mut Criterion) {
 }
 
 fn heartbeat_memory(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let codec = TokenCodec::new("topsecret").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), MemorySessionStore::new());
     let mut user = 0i64;
@@ -87,7 +98,9 @@ fn heartbeat_memory(c: &mut Criterion) {
             data.user_id = user.into();
             data.timestamp = Timestamp::now();
             let token = codec.seal(&data).unwrap();
-            let outcome = runtime.block_on(heartbeats.heartbeat(&token, Some(1.0))).unwrap();
+            let outcome = runtime
+                .block_on(heartbeats.heartbeat(&token, Some(1.0)))
+                .unwrap();
             assert!(matches!(outcome, HeartbeatOutcome::Accepted { .. }));
         })
     });

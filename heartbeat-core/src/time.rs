@@ -79,7 +79,6 @@ impl Timestamp {
         Self(self.0.saturating_add(millis).clamp(MIN_MILLIS, MAX_MILLIS))
     }
 
-
     /// Milliseconds from `earlier` to `self` (negative when `earlier` is later).
     pub fn millis_since(self, earlier: Timestamp) -> i64 {
         self.0 - earlier.0
