@@ -1,0 +1,212 @@
+//! Property tests: codec round trips and the invariants of the decision rules.
+
+#![allow(clippy::unwrap_used)]
+
+use heartbeat_core::decision::{RejectReason, Verdict, decide, ranking};
+use heartbeat_core::{
+    HeartbeatData, Id, RejectStrategy, Seconds, SessionRecord, Timestamp, TokenCodec, TokenFormat,
+    UserSessions,
+};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn id() -> impl Strategy<Value = Id> {
+    prop_oneof![
+        any::<i64>().prop_map(Id::Int),
+        "[a-zA-Z0-9äö🎬/:_-]{1,40}".prop_map(Id::Str)
+    ]
+}
+
+fn seconds(max: f64) -> impl Strategy<Value = Seconds> {
+    (0u32..100_000).prop_map(move |n| Seconds::new(f64::from(n) / 100_000.0 * max).unwrap())
+}
+
+fn timestamp() -> impl Strategy<Value = Timestamp> {
+    (-62_167_219_200_000i64..253_402_300_799_999)
+        .prop_map(|ms| Timestamp::from_unix_millis(ms).unwrap())
+}
+
+fn extra() -> impl Strategy<Value = Map<String, Value>> {
+    proptest::collection::btree_map(
+        "x_[a-z]{1,8}",
+        prop_oneof![
+            any::<i32>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+        ],
+        0..4,
+    )
+    .prop_map(|map| map.into_iter().collect())
+}
+
+prop_compose! {
+    fn heartbeat_data()(
+        user_id in id(), asset_id in id(),
+        session_id in proptest::option::of("[a-f0-9-]{1,36}"),
+        cycle in seconds(3600.0).prop_filter("positive", |s| s.get() > 0.0),
+        lower in seconds(10.0), upper in seconds(60.0),
+        strategy in proptest::option::of(prop_oneof![Just(RejectStrategy::LeastRecent), Just(RejectStrategy::MostRecent)]),
+        timestamp in timestamp(), started_at in proptest::option::of(timestamp()),
+        session_limit in any::<u32>(), checking_threshold in any::<u32>(), sessions_edge in any::<u32>(),
+        extra in extra(),
+    ) -> HeartbeatData {
+        HeartbeatData {
+            user_id, asset_id, session_id, heartbeat_cycle: cycle, cycle_lower_tolerance: lower,
+            cycle_upper_tolerance: upper, reject_strategy: strategy, timestamp, started_at,
+            session_limit, checking_threshold, sessions_edge, extra,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn tokens_round_trip_in_both_formats(data in heartbeat_data(), legacy in any::<bool>()) {
+        let format = if legacy { TokenFormat::Legacy } else { TokenFormat::Sealed };
+        let codec = TokenCodec::new("proptest key").unwrap().issuing(format);
+        let token = codec.seal(&data).unwrap();
+        prop_assert_eq!(codec.open(&token).unwrap(), data);
+    }
+
+    #[test]
+    fn timestamps_round_trip(t in timestamp()) {
+        let text = t.to_string();
+        prop_assert_eq!(text.len(), 24);
+        prop_assert_eq!(text.parse::<Timestamp>().unwrap(), t);
+    }
+
+    #[test]
+    fn opening_arbitrary_text_never_panics(text in ".{0,300}") {
+        let codec = TokenCodec::new("k").unwrap();
+        prop_assert!(codec.open(&text).is_err());
+    }
+}
+
+/// Stored sessions of one user around `T0`.
+fn stored_sessions() -> impl Strategy<Value = UserSessions> {
+    proptest::collection::btree_map(
+        "s[0-9]{1,2}",
+        (-120_000i64..1_000, 0u64..8, -300_000i64..0),
+        0..16,
+    )
+    .prop_map(|map| UserSessions {
+        sessions: map
+            .into_iter()
+            .map(|(id, (last, hits, started))| {
+                let timestamp = Timestamp::from_unix_millis(T0 + last).unwrap();
+                let record = SessionRecord {
+                    timestamp,
+                    hit_counter: hits,
+                    started_at: Some(Timestamp::from_unix_millis(T0 + started.min(last)).unwrap()),
+                    asset_id: None,
+                    progress: None,
+                    expires_at: None,
+                    extra: Map::new(),
+                };
+                (id, record)
+            })
+            .collect(),
+        unreadable: Vec::new(),
+    })
+}
+
+prop_compose! {
+    fn decision_case()(
+        stored in stored_sessions(),
+        pick in 0usize..20, replay in any::<bool>(),
+        limit in 0u32..5, threshold in 0u32..5, edge in 0u32..20, most_recent in any::<bool>(),
+        now_offset in 0i64..60_000,
+    ) -> (UserSessions, HeartbeatData, Timestamp) {
+        let mut token: HeartbeatData = serde_json::from_value(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_lower_tolerance": 2,
+            "cycle_upper_tolerance": 10, "timestamp": "2026-01-01T00:00:00.000Z",
+            "session_limit": limit, "checking_threshold": threshold, "sessions_edge": edge,
+        })).unwrap();
+        token.reject_strategy = Some(if most_recent { RejectStrategy::MostRecent } else { RejectStrategy::LeastRecent });
+        // The token belongs to a stored session (current or replayed), an unknown one, or the backend.
+        let ids: Vec<&String> = stored.sessions.keys().collect();
+        match ids.get(pick) {
+            Some(id) => {
+                token.session_id = Some((*id).clone());
+                let record = &stored.sessions[*id];
+                token.timestamp = if replay { record.timestamp.add_millis(-1) } else { record.timestamp };
+            }
+            None if pick % 2 == 0 => token.session_id = Some("unknown".into()),
+            None => {}
+        }
+        let now = Timestamp::from_unix_millis(T0 + now_offset).unwrap();
+        (stored, token, now)
+    }
+}
+
+proptest! {
+    #[test]
+    fn decision_invariants((stored, token, now) in decision_case(), progress in proptest::option::of(0.0f64..1e6)) {
+        let decision = decide(now, &token, &stored, "fresh", progress);
+        let life = token.session_life_millis();
+        let expired: Vec<&String> = stored.sessions.iter()
+            .filter(|(_, r)| r.timestamp.add_millis(life) < now).map(|(id, _)| id).collect();
+        let mut active = stored.clone();
+        active.sessions.retain(|_, r| r.timestamp.add_millis(life) >= now);
+
+        // Expired sessions never count, are removed and go to the history.
+        for id in &expired {
+            prop_assert!(!decision.write.sessions.sessions.contains_key(*id));
+            prop_assert!(decision.write.remove.contains(*id));
+            prop_assert!(decision.write.ended.iter().any(|e| &e.session_id == *id));
+        }
+        match &decision.verdict {
+            Verdict::Reject(reason) => {
+                // A rejected heartbeat writes nothing beyond removing expired sessions.
+                prop_assert!(decision.write.upsert.is_none());
+                prop_assert!(decision.write.progress.is_none());
+                prop_assert_eq!(&decision.write.sessions, &active);
+                prop_assert_eq!(decision.write.remove.len(), expired.len());
+                if let RejectReason::OverLimit { position, limit } = reason {
+                    prop_assert!(*position >= *limit as usize);
+                }
+            }
+            Verdict::Accept(accepted) => {
+                // Never more active sessions than the edge allows, before this one.
+                prop_assert!(active.sessions.len() <= token.sessions_edge as usize);
+                // A counted session is accepted only within the limit.
+                if let Some(id) = &token.session_id {
+                    let ranked = ranking(&active, &token);
+                    if let Some(position) = ranked.iter().position(|r| r == id) {
+                        prop_assert!(position < token.session_limit as usize);
+                    }
+                }
+                let (id, record) = decision.write.upsert.clone().unwrap();
+                prop_assert_eq!(&id, &accepted.session_id);
+                prop_assert_eq!(record.timestamp, now);
+                prop_assert_eq!(accepted.token_data.timestamp, now);
+                let previous = token.session_id.as_ref().and_then(|id| active.sessions.get(id));
+                prop_assert_eq!(record.hit_counter, previous.map_or(0, |r| r.hit_counter) + 1);
+                prop_assert_eq!(accepted.new_session.is_none(), id == token.session_id.clone().unwrap_or_default());
+                prop_assert_eq!(decision.write.progress.is_some(), progress.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn least_recent_always_keeps_the_newest((stored, mut token, now) in decision_case()) {
+        token.reject_strategy = Some(RejectStrategy::LeastRecent);
+        token.session_limit = token.session_limit.max(1);
+        token.sessions_edge = 100;
+        let mut active = stored.clone();
+        active.sessions.retain(|_, r| r.timestamp.add_millis(token.session_life_millis()) >= now);
+        let ranked = ranking(&active, &token);
+        if let Some(newest) = ranked.first() {
+            // The newest counted session, heartbeating with its current token, is accepted.
+            token.session_id = Some((*newest).to_owned());
+            token.timestamp = active.sessions[*newest].timestamp;
+            let decision = decide(now, &token, &stored, "fresh", None);
+            prop_assert!(matches!(decision.verdict, Verdict::Accept(_)));
+            let newest_started = active.sessions[*newest].order_key();
+            prop_assert!(active.sessions.values()
+                .filter(|r| r.hit_counter >= u64::from(token.checking_threshold))
+                .all(|r| r.order_key() <= newest_started));
+        }
+    }
+}
