@@ -1,11 +1,11 @@
-//! Replays the fuzz seed corpora (`fuzz/corpus/*`) through the fuzz entry points, so the
+//! Replays the fuzz seed corpora (`fuzz/seeds/*`) through the fuzz entry points, so the
 //! normal test run exercises them on the stable toolchain.
 
 use std::path::PathBuf;
 
 fn replay(target: &str, run: fn(&[u8])) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
+        .join("../fuzz/seeds")
         .join(target);
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {

@@ -335,32 +335,29 @@ async fn two_counted_devices<S: SessionStore>(
 
 /// `LEAST_RECENT` (the default): the newest device keeps playing, the oldest is refused.
 pub async fn least_recent_refuses_the_oldest_device<F: Fixture>(fixture: &F) {
-    let clock = ManualClock::new(start());
-    let heartbeats = service(fixture.sessions().await, &clock);
-    let ((older, _), (newer, _)) = two_counted_devices(&heartbeats, &clock, "LEAST_RECENT").await;
-    assert_eq!(
-        reject(&heartbeats, &older).await,
-        RejectReason::OverLimit {
-            position: 1,
-            limit: 1
-        }
-    );
-    accept(&heartbeats, &newer, None).await;
+    one_of_two_devices_is_refused(fixture, "LEAST_RECENT").await;
 }
 
 /// `MOST_RECENT`: the oldest device keeps playing, the newest is refused.
 pub async fn most_recent_refuses_the_newest_device<F: Fixture>(fixture: &F) {
+    one_of_two_devices_is_refused(fixture, "MOST_RECENT").await;
+}
+
+async fn one_of_two_devices_is_refused<F: Fixture>(fixture: &F, strategy: &str) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
-    let ((older, _), (newer, _)) = two_counted_devices(&heartbeats, &clock, "MOST_RECENT").await;
-    assert_eq!(
-        reject(&heartbeats, &newer).await,
-        RejectReason::OverLimit {
-            position: 1,
-            limit: 1
-        }
-    );
-    accept(&heartbeats, &older, None).await;
+    let ((older, _), (newer, _)) = two_counted_devices(&heartbeats, &clock, strategy).await;
+    let (refused, kept) = if strategy == "MOST_RECENT" {
+        (newer, older)
+    } else {
+        (older, newer)
+    };
+    let over_limit = RejectReason::OverLimit {
+        position: 1,
+        limit: 1,
+    };
+    assert_eq!(reject(&heartbeats, &refused).await, over_limit);
+    accept(&heartbeats, &kept, None).await;
 }
 
 /// More active sessions than `sessions_edge`: every heartbeat of the user is refused.
