@@ -82,6 +82,29 @@ async fn counted_session<S: SessionStore>(
     (token, accepted.session_id)
 }
 
+/// Sends user 13's backend token (threshold 3, edge 10) with `limit`; must be accepted.
+async fn accept_backend_token<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    limit: u32,
+) -> (String, Accepted) {
+    let token = seal(heartbeats, &backend_data(13, limit, 3, 10, "LEAST_RECENT"));
+    accept(heartbeats, &token, None).await
+}
+
+/// The stored hit counter of one of user 13's active sessions.
+async fn hit_counter_of<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    session_id: &str,
+) -> u64 {
+    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+    sessions
+        .iter()
+        .find(|s| s.session_id == session_id)
+        .unwrap()
+        .record
+        .hit_counter
+}
+
 fn record(at: Timestamp, hits: u64) -> SessionRecord {
     SessionRecord {
         timestamp: at,
@@ -194,12 +217,7 @@ pub async fn first_heartbeat_starts_a_session<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
     clock.advance(Duration::from_millis(250));
-    let (token, accepted) = accept(
-        &heartbeats,
-        &seal(&heartbeats, &backend_data(13, 1, 3, 10, "LEAST_RECENT")),
-        None,
-    )
-    .await;
+    let (token, accepted) = accept_backend_token(&heartbeats, 1).await;
     assert_eq!(accepted.new_session, Some(NewSessionCause::FromBackend));
     assert_eq!(accepted.token_data.timestamp, clock.now());
     assert_eq!(accepted.token_data.started_at, Some(clock.now()));
@@ -218,12 +236,7 @@ pub async fn first_heartbeat_starts_a_session<F: Fixture>(fixture: &F) {
 pub async fn rotated_token_continues_the_session<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
-    let (mut token, first) = accept(
-        &heartbeats,
-        &seal(&heartbeats, &backend_data(13, 1, 3, 10, "LEAST_RECENT")),
-        None,
-    )
-    .await;
+    let (mut token, first) = accept_backend_token(&heartbeats, 1).await;
     for hits in 2..=4 {
         clock.advance(Duration::from_secs(29));
         let (next, accepted) = accept(&heartbeats, &token, None).await;
@@ -240,22 +253,12 @@ pub async fn rotated_token_continues_the_session<F: Fixture>(fixture: &F) {
 pub async fn early_heartbeat_starts_a_session_that_inherits_the_counter<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
-    let (token, first) = accept(
-        &heartbeats,
-        &seal(&heartbeats, &backend_data(13, 5, 3, 10, "LEAST_RECENT")),
-        None,
-    )
-    .await;
+    let (token, first) = accept_backend_token(&heartbeats, 5).await;
     clock.advance(Duration::from_secs(27)); // 30 - 2 = 28 s is the earliest
     let (_, early) = accept(&heartbeats, &token, None).await;
     assert_eq!(early.new_session, Some(NewSessionCause::TooEarly));
     assert_ne!(early.session_id, first.session_id);
-    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
-    let new = sessions
-        .iter()
-        .find(|s| s.session_id == early.session_id)
-        .unwrap();
-    assert_eq!(new.record.hit_counter, 2);
+    assert_eq!(hit_counter_of(&heartbeats, &early.session_id).await, 2);
 }
 
 /// A token used twice: the second use is a clone and starts a new session that inherits
@@ -263,25 +266,22 @@ pub async fn early_heartbeat_starts_a_session_that_inherits_the_counter<F: Fixtu
 pub async fn replayed_token_starts_a_session_that_inherits_the_counter<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
-    let (token, _) = accept(
-        &heartbeats,
-        &seal(&heartbeats, &backend_data(13, 5, 3, 10, "LEAST_RECENT")),
-        None,
-    )
-    .await;
+    let (token, _) = accept_backend_token(&heartbeats, 5).await;
     clock.advance(Duration::from_secs(30));
     let (_, original) = accept(&heartbeats, &token, None).await;
     assert_eq!(original.new_session, None);
     clock.advance(Duration::from_secs(1));
     let (_, clone) = accept(&heartbeats, &token, None).await;
     assert_eq!(clone.new_session, Some(NewSessionCause::Replayed));
-    let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
-    assert_eq!(sessions.len(), 2);
-    let cloned = sessions
-        .iter()
-        .find(|s| s.session_id == clone.session_id)
-        .unwrap();
-    assert_eq!(cloned.record.hit_counter, 3);
+    assert_eq!(
+        heartbeats
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(hit_counter_of(&heartbeats, &clone.session_id).await, 3);
 }
 
 /// A session silent for longer than cycle + upper tolerance is removed at the user's next
