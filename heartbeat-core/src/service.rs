@@ -156,7 +156,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let progress = check_progress(progress)?;
         let data = self.codec.open(token)?;
-        self.heartbeat_data(&data, progress).await
+        self.decide_heartbeat(&data, progress).await
     }
 
     /// Handles one heartbeat whose token is already opened.
@@ -166,6 +166,15 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         progress: Option<f64>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let progress = check_progress(progress)?;
+        self.decide_heartbeat(data, progress).await
+    }
+
+    /// Decides and stores one heartbeat whose progress is already checked.
+    async fn decide_heartbeat(
+        &self,
+        data: &HeartbeatData,
+        progress: Option<f64>,
+    ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let fresh_id = uuid::Uuid::new_v4().to_string();
         let verdict = self
             .update(&data.user_id, |now, stored| {

@@ -117,6 +117,19 @@ fn record(at: Timestamp, hits: u64) -> SessionRecord {
     }
 }
 
+/// Commits `write` at `version` with the default retention.
+async fn commit<S: SessionStore>(
+    store: &S,
+    user: &Id,
+    version: &S::Version,
+    write: &SessionWrite,
+) -> Commit {
+    store
+        .commit(user, version, write, &Retention::default())
+        .await
+        .unwrap()
+}
+
 fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) -> SessionWrite {
     sessions.sessions.insert(id.to_owned(), record.clone());
     SessionWrite {
@@ -132,16 +145,12 @@ fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) ->
 pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
     let store = fixture.sessions().await;
     let user = Id::from("cas-user");
-    let retention = Retention::default();
     let empty = store.load(&user).await.unwrap();
     assert!(empty.sessions.is_empty());
 
     let first = upsert(empty.sessions.clone(), "a", record(start(), 1));
     assert_eq!(
-        store
-            .commit(&user, &empty.version, &first, &retention)
-            .await
-            .unwrap(),
+        commit(&store, &user, &empty.version, &first).await,
         Commit::Applied
     );
     let loaded = store.load(&user).await.unwrap();
@@ -150,10 +159,7 @@ pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
     // The empty version is stale now.
     let rival = upsert(empty.sessions.clone(), "b", record(start(), 1));
     assert_eq!(
-        store
-            .commit(&user, &empty.version, &rival, &retention)
-            .await
-            .unwrap(),
+        commit(&store, &user, &empty.version, &rival).await,
         Commit::Conflict
     );
     let after = store.load(&user).await.unwrap();
@@ -165,17 +171,11 @@ pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
         ..SessionWrite::default()
     };
     assert_eq!(
-        store
-            .commit(&user, &after.version, &second, &retention)
-            .await
-            .unwrap(),
+        commit(&store, &user, &after.version, &second).await,
         Commit::Applied
     );
     assert_eq!(
-        store
-            .commit(&user, &after.version, &second, &retention)
-            .await
-            .unwrap(),
+        commit(&store, &user, &after.version, &second).await,
         Commit::Conflict
     );
     assert!(
@@ -200,10 +200,7 @@ pub async fn unknown_record_fields_survive<F: Fixture>(fixture: &F) {
     let loaded = store.load(&user).await.unwrap();
     let write = upsert(loaded.sessions, "s", with_extra.clone());
     assert_eq!(
-        store
-            .commit(&user, &loaded.version, &write, &Retention::default())
-            .await
-            .unwrap(),
+        commit(&store, &user, &loaded.version, &write).await,
         Commit::Applied
     );
     assert_eq!(
