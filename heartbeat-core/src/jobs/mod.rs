@@ -3,10 +3,12 @@
 //! [`Job::apply`] holds the one rule (states only move forward); [`JobStore`] and
 //! [`EventBus`] only store and deliver; [`Jobs`] ties them together.
 
+mod fanout;
 mod model;
 mod service;
 mod store;
 
+pub use fanout::{Fanout, LIVE_BUFFER};
 pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };

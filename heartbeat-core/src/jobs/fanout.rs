@@ -1,0 +1,117 @@
+//! Live delivery of job events to the subscribers of this process, per owner.
+//!
+//! Every [`EventBus`](super::EventBus) keeps its history its own way (memory, sled, Redis)
+//! but hands live events to local subscribers the same way: through a [`Fanout`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::broadcast;
+
+use super::model::Owner;
+use super::store::{BusError, EventStream, JobEvent};
+
+/// Events buffered per owner for a slow subscriber before it lags.
+pub const LIVE_BUFFER: usize = 1024;
+
+/// Drop channels nobody listens to after this many subscriptions.
+const PRUNE_EVERY: u64 = 1024;
+
+#[derive(Debug, Clone)]
+enum Delivery {
+    Event(Arc<JobEvent>),
+    /// Events may have been missed (a bus connection was lost and came back).
+    Gap,
+}
+
+/// One broadcast channel per owner with live subscribers; none for other owners.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use futures_util::StreamExt;
+/// use heartbeat_core::Timestamp;
+/// use heartbeat_core::jobs::{EventId, Fanout, JobEvent, JobId, NewJob, Owner};
+///
+/// let fanout = Fanout::new();
+/// let owner = Owner::new("alice").unwrap();
+/// let mut live = fanout.subscribe(&owner);
+/// let job = NewJob { owner, created_at: Timestamp::now(), complete_at: None }.into_job(JobId(1));
+/// fanout.deliver(JobEvent { id: EventId(1), job });
+/// assert_eq!(live.next().await.unwrap().unwrap().id, EventId(1));
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct Fanout {
+    owners: DashMap<Owner, broadcast::Sender<Delivery>>,
+    subscriptions: AtomicU64,
+}
+
+impl Fanout {
+    /// No subscribers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live events of `owner` delivered from now on. The stream yields
+    /// [`BusError::Lagged`] when events were dropped for it (it was too slow, or
+    /// [`signal_gap`](Self::signal_gap) was called): replay to catch up.
+    pub fn subscribe(&self, owner: &Owner) -> EventStream {
+        if self.subscriptions.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
+        let receiver = self
+            .owners
+            .entry(owner.clone())
+            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
+            .subscribe();
+        Box::pin(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move {
+                let item = match receiver.recv().await {
+                    Ok(Delivery::Event(event)) => Ok(JobEvent::clone(&event)),
+                    Ok(Delivery::Gap) => Err(BusError::Lagged { skipped: 0 }),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        Err(BusError::Lagged { skipped })
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((item, receiver))
+            },
+        ))
+    }
+
+    /// Hands `event` to the live subscribers of its job's owner, if any.
+    pub fn deliver(&self, event: JobEvent) {
+        let Some(sender) = self
+            .owners
+            .get(&event.job.owner)
+            .map(|entry| entry.value().clone())
+        else {
+            return;
+        };
+        let owner = event.job.owner.clone();
+        if sender.send(Delivery::Event(Arc::new(event))).is_err() {
+            // Nobody listens any more: forget the channel unless someone just subscribed.
+            self.owners
+                .remove_if(&owner, |_, sender| sender.receiver_count() == 0);
+        }
+    }
+
+    /// Tells every subscriber that events may have been missed, so it replays.
+    pub fn signal_gap(&self) {
+        for entry in self.owners.iter() {
+            let _ = entry.value().send(Delivery::Gap);
+        }
+    }
+
+    /// Number of owners with at least one live subscriber channel.
+    pub fn owner_count(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Forgets the channels of owners nobody listens to any more.
+    pub fn prune(&self) {
+        self.owners.retain(|_, sender| sender.receiver_count() > 0);
+    }
+}
