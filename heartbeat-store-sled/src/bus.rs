@@ -1,0 +1,58 @@
+//! [`EventBus`] on sled: each owner's newest events kept under increasing ids (they survive
+//! restarts), live delivery to this process's subscribers through a [`Fanout`].
+//!
+//! [`Fanout`]: heartbeat_core::jobs::Fanout
+
+use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, Job, JobEvent, Owner};
+
+use crate::{SledStore, decode, encode, keys, sled_error, stripe_of};
+
+impl EventBus for SledStore {
+    async fn publish(&self, job: &Job) -> Result<JobEvent, BusError> {
+        let prefix = keys::owner_events(&job.owner);
+        // One owner's events are stored and delivered in id order.
+        let _owner = self.inner.publish_stripes[stripe_of(&prefix)].lock().await;
+        // sled's ids increase across restarts, so a crash never hands one out twice.
+        let id = EventId(self.inner.db.generate_id().map_err(sled_error)? + 1);
+        let event = JobEvent {
+            id,
+            job: job.clone(),
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::event(&job.owner, id), encode(&event)?);
+        let kept: Vec<_> = self
+            .inner
+            .tree
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(sled_error)?;
+        let excess = (kept.len() + 1).saturating_sub(self.inner.event_history);
+        for old in kept.into_iter().take(excess) {
+            batch.remove(old);
+        }
+        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
+        self.durable().await?;
+        self.inner.live.deliver(event.clone());
+        Ok(event)
+    }
+
+    async fn subscribe(&self, owner: &Owner) -> Result<EventStream, BusError> {
+        Ok(self.inner.live.subscribe(owner))
+    }
+
+    async fn replay(
+        &self,
+        owner: &Owner,
+        after: Option<EventId>,
+    ) -> Result<Vec<JobEvent>, BusError> {
+        let start = keys::event(owner, EventId(after.map_or(0, |after| after.0.saturating_add(1))));
+        let end = keys::event(owner, EventId(u64::MAX));
+        let mut events = Vec::new();
+        for entry in self.inner.tree.range(start..=end) {
+            let (_, value) = entry.map_err(sled_error)?;
+            events.push(decode("a job event", &value)?);
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,135 @@
+//! [`JobStore`] on sled: jobs by id with a version, an index by owner and an index of the
+//! jobs the simulator has still to complete, each kept in step by one atomic batch.
+
+use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
+use heartbeat_core::store::Commit;
+use heartbeat_core::{StoreError, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::{SledStore, decode, encode, keys, sled_error};
+
+#[derive(Serialize, Deserialize)]
+struct VersionedJob<J> {
+    version: u64,
+    job: J,
+}
+
+impl SledStore {
+    fn read_job(&self, id: JobId) -> Result<Option<VersionedJob<Job>>, StoreError> {
+        self.inner
+            .tree
+            .get(keys::job(id))
+            .map_err(sled_error)?
+            .map(|bytes| decode("a job", &bytes))
+            .transpose()
+    }
+
+    fn next_job_id(&self) -> Result<JobId, StoreError> {
+        let next = self
+            .inner
+            .tree
+            .update_and_fetch(keys::META_JOB_ID, |last| {
+                let last = last.and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes);
+                Some(last.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(sled_error)?;
+        next.and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map(|bytes| JobId(u64::from_be_bytes(bytes)))
+            .ok_or_else(|| StoreError::Corrupt {
+                message: "the job id counter is not an 8-byte number".to_owned(),
+                source: None,
+            })
+    }
+
+    fn jobs_by_id(&self, ids: impl Iterator<Item = u64>) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = Vec::new();
+        for id in ids {
+            if let Some(stored) = self.read_job(JobId(id))? {
+                jobs.push(stored.job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn apply_job(&self, version: u64, job: &Job) -> Result<Commit, StoreError> {
+        let key = keys::job(job.id);
+        let _job = self.stripe(&key);
+        match self.read_job(job.id)? {
+            Some(stored) if stored.version == version => {}
+            _ => return Ok(Commit::Conflict),
+        }
+        let mut batch = sled::Batch::default();
+        let stored = VersionedJob {
+            version: self.next_version()?,
+            job,
+        };
+        batch.insert(key, encode(&stored)?);
+        if let (true, Some(complete_at)) = (job.state.is_final(), job.complete_at) {
+            batch.remove(keys::due(complete_at, job.id));
+        }
+        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
+        Ok(Commit::Applied)
+    }
+}
+
+impl JobStore for SledStore {
+    type Version = u64;
+
+    async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
+        let job = job.into_job(self.next_job_id()?);
+        let mut batch = sled::Batch::default();
+        let stored = VersionedJob {
+            version: self.next_version()?,
+            job: &job,
+        };
+        batch.insert(keys::job(job.id), encode(&stored)?);
+        batch.insert(keys::owner_job(&job.owner, job.id), &[]);
+        if let Some(complete_at) = job.complete_at {
+            batch.insert(keys::due(complete_at, job.id), &[]);
+        }
+        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
+        self.durable().await?;
+        Ok(job)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<(Job, u64)>, StoreError> {
+        Ok(self.read_job(id)?.map(|stored| (stored.job, stored.version)))
+    }
+
+    async fn compare_and_set(&self, version: &u64, job: &Job) -> Result<Commit, StoreError> {
+        let commit = self.apply_job(*version, job)?;
+        if commit == Commit::Applied {
+            self.durable().await?;
+        }
+        Ok(commit)
+    }
+
+    async fn list_by_owner(&self, owner: &Owner, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.inner.tree.scan_prefix(keys::owner_jobs(owner)).keys().rev() {
+            if ids.len() == limit {
+                break;
+            }
+            ids.extend(keys::trailing_u64(&key.map_err(sled_error)?));
+        }
+        self.jobs_by_id(ids.into_iter())
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self
+            .inner
+            .tree
+            .range(keys::DUE_PREFIX.to_vec()..keys::due_end(now))
+            .keys()
+        {
+            if ids.len() == limit {
+                break;
+            }
+            ids.extend(keys::trailing_u64(&key.map_err(sled_error)?));
+        }
+        let mut jobs = self.jobs_by_id(ids.into_iter())?;
+        jobs.retain(|job| !job.state.is_final());
+        Ok(jobs)
+    }
+}

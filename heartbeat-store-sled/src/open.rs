@@ -1,0 +1,160 @@
+//! Opening a database directory, with errors that say what is wrong and what to do.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::SledConfig;
+use crate::keys::META_FORMAT;
+
+/// The format marker written into every database this crate creates.
+const FORMAT: &[u8] = b"heartbeat-sled/1";
+/// The lock file inside the database directory.
+const LOCK_FILE: &str = "heartbeat.lock";
+/// The tree holding everything.
+const TREE: &str = "heartbeat";
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process has the database open.
+    #[error(
+        "the sled database at {path} is in use by another process; stop it, or point SLED_PATH \
+         at another directory"
+    )]
+    InUse {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// The path exists but is not a heartbeat database.
+    #[error("{path} is not a heartbeat sled database: {reason}")]
+    NotADatabase {
+        /// The path given.
+        path: PathBuf,
+        /// What was found there.
+        reason: String,
+    },
+    /// The database files could not be read or are damaged.
+    #[error(
+        "the sled database at {path} cannot be opened: {source}; restore it from a backup or \
+         move it away to start empty"
+    )]
+    Damaged {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The file system refused (permissions, disk full, ...).
+    #[error("cannot open the sled database at {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub(crate) struct Opened {
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    pub(crate) lock: File,
+}
+
+pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
+    let path = &config.path;
+    let io_error = |source| OpenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let not_a_database = |reason: &str| OpenError::NotADatabase {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(not_a_database("it is a file, and a database is a directory"));
+        }
+        Ok(_) if !is_empty(path).map_err(io_error)? && !path.join("conf").exists() => {
+            return Err(not_a_database(
+                "the directory holds other files; give an empty or new directory",
+            ));
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(io_error)?;
+        }
+        Err(error) => return Err(io_error(error)),
+    }
+    let lock = lock(path)?;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(config.cache_capacity_bytes)
+        .flush_every_ms(Some(config.flush_every_ms.max(1)))
+        .open()
+        .map_err(|source| damaged(path, source))?;
+    let tree = db.open_tree(TREE).map_err(|source| damaged(path, source))?;
+    match tree.get(META_FORMAT).map_err(|source| damaged(path, source))? {
+        Some(format) if format == FORMAT => {}
+        Some(other) => {
+            return Err(not_a_database(&format!(
+                "it was written by an unknown format `{}`",
+                String::from_utf8_lossy(&other)
+            )));
+        }
+        None if tree.is_empty() && db.is_empty() && db.tree_names().len() <= 2 => {
+            tree.insert(META_FORMAT, FORMAT)
+                .map_err(|source| damaged(path, source))?;
+            db.flush().map_err(|source| damaged(path, source))?;
+        }
+        None => {
+            return Err(not_a_database(
+                "it is a sled database of another program (no heartbeat format marker)",
+            ));
+        }
+    }
+    Ok(Opened { db, tree, lock })
+}
+
+/// True when `dir` holds nothing but (perhaps) our lock file.
+fn is_empty(dir: &Path) -> io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        if entry?.file_name() != LOCK_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn lock(dir: &Path) -> Result<File, OpenError> {
+    let lock_path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| OpenError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(OpenError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+fn damaged(path: &Path, source: sled::Error) -> OpenError {
+    OpenError::Damaged {
+        path: path.to_path_buf(),
+        source,
+    }
+}

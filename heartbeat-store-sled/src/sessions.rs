@@ -1,0 +1,190 @@
+//! [`SessionStore`] on sled: one value per user's session set, per (user, asset) progress
+//! and per user history, each with its expiry time.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use heartbeat_core::decision::SessionWrite;
+use heartbeat_core::store::{Commit, Loaded, Retention};
+use heartbeat_core::{
+    Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{SledStore, decode, encode, keys, now_millis, sled_error};
+
+/// A stored value with the Unix millisecond after which it reads as absent.
+#[derive(Serialize, Deserialize)]
+struct Kept<T> {
+    expires_at: i64,
+    value: T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VersionedSessions<S> {
+    version: u64,
+    sessions: S,
+}
+
+#[derive(Deserialize)]
+struct ExpiresAt {
+    expires_at: i64,
+}
+
+impl SledStore {
+    fn read_kept<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.inner.tree.get(key).map_err(sled_error)? else {
+            return Ok(None);
+        };
+        let kept: Kept<T> = decode(what, &bytes)?;
+        Ok((kept.expires_at > now).then_some(kept.value))
+    }
+
+    fn read_sessions(
+        &self,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<VersionedSessions<BTreeMap<String, SessionRecord>>>, StoreError> {
+        self.read_kept("a user's sessions", key, now)
+    }
+
+    fn apply_commit(
+        &self,
+        user: &Id,
+        version: u64,
+        write: &SessionWrite,
+        limits: &Retention,
+    ) -> Result<Commit, StoreError> {
+        let key = keys::sessions(user);
+        let now = now_millis();
+        let _user = self.stripe(&key);
+        let current = self.read_sessions(&key, now)?.map_or(0, |stored| stored.version);
+        if current != version {
+            return Ok(Commit::Conflict);
+        }
+        let mut batch = sled::Batch::default();
+        if write.sessions.sessions.is_empty() {
+            batch.remove(key);
+        } else {
+            let stored = Kept {
+                expires_at: now.saturating_add(write.keep_millis.max(0)),
+                value: VersionedSessions {
+                    version: self.next_version()?,
+                    sessions: &write.sessions.sessions,
+                },
+            };
+            batch.insert(key, encode(&stored)?);
+        }
+        let retention_millis = i64::try_from(limits.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let kept_until = now.saturating_add(retention_millis);
+        if let Some((asset, progress)) = &write.progress {
+            let stored = Kept {
+                expires_at: kept_until,
+                value: progress,
+            };
+            batch.insert(keys::progress(user, asset), encode(&stored)?);
+        }
+        if !write.ended.is_empty() {
+            let key = keys::history(user);
+            let mut history: VecDeque<PlayRecord> = self
+                .read_kept("a user's history", &key, now)?
+                .unwrap_or_default();
+            for ended in &write.ended {
+                history.push_front(ended.clone());
+            }
+            history.truncate(limits.history_cap);
+            let stored = Kept {
+                expires_at: kept_until,
+                value: history,
+            };
+            batch.insert(key, encode(&stored)?);
+        }
+        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
+        Ok(Commit::Applied)
+    }
+}
+
+/// Removes expired entries; a value rewritten meanwhile is left alone.
+pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
+    let now = now_millis();
+    let tree = &store.inner.tree;
+    let mut removed = 0;
+    for prefix in [keys::SESSIONS_PREFIX, keys::PROGRESS_PREFIX, keys::HISTORY_PREFIX] {
+        for entry in tree.scan_prefix(prefix) {
+            let (key, value) = entry.map_err(sled_error)?;
+            let expired = serde_json::from_slice::<ExpiresAt>(&value)
+                .is_ok_and(|kept| kept.expires_at <= now);
+            if expired
+                && tree
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                    .map_err(sled_error)?
+                    .is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+impl SessionStore for SledStore {
+    type Version = u64;
+
+    async fn load(&self, user: &Id) -> Result<Loaded<u64>, StoreError> {
+        let stored = self.read_sessions(&keys::sessions(user), now_millis())?;
+        Ok(match stored {
+            Some(stored) => Loaded {
+                sessions: UserSessions {
+                    sessions: stored.sessions,
+                    unreadable: Vec::new(),
+                },
+                version: stored.version,
+            },
+            None => Loaded {
+                sessions: UserSessions::default(),
+                version: 0,
+            },
+        })
+    }
+
+    async fn commit(
+        &self,
+        user: &Id,
+        version: &u64,
+        write: &SessionWrite,
+        limits: &Retention,
+    ) -> Result<Commit, StoreError> {
+        let commit = self.apply_commit(user, *version, write, limits)?;
+        if commit == Commit::Applied {
+            self.counted_commit();
+            self.durable().await?;
+        }
+        Ok(commit)
+    }
+
+    async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
+        self.read_kept("a progress entry", &keys::progress(user, asset), now_millis())
+    }
+
+    async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
+        let history: Option<Vec<PlayRecord>> =
+            self.read_kept("a user's history", &keys::history(user), now_millis())?;
+        let mut history = history.unwrap_or_default();
+        history.truncate(limit);
+        Ok(history)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.tree.get(keys::META_FORMAT).map_err(sled_error)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await.map_err(sled_error)?;
+        Ok(())
+    }
+}
