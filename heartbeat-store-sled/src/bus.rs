@@ -46,7 +46,10 @@ impl EventBus for SledStore {
         owner: &Owner,
         after: Option<EventId>,
     ) -> Result<Vec<JobEvent>, BusError> {
-        let start = keys::event(owner, EventId(after.map_or(0, |after| after.0.saturating_add(1))));
+        let start = keys::event(
+            owner,
+            EventId(after.map_or(0, |after| after.0.saturating_add(1))),
+        );
         let end = keys::event(owner, EventId(u64::MAX));
         let mut events = Vec::new();
         for entry in self.inner.tree.range(start..=end) {

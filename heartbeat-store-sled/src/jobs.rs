@@ -29,7 +29,9 @@ impl SledStore {
             .inner
             .tree
             .update_and_fetch(keys::META_JOB_ID, |last| {
-                let last = last.and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes);
+                let last = last
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
                 Some(last.saturating_add(1).to_be_bytes().to_vec())
             })
             .map_err(sled_error)?;
@@ -93,7 +95,9 @@ impl JobStore for SledStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<(Job, u64)>, StoreError> {
-        Ok(self.read_job(id)?.map(|stored| (stored.job, stored.version)))
+        Ok(self
+            .read_job(id)?
+            .map(|stored| (stored.job, stored.version)))
     }
 
     async fn compare_and_set(&self, version: &u64, job: &Job) -> Result<Commit, StoreError> {
@@ -106,7 +110,13 @@ impl JobStore for SledStore {
 
     async fn list_by_owner(&self, owner: &Owner, limit: usize) -> Result<Vec<Job>, StoreError> {
         let mut ids = Vec::new();
-        for key in self.inner.tree.scan_prefix(keys::owner_jobs(owner)).keys().rev() {
+        for key in self
+            .inner
+            .tree
+            .scan_prefix(keys::owner_jobs(owner))
+            .keys()
+            .rev()
+        {
             if ids.len() == limit {
                 break;
             }

@@ -241,7 +241,9 @@ fn stripe_of(key: &[u8]) -> usize {
 fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn sled_error(error: sled::Error) -> StoreError {
@@ -253,7 +255,8 @@ fn sled_error(error: sled::Error) -> StoreError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::corrupt(format!("{what}: {error}"), error))
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::corrupt(format!("{what}: {error}"), error))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -76,7 +76,9 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
     };
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_dir() => {
-            return Err(not_a_database("it is a file, and a database is a directory"));
+            return Err(not_a_database(
+                "it is a file, and a database is a directory",
+            ));
         }
         Ok(_) if !is_empty(path).map_err(io_error)? && !path.join("conf").exists() => {
             return Err(not_a_database(
@@ -97,7 +99,10 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
         .open()
         .map_err(|source| damaged(path, source))?;
     let tree = db.open_tree(TREE).map_err(|source| damaged(path, source))?;
-    match tree.get(META_FORMAT).map_err(|source| damaged(path, source))? {
+    match tree
+        .get(META_FORMAT)
+        .map_err(|source| damaged(path, source))?
+    {
         Some(format) if format == FORMAT => {}
         Some(other) => {
             return Err(not_a_database(&format!(

@@ -62,7 +62,9 @@ impl SledStore {
         let key = keys::sessions(user);
         let now = now_millis();
         let _user = self.stripe(&key);
-        let current = self.read_sessions(&key, now)?.map_or(0, |stored| stored.version);
+        let current = self
+            .read_sessions(&key, now)?
+            .map_or(0, |stored| stored.version);
         if current != version {
             return Ok(Commit::Conflict);
         }
@@ -79,7 +81,8 @@ impl SledStore {
             };
             batch.insert(key, encode(&stored)?);
         }
-        let retention_millis = i64::try_from(limits.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let retention_millis =
+            i64::try_from(limits.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let kept_until = now.saturating_add(retention_millis);
         if let Some((asset, progress)) = &write.progress {
             let stored = Kept {
@@ -113,7 +116,11 @@ pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
     let now = now_millis();
     let tree = &store.inner.tree;
     let mut removed = 0;
-    for prefix in [keys::SESSIONS_PREFIX, keys::PROGRESS_PREFIX, keys::HISTORY_PREFIX] {
+    for prefix in [
+        keys::SESSIONS_PREFIX,
+        keys::PROGRESS_PREFIX,
+        keys::HISTORY_PREFIX,
+    ] {
         for entry in tree.scan_prefix(prefix) {
             let (key, value) = entry.map_err(sled_error)?;
             let expired = serde_json::from_slice::<ExpiresAt>(&value)
@@ -167,7 +174,11 @@ impl SessionStore for SledStore {
     }
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
-        self.read_kept("a progress entry", &keys::progress(user, asset), now_millis())
+        self.read_kept(
+            "a progress entry",
+            &keys::progress(user, asset),
+            now_millis(),
+        )
     }
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {

@@ -71,10 +71,10 @@ impl JobStore for MemoryJobStore {
         }
         *entry = (job.clone(), next_version());
         drop(entry);
-        if job.state.is_final() {
-            if let Some(complete_at) = job.complete_at {
-                self.due_set().remove(&(complete_at, job.id));
-            }
+        if job.state.is_final()
+            && let Some(complete_at) = job.complete_at
+        {
+            self.due_set().remove(&(complete_at, job.id));
         }
         Ok(Commit::Applied)
     }
