@@ -1,6 +1,316 @@
 //! # heartbeat-store-redis
 //!
-//! Redis storage for heartbeat, built on `fred`, compatible with the keys of the Node.js
-//! heartbeat server. The implementation arrives with the stores issue; this crate is part
-//! of the workspace layout already so that the build and the CI cover it from the start.
+//! Redis storage for heartbeat on [`fred`], shared safely by any number of server
+//! instances and by the Node.js heartbeat server during a migration. One [`RedisStore`]
+//! implements all three storage traits of `heartbeat-core`
+//! ([`SessionStore`](heartbeat_core::SessionStore), [`JobStore`](heartbeat_core::jobs::JobStore),
+//! [`EventBus`](heartbeat_core::jobs::EventBus)).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), heartbeat_store_redis::ConnectError> {
+//! use std::time::Duration;
+//! use heartbeat_store_redis::{RedisConfig, RedisStore};
+//!
+//! let mut config = RedisConfig::new("redis://127.0.0.1:6379");
+//! config.namespace = "prod:".into();
+//! config.command_timeout = Duration::from_millis(500);
+//! let store = RedisStore::connect(config).await?;
+//! # let _ = store; Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! Every key starts with [`RedisConfig::namespace`] (the Node server's `REDIS_NAMESPACE`).
+//!
+//! | key | type | content | TTL |
+//! |---|---|---|---|
+//! | `hb_sessions:<user>:active_sessions` | hash | session id → `{"timestamp","hit_counter","started_at",…}` (the Node server's key and format) | the longest possible life of its sessions |
+//! | `hb_progress:<user>` | hash | asset id → `{"progress","updated_at","session_id"}` | retention |
+//! | `hb_history:<user>` | list | play records, newest first, capped | retention |
+//! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`]) | retention |
+//! | `hb_job:<id>` | string | the job | [`RedisConfig::job_retention`] |
+//! | `hb_jobs:last_id`, `hb_jobs:owner:<owner>`, `hb_jobs:due` | counter, sorted sets | job ids, jobs by owner, jobs the simulator completes | job retention |
+//! | `{hb_events}:last_id`, `{hb_events}:owner:<owner>` | counter, sorted set | event ids, each owner's newest events | job retention |
+//!
+//! Every script touches one key, or keys sharing the `{hb_events}` hash tag, so the store
+//! works on Redis Cluster.
+//!
+//! # Atomicity
+//!
+//! A session commit is one Lua script on the user's hash: it compares the hash with what
+//! was loaded (field by field, so writes of a Node server count too) and applies the change
+//! only if nothing moved; the core retries a bounded number of times. No lock is held
+//! across a round trip. Progress and history are written right after an applied commit;
+//! if Redis fails in between, the heartbeat is answered 503 and the history of a session
+//! that ended in that commit may miss its entry.
+//!
+//! # Failures
+//!
+//! Every command gives up after [`RedisConfig::command_timeout`] with
+//! [`StoreError::Unavailable`](heartbeat_core::StoreError) and is not resent (a resent
+//! compare-and-set could apply twice). The client reconnects by itself, forever, with
+//! backoff; subscribers are told to replay (a lag) after a reconnection, since events
+//! published meanwhile did not reach them.
 #![deny(missing_docs)]
+
+mod bus;
+mod jobs;
+mod keys;
+mod scripts;
+mod sessions;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::{ClientLike, Config, ErrorKind, ReconnectPolicy};
+use fred::types::Builder;
+use heartbeat_core::StoreError;
+use heartbeat_core::jobs::Fanout;
+use tokio::task::JoinHandle;
+
+/// Events kept per owner for replay, by default.
+pub const DEFAULT_EVENT_HISTORY: usize = 256;
+
+/// How to reach Redis and how long to keep things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (server setting `REDIS_URL`).
+    pub url: String,
+    /// Prefix of every key (server setting `REDIS_NAMESPACE`; the Node server's too).
+    pub namespace: String,
+    /// How long one command may take before it fails with `Unavailable` (default 1 s).
+    pub command_timeout: Duration,
+    /// How long connecting may take (default 2 s).
+    pub connect_timeout: Duration,
+    /// Connections in the pool (default 4).
+    pub pool_size: usize,
+    /// Events kept per owner for replay (default [`DEFAULT_EVENT_HISTORY`]).
+    pub event_history: usize,
+    /// How long jobs and their events are kept after their last change (default 7 days).
+    pub job_retention: Duration,
+    /// Also write progress to the Node server's `user_progress` hash (default off).
+    pub node_progress: bool,
+}
+
+impl RedisConfig {
+    /// Defaults for the server at `url`.
+    ///
+    /// ```
+    /// let config = heartbeat_store_redis::RedisConfig::new("redis://127.0.0.1:6379");
+    /// assert_eq!(config.namespace, "");
+    /// assert_eq!(config.command_timeout, std::time::Duration::from_secs(1));
+    /// ```
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: String::new(),
+            command_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            pool_size: 4,
+            event_history: DEFAULT_EVENT_HISTORY,
+            job_retention: Duration::from_secs(7 * 86_400),
+            node_progress: false,
+        }
+    }
+}
+
+/// Why [`RedisStore::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL or another setting is not valid.
+    #[error("invalid Redis configuration ({url}): {reason}")]
+    Invalid {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {source}; is redis-server running there?")]
+    Unreachable {
+        /// The URL given.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: fred::error::Error,
+    },
+}
+
+struct Inner {
+    pool: fred::clients::Pool,
+    subscriber: SubscriberClient,
+    keys: keys::Keys,
+    scripts: scripts::Scripts,
+    live: Arc<Fanout>,
+    event_history: usize,
+    job_retention_millis: i64,
+    node_progress: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let (pool, subscriber) = (self.pool.clone(), self.subscriber.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+                let _ = pool.quit().await;
+            });
+        }
+    }
+}
+
+/// Sessions, progress, history, jobs and job events in Redis. Clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.inner.keys.namespace())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects, loads the scripts and subscribes to the job event channel.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Invalid`] for a bad URL or setting, [`ConnectError::Unreachable`]
+    /// when Redis does not answer within [`RedisConfig::connect_timeout`].
+    pub async fn connect(config: RedisConfig) -> Result<Self, ConnectError> {
+        let invalid = |reason: String| ConnectError::Invalid {
+            url: config.url.clone(),
+            reason,
+        };
+        if config.pool_size == 0 {
+            return Err(invalid("the pool needs at least one connection".into()));
+        }
+        if config.command_timeout.is_zero() || config.connect_timeout.is_zero() {
+            return Err(invalid("timeouts must be longer than zero".into()));
+        }
+        let job_retention_millis = i64::try_from(config.job_retention.as_millis())
+            .ok()
+            .filter(|millis| *millis > 0)
+            .ok_or_else(|| {
+                invalid("the job retention must be between 1 ms and i64::MAX ms".into())
+            })?;
+        let redis_config =
+            Config::from_url(&config.url).map_err(|error| invalid(error.to_string()))?;
+        let mut builder = Builder::from_config(redis_config);
+        builder
+            .with_connection_config(|connection| {
+                connection.connection_timeout = config.connect_timeout;
+                connection.internal_command_timeout = config.command_timeout;
+                // A resent compare-and-set could apply twice: fail instead, the caller retries.
+                connection.max_command_attempts = 1;
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = config.command_timeout;
+                performance.broadcast_channel_capacity = 4096;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let unreachable = |source| ConnectError::Unreachable {
+            url: config.url.clone(),
+            source,
+        };
+        let pool = builder
+            .build_pool(config.pool_size)
+            .map_err(|error| invalid(error.to_string()))?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|error| invalid(error.to_string()))?;
+        init(&pool, config.connect_timeout)
+            .await
+            .map_err(unreachable)?;
+        init(&subscriber, config.connect_timeout)
+            .await
+            .map_err(unreachable)?;
+        let keys = keys::Keys::new(config.namespace);
+        let scripts = scripts::Scripts::new();
+        scripts.load(pool.next()).await.map_err(unreachable)?;
+        let live = Arc::new(Fanout::new());
+        let tasks = bus::start_forwarding(&subscriber, &keys, &live)
+            .await
+            .map_err(unreachable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                subscriber,
+                keys,
+                scripts,
+                live,
+                event_history: config.event_history.max(1),
+                job_retention_millis,
+                node_progress: config.node_progress,
+                tasks,
+            }),
+        })
+    }
+
+    fn client(&self) -> &fred::clients::Client {
+        self.inner.pool.next()
+    }
+}
+
+/// Connects `client`, failing after `timeout` instead of retrying forever.
+async fn init<C: ClientLike>(client: &C, timeout: Duration) -> Result<(), fred::error::Error> {
+    match tokio::time::timeout(timeout, client.init()).await {
+        Ok(result) => result.map(drop),
+        Err(_) => {
+            let _ = client.quit().await;
+            Err(fred::error::Error::new(
+                ErrorKind::Timeout,
+                format!("no connection within {timeout:?}"),
+            ))
+        }
+    }
+}
+
+/// Maps a client error into the core's store error.
+fn store_error(what: &str, error: fred::error::Error) -> StoreError {
+    match error.kind() {
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+            StoreError::unavailable(format!("Redis {what}: {error}"), error)
+        }
+        ErrorKind::Parse => StoreError::corrupt(format!("Redis {what}: {error}"), error),
+        _ => StoreError::backend(format!("Redis {what}: {error}"), error),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|error| StoreError::corrupt(format!("{what}: {error}"), error))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|error| StoreError::backend("cannot encode a value", error))
+}
+
+impl RedisStore {
+    /// Runs a script (reloading it if Redis forgot it, as after a restart).
+    async fn eval<R: fred::types::FromValue>(
+        &self,
+        what: &str,
+        script: &fred::types::scripts::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, StoreError> {
+        script
+            .evalsha_with_reload(self.client(), keys, args)
+            .await
+            .map_err(|error| store_error(what, error))
+    }
+}

@@ -149,15 +149,21 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
     /// Applies a worker's update (forward only) and publishes the change. An update that
     /// changes nothing succeeds and publishes nothing.
     pub async fn update(&self, id: JobId, update: &JobUpdate) -> Result<Job, JobsError> {
+        Ok(self.apply(id, update).await?.0)
+    }
+
+    /// Applies `update`; the flag says whether this call changed the job (`false` when it
+    /// already was as asked, e.g. completed by another instance meanwhile).
+    async fn apply(&self, id: JobId, update: &JobUpdate) -> Result<(Job, bool), JobsError> {
         for _ in 0..self.config.max_attempts {
             let (job, version) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
             let Some(next) = job.apply(update, self.clock.now())? else {
-                return Ok(job);
+                return Ok((job, false));
             };
             match self.store.compare_and_set(&version, &next).await? {
                 Commit::Applied => {
                     self.bus.publish(&next).await?;
-                    return Ok(next);
+                    return Ok((next, true));
                 }
                 Commit::Conflict => continue,
             }
@@ -179,8 +185,8 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         };
         let mut completed = 0;
         for job in self.store.due(self.clock.now(), limit).await? {
-            match self.update(job.id, &done).await {
-                Ok(_) => completed += 1,
+            match self.apply(job.id, &done).await {
+                Ok((_, changed)) => completed += usize::from(changed),
                 // Finished by a worker or another instance in the meantime.
                 Err(JobsError::Rule(_)) => {}
                 Err(other) => return Err(other),

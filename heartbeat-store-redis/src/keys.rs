@@ -1,0 +1,66 @@
+//! Key names (see the crate docs for the table).
+
+use heartbeat_core::Id;
+use heartbeat_core::jobs::{JobId, Owner};
+
+pub(crate) struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub(crate) fn new(namespace: String) -> Self {
+        Self { namespace }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The Node server's key: `<ns>hb_sessions:<user>:active_sessions`.
+    pub(crate) fn sessions(&self, user: &Id) -> String {
+        format!("{}hb_sessions:{user}:active_sessions", self.namespace)
+    }
+
+    pub(crate) fn progress(&self, user: &Id) -> String {
+        format!("{}hb_progress:{user}", self.namespace)
+    }
+
+    pub(crate) fn history(&self, user: &Id) -> String {
+        format!("{}hb_history:{user}", self.namespace)
+    }
+
+    /// The Node server's progress hash.
+    pub(crate) fn node_progress(&self) -> String {
+        format!("{}user_progress", self.namespace)
+    }
+
+    pub(crate) fn job(&self, id: JobId) -> String {
+        format!("{}hb_job:{id}", self.namespace)
+    }
+
+    pub(crate) fn job_counter(&self) -> String {
+        format!("{}hb_jobs:last_id", self.namespace)
+    }
+
+    pub(crate) fn owner_jobs(&self, owner: &Owner) -> String {
+        format!("{}hb_jobs:owner:{owner}", self.namespace)
+    }
+
+    pub(crate) fn due_jobs(&self) -> String {
+        format!("{}hb_jobs:due", self.namespace)
+    }
+
+    /// Event keys share the `{hb_events}` hash tag: one script writes two of them.
+    pub(crate) fn event_counter(&self) -> String {
+        format!("{}{{hb_events}}:last_id", self.namespace)
+    }
+
+    pub(crate) fn owner_events(&self, owner: &Owner) -> String {
+        format!("{}{{hb_events}}:owner:{owner}", self.namespace)
+    }
+
+    /// The pub/sub channel every instance listens on.
+    pub(crate) fn event_channel(&self) -> String {
+        format!("{}hb_job_events", self.namespace)
+    }
+}
