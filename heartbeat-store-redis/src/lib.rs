@@ -194,6 +194,13 @@ impl RedisStore {
             url: config.url.clone(),
             reason,
         };
+        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|scheme| scheme.starts_with("redis") || scheme.starts_with("valkey")) {
+            return Err(invalid(
+                "the URL must start with redis:// (or rediss://, redis-cluster://, redis-sentinel://)"
+                    .into(),
+            ));
+        }
         if config.pool_size == 0 {
             return Err(invalid("the pool needs at least one connection".into()));
         }
