@@ -195,7 +195,8 @@ impl RedisStore {
             reason,
         };
         let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-        if !scheme.is_some_and(|scheme| scheme.starts_with("redis") || scheme.starts_with("valkey")) {
+        if !scheme.is_some_and(|scheme| scheme.starts_with("redis") || scheme.starts_with("valkey"))
+        {
             return Err(invalid(
                 "the URL must start with redis:// (or rediss://, redis-cluster://, redis-sentinel://)"
                     .into(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use fred::prelude::{ClientLike, Config, HashesInterface, KeysInterface};
 use fred::types::{Builder, ClusterHash, CustomCommand};
 use futures_util::StreamExt;
-use heartbeat_core::jobs::{EventBus, EventId, JobId, JobStore, JobUpdate, Jobs, JobsConfig, NewJob, Owner};
+use heartbeat_core::jobs::{
+    EventBus, EventId, JobId, JobStore, JobUpdate, Jobs, JobsConfig, NewJob, Owner,
+};
 use heartbeat_core::{
     HeartbeatData, HeartbeatError, HeartbeatOutcome, Heartbeats, Id, ManualClock, SessionStore,
     StoreError, Timestamp, TokenCodec,
@@ -30,13 +32,17 @@ async fn store(server: &RedisServer) -> RedisStore {
 
 /// A plain client, as the Node server (or an operator's redis-cli) would use.
 async fn raw(server: &RedisServer) -> fred::clients::Client {
-    let client = Builder::from_config(Config::from_url(&server.url()).unwrap()).build().unwrap();
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
     client.init().await.unwrap();
     client
 }
 
 fn token(codec: &TokenCodec, data: Value) -> String {
-    codec.seal(&HeartbeatData::from_json(data).unwrap()).unwrap()
+    codec
+        .seal(&HeartbeatData::from_json(data).unwrap())
+        .unwrap()
 }
 
 fn at(text: &str) -> Timestamp {
@@ -50,7 +56,10 @@ async fn sessions_written_by_the_node_server_are_read_and_ours_are_readable_by_i
     let key = format!("{NS}hb_sessions:13:active_sessions");
     // Exactly what the Node server's setSession writes (hit_counter sometimes a string).
     let node_record = r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":"4","started_at":"2025-12-31T23:59:00.000Z"}"#;
-    let _: () = redis.hset(&key, ("node-session", node_record)).await.unwrap();
+    let _: () = redis
+        .hset(&key, ("node-session", node_record))
+        .await
+        .unwrap();
 
     let store = store(&server).await;
     let loaded = store.load(&Id::Int(13)).await.unwrap();
@@ -62,13 +71,18 @@ async fn sessions_written_by_the_node_server_are_read_and_ours_are_readable_by_i
     let clock = ManualClock::new(at("2026-01-01T00:00:30.000Z"));
     let codec = TokenCodec::new("migration key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock);
-    let rotated = token(&codec, json!({
-        "user_id": 13, "asset_id": 14, "session_id": "node-session", "heartbeat_cycle": 30,
-        "cycle_upper_tolerance": 10, "timestamp": "2026-01-01T00:00:00.000Z",
-        "session_limit": 2, "checking_threshold": 2, "sessions_edge": 3,
-    }));
+    let rotated = token(
+        &codec,
+        json!({
+            "user_id": 13, "asset_id": 14, "session_id": "node-session", "heartbeat_cycle": 30,
+            "cycle_upper_tolerance": 10, "timestamp": "2026-01-01T00:00:00.000Z",
+            "session_limit": 2, "checking_threshold": 2, "sessions_edge": 3,
+        }),
+    );
     let outcome = heartbeats.heartbeat(&rotated, Some(12.5)).await.unwrap();
-    let HeartbeatOutcome::Accepted { accepted, .. } = outcome else { panic!("{outcome:?}") };
+    let HeartbeatOutcome::Accepted { accepted, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
     assert_eq!(accepted.session_id, "node-session");
 
     // What the Node server reads back: JSON with its three fields, in its types.
@@ -78,13 +92,19 @@ async fn sessions_written_by_the_node_server_are_read_and_ours_are_readable_by_i
     assert_eq!(ours["timestamp"], json!("2026-01-01T00:00:30.000Z"));
     assert_eq!(ours["started_at"], json!("2025-12-31T23:59:00.000Z"));
     // And the Node server's progress hash, kept up to date on request.
-    let progress: Option<String> = redis.hget(format!("{NS}user_progress"), "13:14").await.unwrap();
+    let progress: Option<String> = redis
+        .hget(format!("{NS}user_progress"), "13:14")
+        .await
+        .unwrap();
     assert_eq!(progress.as_deref(), Some("12.5"));
 }
 
 async fn keys_with_ttls(redis: &fred::clients::Client) -> Vec<(String, i64)> {
     let keys: Vec<String> = redis
-        .custom(CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false), vec![format!("{NS}*")])
+        .custom(
+            CustomCommand::new_static("KEYS", ClusterHash::FirstKey, false),
+            vec![format!("{NS}*")],
+        )
         .await
         .unwrap();
     let mut with_ttls = Vec::new();
@@ -103,43 +123,77 @@ async fn every_key_written_has_a_ttl() {
     let clock = ManualClock::new(at("2026-01-01T00:00:00.000Z"));
     let codec = TokenCodec::new("ttl key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
-    let backend = token(&codec, json!({
-        "user_id": "u-1", "asset_id": 9, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
-        "timestamp": "2026-01-01T00:00:00.000Z", "session_limit": 2, "checking_threshold": 2,
-        "sessions_edge": 3,
-    }));
+    let backend = token(
+        &codec,
+        json!({
+            "user_id": "u-1", "asset_id": 9, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "2026-01-01T00:00:00.000Z", "session_limit": 2, "checking_threshold": 2,
+            "sessions_edge": 3,
+        }),
+    );
     let HeartbeatOutcome::Accepted { token: next, .. } =
         heartbeats.heartbeat(&backend, Some(1.0)).await.unwrap()
     else {
         panic!("refused")
     };
     clock.advance(Duration::from_secs(30));
-    assert!(heartbeats.stop(&next, Some(31.0)).await.unwrap(), "the session ends: history");
+    assert!(
+        heartbeats.stop(&next, Some(31.0)).await.unwrap(),
+        "the session ends: history"
+    );
     // A second session keeps the session hash alive.
     heartbeats.heartbeat(&backend, None).await.unwrap();
 
     let jobs = Jobs::new(store.clone(), store.clone())
         .with_clock(clock.clone())
-        .with_config(JobsConfig { job_time: Some(Duration::from_secs(2)), ..JobsConfig::default() });
+        .with_config(JobsConfig {
+            job_time: Some(Duration::from_secs(2)),
+            ..JobsConfig::default()
+        });
     let owner = Owner::new("ttl-owner").unwrap();
     let job = jobs.create(&owner).await.unwrap();
-    jobs.update(job.id, &JobUpdate { progress: Some(50), ..JobUpdate::default() }).await.unwrap();
+    jobs.update(
+        job.id,
+        &JobUpdate {
+            progress: Some(50),
+            ..JobUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
 
     let redis = raw(&server).await;
     let keys = keys_with_ttls(&redis).await;
     let names: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
     for expected in [
-        "hb_sessions:u-1:active_sessions", "hb_progress:u-1", "hb_history:u-1", "user_progress",
-        "hb_job:1", "hb_jobs:last_id", "hb_jobs:owner:ttl-owner", "hb_jobs:due",
-        "{hb_events}:last_id", "{hb_events}:owner:ttl-owner",
+        "hb_sessions:u-1:active_sessions",
+        "hb_progress:u-1",
+        "hb_history:u-1",
+        "user_progress",
+        "hb_job:1",
+        "hb_jobs:last_id",
+        "hb_jobs:owner:ttl-owner",
+        "hb_jobs:due",
+        "{hb_events}:last_id",
+        "{hb_events}:owner:ttl-owner",
     ] {
-        assert!(names.contains(&format!("{NS}{expected}").as_str()), "{expected} missing: {names:?}");
+        assert!(
+            names.contains(&format!("{NS}{expected}").as_str()),
+            "{expected} missing: {names:?}"
+        );
     }
     for (key, ttl) in &keys {
         assert!(*ttl > 0, "{key} has no TTL ({ttl})");
     }
-    let sessions_ttl = keys.iter().find(|(key, _)| key.contains("active_sessions")).unwrap().1;
-    assert!(sessions_ttl <= 40_000, "sessions live cycle + tolerance, not {sessions_ttl} ms");
+    let sessions_ttl = keys
+        .iter()
+        .find(|(key, _)| key.contains("active_sessions"))
+        .unwrap()
+        .1;
+    assert!(
+        sessions_ttl <= 40_000,
+        "sessions live cycle + tolerance, not {sessions_ttl} ms"
+    );
 }
 
 #[tokio::test]
@@ -163,15 +217,24 @@ async fn an_outage_fails_fast_with_a_typed_error_and_the_store_recovers() {
     );
     let codec = TokenCodec::new("outage key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone());
-    let backend = token(&codec, json!({
-        "user_id": 1, "asset_id": 1, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
-        "timestamp": Timestamp::now().to_string(),
-        "session_limit": 1, "checking_threshold": 1, "sessions_edge": 2,
-    }));
-    let refused = tokio::time::timeout(Duration::from_secs(10), heartbeats.heartbeat(&backend, None))
-        .await
-        .expect("no hang");
-    assert!(matches!(refused, Err(HeartbeatError::Store(ref error)) if error.is_transient()), "{refused:?}");
+    let backend = token(
+        &codec,
+        json!({
+            "user_id": 1, "asset_id": 1, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": Timestamp::now().to_string(),
+            "session_limit": 1, "checking_threshold": 1, "sessions_edge": 2,
+        }),
+    );
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        heartbeats.heartbeat(&backend, None),
+    )
+    .await
+    .expect("no hang");
+    assert!(
+        matches!(refused, Err(HeartbeatError::Store(ref error)) if error.is_transient()),
+        "{refused:?}"
+    );
 
     server.restart();
     let mut recovered = false;
@@ -182,25 +245,40 @@ async fn an_outage_fails_fast_with_a_typed_error_and_the_store_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "the store did not recover after redis-server came back");
+    assert!(
+        recovered,
+        "the store did not recover after redis-server came back"
+    );
 
     // Subscribers hear that they may have missed events, then get new ones again.
-    let gap = tokio::time::timeout(Duration::from_secs(10), live.next()).await.unwrap().unwrap();
+    let gap = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(gap.is_err(), "a reconnection is reported as a lag: {gap:?}");
     let job = store
-        .create(NewJob { owner: owner.clone(), created_at: Timestamp::now(), complete_at: None })
+        .create(NewJob {
+            owner: owner.clone(),
+            created_at: Timestamp::now(),
+            complete_at: None,
+        })
         .await
         .unwrap();
     let mut delivered = None;
     for _ in 0..50 {
         let event = store.publish(&job).await.unwrap();
-        if let Ok(Some(Ok(received))) = tokio::time::timeout(Duration::from_millis(200), live.next()).await {
+        if let Ok(Some(Ok(received))) =
+            tokio::time::timeout(Duration::from_millis(200), live.next()).await
+        {
             assert_eq!(received.job.owner, owner);
             delivered = Some((event.id, received.id));
             break;
         }
     }
-    assert!(delivered.is_some(), "events reach the other client after the restart");
+    assert!(
+        delivered.is_some(),
+        "events reach the other client after the restart"
+    );
 }
 
 async fn store_with_same_server(server: &RedisServer) -> RedisStore {
@@ -214,7 +292,11 @@ async fn replay_after_an_id_works_from_a_new_connection() {
     let ids: Vec<EventId> = {
         let first = store(&server).await;
         let job = first
-            .create(NewJob { owner: owner.clone(), created_at: Timestamp::now(), complete_at: None })
+            .create(NewJob {
+                owner: owner.clone(),
+                created_at: Timestamp::now(),
+                complete_at: None,
+            })
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -224,18 +306,37 @@ async fn replay_after_an_id_works_from_a_new_connection() {
         ids
     };
     let second = store(&server).await;
-    let replayed: Vec<EventId> =
-        second.replay(&owner, Some(ids[0])).await.unwrap().iter().map(|event| event.id).collect();
+    let replayed: Vec<EventId> = second
+        .replay(&owner, Some(ids[0]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.id)
+        .collect();
     assert_eq!(replayed, ids[1..]);
-    assert_eq!(JobStore::get(&second, JobId(1)).await.unwrap().unwrap().0.owner, owner);
+    assert_eq!(
+        JobStore::get(&second, JobId(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .owner,
+        owner
+    );
 }
 
 #[tokio::test]
 async fn connection_problems_are_reported_clearly() {
-    let error = RedisStore::connect(RedisConfig::new("http://nope")).await.unwrap_err();
+    let error = RedisStore::connect(RedisConfig::new("http://nope"))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ConnectError::Invalid { .. }), "{error}");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut config = RedisConfig::new(format!("redis://127.0.0.1:{closed}"));
     config.connect_timeout = Duration::from_millis(300);
     let error = tokio::time::timeout(Duration::from_secs(10), RedisStore::connect(config))
@@ -243,14 +344,20 @@ async fn connection_problems_are_reported_clearly() {
         .expect("no hang")
         .unwrap_err();
     assert!(matches!(error, ConnectError::Unreachable { .. }), "{error}");
-    assert!(error.to_string().contains("is redis-server running there?"), "{error}");
+    assert!(
+        error.to_string().contains("is redis-server running there?"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn keys_of_another_namespace_are_left_alone() {
     let server = RedisServer::start();
     let redis = raw(&server).await;
-    let _: () = redis.set("hb_sessions:13:active_sessions", "other", None, None, false).await.unwrap();
+    let _: () = redis
+        .set("hb_sessions:13:active_sessions", "other", None, None, false)
+        .await
+        .unwrap();
     let store = store(&server).await;
     assert!(store.load(&Id::Int(13)).await.unwrap().sessions.is_empty());
     let untouched: String = redis.get("hb_sessions:13:active_sessions").await.unwrap();

@@ -18,20 +18,18 @@ impl EventBus for SledStore {
             id,
             job: job.clone(),
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::event(&job.owner, id), encode(&event)?);
-        let kept: Vec<_> = self
-            .inner
-            .tree
+        let tree = &self.inner.tree;
+        tree.insert(keys::event(&job.owner, id), encode(&event)?)
+            .map_err(sled_error)?;
+        let kept: Vec<_> = tree
             .scan_prefix(&prefix)
             .keys()
             .collect::<Result<_, _>>()
             .map_err(sled_error)?;
-        let excess = (kept.len() + 1).saturating_sub(self.inner.event_history);
+        let excess = kept.len().saturating_sub(self.inner.event_history);
         for old in kept.into_iter().take(excess) {
-            batch.remove(old);
+            tree.remove(old).map_err(sled_error)?;
         }
-        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
         self.durable().await?;
         self.inner.live.deliver(event.clone());
         Ok(event)

@@ -1,5 +1,6 @@
 //! [`JobStore`] on sled: jobs by id with a version, an index by owner and an index of the
-//! jobs the simulator has still to complete, each kept in step by one atomic batch.
+//! jobs the simulator has still to complete, written job first,
+//! so an index entry never points at a missing job.
 
 use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::store::Commit;
@@ -60,16 +61,20 @@ impl SledStore {
             Some(stored) if stored.version == version => {}
             _ => return Ok(Commit::Conflict),
         }
-        let mut batch = sled::Batch::default();
         let stored = VersionedJob {
             version: self.next_version()?,
             job,
         };
-        batch.insert(key, encode(&stored)?);
+        self.inner
+            .tree
+            .insert(key, encode(&stored)?)
+            .map_err(sled_error)?;
         if let (true, Some(complete_at)) = (job.state.is_final(), job.complete_at) {
-            batch.remove(keys::due(complete_at, job.id));
+            self.inner
+                .tree
+                .remove(keys::due(complete_at, job.id))
+                .map_err(sled_error)?;
         }
-        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
         Ok(Commit::Applied)
     }
 }
@@ -79,17 +84,20 @@ impl JobStore for SledStore {
 
     async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
         let job = job.into_job(self.next_job_id()?);
-        let mut batch = sled::Batch::default();
         let stored = VersionedJob {
             version: self.next_version()?,
             job: &job,
         };
-        batch.insert(keys::job(job.id), encode(&stored)?);
-        batch.insert(keys::owner_job(&job.owner, job.id), &[]);
+        // The job first, then its indexes: an index never points at a missing job.
+        let tree = &self.inner.tree;
+        tree.insert(keys::job(job.id), encode(&stored)?)
+            .map_err(sled_error)?;
+        tree.insert(keys::owner_job(&job.owner, job.id), &[])
+            .map_err(sled_error)?;
         if let Some(complete_at) = job.complete_at {
-            batch.insert(keys::due(complete_at, job.id), &[]);
+            tree.insert(keys::due(complete_at, job.id), &[])
+                .map_err(sled_error)?;
         }
-        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
         self.durable().await?;
         Ok(job)
     }

@@ -30,8 +30,9 @@
 //!
 //! The database belongs to one process (a lock file refuses a second one). Within it, a
 //! commit takes a lock striped by user (or job, or owner), never one lock for everyone,
-//! compares the version and applies all its changes (sessions, progress, history) in one
-//! atomic sled batch.
+//! compares the version and writes its keys one by one (sled's multi-key batches take a
+//! process-wide lock, so they are not used). Progress and history are written before the
+//! session set, so a crash in the middle of an unacknowledged write never loses history.
 //!
 //! # Retention
 //!

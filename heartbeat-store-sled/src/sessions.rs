@@ -68,19 +68,10 @@ impl SledStore {
         if current != version {
             return Ok(Commit::Conflict);
         }
-        let mut batch = sled::Batch::default();
-        if write.sessions.sessions.is_empty() {
-            batch.remove(key);
-        } else {
-            let stored = Kept {
-                expires_at: now.saturating_add(write.keep_millis.max(0)),
-                value: VersionedSessions {
-                    version: self.next_version()?,
-                    sessions: &write.sessions.sessions,
-                },
-            };
-            batch.insert(key, encode(&stored)?);
-        }
+        // Single-key writes only: sled batches take a process-wide lock. The user's stripe
+        // lock makes the sequence atomic for other writers; progress and history go first,
+        // so a crash in between (before the write was acknowledged) loses no history.
+        let tree = &self.inner.tree;
         let retention_millis =
             i64::try_from(limits.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let kept_until = now.saturating_add(retention_millis);
@@ -89,7 +80,8 @@ impl SledStore {
                 expires_at: kept_until,
                 value: progress,
             };
-            batch.insert(keys::progress(user, asset), encode(&stored)?);
+            tree.insert(keys::progress(user, asset), encode(&stored)?)
+                .map_err(sled_error)?;
         }
         if !write.ended.is_empty() {
             let key = keys::history(user);
@@ -104,9 +96,20 @@ impl SledStore {
                 expires_at: kept_until,
                 value: history,
             };
-            batch.insert(key, encode(&stored)?);
+            tree.insert(key, encode(&stored)?).map_err(sled_error)?;
         }
-        self.inner.tree.apply_batch(batch).map_err(sled_error)?;
+        if write.sessions.sessions.is_empty() {
+            tree.remove(key).map_err(sled_error)?;
+        } else {
+            let stored = Kept {
+                expires_at: now.saturating_add(write.keep_millis.max(0)),
+                value: VersionedSessions {
+                    version: self.next_version()?,
+                    sessions: &write.sessions.sessions,
+                },
+            };
+            tree.insert(key, encode(&stored)?).map_err(sled_error)?;
+        }
         Ok(Commit::Applied)
     }
 }
