@@ -1,5 +1,5 @@
-//! Conformance checks for [`JobStore`](crate::jobs::JobStore) and
-//! [`EventBus`](crate::jobs::EventBus) through the [`Jobs`] service.
+//! Conformance checks for [`JobStore`] and
+//! [`EventBus`] through the [`Jobs`] service.
 
 use std::time::Duration;
 
