@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             sessions::sessions_edge_refuses_every_session,
             sessions::rejected_heartbeat_writes_nothing,
             sessions::progress_is_recorded_per_asset,
+            sessions::numeric_and_text_ids_are_one_user,
             sessions::stop_frees_the_slot_at_once,
             sessions::evict_removes_one_session,
             sessions::history_is_capped_newest_first,

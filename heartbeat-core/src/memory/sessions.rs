@@ -28,15 +28,16 @@ impl<T> Expiring<T> {
 
 #[derive(Debug, Default)]
 struct Inner {
-    users: DashMap<Id, Expiring<(UserSessions, u64)>>,
-    progress: DashMap<(Id, Id), Expiring<ProgressRecord>>,
-    history: DashMap<Id, Expiring<VecDeque<PlayRecord>>>,
+    users: DashMap<String, Expiring<(UserSessions, u64)>>,
+    progress: DashMap<(String, String), Expiring<ProgressRecord>>,
+    history: DashMap<String, Expiring<VecDeque<PlayRecord>>>,
     commits: AtomicU64,
 }
 
 /// Sessions, progress and history in memory.
 ///
-/// Each user is one map entry; a commit locks only that entry's shard for the time of a
+/// Each user is one map entry, keyed by the id's text (as in the Node server's Redis keys);
+/// a commit locks only that entry's shard for the time of a
 /// version comparison and a few inserts. Entries are dropped when their keep time (the
 /// longest session life, or the history retention) has passed, in a sweep every 4096
 /// commits. Clones share the same data.
@@ -78,7 +79,7 @@ impl SessionStore for MemorySessionStore {
             match self
                 .inner
                 .users
-                .get(user)
+                .get(&user.to_string())
                 .as_deref()
                 .and_then(|entry| entry.live(now))
             {
@@ -106,7 +107,7 @@ impl SessionStore for MemorySessionStore {
             let mut entry = self
                 .inner
                 .users
-                .entry(user.clone())
+                .entry(user.to_string())
                 .or_insert_with(|| Expiring {
                     value: (UserSessions::default(), 0),
                     expires: now,
@@ -128,13 +129,13 @@ impl SessionStore for MemorySessionStore {
             };
             self.inner
                 .progress
-                .insert((user.clone(), asset.clone()), value);
+                .insert((user.to_string(), asset.to_string()), value);
         }
         if !write.ended.is_empty() {
             let mut history = self
                 .inner
                 .history
-                .entry(user.clone())
+                .entry(user.to_string())
                 .or_insert_with(|| Expiring {
                     value: VecDeque::new(),
                     expires: now,
@@ -155,7 +156,7 @@ impl SessionStore for MemorySessionStore {
     }
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
-        let key = (user.clone(), asset.clone());
+        let key = (user.to_string(), asset.to_string());
         Ok(self
             .inner
             .progress
@@ -170,7 +171,7 @@ impl SessionStore for MemorySessionStore {
         Ok(self
             .inner
             .history
-            .get(user)
+            .get(&user.to_string())
             .as_deref()
             .and_then(|entry| entry.live(now))
             .map(|history| history.iter().take(limit).cloned().collect())

@@ -426,6 +426,22 @@ pub async fn progress_is_recorded_per_asset<F: Fixture>(fixture: &F) {
     assert!(heartbeats.heartbeat(&token, Some(f64::NAN)).await.is_err());
 }
 
+/// A user id is its text, as in the Node server's keys: `13` and `"13"` are one user, and
+/// so are asset `14` and `"14"`.
+pub async fn numeric_and_text_ids_are_one_user<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 3, 10, "LEAST_RECENT");
+    accept(&heartbeats, &seal(&heartbeats, &data), Some(3.0)).await;
+    let text = Id::Str("13".to_owned());
+    assert_eq!(heartbeats.active_sessions(&text).await.unwrap().len(), 1);
+    let progress = heartbeats
+        .progress(&text, &Id::Str("14".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(progress.map(|p| p.progress), Some(3.0));
+}
+
 /// Stop frees the slot at once and records a stopped history entry; a stale token stops
 /// nothing.
 pub async fn stop_frees_the_slot_at_once<F: Fixture>(fixture: &F) {
