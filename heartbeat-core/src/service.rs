@@ -247,6 +247,15 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .await
     }
 
+    /// The answer when the store cannot be reached and the operator chose to fail open
+    /// (`FAIL_OPEN=true`): the token's data with `timestamp` set to now, sealed, and
+    /// nothing counted or stored. The session keeps its id; a backend token stays one.
+    pub fn rotate_unchecked(&self, data: &HeartbeatData) -> Result<String, SealError> {
+        let mut rotated = data.clone();
+        rotated.timestamp = self.clock.now();
+        self.codec.seal(&rotated)
+    }
+
     /// Seals a token for a backend (the first token of a session).
     pub fn issue(&self, data: &HeartbeatData) -> Result<String, SealError> {
         self.codec.seal(data)

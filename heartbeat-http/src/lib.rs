@@ -1,6 +1,47 @@
 //! # heartbeat-http
 //!
-//! The axum server (`heartbeat-server`) and the client library of heartbeat. The
-//! implementation arrives with the server and client issues; this crate is part of the
-//! workspace layout already so that the build and the CI cover it from the start.
+//! The heartbeat server: an [`axum`] router over `heartbeat-core` that can take the place
+//! of the Node.js heartbeat server (same routes, status codes and bodies, same tokens and,
+//! with Redis, the same keys) and serves the HeyGen jobs client unchanged. No rule lives
+//! here: every decision is the core's; this crate reads requests, calls the core and
+//! writes answers.
+//!
+//! The binary `heartbeat-server` runs it (see `--help`); the library lets a program embed
+//! the router with its own stores:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use heartbeat_core::TokenCodec;
+//! use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+//! use heartbeat_http::{Settings, server};
+//!
+//! let codec = TokenCodec::new("shared key").expect("a key");
+//! let app = server::app(
+//!     codec,
+//!     MemorySessionStore::new(),
+//!     MemoryJobStore::new(),
+//!     MemoryEventBus::new(),
+//!     Settings::default(),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! server::serve(app, listener, server::shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! Cargo features choose the stores compiled in: `memory`, `sled`, `redis` (all three by
+//! default); `STORAGE` chooses among them at run time.
 #![deny(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod jobs;
+pub mod metrics;
+pub mod server;
+pub mod sse;
+
+pub use app::App;
+pub use config::{Cli, ConfigError, ServerArgs, Settings, Storage};
+pub use error::{ApiError, TextError};

@@ -1,0 +1,181 @@
+//! The application state and the router: every route, its middleware, nothing else.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use heartbeat_core::jobs::{EventBus, JobStore, Jobs};
+use heartbeat_core::{Heartbeats, SessionStore};
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
+use crate::{admin, heartbeat, jobs};
+
+/// Everything a request needs: the two services, the settings, the metrics and the
+/// shutdown signal that ends SSE streams. Clones share it.
+pub struct App<S, J, B> {
+    inner: Arc<Inner<S, J, B>>,
+}
+
+struct Inner<S, J, B> {
+    heartbeats: Heartbeats<S>,
+    jobs: Jobs<J, B>,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl<S, J, B> Clone for App<S, J, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: SessionStore, J: JobStore, B: EventBus> App<S, J, B> {
+    /// An application over `heartbeats` and `jobs` with `settings`.
+    pub fn new(heartbeats: Heartbeats<S>, jobs: Jobs<J, B>, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                heartbeats,
+                jobs,
+                settings,
+                metrics: Metrics::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The heartbeat service.
+    pub fn heartbeats(&self) -> &Heartbeats<S> {
+        &self.inner.heartbeats
+    }
+
+    /// The jobs service.
+    pub fn jobs(&self) -> &Jobs<J, B> {
+        &self.inner.jobs
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Cancelled when the server shuts down: SSE streams end on it.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// The router serving every route of SPEC §3, §4 and §6.
+    pub fn router(&self) -> Router {
+        let metrics = self.inner.metrics.clone();
+        let request_timeout = self.inner.settings.request_timeout;
+        let routes = Router::new()
+            .route("/", post(heartbeat::heartbeat::<S, J, B>))
+            .route("/heartbeat", post(heartbeat::heartbeat::<S, J, B>))
+            .route("/heartbeat/stop", post(heartbeat::stop::<S, J, B>))
+            .route("/admin/tokens", post(admin::issue_token::<S, J, B>))
+            .route(
+                "/admin/users/{user}/sessions",
+                get(admin::sessions::<S, J, B>),
+            )
+            .route(
+                "/admin/users/{user}/sessions/{session}",
+                delete(admin::evict::<S, J, B>),
+            )
+            .route(
+                "/admin/users/{user}/progress/{asset}",
+                get(admin::progress::<S, J, B>),
+            )
+            .route(
+                "/admin/users/{user}/history",
+                get(admin::history::<S, J, B>),
+            )
+            .route("/create", post(jobs::heygen_create::<S, J, B>))
+            .route("/status/{id}", get(jobs::heygen_status::<S, J, B>))
+            .route(
+                "/v1/jobs",
+                post(jobs::create::<S, J, B>).get(jobs::list::<S, J, B>),
+            )
+            .route(
+                "/v1/jobs/{id}",
+                get(jobs::get::<S, J, B>).patch(jobs::update::<S, J, B>),
+            )
+            .route("/healthz", get(healthz))
+            .route("/healthcheck", get(healthz))
+            .route("/readyz", get(readyz::<S, J, B>))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                request_timeout,
+            ))
+            // Streams live as long as the client stays: no request timeout for them.
+            .route("/status", get(jobs::heygen_events::<S, J, B>))
+            .route("/v1/events", get(jobs::events::<S, J, B>))
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(self.inner.settings.body_limit))
+            .with_state(self.clone());
+        Router::new()
+            .route("/metrics", get(metrics::render))
+            .with_state(metrics.clone())
+            .merge(routes)
+            .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(
+                |request: &axum::http::Request<axum::body::Body>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|id| id.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+                },
+            ))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    }
+}
+
+impl<S, J, B> FromRef<App<S, J, B>> for Metrics {
+    fn from_ref(app: &App<S, J, B>) -> Metrics {
+        app.inner.metrics.clone()
+    }
+}
+
+async fn healthz() -> &'static str {
+    "OK"
+}
+
+async fn readyz<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+) -> Result<&'static str, ApiError> {
+    app.heartbeats().store().ping().await.map_err(|error| {
+        app.metrics().store_error("/readyz");
+        ApiError::unavailable(&error)
+    })?;
+    Ok("ready")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such route.")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This route does not take this method.",
+    )
+}

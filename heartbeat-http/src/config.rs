@@ -1,0 +1,336 @@
+//! Configuration: flags, environment variables and a `.env` file, with the Node.js server's
+//! names where they exist. Every value is checked before the port is bound; a bad one ends
+//! the process with exit code 2 and a message naming the setting.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use heartbeat_core::store::Retention;
+use heartbeat_core::{TokenCodec, TokenFormat};
+
+/// Shortest admin key accepted: a short key is guessable.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// The command line of `heartbeat-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "heartbeat-server",
+    version,
+    about = "Session limiting with rotated heartbeat tokens, and job status over SSE.",
+    long_about = "Session limiting with rotated heartbeat tokens, progress and play history, \
+                  and job status over Server-Sent Events with a polling fallback. Every \
+                  setting can be given as a flag, an environment variable or a line of a \
+                  .env file in the working directory (flags win, then the environment, then \
+                  .env)."
+)]
+pub struct Cli {
+    /// What to do; without a subcommand the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The server's settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a heartbeat token for a new playback (what a backend hands its player).
+    IssueToken(IssueTokenArgs),
+}
+
+/// Where sessions, progress, history and jobs are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Storage {
+    /// In memory: fast, single instance, nothing survives a restart.
+    Memory,
+    /// Embedded sled database at `SLED_PATH`: persistent, single instance (the default).
+    Sled,
+    /// Redis at `REDIS_URL`: shared by many instances and by the Node.js server.
+    Redis,
+}
+
+/// The token settings both the server and `issue-token` need.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The key tokens are sealed with; the backends use the same one. Required; there is no
+    /// built-in default.
+    #[arg(long, env = "SHARED_KEY", hide_env_values = true)]
+    pub shared_key: Option<String>,
+    /// Format of the tokens this server issues: `v2` (authenticated) or `legacy` (CryptoJS,
+    /// readable by Node.js servers running beside this one).
+    #[arg(long, env = "TOKEN_FORMAT", default_value = "v2")]
+    pub token_format: String,
+    /// Accept legacy CryptoJS tokens (as backends of the Node.js server issue them).
+    #[arg(long, env = "ACCEPT_LEGACY", default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub accept_legacy: bool,
+}
+
+impl TokenArgs {
+    /// The codec these settings describe.
+    ///
+    /// # Errors
+    ///
+    /// Names `SHARED_KEY` or `TOKEN_FORMAT` when they are missing or invalid.
+    pub fn codec(&self) -> Result<TokenCodec, ConfigError> {
+        let key = self
+            .shared_key
+            .as_deref()
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "SHARED_KEY",
+                    "is required: set it to the key your backends seal tokens with",
+                )
+            })?;
+        let format: TokenFormat = self
+            .token_format
+            .parse()
+            .map_err(|reason: String| ConfigError::new("TOKEN_FORMAT", reason))?;
+        Ok(TokenCodec::new(key)
+            .map_err(|error| ConfigError::new("SHARED_KEY", error.to_string()))?
+            .issuing(format)
+            .accepting_legacy(self.accept_legacy))
+    }
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Token settings.
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Where to keep state.
+    #[arg(
+        long,
+        env = "STORAGE",
+        value_enum,
+        default_value = "sled",
+        ignore_case = true
+    )]
+    pub storage: Storage,
+    /// Directory of the sled database (`STORAGE=sled`).
+    #[arg(long, env = "SLED_PATH", default_value = "data/heartbeat.sled")]
+    pub sled_path: PathBuf,
+    /// Flush every sled write before answering (`false`: flush every 500 ms).
+    #[arg(long, env = "SLED_SYNC_WRITES", default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub sled_sync_writes: bool,
+    /// Redis URL (`STORAGE=redis`).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key (the Node.js server's setting of the same name).
+    #[arg(long, env = "REDIS_NAMESPACE", default_value = "")]
+    pub redis_namespace: String,
+    /// Milliseconds a Redis command may take before the request gets a 503.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+    /// Also keep the Node.js server's `user_progress` hash up to date.
+    #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_node_progress: bool,
+    /// Milliseconds after which a new job completes by itself, like the HeyGen mock (0: off).
+    #[arg(long, env = "JOB_TIME", default_value_t = 2000)]
+    pub job_time: u64,
+    /// Bearer key of the admin API and the worker job updates; without it they answer 404.
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Answer 200 with a rotated token when the store is down, instead of 503.
+    #[arg(long, env = "FAIL_OPEN", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub fail_open: bool,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `heartbeat_http=debug,info`.
+    #[arg(long, env = "LOG", default_value = "info")]
+    pub log: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024)]
+    pub body_limit: usize,
+    /// Milliseconds a request may take before it is answered 408 (SSE streams excepted).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Seconds between SSE keep-alive comments.
+    #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub sse_keepalive_secs: u64,
+    /// Play history entries kept per user.
+    #[arg(long, env = "HISTORY_CAP", default_value_t = 100)]
+    pub history_cap: usize,
+    /// Days progress and history are kept after their last change.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+}
+
+/// `issue-token` options: the heartbeat data of a new playback.
+#[derive(Debug, Clone, Args)]
+pub struct IssueTokenArgs {
+    /// Token settings.
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// The user (a number or a string).
+    #[arg(long)]
+    pub user: String,
+    /// The asset played (a number or a string).
+    #[arg(long)]
+    pub asset: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 30)]
+    pub cycle: u64,
+    /// Seconds a heartbeat may come early.
+    #[arg(long, default_value_t = 0)]
+    pub lower_tolerance: u64,
+    /// Seconds a heartbeat may come late.
+    #[arg(long, default_value_t = 10)]
+    pub upper_tolerance: u64,
+    /// Sessions the user may play at once.
+    #[arg(long, default_value_t = 1)]
+    pub limit: u32,
+    /// Sessions above which the limit is checked.
+    #[arg(long)]
+    pub threshold: Option<u32>,
+    /// Sessions above which every new session is refused.
+    #[arg(long)]
+    pub edge: Option<u32>,
+    /// Which device is refused over the limit: `LEAST_RECENT` or `MOST_RECENT`.
+    #[arg(long, default_value = "LEAST_RECENT")]
+    pub strategy: String,
+}
+
+/// A setting with an invalid value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {setting} {reason}")]
+pub struct ConfigError {
+    /// The environment variable name of the setting.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// `setting` is wrong for `reason`.
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The checked settings the router and the server run with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub address: SocketAddr,
+    /// The admin bearer key, if the admin API is on.
+    pub admin_key: Option<String>,
+    /// Answer 200 when the store is down.
+    pub fail_open: bool,
+    /// Largest body accepted.
+    pub body_limit: usize,
+    /// Longest time to answer a request.
+    pub request_timeout: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keepalive: Duration,
+    /// `JOB_TIME`.
+    pub job_time: Option<Duration>,
+    /// History and progress retention.
+    pub retention: Retention,
+}
+
+impl Default for Settings {
+    /// The defaults of the command line, listening on 127.0.0.1:3000.
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            admin_key: None,
+            fail_open: false,
+            body_limit: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            sse_keepalive: Duration::from_secs(15),
+            job_time: Some(Duration::from_secs(2)),
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl ServerArgs {
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting, by name.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let admin_key = match self.admin_key.as_deref() {
+            None | Some("") => None,
+            Some(key) if key.len() < MIN_ADMIN_KEY_LEN => {
+                return Err(ConfigError::new(
+                    "ADMIN_KEY",
+                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters long"),
+                ));
+            }
+            Some(key) => Some(key.to_owned()),
+        };
+        if self.body_limit < 256 || self.body_limit > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "BODY_LIMIT",
+                "must be between 256 and 16777216 bytes",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::new("REQUEST_TIMEOUT_MS", "must be above 0"));
+        }
+        if self.sse_keepalive_secs == 0 || self.sse_keepalive_secs > 3600 {
+            return Err(ConfigError::new(
+                "SSE_KEEPALIVE_SECS",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.redis_timeout_ms == 0 {
+            return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be above 0"));
+        }
+        if self.history_cap == 0 || self.history_cap > 10_000 {
+            return Err(ConfigError::new(
+                "HISTORY_CAP",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.retention_days == 0 || self.retention_days > 3650 {
+            return Err(ConfigError::new(
+                "RETENTION_DAYS",
+                "must be between 1 and 3650",
+            ));
+        }
+        if self.job_time > 86_400_000 {
+            return Err(ConfigError::new(
+                "JOB_TIME",
+                "must be at most 86400000 ms (one day); 0 turns the simulator off",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .map_err(|error| ConfigError::new("LOG", format!("is not a valid filter: {error}")))?;
+        if self.sled_path.as_os_str().is_empty() {
+            return Err(ConfigError::new("SLED_PATH", "must not be empty"));
+        }
+        Ok(Settings {
+            address: SocketAddr::new(self.host, self.port),
+            admin_key,
+            fail_open: self.fail_open,
+            body_limit: self.body_limit,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
+            job_time: (self.job_time > 0).then(|| Duration::from_millis(self.job_time)),
+            retention: Retention {
+                history_cap: self.history_cap,
+                retention_secs: self.retention_days * 86_400,
+            },
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! Jobs over HTTP: the HeyGen mock's routes (plain text answers, `status_<id>` SSE events)
+//! and the JSON API under `/v1` (jobs, worker updates, `GET /v1/events`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use heartbeat_core::SessionStore;
+use heartbeat_core::jobs::{
+    EventBus, Job, JobEvent, JobId, JobState, JobStore, JobUpdate, JobsError, Owner,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::admin::authorize;
+use crate::app::App;
+use crate::error::{ApiError, TextError};
+use crate::heartbeat::json_body;
+use crate::sse;
+
+/// Most jobs one list returns.
+pub const MAX_LIST: usize = 1000;
+
+/// `?uuid=<owner>` (and, for lists and streams, more).
+#[derive(Debug, Default, Deserialize)]
+pub struct OwnerQuery {
+    /// The owner.
+    pub uuid: Option<String>,
+    /// Most jobs to list.
+    pub limit: Option<usize>,
+    /// `Last-Event-ID` for clients that cannot set headers.
+    pub last_event_id: Option<String>,
+}
+
+fn owner_of(
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<(Owner, OwnerQuery), String> {
+    let Query(query) =
+        query.map_err(|rejection| format!("invalid query: {}", rejection.body_text()))?;
+    let uuid = query
+        .uuid
+        .as_deref()
+        .ok_or_else(|| "the uuid query parameter (the job owner) is required".to_owned())?;
+    let owner = Owner::new(uuid).map_err(|error| error.to_string())?;
+    Ok((owner, query))
+}
+
+/// The HeyGen status text of a state: the mock knows `pending` and `completed`; a running
+/// job is still `pending` to it, a failed one says `failed`.
+pub fn heygen_state(state: JobState) -> &'static str {
+    match state {
+        JobState::Pending | JobState::Running => "pending",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+    }
+}
+
+fn text_failure<S, J, B>(app: &App<S, J, B>, route: &str, error: JobsError) -> TextError
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
+    match error {
+        JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
+        JobsError::Forbidden(_) => TextError::new(StatusCode::UNAUTHORIZED, "unauthorized"),
+        JobsError::Rule(rule) => TextError::new(StatusCode::BAD_REQUEST, rule.to_string()),
+        JobsError::Store(error) => {
+            app.metrics().store_error(route);
+            tracing::warn!(%error, "store unavailable");
+            TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+        JobsError::Bus(error) => {
+            app.metrics().store_error(route);
+            tracing::warn!(%error, "event bus unavailable");
+            TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+        other => TextError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn json_failure<S, J, B>(app: &App<S, J, B>, route: &str, error: JobsError) -> ApiError
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
+    match error {
+        JobsError::NotFound(id) => ApiError::not_found(format!("Job {id} does not exist.")),
+        JobsError::Forbidden(id) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Job {id} belongs to another owner."),
+        ),
+        JobsError::Rule(rule) => ApiError::new(StatusCode::CONFLICT, format!("{rule}.")),
+        JobsError::Store(error) => {
+            app.metrics().store_error(route);
+            ApiError::unavailable(&error)
+        }
+        JobsError::Bus(error) => {
+            app.metrics().store_error(route);
+            tracing::warn!(%error, "event bus unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Storage is unavailable; retry shortly.",
+            )
+        }
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// `POST /create?uuid=<owner>`: 201 with the new job's id as text.
+pub async fn heygen_create<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<(StatusCode, String), TextError> {
+    let (owner, _) =
+        owner_of(query).map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason))?;
+    let job = app
+        .jobs()
+        .create(&owner)
+        .await
+        .map_err(|error| text_failure(&app, "/create", error))?;
+    Ok((StatusCode::CREATED, job.id.to_string()))
+}
+
+/// `GET /status/{id}?uuid=<owner>`: `pending` / `completed` (text); 404 `error` for an
+/// unknown id (also one that is not a job id at all), 401 `unauthorized` for another
+/// owner's job.
+pub async fn heygen_status<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    Path(id): Path<String>,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<&'static str, TextError> {
+    let (owner, _) =
+        owner_of(query).map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason))?;
+    let id: JobId = id
+        .parse()
+        .map_err(|_| TextError::new(StatusCode::NOT_FOUND, "error"))?;
+    let job = app
+        .jobs()
+        .get(id, &owner)
+        .await
+        .map_err(|error| text_failure(&app, "/status/{id}", error))?;
+    Ok(heygen_state(job.state))
+}
+
+fn heygen_event(event: &JobEvent) -> Option<Event> {
+    let job = &event.job;
+    job.state.is_final().then(|| {
+        Event::default()
+            .id(event.id.0.to_string())
+            .event(format!("status_{}", job.id))
+            .data(json!({ "id": job.id.0, "message": heygen_state(job.state) }).to_string())
+    })
+}
+
+fn job_event(event: &JobEvent) -> Option<Event> {
+    Event::default()
+        .id(event.id.0.to_string())
+        .event("job")
+        .json_data(&event.job)
+        .ok()
+}
+
+async fn event_stream<S: SessionStore, J: JobStore, B: EventBus>(
+    app: &App<S, J, B>,
+    headers: &HeaderMap,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+    to_event: fn(&JobEvent) -> Option<Event>,
+) -> Result<Response, Response> {
+    let (owner, query) =
+        owner_of(query).map_err(|reason| ApiError::bad_request(reason).into_response())?;
+    let after = sse::last_event_id(headers, query.last_event_id.as_deref())
+        .map_err(IntoResponse::into_response)?;
+    let events = sse::owner_events(app, owner, after)
+        .await
+        .map_err(|error| {
+            app.metrics().store_error("/v1/events");
+            tracing::warn!(%error, "cannot open an event stream");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Storage is unavailable; retry shortly.",
+            )
+            .into_response()
+        })?;
+    Ok(sse::response(app, events, to_event).into_response())
+}
+
+/// `GET /status?uuid=<owner>`: SSE, `event: status_<id>` with
+/// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs.
+pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    headers: HeaderMap,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Response {
+    event_stream(&app, &headers, query, heygen_event)
+        .await
+        .unwrap_or_else(|error| error)
+}
+
+/// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
+pub async fn events<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    headers: HeaderMap,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Response {
+    event_stream(&app, &headers, query, job_event)
+        .await
+        .unwrap_or_else(|error| error)
+}
+
+/// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
+pub async fn create<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
+    let job = app
+        .jobs()
+        .create(&owner)
+        .await
+        .map_err(|error| json_failure(&app, "/v1/jobs", error))?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// `GET /v1/jobs?uuid=<owner>&limit=N`: the owner's jobs, newest first.
+pub async fn list<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIST}."
+        )));
+    }
+    let jobs = app
+        .jobs()
+        .list(&owner, limit)
+        .await
+        .map_err(|error| json_failure(&app, "/v1/jobs", error))?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+fn job_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse()
+        .map_err(|error: heartbeat_core::jobs::JobError| ApiError::bad_request(format!("{error}.")))
+}
+
+/// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's.
+pub async fn get<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    Path(id): Path<String>,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<Json<Job>, ApiError> {
+    let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
+    let job = app
+        .jobs()
+        .get(job_id(&id)?, &owner)
+        .await
+        .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))?;
+    Ok(Json(job))
+}
+
+/// `PATCH /v1/jobs/{id}` (admin key): a worker's update — `state`, `progress`, `error`.
+/// States only move forward; a finished job never changes (409).
+pub async fn update<S: SessionStore, J: JobStore, B: EventBus>(
+    State(app): State<App<S, J, B>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(denied) = authorize(app.settings().admin_key.as_deref(), &headers) {
+        return denied;
+    }
+    let result = async {
+        let id = job_id(&id)?;
+        let update: JobUpdate = serde_json::from_value(json_body(&headers, body)?)
+            .map_err(|error| ApiError::bad_request(format!("Invalid job update: {error}.")))?;
+        app.jobs()
+            .update(id, &update)
+            .await
+            .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))
+    }
+    .await;
+    match result {
+        Ok(job) => Json(job).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

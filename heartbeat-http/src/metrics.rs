@@ -1,0 +1,232 @@
+//! Prometheus metrics: requests by route and status, latency, heartbeat decisions, open SSE
+//! connections and store errors, served as text at `GET /metrics`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// What a heartbeat request came to, as counted in `heartbeat_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// 200.
+    Accepted,
+    /// 412.
+    Rejected,
+    /// 406.
+    InvalidToken,
+    /// 400, 413, 415.
+    BadRequest,
+    /// 503, or 200 without the store when failing open.
+    StoreUnavailable,
+    /// `/heartbeat/stop` answered 200.
+    Stopped,
+}
+
+impl Decision {
+    fn label(self) -> &'static str {
+        match self {
+            Decision::Accepted => "accepted",
+            Decision::Rejected => "rejected",
+            Decision::InvalidToken => "invalid_token",
+            Decision::BadRequest => "bad_request",
+            Decision::StoreUnavailable => "store_unavailable",
+            Decision::Stopped => "stopped",
+        }
+    }
+}
+
+/// The server's metrics. Clones share them.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    decisions: Family<OutcomeLabels, Counter>,
+    sse_connections: Gauge,
+    store_errors: Family<RouteLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("heartbeat");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs to ~1.6 s.
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer, by route",
+            latency.clone(),
+        );
+        let decisions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "heartbeat_decisions",
+            "Heartbeat requests by outcome",
+            decisions.clone(),
+        );
+        let sse_connections = Gauge::default();
+        registry.register(
+            "sse_connections",
+            "Open Server-Sent Events streams",
+            sse_connections.clone(),
+        );
+        let store_errors = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Requests that failed because the store failed, by route",
+            store_errors.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                latency,
+                decisions,
+                sse_connections,
+                store_errors,
+            }),
+        }
+    }
+
+    /// Counts a heartbeat decision.
+    pub fn decision(&self, decision: Decision) {
+        self.inner
+            .decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: decision.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a store failure on `route`.
+    pub fn store_error(&self, route: &str) {
+        self.inner
+            .store_errors
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an SSE stream as open until the guard is dropped.
+    pub fn sse_connection(&self) -> SseGuard {
+        self.inner.sse_connections.inc();
+        SseGuard {
+            gauge: self.inner.sse_connections.clone(),
+        }
+    }
+
+    /// Open SSE streams now.
+    pub fn open_sse_connections(&self) -> i64 {
+        self.inner.sse_connections.get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+}
+
+/// Keeps an SSE stream counted in `heartbeat_sse_connections` while it lives.
+#[derive(Debug)]
+pub struct SseGuard {
+    gauge: Gauge,
+}
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Middleware: counts every request by matched route, method and status, and its latency.
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    metrics
+        .inner
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .inner
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status,
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`.
+pub async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}

@@ -1,0 +1,248 @@
+//! Running the server: open the store chosen by `STORAGE`, bind, serve until SIGINT or
+//! SIGTERM, then stop accepting, let requests finish, end SSE streams and flush the store.
+
+use std::future::Future;
+use std::time::Duration;
+
+use heartbeat_core::jobs::{EventBus, JobStore, Jobs, JobsConfig};
+use heartbeat_core::{HeartbeatConfig, Heartbeats, SessionStore, TokenCodec};
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::config::{ConfigError, ServerArgs, Settings, Storage};
+
+/// How often the `JOB_TIME` simulator looks for due jobs.
+pub const SIMULATOR_TICK: Duration = Duration::from_millis(50);
+/// Most jobs the simulator completes per tick.
+const SIMULATOR_BATCH: usize = 1000;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or reached (exit code 1).
+    #[error("cannot open the store: {0}")]
+    Store(String),
+    /// The port could not be bound, or serving failed (exit code 1).
+    #[error("cannot serve on {address}: {source}")]
+    Io {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code for this error: 2 for configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// An application over the given stores with the settings' rules applied.
+pub fn app<S, J, B>(
+    codec: TokenCodec,
+    sessions: S,
+    jobs: J,
+    bus: B,
+    settings: Settings,
+) -> App<S, J, B>
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
+    let heartbeats = Heartbeats::new(codec, sessions).with_config(HeartbeatConfig {
+        retention: settings.retention,
+        ..HeartbeatConfig::default()
+    });
+    let jobs = Jobs::new(jobs, bus).with_config(JobsConfig {
+        job_time: settings.job_time,
+        ..JobsConfig::default()
+    });
+    App::new(heartbeats, jobs, settings)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully:
+/// in-flight requests finish, SSE streams end, the store is flushed.
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve<S, J, B>(
+    app: App<S, J, B>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
+    let simulator = app
+        .settings()
+        .job_time
+        .map(|_| tokio::spawn(run_simulator(app.clone())));
+    let stop = app.shutdown().clone();
+    let served = axum::serve(listener, app.router())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests, closing event streams");
+            stop.cancel();
+        })
+        .await;
+    app.shutdown().cancel();
+    if let Some(simulator) = simulator {
+        simulator.abort();
+    }
+    if let Err(error) = app.heartbeats().store().flush().await {
+        tracing::error!(%error, "flushing the store on shutdown failed");
+    }
+    tracing::info!("stopped");
+    served
+}
+
+/// Completes due jobs (`JOB_TIME`), every [`SIMULATOR_TICK`], on every instance at once
+/// safely: each job completes and is announced once.
+async fn run_simulator<S: SessionStore, J: JobStore, B: EventBus>(app: App<S, J, B>) {
+    let mut tick = tokio::time::interval(SIMULATOR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = app.jobs().complete_due(SIMULATOR_BATCH).await {
+            tracing::warn!(%error, "the job simulator could not complete due jobs");
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
+    TcpListener::bind(settings.address)
+        .await
+        .map_err(|source| StartError::Io {
+            address: settings.address,
+            source,
+        })
+}
+
+async fn run_app<S, J, B>(app: App<S, J, B>, listener: TcpListener) -> Result<(), StartError>
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
+    let address = app.settings().address;
+    tracing::info!(%address, "listening");
+    serve(app, listener, shutdown_signal())
+        .await
+        .map_err(|source| StartError::Io { address, source })
+}
+
+#[cfg_attr(
+    all(feature = "memory", feature = "sled", feature = "redis"),
+    allow(dead_code)
+)]
+fn not_built(storage: &str) -> StartError {
+    StartError::Config(ConfigError::new(
+        "STORAGE",
+        format!(
+            "is `{storage}`, but this build has no {storage} store (cargo feature `{storage}`)"
+        ),
+    ))
+}
+
+/// Checks the settings, opens the store, binds the port and serves until a signal.
+///
+/// # Errors
+///
+/// [`StartError`], with the exit code to use.
+pub async fn run(args: ServerArgs) -> Result<(), StartError> {
+    let settings = args.settings()?;
+    let codec = args.tokens.codec()?;
+    match args.storage {
+        Storage::Memory => {
+            #[cfg(feature = "memory")]
+            {
+                use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+                let listener = bind(&settings).await?;
+                let app = app(
+                    codec,
+                    MemorySessionStore::new(),
+                    MemoryJobStore::new(),
+                    MemoryEventBus::new(),
+                    settings,
+                );
+                run_app(app, listener).await
+            }
+            #[cfg(not(feature = "memory"))]
+            Err(not_built("memory"))
+        }
+        Storage::Sled => {
+            #[cfg(feature = "sled")]
+            {
+                let mut config = heartbeat_store_sled::SledConfig::new(&args.sled_path);
+                config.sync_writes = args.sled_sync_writes;
+                let store = heartbeat_store_sled::SledStore::open(config)
+                    .map_err(|error| StartError::Store(format!("SLED_PATH: {error}")))?;
+                let listener = bind(&settings).await?;
+                let app = app(codec, store.clone(), store.clone(), store, settings);
+                run_app(app, listener).await
+            }
+            #[cfg(not(feature = "sled"))]
+            Err(not_built("sled"))
+        }
+        Storage::Redis => {
+            #[cfg(feature = "redis")]
+            {
+                use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
+                let mut config = RedisConfig::new(args.redis_url.clone());
+                config.namespace = args.redis_namespace.clone();
+                config.command_timeout = Duration::from_millis(args.redis_timeout_ms);
+                config.node_progress = args.redis_node_progress;
+                let store = RedisStore::connect(config)
+                    .await
+                    .map_err(|error| match error {
+                        ConnectError::Invalid { reason, .. } => {
+                            StartError::Config(ConfigError::new("REDIS_URL", reason))
+                        }
+                        other => StartError::Store(other.to_string()),
+                    })?;
+                let listener = bind(&settings).await?;
+                let app = app(codec, store.clone(), store.clone(), store, settings);
+                run_app(app, listener).await
+            }
+            #[cfg(not(feature = "redis"))]
+            Err(not_built("redis"))
+        }
+    }
+}
