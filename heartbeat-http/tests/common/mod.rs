@@ -1,0 +1,206 @@
+//! A real server on 127.0.0.1 (an ephemeral port) over each store, and a real HTTP client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+use heartbeat_core::{HeartbeatData, TokenCodec};
+use heartbeat_http::{Settings, server};
+use heartbeat_store_redis::testkit::RedisServer;
+use heartbeat_store_redis::{RedisConfig, RedisStore};
+use heartbeat_store_sled::{SledConfig, SledStore};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SHARED_KEY: &str = "integration shared key";
+pub const ADMIN_KEY: &str = "integration-admin-key-0123456789";
+
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Sled,
+    Redis,
+}
+
+/// What keeps a store's backing alive for the length of a test.
+pub enum Backing {
+    None,
+    Dir(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+pub fn codec() -> TokenCodec {
+    TokenCodec::new(SHARED_KEY).unwrap()
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        admin_key: Some(ADMIN_KEY.to_owned()),
+        job_time: Some(Duration::from_millis(300)),
+        sse_keepalive: Duration::from_secs(1),
+        ..Settings::default()
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub url: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("graceful shutdown finishes")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn heartbeat(&self, token: &str) -> (u16, Value) {
+        let response = self
+            .post_json("/heartbeat", &json!({ "heartbeat_token": token }))
+            .await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `app` on a fresh loopback port.
+pub async fn serve<S, J, B>(app: heartbeat_http::App<S, J, B>) -> TestServer
+where
+    S: heartbeat_core::SessionStore,
+    J: heartbeat_core::jobs::JobStore,
+    B: heartbeat_core::jobs::EventBus,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(app, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        url,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+pub async fn redis_store(server: &RedisServer) -> RedisStore {
+    let mut config = RedisConfig::new(server.url());
+    config.namespace = "http-test:".into();
+    config.command_timeout = Duration::from_millis(300);
+    RedisStore::connect(config).await.unwrap()
+}
+
+/// A server over a fresh store of `kind`, with `settings`.
+pub async fn start_with(kind: Kind, settings: Settings) -> (TestServer, Backing) {
+    match kind {
+        Kind::Memory => {
+            let app = server::app(codec(), MemorySessionStore::new(), MemoryJobStore::new(), MemoryEventBus::new(), settings);
+            (serve(app).await, Backing::None)
+        }
+        Kind::Sled => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+            let app = server::app(codec(), store.clone(), store.clone(), store, settings);
+            (serve(app).await, Backing::Dir(dir))
+        }
+        Kind::Redis => {
+            let redis = RedisServer::start();
+            let store = redis_store(&redis).await;
+            let app = server::app(codec(), store.clone(), store.clone(), store, settings);
+            (serve(app).await, Backing::Redis(redis))
+        }
+    }
+}
+
+pub async fn start(kind: Kind) -> (TestServer, Backing) {
+    start_with(kind, settings()).await
+}
+
+/// A backend token for a new playback of `user`.
+pub fn backend_token(user: i64, limit: u32, strategy: &str) -> String {
+    let data = HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        "reject_strategy": strategy, "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": limit, "checking_threshold": 1, "sessions_edge": 50,
+    }))
+    .unwrap();
+    codec().seal(&data).unwrap()
+}
+
+/// Generates one test per store from `async fn name(kind: Kind)`.
+#[macro_export]
+macro_rules! for_each_store {
+    ($($test:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Kind::Memory).await;
+                }
+            )+
+        }
+        mod sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Kind::Sled).await;
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Kind::Redis).await;
+                }
+            )+
+        }
+    };
+}

@@ -1,0 +1,145 @@
+//! The heartbeat routes and the admin API against a real server over every store.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{ADMIN_KEY, Kind, backend_token, start};
+use reqwest::Method;
+use serde_json::json;
+
+const OVER_LIMIT: &str = "You have exceeded the maximum allowed number of devices.";
+
+async fn rotated_tokens_keep_the_session_and_record_progress(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    let response = server
+        .post_json("/heartbeat", &json!({ "heartbeat_token": backend_token(13, 1, "LEAST_RECENT"), "progress": 12.5 }))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["heartbeat_token"].as_str().unwrap();
+    assert!(token.starts_with("v2."));
+
+    let (status, sessions) = server.admin(Method::GET, "/admin/users/13/sessions").await;
+    assert_eq!(status, 200);
+    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(sessions["sessions"][0]["hit_counter"], 1);
+    let (status, progress) = server.admin(Method::GET, "/admin/users/13/progress/14").await;
+    assert_eq!((status, progress["progress"].clone()), (200, json!(12.5)));
+    // `POST /` is the same route, as on the Node server.
+    let response = server.post_json("/", &json!({ "heartbeat_token": token })).await;
+    assert_eq!(response.status(), 200, "a second heartbeat at once is too early: a new session");
+    server.stop().await;
+}
+
+/// A backend token with a 50 ms cycle, so that a test can wait one cycle for real.
+fn quick_token(user: i64, strategy: &str) -> String {
+    let data = heartbeat_core::HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 14, "heartbeat_cycle": 0.05, "cycle_upper_tolerance": 10,
+        "reject_strategy": strategy, "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": 1, "checking_threshold": 1, "sessions_edge": 2,
+    }))
+    .unwrap();
+    common::codec().seal(&data).unwrap()
+}
+
+async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    for (user, strategy, refused) in [(20, "MOST_RECENT", 1), (21, "LEAST_RECENT", 0)] {
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let (status, body) = server.heartbeat(&quick_token(user, strategy)).await;
+            assert_eq!(status, 200, "a backend token is never refused by the limit");
+            tokens.push(body["heartbeat_token"].as_str().unwrap().to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await; // one cycle
+        for (device, token) in tokens.iter().enumerate() {
+            let (status, body) = server.heartbeat(token).await;
+            if device == refused {
+                assert_eq!((status, body), (412, json!({ "error": OVER_LIMIT })), "{strategy}");
+            } else {
+                assert_eq!(status, 200, "{strategy}: {body}");
+            }
+        }
+        // sessions_edge 2: a third session may start, then with three active sessions a
+        // fourth device is refused at once, even with a backend token.
+        let (status, _) = server.heartbeat(&quick_token(user, strategy)).await;
+        assert_eq!(status, 200);
+        let (status, body) = server.heartbeat(&quick_token(user, strategy)).await;
+        assert_eq!((status, body), (412, json!({ "error": OVER_LIMIT })));
+    }
+    server.stop().await;
+}
+
+async fn invalid_tokens_get_406_and_change_nothing(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    for token in ["", "garbage", "v2.AAAA", &"a".repeat(9000)] {
+        let (status, body) = server.heartbeat(token).await;
+        assert_eq!((status, body), (406, json!({ "error": "Heartbeat token is not valid." })), "{token:.20}");
+    }
+    let other_key = heartbeat_core::TokenCodec::new("another key").unwrap();
+    let data = heartbeat_core::HeartbeatData::from_json(json!({
+        "user_id": 30, "asset_id": 1, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        "timestamp": "2026-01-01T00:00:00.000Z", "session_limit": 1, "checking_threshold": 1, "sessions_edge": 2,
+    }))
+    .unwrap();
+    let (status, _) = server.heartbeat(&other_key.seal(&data).unwrap()).await;
+    assert_eq!(status, 406);
+    let (_, sessions) = server.admin(Method::GET, "/admin/users/30/sessions").await;
+    assert_eq!(sessions["sessions"], json!([]));
+    server.stop().await;
+}
+
+async fn stop_frees_the_slot_and_goes_to_history(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    let (_, first) = server.heartbeat(&backend_token(40, 1, "LEAST_RECENT")).await;
+    let token = first["heartbeat_token"].as_str().unwrap();
+    let response = server.post_json("/heartbeat/stop", &json!({ "heartbeat_token": token, "progress": 99 })).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({}));
+    let (_, sessions) = server.admin(Method::GET, "/admin/users/40/sessions").await;
+    assert_eq!(sessions["sessions"], json!([]));
+    let (status, history) = server.admin(Method::GET, "/admin/users/40/history?limit=5").await;
+    assert_eq!(status, 200);
+    assert_eq!(history["history"][0]["ended_by"], "stopped");
+    assert_eq!(history["history"][0]["progress"], 99.0);
+    server.stop().await;
+}
+
+async fn admin_issues_tokens_and_evicts(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    let response = server
+        .http
+        .post(format!("{}/admin/tokens", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({
+            "user_id": "alice", "asset_id": 7, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": heartbeat_core::Timestamp::now().to_string(), "session_limit": 2,
+            "checking_threshold": 1, "sessions_edge": 3,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let issued: serde_json::Value = response.json().await.unwrap();
+    let (status, _) = server.heartbeat(issued["heartbeat_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    let (_, sessions) = server.admin(Method::GET, "/admin/users/alice/sessions").await;
+    let session = sessions["sessions"][0]["session_id"].as_str().unwrap().to_owned();
+    let (status, _) = server.admin(Method::DELETE, &format!("/admin/users/alice/sessions/{session}")).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.admin(Method::DELETE, &format!("/admin/users/alice/sessions/{session}")).await;
+    assert_eq!(status, 404, "{body}");
+    let (_, history) = server.admin(Method::GET, "/admin/users/alice/history").await;
+    assert_eq!(history["history"][0]["ended_by"], "evicted");
+    server.stop().await;
+}
+
+for_each_store!(
+    rotated_tokens_keep_the_session_and_record_progress,
+    the_extra_device_gets_412_with_the_node_message,
+    invalid_tokens_get_406_and_change_nothing,
+    stop_frees_the_slot_and_goes_to_history,
+    admin_issues_tokens_and_evicts,
+);
