@@ -94,7 +94,10 @@ where
             StatusCode::FORBIDDEN,
             format!("Job {id} belongs to another owner."),
         ),
-        JobsError::Rule(rule) => ApiError::new(StatusCode::CONFLICT, format!("{rule}.")),
+        JobsError::Rule(rule) if rule.is_conflict() => {
+            ApiError::new(StatusCode::CONFLICT, format!("{rule}."))
+        }
+        JobsError::Rule(rule) => ApiError::bad_request(format!("{rule}.")),
         JobsError::Store(error) => {
             app.metrics().store_error(route);
             ApiError::unavailable(&error)

@@ -232,6 +232,17 @@ pub enum JobError {
     InvalidErrorText,
 }
 
+impl JobError {
+    /// True when the request conflicts with the job's current state (it went further
+    /// already, or is finished), rather than being invalid in itself.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            JobError::ProgressBackwards { .. } | JobError::Backwards { .. } | JobError::Finished(_)
+        )
+    }
+}
+
 impl Job {
     /// The job after `update` at `now`, or `None` when the update changes nothing (an
     /// idempotent repeat). Refuses any move backwards and any change to a finished job.
