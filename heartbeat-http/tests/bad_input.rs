@@ -8,8 +8,17 @@ use common::{ADMIN_KEY, Kind, backend_token, start};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn send(server: &common::TestServer, method: Method, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String, String) {
-    let mut request = server.http.request(method, format!("{}{path}", server.url)).body(body.to_vec());
+async fn send(
+    server: &common::TestServer,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut request = server
+        .http
+        .request(method, format!("{}{path}", server.url))
+        .body(body.to_vec());
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
@@ -25,7 +34,10 @@ async fn send(server: &common::TestServer, method: Method, path: &str, content_t
 
 fn error_of(body: &str) -> String {
     let value: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
-    value["error"].as_str().unwrap_or_else(|| panic!("no error field: {body}")).to_owned()
+    value["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {body}"))
+        .to_owned()
 }
 
 #[tokio::test]
@@ -39,18 +51,53 @@ async fn heartbeat_bodies_that_are_wrong_get_json_errors() {
         (json, b"[1,2]".to_vec(), 400, "must be a JSON object"),
         (json, b"\"token\"".to_vec(), 400, "must be a JSON object"),
         (json, b"{}".to_vec(), 400, "heartbeat_token is missing"),
-        (json, br#"{"heartbeat_token": 42}"#.to_vec(), 400, "must be a string"),
-        (json, format!(r#"{{"heartbeat_token": "{valid}", "progress": "12"}}"#).into_bytes(), 400, "progress"),
-        (json, format!(r#"{{"heartbeat_token": "{valid}", "progress": -1}}"#).into_bytes(), 400, "progress"),
-        (json, format!(r#"{{"heartbeat_token": "{valid}", "progress": 1e400}}"#).into_bytes(), 400, "not valid JSON"),
-        (Some("text/plain"), format!(r#"{{"heartbeat_token": "{valid}"}}"#).into_bytes(), 415, "application/json"),
-        (None, format!(r#"{{"heartbeat_token": "{valid}"}}"#).into_bytes(), 415, "application/json"),
+        (
+            json,
+            br#"{"heartbeat_token": 42}"#.to_vec(),
+            400,
+            "must be a string",
+        ),
+        (
+            json,
+            format!(r#"{{"heartbeat_token": "{valid}", "progress": "12"}}"#).into_bytes(),
+            400,
+            "progress",
+        ),
+        (
+            json,
+            format!(r#"{{"heartbeat_token": "{valid}", "progress": -1}}"#).into_bytes(),
+            400,
+            "progress",
+        ),
+        (
+            json,
+            format!(r#"{{"heartbeat_token": "{valid}", "progress": 1e400}}"#).into_bytes(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            Some("text/plain"),
+            format!(r#"{{"heartbeat_token": "{valid}"}}"#).into_bytes(),
+            415,
+            "application/json",
+        ),
+        (
+            None,
+            format!(r#"{{"heartbeat_token": "{valid}"}}"#).into_bytes(),
+            415,
+            "application/json",
+        ),
         (json, vec![b' '; 17 * 1024], 413, "too large"),
     ];
     for path in ["/heartbeat", "/", "/heartbeat/stop"] {
         for (content_type, body, status, message) in &cases {
             let (got, kind, text) = send(&server, Method::POST, path, *content_type, body).await;
-            assert_eq!(got, *status, "{path} {:.60}: {text}", String::from_utf8_lossy(body));
+            assert_eq!(
+                got,
+                *status,
+                "{path} {:.60}: {text}",
+                String::from_utf8_lossy(body)
+            );
             assert!(kind.starts_with("application/json"), "{path}: {kind}");
             assert!(error_of(&text).contains(message), "{path}: {text}");
         }
@@ -80,8 +127,14 @@ async fn unknown_routes_and_methods_get_json_errors() {
 #[tokio::test]
 async fn admin_routes_need_the_key_and_are_off_without_one() {
     let (server, _backing) = start(Kind::Memory).await;
-    for (auth, status) in [(None, 401), (Some("Bearer wrong-key-wrong-key-wrong"), 401), (Some("Basic abc"), 401)] {
-        let mut request = server.http.get(format!("{}/admin/users/1/sessions", server.url));
+    for (auth, status) in [
+        (None, 401),
+        (Some("Bearer wrong-key-wrong-key-wrong"), 401),
+        (Some("Basic abc"), 401),
+    ] {
+        let mut request = server
+            .http
+            .get(format!("{}/admin/users/1/sessions", server.url));
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
         }
@@ -89,9 +142,16 @@ async fn admin_routes_need_the_key_and_are_off_without_one() {
         assert_eq!(response.status().as_u16(), status);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
     }
-    let (status, body) = server.admin(Method::GET, &format!("/admin/users/{}/sessions", "u".repeat(300))).await;
+    let (status, body) = server
+        .admin(
+            Method::GET,
+            &format!("/admin/users/{}/sessions", "u".repeat(300)),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = server.admin(Method::GET, "/admin/users/1/history?limit=lots").await;
+    let (status, body) = server
+        .admin(Method::GET, "/admin/users/1/history?limit=lots")
+        .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = server.admin(Method::GET, "/admin/users/1/progress/2").await;
     assert_eq!(status, 404, "{body}");
@@ -107,7 +167,10 @@ async fn admin_routes_need_the_key_and_are_off_without_one() {
     assert!(error_of(&response.text().await.unwrap()).contains("Invalid heartbeat data"));
     server.stop().await;
 
-    let settings = heartbeat_http::Settings { admin_key: None, ..common::settings() };
+    let settings = heartbeat_http::Settings {
+        admin_key: None,
+        ..common::settings()
+    };
     let (server, _backing) = common::start_with(Kind::Memory, settings).await;
     let response = server
         .http
@@ -116,7 +179,11 @@ async fn admin_routes_need_the_key_and_are_off_without_one() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 404, "the admin API is off without ADMIN_KEY");
+    assert_eq!(
+        response.status(),
+        404,
+        "the admin API is off without ADMIN_KEY"
+    );
     server.stop().await;
 }
 
@@ -131,22 +198,42 @@ async fn job_routes_refuse_bad_ids_owners_and_bodies() {
     }
     let long = "x".repeat(129);
     for query in ["", "?uuid=", &format!("?uuid={long}"), "?uuid=%01"] {
-        let response = server.http.post(format!("{}/create{query}", server.url)).send().await.unwrap();
+        let response = server
+            .http
+            .post(format!("{}/create{query}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{query}");
         assert!(!response.text().await.unwrap().is_empty());
-        let response = server.http.get(format!("{}/v1/jobs{query}", server.url)).send().await.unwrap();
+        let response = server
+            .http
+            .get(format!("{}/v1/jobs{query}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{query}");
         assert!(error_of(&response.text().await.unwrap()).contains("uuid") || query.len() > 10);
     }
     let (status, body) = server.admin(Method::GET, "/v1/jobs/abc?uuid=alice").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = server.admin(Method::GET, "/v1/jobs?uuid=alice&limit=0").await;
+    let (status, body) = server
+        .admin(Method::GET, "/v1/jobs?uuid=alice&limit=0")
+        .await;
     assert_eq!(status, 400, "{body}");
     // Nothing above created a job.
     let (status, body) = server.admin(Method::GET, "/v1/jobs?uuid=alice").await;
     assert_eq!((status, body["jobs"].clone()), (200, json!([])));
 
-    let created: Value = server.http.post(format!("{}/v1/jobs?uuid=alice", server.url)).send().await.unwrap().json().await.unwrap();
+    let created: Value = server
+        .http
+        .post(format!("{}/v1/jobs?uuid=alice", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = created["id"].as_u64().unwrap();
     let patch = |body: &'static str, key: &'static str| {
         server
@@ -157,11 +244,20 @@ async fn job_routes_refuse_bad_ids_owners_and_bodies() {
             .body(body)
             .send()
     };
-    assert_eq!(patch(r#"{"state":"running"}"#, "wrong-key-wrong-key-wrong").await.unwrap().status(), 401);
+    assert_eq!(
+        patch(r#"{"state":"running"}"#, "wrong-key-wrong-key-wrong")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     for (body, status) in [
         (r#"{"state":"flying"}"#, 400),
         (r#"{"progress":101}"#, 400),
-        (r#"{"state":"running","error":"only failed jobs have one"}"#, 400),
+        (
+            r#"{"state":"running","error":"only failed jobs have one"}"#,
+            400,
+        ),
         (r#"{"progress":"half"}"#, 400),
         (r#"{"colour":"red"}"#, 400),
         ("not json", 400),
@@ -170,7 +266,19 @@ async fn job_routes_refuse_bad_ids_owners_and_bodies() {
         assert_eq!(response.status().as_u16(), status, "{body}");
         assert!(!error_of(&response.text().await.unwrap()).is_empty());
     }
-    let job: Value = server.http.get(format!("{}/v1/jobs/{id}?uuid=alice", server.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!((job["state"].as_str(), job["progress"].as_u64()), (Some("pending"), Some(0)), "unchanged");
+    let job: Value = server
+        .http
+        .get(format!("{}/v1/jobs/{id}?uuid=alice", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (job["state"].as_str(), job["progress"].as_u64()),
+        (Some("pending"), Some(0)),
+        "unchanged"
+    );
     server.stop().await;
 }

@@ -12,7 +12,10 @@ const OVER_LIMIT: &str = "You have exceeded the maximum allowed number of device
 async fn rotated_tokens_keep_the_session_and_record_progress(kind: Kind) {
     let (server, _backing) = start(kind).await;
     let response = server
-        .post_json("/heartbeat", &json!({ "heartbeat_token": backend_token(13, 1, "LEAST_RECENT"), "progress": 12.5 }))
+        .post_json(
+            "/heartbeat",
+            &json!({ "heartbeat_token": backend_token(13, 1, "LEAST_RECENT"), "progress": 12.5 }),
+        )
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -25,11 +28,19 @@ async fn rotated_tokens_keep_the_session_and_record_progress(kind: Kind) {
     assert_eq!(status, 200);
     assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(sessions["sessions"][0]["hit_counter"], 1);
-    let (status, progress) = server.admin(Method::GET, "/admin/users/13/progress/14").await;
+    let (status, progress) = server
+        .admin(Method::GET, "/admin/users/13/progress/14")
+        .await;
     assert_eq!((status, progress["progress"].clone()), (200, json!(12.5)));
     // `POST /` is the same route, as on the Node server.
-    let response = server.post_json("/", &json!({ "heartbeat_token": token })).await;
-    assert_eq!(response.status(), 200, "a second heartbeat at once is too early: a new session");
+    let response = server
+        .post_json("/", &json!({ "heartbeat_token": token }))
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "a second heartbeat at once is too early: a new session"
+    );
     server.stop().await;
 }
 
@@ -57,7 +68,11 @@ async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
         for (device, token) in tokens.iter().enumerate() {
             let (status, body) = server.heartbeat(token).await;
             if device == refused {
-                assert_eq!((status, body), (412, json!({ "error": OVER_LIMIT })), "{strategy}");
+                assert_eq!(
+                    (status, body),
+                    (412, json!({ "error": OVER_LIMIT })),
+                    "{strategy}"
+                );
             } else {
                 assert_eq!(status, 200, "{strategy}: {body}");
             }
@@ -76,7 +91,11 @@ async fn invalid_tokens_get_406_and_change_nothing(kind: Kind) {
     let (server, _backing) = start(kind).await;
     for token in ["", "garbage", "v2.AAAA", &"a".repeat(9000)] {
         let (status, body) = server.heartbeat(token).await;
-        assert_eq!((status, body), (406, json!({ "error": "Heartbeat token is not valid." })), "{token:.20}");
+        assert_eq!(
+            (status, body),
+            (406, json!({ "error": "Heartbeat token is not valid." })),
+            "{token:.20}"
+        );
     }
     let other_key = heartbeat_core::TokenCodec::new("another key").unwrap();
     let data = heartbeat_core::HeartbeatData::from_json(json!({
@@ -93,14 +112,26 @@ async fn invalid_tokens_get_406_and_change_nothing(kind: Kind) {
 
 async fn stop_frees_the_slot_and_goes_to_history(kind: Kind) {
     let (server, _backing) = start(kind).await;
-    let (_, first) = server.heartbeat(&backend_token(40, 1, "LEAST_RECENT")).await;
+    let (_, first) = server
+        .heartbeat(&backend_token(40, 1, "LEAST_RECENT"))
+        .await;
     let token = first["heartbeat_token"].as_str().unwrap();
-    let response = server.post_json("/heartbeat/stop", &json!({ "heartbeat_token": token, "progress": 99 })).await;
+    let response = server
+        .post_json(
+            "/heartbeat/stop",
+            &json!({ "heartbeat_token": token, "progress": 99 }),
+        )
+        .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({}));
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({})
+    );
     let (_, sessions) = server.admin(Method::GET, "/admin/users/40/sessions").await;
     assert_eq!(sessions["sessions"], json!([]));
-    let (status, history) = server.admin(Method::GET, "/admin/users/40/history?limit=5").await;
+    let (status, history) = server
+        .admin(Method::GET, "/admin/users/40/history?limit=5")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(history["history"][0]["ended_by"], "stopped");
     assert_eq!(history["history"][0]["progress"], 99.0);
@@ -123,15 +154,34 @@ async fn admin_issues_tokens_and_evicts(kind: Kind) {
         .unwrap();
     assert_eq!(response.status(), 201);
     let issued: serde_json::Value = response.json().await.unwrap();
-    let (status, _) = server.heartbeat(issued["heartbeat_token"].as_str().unwrap()).await;
+    let (status, _) = server
+        .heartbeat(issued["heartbeat_token"].as_str().unwrap())
+        .await;
     assert_eq!(status, 200);
-    let (_, sessions) = server.admin(Method::GET, "/admin/users/alice/sessions").await;
-    let session = sessions["sessions"][0]["session_id"].as_str().unwrap().to_owned();
-    let (status, _) = server.admin(Method::DELETE, &format!("/admin/users/alice/sessions/{session}")).await;
+    let (_, sessions) = server
+        .admin(Method::GET, "/admin/users/alice/sessions")
+        .await;
+    let session = sessions["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .admin(
+            Method::DELETE,
+            &format!("/admin/users/alice/sessions/{session}"),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, body) = server.admin(Method::DELETE, &format!("/admin/users/alice/sessions/{session}")).await;
+    let (status, body) = server
+        .admin(
+            Method::DELETE,
+            &format!("/admin/users/alice/sessions/{session}"),
+        )
+        .await;
     assert_eq!(status, 404, "{body}");
-    let (_, history) = server.admin(Method::GET, "/admin/users/alice/history").await;
+    let (_, history) = server
+        .admin(Method::GET, "/admin/users/alice/history")
+        .await;
     assert_eq!(history["history"][0]["ended_by"], "evicted");
     server.stop().await;
 }

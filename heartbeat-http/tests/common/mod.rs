@@ -96,7 +96,12 @@ impl TestServer {
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 }
@@ -141,7 +146,13 @@ pub async fn redis_store(server: &RedisServer) -> RedisStore {
 pub async fn start_with(kind: Kind, settings: Settings) -> (TestServer, Backing) {
     match kind {
         Kind::Memory => {
-            let app = server::app(codec(), MemorySessionStore::new(), MemoryJobStore::new(), MemoryEventBus::new(), settings);
+            let app = server::app(
+                codec(),
+                MemorySessionStore::new(),
+                MemoryJobStore::new(),
+                MemoryEventBus::new(),
+                settings,
+            );
             (serve(app).await, Backing::None)
         }
         Kind::Sled => {
@@ -203,4 +214,65 @@ macro_rules! for_each_store {
             )+
         }
     };
+}
+
+/// An open SSE stream read with `eventsource-stream`.
+pub struct Sse {
+    events: std::pin::Pin<Box<dyn futures_util::Stream<Item = eventsource_stream::Event> + Send>>,
+}
+
+/// How long a test waits for an event that must come.
+pub const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+impl Sse {
+    /// Opens `path` with an optional `Last-Event-ID`.
+    pub async fn open(server: &TestServer, path: &str, last_event_id: Option<&str>) -> Sse {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let mut request = server.http.get(format!("{}{path}", server.url));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .take_while(|event| std::future::ready(event.is_ok()))
+            // The greeting carries only `retry:`; keep-alives are comments.
+            .filter_map(|event| {
+                std::future::ready(event.ok().filter(|event| !event.data.is_empty()))
+            });
+        Sse {
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next event; panics if none comes within [`EVENT_WAIT`].
+    pub async fn next(&mut self) -> eventsource_stream::Event {
+        use futures_util::StreamExt;
+        tokio::time::timeout(EVENT_WAIT, self.events.next())
+            .await
+            .expect("an event within the wait")
+            .expect("the stream is open")
+    }
+
+    /// `None` when no event comes within `wait`; the event otherwise.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<eventsource_stream::Event> {
+        use futures_util::StreamExt;
+        tokio::time::timeout(wait, self.events.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// True when the server ended the stream within [`EVENT_WAIT`].
+    pub async fn ends(&mut self) -> bool {
+        use futures_util::StreamExt;
+        matches!(
+            tokio::time::timeout(EVENT_WAIT, self.events.next()).await,
+            Ok(None)
+        )
+    }
 }
