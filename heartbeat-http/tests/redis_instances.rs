@@ -1,0 +1,128 @@
+//! Two server instances sharing one real redis-server, as a deployment behind a load
+//! balancer runs them; and what a Redis outage looks like from outside.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sse, TestServer, codec, redis_store, serve, settings};
+use futures_util::future::join_all;
+use heartbeat_core::HeartbeatData;
+use heartbeat_http::{Settings, server};
+use heartbeat_store_redis::testkit::RedisServer;
+use serde_json::{Value, json};
+
+async fn instance(redis: &RedisServer, settings: Settings) -> TestServer {
+    let store = redis_store(redis).await;
+    serve(server::app(codec(), store.clone(), store.clone(), store, settings)).await
+}
+
+fn quick_token(user: i64, limit: u32) -> String {
+    let data = HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 1, "heartbeat_cycle": 0.05, "cycle_upper_tolerance": 10,
+        "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": limit, "checking_threshold": 1, "sessions_edge": 100,
+    }))
+    .unwrap();
+    codec().seal(&data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_spread_over_two_instances_never_exceed_the_limit() {
+    let redis = RedisServer::start();
+    let instances = [instance(&redis, settings()).await, instance(&redis, settings()).await];
+    const DEVICES: usize = 12;
+    const LIMIT: usize = 3;
+    // Every device starts (backend tokens are only refused by the edge)...
+    let started = join_all((0..DEVICES).map(|device| {
+        let server = &instances[device % 2];
+        async move { server.heartbeat(&quick_token(77, LIMIT as u32)).await }
+    }))
+    .await;
+    let mut tokens: Vec<String> = started
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, 200);
+            body["heartbeat_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // ...then, a cycle later, every device beats at once, half through each instance.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let answers = join_all(tokens.iter().enumerate().map(|(device, token)| {
+            let server = &instances[(device + round) % 2];
+            async move { server.heartbeat(token).await }
+        }))
+        .await;
+        let accepted: Vec<String> = answers
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body["heartbeat_token"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(answers.iter().all(|(status, _)| *status == 200 || *status == 412));
+        assert_eq!(accepted.len(), LIMIT, "round {round}: exactly the limit keeps playing");
+        tokens = accepted;
+    }
+    for server in instances {
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
+    let redis = RedisServer::start();
+    let first = instance(&redis, settings()).await;
+    let second = instance(&redis, settings()).await;
+    let mut stream = Sse::open(&second, "/status?uuid=grace", None).await;
+    let response = first.http.post(format!("{}/create?uuid=grace", first.url)).send().await.unwrap();
+    let id: u64 = response.text().await.unwrap().parse().unwrap();
+    let event = stream.next().await;
+    assert_eq!(event.event, format!("status_{id}"));
+    assert_eq!(serde_json::from_str::<Value>(&event.data).unwrap(), json!({ "id": id, "message": "completed" }));
+    // Both simulators ran; the job completed, and was announced, once.
+    assert!(stream.next_within(Duration::from_millis(500)).await.is_none());
+    assert_eq!(second.get_text(&format!("/status/{id}?uuid=grace")).await, (200, "completed".to_owned()));
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
+    let mut redis = RedisServer::start();
+    let strict = instance(&redis, settings()).await;
+    let open = instance(&redis, Settings { fail_open: true, ..settings() }).await;
+    let token = quick_token(88, 1);
+    assert_eq!(strict.heartbeat(&token).await.0, 200);
+
+    redis.stop();
+    let response = strict
+        .post_json("/heartbeat", &json!({ "heartbeat_token": token }))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("unavailable"));
+    assert_eq!(strict.get_text("/readyz").await.0, 503);
+    assert_eq!(strict.get_text("/healthz").await, (200, "OK".to_owned()), "the process is up");
+    let (status, body) = open.heartbeat(&token).await;
+    assert_eq!(status, 200, "FAIL_OPEN answers with a rotated token: {body}");
+    let rotated = codec().open(body["heartbeat_token"].as_str().unwrap()).unwrap();
+    assert_eq!(rotated.user_id, heartbeat_core::Id::Int(88));
+    let (_, metrics) = strict.get_text("/metrics").await;
+    assert!(metrics.contains("heartbeat_store_errors_total"), "{metrics}");
+
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if strict.heartbeat(&quick_token(88, 1)).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the server recovers without a restart when Redis returns");
+    assert_eq!(strict.get_text("/readyz").await.0, 200);
+    strict.stop().await;
+    open.stop().await;
+}
