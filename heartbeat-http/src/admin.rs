@@ -17,11 +17,37 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::heartbeat::json_body;
 
-/// Checks the bearer key: 404 when the admin API is off, 401 when the key is missing or
-/// wrong (compared in constant time).
-pub fn authorize(admin_key: Option<&str>, headers: &HeaderMap) -> Result<(), Response> {
+/// Why an admin request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `ADMIN_KEY` is set: the admin API does not exist (404).
+    Off,
+    /// The bearer key is missing or wrong (401).
+    Unauthorized,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Off => ApiError::not_found("No such route.").into_response(),
+            Denied::Unauthorized => {
+                let mut response =
+                    ApiError::new(StatusCode::UNAUTHORIZED, "Missing or wrong admin key.")
+                        .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }
+    }
+}
+
+/// Checks the bearer key: [`Denied::Off`] when the admin API is off,
+/// [`Denied::Unauthorized`] when the key is missing or wrong (compared in constant time).
+pub fn authorize(admin_key: Option<&str>, headers: &HeaderMap) -> Result<(), Denied> {
     let Some(expected) = admin_key else {
-        return Err(ApiError::not_found("No such route.").into_response());
+        return Err(Denied::Off);
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -29,14 +55,10 @@ pub fn authorize(admin_key: Option<&str>, headers: &HeaderMap) -> Result<(), Res
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(Denied::Unauthorized)
     }
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "Missing or wrong admin key.").into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(response)
 }
 
 /// Reads a user, asset or session id from a path segment: a whole number is a number id,
@@ -52,7 +74,7 @@ pub fn path_id(what: &str, text: &str) -> Result<Id, ApiError> {
         .map_or_else(|_| Id::Str(text.to_owned()), Id::Int))
 }
 
-fn guard<S, J, B>(app: &App<S, J, B>, headers: &HeaderMap) -> Result<(), Response>
+fn guard<S, J, B>(app: &App<S, J, B>, headers: &HeaderMap) -> Result<(), Denied>
 where
     S: SessionStore,
     J: JobStore,
@@ -82,7 +104,7 @@ pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus>(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(denied) = guard(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let data = match json_body(&headers, body).and_then(|value| {
         HeartbeatData::from_json(value)
@@ -110,7 +132,7 @@ pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus>(
     Path(user): Path<String>,
 ) -> Response {
     if let Err(denied) = guard(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let user = match path_id("user", &user) {
         Ok(user) => user,
@@ -141,7 +163,7 @@ pub async fn evict<S: SessionStore, J: JobStore, B: EventBus>(
     Path((user, session)): Path<(String, String)>,
 ) -> Response {
     if let Err(denied) = guard(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let user =
         match path_id("user", &user).and_then(|user| path_id("session", &session).map(|_| user)) {
@@ -164,7 +186,7 @@ pub async fn progress<S: SessionStore, J: JobStore, B: EventBus>(
     Path((user, asset)): Path<(String, String)>,
 ) -> Response {
     if let Err(denied) = guard(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let (user, asset) =
         match path_id("user", &user).and_then(|user| Ok((user, path_id("asset", &asset)?))) {
@@ -196,7 +218,7 @@ pub async fn history<S: SessionStore, J: JobStore, B: EventBus>(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(denied) = guard(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let user = match path_id("user", &user) {
         Ok(user) => user,

@@ -278,7 +278,7 @@ pub async fn update<S: SessionStore, J: JobStore, B: EventBus>(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(denied) = authorize(app.settings().admin_key.as_deref(), &headers) {
-        return denied;
+        return denied.into_response();
     }
     let result = async {
         let id = job_id(&id)?;

@@ -15,7 +15,14 @@ use serde_json::{Value, json};
 
 async fn instance(redis: &RedisServer, settings: Settings) -> TestServer {
     let store = redis_store(redis).await;
-    serve(server::app(codec(), store.clone(), store.clone(), store, settings)).await
+    serve(server::app(
+        codec(),
+        store.clone(),
+        store.clone(),
+        store,
+        settings,
+    ))
+    .await
 }
 
 fn quick_token(user: i64, limit: u32) -> String {
@@ -31,7 +38,10 @@ fn quick_token(user: i64, limit: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_spread_over_two_instances_never_exceed_the_limit() {
     let redis = RedisServer::start();
-    let instances = [instance(&redis, settings()).await, instance(&redis, settings()).await];
+    let instances = [
+        instance(&redis, settings()).await,
+        instance(&redis, settings()).await,
+    ];
     const DEVICES: usize = 12;
     const LIMIT: usize = 3;
     // Every device starts (backend tokens are only refused by the edge)...
@@ -60,8 +70,16 @@ async fn devices_spread_over_two_instances_never_exceed_the_limit() {
             .filter(|(status, _)| *status == 200)
             .map(|(_, body)| body["heartbeat_token"].as_str().unwrap().to_owned())
             .collect();
-        assert!(answers.iter().all(|(status, _)| *status == 200 || *status == 412));
-        assert_eq!(accepted.len(), LIMIT, "round {round}: exactly the limit keeps playing");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, _)| *status == 200 || *status == 412)
+        );
+        assert_eq!(
+            accepted.len(),
+            LIMIT,
+            "round {round}: exactly the limit keeps playing"
+        );
         tokens = accepted;
     }
     for server in instances {
@@ -75,14 +93,30 @@ async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
     let first = instance(&redis, settings()).await;
     let second = instance(&redis, settings()).await;
     let mut stream = Sse::open(&second, "/status?uuid=grace", None).await;
-    let response = first.http.post(format!("{}/create?uuid=grace", first.url)).send().await.unwrap();
+    let response = first
+        .http
+        .post(format!("{}/create?uuid=grace", first.url))
+        .send()
+        .await
+        .unwrap();
     let id: u64 = response.text().await.unwrap().parse().unwrap();
     let event = stream.next().await;
     assert_eq!(event.event, format!("status_{id}"));
-    assert_eq!(serde_json::from_str::<Value>(&event.data).unwrap(), json!({ "id": id, "message": "completed" }));
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.data).unwrap(),
+        json!({ "id": id, "message": "completed" })
+    );
     // Both simulators ran; the job completed, and was announced, once.
-    assert!(stream.next_within(Duration::from_millis(500)).await.is_none());
-    assert_eq!(second.get_text(&format!("/status/{id}?uuid=grace")).await, (200, "completed".to_owned()));
+    assert!(
+        stream
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        second.get_text(&format!("/status/{id}?uuid=grace")).await,
+        (200, "completed".to_owned())
+    );
     first.stop().await;
     second.stop().await;
 }
@@ -91,7 +125,14 @@ async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
 async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     let mut redis = RedisServer::start();
     let strict = instance(&redis, settings()).await;
-    let open = instance(&redis, Settings { fail_open: true, ..settings() }).await;
+    let open = instance(
+        &redis,
+        Settings {
+            fail_open: true,
+            ..settings()
+        },
+    )
+    .await;
     let token = quick_token(88, 1);
     assert_eq!(strict.heartbeat(&token).await.0, 200);
 
@@ -104,13 +145,25 @@ async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("unavailable"));
     assert_eq!(strict.get_text("/readyz").await.0, 503);
-    assert_eq!(strict.get_text("/healthz").await, (200, "OK".to_owned()), "the process is up");
+    assert_eq!(
+        strict.get_text("/healthz").await,
+        (200, "OK".to_owned()),
+        "the process is up"
+    );
     let (status, body) = open.heartbeat(&token).await;
-    assert_eq!(status, 200, "FAIL_OPEN answers with a rotated token: {body}");
-    let rotated = codec().open(body["heartbeat_token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        status, 200,
+        "FAIL_OPEN answers with a rotated token: {body}"
+    );
+    let rotated = codec()
+        .open(body["heartbeat_token"].as_str().unwrap())
+        .unwrap();
     assert_eq!(rotated.user_id, heartbeat_core::Id::Int(88));
     let (_, metrics) = strict.get_text("/metrics").await;
-    assert!(metrics.contains("heartbeat_store_errors_total"), "{metrics}");
+    assert!(
+        metrics.contains("heartbeat_store_errors_total"),
+        "{metrics}"
+    );
 
     redis.restart();
     let mut recovered = false;
@@ -121,7 +174,10 @@ async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "the server recovers without a restart when Redis returns");
+    assert!(
+        recovered,
+        "the server recovers without a restart when Redis returns"
+    );
     assert_eq!(strict.get_text("/readyz").await.0, 200);
     strict.stop().await;
     open.stop().await;

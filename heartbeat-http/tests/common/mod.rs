@@ -53,6 +53,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A client of a server running elsewhere (another process).
+    pub fn at(url: String) -> Self {
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            stop: None,
+            task: None,
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
