@@ -34,6 +34,8 @@
 
 pub mod admin;
 pub mod app;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod heartbeat;

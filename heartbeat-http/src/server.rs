@@ -86,12 +86,33 @@ where
     J: JobStore,
     B: EventBus,
 {
+    let router = app.router();
+    serve_router(app, router, listener, shutdown).await
+}
+
+/// As [`serve`], with a router of your own making: usually `app.router()` with more
+/// routes or layers (authentication, CORS...).
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve_router<S, J, B>(
+    app: App<S, J, B>,
+    router: axum::Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+{
     let simulator = app
         .settings()
         .job_time
         .map(|_| tokio::spawn(run_simulator(app.clone())));
     let stop = app.shutdown().clone();
-    let served = axum::serve(listener, app.router())
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing requests, closing event streams");

@@ -131,7 +131,43 @@ where
     J: heartbeat_core::jobs::JobStore,
     B: heartbeat_core::jobs::EventBus,
 {
+    serve_on(app, 0).await
+}
+
+/// Serves `router` (built from `app`) on a fresh loopback port.
+pub async fn serve_router<S, J, B>(
+    app: heartbeat_http::App<S, J, B>,
+    router: axum::Router,
+) -> TestServer
+where
+    S: heartbeat_core::SessionStore,
+    J: heartbeat_core::jobs::JobStore,
+    B: heartbeat_core::jobs::EventBus,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve_router(app, router, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        url,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Serves `app` on loopback `port` (0: a fresh one).
+pub async fn serve_on<S, J, B>(app: heartbeat_http::App<S, J, B>, port: u16) -> TestServer
+where
+    S: heartbeat_core::SessionStore,
+    J: heartbeat_core::jobs::JobStore,
+    B: heartbeat_core::jobs::EventBus,
+{
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(app, listener, async move {

@@ -1,0 +1,263 @@
+//! The player client: sends heartbeats on time with the rotated token, reports progress,
+//! stops with a typed reason on 412 / 406, and retries transient failures without letting
+//! its session expire.
+//!
+//! Timing: each heartbeat is sent `cycle + margin` after the previous accepted one was
+//! sent, with `margin = min(upper_tolerance / 4, 250 ms)`, so network jitter never makes a
+//! heartbeat arrive early (which the server would treat as a new session), and timers are
+//! absolute, so delays do not add up. A failed heartbeat is retried with backoff while
+//! `cycle + upper_tolerance` since the last accepted one has not passed.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Reads the position to report with each heartbeat.
+pub type ProgressSource = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+
+/// What the player needs.
+#[derive(Clone)]
+pub struct PlayerOptions {
+    /// The server, e.g. `http://localhost:3000`.
+    pub url: String,
+    /// The first token, from the backend.
+    pub token: String,
+    /// `heartbeat_cycle` of the token.
+    pub cycle: Duration,
+    /// `cycle_upper_tolerance` of the token.
+    pub upper_tolerance: Duration,
+    /// Where the player is, reported with each heartbeat.
+    pub progress: Option<ProgressSource>,
+}
+
+impl std::fmt::Debug for PlayerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayerOptions")
+            .field("url", &self.url)
+            .field("cycle", &self.cycle)
+            .field("upper_tolerance", &self.upper_tolerance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the player stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// 412: the user plays on too many devices; this one must stop.
+    OverLimit,
+    /// 406: the token is not valid (expired key, tampering, another server's token).
+    InvalidToken,
+    /// [`Player::stop`] was called; the server was told (`POST /heartbeat/stop`).
+    Closed,
+    /// The server answered something a retry cannot fix (400, 413, 415...).
+    Refused {
+        /// The status code.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+    /// No heartbeat got through within `cycle + upper_tolerance`: the session is gone.
+    Unreachable {
+        /// The last failure.
+        last_error: String,
+    },
+}
+
+/// What happens, for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayerEvent {
+    /// A heartbeat was accepted (`beat` counts from 1).
+    Accepted {
+        /// Which heartbeat.
+        beat: u64,
+        /// The progress sent with it.
+        progress: Option<f64>,
+    },
+    /// A heartbeat failed for a reason worth retrying.
+    Retrying {
+        /// Attempts so far for this heartbeat.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// The player stopped; no event follows.
+    Stopped(StopReason),
+}
+
+/// A running player. Dropping it stops sending heartbeats (without telling the server;
+/// use [`stop`](Self::stop) for that).
+#[derive(Debug)]
+pub struct Player {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<StopReason>,
+    token: Arc<Mutex<String>>,
+}
+
+/// The player's events; ends after [`PlayerEvent::Stopped`].
+#[derive(Debug)]
+pub struct PlayerEvents {
+    receiver: mpsc::UnboundedReceiver<PlayerEvent>,
+}
+
+impl Stream for PlayerEvents {
+    type Item = PlayerEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PlayerEvent>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Player {
+    /// Starts sending heartbeats (the first one at once). Call from a tokio runtime.
+    pub fn start(options: PlayerOptions) -> (Player, PlayerEvents) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel();
+        let token = Arc::new(Mutex::new(options.token.clone()));
+        let task = tokio::spawn(run(options, Arc::clone(&token), events, stopped));
+        (
+            Player {
+                stop: Some(stop),
+                task,
+                token,
+            },
+            PlayerEvents { receiver },
+        )
+    }
+
+    /// The token the next heartbeat will carry.
+    pub fn token(&self) -> String {
+        self.token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Ends the session (`POST /heartbeat/stop`) and waits for the player to stop.
+    pub async fn stop(mut self) -> StopReason {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(StopReason::Closed)
+    }
+
+    /// Waits until the player stops by itself (412, 406, unreachable...).
+    pub async fn finished(mut self) -> StopReason {
+        let reason = (&mut self.task).await.unwrap_or(StopReason::Closed);
+        self.stop = None;
+        reason
+    }
+}
+
+/// How a heartbeat request ended.
+enum Answer {
+    Accepted(String),
+    Stop(StopReason),
+    Transient(String),
+}
+
+async fn send(http: &reqwest::Client, url: &str, token: &str, progress: Option<f64>) -> Answer {
+    let mut body = json!({ "heartbeat_token": token });
+    if let Some(progress) = progress {
+        body["progress"] = json!(progress);
+    }
+    let response = match http.post(url).json(&body).send().await {
+        Ok(response) => response,
+        Err(error) => return Answer::Transient(error.to_string()),
+    };
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match status {
+        200 => match serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|body| body["heartbeat_token"].as_str().map(str::to_owned))
+        {
+            Some(token) => Answer::Accepted(token),
+            None => Answer::Transient(format!("200 without a token: {text}")),
+        },
+        412 => Answer::Stop(StopReason::OverLimit),
+        406 => Answer::Stop(StopReason::InvalidToken),
+        408 | 429 | 500..=599 => Answer::Transient(format!("HTTP {status}: {text}")),
+        _ => Answer::Stop(StopReason::Refused { status, body: text }),
+    }
+}
+
+async fn run(
+    options: PlayerOptions,
+    token: Arc<Mutex<String>>,
+    events: mpsc::UnboundedSender<PlayerEvent>,
+    mut stopped: oneshot::Receiver<()>,
+) -> StopReason {
+    let http = reqwest::Client::builder()
+        .timeout(options.upper_tolerance.max(Duration::from_secs(1)))
+        .build()
+        .unwrap_or_default();
+    let base = options.url.trim_end_matches('/').to_owned();
+    let beat_url = format!("{base}/heartbeat");
+    let margin = (options.upper_tolerance / 4).min(Duration::from_millis(250));
+    let current = || token.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let finish = |reason: StopReason| {
+        let _ = events.send(PlayerEvent::Stopped(reason.clone()));
+        reason
+    };
+    let mut next = Instant::now();
+    let mut last_accepted: Option<Instant> = None;
+    let mut beat = 0_u64;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            _ = &mut stopped => {
+                let progress = options.progress.as_ref().and_then(|source| source());
+                let _ = send(&http, &format!("{base}/heartbeat/stop"), &current(), progress).await;
+                return finish(StopReason::Closed);
+            }
+        }
+        let deadline = last_accepted.map_or_else(
+            || Instant::now() + options.upper_tolerance,
+            |at| at + options.cycle + options.upper_tolerance,
+        );
+        let mut attempt = 0_u32;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent_at = Instant::now();
+            let progress = options.progress.as_ref().and_then(|source| source());
+            match send(&http, &beat_url, &current(), progress).await {
+                Answer::Accepted(rotated) => {
+                    *token.lock().unwrap_or_else(PoisonError::into_inner) = rotated;
+                    beat += 1;
+                    last_accepted = Some(sent_at);
+                    next = sent_at + options.cycle + margin;
+                    let _ = events.send(PlayerEvent::Accepted { beat, progress });
+                    break;
+                }
+                Answer::Stop(reason) => return finish(reason),
+                Answer::Transient(error) => {
+                    attempt += 1;
+                    let retry_at = Instant::now() + backoff;
+                    if retry_at >= deadline {
+                        return finish(StopReason::Unreachable { last_error: error });
+                    }
+                    let _ = events.send(PlayerEvent::Retrying { attempt, error });
+                    tokio::select! {
+                        () = tokio::time::sleep_until(retry_at) => {}
+                        _ = &mut stopped => return finish(StopReason::Closed),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}

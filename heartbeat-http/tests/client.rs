@@ -1,0 +1,452 @@
+//! The Rust clients against the real server: SSE, polling, auto, fallback when the stream
+//! is refused or dropped, a server restart on sled, wrong owner, unknown job; the player's
+//! heartbeats, 412, 406 and an unreachable server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use common::{Kind, TestServer, codec, settings, start};
+use futures_util::StreamExt;
+use heartbeat_core::HeartbeatData;
+use heartbeat_core::jobs::JobId;
+use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+use heartbeat_http::client::jobs::{ClientError, JobStatus, JobsClient, Mode, Options};
+use heartbeat_http::client::player::{Player, PlayerEvent, PlayerOptions, StopReason};
+use heartbeat_http::{Settings, server};
+use heartbeat_store_sled::{SledConfig, SledStore};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn options(server: &TestServer, mode: Mode) -> Options {
+    Options {
+        poll_interval: Duration::from_millis(100),
+        logging: true,
+        ..Options::new(server.url.clone(), mode)
+    }
+}
+
+async fn open_streams(server: &TestServer) -> i64 {
+    let (_, metrics) = server.get_text("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("heartbeat_sse_connections "))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+async fn wait_all(client: &JobsClient, ids: &[JobId]) -> Vec<Result<JobStatus, ClientError>> {
+    let waits = ids.iter().map(|id| client.wait_for_job(*id));
+    tokio::time::timeout(WAIT, futures_util::future::join_all(waits))
+        .await
+        .expect("every job resolves")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_resolves_every_job() {
+    let (server, _backing) = start(Kind::Memory).await;
+    for mode in [Mode::Sse, Mode::Poll, Mode::Auto] {
+        let client = JobsClient::new(options(&server, mode)).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(client.create_job().await.unwrap());
+        }
+        let results = wait_all(&client, &ids).await;
+        assert!(
+            results
+                .iter()
+                .all(|result| *result == Ok(JobStatus::Completed)),
+            "{mode:?}: {results:?}"
+        );
+        assert!(
+            client.listening().is_empty(),
+            "listeners end after the final status"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_carries_all_of_a_clients_jobs() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let client = Arc::new(JobsClient::new(options(&server, Mode::Sse)).unwrap());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(client.create_job().await.unwrap());
+    }
+    let waits = {
+        let client = Arc::clone(&client);
+        let ids = ids.clone();
+        tokio::spawn(async move { wait_all(&client, &ids).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        open_streams(&server).await,
+        1,
+        "one SSE connection for five jobs"
+    );
+    assert!(
+        waits
+            .await
+            .unwrap()
+            .iter()
+            .all(|result| *result == Ok(JobStatus::Completed))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_finished_before_listening_still_resolves() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let client = JobsClient::new(options(&server, Mode::Sse)).unwrap();
+    let id = client.create_job().await.unwrap();
+    // The completion event is long gone by the time anybody listens.
+    for _ in 0..100 {
+        if server
+            .get_text(&format!("/status/{id}?uuid={}", client.owner()))
+            .await
+            .1
+            == "completed"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = tokio::time::timeout(WAIT, client.wait_for_job(id))
+        .await
+        .unwrap();
+    assert_eq!(status, Ok(JobStatus::Completed));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_backends_mid_wait_loses_nothing() {
+    let settings = Settings {
+        job_time: Some(Duration::from_millis(800)),
+        ..settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, settings).await;
+    let client = Arc::new(JobsClient::new(options(&server, Mode::Sse)).unwrap());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(client.create_job().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let waits = {
+        let client = Arc::clone(&client);
+        let ids = ids.clone();
+        tokio::spawn(async move { wait_all(&client, &ids).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.change_backend(Mode::Poll);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(open_streams(&server).await, 0, "polling closed the stream");
+    let more = client.create_job().await.unwrap();
+    client.change_backend(Mode::Sse);
+    let results = waits.await.unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|result| *result == Ok(JobStatus::Completed)),
+        "{results:?}"
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, client.wait_for_job(more))
+            .await
+            .unwrap(),
+        Ok(JobStatus::Completed)
+    );
+    server.stop().await;
+}
+
+/// A server whose SSE route is broken while everything else works.
+async fn server_refusing_sse() -> TestServer {
+    let app = server::app(
+        codec(),
+        MemorySessionStore::new(),
+        MemoryJobStore::new(),
+        MemoryEventBus::new(),
+        settings(),
+    );
+    let router = app.router().layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.uri().path() == "/status" {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            next.run(request).await
+        },
+    ));
+    common::serve_router(app, router).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_polls_while_sse_is_refused() {
+    let server = server_refusing_sse().await;
+    let with_fallback = JobsClient::new(Options {
+        fallback: true,
+        ..options(&server, Mode::Sse)
+    })
+    .unwrap();
+    let id = with_fallback.create_job().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, with_fallback.wait_for_job(id))
+            .await
+            .unwrap(),
+        Ok(JobStatus::Completed)
+    );
+    let auto = JobsClient::new(options(&server, Mode::Auto)).unwrap();
+    let id = auto.create_job().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, auto.wait_for_job(id))
+            .await
+            .unwrap(),
+        Ok(JobStatus::Completed)
+    );
+
+    // Without fallback, an SSE-only client does not poll: the job completes (300 ms) but the
+    // listener hears nothing until the client is moved to polling.
+    let strict = JobsClient::new(options(&server, Mode::Sse)).unwrap();
+    let id = strict.create_job().await.unwrap();
+    let mut listener = strict.listen(id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(900), listener.next())
+            .await
+            .is_err()
+    );
+    strict.change_backend(Mode::Poll);
+    let status = tokio::time::timeout(WAIT, listener.next()).await.unwrap();
+    assert_eq!(status, Some(Ok(JobStatus::Completed)));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_on_sled_is_survived_with_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        job_time: Some(Duration::from_millis(1500)),
+        ..settings()
+    };
+    let open = || {
+        let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
+        server::app(
+            codec(),
+            store.clone(),
+            store.clone(),
+            store,
+            settings.clone(),
+        )
+    };
+    let first = common::serve_on(open(), 0).await;
+    let port: u16 = first.url.rsplit(':').next().unwrap().parse().unwrap();
+    let client = Arc::new(
+        JobsClient::new(Options {
+            fallback: true,
+            ..options(&first, Mode::Sse)
+        })
+        .unwrap(),
+    );
+    let id = client.create_job().await.unwrap();
+    let wait = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { tokio::time::timeout(WAIT, client.wait_for_job(id)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.stop().await; // the stream drops; the job is not done yet
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = common::serve_on(open(), port).await;
+    assert_eq!(wait.await.unwrap().unwrap(), Ok(JobStatus::Completed));
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_owner_unknown_job_and_stop_are_typed_errors() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let alice = JobsClient::new(Options {
+        owner: Some("alice".into()),
+        ..options(&server, Mode::Sse)
+    })
+    .unwrap();
+    let mallory = JobsClient::new(Options {
+        owner: Some("mallory".into()),
+        ..options(&server, Mode::Poll)
+    })
+    .unwrap();
+    let id = alice.create_job().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, mallory.wait_for_job(id))
+            .await
+            .unwrap(),
+        Err(ClientError::JobNotFound(id))
+    );
+    let unknown = JobId(987_654);
+    assert_eq!(
+        tokio::time::timeout(WAIT, alice.wait_for_job(unknown))
+            .await
+            .unwrap(),
+        Err(ClientError::JobNotFound(unknown))
+    );
+    assert_eq!(
+        alice.stop(unknown),
+        Err(ClientError::ListenerNotFound(unknown))
+    );
+
+    let settings = Settings {
+        job_time: None,
+        ..settings()
+    };
+    let (slow, _backing) = common::start_with(Kind::Memory, settings).await;
+    let client = JobsClient::new(options(&slow, Mode::Sse)).unwrap();
+    let id = client.create_job().await.unwrap();
+    let mut listener = client.listen(id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(client.stop(id), Ok(()));
+    assert_eq!(listener.next().await, Some(Err(ClientError::Closed)));
+    let mut orphan = client.listen(id);
+    drop(client);
+    assert_eq!(
+        orphan.next().await,
+        Some(Err(ClientError::Closed)),
+        "dropping the client ends its listeners"
+    );
+    assert!(JobsClient::new(Options::new("ftp://nope", Mode::Sse)).is_err());
+    server.stop().await;
+    slow.stop().await;
+}
+
+fn player_token(user: i64, limit: u32) -> String {
+    let data = HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 5, "heartbeat_cycle": 0.2, "cycle_upper_tolerance": 2,
+        "reject_strategy": "LEAST_RECENT", "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": limit, "checking_threshold": 1, "sessions_edge": 10,
+    }))
+    .unwrap();
+    codec().seal(&data).unwrap()
+}
+
+fn player(server_url: &str, token: String, progress: Option<Arc<AtomicU64>>) -> PlayerOptions {
+    PlayerOptions {
+        url: server_url.to_owned(),
+        token,
+        cycle: Duration::from_millis(200),
+        upper_tolerance: Duration::from_secs(2),
+        progress: progress.map(|position| {
+            Arc::new(move || Some(position.fetch_add(1, Ordering::Relaxed) as f64)) as _
+        }),
+    }
+}
+
+async fn next_event(events: &mut heartbeat_http::client::player::PlayerEvents) -> PlayerEvent {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_beats_reports_progress_and_stops() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let position = Arc::new(AtomicU64::new(10));
+    let (player_a, mut events) =
+        Player::start(player(&server.url, player_token(61, 2), Some(position)));
+    for expected in 1..=3 {
+        match next_event(&mut events).await {
+            PlayerEvent::Accepted { beat, progress } => {
+                assert_eq!(beat, expected);
+                assert!(progress.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(player_a.token().starts_with("v2."));
+    let (status, progress) = server
+        .admin(reqwest::Method::GET, "/admin/users/61/progress/5")
+        .await;
+    assert_eq!(status, 200);
+    assert!(progress["progress"].as_f64().unwrap() >= 10.0);
+    let (_, sessions) = server
+        .admin(reqwest::Method::GET, "/admin/users/61/sessions")
+        .await;
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        1,
+        "one session across beats: none too early"
+    );
+    assert_eq!(player_a.stop().await, StopReason::Closed);
+    let (_, sessions) = server
+        .admin(reqwest::Method::GET, "/admin/users/61/sessions")
+        .await;
+    assert_eq!(sessions["sessions"], json!([]), "stop freed the slot");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_player_stops_with_412_and_a_bad_token_with_406() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let (old, mut old_events) = Player::start(player(&server.url, player_token(62, 1), None));
+    assert!(matches!(
+        next_event(&mut old_events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    let (new, mut new_events) = Player::start(player(&server.url, player_token(62, 1), None));
+    assert!(matches!(
+        next_event(&mut new_events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    assert_eq!(
+        tokio::time::timeout(WAIT, old.finished()).await.unwrap(),
+        StopReason::OverLimit
+    );
+    assert!(
+        matches!(
+            next_event(&mut new_events).await,
+            PlayerEvent::Accepted { .. }
+        ),
+        "the newest keeps playing"
+    );
+    new.stop().await;
+
+    let (bad, _) = Player::start(player(&server.url, "not a token".into(), None));
+    assert_eq!(
+        tokio::time::timeout(WAIT, bad.finished()).await.unwrap(),
+        StopReason::InvalidToken
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_retried_within_the_tolerance_then_given_up() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = PlayerOptions {
+        upper_tolerance: Duration::from_millis(800),
+        ..player(
+            &format!("http://127.0.0.1:{closed}"),
+            player_token(63, 1),
+            None,
+        )
+    };
+    let (unreachable, mut events) = Player::start(options);
+    let mut retries = 0;
+    loop {
+        match next_event(&mut events).await {
+            PlayerEvent::Retrying { attempt, .. } => {
+                retries += 1;
+                assert_eq!(attempt, retries);
+            }
+            PlayerEvent::Stopped(StopReason::Unreachable { .. }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(retries >= 2, "retried before giving up: {retries}");
+    assert!(matches!(
+        unreachable.finished().await,
+        StopReason::Unreachable { .. }
+    ));
+}
