@@ -39,3 +39,41 @@ fn embed_core_refuses_the_older_device_and_keeps_history() {
     );
     assert!(out.contains("ended by Stopped after 2 heartbeats"), "{out}");
 }
+
+#[test]
+fn backend_issue_token_seals_both_formats() {
+    let out = run_example("backend_issue_token");
+    assert!(
+        out.contains("v2 token (authenticated, the default): v2."),
+        "{out}"
+    );
+    assert!(
+        out.contains("both open to user 13 playing movie-14"),
+        "{out}"
+    );
+    assert!(out.contains("a tampered token is refused"), "{out}");
+}
+
+#[test]
+fn players_shows_the_412_under_both_strategies() {
+    let out = run_example("players");
+    assert!(out.contains("== MOST_RECENT"), "{out}");
+    assert!(out.contains("device 3: refused (412)"), "{out}");
+    assert!(out.contains("device 1: refused (412)"), "{out}");
+    assert!(
+        out.contains("ok: MOST_RECENT refused the newest device, LEAST_RECENT the oldest"),
+        "{out}"
+    );
+}
+
+#[test]
+fn jobs_integration_completes_every_job_across_the_switch() {
+    let out = run_example("jobs_integration");
+    assert!(out.contains("(SSE)"), "some jobs complete over SSE: {out}");
+    assert!(out.contains("switching every listener to polling"), "{out}");
+    assert!(out.contains("(polled)"), "some complete by polling: {out}");
+    assert!(
+        out.contains("all 5 jobs completed, across the switch from SSE to polling"),
+        "{out}"
+    );
+}

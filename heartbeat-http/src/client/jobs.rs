@@ -187,10 +187,10 @@ impl Shared {
                 return;
             }
         };
-        if let Ok(status) = &delivery {
-            self.log(format_args!("job {id} is {status:?} (polled)"));
-        }
         if delivery != Ok(JobStatus::Pending) {
+            if let Ok(status) = &delivery {
+                self.log(format_args!("job {id} is {status:?} (polled)"));
+            }
             self.deliver(id, delivery);
         }
     }

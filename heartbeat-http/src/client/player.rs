@@ -146,6 +146,11 @@ impl Player {
             .clone()
     }
 
+    /// True when the player has stopped by itself (412, 406, unreachable...).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Ends the session (`POST /heartbeat/stop`) and waits for the player to stop.
     pub async fn stop(mut self) -> StopReason {
         if let Some(stop) = self.stop.take() {
