@@ -1,0 +1,578 @@
+//! Load generator for `heartbeat-server`: simulated players, status polls and SSE waiters.
+//!
+//! ```sh
+//! # closed loop: 64 requests in flight for 10 s, 20 000 players (one device each)
+//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat \
+//!     --url http://127.0.0.1:3000 --key "$SHARED_KEY" --concurrency 64 --duration 10
+//! # open loop: 1 000 heartbeats/s, latency counted from each request's scheduled time
+//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat --rate 1000 ...
+//! # GET /status/<id> polls
+//! cargo run --release -p heartbeat-examples --example loadgen -- status --url ... --concurrency 64
+//! # 10 000 SSE connections, each owning one job; the server's RSS read from /proc
+//! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
+//!     --connections 10000 --server-pid "$(pgrep heartbeat-server)"
+//! ```
+//!
+//! Players are real: each starts with a backend token sealed with the shared key and then
+//! sends the rotated token it got back, so every heartbeat continues its session. Every
+//! answer is checked: a heartbeat answer must be 200 with a token of the same session (one
+//! device per user never exceeds a limit of one), a status must be `pending` or
+//! `completed`, and each SSE waiter must get exactly its own job's completion.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use heartbeat_core::{HeartbeatData, Timestamp, TokenCodec};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "Load generator for heartbeat-server")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Players sending heartbeats with chained rotated tokens.
+    Heartbeat(HeartbeatArgs),
+    /// `GET /status/<id>` polls of existing jobs.
+    Status(StatusArgs),
+    /// SSE connections, each waiting for its own job's completion.
+    Jobs(JobsArgs),
+}
+
+#[derive(Args)]
+struct Target {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Requests in flight (closed loop).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests per second (open loop; latency counted from the scheduled send time).
+    #[arg(long)]
+    rate: Option<u64>,
+}
+
+#[derive(Args)]
+struct HeartbeatArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The server's SHARED_KEY (to seal the backend tokens and check the answers).
+    #[arg(long, env = "SHARED_KEY")]
+    key: String,
+    /// Players (users with one device each).
+    #[arg(long, default_value_t = 20_000)]
+    players: usize,
+    /// Open every answer's token and check it continues the player's session.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    check: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Jobs to create and poll.
+    #[arg(long, default_value_t = 1000)]
+    jobs: usize,
+}
+
+#[derive(Args)]
+struct JobsArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// SSE connections, one owner and one job each.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// The server's process id, to read its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds to wait for every completion.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 256)]
+    open_parallel: usize,
+}
+
+/// Counts and latencies of one run.
+struct Stats {
+    latency: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    wrong: u64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
+            statuses: BTreeMap::new(),
+            errors: 0,
+            wrong: 0,
+        }
+    }
+
+    fn record(&mut self, latency: Duration, status: Option<u16>, wrong: bool) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency.saturating_record(micros);
+        match status {
+            Some(status) => *self.statuses.entry(status).or_default() += 1,
+            None => self.errors += 1,
+        }
+        self.wrong += u64::from(wrong);
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        let _ = self.latency.add(&other.latency);
+        for (status, count) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += count;
+        }
+        self.errors += other.errors;
+        self.wrong += other.wrong;
+    }
+
+    /// Prints the report; the process exits 1 afterwards if anything failed.
+    fn report(&self, what: &str, elapsed: Duration) {
+        let total = self.latency.len();
+        let ms = |quantile: f64| self.latency.value_at_quantile(quantile) as f64 / 1000.0;
+        println!(
+            "{what}: {total} requests in {:.2} s = {:.0} req/s",
+            elapsed.as_secs_f64(),
+            total as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "  statuses {:?}, connection errors {}, wrong answers {}",
+            self.statuses, self.errors, self.wrong
+        );
+        println!(
+            "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            self.latency.max() as f64 / 1000.0
+        );
+        if self.errors > 0 || self.wrong > 0 {
+            eprintln!(
+                "FAILED: {} connection errors, {} wrong answers",
+                self.errors, self.wrong
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(100_000)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+struct Player {
+    token: Mutex<(String, Option<String>)>,
+    busy: AtomicBool,
+}
+
+fn backend_token(codec: &TokenCodec, user: usize) -> String {
+    // Lower tolerance = cycle: never "too early", so back-to-back heartbeats continue
+    // one session; a limit of one with one device is never exceeded.
+    let data = HeartbeatData::from_json(json!({
+        "user_id": format!("load-{user}"), "asset_id": 1, "heartbeat_cycle": 1,
+        "cycle_lower_tolerance": 1, "cycle_upper_tolerance": 600,
+        "timestamp": Timestamp::now().to_string(), "session_limit": 1,
+        "checking_threshold": 1, "sessions_edge": 2,
+    }))
+    .expect("valid heartbeat data");
+    codec.seal(&data).expect("a sealed token")
+}
+
+/// One heartbeat of `player`; returns the status (None: connection error) and whether the
+/// answer was wrong.
+async fn beat(
+    http: &reqwest::Client,
+    url: &str,
+    codec: Option<&TokenCodec>,
+    player: &Player,
+) -> (Option<u16>, bool) {
+    let token = lock(&player.token).0.clone();
+    let body = format!(r#"{{"heartbeat_token":"{token}","progress":1}}"#);
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let Ok(response) = response else {
+        return (None, false);
+    };
+    let status = response.status().as_u16();
+    let Ok(body) = response.bytes().await else {
+        return (None, false);
+    };
+    if status != 200 {
+        return (
+            Some(status),
+            status == 412 || status == 406 || status == 400,
+        );
+    }
+    let Some(rotated) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|body| body["heartbeat_token"].as_str().map(str::to_owned))
+    else {
+        return (Some(status), true);
+    };
+    let mut state = lock(&player.token);
+    let mut wrong = false;
+    if let Some(codec) = codec {
+        match codec.open(&rotated).ok().and_then(|data| data.session_id) {
+            Some(session) => {
+                wrong = state.1.as_ref().is_some_and(|known| *known != session);
+                state.1 = Some(session);
+            }
+            None => wrong = true,
+        }
+    }
+    state.0 = rotated;
+    (Some(status), wrong)
+}
+
+async fn run_heartbeats(args: HeartbeatArgs) {
+    let codec = TokenCodec::new(&args.key).expect("a shared key");
+    let players: Arc<Vec<Player>> = Arc::new(
+        (0..args.players.max(args.target.concurrency))
+            .map(|user| Player {
+                token: Mutex::new((backend_token(&codec, user), None)),
+                busy: AtomicBool::new(false),
+            })
+            .collect(),
+    );
+    let url = format!("{}/heartbeat", args.target.url.trim_end_matches('/'));
+    let check = args.check.then_some(codec);
+    println!("{} players, {}", players.len(), describe(&args.target));
+    let (stats, elapsed) = drive(&args.target, move |http, index| {
+        let players = Arc::clone(&players);
+        let url = url.clone();
+        let check = check.clone();
+        async move {
+            let player = &players[index % players.len()];
+            if player.busy.swap(true, Ordering::AcqRel) {
+                return None; // still in flight (open loop, too few players): skip
+            }
+            let answer = beat(&http, &url, check.as_ref(), player).await;
+            player.busy.store(false, Ordering::Release);
+            Some(answer)
+        }
+    })
+    .await;
+    stats.report("heartbeats", elapsed);
+}
+
+fn describe(target: &Target) -> String {
+    match target.rate {
+        Some(rate) => format!("open loop at {rate}/s for {} s", target.duration),
+        None => format!(
+            "closed loop, {} in flight, for {} s",
+            target.concurrency, target.duration
+        ),
+    }
+}
+
+/// Runs `request(http, index)` closed- or open-loop for the target's duration.
+async fn drive<F, Fut>(target: &Target, request: F) -> (Stats, Duration)
+where
+    F: Fn(reqwest::Client, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Option<(Option<u16>, bool)>> + Send + 'static,
+{
+    let http = http_client();
+    let duration = Duration::from_secs(target.duration);
+    let started = Instant::now();
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    match target.rate {
+        None => {
+            let counter = Arc::new(AtomicU64::new(0));
+            let workers: Vec<_> = (0..target.concurrency)
+                .map(|_| {
+                    let (http, request, counter) =
+                        (http.clone(), request.clone(), Arc::clone(&counter));
+                    let stats = Arc::clone(&stats);
+                    tokio::spawn(async move {
+                        let mut local = Stats::new();
+                        while started.elapsed() < duration {
+                            let index = counter.fetch_add(1, Ordering::Relaxed) as usize;
+                            let sent = Instant::now();
+                            if let Some((status, wrong)) = request(http.clone(), index).await {
+                                local.record(sent.elapsed(), status, wrong);
+                            }
+                        }
+                        lock(&stats).merge(&local);
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let _ = worker.await;
+            }
+        }
+        Some(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let mut tasks = Vec::new();
+            let mut index = 0_usize;
+            loop {
+                let scheduled = started + period * u32::try_from(index).unwrap_or(u32::MAX);
+                if scheduled.duration_since(started) >= duration {
+                    break;
+                }
+                tokio::time::sleep_until(scheduled.into()).await;
+                let (http, request, stats) = (http.clone(), request.clone(), Arc::clone(&stats));
+                tasks.push(tokio::spawn(async move {
+                    if let Some((status, wrong)) = request(http, index).await {
+                        // From the scheduled time: a backlog shows as latency.
+                        lock(&stats).record(scheduled.elapsed(), status, wrong);
+                    }
+                }));
+                index += 1;
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let stats = Arc::try_unwrap(stats)
+        .ok()
+        .map(|stats| stats.into_inner().unwrap_or_else(PoisonError::into_inner));
+    (stats.unwrap_or_else(Stats::new), elapsed)
+}
+
+async fn run_status(args: StatusArgs) {
+    let http = http_client();
+    let base = args.target.url.trim_end_matches('/').to_owned();
+    let mut ids = Vec::with_capacity(args.jobs);
+    for _ in 0..args.jobs {
+        let created = match http
+            .post(format!("{base}/create?uuid=loadgen"))
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.ok(),
+            Err(_) => None,
+        };
+        let Some(id) = created else {
+            eprintln!("FAILED: the server at {base} does not answer POST /create");
+            std::process::exit(1);
+        };
+        ids.push(id);
+    }
+    let urls: Arc<Vec<String>> = Arc::new(
+        ids.iter()
+            .map(|id| format!("{base}/status/{id}?uuid=loadgen"))
+            .collect(),
+    );
+    println!("{} jobs, {}", urls.len(), describe(&args.target));
+    let (stats, elapsed) = drive(&args.target, move |http, index| {
+        let urls = Arc::clone(&urls);
+        async move {
+            let response = http.get(&urls[index % urls.len()]).send().await;
+            let Ok(response) = response else {
+                return Some((None, false));
+            };
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            Some((
+                Some(status),
+                status != 200 || !(text == "pending" || text == "completed"),
+            ))
+        }
+    })
+    .await;
+    stats.report("status polls", elapsed);
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+async fn run_jobs(args: JobsArgs) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => println!("file descriptor limit {limit}"),
+        Err(error) => println!("cannot raise the file descriptor limit: {error}"),
+    }
+    let base = args.url.trim_end_matches('/').to_owned();
+    // Past ~28 000 connections one source address runs out of ports: spread over several.
+    let sources = args.connections.div_ceil(25_000).max(1);
+    let clients: Vec<reqwest::Client> = (0..sources)
+        .map(|source| {
+            let address = Ipv4Addr::new(127, 0, 0, u8::try_from(source + 1).unwrap_or(1));
+            reqwest::Client::builder()
+                .local_address(IpAddr::V4(address))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("an HTTP client")
+        })
+        .collect();
+    let rss_before = args.server_pid.and_then(rss_kib);
+    let started = Instant::now();
+    let prefix = format!("lg{}", now_millis());
+    let opened = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.open_parallel.max(1)));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let mut waiters = Vec::with_capacity(args.connections);
+    for index in 0..args.connections {
+        let http = clients[index % clients.len()].clone();
+        let (base, owner) = (base.clone(), format!("{prefix}-{index}"));
+        let (gate, opened, ready, mut go) = (
+            Arc::clone(&gate),
+            Arc::clone(&opened),
+            ready_tx.clone(),
+            go_rx.clone(),
+        );
+        waiters.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.ok()?;
+            let response = http
+                .get(format!("{base}/status?uuid={owner}"))
+                .send()
+                .await
+                .ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            let mut events = response.bytes_stream().eventsource();
+            drop(permit);
+            opened.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(index);
+            while !*go.borrow() {
+                go.changed().await.ok()?;
+            }
+            let created: Value = http
+                .post(format!("{base}/v1/jobs?uuid={owner}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let id = created["id"].as_u64()?;
+            let due: Timestamp = created["complete_at"].as_str()?.parse().ok()?;
+            let (mut mine, mut foreign) = (0_u32, 0_u32);
+            let mut latency = None;
+            // Read until our completion, then a little longer to catch duplicates.
+            while let Ok(Some(Ok(event))) = tokio::time::timeout(
+                if latency.is_some() {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(600)
+                },
+                events.next(),
+            )
+            .await
+            {
+                if event.event == format!("status_{id}") {
+                    mine += 1;
+                    latency.get_or_insert(now_millis() - due.unix_millis());
+                } else if event.event.starts_with("status_") {
+                    foreign += 1;
+                }
+            }
+            Some((latency, mine, foreign))
+        }));
+    }
+    drop(ready_tx);
+    let mut ready = 0;
+    while ready_rx.recv().await.is_some() {
+        ready += 1;
+        if ready == args.connections {
+            break;
+        }
+    }
+    let open_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
+    let rss_open = args.server_pid.and_then(rss_kib);
+    let held = opened.load(Ordering::Relaxed);
+    println!(
+        "{held} SSE connections held (opened in {:.1} s)",
+        open_time.as_secs_f64()
+    );
+    if let (Some(before), Some(open)) = (rss_before, rss_open) {
+        println!(
+            "server RSS {before} KiB before, {open} KiB with the connections open: {:.2} KiB per idle connection",
+            (open.saturating_sub(before)) as f64 / held.max(1) as f64
+        );
+    }
+    let _ = go_tx.send(true);
+    let mut delivery = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
+    let (mut missing, mut duplicates, mut foreign, mut late_negative) = (0, 0, 0, 0);
+    let deadline = Duration::from_secs(args.timeout);
+    for waiter in waiters {
+        match tokio::time::timeout(deadline, waiter).await {
+            Ok(Ok(Some((Some(latency), mine, others)))) => {
+                if latency < 0 {
+                    late_negative += 1;
+                }
+                delivery.saturating_record(u64::try_from(latency.max(1)).unwrap_or(1));
+                duplicates += mine.saturating_sub(1);
+                foreign += others;
+            }
+            _ => missing += 1,
+        }
+    }
+    println!(
+        "delivery from due time, ms: p50 {}  p99 {}  max {}   ({} delivered, {missing} missing, {duplicates} duplicates, {foreign} foreign, {late_negative} before due)",
+        delivery.value_at_quantile(0.5),
+        delivery.value_at_quantile(0.99),
+        delivery.max(),
+        delivery.len()
+    );
+    if let Some(rss) = args.server_pid.and_then(rss_kib) {
+        println!("server RSS at the end {rss} KiB");
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async move {
+        match cli.mode {
+            Mode::Heartbeat(args) => run_heartbeats(args).await,
+            Mode::Status(args) => run_status(args).await,
+            Mode::Jobs(args) => run_jobs(args).await,
+        }
+    });
+}
