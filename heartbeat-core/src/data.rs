@@ -357,9 +357,91 @@ impl HeartbeatData {
     }
 }
 
-impl Serialize for HeartbeatData {
+/// A known field's value, serialized without building a JSON tree first.
+enum Known<'a> {
+    Id(&'a Id),
+    Str(&'a str),
+    Seconds(Seconds),
+    Time(Timestamp),
+    Count(u32),
+}
+
+impl Serialize for Known<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json_object().serialize(serializer)
+        match self {
+            Known::Id(Id::Int(n)) => serializer.serialize_i64(*n),
+            Known::Id(Id::Str(text)) => serializer.serialize_str(text),
+            Known::Str(text) => serializer.serialize_str(text),
+            Known::Seconds(seconds) => seconds.to_json().serialize(serializer),
+            Known::Time(at) => serializer.collect_str(at),
+            Known::Count(n) => serializer.serialize_u32(*n),
+        }
+    }
+}
+
+impl Serialize for HeartbeatData {
+    /// The same JSON as [`to_json_object`](Self::to_json_object) (keys in sorted order,
+    /// known fields over unknown ones of the same name), written directly: sealing a token
+    /// builds no intermediate map.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // In byte order of the keys, as a `serde_json::Map` keeps them.
+        let known: [(&str, Option<Known<'_>>); 12] = [
+            ("asset_id", Some(Known::Id(&self.asset_id))),
+            (
+                "checking_threshold",
+                Some(Known::Count(self.checking_threshold)),
+            ),
+            (
+                "cycle_lower_tolerance",
+                Some(Known::Seconds(self.cycle_lower_tolerance)),
+            ),
+            (
+                "cycle_upper_tolerance",
+                Some(Known::Seconds(self.cycle_upper_tolerance)),
+            ),
+            (
+                "heartbeat_cycle",
+                Some(Known::Seconds(self.heartbeat_cycle)),
+            ),
+            (
+                "reject_strategy",
+                self.reject_strategy.map(|s| Known::Str(s.as_str())),
+            ),
+            ("session_id", self.session_id.as_deref().map(Known::Str)),
+            ("session_limit", Some(Known::Count(self.session_limit))),
+            ("sessions_edge", Some(Known::Count(self.sessions_edge))),
+            ("started_at", self.started_at.map(Known::Time)),
+            ("timestamp", Some(Known::Time(self.timestamp))),
+            ("user_id", Some(Known::Id(&self.user_id))),
+        ];
+        let mut map = serializer.serialize_map(None)?;
+        let mut extra = self.extra.iter().peekable();
+        for (key, value) in &known {
+            while let Some((extra_key, extra_value)) =
+                extra.next_if(|(extra_key, _)| extra_key.as_str() < *key)
+            {
+                map.serialize_entry(extra_key, extra_value)?;
+            }
+            match value {
+                Some(value) => {
+                    // A known field wins over an unknown one of the same name.
+                    extra.next_if(|(extra_key, _)| extra_key.as_str() == *key);
+                    map.serialize_entry(key, value)?;
+                }
+                None => {
+                    if let Some((extra_key, extra_value)) =
+                        extra.next_if(|(extra_key, _)| extra_key.as_str() == *key)
+                    {
+                        map.serialize_entry(extra_key, extra_value)?;
+                    }
+                }
+            }
+        }
+        for (extra_key, extra_value) in extra {
+            map.serialize_entry(extra_key, extra_value)?;
+        }
+        map.end()
     }
 }
 

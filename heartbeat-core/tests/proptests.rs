@@ -70,6 +70,19 @@ proptest! {
     }
 
     #[test]
+    fn direct_serialization_writes_the_same_json_as_the_map(
+        data in heartbeat_data(),
+        shadowed in proptest::sample::select(vec!["user_id", "reject_strategy", "session_id", "started_at", "zzz"]),
+    ) {
+        let mut data = data;
+        // Unknown fields named like known ones (as a hand-built value may have).
+        data.extra.insert(shadowed.to_owned(), serde_json::json!("from extra"));
+        let direct = serde_json::to_string(&data).unwrap();
+        let through_map = serde_json::Value::Object(data.to_json_object()).to_string();
+        prop_assert_eq!(direct, through_map);
+    }
+
+    #[test]
     fn timestamps_round_trip(t in timestamp()) {
         let text = t.to_string();
         prop_assert_eq!(text.len(), 24);
