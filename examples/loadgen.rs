@@ -449,6 +449,10 @@ async fn run_jobs(args: JobsArgs) {
                 .expect("an HTTP client")
         })
         .collect();
+    // Jobs are created over a small pool of kept-alive connections, so that the only
+    // connections counted on the server are the SSE ones.
+    let creator = http_client();
+    let creating = Arc::new(tokio::sync::Semaphore::new(64));
     let rss_before = args.server_pid.and_then(rss_kib);
     let started = Instant::now();
     let prefix = format!("lg{}", now_millis());
@@ -466,6 +470,7 @@ async fn run_jobs(args: JobsArgs) {
             ready_tx.clone(),
             go_rx.clone(),
         );
+        let (creator, creating) = (creator.clone(), Arc::clone(&creating));
         waiters.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.ok()?;
             let response = http
@@ -483,7 +488,8 @@ async fn run_jobs(args: JobsArgs) {
             while !*go.borrow() {
                 go.changed().await.ok()?;
             }
-            let created: Value = http
+            let permit = creating.acquire_owned().await.ok()?;
+            let created: Value = creator
                 .post(format!("{base}/v1/jobs?uuid={owner}"))
                 .send()
                 .await
@@ -491,6 +497,7 @@ async fn run_jobs(args: JobsArgs) {
                 .json()
                 .await
                 .ok()?;
+            drop(permit);
             let id = created["id"].as_u64()?;
             let due: Timestamp = created["complete_at"].as_str()?.parse().ok()?;
             let (mut mine, mut foreign) = (0_u32, 0_u32);

@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::{ConfigError, ServerArgs, Settings, Storage};
 
-/// How often the `JOB_TIME` simulator looks for due jobs.
-pub const SIMULATOR_TICK: Duration = Duration::from_millis(50);
+/// How often the `JOB_TIME` simulator looks for due jobs: a job completes at most this
+/// long after its due time (plus the time to complete the ones due before it).
+pub const SIMULATOR_TICK: Duration = Duration::from_millis(10);
 /// Most jobs the simulator completes per tick.
 const SIMULATOR_BATCH: usize = 1000;
 

@@ -12,8 +12,10 @@ use tokio::sync::broadcast;
 use super::model::Owner;
 use super::store::{BusError, EventStream, JobEvent};
 
-/// Events buffered per owner for a slow subscriber before it lags.
-pub const LIVE_BUFFER: usize = 1024;
+/// Events buffered per owner for a slow subscriber before it lags (and replays from the
+/// bus's history). Small: every owner with a live subscriber has a channel of this size,
+/// and an owner rarely has more than a few events in flight at once.
+pub const LIVE_BUFFER: usize = 16;
 
 /// Drop channels nobody listens to after this many subscriptions.
 const PRUNE_EVERY: u64 = 1024;

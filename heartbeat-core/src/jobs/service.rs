@@ -28,6 +28,9 @@ pub enum JobsError {
     Bus(#[from] BusError),
 }
 
+/// Due jobs completed at once by [`Jobs::complete_due`].
+const COMPLETE_IN_PARALLEL: usize = 32;
+
 /// Settings of [`Jobs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobsConfig {
@@ -183,13 +186,20 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             state: Some(JobState::Completed),
             ..JobUpdate::default()
         };
+        let due = self.store.due(self.clock.now(), limit).await?;
         let mut completed = 0;
-        for job in self.store.due(self.clock.now(), limit).await? {
-            match self.apply(job.id, &done).await {
-                Ok((_, changed)) => completed += usize::from(changed),
-                // Finished by a worker or another instance in the meantime.
-                Err(JobsError::Rule(_)) => {}
-                Err(other) => return Err(other),
+        // A few at a time: with a networked store the round trips overlap.
+        for chunk in due.chunks(COMPLETE_IN_PARALLEL) {
+            let results =
+                futures_util::future::join_all(chunk.iter().map(|job| self.apply(job.id, &done)))
+                    .await;
+            for result in results {
+                match result {
+                    Ok((_, changed)) => completed += usize::from(changed),
+                    // Finished by a worker or another instance in the meantime.
+                    Err(JobsError::Rule(_)) => {}
+                    Err(other) => return Err(other),
+                }
             }
         }
         Ok(completed)
