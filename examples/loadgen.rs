@@ -197,11 +197,11 @@ struct Player {
     busy: AtomicBool,
 }
 
-fn backend_token(codec: &TokenCodec, user: usize) -> String {
+fn backend_token(codec: &TokenCodec, run: &str, user: usize) -> String {
     // Lower tolerance = cycle: never "too early", so back-to-back heartbeats continue
     // one session; a limit of one with one device is never exceeded.
     let data = HeartbeatData::from_json(json!({
-        "user_id": format!("load-{user}"), "asset_id": 1, "heartbeat_cycle": 1,
+        "user_id": format!("{run}-{user}"), "asset_id": 1, "heartbeat_cycle": 1,
         "cycle_lower_tolerance": 1, "cycle_upper_tolerance": 600,
         "timestamp": Timestamp::now().to_string(), "session_limit": 1,
         "checking_threshold": 1, "sessions_edge": 2,
@@ -262,10 +262,13 @@ async fn beat(
 
 async fn run_heartbeats(args: HeartbeatArgs) {
     let codec = TokenCodec::new(&args.key).expect("a shared key");
+    // Users of this run only: sessions of an earlier run against the same server would
+    // (rightly) count against the limit.
+    let run = format!("lg{}", now_millis());
     let players: Arc<Vec<Player>> = Arc::new(
         (0..args.players.max(args.target.concurrency))
             .map(|user| Player {
-                token: Mutex::new((backend_token(&codec, user), None)),
+                token: Mutex::new((backend_token(&codec, &run, user), None)),
                 busy: AtomicBool::new(false),
             })
             .collect(),

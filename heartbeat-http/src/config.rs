@@ -137,6 +137,9 @@ pub struct ServerArgs {
     /// Milliseconds a Redis command may take before the request gets a 503.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
+    /// Connections to Redis (commands are pipelined on each).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 1)]
+    pub redis_pool_size: usize,
     /// Also keep the Node.js server's `user_progress` hash up to date.
     #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_node_progress: bool,
@@ -292,6 +295,9 @@ impl ServerArgs {
                 "SSE_KEEPALIVE_SECS",
                 "must be between 1 and 3600",
             ));
+        }
+        if self.redis_pool_size == 0 || self.redis_pool_size > 64 {
+            return Err(ConfigError::new("REDIS_POOL_SIZE", "must be between 1 and 64"));
         }
         if self.redis_timeout_ms == 0 {
             return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be above 0"));

@@ -251,6 +251,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 config.namespace = args.redis_namespace.clone();
                 config.command_timeout = Duration::from_millis(args.redis_timeout_ms);
                 config.node_progress = args.redis_node_progress;
+                config.pool_size = args.redis_pool_size;
                 let store = RedisStore::connect(config)
                     .await
                     .map_err(|error| match error {

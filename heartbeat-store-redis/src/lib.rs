@@ -32,17 +32,21 @@
 //! | `hb_jobs:last_id`, `hb_jobs:owner:<owner>`, `hb_jobs:due` | counter, sorted sets | job ids, jobs by owner, jobs the simulator completes | job retention |
 //! | `{hb_events}:last_id`, `{hb_events}:owner:<owner>` | counter, sorted set | event ids, each owner's newest events | job retention |
 //!
-//! Every script touches one key, or keys sharing the `{hb_events}` hash tag, so the store
-//! works on Redis Cluster.
+//! On a single Redis server a heartbeat costs two round trips: `HGETALL` of the session
+//! hash, then one script that compares it and, if unchanged, writes the sessions, progress
+//! and history together. On Redis Cluster (`redis-cluster://`) every script touches one
+//! key (or keys sharing the `{hb_events}` hash tag), and progress and history are written
+//! by their own scripts right after the commit.
 //!
 //! # Atomicity
 //!
 //! A session commit is one Lua script on the user's hash: it compares the hash with what
 //! was loaded (field by field, so writes of a Node server count too) and applies the change
 //! only if nothing moved; the core retries a bounded number of times. No lock is held
-//! across a round trip. Progress and history are written right after an applied commit;
-//! if Redis fails in between, the heartbeat is answered 503 and the history of a session
-//! that ended in that commit may miss its entry.
+//! across a round trip. On a single server progress and history are written by the same
+//! script; on a cluster right after an applied commit, so if Redis fails in between, the
+//! heartbeat is answered 503 and the history of a session that ended in that commit may
+//! miss its entry.
 //!
 //! # Failures
 //!
@@ -86,7 +90,8 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How long connecting may take (default 2 s).
     pub connect_timeout: Duration,
-    /// Connections in the pool (default 4).
+    /// Connections in the pool (default 1: commands are pipelined on a connection, and one
+    /// connection measured fastest against a local Redis; see the README).
     pub pool_size: usize,
     /// Events kept per owner for replay (default [`DEFAULT_EVENT_HISTORY`]).
     pub event_history: usize,
@@ -94,6 +99,9 @@ pub struct RedisConfig {
     pub job_retention: Duration,
     /// Also write progress to the Node server's `user_progress` hash (default off).
     pub node_progress: bool,
+    /// Touch one key per script, as Redis Cluster requires (and some proxies): the commit
+    /// then takes one more round trip. Always on for `redis-cluster://` URLs (default off).
+    pub one_script_per_key: bool,
 }
 
 impl RedisConfig {
@@ -110,10 +118,11 @@ impl RedisConfig {
             namespace: String::new(),
             command_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
-            pool_size: 4,
+            pool_size: 1,
             event_history: DEFAULT_EVENT_HISTORY,
             job_retention: Duration::from_secs(7 * 86_400),
             node_progress: false,
+            one_script_per_key: false,
         }
     }
 }
@@ -150,6 +159,7 @@ struct Inner {
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
+    single_script: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -216,6 +226,9 @@ impl RedisStore {
             })?;
         let redis_config =
             Config::from_url(&config.url).map_err(|error| invalid(error.to_string()))?;
+        // One server: a commit is one script over all of a user's keys. A cluster keeps
+        // them in different slots: one script per key.
+        let single_script = !(config.one_script_per_key || redis_config.server.is_clustered());
         let mut builder = Builder::from_config(redis_config);
         builder
             .with_connection_config(|connection| {
@@ -262,6 +275,7 @@ impl RedisStore {
                 event_history: config.event_history.max(1),
                 job_retention_millis,
                 node_progress: config.node_progress,
+                single_script,
                 tasks,
             }),
         })

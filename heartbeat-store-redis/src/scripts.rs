@@ -3,11 +3,14 @@
 use fred::clients::Client;
 use fred::types::scripts::Script;
 
-/// Compare-and-set of a user's session hash.
+/// Compare-and-set of a user's session hash (the start of both commit scripts).
 ///
 /// `ARGV`: n, n × (field, value) as loaded, r, r × field to delete, u, u × (field, value)
-/// to set, keep milliseconds. Returns 1 when applied, 0 when the hash changed.
-const COMMIT_SESSIONS: &str = r"
+/// to set, keep milliseconds. Returns 0 when the hash changed; otherwise falls through with
+/// `i` at the next argument.
+macro_rules! compare_and_apply_sessions {
+    () => {
+        r"
 local hash = KEYS[1]
 local n = tonumber(ARGV[1])
 if redis.call('HLEN', hash) ~= n then return 0 end
@@ -25,8 +28,45 @@ for _ = 1, upserts do
   redis.call('HSET', hash, ARGV[i], ARGV[i + 1]); i = i + 2
 end
 if redis.call('EXISTS', hash) == 1 then redis.call('PEXPIRE', hash, ARGV[i]) end
+i = i + 1
+"
+    };
+}
+
+/// The session hash only (Redis Cluster: progress and history keys live in other slots
+/// and are written by their own scripts after an applied commit). 1 applied, 0 changed.
+const COMMIT_SESSIONS: &str = concat!(compare_and_apply_sessions!(), "return 1\n");
+
+/// The whole commit in one round trip (a single Redis server): the session hash
+/// (`KEYS[1]`), then, only if it applied, progress (`KEYS[2]`), history (`KEYS[3]`) and the
+/// Node server's progress hash (`KEYS[4]`). After the session arguments, `ARGV` has:
+/// retention ms, p, p × (asset, progress JSON), q, q × (field, value) for Node's hash,
+/// e, history cap, e × entry (oldest first). 1 applied, 0 changed.
+const COMMIT_ALL: &str = concat!(
+    compare_and_apply_sessions!(),
+    r"
+local retention = ARGV[i]; i = i + 1
+local progress = tonumber(ARGV[i]); i = i + 1
+for _ = 1, progress do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2
+  redis.call('PEXPIRE', KEYS[2], retention)
+end
+local node = tonumber(ARGV[i]); i = i + 1
+for _ = 1, node do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
+  redis.call('PEXPIRE', KEYS[4], retention)
+end
+local ended = tonumber(ARGV[i]); local cap = tonumber(ARGV[i + 1]); i = i + 2
+if ended > 0 then
+  for _ = 1, ended do
+    redis.call('LPUSH', KEYS[3], ARGV[i]); i = i + 1
+  end
+  redis.call('LTRIM', KEYS[3], 0, cap - 1)
+  redis.call('PEXPIRE', KEYS[3], retention)
+end
 return 1
-";
+"
+);
 
 /// Sets hash fields and the key's TTL. `ARGV`: ttl ms, then (field, value) pairs.
 const HASH_SET: &str = r"
@@ -81,6 +121,7 @@ return id
 
 pub(crate) struct Scripts {
     pub(crate) commit_sessions: Script,
+    pub(crate) commit_all: Script,
     pub(crate) hash_set: Script,
     pub(crate) list_push: Script,
     pub(crate) next_id: Script,
@@ -93,6 +134,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             commit_sessions: Script::from_lua(COMMIT_SESSIONS),
+            commit_all: Script::from_lua(COMMIT_ALL),
             hash_set: Script::from_lua(HASH_SET),
             list_push: Script::from_lua(LIST_PUSH),
             next_id: Script::from_lua(NEXT_ID),
@@ -102,9 +144,10 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 8] {
         [
             &self.commit_sessions,
+            &self.commit_all,
             &self.hash_set,
             &self.list_push,
             &self.next_id,

@@ -23,6 +23,38 @@ fn retention_millis(limits: &Retention) -> String {
 }
 
 impl RedisStore {
+    /// The arguments `COMMIT_ALL` reads after the session part.
+    fn push_progress_and_history(
+        &self,
+        user: &Id,
+        write: &SessionWrite,
+        limits: &Retention,
+        args: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        args.push(retention_millis(limits));
+        match &write.progress {
+            Some((asset, progress)) => {
+                args.extend(["1".to_owned(), asset.to_string(), encode(progress)?]);
+                if self.inner.node_progress {
+                    args.extend([
+                        "1".to_owned(),
+                        format!("{user}:{asset}"),
+                        progress.progress.to_string(),
+                    ]);
+                } else {
+                    args.push("0".to_owned());
+                }
+            }
+            None => args.extend(["0".to_owned(), "0".to_owned()]),
+        }
+        args.push(write.ended.len().to_string());
+        args.push(limits.history_cap.max(1).to_string());
+        for ended in &write.ended {
+            args.push(encode(ended)?);
+        }
+        Ok(())
+    }
+
     async fn write_progress_and_history(
         &self,
         user: &Id,
@@ -123,11 +155,33 @@ impl SessionStore for RedisStore {
             None => args.push("0".to_owned()),
         }
         args.push(write.keep_millis.max(1).to_string());
+        let keys = &self.inner.keys;
+        if self.inner.single_script {
+            self.push_progress_and_history(user, write, limits, &mut args)?;
+            let applied: i64 = self
+                .eval(
+                    "session commit",
+                    &self.inner.scripts.commit_all,
+                    vec![
+                        keys.sessions(user),
+                        keys.progress(user),
+                        keys.history(user),
+                        keys.node_progress(),
+                    ],
+                    args,
+                )
+                .await?;
+            return Ok(if applied == 1 {
+                Commit::Applied
+            } else {
+                Commit::Conflict
+            });
+        }
         let applied: i64 = self
             .eval(
                 "session commit",
                 &self.inner.scripts.commit_sessions,
-                vec![self.inner.keys.sessions(user)],
+                vec![keys.sessions(user)],
                 args,
             )
             .await?;

@@ -8,12 +8,14 @@ use heartbeat_store_redis::{RedisConfig, RedisStore};
 
 struct RedisFixture {
     server: RedisServer,
+    one_script_per_key: bool,
 }
 
 impl RedisFixture {
     async fn client(&self) -> RedisStore {
         let mut config = RedisConfig::new(self.server.url());
         config.namespace = "conformance:".into();
+        config.one_script_per_key = self.one_script_per_key;
         RedisStore::connect(config)
             .await
             .expect("connects to the test redis-server")
@@ -39,7 +41,22 @@ impl Fixture for RedisFixture {
 async fn fresh() -> RedisFixture {
     RedisFixture {
         server: RedisServer::start(),
+        one_script_per_key: false,
     }
 }
 
 heartbeat_core::conformance_tests!(fresh);
+
+/// The same suite with one key per script, as on Redis Cluster.
+mod one_script_per_key {
+    use super::*;
+
+    async fn fresh() -> RedisFixture {
+        RedisFixture {
+            server: RedisServer::start(),
+            one_script_per_key: true,
+        }
+    }
+
+    heartbeat_core::conformance_tests!(fresh);
+}

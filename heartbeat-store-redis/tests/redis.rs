@@ -22,7 +22,12 @@ use serde_json::{Value, json};
 const NS: &str = "hbtest:";
 
 async fn store(server: &RedisServer) -> RedisStore {
+    store_with(server, false).await
+}
+
+async fn store_with(server: &RedisServer, one_script_per_key: bool) -> RedisStore {
     let mut config = RedisConfig::new(server.url());
+    config.one_script_per_key = one_script_per_key;
     config.namespace = NS.into();
     config.command_timeout = Duration::from_millis(300);
     config.connect_timeout = Duration::from_millis(500);
@@ -118,8 +123,17 @@ async fn keys_with_ttls(redis: &fred::clients::Client) -> Vec<(String, i64)> {
 
 #[tokio::test]
 async fn every_key_written_has_a_ttl() {
+    keys_written_have_ttls(false).await;
+}
+
+#[tokio::test]
+async fn every_key_written_has_a_ttl_with_one_script_per_key() {
+    keys_written_have_ttls(true).await;
+}
+
+async fn keys_written_have_ttls(one_script_per_key: bool) {
     let server = RedisServer::start();
-    let store = store(&server).await;
+    let store = store_with(&server, one_script_per_key).await;
     let clock = ManualClock::new(at("2026-01-01T00:00:00.000Z"));
     let codec = TokenCodec::new("ttl key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
