@@ -77,3 +77,103 @@ fn jobs_integration_completes_every_job_across_the_switch() {
         "{out}"
     );
 }
+
+/// Runs the load generator briefly against a server in this process and checks that it
+/// reports clean runs in all three modes.
+#[test]
+fn loadgen_reports_clean_runs_in_every_mode() {
+    use heartbeat_core::TokenCodec;
+    use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+    use heartbeat_http::{Settings, server};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let settings = Settings {
+        job_time: Some(std::time::Duration::from_millis(500)),
+        ..Settings::default()
+    };
+    let app = server::app(
+        TokenCodec::new("loadgen test key").unwrap(),
+        MemorySessionStore::new(),
+        MemoryJobStore::new(),
+        MemoryEventBus::new(),
+        settings,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server::serve(app, listener, async move {
+        let _ = stopped.await;
+    }));
+    let runs: [&[&str]; 4] = [
+        &[
+            "heartbeat",
+            "--key",
+            "loadgen test key",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--players",
+            "50",
+        ],
+        &[
+            "heartbeat",
+            "--key",
+            "loadgen test key",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--players",
+            "50",
+        ],
+        &[
+            "status",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--jobs",
+            "10",
+        ],
+        &["jobs", "--connections", "20", "--timeout", "30"],
+    ];
+    for args in runs {
+        let output = Command::new(env!("CARGO"))
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "heartbeat-examples",
+                "--example",
+                "loadgen",
+                "--",
+            ])
+            .args(args)
+            .args(["--url", &url])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "loadgen {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if args[0] == "jobs" {
+            assert!(stdout.contains("20 SSE connections held"), "{stdout}");
+            assert!(
+                stdout.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
+                "{stdout}"
+            );
+        } else {
+            assert!(
+                stdout.contains("connection errors 0, wrong answers 0"),
+                "{stdout}"
+            );
+        }
+    }
+    let _ = stop.send(());
+    runtime.block_on(serving).unwrap().unwrap();
+}

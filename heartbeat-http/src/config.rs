@@ -297,7 +297,10 @@ impl ServerArgs {
             ));
         }
         if self.redis_pool_size == 0 || self.redis_pool_size > 64 {
-            return Err(ConfigError::new("REDIS_POOL_SIZE", "must be between 1 and 64"));
+            return Err(ConfigError::new(
+                "REDIS_POOL_SIZE",
+                "must be between 1 and 64",
+            ));
         }
         if self.redis_timeout_ms == 0 {
             return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be above 0"));
