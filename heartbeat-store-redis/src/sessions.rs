@@ -22,91 +22,95 @@ fn retention_millis(limits: &Retention) -> String {
         .to_string()
 }
 
+/// What an applied commit writes besides the session hash, encoded once for either way
+/// of writing it (inside the commit script, or by scripts of their own on a cluster).
+struct Extras {
+    /// Retention of progress and history, in milliseconds.
+    ttl: String,
+    /// Asset field and progress JSON for the user's progress hash.
+    progress: Option<[String; 2]>,
+    /// `<user>:<asset>` and the position, for the Node server's `user_progress` hash.
+    node_progress: Option<[String; 2]>,
+    /// History entries (oldest first) and the cap.
+    history: Vec<String>,
+    cap: String,
+}
+
 impl RedisStore {
-    /// The arguments `COMMIT_ALL` reads after the session part.
-    fn push_progress_and_history(
+    fn extras(
         &self,
         user: &Id,
         write: &SessionWrite,
         limits: &Retention,
-        args: &mut Vec<String>,
-    ) -> Result<(), StoreError> {
-        args.push(retention_millis(limits));
-        match &write.progress {
-            Some((asset, progress)) => {
-                args.extend(["1".to_owned(), asset.to_string(), encode(progress)?]);
-                if self.inner.node_progress {
-                    args.extend([
-                        "1".to_owned(),
-                        format!("{user}:{asset}"),
-                        progress.progress.to_string(),
-                    ]);
-                } else {
-                    args.push("0".to_owned());
+    ) -> Result<Extras, StoreError> {
+        let progress = match &write.progress {
+            Some((asset, progress)) => Some((asset, progress, encode(progress)?)),
+            None => None,
+        };
+        Ok(Extras {
+            ttl: retention_millis(limits),
+            node_progress: progress.as_ref().filter(|_| self.inner.node_progress).map(
+                |(asset, progress, _)| [format!("{user}:{asset}"), progress.progress.to_string()],
+            ),
+            progress: progress.map(|(asset, _, json)| [asset.to_string(), json]),
+            history: write.ended.iter().map(encode).collect::<Result<_, _>>()?,
+            cap: limits.history_cap.max(1).to_string(),
+        })
+    }
+}
+
+impl Extras {
+    /// The arguments `COMMIT_ALL` reads after the session part.
+    fn push_args(self, args: &mut Vec<String>) {
+        args.push(self.ttl);
+        for pair in [self.progress, self.node_progress] {
+            match pair {
+                Some(pair) => {
+                    args.push("1".to_owned());
+                    args.extend(pair);
                 }
+                None => args.push("0".to_owned()),
             }
-            None => args.extend(["0".to_owned(), "0".to_owned()]),
         }
-        args.push(write.ended.len().to_string());
-        args.push(limits.history_cap.max(1).to_string());
-        for ended in &write.ended {
-            args.push(encode(ended)?);
-        }
-        Ok(())
+        args.push(self.history.len().to_string());
+        args.push(self.cap);
+        args.extend(self.history);
     }
 
-    async fn write_progress_and_history(
-        &self,
-        user: &Id,
-        write: &SessionWrite,
-        limits: &Retention,
-    ) -> Result<(), StoreError> {
-        let ttl = retention_millis(limits);
-        let scripts = &self.inner.scripts;
-        let keys = &self.inner.keys;
+    /// Writes them with one script per key (Redis Cluster).
+    async fn write(self, store: &RedisStore, user: &Id) -> Result<(), StoreError> {
+        let (scripts, keys) = (&store.inner.scripts, &store.inner.keys);
+        let hashes = [
+            (keys.progress(user), self.progress),
+            (keys.node_progress(), self.node_progress),
+        ];
         let progress = async {
-            let Some((asset, progress)) = &write.progress else {
-                return Ok(());
-            };
-            let args = vec![ttl.clone(), asset.to_string(), encode(progress)?];
-            self.eval::<()>(
-                "progress write",
-                &scripts.hash_set,
-                vec![keys.progress(user)],
-                args,
-            )
-            .await?;
-            if self.inner.node_progress {
-                let args = vec![
-                    ttl.clone(),
-                    format!("{user}:{asset}"),
-                    progress.progress.to_string(),
-                ];
-                self.eval::<()>(
-                    "progress write",
-                    &scripts.hash_set,
-                    vec![keys.node_progress()],
-                    args,
-                )
-                .await?;
+            for (key, pair) in hashes {
+                if let Some(pair) = pair {
+                    let args = std::iter::once(self.ttl.clone()).chain(pair).collect();
+                    store
+                        .eval::<()>("progress write", &scripts.hash_set, vec![key], args)
+                        .await?;
+                }
             }
             Ok(())
         };
         let history = async {
-            if write.ended.is_empty() {
+            if self.history.is_empty() {
                 return Ok(());
             }
-            let mut args = vec![ttl.clone(), limits.history_cap.max(1).to_string()];
-            for ended in &write.ended {
-                args.push(encode(ended)?);
-            }
-            self.eval::<()>(
-                "history write",
-                &scripts.list_push,
-                vec![keys.history(user)],
-                args,
-            )
-            .await
+            let args = [self.ttl.clone(), self.cap.clone()]
+                .into_iter()
+                .chain(self.history.iter().cloned())
+                .collect();
+            store
+                .eval::<()>(
+                    "history write",
+                    &scripts.list_push,
+                    vec![keys.history(user)],
+                    args,
+                )
+                .await
         };
         let (progress, history) = tokio::join!(progress, history);
         progress.and(history)
@@ -157,7 +161,7 @@ impl SessionStore for RedisStore {
         args.push(write.keep_millis.max(1).to_string());
         let keys = &self.inner.keys;
         if self.inner.single_script {
-            self.push_progress_and_history(user, write, limits, &mut args)?;
+            self.extras(user, write, limits)?.push_args(&mut args);
             let applied: i64 = self
                 .eval(
                     "session commit",
@@ -188,7 +192,7 @@ impl SessionStore for RedisStore {
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        self.write_progress_and_history(user, write, limits).await?;
+        self.extras(user, write, limits)?.write(self, user).await?;
         Ok(Commit::Applied)
     }
 
