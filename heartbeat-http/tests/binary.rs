@@ -66,6 +66,7 @@ fn help_documents_every_setting() {
         "REDIS_TIMEOUT_MS",
         "SLED_SYNC_WRITES",
         "REDIS_NODE_PROGRESS",
+        "REDIS_POOL_SIZE",
     ] {
         assert!(
             help.contains(&format!("[env: {setting}")),
@@ -103,6 +104,10 @@ fn bad_configuration_exits_2_naming_the_setting_before_binding() {
         (
             &[("SHARED_KEY", "k"), ("FAIL_OPEN", "perhaps")],
             "FAIL_OPEN",
+        ),
+        (
+            &[("SHARED_KEY", "k"), ("REDIS_POOL_SIZE", "0")],
+            "REDIS_POOL_SIZE",
         ),
         (
             &[
