@@ -108,7 +108,7 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
         other => {
             tracing::error!(error = %other, "cannot answer a heartbeat");
             (
-                Decision::StoreUnavailable,
+                Decision::Failed,
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "The token could not be sealed.",

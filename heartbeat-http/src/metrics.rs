@@ -46,6 +46,8 @@ pub enum Decision {
     StoreUnavailable,
     /// `/heartbeat/stop` answered 200.
     Stopped,
+    /// 500: the answer could not be made (a token that cannot be sealed).
+    Failed,
 }
 
 impl Decision {
@@ -57,6 +59,7 @@ impl Decision {
             Decision::BadRequest => "bad_request",
             Decision::StoreUnavailable => "store_unavailable",
             Decision::Stopped => "stopped",
+            Decision::Failed => "failed",
         }
     }
 }
