@@ -39,7 +39,8 @@
 //! A user's sessions are kept until their longest possible life has passed; progress and
 //! history until [`Retention::retention_secs`](heartbeat_core::store::Retention) after their
 //! last write. Expired entries read as absent and are removed by a sweep every 4096 commits
-//! (or [`SledStore::sweep`]). Jobs are kept; each owner keeps the newest
+//! that looks at the next 8192 keys (so its cost does not grow with the database), or all
+//! at once by [`SledStore::sweep`]. Jobs are kept; each owner keeps the newest
 //! [`SledConfig::event_history`] events for replay, across restarts.
 #![deny(missing_docs)]
 
@@ -98,6 +99,8 @@ impl SledConfig {
 
 /// Commits between sweeps of expired entries.
 const SWEEP_EVERY: u64 = 4096;
+/// Keys one periodic sweep looks at (it goes on from there the next time).
+const SWEEP_BUDGET: usize = 8192;
 /// Independent locks that keys are spread over.
 const STRIPES: usize = 256;
 
@@ -114,6 +117,8 @@ struct Inner {
     flushes: GroupCommit,
     live: Fanout,
     commits: AtomicU64,
+    /// Where the periodic sweep goes on from.
+    sweep_cursor: Mutex<Vec<u8>>,
     /// Held for the life of the store: refuses a second process.
     _lock: std::fs::File,
 }
@@ -154,6 +159,7 @@ impl SledStore {
                 flushes: GroupCommit::default(),
                 live: Fanout::new(),
                 commits: AtomicU64::new(0),
+                sweep_cursor: Mutex::new(Vec::new()),
                 _lock: opened.lock,
             }),
         })
@@ -194,7 +200,7 @@ impl SledStore {
             let store = self.clone();
             tokio::task::spawn_blocking(move || {
                 // A failed sweep is retried at the next round; reads ignore expired data.
-                let _ = store.sweep();
+                let _ = sessions::sweep_some(&store, SWEEP_BUDGET);
             });
         }
     }

@@ -114,7 +114,33 @@ impl SledStore {
     }
 }
 
-/// Removes expired entries; a value rewritten meanwhile is left alone.
+/// Removes `key` if `value` has expired; a value rewritten meanwhile is left alone.
+fn remove_if_expired(
+    tree: &sled::Tree,
+    key: &[u8],
+    value: &[u8],
+    now: i64,
+) -> Result<bool, StoreError> {
+    let expired =
+        serde_json::from_slice::<ExpiresAt>(value).is_ok_and(|kept| kept.expires_at <= now);
+    Ok(expired
+        && tree
+            .compare_and_swap(key, Some(value), None::<&[u8]>)
+            .map_err(sled_error)?
+            .is_ok())
+}
+
+fn expires(key: &[u8]) -> bool {
+    [
+        keys::SESSIONS_PREFIX,
+        keys::PROGRESS_PREFIX,
+        keys::HISTORY_PREFIX,
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
+}
+
+/// Removes every expired entry.
 pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
     let now = now_millis();
     let tree = &store.inner.tree;
@@ -126,18 +152,35 @@ pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
     ] {
         for entry in tree.scan_prefix(prefix) {
             let (key, value) = entry.map_err(sled_error)?;
-            let expired = serde_json::from_slice::<ExpiresAt>(&value)
-                .is_ok_and(|kept| kept.expires_at <= now);
-            if expired
-                && tree
-                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)
-                    .map_err(sled_error)?
-                    .is_ok()
-            {
-                removed += 1;
-            }
+            removed += usize::from(remove_if_expired(tree, &key, &value, now)?);
         }
     }
+    Ok(removed)
+}
+
+/// Looks at the next `budget` keys after the last round's, removing the expired ones, and
+/// wraps around at the end: the periodic sweep's cost does not grow with the database.
+pub(crate) fn sweep_some(store: &SledStore, budget: usize) -> Result<usize, StoreError> {
+    let now = now_millis();
+    let tree = &store.inner.tree;
+    let mut cursor = store
+        .inner
+        .sweep_cursor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut removed = 0;
+    let mut next = Vec::new();
+    for (seen, entry) in tree.range(cursor.as_slice()..).enumerate() {
+        let (key, value) = entry.map_err(sled_error)?;
+        if seen == budget {
+            next = key.to_vec();
+            break;
+        }
+        if expires(&key) {
+            removed += usize::from(remove_if_expired(tree, &key, &value, now)?);
+        }
+    }
+    *cursor = next;
     Ok(removed)
 }
 
@@ -200,5 +243,53 @@ impl SessionStore for SledStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await.map_err(sled_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::SledConfig;
+
+    fn put(store: &SledStore, key: Vec<u8>, expires_at: i64) {
+        let value = encode(&Kept {
+            expires_at,
+            value: 1,
+        })
+        .unwrap();
+        store.inner.tree.insert(key, value).unwrap();
+    }
+
+    #[test]
+    fn sweeps_remove_only_expired_entries_a_slice_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        let now = now_millis();
+        for user in 0..10 {
+            let user = Id::Int(user);
+            put(&store, keys::sessions(&user), now - 1);
+            put(&store, keys::progress(&user, &Id::Int(1)), now - 1);
+            put(&store, keys::history(&user), now + 60_000);
+        }
+        let total = store.inner.tree.len();
+        // Each round looks at 4 keys; enough rounds go all the way round.
+        let mut removed = 0;
+        for _ in 0..(total / 4 + 2) {
+            removed += sweep_some(&store, 4).unwrap();
+        }
+        assert_eq!(
+            removed, 20,
+            "10 session sets and 10 progress entries expired"
+        );
+        assert_eq!(store.inner.tree.len(), total - 20);
+        assert!(store.inner.tree.get(keys::META_FORMAT).unwrap().is_some());
+        put(&store, keys::sessions(&Id::Int(99)), now - 1);
+        assert_eq!(
+            store.sweep().unwrap(),
+            1,
+            "the full sweep finds the rest at once"
+        );
     }
 }
