@@ -63,6 +63,19 @@ struct Target {
     /// Requests per second (open loop; latency counted from the scheduled send time).
     #[arg(long)]
     rate: Option<u64>,
+    /// The server's process id: report its CPU time per request (from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// A process's CPU time (user + system) so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports clock ticks of 1/100 s on every Linux build we run on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 #[derive(Args)]
@@ -114,6 +127,8 @@ struct Stats {
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     wrong: u64,
+    /// CPU time the server used during the run, when its pid was given.
+    server_cpu: Option<Duration>,
 }
 
 impl Stats {
@@ -123,6 +138,7 @@ impl Stats {
             statuses: BTreeMap::new(),
             errors: 0,
             wrong: 0,
+            server_cpu: None,
         }
     }
 
@@ -168,6 +184,14 @@ impl Stats {
             ms(0.999),
             self.latency.max() as f64 / 1000.0
         );
+        if let Some(used) = self.server_cpu {
+            println!(
+                "  server CPU {:.2} s = {:.1} µs per request ({:.0} % of one core)",
+                used.as_secs_f64(),
+                used.as_secs_f64() * 1e6 / total.max(1) as f64,
+                100.0 * used.as_secs_f64() / elapsed.as_secs_f64()
+            );
+        }
         if self.errors > 0 || self.wrong > 0 {
             eprintln!(
                 "FAILED: {} connection errors, {} wrong answers",
@@ -316,6 +340,7 @@ where
 {
     let http = http_client();
     let duration = Duration::from_secs(target.duration);
+    let cpu_before = target.server_pid.and_then(cpu_time);
     let started = Instant::now();
     let stats = Arc::new(Mutex::new(Stats::new()));
     match target.rate {
@@ -368,10 +393,14 @@ where
         }
     }
     let elapsed = started.elapsed();
-    let stats = Arc::try_unwrap(stats)
+    let mut stats = Arc::try_unwrap(stats)
         .ok()
-        .map(|stats| stats.into_inner().unwrap_or_else(PoisonError::into_inner));
-    (stats.unwrap_or_else(Stats::new), elapsed)
+        .map(|stats| stats.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .unwrap_or_else(Stats::new);
+    if let (Some(before), Some(after)) = (cpu_before, target.server_pid.and_then(cpu_time)) {
+        stats.server_cpu = Some(after.saturating_sub(before));
+    }
+    (stats, elapsed)
 }
 
 async fn run_status(args: StatusArgs) {
