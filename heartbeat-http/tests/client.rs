@@ -39,6 +39,19 @@ async fn open_streams(server: &TestServer) -> i64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
+/// Waits (bounded) until the server counts `expected` open SSE streams; returns the count.
+async fn streams_settle_at(server: &TestServer, expected: i64) -> i64 {
+    let mut open = open_streams(server).await;
+    for _ in 0..50 {
+        if open == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = open_streams(server).await;
+    }
+    open
+}
+
 async fn wait_all(client: &JobsClient, ids: &[JobId]) -> Vec<Result<JobStatus, ClientError>> {
     let waits = ids.iter().map(|id| client.wait_for_job(*id));
     tokio::time::timeout(WAIT, futures_util::future::join_all(waits))
@@ -83,9 +96,8 @@ async fn one_stream_carries_all_of_a_clients_jobs() {
         let ids = ids.clone();
         tokio::spawn(async move { wait_all(&client, &ids).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
-        open_streams(&server).await,
+        streams_settle_at(&server, 1).await,
         1,
         "one SSE connection for five jobs"
     );
@@ -143,8 +155,11 @@ async fn switching_backends_mid_wait_loses_nothing() {
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     client.change_backend(Mode::Poll);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(open_streams(&server).await, 0, "polling closed the stream");
+    assert_eq!(
+        streams_settle_at(&server, 0).await,
+        0,
+        "polling closed the stream"
+    );
     let more = client.create_job().await.unwrap();
     client.change_backend(Mode::Sse);
     let results = waits.await.unwrap();
