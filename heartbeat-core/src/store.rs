@@ -111,6 +111,16 @@ pub struct Loaded<V> {
     pub version: V,
 }
 
+impl<V> Loaded<V> {
+    /// Nothing stored for the user, at `version`.
+    pub fn empty(version: V) -> Self {
+        Self {
+            sessions: UserSessions::default(),
+            version,
+        }
+    }
+}
+
 /// Storage for heartbeat sessions, progress and play history.
 ///
 /// # Contract

@@ -197,10 +197,7 @@ impl SessionStore for SledStore {
                 },
                 version: stored.version,
             },
-            None => Loaded {
-                sessions: UserSessions::default(),
-                version: 0,
-            },
+            None => Loaded::empty(0),
         })
     }
 

@@ -87,10 +87,7 @@ impl SessionStore for MemorySessionStore {
                     sessions: sessions.clone(),
                     version: *version,
                 },
-                None => Loaded {
-                    sessions: UserSessions::default(),
-                    version: 0,
-                },
+                None => Loaded::empty(0),
             },
         )
     }
