@@ -4,11 +4,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::jobs::{EventBus, JobStore};
-use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, SessionStore};
+use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, SessionStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -74,132 +75,115 @@ pub fn path_id(what: &str, text: &str) -> Result<Id, ApiError> {
         .map_or_else(|_| Id::Str(text.to_owned()), Id::Int))
 }
 
-fn guard<S, J, B>(app: &App<S, J, B>, headers: &HeaderMap) -> Result<(), Denied>
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-{
-    authorize(app.settings().admin_key.as_deref(), headers)
+/// Proof that the request carries the admin key: an extractor that answers 404 when the
+/// admin API is off and 401 when the key is missing or wrong, before anything else runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl<S: SessionStore, J: JobStore, B: EventBus> FromRequestParts<App<S, J, B>> for Admin {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App<S, J, B>) -> Result<Self, Denied> {
+        authorize(app.settings().admin_key.as_deref(), &parts.headers).map(|()| Admin)
+    }
 }
 
 fn store_failure<S, J, B>(
     app: &App<S, J, B>,
     route: &str,
     error: &heartbeat_core::StoreError,
-) -> Response
+) -> ApiError
 where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
 {
     app.metrics().store_error(route);
-    ApiError::unavailable(error).into_response()
+    ApiError::unavailable(error)
 }
 
 /// `POST /admin/tokens`: the body is the heartbeat data; answers 201 with the token.
 pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(denied) = guard(&app, &headers) {
-        return denied.into_response();
-    }
-    let data = match json_body(&headers, body).and_then(|value| {
-        HeartbeatData::from_json(value)
-            .map_err(|error| ApiError::bad_request(format!("Invalid heartbeat data: {error}.")))
-    }) {
-        Ok(data) => data,
-        Err(error) => return error.into_response(),
-    };
-    match app.heartbeats().issue(&data) {
-        Ok(token) => (
-            StatusCode::CREATED,
-            Json(json!({ "heartbeat_token": token })),
-        )
-            .into_response(),
-        Err(error) => {
-            ApiError::bad_request(format!("The token cannot be sealed: {error}.")).into_response()
-        }
-    }
+) -> Result<Response, ApiError> {
+    let data = HeartbeatData::from_json(json_body(&headers, body)?)
+        .map_err(|error| ApiError::bad_request(format!("Invalid heartbeat data: {error}.")))?;
+    let token = app
+        .heartbeats()
+        .issue(&data)
+        .map_err(|error| ApiError::bad_request(format!("The token cannot be sealed: {error}.")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "heartbeat_token": token })),
+    )
+        .into_response())
 }
 
 /// `GET /admin/users/{user}/sessions`: the user's active sessions (devices), oldest first.
 pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
-    headers: HeaderMap,
     Path(user): Path<String>,
-) -> Response {
-    if let Err(denied) = guard(&app, &headers) {
-        return denied.into_response();
-    }
-    let user = match path_id("user", &user) {
-        Ok(user) => user,
-        Err(error) => return error.into_response(),
-    };
-    match app.heartbeats().active_sessions(&user).await {
-        Ok(sessions) => {
-            let sessions: Vec<Value> = sessions
-                .into_iter()
-                .map(|session| {
-                    let mut record = serde_json::to_value(&session.record).unwrap_or(Value::Null);
-                    if let Value::Object(fields) = &mut record {
-                        fields.insert("session_id".into(), Value::String(session.session_id));
-                    }
-                    record
-                })
-                .collect();
-            Json(json!({ "user_id": user.to_json(), "sessions": sessions })).into_response()
-        }
-        Err(error) => store_failure(&app, "/admin/users/{user}/sessions", &error),
-    }
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user", &user)?;
+    let sessions = app
+        .heartbeats()
+        .active_sessions(&user)
+        .await
+        .map_err(|error| store_failure(&app, "/admin/users/{user}/sessions", &error))?;
+    let sessions: Vec<Value> = sessions
+        .into_iter()
+        .map(|session| {
+            let mut record = serde_json::to_value(&session.record).unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut record {
+                fields.insert("session_id".into(), Value::String(session.session_id));
+            }
+            record
+        })
+        .collect();
+    Ok(Json(
+        json!({ "user_id": user.to_json(), "sessions": sessions }),
+    ))
 }
 
 /// `DELETE /admin/users/{user}/sessions/{session}`: evicts one session.
 pub async fn evict<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
-    headers: HeaderMap,
     Path((user, session)): Path<(String, String)>,
-) -> Response {
-    if let Err(denied) = guard(&app, &headers) {
-        return denied.into_response();
-    }
-    let user =
-        match path_id("user", &user).and_then(|user| path_id("session", &session).map(|_| user)) {
-            Ok(user) => user,
-            Err(error) => return error.into_response(),
-        };
-    match app.heartbeats().evict(&user, &session).await {
-        Ok(true) => Json(json!({ "evicted": session })).into_response(),
-        Ok(false) => {
-            ApiError::not_found("The user has no active session with this id.").into_response()
-        }
-        Err(error) => store_failure(&app, "/admin/users/{user}/sessions/{session}", &error),
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user", &user)?;
+    path_id("session", &session)?;
+    let evicted = app
+        .heartbeats()
+        .evict(&user, &session)
+        .await
+        .map_err(|error| store_failure(&app, "/admin/users/{user}/sessions/{session}", &error))?;
+    if evicted {
+        Ok(Json(json!({ "evicted": session })))
+    } else {
+        Err(ApiError::not_found(
+            "The user has no active session with this id.",
+        ))
     }
 }
 
 /// `GET /admin/users/{user}/progress/{asset}`: where the user stopped in the asset.
 pub async fn progress<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
-    headers: HeaderMap,
     Path((user, asset)): Path<(String, String)>,
-) -> Response {
-    if let Err(denied) = guard(&app, &headers) {
-        return denied.into_response();
-    }
-    let (user, asset) =
-        match path_id("user", &user).and_then(|user| Ok((user, path_id("asset", &asset)?))) {
-            Ok(ids) => ids,
-            Err(error) => return error.into_response(),
-        };
-    match app.heartbeats().progress(&user, &asset).await {
-        Ok(Some(progress)) => Json(progress).into_response(),
-        Ok(None) => {
-            ApiError::not_found("No progress is recorded for this user and asset.").into_response()
-        }
-        Err(error) => store_failure(&app, "/admin/users/{user}/progress/{asset}", &error),
-    }
+) -> Result<Json<ProgressRecord>, ApiError> {
+    let (user, asset) = (path_id("user", &user)?, path_id("asset", &asset)?);
+    app.heartbeats()
+        .progress(&user, &asset)
+        .await
+        .map_err(|error| store_failure(&app, "/admin/users/{user}/progress/{asset}", &error))?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("No progress is recorded for this user and asset."))
 }
 
 /// Query of the history route.
@@ -212,29 +196,22 @@ pub struct HistoryQuery {
 
 /// `GET /admin/users/{user}/history?limit=N`: the user's play history, newest first.
 pub async fn history<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
-    headers: HeaderMap,
     Path(user): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(denied) = guard(&app, &headers) {
-        return denied.into_response();
-    }
-    let user = match path_id("user", &user) {
-        Ok(user) => user,
-        Err(error) => return error.into_response(),
-    };
-    let limit = match query {
-        Ok(Query(query)) => query.limit.unwrap_or(app.settings().retention.history_cap),
-        Err(rejection) => {
-            return ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
-                .into_response();
-        }
-    };
-    match app.heartbeats().history(&user, limit).await {
-        Ok(history) => {
-            Json(json!({ "user_id": user.to_json(), "history": history })).into_response()
-        }
-        Err(error) => store_failure(&app, "/admin/users/{user}/history", &error),
-    }
+) -> Result<Json<Value>, ApiError> {
+    let user = path_id("user", &user)?;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
+    })?;
+    let limit = query.limit.unwrap_or(app.settings().retention.history_cap);
+    let history = app
+        .heartbeats()
+        .history(&user, limit)
+        .await
+        .map_err(|error| store_failure(&app, "/admin/users/{user}/history", &error))?;
+    Ok(Json(
+        json!({ "user_id": user.to_json(), "history": history }),
+    ))
 }

@@ -15,7 +15,7 @@ use heartbeat_core::jobs::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::authorize;
+use crate::admin::Admin;
 use crate::app::App;
 use crate::error::{ApiError, TextError};
 use crate::heartbeat::json_body;
@@ -272,26 +272,19 @@ pub async fn get<S: SessionStore, J: JobStore, B: EventBus>(
 /// `PATCH /v1/jobs/{id}` (admin key): a worker's update — `state`, `progress`, `error`.
 /// States only move forward; a finished job never changes (409).
 pub async fn update<S: SessionStore, J: JobStore, B: EventBus>(
+    _: Admin,
     State(app): State<App<S, J, B>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(denied) = authorize(app.settings().admin_key.as_deref(), &headers) {
-        return denied.into_response();
-    }
-    let result = async {
-        let id = job_id(&id)?;
-        let update: JobUpdate = serde_json::from_value(json_body(&headers, body)?)
-            .map_err(|error| ApiError::bad_request(format!("Invalid job update: {error}.")))?;
-        app.jobs()
-            .update(id, &update)
-            .await
-            .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))
-    }
-    .await;
-    match result {
-        Ok(job) => Json(job).into_response(),
-        Err(error) => error.into_response(),
-    }
+) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    let update: JobUpdate = serde_json::from_value(json_body(&headers, body)?)
+        .map_err(|error| ApiError::bad_request(format!("Invalid job update: {error}.")))?;
+    let job = app
+        .jobs()
+        .update(id, &update)
+        .await
+        .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))?;
+    Ok(Json(job))
 }
