@@ -193,3 +193,28 @@ for_each_store!(
     stop_frees_the_slot_and_goes_to_history,
     admin_issues_tokens_and_evicts,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_decisions_and_streams() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let (status, _) = server
+        .heartbeat(&backend_token(90, 1, "LEAST_RECENT"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server.heartbeat("not a token").await;
+    assert_eq!(status, 406);
+    let _stream = common::Sse::open(&server, "/status?uuid=metrics", None).await;
+    let (status, text) = server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        r#"heartbeat_http_requests_total{route="/heartbeat",method="POST",status="200"} 1"#,
+        r#"heartbeat_http_requests_total{route="/heartbeat",method="POST",status="406"} 1"#,
+        r#"heartbeat_heartbeat_decisions_total{outcome="accepted"} 1"#,
+        r#"heartbeat_heartbeat_decisions_total{outcome="invalid_token"} 1"#,
+        "heartbeat_sse_connections 1",
+        r#"heartbeat_http_request_duration_seconds_count{route="/heartbeat"} 2"#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    server.stop().await;
+}
