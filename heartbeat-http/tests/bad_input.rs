@@ -282,3 +282,26 @@ async fn job_routes_refuse_bad_ids_owners_and_bodies() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_that_never_finishes_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let settings = heartbeat_http::Settings {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..common::settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, settings).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // A body announced at 100 bytes of which only a few ever come.
+    let head = "POST /heartbeat HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"heartbeat";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0_u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers instead of waiting for ever")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    server.stop().await;
+}
