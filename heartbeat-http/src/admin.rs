@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::jobs::{EventBus, JobStore};
-use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, SessionStore};
+use heartbeat_core::{Clock, HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, SessionStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -80,16 +80,18 @@ pub fn path_id(what: &str, text: &str) -> Result<Id, ApiError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl<S: SessionStore, J: JobStore, B: EventBus> FromRequestParts<App<S, J, B>> for Admin {
+impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> FromRequestParts<App<S, J, B, C>>
+    for Admin
+{
     type Rejection = Denied;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App<S, J, B>) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, app: &App<S, J, B, C>) -> Result<Self, Denied> {
         authorize(app.settings().admin_key.as_deref(), &parts.headers).map(|()| Admin)
     }
 }
 
-fn store_failure<S, J, B>(
-    app: &App<S, J, B>,
+fn store_failure<S, J, B, C>(
+    app: &App<S, J, B, C>,
     route: &str,
     error: &heartbeat_core::StoreError,
 ) -> ApiError
@@ -97,15 +99,16 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     app.metrics().store_error(route);
     ApiError::unavailable(error)
 }
 
 /// `POST /admin/tokens`: the body is the heartbeat data; answers 201 with the token.
-pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -123,9 +126,9 @@ pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `GET /admin/users/{user}/sessions`: the user's active sessions (devices), oldest first.
-pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_id("user", &user)?;
@@ -150,9 +153,9 @@ pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `DELETE /admin/users/{user}/sessions/{session}`: evicts one session.
-pub async fn evict<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn evict<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     Path((user, session)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_id("user", &user)?;
@@ -172,9 +175,9 @@ pub async fn evict<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `GET /admin/users/{user}/progress/{asset}`: where the user stopped in the asset.
-pub async fn progress<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn progress<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     Path((user, asset)): Path<(String, String)>,
 ) -> Result<Json<ProgressRecord>, ApiError> {
     let (user, asset) = (path_id("user", &user)?, path_id("asset", &asset)?);
@@ -195,9 +198,9 @@ pub struct HistoryQuery {
 }
 
 /// `GET /admin/users/{user}/history?limit=N`: the user's play history, newest first.
-pub async fn history<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn history<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     Path(user): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

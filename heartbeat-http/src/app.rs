@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use heartbeat_core::jobs::{EventBus, JobStore, Jobs};
-use heartbeat_core::{Heartbeats, SessionStore};
+use heartbeat_core::{Clock, Heartbeats, SessionStore, SystemClock};
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -21,19 +21,19 @@ use crate::{admin, heartbeat, jobs};
 
 /// Everything a request needs: the two services, the settings, the metrics and the
 /// shutdown signal that ends SSE streams. Clones share it.
-pub struct App<S, J, B> {
-    inner: Arc<Inner<S, J, B>>,
+pub struct App<S, J, B, C = SystemClock> {
+    inner: Arc<Inner<S, J, B, C>>,
 }
 
-struct Inner<S, J, B> {
-    heartbeats: Heartbeats<S>,
-    jobs: Jobs<J, B>,
+struct Inner<S, J, B, C> {
+    heartbeats: Heartbeats<S, C>,
+    jobs: Jobs<J, B, C>,
     settings: Settings,
     metrics: Metrics,
     shutdown: CancellationToken,
 }
 
-impl<S, J, B> Clone for App<S, J, B> {
+impl<S, J, B, C> Clone for App<S, J, B, C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -41,9 +41,9 @@ impl<S, J, B> Clone for App<S, J, B> {
     }
 }
 
-impl<S: SessionStore, J: JobStore, B: EventBus> App<S, J, B> {
+impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
     /// An application over `heartbeats` and `jobs` with `settings`.
-    pub fn new(heartbeats: Heartbeats<S>, jobs: Jobs<J, B>, settings: Settings) -> Self {
+    pub fn new(heartbeats: Heartbeats<S, C>, jobs: Jobs<J, B, C>, settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 heartbeats,
@@ -56,12 +56,12 @@ impl<S: SessionStore, J: JobStore, B: EventBus> App<S, J, B> {
     }
 
     /// The heartbeat service.
-    pub fn heartbeats(&self) -> &Heartbeats<S> {
+    pub fn heartbeats(&self) -> &Heartbeats<S, C> {
         &self.inner.heartbeats
     }
 
     /// The jobs service.
-    pub fn jobs(&self) -> &Jobs<J, B> {
+    pub fn jobs(&self) -> &Jobs<J, B, C> {
         &self.inner.jobs
     }
 
@@ -85,46 +85,46 @@ impl<S: SessionStore, J: JobStore, B: EventBus> App<S, J, B> {
         let metrics = self.inner.metrics.clone();
         let request_timeout = self.inner.settings.request_timeout;
         let routes = Router::new()
-            .route("/", post(heartbeat::heartbeat::<S, J, B>))
-            .route("/heartbeat", post(heartbeat::heartbeat::<S, J, B>))
-            .route("/heartbeat/stop", post(heartbeat::stop::<S, J, B>))
-            .route("/admin/tokens", post(admin::issue_token::<S, J, B>))
+            .route("/", post(heartbeat::heartbeat::<S, J, B, C>))
+            .route("/heartbeat", post(heartbeat::heartbeat::<S, J, B, C>))
+            .route("/heartbeat/stop", post(heartbeat::stop::<S, J, B, C>))
+            .route("/admin/tokens", post(admin::issue_token::<S, J, B, C>))
             .route(
                 "/admin/users/{user}/sessions",
-                get(admin::sessions::<S, J, B>),
+                get(admin::sessions::<S, J, B, C>),
             )
             .route(
                 "/admin/users/{user}/sessions/{session}",
-                delete(admin::evict::<S, J, B>),
+                delete(admin::evict::<S, J, B, C>),
             )
             .route(
                 "/admin/users/{user}/progress/{asset}",
-                get(admin::progress::<S, J, B>),
+                get(admin::progress::<S, J, B, C>),
             )
             .route(
                 "/admin/users/{user}/history",
-                get(admin::history::<S, J, B>),
+                get(admin::history::<S, J, B, C>),
             )
-            .route("/create", post(jobs::heygen_create::<S, J, B>))
-            .route("/status/{id}", get(jobs::heygen_status::<S, J, B>))
+            .route("/create", post(jobs::heygen_create::<S, J, B, C>))
+            .route("/status/{id}", get(jobs::heygen_status::<S, J, B, C>))
             .route(
                 "/v1/jobs",
-                post(jobs::create::<S, J, B>).get(jobs::list::<S, J, B>),
+                post(jobs::create::<S, J, B, C>).get(jobs::list::<S, J, B, C>),
             )
             .route(
                 "/v1/jobs/{id}",
-                get(jobs::get::<S, J, B>).patch(jobs::update::<S, J, B>),
+                get(jobs::get::<S, J, B, C>).patch(jobs::update::<S, J, B, C>),
             )
             .route("/healthz", get(healthz))
             .route("/healthcheck", get(healthz))
-            .route("/readyz", get(readyz::<S, J, B>))
+            .route("/readyz", get(readyz::<S, J, B, C>))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 request_timeout,
             ))
             // Streams live as long as the client stays: no request timeout for them.
-            .route("/status", get(jobs::heygen_events::<S, J, B>))
-            .route("/v1/events", get(jobs::events::<S, J, B>))
+            .route("/status", get(jobs::heygen_events::<S, J, B, C>))
+            .route("/v1/events", get(jobs::events::<S, J, B, C>))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .layer(DefaultBodyLimit::max(self.inner.settings.body_limit))
@@ -149,8 +149,8 @@ impl<S: SessionStore, J: JobStore, B: EventBus> App<S, J, B> {
     }
 }
 
-impl<S, J, B> FromRef<App<S, J, B>> for Metrics {
-    fn from_ref(app: &App<S, J, B>) -> Metrics {
+impl<S, J, B, C> FromRef<App<S, J, B, C>> for Metrics {
+    fn from_ref(app: &App<S, J, B, C>) -> Metrics {
         app.inner.metrics.clone()
     }
 }
@@ -159,8 +159,8 @@ async fn healthz() -> &'static str {
     "OK"
 }
 
-async fn readyz<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+async fn readyz<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
 ) -> Result<&'static str, ApiError> {
     app.heartbeats().store().ping().await.map_err(|error| {
         app.metrics().store_error("/readyz");

@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::jobs::{EventBus, JobStore};
-use heartbeat_core::{HeartbeatError, HeartbeatOutcome, SessionStore};
+use heartbeat_core::{Clock, HeartbeatError, HeartbeatOutcome, SessionStore};
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -118,8 +118,8 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
     }
 }
 
-fn counted<S, J, B>(
-    app: &App<S, J, B>,
+fn counted<S, J, B, C>(
+    app: &App<S, J, B, C>,
     route: &str,
     decision: Decision,
     error: ApiError,
@@ -128,6 +128,7 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     app.metrics().decision(decision);
     if decision == Decision::StoreUnavailable {
@@ -137,8 +138,8 @@ where
 }
 
 /// `POST /heartbeat`.
-pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -185,8 +186,8 @@ pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
-pub async fn stop<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn stop<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::SessionStore;
 use heartbeat_core::jobs::{
     EventBus, Job, JobEvent, JobId, JobState, JobStore, JobUpdate, JobsError, Owner,
 };
+use heartbeat_core::{Clock, SessionStore};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -58,11 +58,12 @@ pub fn heygen_state(state: JobState) -> &'static str {
     }
 }
 
-fn text_failure<S, J, B>(app: &App<S, J, B>, route: &str, error: JobsError) -> TextError
+fn text_failure<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: JobsError) -> TextError
 where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     match error {
         JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
@@ -82,11 +83,12 @@ where
     }
 }
 
-fn json_failure<S, J, B>(app: &App<S, J, B>, route: &str, error: JobsError) -> ApiError
+fn json_failure<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: JobsError) -> ApiError
 where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     match error {
         JobsError::NotFound(id) => ApiError::not_found(format!("Job {id} does not exist.")),
@@ -115,8 +117,8 @@ where
 }
 
 /// `POST /create?uuid=<owner>`: 201 with the new job's id as text.
-pub async fn heygen_create<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn heygen_create<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, String), TextError> {
     let (owner, _) =
@@ -132,8 +134,8 @@ pub async fn heygen_create<S: SessionStore, J: JobStore, B: EventBus>(
 /// `GET /status/{id}?uuid=<owner>`: `pending` / `completed` (text); 404 `error` for an
 /// unknown id (also one that is not a job id at all), 401 `unauthorized` for another
 /// owner's job.
-pub async fn heygen_status<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn heygen_status<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     Path(id): Path<String>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<&'static str, TextError> {
@@ -168,8 +170,8 @@ fn job_event(event: &JobEvent) -> Option<Event> {
         .ok()
 }
 
-async fn event_stream<S: SessionStore, J: JobStore, B: EventBus>(
-    app: &App<S, J, B>,
+async fn event_stream<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    app: &App<S, J, B, C>,
     headers: &HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
     to_event: fn(&JobEvent) -> Option<Event>,
@@ -194,8 +196,8 @@ async fn event_stream<S: SessionStore, J: JobStore, B: EventBus>(
 
 /// `GET /status?uuid=<owner>`: SSE, `event: status_<id>` with
 /// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs.
-pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Response {
@@ -205,8 +207,8 @@ pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
-pub async fn events<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Response {
@@ -216,8 +218,8 @@ pub async fn events<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
-pub async fn create<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn create<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
@@ -230,8 +232,8 @@ pub async fn create<S: SessionStore, J: JobStore, B: EventBus>(
 }
 
 /// `GET /v1/jobs?uuid=<owner>&limit=N`: the owner's jobs, newest first.
-pub async fn list<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn list<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
@@ -255,8 +257,8 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 }
 
 /// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's.
-pub async fn get<S: SessionStore, J: JobStore, B: EventBus>(
-    State(app): State<App<S, J, B>>,
+pub async fn get<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+    State(app): State<App<S, J, B, C>>,
     Path(id): Path<String>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<Job>, ApiError> {
@@ -271,9 +273,9 @@ pub async fn get<S: SessionStore, J: JobStore, B: EventBus>(
 
 /// `PATCH /v1/jobs/{id}` (admin key): a worker's update — `state`, `progress`, `error`.
 /// States only move forward; a finished job never changes (409).
-pub async fn update<S: SessionStore, J: JobStore, B: EventBus>(
+pub async fn update<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     _: Admin,
-    State(app): State<App<S, J, B>>,
+    State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use heartbeat_core::jobs::{EventBus, JobStore, Jobs, JobsConfig};
-use heartbeat_core::{HeartbeatConfig, Heartbeats, SessionStore, TokenCodec};
+use heartbeat_core::{Clock, HeartbeatConfig, Heartbeats, SessionStore, SystemClock, TokenCodec};
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -47,7 +47,8 @@ impl StartError {
     }
 }
 
-/// An application over the given stores with the settings' rules applied.
+/// An application over the given stores with the settings' rules applied, on the system
+/// clock.
 pub fn app<S, J, B>(
     codec: TokenCodec,
     sessions: S,
@@ -60,14 +61,37 @@ where
     J: JobStore,
     B: EventBus,
 {
-    let heartbeats = Heartbeats::new(codec, sessions).with_config(HeartbeatConfig {
-        retention: settings.retention,
-        ..HeartbeatConfig::default()
-    });
-    let jobs = Jobs::new(jobs, bus).with_config(JobsConfig {
-        job_time: settings.job_time,
-        ..JobsConfig::default()
-    });
+    app_with_clock(codec, sessions, jobs, bus, settings, SystemClock)
+}
+
+/// As [`app`], reading time from `clock` (tests move a
+/// [`ManualClock`](heartbeat_core::ManualClock) instead of waiting).
+pub fn app_with_clock<S, J, B, C>(
+    codec: TokenCodec,
+    sessions: S,
+    jobs: J,
+    bus: B,
+    settings: Settings,
+    clock: C,
+) -> App<S, J, B, C>
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+    C: Clock + Clone,
+{
+    let heartbeats = Heartbeats::new(codec, sessions)
+        .with_config(HeartbeatConfig {
+            retention: settings.retention,
+            ..HeartbeatConfig::default()
+        })
+        .with_clock(clock.clone());
+    let jobs = Jobs::new(jobs, bus)
+        .with_config(JobsConfig {
+            job_time: settings.job_time,
+            ..JobsConfig::default()
+        })
+        .with_clock(clock);
     App::new(heartbeats, jobs, settings)
 }
 
@@ -77,8 +101,8 @@ where
 /// # Errors
 ///
 /// When accepting connections fails.
-pub async fn serve<S, J, B>(
-    app: App<S, J, B>,
+pub async fn serve<S, J, B, C>(
+    app: App<S, J, B, C>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -86,6 +110,7 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     let router = app.router();
     serve_router(app, router, listener, shutdown).await
@@ -97,8 +122,8 @@ where
 /// # Errors
 ///
 /// When accepting connections fails.
-pub async fn serve_router<S, J, B>(
-    app: App<S, J, B>,
+pub async fn serve_router<S, J, B, C>(
+    app: App<S, J, B, C>,
     router: axum::Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -107,6 +132,7 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     let simulator = app
         .settings()
@@ -133,7 +159,7 @@ where
 
 /// Completes due jobs (`JOB_TIME`), every [`SIMULATOR_TICK`], on every instance at once
 /// safely: each job completes and is announced once.
-async fn run_simulator<S: SessionStore, J: JobStore, B: EventBus>(app: App<S, J, B>) {
+async fn run_simulator<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(app: App<S, J, B, C>) {
     let mut tick = tokio::time::interval(SIMULATOR_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -177,11 +203,12 @@ async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
         })
 }
 
-async fn run_app<S, J, B>(app: App<S, J, B>, listener: TcpListener) -> Result<(), StartError>
+async fn run_app<S, J, B, C>(app: App<S, J, B, C>, listener: TcpListener) -> Result<(), StartError>
 where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     let address = app.settings().address;
     tracing::info!(%address, "listening");

@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
-use heartbeat_core::SessionStore;
 use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore, Owner};
+use heartbeat_core::{Clock, SessionStore};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -42,8 +42,8 @@ pub fn last_event_id(
     }
 }
 
-struct Resume<S, J, B> {
-    app: App<S, J, B>,
+struct Resume<S, J, B, C> {
+    app: App<S, J, B, C>,
     owner: Owner,
     live: EventStream,
     pending: VecDeque<JobEvent>,
@@ -52,8 +52,8 @@ struct Resume<S, J, B> {
 }
 
 /// The owner's events from `after` on (from now on when `None`), as they happen.
-pub async fn owner_events<S, J, B>(
-    app: &App<S, J, B>,
+pub async fn owner_events<S, J, B, C>(
+    app: &App<S, J, B, C>,
     owner: Owner,
     after: Option<EventId>,
 ) -> Result<impl Stream<Item = JobEvent> + Send + 'static, BusError>
@@ -61,6 +61,7 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
 {
     let bus = app.jobs().bus();
     // A fresh client gets what happens from now on: the newest kept id is the baseline,
@@ -122,8 +123,8 @@ where
 
 /// An SSE response: a first event with `retry:`, then `events` mapped by `to_event`
 /// (events it maps to `None` are not sent), with keep-alive comments.
-pub fn response<S, J, B, E>(
-    app: &App<S, J, B>,
+pub fn response<S, J, B, C, E>(
+    app: &App<S, J, B, C>,
     events: E,
     to_event: fn(&JobEvent) -> Option<Event>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>
@@ -131,6 +132,7 @@ where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
+    C: Clock,
     E: Stream<Item = JobEvent> + Send + 'static,
 {
     let hello = Event::default().retry(RETRY).comment("connected");

@@ -44,11 +44,10 @@ async fn rotated_tokens_keep_the_session_and_record_progress(kind: Kind) {
     server.stop().await;
 }
 
-/// A backend token with a 50 ms cycle, so that a test can wait one cycle for real.
-fn quick_token(user: i64, strategy: &str) -> String {
+fn device_token(user: i64, strategy: &str, at: heartbeat_core::Timestamp) -> String {
     let data = heartbeat_core::HeartbeatData::from_json(json!({
-        "user_id": user, "asset_id": 14, "heartbeat_cycle": 0.05, "cycle_upper_tolerance": 10,
-        "reject_strategy": strategy, "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        "reject_strategy": strategy, "timestamp": at.to_string(),
         "session_limit": 1, "checking_threshold": 1, "sessions_edge": 2,
     }))
     .unwrap();
@@ -56,15 +55,20 @@ fn quick_token(user: i64, strategy: &str) -> String {
 }
 
 async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
-    let (server, _backing) = start(kind).await;
+    use heartbeat_core::Clock;
+    let clock = heartbeat_core::ManualClock::new(heartbeat_core::Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
     for (user, strategy, refused) in [(20, "MOST_RECENT", 1), (21, "LEAST_RECENT", 0)] {
         let mut tokens = Vec::new();
         for _ in 0..2 {
-            let (status, body) = server.heartbeat(&quick_token(user, strategy)).await;
+            let (status, body) = server
+                .heartbeat(&device_token(user, strategy, clock.now()))
+                .await;
             assert_eq!(status, 200, "a backend token is never refused by the limit");
             tokens.push(body["heartbeat_token"].as_str().unwrap().to_owned());
+            clock.advance(std::time::Duration::from_secs(1)); // the devices start in turn
         }
-        tokio::time::sleep(std::time::Duration::from_millis(60)).await; // one cycle
+        clock.advance(std::time::Duration::from_secs(29)); // a cycle after the first
         for (device, token) in tokens.iter().enumerate() {
             let (status, body) = server.heartbeat(token).await;
             if device == refused {
@@ -79,9 +83,13 @@ async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
         }
         // sessions_edge 2: a third session may start, then with three active sessions a
         // fourth device is refused at once, even with a backend token.
-        let (status, _) = server.heartbeat(&quick_token(user, strategy)).await;
+        let (status, _) = server
+            .heartbeat(&device_token(user, strategy, clock.now()))
+            .await;
         assert_eq!(status, 200);
-        let (status, body) = server.heartbeat(&quick_token(user, strategy)).await;
+        let (status, body) = server
+            .heartbeat(&device_token(user, strategy, clock.now()))
+            .await;
         assert_eq!((status, body), (412, json!({ "error": OVER_LIMIT })));
     }
     server.stop().await;

@@ -125,11 +125,12 @@ impl Drop for TestServer {
 }
 
 /// Serves `app` on a fresh loopback port.
-pub async fn serve<S, J, B>(app: heartbeat_http::App<S, J, B>) -> TestServer
+pub async fn serve<S, J, B, C>(app: heartbeat_http::App<S, J, B, C>) -> TestServer
 where
     S: heartbeat_core::SessionStore,
     J: heartbeat_core::jobs::JobStore,
     B: heartbeat_core::jobs::EventBus,
+    C: heartbeat_core::Clock,
 {
     serve_on(app, 0).await
 }
@@ -159,11 +160,12 @@ where
 }
 
 /// Serves `app` on loopback `port` (0: a fresh one).
-pub async fn serve_on<S, J, B>(app: heartbeat_http::App<S, J, B>, port: u16) -> TestServer
+pub async fn serve_on<S, J, B, C>(app: heartbeat_http::App<S, J, B, C>, port: u16) -> TestServer
 where
     S: heartbeat_core::SessionStore,
     J: heartbeat_core::jobs::JobStore,
     B: heartbeat_core::jobs::EventBus,
+    C: heartbeat_core::Clock,
 {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -190,27 +192,51 @@ pub async fn redis_store(server: &RedisServer) -> RedisStore {
 
 /// A server over a fresh store of `kind`, with `settings`.
 pub async fn start_with(kind: Kind, settings: Settings) -> (TestServer, Backing) {
+    start_on_clock(kind, settings, heartbeat_core::SystemClock).await
+}
+
+/// As [`start_with`], reading time from `clock` (a test moves a `ManualClock`).
+pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
+    kind: Kind,
+    settings: Settings,
+    clock: C,
+) -> (TestServer, Backing) {
     match kind {
         Kind::Memory => {
-            let app = server::app(
+            let app = server::app_with_clock(
                 codec(),
                 MemorySessionStore::new(),
                 MemoryJobStore::new(),
                 MemoryEventBus::new(),
                 settings,
+                clock,
             );
             (serve(app).await, Backing::None)
         }
         Kind::Sled => {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-            let app = server::app(codec(), store.clone(), store.clone(), store, settings);
+            let app = server::app_with_clock(
+                codec(),
+                store.clone(),
+                store.clone(),
+                store,
+                settings,
+                clock,
+            );
             (serve(app).await, Backing::Dir(dir))
         }
         Kind::Redis => {
             let redis = RedisServer::start();
             let store = redis_store(&redis).await;
-            let app = server::app(codec(), store.clone(), store.clone(), store, settings);
+            let app = server::app_with_clock(
+                codec(),
+                store.clone(),
+                store.clone(),
+                store,
+                settings,
+                clock,
+            );
             (serve(app).await, Backing::Redis(redis))
         }
     }
