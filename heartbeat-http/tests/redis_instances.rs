@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Sse, TestServer, codec, redis_store, serve, settings};
 use futures_util::future::join_all;
-use heartbeat_core::HeartbeatData;
+use heartbeat_core::{Clock, HeartbeatData, ManualClock};
 use heartbeat_http::{Settings, server};
 use heartbeat_store_redis::testkit::RedisServer;
 use serde_json::{Value, json};
@@ -25,10 +25,28 @@ async fn instance(redis: &RedisServer, settings: Settings) -> TestServer {
     .await
 }
 
+/// An instance reading time from `clock` (shared by the instances of a test).
+async fn instance_on(redis: &RedisServer, clock: &ManualClock) -> TestServer {
+    let store = redis_store(redis).await;
+    let app = server::app_with_clock(
+        codec(),
+        store.clone(),
+        store.clone(),
+        store,
+        settings(),
+        clock.clone(),
+    );
+    serve(app).await
+}
+
 fn quick_token(user: i64, limit: u32) -> String {
+    token_at(user, limit, heartbeat_core::Timestamp::now())
+}
+
+fn token_at(user: i64, limit: u32, at: heartbeat_core::Timestamp) -> String {
     let data = HeartbeatData::from_json(json!({
-        "user_id": user, "asset_id": 1, "heartbeat_cycle": 0.05, "cycle_upper_tolerance": 10,
-        "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "user_id": user, "asset_id": 1, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        "timestamp": at.to_string(),
         "session_limit": limit, "checking_threshold": 1, "sessions_edge": 100,
     }))
     .unwrap();
@@ -38,16 +56,18 @@ fn quick_token(user: i64, limit: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_spread_over_two_instances_never_exceed_the_limit() {
     let redis = RedisServer::start();
+    let clock = ManualClock::new(heartbeat_core::Timestamp::now());
     let instances = [
-        instance(&redis, settings()).await,
-        instance(&redis, settings()).await,
+        instance_on(&redis, &clock).await,
+        instance_on(&redis, &clock).await,
     ];
     const DEVICES: usize = 12;
     const LIMIT: usize = 3;
     // Every device starts (backend tokens are only refused by the edge)...
     let started = join_all((0..DEVICES).map(|device| {
         let server = &instances[device % 2];
-        async move { server.heartbeat(&quick_token(77, LIMIT as u32)).await }
+        let token = token_at(77, LIMIT as u32, clock.now());
+        async move { server.heartbeat(&token).await }
     }))
     .await;
     let mut tokens: Vec<String> = started
@@ -59,7 +79,7 @@ async fn devices_spread_over_two_instances_never_exceed_the_limit() {
         .collect();
     // ...then, a cycle later, every device beats at once, half through each instance.
     for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        clock.advance(Duration::from_secs(30)); // one cycle
         let answers = join_all(tokens.iter().enumerate().map(|(device, token)| {
             let server = &instances[(device + round) % 2];
             async move { server.heartbeat(token).await }
