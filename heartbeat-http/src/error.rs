@@ -39,6 +39,11 @@ impl ApiError {
     /// 503 with `Retry-After`, logging the store's error.
     pub fn unavailable(error: &StoreError) -> Self {
         tracing::warn!(%error, "store unavailable");
+        Self::outage()
+    }
+
+    /// 503 with `Retry-After`, the cause already logged.
+    pub fn outage() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Storage is unavailable; retry shortly.",

@@ -58,6 +58,18 @@ pub fn heygen_state(state: JobState) -> &'static str {
     }
 }
 
+/// Counts and logs a store or event bus failure on `route`.
+fn outage<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: &JobsError)
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+    C: Clock,
+{
+    app.metrics().store_error(route);
+    tracing::warn!(%error, route, "storage unavailable");
+}
+
 fn text_failure<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: JobsError) -> TextError
 where
     S: SessionStore,
@@ -69,14 +81,8 @@ where
         JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
         JobsError::Forbidden(_) => TextError::new(StatusCode::UNAUTHORIZED, "unauthorized"),
         JobsError::Rule(rule) => TextError::new(StatusCode::BAD_REQUEST, rule.to_string()),
-        JobsError::Store(error) => {
-            app.metrics().store_error(route);
-            tracing::warn!(%error, "store unavailable");
-            TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
-        }
-        JobsError::Bus(error) => {
-            app.metrics().store_error(route);
-            tracing::warn!(%error, "event bus unavailable");
+        error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
+            outage(app, route, &error);
             TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
         }
         other => TextError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
@@ -100,17 +106,9 @@ where
             ApiError::new(StatusCode::CONFLICT, format!("{rule}."))
         }
         JobsError::Rule(rule) => ApiError::bad_request(format!("{rule}.")),
-        JobsError::Store(error) => {
-            app.metrics().store_error(route);
-            ApiError::unavailable(&error)
-        }
-        JobsError::Bus(error) => {
-            app.metrics().store_error(route);
-            tracing::warn!(%error, "event bus unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Storage is unavailable; retry shortly.",
-            )
+        error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
+            outage(app, route, &error);
+            ApiError::outage()
         }
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
@@ -172,25 +170,16 @@ fn job_event(event: &JobEvent) -> Option<Event> {
 
 async fn event_stream<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     app: &App<S, J, B, C>,
+    route: &str,
     headers: &HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
     to_event: fn(&JobEvent) -> Option<Event>,
-) -> Result<Response, Response> {
-    let (owner, query) =
-        owner_of(query).map_err(|reason| ApiError::bad_request(reason).into_response())?;
-    let after = sse::last_event_id(headers, query.last_event_id.as_deref())
-        .map_err(IntoResponse::into_response)?;
+) -> Result<Response, ApiError> {
+    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
+    let after = sse::last_event_id(headers, query.last_event_id.as_deref())?;
     let events = sse::owner_events(app, owner, after)
         .await
-        .map_err(|error| {
-            app.metrics().store_error("/v1/events");
-            tracing::warn!(%error, "cannot open an event stream");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Storage is unavailable; retry shortly.",
-            )
-            .into_response()
-        })?;
+        .map_err(|error| json_failure(app, route, error.into()))?;
     Ok(sse::response(app, events, to_event).into_response())
 }
 
@@ -200,10 +189,8 @@ pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-) -> Response {
-    event_stream(&app, &headers, query, heygen_event)
-        .await
-        .unwrap_or_else(|error| error)
+) -> Result<Response, ApiError> {
+    event_stream(&app, "/status", &headers, query, heygen_event).await
 }
 
 /// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
@@ -211,10 +198,8 @@ pub async fn events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     State(app): State<App<S, J, B, C>>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-) -> Response {
-    event_stream(&app, &headers, query, job_event)
-        .await
-        .unwrap_or_else(|error| error)
+) -> Result<Response, ApiError> {
+    event_stream(&app, "/v1/events", &headers, query, job_event).await
 }
 
 /// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
