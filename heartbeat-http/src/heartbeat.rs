@@ -118,6 +118,20 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
     }
 }
 
+/// Counts the decision (and a store failure on `route`, when it was one).
+fn count<S, J, B, C>(app: &App<S, J, B, C>, route: &str, decision: Decision)
+where
+    S: SessionStore,
+    J: JobStore,
+    B: EventBus,
+    C: Clock,
+{
+    app.metrics().decision(decision);
+    if decision == Decision::StoreUnavailable {
+        app.metrics().store_error(route);
+    }
+}
+
 fn counted<S, J, B, C>(
     app: &App<S, J, B, C>,
     route: &str,
@@ -130,10 +144,7 @@ where
     B: EventBus,
     C: Clock,
 {
-    app.metrics().decision(decision);
-    if decision == Decision::StoreUnavailable {
-        app.metrics().store_error(route);
-    }
+    count(app, route, decision);
     error.into_response()
 }
 
@@ -157,7 +168,7 @@ pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     };
     match heartbeats.heartbeat_data(&data, request.progress).await {
         Ok(HeartbeatOutcome::Accepted { token, .. }) => {
-            app.metrics().decision(Decision::Accepted);
+            count(&app, "/heartbeat", Decision::Accepted);
             Json(json!({ "heartbeat_token": token })).into_response()
         }
         Ok(HeartbeatOutcome::Rejected(reason)) => {
@@ -171,8 +182,7 @@ pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         }
         Err(HeartbeatError::Store(error)) if app.settings().fail_open => {
             tracing::warn!(%error, "store unavailable: failing open");
-            app.metrics().decision(Decision::StoreUnavailable);
-            app.metrics().store_error("/heartbeat");
+            count(&app, "/heartbeat", Decision::StoreUnavailable);
             match heartbeats.rotate_unchecked(&data) {
                 Ok(token) => Json(json!({ "heartbeat_token": token })).into_response(),
                 Err(error) => failure(error.into()).1.into_response(),
@@ -201,7 +211,7 @@ pub async fn stop<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .await
     {
         Ok(_) => {
-            app.metrics().decision(Decision::Stopped);
+            count(&app, "/heartbeat/stop", Decision::Stopped);
             Json(json!({})).into_response()
         }
         Err(error) => {
