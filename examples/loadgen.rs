@@ -490,7 +490,7 @@ async fn run_jobs(args: JobsArgs) {
     let prefix = format!("lg{}", now_millis());
     let opened = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(args.open_parallel.max(1)));
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let mut waiters = Vec::with_capacity(args.connections);
     for index in 0..args.connections {
@@ -505,18 +505,21 @@ async fn run_jobs(args: JobsArgs) {
         let (creator, creating) = (creator.clone(), Arc::clone(&creating));
         waiters.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.ok()?;
-            let response = http
-                .get(format!("{base}/status?uuid={owner}"))
-                .send()
-                .await
-                .ok()?;
-            if response.status() != 200 {
-                return None;
-            }
+            let response = match http.get(format!("{base}/status?uuid={owner}")).send().await {
+                Ok(response) if response.status() == 200 => response,
+                Ok(response) => {
+                    let _ = ready.send(Err(format!("answered {}", response.status())));
+                    return None;
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(format!("{error:?}")));
+                    return None;
+                }
+            };
             let mut events = response.bytes_stream().eventsource();
             drop(permit);
             opened.fetch_add(1, Ordering::Relaxed);
-            let _ = ready.send(index);
+            let _ = ready.send(Ok(()));
             while !*go.borrow() {
                 go.changed().await.ok()?;
             }
@@ -556,12 +559,22 @@ async fn run_jobs(args: JobsArgs) {
         }));
     }
     drop(ready_tx);
-    let mut ready = 0;
-    while ready_rx.recv().await.is_some() {
-        ready += 1;
-        if ready == args.connections {
+    // Every connection reports once, opened or not, so a refused one never stalls the run.
+    let (mut reported, mut refused) = (0, 0);
+    while let Some(outcome) = ready_rx.recv().await {
+        reported += 1;
+        if let Err(error) = outcome {
+            refused += 1;
+            if refused <= 3 {
+                println!("an SSE connection failed to open: {error}");
+            }
+        }
+        if reported == args.connections {
             break;
         }
+    }
+    if refused > 0 {
+        println!("{refused} SSE connections failed to open");
     }
     let open_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
@@ -603,6 +616,9 @@ async fn run_jobs(args: JobsArgs) {
     );
     if let Some(rss) = args.server_pid.and_then(rss_kib) {
         println!("server RSS at the end {rss} KiB");
+    }
+    if refused + missing + duplicates + foreign > 0 {
+        std::process::exit(1);
     }
 }
 
