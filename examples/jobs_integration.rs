@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some((stop, task)) = own_server {
         let _ = stop.send(());
-        task.await??;
+        task.await?;
     }
     if failed > 0 {
         eprintln!("{failed} of {JOBS} jobs did not complete");

@@ -111,7 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let _ = stop_server.send(());
-    running.await??;
+    running.await?;
     if failures > 0 {
         return Err(format!("{failures} unexpected outcomes").into());
     }

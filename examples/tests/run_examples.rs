@@ -175,5 +175,5 @@ fn loadgen_reports_clean_runs_in_every_mode() {
         }
     }
     let _ = stop.send(());
-    runtime.block_on(serving).unwrap().unwrap();
+    runtime.block_on(serving).unwrap();
 }

@@ -24,7 +24,8 @@
 //!     Settings::default(),
 //! );
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! server::serve(app, listener, server::shutdown_signal()).await
+//! server::serve(app, listener, server::shutdown_signal()).await;
+//! Ok(())
 //! # }
 //! ```
 //!
@@ -40,6 +41,7 @@ pub mod config;
 pub mod error;
 pub mod heartbeat;
 pub mod jobs;
+mod listen;
 pub mod metrics;
 pub mod server;
 pub mod sse;

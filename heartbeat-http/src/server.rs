@@ -98,15 +98,13 @@ where
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully:
 /// in-flight requests finish, SSE streams end, the store is flushed.
 ///
-/// # Errors
-///
-/// When accepting connections fails.
+/// Failing to accept a connection does not end serving: connection errors are skipped,
+/// others (out of file descriptors) logged and retried after a second.
 pub async fn serve<S, J, B, C>(
     app: App<S, J, B, C>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
+) where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
@@ -118,17 +116,12 @@ where
 
 /// As [`serve`], with a router of your own making: usually `app.router()` with more
 /// routes or layers (authentication, CORS...).
-///
-/// # Errors
-///
-/// When accepting connections fails.
 pub async fn serve_router<S, J, B, C>(
     app: App<S, J, B, C>,
     router: axum::Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
+) where
     S: SessionStore,
     J: JobStore,
     B: EventBus,
@@ -139,15 +132,12 @@ where
         .job_time
         .map(|_| tokio::spawn(run_simulator(app.clone())));
     let stop = app.shutdown().clone();
-    // `into_make_service` shares the router between connections; serving the `Router`
-    // itself would rebuild its route table for every new connection (≈ 10 KiB each).
-    let served = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests, closing event streams");
-            stop.cancel();
-        })
-        .await;
+    crate::listen::serve(listener, router, async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests, closing event streams");
+        stop.cancel();
+    })
+    .await;
     app.shutdown().cancel();
     if let Some(simulator) = simulator {
         simulator.abort();
@@ -156,7 +146,6 @@ where
         tracing::error!(%error, "flushing the store on shutdown failed");
     }
     tracing::info!("stopped");
-    served
 }
 
 /// Completes due jobs (`JOB_TIME`), every [`SIMULATOR_TICK`], on every instance at once
@@ -196,13 +185,24 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
-    TcpListener::bind(settings.address)
-        .await
-        .map_err(|source| StartError::Io {
-            address: settings.address,
-            source,
-        })
+/// Connections waiting to be accepted (capped by the kernel's `net.core.somaxconn`). The
+/// standard library's 128 overflows when thousands of SSE clients reconnect at once (after
+/// a deploy): the kernel then drops their SYNs and they retry only after 1, 3, 7 s.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
+    let address = settings.address;
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Io { address, source })
 }
 
 async fn run_app<S, J, B, C>(app: App<S, J, B, C>, listener: TcpListener) -> Result<(), StartError>
@@ -214,9 +214,8 @@ where
 {
     let address = app.settings().address;
     tracing::info!(%address, "listening");
-    serve(app, listener, shutdown_signal())
-        .await
-        .map_err(|source| StartError::Io { address, source })
+    serve(app, listener, shutdown_signal()).await;
+    Ok(())
 }
 
 #[cfg_attr(
@@ -245,7 +244,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
             #[cfg(feature = "memory")]
             {
                 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
-                let listener = bind(&settings).await?;
+                let listener = bind(&settings)?;
                 let app = app(
                     codec,
                     MemorySessionStore::new(),
@@ -265,7 +264,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 config.sync_writes = args.sled_sync_writes;
                 let store = heartbeat_store_sled::SledStore::open(config)
                     .map_err(|error| StartError::Store(format!("SLED_PATH: {error}")))?;
-                let listener = bind(&settings).await?;
+                let listener = bind(&settings)?;
                 let app = app(codec, store.clone(), store.clone(), store, settings);
                 run_app(app, listener).await
             }
@@ -289,7 +288,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                         }
                         other => StartError::Store(other.to_string()),
                     })?;
-                let listener = bind(&settings).await?;
+                let listener = bind(&settings)?;
                 let app = app(codec, store.clone(), store.clone(), store, settings);
                 run_app(app, listener).await
             }

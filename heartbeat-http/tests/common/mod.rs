@@ -49,7 +49,7 @@ pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -71,7 +71,6 @@ impl TestServer {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
                 .expect("graceful shutdown finishes")
-                .unwrap()
                 .unwrap();
         }
     }
