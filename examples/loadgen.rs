@@ -370,14 +370,24 @@ where
         }
         Some(rate) => {
             let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-            let mut tasks = Vec::new();
-            let mut index = 0_usize;
-            loop {
-                let scheduled = started + period * u32::try_from(index).unwrap_or(u32::MAX);
-                if scheduled.duration_since(started) >= duration {
-                    break;
+            // Sends are paced by a thread of their own: tokio's timers have a resolution of
+            // 1 ms, which would add up to 1 ms of the generator's own lateness to every
+            // latency; the thread's sleeps are precise to tens of microseconds.
+            let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                for index in 0_usize.. {
+                    let scheduled = started + period * u32::try_from(index).unwrap_or(u32::MAX);
+                    if scheduled.duration_since(started) >= duration {
+                        break;
+                    }
+                    std::thread::sleep(scheduled.saturating_duration_since(Instant::now()));
+                    if due_tx.send((index, scheduled)).is_err() {
+                        break;
+                    }
                 }
-                tokio::time::sleep_until(scheduled.into()).await;
+            });
+            let mut tasks = Vec::new();
+            while let Some((index, scheduled)) = due_rx.recv().await {
                 let (http, request, stats) = (http.clone(), request.clone(), Arc::clone(&stats));
                 tasks.push(tokio::spawn(async move {
                     if let Some((status, wrong)) = request(http, index).await {
@@ -385,7 +395,6 @@ where
                         lock(&stats).record(scheduled.elapsed(), status, wrong);
                     }
                 }));
-                index += 1;
             }
             for task in tasks {
                 let _ = task.await;
