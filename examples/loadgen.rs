@@ -480,14 +480,18 @@ async fn run_jobs(args: JobsArgs) {
     let base = args.url.trim_end_matches('/').to_owned();
     // Past ~28 000 connections one source address runs out of ports: spread over several.
     let sources = args.connections.div_ceil(25_000).max(1);
+    // A source address is bound only when several are needed: a bound socket's port must
+    // be free of TIME_WAIT, so back-to-back runs would run out of ports.
     let clients: Vec<reqwest::Client> = (0..sources)
         .map(|source| {
             let address = Ipv4Addr::new(127, 0, 0, u8::try_from(source + 1).unwrap_or(1));
-            reqwest::Client::builder()
-                .local_address(IpAddr::V4(address))
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("an HTTP client")
+            let builder = reqwest::Client::builder().pool_max_idle_per_host(0);
+            let builder = if sources > 1 {
+                builder.local_address(IpAddr::V4(address))
+            } else {
+                builder
+            };
+            builder.build().expect("an HTTP client")
         })
         .collect();
     // Jobs are created over a small pool of kept-alive connections, so that the only
