@@ -484,13 +484,11 @@ async fn run_jobs(args: JobsArgs) {
     // be free of TIME_WAIT, so back-to-back runs would run out of ports.
     let clients: Vec<reqwest::Client> = (0..sources)
         .map(|source| {
-            let address = Ipv4Addr::new(127, 0, 0, u8::try_from(source + 1).unwrap_or(1));
-            let builder = reqwest::Client::builder().pool_max_idle_per_host(0);
-            let builder = if sources > 1 {
-                builder.local_address(IpAddr::V4(address))
-            } else {
-                builder
-            };
+            let mut builder = reqwest::Client::builder().pool_max_idle_per_host(0);
+            if sources > 1 {
+                let address = Ipv4Addr::new(127, 0, 0, u8::try_from(source + 1).unwrap_or(1));
+                builder = builder.local_address(IpAddr::V4(address));
+            }
             builder.build().expect("an HTTP client")
         })
         .collect();

@@ -26,7 +26,7 @@ pub enum StartError {
     /// The store could not be opened or reached (exit code 1).
     #[error("cannot open the store: {0}")]
     Store(String),
-    /// The port could not be bound, or serving failed (exit code 1).
+    /// The port could not be bound (exit code 1).
     #[error("cannot serve on {address}: {source}")]
     Io {
         /// The address.
@@ -138,7 +138,6 @@ pub async fn serve_router<S, J, B, C>(
         stop.cancel();
     })
     .await;
-    app.shutdown().cancel();
     if let Some(simulator) = simulator {
         simulator.abort();
     }
