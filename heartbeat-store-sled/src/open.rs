@@ -64,6 +64,33 @@ pub(crate) struct Opened {
     pub(crate) lock: File,
 }
 
+/// How long to wait for sled's own file lock once ours is held.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled. Our lock file is held by then, so no other handle can be open: if sled's own
+/// lock is still taken, a handle of this process that was just dropped is still shutting
+/// down (sled's flusher thread releases the lock a moment after the drop). Wait for it.
+fn open_sled(config: &SledConfig) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(Some(config.flush_every_ms.max(1)))
+            .open();
+        match opened {
+            // sled reports its lock only as text: "could not acquire lock on ...".
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < SLED_LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
     let path = &config.path;
     let io_error = |source| OpenError::Io {
@@ -92,12 +119,7 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
         Err(error) => return Err(io_error(error)),
     }
     let lock = lock(path)?;
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(config.cache_capacity_bytes)
-        .flush_every_ms(Some(config.flush_every_ms.max(1)))
-        .open()
-        .map_err(|source| damaged(path, source))?;
+    let db = open_sled(config).map_err(|source| damaged(path, source))?;
     let tree = db.open_tree(TREE).map_err(|source| damaged(path, source))?;
     match tree
         .get(META_FORMAT)
