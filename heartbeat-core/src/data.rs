@@ -279,34 +279,41 @@ impl HeartbeatData {
 
     /// Reads heartbeat data from a JSON object, saying which field is wrong when it fails.
     pub fn from_json_object(mut object: Map<String, Value>) -> Result<Self, DataError> {
-        let fields = Fields(&object);
-        let data = HeartbeatData {
-            user_id: fields.id("user_id")?,
-            asset_id: fields.id("asset_id")?,
-            session_id: fields.session_id()?,
-            heartbeat_cycle: fields.cycle()?,
-            cycle_lower_tolerance: fields.optional_seconds("cycle_lower_tolerance")?,
-            cycle_upper_tolerance: fields.seconds("cycle_upper_tolerance")?,
-            reject_strategy: fields.reject_strategy(),
-            timestamp: fields
-                .timestamp("timestamp")?
-                .ok_or(DataError::Missing { field: "timestamp" })?,
-            started_at: fields.timestamp("started_at")?,
-            session_limit: fields.count("session_limit")?,
-            checking_threshold: fields.count("checking_threshold")?,
-            sessions_edge: fields.count("sessions_edge")?,
-            extra: Map::new(),
-        };
-        for known in KNOWN_FIELDS {
-            // An unknown strategy stays in `extra`, to be carried on as it came.
-            if known != "reject_strategy" || data.reject_strategy.is_some() {
-                object.remove(known);
-            }
-        }
-        Ok(HeartbeatData {
+        let known = KNOWN_FIELDS.map(|field| object.remove(field));
+        RawData {
+            known,
             extra: object,
-            ..data
-        })
+        }
+        .into_data()
+    }
+
+    /// Reads heartbeat data straight from JSON text, as a token's plaintext holds it:
+    /// the same rules as [`from_json_object`](Self::from_json_object) without building the
+    /// whole object first (known field names are matched, not copied).
+    ///
+    /// ```
+    /// use heartbeat_core::{HeartbeatData, JsonDataError};
+    ///
+    /// let json = br#"{"user_id": 13, "asset_id": 14, "heartbeat_cycle": 3,
+    ///     "cycle_upper_tolerance": 1, "timestamp": "2018-06-05T16:16:14.418Z",
+    ///     "session_limit": 1, "checking_threshold": 3, "sessions_edge": 10}"#;
+    /// assert_eq!(HeartbeatData::from_json_slice(json)?.session_limit, 1);
+    /// assert_eq!(HeartbeatData::from_json_slice(b"[1]"), Err(JsonDataError::NotAnObject));
+    /// assert_eq!(HeartbeatData::from_json_slice(b"{"), Err(JsonDataError::NotJson));
+    /// # Ok::<(), JsonDataError>(())
+    /// ```
+    pub fn from_json_slice(json: &[u8]) -> Result<Self, JsonDataError> {
+        match serde_json::from_slice::<RawData>(json) {
+            Ok(raw) => raw.into_data().map_err(JsonDataError::Data),
+            // A type error stops at the first byte: is the rest JSON at all?
+            Err(error)
+                if error.classify() == serde_json::error::Category::Data
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok() =>
+            {
+                Err(JsonDataError::NotAnObject)
+            }
+            Err(_) => Err(JsonDataError::NotJson),
+        }
     }
 
     /// Reads heartbeat data from any JSON value; only an object can succeed.
@@ -447,17 +454,145 @@ impl Serialize for HeartbeatData {
 
 impl<'de> Deserialize<'de> for HeartbeatData {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        HeartbeatData::from_json(value).map_err(serde::de::Error::custom)
+        RawData::deserialize(deserializer)?
+            .into_data()
+            .map_err(serde::de::Error::custom)
     }
 }
 
-/// Field readers over a JSON object; `null` counts as absent, as in JavaScript's checks.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Why JSON text is not heartbeat data ([`HeartbeatData::from_json_slice`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonDataError {
+    /// Not UTF-8 JSON, or JSON followed by more than whitespace.
+    #[error("not UTF-8 JSON")]
+    NotJson,
+    /// JSON, but not an object.
+    #[error("heartbeat data must be a JSON object")]
+    NotAnObject,
+    /// An object that is not valid heartbeat data.
+    #[error(transparent)]
+    Data(DataError),
+}
+
+/// One JSON object split into the values of the known fields (by their index in
+/// [`KNOWN_FIELDS`]) and every other field.
+struct RawData {
+    known: [Option<Value>; KNOWN_FIELDS.len()],
+    extra: Map<String, Value>,
+}
+
+impl RawData {
+    /// Checks every known field; an unknown `reject_strategy` value goes back to `extra`,
+    /// to be carried on as it came.
+    fn into_data(self) -> Result<HeartbeatData, DataError> {
+        let RawData {
+            mut known,
+            mut extra,
+        } = self;
+        let fields = Fields(&known);
+        let reject_strategy = fields.reject_strategy();
+        let data = HeartbeatData {
+            user_id: fields.id("user_id")?,
+            asset_id: fields.id("asset_id")?,
+            session_id: fields.session_id()?,
+            heartbeat_cycle: fields.cycle()?,
+            cycle_lower_tolerance: fields.optional_seconds("cycle_lower_tolerance")?,
+            cycle_upper_tolerance: fields.seconds("cycle_upper_tolerance")?,
+            reject_strategy,
+            timestamp: fields
+                .timestamp("timestamp")?
+                .ok_or(DataError::Missing { field: "timestamp" })?,
+            started_at: fields.timestamp("started_at")?,
+            session_limit: fields.count("session_limit")?,
+            checking_threshold: fields.count("checking_threshold")?,
+            sessions_edge: fields.count("sessions_edge")?,
+            extra: Map::new(),
+        };
+        if reject_strategy.is_none()
+            && let Some(value) = known[field_index("reject_strategy")].take()
+        {
+            extra.insert("reject_strategy".to_owned(), value);
+        }
+        Ok(HeartbeatData { extra, ..data })
+    }
+}
+
+/// Where a known field's value sits in [`RawData::known`].
+fn field_index(field: &'static str) -> usize {
+    KNOWN_FIELDS
+        .iter()
+        .position(|known| *known == field)
+        .unwrap_or_else(|| unreachable!("`{field}` is not in KNOWN_FIELDS"))
+}
+
+/// A field name: one of [`KNOWN_FIELDS`] (matched without copying) or any other.
+enum FieldName {
+    Known(usize),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+                Ok(match KNOWN_FIELDS.iter().position(|known| *known == name) {
+                    Some(index) => FieldName::Known(index),
+                    None => FieldName::Other(name.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_identifier(NameVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> serde::de::Visitor<'de> for RawVisitor {
+            type Value = RawData;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawData, A::Error> {
+                let mut raw = RawData {
+                    known: Default::default(),
+                    extra: Map::new(),
+                };
+                // A repeated name keeps its last value, as `serde_json::Map` does.
+                while let Some(name) = map.next_key::<FieldName>()? {
+                    let value: Value = map.next_value()?;
+                    match name {
+                        FieldName::Known(index) => raw.known[index] = Some(value),
+                        FieldName::Other(name) => {
+                            raw.extra.insert(name, value);
+                        }
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        deserializer.deserialize_map(RawVisitor)
+    }
+}
+
+/// Field readers over the known fields' values; `null` counts as absent, as in
+/// JavaScript's checks.
+struct Fields<'a>(&'a [Option<Value>; KNOWN_FIELDS.len()]);
 
 impl Fields<'_> {
     fn get(&self, field: &'static str) -> Option<&Value> {
-        self.0.get(field).filter(|value| !value.is_null())
+        self.0[field_index(field)]
+            .as_ref()
+            .filter(|value| !value.is_null())
     }
 
     fn required(&self, field: &'static str) -> Result<&Value, DataError> {

@@ -114,11 +114,14 @@ impl FromStr for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self
+        // Always 24 bytes (years 0000 to 9999): formatted on the stack, not into a String.
+        let mut buf = [0u8; 32];
+        let mut out = &mut buf[..];
+        let len = self
             .to_offset_date_time()
-            .format(ISO_MILLIS)
+            .format_into(&mut out, ISO_MILLIS)
             .map_err(|_| fmt::Error)?;
-        f.write_str(&text)
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 

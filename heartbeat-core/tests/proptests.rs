@@ -4,8 +4,8 @@
 
 use heartbeat_core::decision::{RejectReason, Verdict, decide, ranking};
 use heartbeat_core::{
-    HeartbeatData, Id, RejectStrategy, Seconds, SessionRecord, Timestamp, TokenCodec, TokenFormat,
-    UserSessions,
+    HeartbeatData, Id, JsonDataError, RejectStrategy, Seconds, SessionRecord, Timestamp,
+    TokenCodec, TokenFormat, UserSessions,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -93,6 +93,91 @@ proptest! {
     fn opening_arbitrary_text_never_panics(text in ".{0,300}") {
         let codec = TokenCodec::new("k").unwrap();
         prop_assert!(codec.open(&text).is_err());
+    }
+}
+
+/// A JSON value a token's field might hold, right or wrong.
+fn field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (0.0f64..1e6).prop_map(Value::from),
+        "[0-9 .]{0,6}".prop_map(Value::from),
+        Just(Value::from("2018-06-05T16:16:14.418Z")),
+        Just(Value::from("MOST_RECENT")),
+        ".{0,12}".prop_map(Value::from),
+        Just(serde_json::json!([1, {"a": null}])),
+    ]
+}
+
+/// Object text with known and unknown names, repeated names and escaped names.
+fn object_text() -> impl Strategy<Value = String> {
+    let name = prop_oneof![
+        proptest::sample::select(vec![
+            "user_id",
+            "asset_id",
+            "session_id",
+            "heartbeat_cycle",
+            "cycle_lower_tolerance",
+            "cycle_upper_tolerance",
+            "reject_strategy",
+            "timestamp",
+            "started_at",
+            "session_limit",
+            "checking_threshold",
+            "sessions_edge",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z_]{0,8}",
+    ];
+    let valid = proptest::collection::btree_map(Just(()), Just(()), 0..1).prop_map(|_| {
+        serde_json::json!({
+            "user_id": 1, "asset_id": "a", "heartbeat_cycle": 3, "cycle_upper_tolerance": 1,
+            "timestamp": "2018-06-05T16:16:14.418Z", "session_limit": 1,
+            "checking_threshold": 0, "sessions_edge": 2,
+        })
+    });
+    (
+        valid,
+        proptest::collection::vec((name, field_value(), any::<bool>()), 0..8),
+    )
+        .prop_map(|(valid, fields)| {
+            let mut text = valid.to_string();
+            text.pop(); // reopen the object: later names repeat earlier ones
+            for (name, value, escape) in fields {
+                // `\u0061` is `a`: the same name, written so it cannot be borrowed.
+                let name = if escape {
+                    name.replacen('a', "\\u0061", 1)
+                } else {
+                    name
+                };
+                text.push_str(&format!(",\"{name}\":{value}"));
+            }
+            text.push('}');
+            text
+        })
+}
+
+proptest! {
+    #[test]
+    fn reading_json_text_directly_agrees_with_reading_the_object(text in object_text()) {
+        let direct = HeartbeatData::from_json_slice(text.as_bytes());
+        let object: Map<String, Value> = serde_json::from_str(&text).unwrap();
+        let through_object = HeartbeatData::from_json_object(object);
+        prop_assert_eq!(direct, through_object.map_err(JsonDataError::Data));
+    }
+
+    #[test]
+    fn reading_anything_but_an_object_says_so(
+        value in field_value(),
+        junk in proptest::sample::select(vec!["", "{", "[", "x", "\"", "{\"a\"", "[1,", "1 2", "{}}", "\u{ff}"]),
+    ) {
+        prop_assert_eq!(
+            HeartbeatData::from_json_slice(value.to_string().as_bytes()),
+            Err(JsonDataError::NotAnObject)
+        );
+        prop_assert_eq!(HeartbeatData::from_json_slice(junk.as_bytes()), Err(JsonDataError::NotJson));
     }
 }
 

@@ -10,7 +10,10 @@ use axum::routing::{delete, get, post};
 use heartbeat_core::jobs::{EventBus, JobStore, Jobs};
 use heartbeat_core::{Clock, Heartbeats, SessionStore, SystemClock};
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -127,14 +130,12 @@ impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
             .route("/v1/events", get(jobs::events::<S, J, B, C>))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
-            .layer(DefaultBodyLimit::max(self.inner.settings.body_limit))
             .with_state(self.clone());
-        Router::new()
-            .route("/metrics", get(metrics::render))
-            .with_state(metrics.clone())
-            .merge(routes)
-            .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
-            .layer(PropagateRequestIdLayer::x_request_id())
+        // Every `Router::layer` call wraps each route in one more boxed service (a clone
+        // of the box and a boxed future per request), so the whole stack goes in with one
+        // call. Outermost first.
+        let middleware = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
             .layer(TraceLayer::new_for_http().make_span_with(
                 |request: &axum::http::Request<axum::body::Body>| {
                     let id = request
@@ -145,13 +146,35 @@ impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
                     tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
                 },
             ))
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(metrics::TrackLayer::new(metrics.clone()))
+            .layer(DefaultBodyLimit::max(self.inner.settings.body_limit));
+        Router::new()
+            .route("/metrics", get(metrics::render))
+            .with_state(metrics)
+            .merge(routes)
+            .layer(middleware)
     }
 }
 
 impl<S, J, B, C> FromRef<App<S, J, B, C>> for Metrics {
     fn from_ref(app: &App<S, J, B, C>) -> Metrics {
         app.inner.metrics.clone()
+    }
+}
+
+/// A random UUID for requests that come without `x-request-id`, formatted on the stack
+/// (tower-http's `MakeRequestUuid` formats into a `String` first).
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        axum::http::HeaderValue::from_str(id)
+            .ok()
+            .map(RequestId::new)
     }
 }
 

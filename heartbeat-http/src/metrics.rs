@@ -1,11 +1,15 @@
 //! Prometheus metrics: requests by route and status, latency, heartbeat decisions, open SSE
 //! connections and store errors, served as text at `GET /metrics`.
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,11 +17,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: Cow<'static, str>,
     status: u16,
 }
 
@@ -195,32 +200,115 @@ impl Drop for SseGuard {
 }
 
 /// Middleware: counts every request by matched route, method and status, and its latency.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    metrics
-        .inner
-        .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .inner
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status,
-        })
-        .inc();
-    response
+///
+/// A plain tower layer (no boxed future per request, unlike `axum::middleware::from_fn`);
+/// it must sit inside the router (`Router::layer`) to see the matched route.
+#[derive(Debug, Clone)]
+pub struct TrackLayer {
+    metrics: Metrics,
+}
+
+impl TrackLayer {
+    /// Counts into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service of [`TrackLayer`].
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+        let method = method_label(request.method());
+        TrackFuture {
+            inner: self.inner.call(request),
+            labels: Some((route, method)),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Track`].
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        labels: Option<(String, Cow<'static, str>)>,
+        metrics: Metrics,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some((route, method))) = (&result, this.labels.take()) {
+            let inner = &this.metrics.inner;
+            let mut route = RouteLabels { route };
+            inner
+                .latency
+                .get_or_create(&route)
+                .observe(this.started.elapsed().as_secs_f64());
+            inner
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: std::mem::take(&mut route.route),
+                    method,
+                    status: response.status().as_u16(),
+                })
+                .inc();
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// The method as a label, without copying the standard ones.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|name| **name == method.as_str()) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
 }
 
 /// `GET /metrics`.
@@ -232,4 +320,20 @@ pub async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
         )],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_labelled_without_copying_and_others_as_they_came() {
+        assert!(matches!(method_label(&Method::GET), Cow::Borrowed("GET")));
+        assert!(matches!(
+            method_label(&Method::PATCH),
+            Cow::Borrowed("PATCH")
+        ));
+        let purge = Method::from_bytes(b"PURGE").unwrap_or(Method::GET);
+        assert!(matches!(method_label(&purge), Cow::Owned(name) if name == "PURGE"));
+    }
 }

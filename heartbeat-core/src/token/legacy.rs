@@ -105,9 +105,18 @@ impl LegacyKey {
     /// Opens a token to its JSON object. Every input of the same length takes the same
     /// steps; see the module docs.
     pub fn open(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
+        self.open_with(token, parse_object)
+    }
+
+    /// As [`open`](Self::open), reading the plaintext with `parse`.
+    pub(crate) fn open_with<T>(
+        &self,
+        token: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
         let (plaintext, failure) = self.decrypt(token);
         // Parsed on every path, so a padding error costs what a JSON error costs.
-        let parsed = parse_object(&plaintext);
+        let parsed = parse(&plaintext);
         match failure {
             Some(refusal) => Err(refusal),
             None => parsed,

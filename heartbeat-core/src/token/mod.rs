@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::{DataError, HeartbeatData};
+use crate::{DataError, HeartbeatData, JsonDataError};
 
 /// Longest token accepted, in bytes. Longer input is refused before any other work, so no
 /// work is proportional to the size of a hostile input.
@@ -229,24 +229,44 @@ impl TokenCodec {
 
     /// Opens a token to its heartbeat data.
     pub fn open(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
-        let object = self.open_json(token)?;
-        HeartbeatData::from_json_object(object)
-            .map_err(|error| InvalidToken::new(Refusal::Data(error)))
+        self.open_with(token, |plaintext| {
+            HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
+        })
     }
 
     /// Opens a token to its JSON object, without checking it is heartbeat data.
     pub fn open_json(&self, token: &str) -> Result<Map<String, Value>, InvalidToken> {
+        self.open_with(token, parse_object)
+    }
+
+    /// Checks the length, decrypts in the token's format and reads the plaintext with
+    /// `parse`.
+    fn open_with<T>(
+        &self,
+        token: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+    ) -> Result<T, InvalidToken> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
         let opened = if let Some(body) = token.strip_prefix(sealed::PREFIX) {
-            self.sealed.open(body)
+            self.sealed.open_with(body, parse)
         } else if self.accept_legacy {
-            self.legacy.open(token)
+            self.legacy.open_with(token, parse)
         } else {
             Err(Refusal::Malformed)
         };
         opened.map_err(InvalidToken::new)
+    }
+}
+
+impl From<JsonDataError> for Refusal {
+    fn from(error: JsonDataError) -> Self {
+        match error {
+            JsonDataError::NotJson => Refusal::NotJson,
+            JsonDataError::NotAnObject => Refusal::NotAnObject,
+            JsonDataError::Data(error) => Refusal::Data(error),
+        }
     }
 }
 

@@ -71,6 +71,15 @@ impl SealedKey {
 
     /// Opens the part of a token after [`PREFIX`].
     pub fn open(&self, body: &str) -> Result<Map<String, Value>, Refusal> {
+        self.open_with(body, parse_object)
+    }
+
+    /// Opens the part of a token after [`PREFIX`] and reads the plaintext with `parse`.
+    pub(crate) fn open_with<T>(
+        &self,
+        body: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
         let raw = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| Refusal::Malformed)?;
@@ -88,6 +97,6 @@ impl SealedKey {
                 },
             )
             .map_err(|_| Refusal::Decryption)?;
-        parse_object(&plaintext)
+        parse(&plaintext)
     }
 }
