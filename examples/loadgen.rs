@@ -216,6 +216,13 @@ fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// A 200 answer to a heartbeat.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    heartbeat_token: std::borrow::Cow<'a, str>,
+}
+
 struct Player {
     token: Mutex<(String, Option<String>)>,
     busy: AtomicBool,
@@ -263,12 +270,10 @@ async fn beat(
             status == 412 || status == 406 || status == 400,
         );
     }
-    let Some(rotated) = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|body| body["heartbeat_token"].as_str().map(str::to_owned))
-    else {
+    let Ok(Answer { heartbeat_token }) = serde_json::from_slice::<Answer<'_>>(&body) else {
         return (Some(status), true);
     };
+    let rotated = heartbeat_token.into_owned();
     let mut state = lock(&player.token);
     let mut wrong = false;
     if let Some(codec) = codec {
