@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod bus;
+mod group_commit;
 mod jobs;
 mod keys;
 mod open;
@@ -57,6 +58,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use heartbeat_core::StoreError;
 use heartbeat_core::jobs::Fanout;
+
+use crate::group_commit::GroupCommit;
 
 pub use open::OpenError;
 
@@ -189,7 +192,11 @@ impl SledStore {
     /// Flushes (shared with concurrent writers) if writes are synchronous.
     async fn durable(&self) -> Result<(), StoreError> {
         if self.inner.sync_writes {
-            self.inner.flushes.flush(&self.inner.db).await
+            let db = &self.inner.db;
+            self.inner
+                .flushes
+                .flush(|| async { db.flush_async().await.map(drop).map_err(sled_error) })
+                .await
         } else {
             Ok(())
         }
@@ -208,31 +215,6 @@ impl SledStore {
     /// A fresh version: unique and increasing, also across restarts.
     fn next_version(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.generate_id().map_err(sled_error)? + 1)
-    }
-}
-
-/// Coalesces concurrent flushes: a write waits for one flush that started after it.
-#[derive(Default)]
-struct GroupCommit {
-    lock: tokio::sync::Mutex<()>,
-    requested: AtomicU64,
-    flushed: AtomicU64,
-}
-
-impl GroupCommit {
-    async fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
-        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.flushed.load(Ordering::Acquire) >= ticket {
-            return Ok(());
-        }
-        let _turn = self.lock.lock().await;
-        if self.flushed.load(Ordering::Acquire) >= ticket {
-            return Ok(());
-        }
-        let covered = self.requested.load(Ordering::Acquire);
-        db.flush_async().await.map_err(sled_error)?;
-        self.flushed.fetch_max(covered, Ordering::AcqRel);
-        Ok(())
     }
 }
 
