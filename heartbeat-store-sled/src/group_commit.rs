@@ -136,11 +136,7 @@ mod tests {
         // A flusher whose future is dropped mid-flush, with a writer waiting behind it.
         let stuck = {
             let group = Arc::clone(&group);
-            tokio::spawn(async move {
-                group
-                    .flush(|| std::future::pending::<Result<(), ()>>())
-                    .await
-            })
+            tokio::spawn(async move { group.flush(std::future::pending::<Result<(), ()>>).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let waiter = {
