@@ -5,6 +5,11 @@
 use std::process::Command;
 
 fn run_example(name: &str) -> String {
+    run_example_with(name, &[])
+}
+
+/// Runs example `name` with `args`, failing the test (with its output) when it fails.
+fn run_example_with(name: &str, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO"))
         .args([
             "run",
@@ -13,13 +18,15 @@ fn run_example(name: &str) -> String {
             "heartbeat-examples",
             "--example",
             name,
+            "--",
         ])
+        .args(args)
         .output()
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "example {name} failed:\n{stdout}\n{}",
+        "example {name} {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
@@ -141,26 +148,8 @@ fn loadgen_reports_clean_runs_in_every_mode() {
         &["jobs", "--connections", "20", "--timeout", "30"],
     ];
     for args in runs {
-        let output = Command::new(env!("CARGO"))
-            .args([
-                "run",
-                "--quiet",
-                "-p",
-                "heartbeat-examples",
-                "--example",
-                "loadgen",
-                "--",
-            ])
-            .args(args)
-            .args(["--url", &url])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "loadgen {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let args = [args, &["--url", url.as_str()]].concat();
+        let stdout = run_example_with("loadgen", &args);
         if args[0] == "jobs" {
             assert!(stdout.contains("20 SSE connections held"), "{stdout}");
             assert!(

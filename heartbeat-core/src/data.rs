@@ -267,6 +267,10 @@ const KNOWN_FIELDS: [&str; 12] = [
 ];
 
 impl HeartbeatData {
+    /// The names of the fields this crate reads; any other field is kept in
+    /// [`extra`](Self::extra).
+    pub const FIELDS: [&'static str; 12] = KNOWN_FIELDS;
+
     /// The reject strategy in force: the token's, or [`RejectStrategy::LeastRecent`].
     pub fn strategy(&self) -> RejectStrategy {
         self.reject_strategy.unwrap_or_default()

@@ -215,30 +215,40 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
         Kind::Sled => {
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
-            let app = server::app_with_clock(
-                codec(),
-                store.clone(),
-                store.clone(),
-                store,
-                settings,
-                clock,
-            );
-            (serve(app).await, Backing::Dir(dir))
+            (
+                serve_one_store(store, settings, clock).await,
+                Backing::Dir(dir),
+            )
         }
         Kind::Redis => {
             let redis = RedisServer::start();
             let store = redis_store(&redis).await;
-            let app = server::app_with_clock(
-                codec(),
-                store.clone(),
-                store.clone(),
-                store,
-                settings,
-                clock,
-            );
-            (serve(app).await, Backing::Redis(redis))
+            (
+                serve_one_store(store, settings, clock).await,
+                Backing::Redis(redis),
+            )
         }
     }
+}
+
+/// Serves a store that keeps sessions, jobs and events alike (sled, Redis).
+async fn serve_one_store<T, C>(store: T, settings: Settings, clock: C) -> TestServer
+where
+    T: heartbeat_core::SessionStore
+        + heartbeat_core::jobs::JobStore
+        + heartbeat_core::jobs::EventBus
+        + Clone,
+    C: heartbeat_core::Clock + Clone,
+{
+    let app = server::app_with_clock(
+        codec(),
+        store.clone(),
+        store.clone(),
+        store,
+        settings,
+        clock,
+    );
+    serve(app).await
 }
 
 pub async fn start(kind: Kind) -> (TestServer, Backing) {
