@@ -97,12 +97,11 @@ where
                     return Some((event, state));
                 }
                 Err(BusError::Lagged { .. }) => {
-                    let missed = state
-                        .app
-                        .jobs()
-                        .bus()
-                        .replay(&state.owner, state.last)
-                        .await;
+                    // Boxed: this runs only after a lag, and a store's replay future can
+                    // take kilobytes (Redis: ≈ 5 KiB) that every idle stream would
+                    // otherwise carry in its state.
+                    let bus = state.app.jobs().bus();
+                    let missed = Box::pin(bus.replay(&state.owner, state.last)).await;
                     match missed {
                         Ok(missed) => state.pending.extend(missed),
                         Err(error) => {

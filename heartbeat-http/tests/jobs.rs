@@ -194,3 +194,47 @@ async fn streams_start_with_retry_and_send_keep_alives() {
     );
     server.stop().await;
 }
+
+/// More events than an owner's live channel holds (16), published while the stream's task
+/// cannot run (one-threaded runtime, no await yields in the memory store): the stream
+/// lags, replays from the last id it sent, and the client still gets every event once,
+/// in order.
+#[tokio::test]
+async fn a_stream_that_lags_replays_what_it_missed() {
+    use heartbeat_core::jobs::Owner;
+    use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+
+    let settings = heartbeat_http::Settings {
+        job_time: None,
+        ..common::settings()
+    };
+    let app = heartbeat_http::server::app(
+        common::codec(),
+        MemorySessionStore::new(),
+        MemoryJobStore::new(),
+        MemoryEventBus::new(),
+        settings,
+    );
+    let server = common::serve(app.clone()).await;
+    let mut events = Sse::open(&server, "/v1/events?uuid=lagger", None).await;
+    let owner = Owner::new("lagger").unwrap();
+    let mut created = Vec::new();
+    for _ in 0..40 {
+        created.push(app.jobs().create(&owner).await.unwrap().id);
+    }
+    let mut received = Vec::new();
+    for _ in 0..40 {
+        let job: Value = serde_json::from_str(&events.next().await.data).unwrap();
+        received.push(job["id"].as_u64().unwrap());
+    }
+    let created: Vec<u64> = created.iter().map(|id| id.0).collect();
+    assert_eq!(received, created);
+    assert!(
+        events
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing twice"
+    );
+    server.stop().await;
+}
