@@ -253,7 +253,7 @@ where
         let method = method_label(request.method());
         TrackFuture {
             inner: self.inner.call(request),
-            labels: Some((route, method)),
+            labels: Some((RouteLabels { route }, method)),
             metrics: self.metrics.clone(),
             started: Instant::now(),
         }
@@ -265,7 +265,7 @@ pin_project_lite::pin_project! {
     pub struct TrackFuture<F> {
         #[pin]
         inner: F,
-        labels: Option<(String, Cow<'static, str>)>,
+        labels: Option<(RouteLabels, Cow<'static, str>)>,
         metrics: Metrics,
         started: Instant,
     }
@@ -282,7 +282,6 @@ where
         let result = ready!(this.inner.poll(cx));
         if let (Ok(response), Some((route, method))) = (&result, this.labels.take()) {
             let inner = &this.metrics.inner;
-            let mut route = RouteLabels { route };
             inner
                 .latency
                 .get_or_create(&route)
@@ -290,7 +289,7 @@ where
             inner
                 .requests
                 .get_or_create(&RequestLabels {
-                    route: std::mem::take(&mut route.route),
+                    route: route.route,
                     method,
                     status: response.status().as_u16(),
                 })

@@ -136,14 +136,15 @@ fn remove_if_expired(
             .is_ok())
 }
 
+/// The key prefixes whose values carry an expiry time.
+const EXPIRING: [&[u8]; 3] = [
+    keys::SESSIONS_PREFIX,
+    keys::PROGRESS_PREFIX,
+    keys::HISTORY_PREFIX,
+];
+
 fn expires(key: &[u8]) -> bool {
-    [
-        keys::SESSIONS_PREFIX,
-        keys::PROGRESS_PREFIX,
-        keys::HISTORY_PREFIX,
-    ]
-    .iter()
-    .any(|prefix| key.starts_with(prefix))
+    EXPIRING.iter().any(|prefix| key.starts_with(prefix))
 }
 
 /// Removes every expired entry.
@@ -151,11 +152,7 @@ pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
     let now = now_millis();
     let tree = &store.inner.tree;
     let mut removed = 0;
-    for prefix in [
-        keys::SESSIONS_PREFIX,
-        keys::PROGRESS_PREFIX,
-        keys::HISTORY_PREFIX,
-    ] {
+    for prefix in EXPIRING {
         for entry in tree.scan_prefix(prefix) {
             let (key, value) = entry.map_err(sled_error)?;
             removed += usize::from(remove_if_expired(tree, &key, &value, now)?);
