@@ -1,8 +1,8 @@
-//! The crypto-js test vectors of `../shared/vectors/cryptojs-tokens.json` (SPEC §3.3).
+//! The crypto-js test vectors of `tests/vectors/cryptojs-tokens.json` (SPEC §3.3), made by
+//! the real `crypto-js@3`: fixed and random tokens, tokens that must be refused, and the
+//! legacy format's bit-flip weakness.
 
 #![allow(clippy::unwrap_used)]
-
-use std::path::PathBuf;
 
 use heartbeat_core::token::Refusal;
 use heartbeat_core::token::legacy::{self, LegacyKey};
@@ -10,20 +10,7 @@ use heartbeat_core::{HeartbeatData, Id, TokenCodec};
 use serde_json::Value;
 
 fn vectors() -> Value {
-    let path = std::env::var_os("HEARTBEAT_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/vectors/cryptojs-tokens.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read the token vectors at {}: {error}. Check out `shared/` beside this repository \
-             or point HEARTBEAT_VECTORS at cryptojs-tokens.json",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("vectors are JSON")
+    serde_json::from_str(include_str!("vectors/cryptojs-tokens.json")).expect("vectors are JSON")
 }
 
 fn field<'a>(vector: &'a Value, name: &str) -> &'a str {
