@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     clock.advance(Duration::from_secs(30));
     match heartbeats.heartbeat(&tv, Some(30.0)).await? {
         HeartbeatOutcome::Rejected(reason) => println!("tv refused (412): {reason:?}"),
-        HeartbeatOutcome::Accepted { .. } => return Err("the tv should have been refused".into()),
+        other => return Err(format!("the tv should have been refused: {other:?}").into()),
     }
     let phone = accept(&heartbeats, &phone, 25.0).await?;
     println!("phone keeps playing");
@@ -71,6 +71,6 @@ async fn accept<S: heartbeat_core::SessionStore, C: Clock>(
 ) -> Result<String, Box<dyn std::error::Error>> {
     match heartbeats.heartbeat(token, Some(progress)).await? {
         HeartbeatOutcome::Accepted { token, .. } => Ok(token),
-        HeartbeatOutcome::Rejected(reason) => Err(format!("refused: {reason:?}").into()),
+        other => Err(format!("not accepted: {other:?}").into()),
     }
 }

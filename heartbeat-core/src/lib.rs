@@ -12,6 +12,8 @@
 //! - [`Heartbeats`]: codec + rules + store, atomic by compare-and-set.
 //! - [`jobs`]: jobs whose state only moves forward, and their events.
 //! - [`memory`]: in-memory stores.
+//! - [`Storage`]: the three stores behind trait objects, for applications that choose
+//!   their store at run time.
 //! - `testkit` (feature `testkit`): the conformance suite every store runs.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@
 //! match heartbeats.heartbeat(token_from_player, Some(42.0)).await? {
 //!     HeartbeatOutcome::Accepted { token, .. } => println!("keep playing, next token {token}"),
 //!     HeartbeatOutcome::Rejected(reason) => println!("stop: {reason:?}"),
+//!     other => println!("{other:?}"),
 //! }
 //! # Ok(())
 //! # }
@@ -36,6 +39,7 @@ pub mod jobs;
 pub mod memory;
 mod service;
 mod session;
+pub mod storage;
 pub mod store;
 mod time;
 pub mod token;
@@ -50,6 +54,7 @@ pub use service::{
     Heartbeats,
 };
 pub use session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
+pub use storage::{SharedClock, SharedHeartbeats, SharedJobs, Storage};
 pub use store::{SessionStore, StoreError};
 pub use time::{Timestamp, TimestampError};
 pub use token::{InvalidToken, KeyError, SealError, TokenCodec, TokenFormat};

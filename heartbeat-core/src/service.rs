@@ -30,6 +30,7 @@ pub enum HeartbeatError {
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum HeartbeatOutcome {
     /// Accepted: keep playing with the rotated token.
     Accepted {
@@ -40,6 +41,15 @@ pub enum HeartbeatOutcome {
     },
     /// Refused: the user has too many streams; the player must stop (412).
     Rejected(RejectReason),
+    /// The store could not be reached and [`HeartbeatConfig::fail_open`] is set: the
+    /// token's data with `timestamp` set to now, sealed, and nothing counted or stored. The
+    /// session keeps its id; a backend token stays one.
+    FailedOpen {
+        /// The rotated token to send with the next heartbeat.
+        token: String,
+        /// Why the store could not be used, for logs.
+        cause: String,
+    },
 }
 
 /// An active session, as an administrator sees it.
@@ -60,6 +70,11 @@ pub struct HeartbeatConfig {
     /// Compare-and-set attempts per operation before giving up with
     /// [`StoreError::Contention`].
     pub max_attempts: u32,
+    /// When the store cannot be reached, accept heartbeats unchecked
+    /// ([`HeartbeatOutcome::FailedOpen`]) instead of failing with
+    /// [`HeartbeatError::Store`]: players keep playing through a store outage, without
+    /// the limit. Off by default.
+    pub fail_open: bool,
 }
 
 impl Default for HeartbeatConfig {
@@ -67,6 +82,7 @@ impl Default for HeartbeatConfig {
         Self {
             retention: Retention::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            fail_open: false,
         }
     }
 }
@@ -148,25 +164,33 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         &self.clock
     }
 
+    /// The settings.
+    pub fn config(&self) -> &HeartbeatConfig {
+        &self.config
+    }
+
     /// Handles one heartbeat: `progress` is the position the player reports, if any.
+    ///
+    /// The token is opened first (an invalid token is [`HeartbeatError::InvalidToken`]
+    /// whatever the progress), then the progress checked. A store failure is
+    /// [`HeartbeatError::Store`], or [`HeartbeatOutcome::FailedOpen`] with
+    /// [`HeartbeatConfig::fail_open`].
     pub async fn heartbeat(
         &self,
         token: &str,
         progress: Option<f64>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
-        let progress = check_progress(progress)?;
         let data = self.codec.open(token)?;
-        self.decide_heartbeat(&data, progress).await
-    }
-
-    /// Handles one heartbeat whose token is already opened.
-    pub async fn heartbeat_data(
-        &self,
-        data: &HeartbeatData,
-        progress: Option<f64>,
-    ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let progress = check_progress(progress)?;
-        self.decide_heartbeat(data, progress).await
+        match self.decide_heartbeat(&data, progress).await {
+            Err(HeartbeatError::Store(error)) if self.config.fail_open => {
+                Ok(HeartbeatOutcome::FailedOpen {
+                    token: self.rotate_unchecked(&data)?,
+                    cause: error.to_string(),
+                })
+            }
+            other => other,
+        }
     }
 
     /// Decides and stores one heartbeat whose progress is already checked.
@@ -247,10 +271,8 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .await
     }
 
-    /// The answer when the store cannot be reached and the operator chose to fail open
-    /// (`FAIL_OPEN=true`): the token's data with `timestamp` set to now, sealed, and
-    /// nothing counted or stored. The session keeps its id; a backend token stays one.
-    pub fn rotate_unchecked(&self, data: &HeartbeatData) -> Result<String, SealError> {
+    /// The fail-open answer: the token's data with `timestamp` set to now, sealed.
+    fn rotate_unchecked(&self, data: &HeartbeatData) -> Result<String, SealError> {
         let mut rotated = data.clone();
         rotated.timestamp = self.clock.now();
         self.codec.seal(&rotated)

@@ -74,6 +74,9 @@ macro_rules! conformance_tests {
             jobs::events_reach_their_owner_only,
             jobs::replay_returns_events_after_an_id,
             jobs::events_cross_clients,
+            jobs::event_streams_resume_without_loss,
+            jobs::a_lagging_event_stream_replays_what_it_missed,
+            jobs::the_completion_loop_completes_due_jobs,
         );
     };
     (@tests $setup:path; $($module:ident :: $test:ident),+ $(,)?) => {

@@ -89,7 +89,10 @@ fn data_sealed_by_the_codec_opens_as_cryptojs_would() {
             .issuing(TokenFormat::Legacy);
         let token = codec.seal(&data).unwrap();
         // The layout crypto-js reads: hex salt, hex IV, then standard base64.
-        assert!(token[..64].bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+        assert!(
+            token[..64].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token}"
+        );
         // Opening is byte-for-byte crypto-js's (the vectors above): the plaintext is JSON
         // that reads back to the same data.
         let key = LegacyKey::new(vector.passphrase.as_bytes()).unwrap();

@@ -8,8 +8,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::jobs::{EventBus, JobStore};
-use heartbeat_core::{Clock, HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, SessionStore};
+use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -80,35 +79,18 @@ pub fn path_id(what: &str, text: &str) -> Result<Id, ApiError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> FromRequestParts<App<S, J, B, C>>
-    for Admin
-{
+impl FromRequestParts<App> for Admin {
     type Rejection = Denied;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App<S, J, B, C>) -> Result<Self, Denied> {
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
         authorize(app.settings().admin_key.as_deref(), &parts.headers).map(|()| Admin)
     }
 }
 
-fn store_failure<S, J, B, C>(
-    app: &App<S, J, B, C>,
-    route: &str,
-    error: &heartbeat_core::StoreError,
-) -> ApiError
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
-    app.metrics().store_error(route);
-    ApiError::unavailable(error)
-}
-
 /// `POST /admin/tokens`: the body is the heartbeat data; answers 201 with the token.
-pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn issue_token(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -126,9 +108,9 @@ pub async fn issue_token<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
 }
 
 /// `GET /admin/users/{user}/sessions`: the user's active sessions (devices), oldest first.
-pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn sessions(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_id("user", &user)?;
@@ -136,7 +118,7 @@ pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .heartbeats()
         .active_sessions(&user)
         .await
-        .map_err(|error| store_failure(&app, "/admin/users/{user}/sessions", &error))?;
+        .map_err(|error| ApiError::unavailable(&error))?;
     let sessions: Vec<Value> = sessions
         .into_iter()
         .map(|session| {
@@ -153,9 +135,9 @@ pub async fn sessions<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
 }
 
 /// `DELETE /admin/users/{user}/sessions/{session}`: evicts one session.
-pub async fn evict<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn evict(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     Path((user, session)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_id("user", &user)?;
@@ -164,7 +146,7 @@ pub async fn evict<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .heartbeats()
         .evict(&user, &session)
         .await
-        .map_err(|error| store_failure(&app, "/admin/users/{user}/sessions/{session}", &error))?;
+        .map_err(|error| ApiError::unavailable(&error))?;
     if evicted {
         Ok(Json(json!({ "evicted": session })))
     } else {
@@ -175,16 +157,16 @@ pub async fn evict<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
 }
 
 /// `GET /admin/users/{user}/progress/{asset}`: where the user stopped in the asset.
-pub async fn progress<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn progress(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     Path((user, asset)): Path<(String, String)>,
 ) -> Result<Json<ProgressRecord>, ApiError> {
     let (user, asset) = (path_id("user", &user)?, path_id("asset", &asset)?);
     app.heartbeats()
         .progress(&user, &asset)
         .await
-        .map_err(|error| store_failure(&app, "/admin/users/{user}/progress/{asset}", &error))?
+        .map_err(|error| ApiError::unavailable(&error))?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("No progress is recorded for this user and asset."))
 }
@@ -198,9 +180,9 @@ pub struct HistoryQuery {
 }
 
 /// `GET /admin/users/{user}/history?limit=N`: the user's play history, newest first.
-pub async fn history<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn history(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     Path(user): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -213,7 +195,7 @@ pub async fn history<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .heartbeats()
         .history(&user, limit)
         .await
-        .map_err(|error| store_failure(&app, "/admin/users/{user}/history", &error))?;
+        .map_err(|error| ApiError::unavailable(&error))?;
     Ok(Json(
         json!({ "user_id": user.to_json(), "history": history }),
     ))

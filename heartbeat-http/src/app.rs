@@ -7,8 +7,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use heartbeat_core::jobs::{EventBus, JobStore, Jobs};
-use heartbeat_core::{Clock, Heartbeats, SessionStore, SystemClock};
+use heartbeat_core::{SessionStore, SharedHeartbeats, SharedJobs};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -22,31 +21,31 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::{admin, heartbeat, jobs};
 
-/// Everything a request needs: the two services, the settings, the metrics and the
-/// shutdown signal that ends SSE streams. Clones share it.
-pub struct App<S, J, B, C = SystemClock> {
-    inner: Arc<Inner<S, J, B, C>>,
+/// Everything a request needs: the two services (over stores chosen at run time), the
+/// settings, the metrics and the shutdown signal that ends SSE streams. Clones share it.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
 }
 
-struct Inner<S, J, B, C> {
-    heartbeats: Heartbeats<S, C>,
-    jobs: Jobs<J, B, C>,
+struct Inner {
+    heartbeats: SharedHeartbeats,
+    jobs: SharedJobs,
     settings: Settings,
     metrics: Metrics,
     shutdown: CancellationToken,
 }
 
-impl<S, J, B, C> Clone for App<S, J, B, C> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-        }
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
     }
 }
 
-impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
-    /// An application over `heartbeats` and `jobs` with `settings`.
-    pub fn new(heartbeats: Heartbeats<S, C>, jobs: Jobs<J, B, C>, settings: Settings) -> Self {
+impl App {
+    /// An application over `heartbeats` and `jobs` with `settings`
+    /// ([`server::app`](crate::server::app) builds both from stores and settings).
+    pub fn new(heartbeats: SharedHeartbeats, jobs: SharedJobs, settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 heartbeats,
@@ -59,12 +58,12 @@ impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
     }
 
     /// The heartbeat service.
-    pub fn heartbeats(&self) -> &Heartbeats<S, C> {
+    pub fn heartbeats(&self) -> &SharedHeartbeats {
         &self.inner.heartbeats
     }
 
     /// The jobs service.
-    pub fn jobs(&self) -> &Jobs<J, B, C> {
+    pub fn jobs(&self) -> &SharedJobs {
         &self.inner.jobs
     }
 
@@ -88,46 +87,31 @@ impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
         let metrics = self.inner.metrics.clone();
         let request_timeout = self.inner.settings.request_timeout;
         let routes = Router::new()
-            .route("/", post(heartbeat::heartbeat::<S, J, B, C>))
-            .route("/heartbeat", post(heartbeat::heartbeat::<S, J, B, C>))
-            .route("/heartbeat/stop", post(heartbeat::stop::<S, J, B, C>))
-            .route("/admin/tokens", post(admin::issue_token::<S, J, B, C>))
-            .route(
-                "/admin/users/{user}/sessions",
-                get(admin::sessions::<S, J, B, C>),
-            )
+            .route("/", post(heartbeat::heartbeat))
+            .route("/heartbeat", post(heartbeat::heartbeat))
+            .route("/heartbeat/stop", post(heartbeat::stop))
+            .route("/admin/tokens", post(admin::issue_token))
+            .route("/admin/users/{user}/sessions", get(admin::sessions))
             .route(
                 "/admin/users/{user}/sessions/{session}",
-                delete(admin::evict::<S, J, B, C>),
+                delete(admin::evict),
             )
-            .route(
-                "/admin/users/{user}/progress/{asset}",
-                get(admin::progress::<S, J, B, C>),
-            )
-            .route(
-                "/admin/users/{user}/history",
-                get(admin::history::<S, J, B, C>),
-            )
-            .route("/create", post(jobs::heygen_create::<S, J, B, C>))
-            .route("/status/{id}", get(jobs::heygen_status::<S, J, B, C>))
-            .route(
-                "/v1/jobs",
-                post(jobs::create::<S, J, B, C>).get(jobs::list::<S, J, B, C>),
-            )
-            .route(
-                "/v1/jobs/{id}",
-                get(jobs::get::<S, J, B, C>).patch(jobs::update::<S, J, B, C>),
-            )
+            .route("/admin/users/{user}/progress/{asset}", get(admin::progress))
+            .route("/admin/users/{user}/history", get(admin::history))
+            .route("/create", post(jobs::heygen_create))
+            .route("/status/{id}", get(jobs::heygen_status))
+            .route("/v1/jobs", post(jobs::create).get(jobs::list))
+            .route("/v1/jobs/{id}", get(jobs::get).patch(jobs::update))
             .route("/healthz", get(healthz))
             .route("/healthcheck", get(healthz))
-            .route("/readyz", get(readyz::<S, J, B, C>))
+            .route("/readyz", get(readyz))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 request_timeout,
             ))
             // Streams live as long as the client stays: no request timeout for them.
-            .route("/status", get(jobs::heygen_events::<S, J, B, C>))
-            .route("/v1/events", get(jobs::events::<S, J, B, C>))
+            .route("/status", get(jobs::heygen_events))
+            .route("/v1/events", get(jobs::events))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .with_state(self.clone());
@@ -157,8 +141,8 @@ impl<S: SessionStore, J: JobStore, B: EventBus, C: Clock> App<S, J, B, C> {
     }
 }
 
-impl<S, J, B, C> FromRef<App<S, J, B, C>> for Metrics {
-    fn from_ref(app: &App<S, J, B, C>) -> Metrics {
+impl FromRef<App> for Metrics {
+    fn from_ref(app: &App) -> Metrics {
         app.inner.metrics.clone()
     }
 }
@@ -182,13 +166,12 @@ async fn healthz() -> &'static str {
     "OK"
 }
 
-async fn readyz<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
-) -> Result<&'static str, ApiError> {
-    app.heartbeats().store().ping().await.map_err(|error| {
-        app.metrics().store_error("/readyz");
-        ApiError::unavailable(&error)
-    })?;
+async fn readyz(State(app): State<App>) -> Result<&'static str, ApiError> {
+    app.heartbeats()
+        .store()
+        .ping()
+        .await
+        .map_err(|error| ApiError::unavailable(&error))?;
     Ok("ready")
 }
 

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use heartbeat_core::StoreError;
 use serde_json::json;
 
+use crate::metrics::StoreFailed;
+
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -36,13 +38,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// 503 with `Retry-After`, logging the store's error.
+    /// 503 with `Retry-After`, logging the store's error. Counted as a store failure of
+    /// the route.
     pub fn unavailable(error: &StoreError) -> Self {
         tracing::warn!(%error, "store unavailable");
         Self::outage()
     }
 
-    /// 503 with `Retry-After`, the cause already logged.
+    /// 503 with `Retry-After`, the cause already logged. Counted as a store failure of the
+    /// route.
     pub fn outage() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -55,12 +59,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response =
             (self.status, axum::Json(json!({ "error": self.message }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        }
+        mark_outage(&mut response);
         response
+    }
+}
+
+/// A 503 tells the client when to retry and is counted as a store failure.
+fn mark_outage(response: &mut Response) {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        response.extensions_mut().insert(StoreFailed);
     }
 }
 
@@ -86,11 +96,7 @@ impl TextError {
 impl IntoResponse for TextError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-        }
+        mark_outage(&mut response);
         response
     }
 }

@@ -7,13 +7,12 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::jobs::{EventBus, JobStore};
-use heartbeat_core::{Clock, HeartbeatError, HeartbeatOutcome, SessionStore};
+use heartbeat_core::{HeartbeatError, HeartbeatOutcome};
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::metrics::Decision;
+use crate::metrics::{Decision, Metrics, StoreFailed};
 
 /// The fixed body of a 412, as the Node server answers it.
 pub const OVER_LIMIT_MESSAGE: &str = "You have exceeded the maximum allowed number of devices.";
@@ -118,92 +117,72 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
     }
 }
 
-/// Counts the decision (and a store failure on `route`, when it was one).
-fn count<S, J, B, C>(app: &App<S, J, B, C>, route: &str, decision: Decision)
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
-    app.metrics().decision(decision);
-    if decision == Decision::StoreUnavailable {
-        app.metrics().store_error(route);
-    }
-}
-
-fn counted<S, J, B, C>(
-    app: &App<S, J, B, C>,
-    route: &str,
-    decision: Decision,
-    error: ApiError,
-) -> Response
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
-    count(app, route, decision);
+/// Counts the decision and answers `error`.
+fn counted(metrics: &Metrics, decision: Decision, error: ApiError) -> Response {
+    metrics.decision(decision);
     error.into_response()
 }
 
 /// `POST /heartbeat`.
-pub async fn heartbeat<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn heartbeat(
+    State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let metrics = app.metrics();
     let request = match HeartbeatRequest::from_body(&headers, body) {
         Ok(request) => request,
-        Err(error) => return counted(&app, "/heartbeat", Decision::BadRequest, error),
+        Err(error) => return counted(metrics, Decision::BadRequest, error),
     };
-    let heartbeats = app.heartbeats();
-    let data = match heartbeats.codec().open(&request.token) {
-        Ok(data) => data,
-        Err(invalid) => {
-            let (decision, error) = failure(invalid.into());
-            return counted(&app, "/heartbeat", decision, error);
-        }
-    };
-    match heartbeats.heartbeat_data(&data, request.progress).await {
+    match app
+        .heartbeats()
+        .heartbeat(&request.token, request.progress)
+        .await
+    {
         Ok(HeartbeatOutcome::Accepted { token, .. }) => {
-            count(&app, "/heartbeat", Decision::Accepted);
+            metrics.decision(Decision::Accepted);
             Json(json!({ "heartbeat_token": token })).into_response()
         }
         Ok(HeartbeatOutcome::Rejected(reason)) => {
-            tracing::debug!(?reason, user = %data.user_id, "over the limit");
+            tracing::debug!(?reason, "over the limit");
             counted(
-                &app,
-                "/heartbeat",
+                metrics,
                 Decision::Rejected,
                 ApiError::new(StatusCode::PRECONDITION_FAILED, OVER_LIMIT_MESSAGE),
             )
         }
-        Err(HeartbeatError::Store(error)) if app.settings().fail_open => {
-            tracing::warn!(%error, "store unavailable: failing open");
-            count(&app, "/heartbeat", Decision::StoreUnavailable);
-            match heartbeats.rotate_unchecked(&data) {
-                Ok(token) => Json(json!({ "heartbeat_token": token })).into_response(),
-                Err(error) => failure(error.into()).1.into_response(),
-            }
+        Ok(HeartbeatOutcome::FailedOpen { token, cause }) => {
+            tracing::warn!(error = %cause, "store unavailable: failing open");
+            metrics.decision(Decision::StoreUnavailable);
+            let mut response = Json(json!({ "heartbeat_token": token })).into_response();
+            response.extensions_mut().insert(StoreFailed);
+            response
+        }
+        Ok(other) => {
+            tracing::error!(outcome = ?other, "a heartbeat outcome this server does not know");
+            let error = ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The heartbeat could not be answered.",
+            );
+            counted(metrics, Decision::Failed, error)
         }
         Err(error) => {
             let (decision, error) = failure(error);
-            counted(&app, "/heartbeat", decision, error)
+            counted(metrics, decision, error)
         }
     }
 }
 
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
-pub async fn stop<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn stop(
+    State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let metrics = app.metrics();
     let request = match HeartbeatRequest::from_body(&headers, body) {
         Ok(request) => request,
-        Err(error) => return counted(&app, "/heartbeat/stop", Decision::BadRequest, error),
+        Err(error) => return counted(metrics, Decision::BadRequest, error),
     };
     match app
         .heartbeats()
@@ -211,12 +190,12 @@ pub async fn stop<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .await
     {
         Ok(_) => {
-            count(&app, "/heartbeat/stop", Decision::Stopped);
+            metrics.decision(Decision::Stopped);
             Json(json!({})).into_response()
         }
         Err(error) => {
             let (decision, error) = failure(error);
-            counted(&app, "/heartbeat/stop", decision, error)
+            counted(metrics, decision, error)
         }
     }
 }

@@ -8,10 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::jobs::{
-    EventBus, Job, JobEvent, JobId, JobState, JobStore, JobUpdate, JobsError, Owner,
-};
-use heartbeat_core::{Clock, SessionStore};
+use heartbeat_core::jobs::{Job, JobEvent, JobId, JobState, JobUpdate, JobsError, Owner};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -58,44 +55,25 @@ pub fn heygen_state(state: JobState) -> &'static str {
     }
 }
 
-/// Counts and logs a store or event bus failure on `route`.
-fn outage<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: &JobsError)
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
-    app.metrics().store_error(route);
-    tracing::warn!(%error, route, "storage unavailable");
+/// Logs a store or event bus failure (the 503 answer counts it).
+fn outage(error: &JobsError) {
+    tracing::warn!(%error, "storage unavailable");
 }
 
-fn text_failure<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: JobsError) -> TextError
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
+fn text_failure(error: JobsError) -> TextError {
     match error {
         JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
         JobsError::Forbidden(_) => TextError::new(StatusCode::UNAUTHORIZED, "unauthorized"),
         JobsError::Rule(rule) => TextError::new(StatusCode::BAD_REQUEST, rule.to_string()),
         error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
-            outage(app, route, &error);
+            outage(&error);
             TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
         }
         other => TextError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
 
-fn json_failure<S, J, B, C>(app: &App<S, J, B, C>, route: &str, error: JobsError) -> ApiError
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
+fn json_failure(error: JobsError) -> ApiError {
     match error {
         JobsError::NotFound(id) => ApiError::not_found(format!("Job {id} does not exist.")),
         JobsError::Forbidden(id) => ApiError::new(
@@ -107,7 +85,7 @@ where
         }
         JobsError::Rule(rule) => ApiError::bad_request(format!("{rule}.")),
         error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
-            outage(app, route, &error);
+            outage(&error);
             ApiError::outage()
         }
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
@@ -115,25 +93,21 @@ where
 }
 
 /// `POST /create?uuid=<owner>`: 201 with the new job's id as text.
-pub async fn heygen_create<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn heygen_create(
+    State(app): State<App>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, String), TextError> {
     let (owner, _) =
         owner_of(query).map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason))?;
-    let job = app
-        .jobs()
-        .create(&owner)
-        .await
-        .map_err(|error| text_failure(&app, "/create", error))?;
+    let job = app.jobs().create(&owner).await.map_err(text_failure)?;
     Ok((StatusCode::CREATED, job.id.to_string()))
 }
 
 /// `GET /status/{id}?uuid=<owner>`: `pending` / `completed` (text); 404 `error` for an
 /// unknown id (also one that is not a job id at all), 401 `unauthorized` for another
 /// owner's job.
-pub async fn heygen_status<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn heygen_status(
+    State(app): State<App>,
     Path(id): Path<String>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<&'static str, TextError> {
@@ -142,11 +116,7 @@ pub async fn heygen_status<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     let id: JobId = id
         .parse()
         .map_err(|_| TextError::new(StatusCode::NOT_FOUND, "error"))?;
-    let job = app
-        .jobs()
-        .get(id, &owner)
-        .await
-        .map_err(|error| text_failure(&app, "/status/{id}", error))?;
+    let job = app.jobs().get(id, &owner).await.map_err(text_failure)?;
     Ok(heygen_state(job.state))
 }
 
@@ -168,57 +138,54 @@ fn job_event(event: &JobEvent) -> Option<Event> {
         .ok()
 }
 
-async fn event_stream<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    app: &App<S, J, B, C>,
-    route: &str,
+async fn event_stream(
+    app: &App,
     headers: &HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
     to_event: fn(&JobEvent) -> Option<Event>,
 ) -> Result<Response, ApiError> {
     let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
     let after = sse::last_event_id(headers, query.last_event_id.as_deref())?;
-    let events = sse::owner_events(app, owner, after)
+    let events = app
+        .jobs()
+        .events(owner, after)
         .await
-        .map_err(|error| json_failure(app, route, error.into()))?;
+        .map_err(json_failure)?;
     Ok(sse::response(app, events, to_event).into_response())
 }
 
 /// `GET /status?uuid=<owner>`: SSE, `event: status_<id>` with
 /// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs.
-pub async fn heygen_events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn heygen_events(
+    State(app): State<App>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    event_stream(&app, "/status", &headers, query, heygen_event).await
+    event_stream(&app, &headers, query, heygen_event).await
 }
 
 /// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
-pub async fn events<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn events(
+    State(app): State<App>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    event_stream(&app, "/v1/events", &headers, query, job_event).await
+    event_stream(&app, &headers, query, job_event).await
 }
 
 /// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
-pub async fn create<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn create(
+    State(app): State<App>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
-    let job = app
-        .jobs()
-        .create(&owner)
-        .await
-        .map_err(|error| json_failure(&app, "/v1/jobs", error))?;
+    let job = app.jobs().create(&owner).await.map_err(json_failure)?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
 /// `GET /v1/jobs?uuid=<owner>&limit=N`: the owner's jobs, newest first.
-pub async fn list<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn list(
+    State(app): State<App>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
@@ -228,11 +195,7 @@ pub async fn list<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
             "limit must be between 1 and {MAX_LIST}."
         )));
     }
-    let jobs = app
-        .jobs()
-        .list(&owner, limit)
-        .await
-        .map_err(|error| json_failure(&app, "/v1/jobs", error))?;
+    let jobs = app.jobs().list(&owner, limit).await.map_err(json_failure)?;
     Ok(Json(json!({ "jobs": jobs })))
 }
 
@@ -242,8 +205,8 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 }
 
 /// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's.
-pub async fn get<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
-    State(app): State<App<S, J, B, C>>,
+pub async fn get(
+    State(app): State<App>,
     Path(id): Path<String>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<Job>, ApiError> {
@@ -252,15 +215,15 @@ pub async fn get<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
         .jobs()
         .get(job_id(&id)?, &owner)
         .await
-        .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))?;
+        .map_err(json_failure)?;
     Ok(Json(job))
 }
 
 /// `PATCH /v1/jobs/{id}` (admin key): a worker's update — `state`, `progress`, `error`.
 /// States only move forward; a finished job never changes (409).
-pub async fn update<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
+pub async fn update(
     _: Admin,
-    State(app): State<App<S, J, B, C>>,
+    State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -268,10 +231,6 @@ pub async fn update<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(
     let id = job_id(&id)?;
     let update: JobUpdate = serde_json::from_value(json_body(&headers, body)?)
         .map_err(|error| ApiError::bad_request(format!("Invalid job update: {error}.")))?;
-    let job = app
-        .jobs()
-        .update(id, &update)
-        .await
-        .map_err(|error| json_failure(&app, "/v1/jobs/{id}", error))?;
+    let job = app.jobs().update(id, &update).await.map_err(json_failure)?;
     Ok(Json(job))
 }

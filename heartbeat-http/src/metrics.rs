@@ -155,16 +155,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a store failure on `route`.
-    pub fn store_error(&self, route: &str) {
-        self.inner
-            .store_errors
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .inc();
-    }
-
     /// Counts an SSE stream as open until the guard is dropped.
     pub fn sse_connection(&self) -> SseGuard {
         self.inner.sse_connections.inc();
@@ -187,6 +177,13 @@ impl Metrics {
     }
 }
 
+/// Marks a response whose request met a store failure (a 503, or a heartbeat answered 200
+/// while failing open): [`TrackLayer`] counts it in `heartbeat_store_errors_total` under the
+/// matched route. [`ApiError`](crate::ApiError) and [`TextError`](crate::TextError) add it
+/// to every 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFailed;
+
 /// Keeps an SSE stream counted in `heartbeat_sse_connections` while it lives.
 #[derive(Debug)]
 pub struct SseGuard {
@@ -199,7 +196,8 @@ impl Drop for SseGuard {
     }
 }
 
-/// Middleware: counts every request by matched route, method and status, and its latency.
+/// Middleware: counts every request by matched route, method and status, its latency, and
+/// the store failures its response is marked with ([`StoreFailed`]).
 ///
 /// A plain tower layer (no boxed future per request, unlike `axum::middleware::from_fn`);
 /// it must sit inside the router (`Router::layer`) to see the matched route.
@@ -282,6 +280,9 @@ where
         let result = ready!(this.inner.poll(cx));
         if let (Ok(response), Some((route, method))) = (&result, this.labels.take()) {
             let inner = &this.metrics.inner;
+            if response.extensions().get::<StoreFailed>().is_some() {
+                inner.store_errors.get_or_create(&route).inc();
+            }
             inner
                 .latency
                 .get_or_create(&route)

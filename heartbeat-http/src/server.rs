@@ -4,18 +4,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use heartbeat_core::jobs::{EventBus, JobStore, Jobs, JobsConfig};
-use heartbeat_core::{Clock, HeartbeatConfig, Heartbeats, SessionStore, SystemClock, TokenCodec};
+use std::sync::Arc;
+
+use heartbeat_core::jobs::{EventBus, JobStore, JobsConfig};
+use heartbeat_core::{Clock, HeartbeatConfig, SessionStore, SystemClock, TokenCodec};
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::{ConfigError, ServerArgs, Settings, Storage};
-
-/// How often the `JOB_TIME` simulator looks for due jobs: a job completes at most this
-/// long after its due time (plus the time to complete the ones due before it).
-pub const SIMULATOR_TICK: Duration = Duration::from_millis(10);
-/// Most jobs the simulator completes per tick.
-const SIMULATOR_BATCH: usize = 1000;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,16 +45,12 @@ impl StartError {
 
 /// An application over the given stores with the settings' rules applied, on the system
 /// clock.
-pub fn app<S, J, B>(
-    codec: TokenCodec,
-    sessions: S,
-    jobs: J,
-    bus: B,
-    settings: Settings,
-) -> App<S, J, B>
+pub fn app<S, J, B>(codec: TokenCodec, sessions: S, jobs: J, bus: B, settings: Settings) -> App
 where
     S: SessionStore,
+    S::Version: 'static,
     J: JobStore,
+    J::Version: 'static,
     B: EventBus,
 {
     app_with_clock(codec, sessions, jobs, bus, settings, SystemClock)
@@ -73,20 +65,40 @@ pub fn app_with_clock<S, J, B, C>(
     bus: B,
     settings: Settings,
     clock: C,
-) -> App<S, J, B, C>
+) -> App
 where
     S: SessionStore,
+    S::Version: 'static,
     J: JobStore,
+    J::Version: 'static,
     B: EventBus,
-    C: Clock + Clone,
+    C: Clock,
 {
-    let heartbeats = Heartbeats::new(codec, sessions)
+    app_on_storage(
+        codec,
+        heartbeat_core::Storage::new(sessions, jobs, bus),
+        settings,
+        Arc::new(clock),
+    )
+}
+
+/// An application over `storage`, with the settings' rules applied and time from `clock`.
+pub fn app_on_storage(
+    codec: TokenCodec,
+    storage: heartbeat_core::Storage,
+    settings: Settings,
+    clock: heartbeat_core::SharedClock,
+) -> App {
+    let heartbeats = storage
+        .heartbeats(codec)
         .with_config(HeartbeatConfig {
             retention: settings.retention,
+            fail_open: settings.fail_open,
             ..HeartbeatConfig::default()
         })
-        .with_clock(clock.clone());
-    let jobs = Jobs::new(jobs, bus)
+        .with_clock(Arc::clone(&clock));
+    let jobs = storage
+        .jobs()
         .with_config(JobsConfig {
             job_time: settings.job_time,
             ..JobsConfig::default()
@@ -100,37 +112,32 @@ where
 ///
 /// Failing to accept a connection does not end serving: connection errors are skipped,
 /// others (out of file descriptors) logged and retried after a second.
-pub async fn serve<S, J, B, C>(
-    app: App<S, J, B, C>,
+pub async fn serve(
+    app: App,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
+) {
     let router = app.router();
     serve_router(app, router, listener, shutdown).await
 }
 
 /// As [`serve`], with a router of your own making: usually `app.router()` with more
 /// routes or layers (authentication, CORS...).
-pub async fn serve_router<S, J, B, C>(
-    app: App<S, J, B, C>,
+pub async fn serve_router(
+    app: App,
     router: axum::Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
-    let simulator = app
-        .settings()
-        .job_time
-        .map(|_| tokio::spawn(run_simulator(app.clone())));
+) {
+    let simulator = app.settings().job_time.map(|_| {
+        let jobs = app.jobs().clone();
+        tokio::spawn(async move {
+            jobs.run_completions(|error| {
+                tracing::warn!(%error, "the job simulator could not complete due jobs");
+            })
+            .await;
+        })
+    });
     let stop = app.shutdown().clone();
     crate::listen::serve(listener, router, async move {
         shutdown.await;
@@ -145,19 +152,6 @@ pub async fn serve_router<S, J, B, C>(
         tracing::error!(%error, "flushing the store on shutdown failed");
     }
     tracing::info!("stopped");
-}
-
-/// Completes due jobs (`JOB_TIME`), every [`SIMULATOR_TICK`], on every instance at once
-/// safely: each job completes and is announced once.
-async fn run_simulator<S: SessionStore, J: JobStore, B: EventBus, C: Clock>(app: App<S, J, B, C>) {
-    let mut tick = tokio::time::interval(SIMULATOR_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(error) = app.jobs().complete_due(SIMULATOR_BATCH).await {
-            tracing::warn!(%error, "the job simulator could not complete due jobs");
-        }
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -204,13 +198,7 @@ fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
     listen().map_err(|source| StartError::Io { address, source })
 }
 
-async fn run_app<S, J, B, C>(app: App<S, J, B, C>, listener: TcpListener) -> Result<(), StartError>
-where
-    S: SessionStore,
-    J: JobStore,
-    B: EventBus,
-    C: Clock,
-{
+async fn run_app(app: App, listener: TcpListener) -> Result<(), StartError> {
     let address = app.settings().address;
     tracing::info!(%address, "listening");
     serve(app, listener, shutdown_signal()).await;

@@ -55,7 +55,7 @@ async fn child_writer() {
                     HeartbeatOutcome::Accepted { accepted, .. } => {
                         println!("ack session {user} {}", accepted.session_id);
                     }
-                    HeartbeatOutcome::Rejected(reason) => panic!("rejected: {reason:?}"),
+                    other => panic!("not accepted: {other:?}"),
                 }
                 let job = store
                     .create(NewJob {

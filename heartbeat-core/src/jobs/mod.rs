@@ -5,6 +5,7 @@
 
 mod fanout;
 mod model;
+mod resume;
 mod service;
 mod store;
 
@@ -12,5 +13,5 @@ pub use fanout::{Fanout, LIVE_BUFFER};
 pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };
-pub use service::{Jobs, JobsConfig, JobsError};
+pub use service::{COMPLETION_TICK, Jobs, JobsConfig, JobsError};
 pub use store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};

@@ -31,6 +31,13 @@ pub enum JobsError {
 /// Due jobs completed at once by [`Jobs::complete_due`].
 const COMPLETE_IN_PARALLEL: usize = 32;
 
+/// How often [`Jobs::run_completions`] looks for due jobs: a job completes at most this
+/// long after its due time (plus the time to complete the ones due before it).
+pub const COMPLETION_TICK: Duration = Duration::from_millis(10);
+
+/// Most jobs [`Jobs::run_completions`] completes per tick.
+const COMPLETION_BATCH: usize = 1000;
+
 /// Settings of [`Jobs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobsConfig {
@@ -203,6 +210,20 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             }
         }
         Ok(completed)
+    }
+
+    /// Completes due jobs (the `JOB_TIME` simulator) every [`COMPLETION_TICK`], until the
+    /// future is dropped. A failed round is handed to `on_error` and the next tick tries
+    /// again. Safe to run on every instance sharing a store at once.
+    pub async fn run_completions(&self, mut on_error: impl FnMut(JobsError) + Send) {
+        let mut tick = tokio::time::interval(COMPLETION_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.complete_due(COMPLETION_BATCH).await {
+                on_error(error);
+            }
+        }
     }
 
     /// Live events of `owner`.

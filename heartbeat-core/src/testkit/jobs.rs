@@ -9,7 +9,7 @@ use super::{EVENT_WAIT, Fixture};
 use crate::ManualClock;
 use crate::jobs::{
     EventBus, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
-    JobsConfig, JobsError, Owner,
+    JobsConfig, JobsError, LIVE_BUFFER, Owner,
 };
 use crate::store::Commit;
 use crate::testkit::sessions::start;
@@ -304,4 +304,117 @@ pub async fn events_cross_clients<F: Fixture>(fixture: &F) {
     );
     let replayed = listener_bus.replay(&alice, None).await.unwrap();
     assert_eq!(replayed.last(), Some(&completed));
+}
+
+/// Takes the next item of an owner's event stream ([`Jobs::events`]), which must come.
+async fn next_resumed<T>(
+    stream: &mut (impl futures_core::Stream<Item = Result<T, JobsError>> + Unpin),
+) -> T
+where
+    T: std::fmt::Debug,
+{
+    match tokio::time::timeout(EVENT_WAIT, stream.next()).await {
+        Ok(Some(Ok(item))) => item,
+        other => panic!("expected an event within {EVENT_WAIT:?}, got {other:?}"),
+    }
+}
+
+/// An owner's event stream: a fresh one carries only what happens after it opens; one that
+/// resumes after an id carries the kept events after it, then live ones; each event once,
+/// in order, even when it was published between the subscription and the replay.
+pub async fn event_streams_resume_without_loss<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let alice = owner("alice");
+    let first = jobs.create(&alice).await.unwrap();
+    let created_first = jobs.replay(&alice, None).await.unwrap()[0].clone();
+    let mut fresh = Box::pin(jobs.events(alice.clone(), None).await.unwrap());
+
+    let second = jobs.create(&alice).await.unwrap();
+    jobs.update(first.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+    let mut resumed = Box::pin(
+        jobs.events(alice.clone(), Some(created_first.id))
+            .await
+            .unwrap(),
+    );
+    jobs.update(second.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+
+    let expected = [
+        (second.id, JobState::Pending),
+        (first.id, JobState::Completed),
+        (second.id, JobState::Completed),
+    ];
+    for stream in [&mut fresh, &mut resumed] {
+        let mut seen = Vec::new();
+        for _ in 0..expected.len() {
+            let event = next_resumed(stream).await;
+            seen.push((event.id, (event.job.id, event.job.state)));
+        }
+        assert!(
+            seen.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "{seen:?}"
+        );
+        let jobs_seen: Vec<_> = seen.into_iter().map(|(_, job)| job).collect();
+        assert_eq!(jobs_seen, expected);
+        if let Ok(extra) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+            panic!("expected no more events, got {extra:?}");
+        }
+    }
+}
+
+/// A stream that falls behind (more events than the live buffer while nobody reads it)
+/// replays what it missed from the bus's history: every event once, in order.
+pub async fn a_lagging_event_stream_replays_what_it_missed<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let alice = owner("alice");
+    let mut stream = Box::pin(jobs.events(alice.clone(), None).await.unwrap());
+    let mut created = Vec::new();
+    for _ in 0..LIVE_BUFFER * 3 {
+        created.push(jobs.create(&alice).await.unwrap().id);
+    }
+    let mut last = None;
+    for id in created {
+        let event = next_resumed(&mut stream).await;
+        assert_eq!(event.job.id, id);
+        assert!(last.is_none_or(|last| event.id > last));
+        last = Some(event.id);
+    }
+}
+
+/// The completion loop ([`Jobs::run_completions`], the `JOB_TIME` simulator) completes a
+/// job once its time has come by the service's clock, and announces it.
+pub async fn the_completion_loop_completes_due_jobs<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, Some(Duration::from_secs(2))).await;
+    let alice = owner("alice");
+    let mut stream = Box::pin(jobs.events(alice.clone(), None).await.unwrap());
+    let job = jobs.create(&alice).await.unwrap();
+    assert_eq!(next_resumed(&mut stream).await.job.state, JobState::Pending);
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = errors.clone();
+    let looping = jobs.clone();
+    let running = tokio::spawn(async move {
+        looping
+            .run_completions(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .await;
+    });
+    assert_eq!(
+        jobs.get(job.id, &alice).await.unwrap().state,
+        JobState::Pending
+    );
+    clock.advance(Duration::from_secs(2));
+    let completed = next_resumed(&mut stream).await;
+    running.abort();
+    assert_eq!(
+        (completed.job.id, completed.job.state),
+        (job.id, JobState::Completed)
+    );
+    assert_eq!(errors.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

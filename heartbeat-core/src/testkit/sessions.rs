@@ -56,7 +56,7 @@ pub async fn accept<S: SessionStore>(
 ) -> (String, Accepted) {
     match heartbeats.heartbeat(token, progress).await.unwrap() {
         HeartbeatOutcome::Accepted { token, accepted } => (token, accepted),
-        HeartbeatOutcome::Rejected(reason) => panic!("expected accepted, got {reason:?}"),
+        other => panic!("expected accepted, got {other:?}"),
     }
 }
 
@@ -67,9 +67,7 @@ pub async fn reject<S: SessionStore>(
 ) -> RejectReason {
     match heartbeats.heartbeat(token, None).await.unwrap() {
         HeartbeatOutcome::Rejected(reason) => reason,
-        HeartbeatOutcome::Accepted { accepted, .. } => {
-            panic!("expected rejected, got {accepted:?}")
-        }
+        other => panic!("expected rejected, got {other:?}"),
     }
 }
 
@@ -611,6 +609,7 @@ async fn heartbeat_all<S: SessionStore>(
                     Some(token)
                 }
                 HeartbeatOutcome::Rejected(_) => None,
+                other => panic!("expected accepted or rejected, got {other:?}"),
             }
         }));
     }

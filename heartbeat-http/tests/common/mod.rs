@@ -124,26 +124,12 @@ impl Drop for TestServer {
 }
 
 /// Serves `app` on a fresh loopback port.
-pub async fn serve<S, J, B, C>(app: heartbeat_http::App<S, J, B, C>) -> TestServer
-where
-    S: heartbeat_core::SessionStore,
-    J: heartbeat_core::jobs::JobStore,
-    B: heartbeat_core::jobs::EventBus,
-    C: heartbeat_core::Clock,
-{
+pub async fn serve(app: heartbeat_http::App) -> TestServer {
     serve_on(app, 0).await
 }
 
 /// Serves `router` (built from `app`) on a fresh loopback port.
-pub async fn serve_router<S, J, B>(
-    app: heartbeat_http::App<S, J, B>,
-    router: axum::Router,
-) -> TestServer
-where
-    S: heartbeat_core::SessionStore,
-    J: heartbeat_core::jobs::JobStore,
-    B: heartbeat_core::jobs::EventBus,
-{
+pub async fn serve_router(app: heartbeat_http::App, router: axum::Router) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -159,13 +145,7 @@ where
 }
 
 /// Serves `app` on loopback `port` (0: a fresh one).
-pub async fn serve_on<S, J, B, C>(app: heartbeat_http::App<S, J, B, C>, port: u16) -> TestServer
-where
-    S: heartbeat_core::SessionStore,
-    J: heartbeat_core::jobs::JobStore,
-    B: heartbeat_core::jobs::EventBus,
-    C: heartbeat_core::Clock,
-{
+pub async fn serve_on(app: heartbeat_http::App, port: u16) -> TestServer {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
