@@ -29,23 +29,39 @@
 //! # }
 //! ```
 //!
-//! Cargo features choose the stores compiled in: `memory`, `sled`, `redis` (all three by
-//! default); `STORAGE` chooses among them at run time.
+//! Cargo features: `server` (the router and the binary), the stores compiled in: `memory`,
+//! `sled`, `redis` (all on by default; `STORAGE` chooses among them at run time), and
+//! `client`, the Rust clients, which build without the server:
+//! `heartbeat-http = { default-features = false, features = ["client"] }` brings only
+//! `heartbeat-core`, reqwest and tokio.
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
 pub mod heartbeat;
+#[cfg(feature = "server")]
 pub mod jobs;
+#[cfg(feature = "server")]
 mod listen;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod sse;
 
+#[cfg(feature = "server")]
 pub use app::App;
+#[cfg(feature = "server")]
 pub use config::{Cli, ConfigError, ServerArgs, Settings, Storage};
+#[cfg(feature = "server")]
 pub use error::{ApiError, TextError};

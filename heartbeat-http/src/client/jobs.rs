@@ -16,9 +16,12 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use heartbeat_core::jobs::JobId;
+use reqwest::Url;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use super::retry::{self, Backoff};
 
 /// How the client learns job statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,35 +94,102 @@ impl JobStatus {
     }
 }
 
-/// What can go wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The error a [`ClientError`] was caused by (a `reqwest` or JSON error), kept as its
+/// source. Shared, since one failure can reach several listeners.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong. Two errors are equal when they are of the same kind with the same
+/// message or job (their sources are not compared).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The SSE connection could not be opened or broke.
-    #[error("SSE connection failed: {0}")]
-    Sse(String),
+    #[error("SSE connection failed: {message}")]
+    Sse {
+        /// What happened.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The server does not know the job, or it belongs to another owner (404 / 401).
     #[error("job {0} not found (unknown, or created by another owner)")]
     JobNotFound(JobId),
     /// The server answered something this client cannot read.
-    #[error("cannot read the server's message: {0}")]
-    MessageParse(String),
+    #[error("cannot read the server's message: {message}")]
+    MessageParse {
+        /// What could not be read.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Cause>,
+    },
     /// [`JobsClient::stop`] for a job nobody listens to.
     #[error("no listener for job {0}")]
     ListenerNotFound(JobId),
     /// A request failed (connection, or an unexpected status).
-    #[error("HTTP request failed: {0}")]
-    Http(String),
+    #[error("HTTP request failed: {message}")]
+    Http {
+        /// What happened.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Cause>,
+    },
     /// The client was dropped while a listener waited.
     #[error("the jobs client was closed")]
     Closed,
 }
 
+impl ClientError {
+    fn sse(message: impl Into<String>, source: Option<Cause>) -> Self {
+        Self::Sse {
+            message: message.into(),
+            source,
+        }
+    }
+
+    fn parse(message: impl Into<String>, source: Option<Cause>) -> Self {
+        Self::MessageParse {
+            message: message.into(),
+            source,
+        }
+    }
+
+    fn http(message: impl Into<String>, source: Option<Cause>) -> Self {
+        Self::Http {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// A failed request, with its `reqwest` error as the source.
+    fn request(what: &str, error: reqwest::Error) -> Self {
+        Self::http(format!("{what}: {error}"), Some(Arc::new(error)))
+    }
+}
+
+impl PartialEq for ClientError {
+    fn eq(&self, other: &Self) -> bool {
+        use ClientError::*;
+        match (self, other) {
+            (Sse { message: a, .. }, Sse { message: b, .. })
+            | (MessageParse { message: a, .. }, MessageParse { message: b, .. })
+            | (Http { message: a, .. }, Http { message: b, .. }) => a == b,
+            (JobNotFound(a), JobNotFound(b)) | (ListenerNotFound(a), ListenerNotFound(b)) => a == b,
+            (Closed, Closed) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientError {}
+
 type Delivery = Result<JobStatus, ClientError>;
 
 struct Shared {
     http: reqwest::Client,
-    base: String,
+    base: Url,
     owner: String,
     logging: bool,
     listeners: Mutex<HashMap<JobId, Vec<mpsc::UnboundedSender<Delivery>>>>,
@@ -163,8 +233,13 @@ impl Shared {
         listeners.keys().copied().collect()
     }
 
-    fn status_url(&self, id: JobId) -> String {
-        format!("{}/status/{id}?uuid={}", self.base, encode(&self.owner))
+    /// `<base>/<segments…>?uuid=<owner>`.
+    fn url(&self, segments: &[&str]) -> Url {
+        retry::endpoint(&self.base, segments, &[("uuid", &self.owner)])
+    }
+
+    fn status_url(&self, id: JobId) -> Url {
+        self.url(&["status", &id.to_string()])
     }
 
     /// Asks the server for one job's status; transient failures are logged, not delivered.
@@ -180,7 +255,7 @@ impl Shared {
         let text = response.text().await.unwrap_or_default();
         let delivery = match status.as_u16() {
             200 => JobStatus::parse(&text)
-                .ok_or_else(|| ClientError::MessageParse(format!("status `{text}` of job {id}"))),
+                .ok_or_else(|| ClientError::parse(format!("status `{text}` of job {id}"), None)),
             401 | 404 => Err(ClientError::JobNotFound(id)),
             _ => {
                 self.log(format_args!("status of job {id}: HTTP {status}"));
@@ -199,19 +274,6 @@ impl Shared {
         let ids = self.watched();
         futures_util::future::join_all(ids.into_iter().map(|id| self.check(id))).await;
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    let mut encoded = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 enum Command {
@@ -251,14 +313,12 @@ impl JobsClient {
     ///
     /// [`ClientError::Http`] when the URL is not `http://` or `https://`.
     pub fn new(options: Options) -> Result<Self, ClientError> {
-        let base = options.url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Http(format!("`{base}` is not an http(s) URL")));
-        }
+        let base =
+            retry::base_url(&options.url).map_err(|reason| ClientError::http(reason, None))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|error| ClientError::Http(error.to_string()))?;
+            .map_err(|error| ClientError::request("cannot build the HTTP client", error))?;
         let shared = Arc::new(Shared {
             http,
             base,
@@ -278,7 +338,7 @@ impl JobsClient {
             stream: None,
             last_event_id: None,
             next_attempt: Instant::now(),
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
         };
         let driver = tokio::spawn(driver.run(receiver));
         Ok(Self {
@@ -300,32 +360,30 @@ impl JobsClient {
     /// [`ClientError::Http`] when the request fails, [`ClientError::MessageParse`] when
     /// the answer is not an id.
     pub async fn create_job(&self) -> Result<JobId, ClientError> {
-        let url = format!(
-            "{}/create?uuid={}",
-            self.shared.base,
-            encode(&self.shared.owner)
-        );
         let response = self
             .shared
             .http
-            .post(url)
+            .post(self.shared.url(&["create"]))
             .send()
             .await
-            .map_err(|error| ClientError::Http(error.to_string()))?;
+            .map_err(|error| ClientError::request("POST /create", error))?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|error| ClientError::Http(error.to_string()))?;
+            .map_err(|error| ClientError::request("POST /create", error))?;
         if status.as_u16() != 201 && status.as_u16() != 200 {
-            return Err(ClientError::Http(format!(
-                "POST /create answered {status}: {text}"
-            )));
+            return Err(ClientError::http(
+                format!("POST /create answered {status}: {text}"),
+                None,
+            ));
         }
         let id = text
             .trim()
             .parse()
-            .map_err(|_| ClientError::MessageParse(format!("job id `{text}`")))?;
+            .map_err(|error: heartbeat_core::jobs::JobError| {
+                ClientError::parse(format!("job id `{text}`"), Some(Arc::new(error)))
+            })?;
         self.shared.log(format_args!("created job {id}"));
         Ok(id)
     }
@@ -432,7 +490,7 @@ impl Stream for JobListener {
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-type SseStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
+type SseStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, ClientError>> + Send>>;
 
 /// The background task: owns the SSE connection and the poll timer.
 struct Driver {
@@ -443,12 +501,12 @@ struct Driver {
     stream: Option<SseStream>,
     last_event_id: Option<String>,
     next_attempt: Instant,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 enum Wake {
     Command(Option<Command>),
-    Event(Option<Result<eventsource_stream::Event, String>>),
+    Event(Option<Result<eventsource_stream::Event, ClientError>>),
     Poll,
     Retry,
 }
@@ -494,12 +552,15 @@ impl Driver {
                         self.stream = None;
                     }
                     self.next_attempt = Instant::now();
-                    self.backoff = MIN_BACKOFF;
+                    self.backoff.reset();
                     self.shared.check_all().await;
                 }
                 Wake::Event(Some(Ok(event))) => self.on_event(event),
                 Wake::Event(Some(Err(error))) => self.lost(&error).await,
-                Wake::Event(None) => self.lost("the server ended the stream").await,
+                Wake::Event(None) => {
+                    self.lost(&ClientError::sse("the server ended the stream", None))
+                        .await;
+                }
                 Wake::Poll => self.shared.check_all().await,
                 Wake::Retry => {}
             }
@@ -507,39 +568,40 @@ impl Driver {
     }
 
     async fn connect(&mut self) {
-        let url = format!(
-            "{}/status?uuid={}",
-            self.shared.base,
-            encode(&self.shared.owner)
-        );
         let mut request = self
             .shared
             .http
-            .get(url)
+            .get(self.shared.url(&["status"]))
             .header("accept", "text/event-stream");
         if let Some(id) = &self.last_event_id {
             request = request.header("last-event-id", id.as_str());
         }
         let opened = match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
             Ok(Ok(response)) if response.status().is_success() => Ok(response),
-            Ok(Ok(response)) => Err(format!("HTTP {}", response.status())),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("no answer within 10 s".to_owned()),
+            Ok(Ok(response)) => Err(ClientError::sse(
+                format!("GET /status answered HTTP {}", response.status()),
+                None,
+            )),
+            Ok(Err(error)) => Err(ClientError::sse(
+                format!("GET /status: {error}"),
+                Some(Arc::new(error)),
+            )),
+            Err(_) => Err(ClientError::sse("GET /status: no answer within 10 s", None)),
         };
         match opened {
             Ok(response) => {
-                let events = response
-                    .bytes_stream()
-                    .eventsource()
-                    .map(|event| event.map_err(|error| error.to_string()));
+                let events = response.bytes_stream().eventsource().map(|event| {
+                    event
+                        .map_err(|error| ClientError::sse(error.to_string(), Some(Arc::new(error))))
+                });
                 self.stream = Some(Box::pin(events));
-                self.backoff = MIN_BACKOFF;
+                self.backoff.reset();
                 self.shared.log(format_args!("SSE connected"));
                 // Whatever finished while we were not connected.
                 self.shared.check_all().await;
             }
             Err(error) => {
-                self.shared.log(format_args!("{}", ClientError::Sse(error)));
+                self.shared.log(format_args!("{error}"));
                 self.schedule_retry();
                 if self.polling() {
                     self.shared.check_all().await;
@@ -549,11 +611,10 @@ impl Driver {
     }
 
     fn schedule_retry(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.next_attempt = Instant::now() + self.backoff.next_delay();
     }
 
-    async fn lost(&mut self, why: &str) {
+    async fn lost(&mut self, why: &ClientError) {
         self.shared.log(format_args!("SSE lost: {why}"));
         self.stream = None;
         self.schedule_retry();
@@ -582,12 +643,12 @@ impl Driver {
                 }
                 _ => self.shared.log(format_args!(
                     "{}",
-                    ClientError::MessageParse(event.data.clone())
+                    ClientError::parse(event.data.clone(), None)
                 )),
             },
             Err(error) => self.shared.log(format_args!(
                 "{}",
-                ClientError::MessageParse(format!("{error}: {}", event.data))
+                ClientError::parse(format!("{error}: {}", event.data), None)
             )),
         }
     }
@@ -595,7 +656,7 @@ impl Driver {
 
 async fn next_event(
     stream: &mut Option<SseStream>,
-) -> Option<Result<eventsource_stream::Event, String>> {
+) -> Option<Result<eventsource_stream::Event, ClientError>> {
     match stream {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,

@@ -17,3 +17,4 @@
 
 pub mod jobs;
 pub mod player;
+mod retry;

@@ -14,9 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use reqwest::Url;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use super::retry::{self, Backoff};
 
 /// Reads the position to report with each heartbeat.
 pub type ProgressSource = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
@@ -174,12 +177,12 @@ enum Answer {
     Transient(String),
 }
 
-async fn send(http: &reqwest::Client, url: &str, token: &str, progress: Option<f64>) -> Answer {
+async fn send(http: &reqwest::Client, url: &Url, token: &str, progress: Option<f64>) -> Answer {
     let mut body = json!({ "heartbeat_token": token });
     if let Some(progress) = progress {
         body["progress"] = json!(progress);
     }
-    let response = match http.post(url).json(&body).send().await {
+    let response = match http.post(url.clone()).json(&body).send().await {
         Ok(response) => response,
         Err(error) => return Answer::Transient(error.to_string()),
     };
@@ -210,8 +213,17 @@ async fn run(
         .timeout(options.upper_tolerance.max(Duration::from_secs(1)))
         .build()
         .unwrap_or_default();
-    let base = options.url.trim_end_matches('/').to_owned();
-    let beat_url = format!("{base}/heartbeat");
+    let base = match retry::base_url(&options.url) {
+        Ok(base) => base,
+        Err(reason) => {
+            let _ = events.send(PlayerEvent::Stopped(StopReason::Unreachable {
+                last_error: reason.clone(),
+            }));
+            return StopReason::Unreachable { last_error: reason };
+        }
+    };
+    let beat_url = retry::endpoint(&base, &["heartbeat"], &[]);
+    let stop_url = retry::endpoint(&base, &["heartbeat", "stop"], &[]);
     let margin = (options.upper_tolerance / 4).min(Duration::from_millis(250));
     let current = || token.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let finish = |reason: StopReason| {
@@ -226,7 +238,7 @@ async fn run(
             () = tokio::time::sleep_until(next) => {}
             _ = &mut stopped => {
                 let progress = options.progress.as_ref().and_then(|source| source());
-                let _ = send(&http, &format!("{base}/heartbeat/stop"), &current(), progress).await;
+                let _ = send(&http, &stop_url, &current(), progress).await;
                 return finish(StopReason::Closed);
             }
         }
@@ -235,7 +247,7 @@ async fn run(
             |at| at + options.cycle + options.upper_tolerance,
         );
         let mut attempt = 0_u32;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let sent_at = Instant::now();
             let progress = options.progress.as_ref().and_then(|source| source());
@@ -251,7 +263,7 @@ async fn run(
                 Answer::Stop(reason) => return finish(reason),
                 Answer::Transient(error) => {
                     attempt += 1;
-                    let retry_at = Instant::now() + backoff;
+                    let retry_at = Instant::now() + backoff.next_delay();
                     if retry_at >= deadline {
                         return finish(StopReason::Unreachable { last_error: error });
                     }
@@ -260,7 +272,6 @@ async fn run(
                         () = tokio::time::sleep_until(retry_at) => {}
                         _ = &mut stopped => return finish(StopReason::Closed),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
