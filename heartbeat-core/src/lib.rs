@@ -36,6 +36,7 @@ mod clock;
 mod data;
 pub mod decision;
 pub mod jobs;
+pub mod kit;
 pub mod memory;
 mod service;
 mod session;

@@ -184,6 +184,13 @@ pub struct Retention {
     pub retention_secs: u64,
 }
 
+impl Retention {
+    /// How long progress and history are kept after their last write, in milliseconds.
+    pub fn retention_millis(&self) -> i64 {
+        i64::try_from(self.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
 impl Default for Retention {
     /// 100 history entries per user, kept 30 days.
     fn default() -> Self {

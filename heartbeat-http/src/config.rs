@@ -52,6 +52,26 @@ pub enum Storage {
     Redis,
 }
 
+/// `TOKEN_FORMAT`: the token format a server issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormatArg {
+    /// Authenticated `v2.` tokens.
+    #[value(name = "v2", alias = "sealed")]
+    V2,
+    /// CryptoJS tokens, readable by Node.js servers.
+    #[value(name = "legacy", alias = "cryptojs")]
+    Legacy,
+}
+
+impl From<TokenFormatArg> for TokenFormat {
+    fn from(format: TokenFormatArg) -> Self {
+        match format {
+            TokenFormatArg::V2 => TokenFormat::Sealed,
+            TokenFormatArg::Legacy => TokenFormat::Legacy,
+        }
+    }
+}
+
 /// The token settings both the server and `issue-token` need.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -61,8 +81,14 @@ pub struct TokenArgs {
     pub shared_key: Option<String>,
     /// Format of the tokens this server issues: `v2` (authenticated) or `legacy` (CryptoJS,
     /// readable by Node.js servers running beside this one).
-    #[arg(long, env = "TOKEN_FORMAT", default_value = "v2")]
-    pub token_format: String,
+    #[arg(
+        long,
+        env = "TOKEN_FORMAT",
+        value_enum,
+        default_value = "v2",
+        ignore_case = true
+    )]
+    pub token_format: TokenFormatArg,
     /// Accept legacy CryptoJS tokens (as backends of the Node.js server issue them).
     #[arg(long, env = "ACCEPT_LEGACY", default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub accept_legacy: bool,
@@ -85,13 +111,9 @@ impl TokenArgs {
                     "is required: set it to the key your backends seal tokens with",
                 )
             })?;
-        let format: TokenFormat = self
-            .token_format
-            .parse()
-            .map_err(|reason: String| ConfigError::new("TOKEN_FORMAT", reason))?;
         Ok(TokenCodec::new(key)
             .map_err(|error| ConfigError::new("SHARED_KEY", error.to_string()))?
-            .issuing(format)
+            .issuing(self.token_format.into())
             .accepting_legacy(self.accept_legacy))
     }
 }
@@ -135,16 +157,16 @@ pub struct ServerArgs {
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "")]
     pub redis_namespace: String,
     /// Milliseconds a Redis command may take before the request gets a 503.
-    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_timeout_ms: u64,
     /// Connections to Redis (commands are pipelined on each).
-    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 1)]
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub redis_pool_size: usize,
     /// Also keep the Node.js server's `user_progress` hash up to date.
     #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_node_progress: bool,
     /// Milliseconds after which a new job completes by itself, like the HeyGen mock (0: off).
-    #[arg(long, env = "JOB_TIME", default_value_t = 2000)]
+    #[arg(long, env = "JOB_TIME", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(..=86_400_000))]
     pub job_time: u64,
     /// Bearer key of the admin API and the worker job updates; without it they answer 404.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
@@ -156,19 +178,19 @@ pub struct ServerArgs {
     #[arg(long, env = "LOG", default_value = "info")]
     pub log: String,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024)]
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=16 * 1024 * 1024))]
     pub body_limit: usize,
     /// Milliseconds a request may take before it is answered 408 (SSE streams excepted).
-    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
     /// Seconds between SSE keep-alive comments.
-    #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15)]
+    #[arg(long, env = "SSE_KEEPALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sse_keepalive_secs: u64,
     /// Play history entries kept per user.
-    #[arg(long, env = "HISTORY_CAP", default_value_t = 100)]
+    #[arg(long, env = "HISTORY_CAP", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub history_cap: usize,
     /// Days progress and history are kept after their last change.
-    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub retention_days: u64,
 }
 
@@ -281,48 +303,6 @@ impl ServerArgs {
             }
             Some(key) => Some(key.to_owned()),
         };
-        if self.body_limit < 256 || self.body_limit > 16 * 1024 * 1024 {
-            return Err(ConfigError::new(
-                "BODY_LIMIT",
-                "must be between 256 and 16777216 bytes",
-            ));
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(ConfigError::new("REQUEST_TIMEOUT_MS", "must be above 0"));
-        }
-        if self.sse_keepalive_secs == 0 || self.sse_keepalive_secs > 3600 {
-            return Err(ConfigError::new(
-                "SSE_KEEPALIVE_SECS",
-                "must be between 1 and 3600",
-            ));
-        }
-        if self.redis_pool_size == 0 || self.redis_pool_size > 64 {
-            return Err(ConfigError::new(
-                "REDIS_POOL_SIZE",
-                "must be between 1 and 64",
-            ));
-        }
-        if self.redis_timeout_ms == 0 {
-            return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be above 0"));
-        }
-        if self.history_cap == 0 || self.history_cap > 10_000 {
-            return Err(ConfigError::new(
-                "HISTORY_CAP",
-                "must be between 1 and 10000",
-            ));
-        }
-        if self.retention_days == 0 || self.retention_days > 3650 {
-            return Err(ConfigError::new(
-                "RETENTION_DAYS",
-                "must be between 1 and 3650",
-            ));
-        }
-        if self.job_time > 86_400_000 {
-            return Err(ConfigError::new(
-                "JOB_TIME",
-                "must be at most 86400000 ms (one day); 0 turns the simulator off",
-            ));
-        }
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|error| ConfigError::new("LOG", format!("is not a valid filter: {error}")))?;
         if self.sled_path.as_os_str().is_empty() {

@@ -12,7 +12,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use crate::keys::Keys;
-use crate::{RedisStore, decode, encode, store_error};
+use heartbeat_core::kit::encode;
+
+use crate::{RedisStore, decode, store_error};
 
 /// Subscribes to the event channel and forwards every event to `live`; after a lost
 /// connection (or a lag in the client's own buffer) tells every subscriber to replay.

@@ -7,7 +7,9 @@ use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
 
-use crate::{RedisStore, decode, encode, store_error};
+use heartbeat_core::kit::encode;
+
+use crate::{RedisStore, decode, store_error};
 
 impl RedisStore {
     fn job_ttl(&self) -> String {
@@ -98,7 +100,7 @@ impl JobStore for RedisStore {
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        if job.state.is_final() && job.complete_at.is_some() {
+        if job.finished_due_entry().is_some() {
             let _: i64 = self
                 .client()
                 .zrem(self.inner.keys.due_jobs(), job.id.0.to_string())
@@ -144,8 +146,6 @@ impl JobStore for RedisStore {
             )
             .await
             .map_err(|error| store_error("job index read", error))?;
-        let mut jobs = self.jobs_by_id(ids).await?;
-        jobs.retain(|job| !job.state.is_final());
-        Ok(jobs)
+        self.jobs_by_id(ids).await
     }
 }

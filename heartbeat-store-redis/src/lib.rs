@@ -75,8 +75,7 @@ use heartbeat_core::StoreError;
 use heartbeat_core::jobs::Fanout;
 use tokio::task::JoinHandle;
 
-/// Events kept per owner for replay, by default.
-pub const DEFAULT_EVENT_HISTORY: usize = 256;
+pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
 
 /// How to reach Redis and how long to keep things.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,13 +311,7 @@ fn store_error(what: &str, error: fred::error::Error) -> StoreError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json)
-        .map_err(|error| StoreError::corrupt(format!("{what}: {error}"), error))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|error| StoreError::backend("cannot encode a value", error))
+    heartbeat_core::kit::decode(what, json.as_bytes())
 }
 
 impl RedisStore {

@@ -1,4 +1,4 @@
-//! The Lua scripts: each touches one key (or keys sharing a hash tag).
+//! The Lua scripts (`src/lua/*.lua`): each touches one key (or keys sharing a hash tag).
 
 use fred::clients::Client;
 use fred::types::scripts::Script;
@@ -10,26 +10,7 @@ use fred::types::scripts::Script;
 /// `i` at the next argument.
 macro_rules! compare_and_apply_sessions {
     () => {
-        r"
-local hash = KEYS[1]
-local n = tonumber(ARGV[1])
-if redis.call('HLEN', hash) ~= n then return 0 end
-local i = 2
-for _ = 1, n do
-  if redis.call('HGET', hash, ARGV[i]) ~= ARGV[i + 1] then return 0 end
-  i = i + 2
-end
-local removals = tonumber(ARGV[i]); i = i + 1
-for _ = 1, removals do
-  redis.call('HDEL', hash, ARGV[i]); i = i + 1
-end
-local upserts = tonumber(ARGV[i]); i = i + 1
-for _ = 1, upserts do
-  redis.call('HSET', hash, ARGV[i], ARGV[i + 1]); i = i + 2
-end
-if redis.call('EXISTS', hash) == 1 then redis.call('PEXPIRE', hash, ARGV[i]) end
-i = i + 1
-"
+        include_str!("lua/compare_and_apply_sessions.lua")
     };
 }
 
@@ -44,80 +25,29 @@ const COMMIT_SESSIONS: &str = concat!(compare_and_apply_sessions!(), "return 1\n
 /// e, history cap, e × entry (oldest first). 1 applied, 0 changed.
 const COMMIT_ALL: &str = concat!(
     compare_and_apply_sessions!(),
-    r"
-local retention = ARGV[i]; i = i + 1
-local progress = tonumber(ARGV[i]); i = i + 1
-for _ = 1, progress do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2
-  redis.call('PEXPIRE', KEYS[2], retention)
-end
-local node = tonumber(ARGV[i]); i = i + 1
-for _ = 1, node do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
-  redis.call('PEXPIRE', KEYS[4], retention)
-end
-local ended = tonumber(ARGV[i]); local cap = tonumber(ARGV[i + 1]); i = i + 2
-if ended > 0 then
-  for _ = 1, ended do
-    redis.call('LPUSH', KEYS[3], ARGV[i]); i = i + 1
-  end
-  redis.call('LTRIM', KEYS[3], 0, cap - 1)
-  redis.call('PEXPIRE', KEYS[3], retention)
-end
-return 1
-"
+    include_str!("lua/commit_all_tail.lua")
 );
 
 /// Sets hash fields and the key's TTL. `ARGV`: ttl ms, then (field, value) pairs.
-const HASH_SET: &str = r"
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-";
+const HASH_SET: &str = include_str!("lua/hash_set.lua");
 
 /// Pushes entries (oldest first) to the head of a capped list. `ARGV`: ttl ms, cap, entries.
-const LIST_PUSH: &str = r"
-for i = 3, #ARGV do redis.call('LPUSH', KEYS[1], ARGV[i]) end
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-";
+const LIST_PUSH: &str = include_str!("lua/list_push.lua");
 
 /// Increments a counter and refreshes its TTL. `ARGV`: ttl ms. Returns the new value.
-const NEXT_ID: &str = r"
-local id = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return id
-";
+const NEXT_ID: &str = include_str!("lua/next_id.lua");
 
 /// Adds a member to a sorted set and refreshes its TTL. `ARGV`: ttl ms, score, member.
-const INDEX_ADD: &str = r"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-";
+const INDEX_ADD: &str = include_str!("lua/index_add.lua");
 
 /// Compare-and-set of a string. `ARGV`: expected, new value, ttl ms. 1 applied, 0 changed.
-const COMPARE_AND_SET: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-";
+const COMPARE_AND_SET: &str = include_str!("lua/compare_and_set.lua");
 
 /// Publishes a job event: draws its id, keeps it in the owner's bounded history and
 /// publishes it, atomically (so every subscriber sees one owner's events in id order).
 /// `KEYS`: event counter, owner's events. `ARGV`: channel, job JSON, history bound, ttl ms.
 /// Returns the event id.
-const PUBLISH_EVENT: &str = r#"
-local id = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local event = '{"id":' .. string.format('%d', id) .. ',"job":' .. ARGV[2] .. '}'
-redis.call('ZADD', KEYS[2], id, event)
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[1], event)
-return id
-"#;
+const PUBLISH_EVENT: &str = include_str!("lua/publish_event.lua");
 
 pub(crate) struct Scripts {
     pub(crate) commit_sessions: Script,

@@ -7,7 +7,9 @@ use heartbeat_core::decision::SessionWrite;
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
 
-use crate::{RedisStore, decode, encode, store_error};
+use heartbeat_core::kit::encode;
+
+use crate::{RedisStore, decode, store_error};
 
 /// A user's session hash as loaded, field by field: the compare-and-set checks it is
 /// unchanged, whoever wrote it (this store or the Node server).

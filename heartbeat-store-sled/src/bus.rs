@@ -5,7 +5,9 @@
 
 use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, Job, JobEvent, Owner};
 
-use crate::{SledStore, decode, encode, keys, sled_error, stripe_of};
+use heartbeat_core::kit::decode;
+
+use crate::{SledStore, encode, keys, sled_error, stripe_of};
 
 impl EventBus for SledStore {
     async fn publish(&self, job: &Job) -> Result<JobEvent, BusError> {

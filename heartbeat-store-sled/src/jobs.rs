@@ -7,7 +7,9 @@ use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::{SledStore, decode, encode, keys, sled_error};
+use heartbeat_core::kit::decode;
+
+use crate::{SledStore, encode, keys, sled_error};
 
 #[derive(Serialize, Deserialize)]
 struct VersionedJob<J> {
@@ -69,7 +71,7 @@ impl SledStore {
             .tree
             .insert(key, encode(&stored)?)
             .map_err(sled_error)?;
-        if let (true, Some(complete_at)) = (job.state.is_final(), job.complete_at) {
+        if let Some(complete_at) = job.finished_due_entry() {
             self.inner
                 .tree
                 .remove(keys::due(complete_at, job.id))
@@ -146,8 +148,6 @@ impl JobStore for SledStore {
             }
             ids.extend(keys::trailing_u64(&key.map_err(sled_error)?));
         }
-        let mut jobs = self.jobs_by_id(ids.into_iter())?;
-        jobs.retain(|job| !job.state.is_final());
-        Ok(jobs)
+        self.jobs_by_id(ids.into_iter())
     }
 }

@@ -52,19 +52,17 @@ mod open;
 mod sessions;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use heartbeat_core::StoreError;
 use heartbeat_core::jobs::Fanout;
+use heartbeat_core::kit::{self, SweepCadence};
 
 use crate::group_commit::GroupCommit;
 
 pub use open::OpenError;
 
-/// Events kept per owner for replay, by default.
-pub const DEFAULT_EVENT_HISTORY: usize = 256;
+pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
 
 /// Where and how to open the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +98,6 @@ impl SledConfig {
     }
 }
 
-/// Commits between sweeps of expired entries.
-const SWEEP_EVERY: u64 = 4096;
 /// Keys one periodic sweep looks at (it goes on from there the next time).
 const SWEEP_BUDGET: usize = 8192;
 /// Independent locks that keys are spread over.
@@ -119,7 +115,7 @@ struct Inner {
     publish_stripes: Vec<tokio::sync::Mutex<()>>,
     flushes: GroupCommit,
     live: Fanout,
-    commits: AtomicU64,
+    sweeps: SweepCadence,
     /// Where the periodic sweep goes on from.
     sweep_cursor: Mutex<Vec<u8>>,
     /// Held for the life of the store: refuses a second process.
@@ -161,7 +157,7 @@ impl SledStore {
                 publish_stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 flushes: GroupCommit::default(),
                 live: Fanout::new(),
-                commits: AtomicU64::new(0),
+                sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
                 _lock: opened.lock,
             }),
@@ -203,7 +199,7 @@ impl SledStore {
     }
 
     fn counted_commit(&self) {
-        if self.inner.commits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        if self.inner.sweeps.sweep_now() {
             let store = self.clone();
             tokio::task::spawn_blocking(move || {
                 // A failed sweep is retried at the next round; reads ignore expired data.
@@ -226,15 +222,6 @@ fn stripe_of(key: &[u8]) -> usize {
     (hash % STRIPES as u64) as usize
 }
 
-/// Milliseconds since the Unix epoch, by the system clock (entries expire by real time).
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
 fn sled_error(error: sled::Error) -> StoreError {
     match error {
         sled::Error::Io(io) => StoreError::unavailable("sled I/O failed", io),
@@ -243,11 +230,6 @@ fn sled_error(error: sled::Error) -> StoreError {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| StoreError::corrupt(format!("{what}: {error}"), error))
-}
-
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|error| StoreError::backend("cannot encode a value", error))
+    kit::encode(value).map(String::into_bytes)
 }

@@ -4,20 +4,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use heartbeat_core::decision::SessionWrite;
+use heartbeat_core::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::{
     Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{SledStore, decode, encode, keys, now_millis, sled_error};
-
-/// A stored value with the Unix millisecond after which it reads as absent.
-#[derive(Serialize, Deserialize)]
-struct Kept<T> {
-    expires_at: i64,
-    value: T,
-}
+use crate::{SledStore, encode, keys, sled_error};
 
 #[derive(Serialize, Deserialize)]
 struct VersionedSessions<S> {
@@ -47,7 +41,7 @@ impl SledStore {
             return Ok(None);
         };
         let kept: Kept<T> = decode(what, &bytes)?;
-        Ok((kept.expires_at > now).then_some(kept.value))
+        Ok(kept.into_live(now))
     }
 
     fn read_sessions(
@@ -78,14 +72,9 @@ impl SledStore {
         // lock makes the sequence atomic for other writers; progress and history go first,
         // so a crash in between (before the write was acknowledged) loses no history.
         let tree = &self.inner.tree;
-        let retention_millis =
-            i64::try_from(limits.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let kept_until = now.saturating_add(retention_millis);
+        let retention = limits.retention_millis();
         if let Some((asset, progress)) = &write.progress {
-            let stored = Kept {
-                expires_at: kept_until,
-                value: progress,
-            };
+            let stored = Kept::for_millis(progress, now, retention);
             tree.insert(keys::progress(user, asset), encode(&stored)?)
                 .map_err(sled_error)?;
         }
@@ -94,26 +83,18 @@ impl SledStore {
             let mut history: VecDeque<PlayRecord> = self
                 .read_kept("a user's history", &key, now)?
                 .unwrap_or_default();
-            for ended in &write.ended {
-                history.push_front(ended.clone());
-            }
-            history.truncate(limits.history_cap);
-            let stored = Kept {
-                expires_at: kept_until,
-                value: history,
-            };
+            prepend_history(&mut history, &write.ended, limits.history_cap);
+            let stored = Kept::for_millis(history, now, retention);
             tree.insert(key, encode(&stored)?).map_err(sled_error)?;
         }
         if write.sessions.sessions.is_empty() {
             tree.remove(key).map_err(sled_error)?;
         } else {
-            let stored = Kept {
-                expires_at: now.saturating_add(write.keep_millis.max(0)),
-                value: VersionedSessions {
-                    version: self.next_version()?,
-                    sessions: &write.sessions.sessions,
-                },
+            let sessions = VersionedSessions {
+                version: self.next_version()?,
+                sessions: &write.sessions.sessions,
             };
+            let stored = Kept::for_millis(sessions, now, write.keep_millis);
             tree.insert(key, encode(&stored)?).map_err(sled_error)?;
         }
         Ok(Commit::Applied)

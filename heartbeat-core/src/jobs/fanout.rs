@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
+use futures_util::StreamExt;
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::model::Owner;
 use super::store::{BusError, EventStream, JobEvent};
@@ -67,20 +70,13 @@ impl Fanout {
             .entry(owner.clone())
             .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
             .subscribe();
-        Box::pin(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move {
-                let item = match receiver.recv().await {
-                    Ok(Delivery::Event(event)) => Ok(JobEvent::clone(&event)),
-                    Ok(Delivery::Gap) => Err(BusError::Lagged { skipped: 0 }),
-                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                        Err(BusError::Lagged { skipped })
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((item, receiver))
-            },
-        ))
+        Box::pin(
+            BroadcastStream::new(receiver).map(|delivery| match delivery {
+                Ok(Delivery::Event(event)) => Ok(JobEvent::clone(&event)),
+                Ok(Delivery::Gap) => Err(BusError::Lagged { skipped: 0 }),
+                Err(BroadcastStreamRecvError::Lagged(skipped)) => Err(BusError::Lagged { skipped }),
+            }),
+        )
     }
 
     /// Hands `event` to the live subscribers of its job's owner, if any.

@@ -14,4 +14,6 @@ pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };
 pub use service::{COMPLETION_TICK, Jobs, JobsConfig, JobsError};
-pub use store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};
+pub use store::{
+    BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, JobEvent, JobStore,
+};

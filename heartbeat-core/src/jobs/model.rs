@@ -244,6 +244,13 @@ impl JobError {
 }
 
 impl Job {
+    /// The due-index entry (its `complete_at`) that this version of the job no longer
+    /// needs: a finished job is never due again. A store drops the entry when it stores
+    /// this version.
+    pub fn finished_due_entry(&self) -> Option<Timestamp> {
+        self.complete_at.filter(|_| self.state.is_final())
+    }
+
     /// The job after `update` at `now`, or `None` when the update changes nothing (an
     /// idempotent repeat). Refuses any move backwards and any change to a finished job.
     pub fn apply(&self, update: &JobUpdate, now: Timestamp) -> Result<Option<Job>, JobError> {

@@ -193,7 +193,9 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             state: Some(JobState::Completed),
             ..JobUpdate::default()
         };
-        let due = self.store.due(self.clock.now(), limit).await?;
+        let mut due = self.store.due(self.clock.now(), limit).await?;
+        // Finished by a worker or another instance: no longer due.
+        due.retain(|job| !job.state.is_final());
         let mut completed = 0;
         // A few at a time: with a networked store the round trips overlap.
         for chunk in due.chunks(COMPLETE_IN_PARALLEL) {

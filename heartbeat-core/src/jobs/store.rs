@@ -20,7 +20,10 @@ use crate::store::{Commit, StoreError};
 ///   replaces it only if it is still at that version. The rules of what may change live in
 ///   [`Job::apply`]; the store only compares and swaps.
 /// - [`list_by_owner`](Self::list_by_owner) lists one owner's jobs, newest first.
-/// - [`due`](Self::due) lists jobs whose `complete_at` has come and that are not final.
+/// - [`due`](Self::due) lists jobs whose `complete_at` has come, earliest first. A job
+///   leaves this due index when a version of it is stored that says so
+///   ([`Job::finished_due_entry`]); [`Jobs`](super::Jobs) skips any finished job that is
+///   still listed.
 pub trait JobStore: Send + Sync + 'static {
     /// What identifies a loaded job for compare-and-set.
     type Version: Send + Sync;
@@ -48,13 +51,16 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
 
-    /// Up to `limit` jobs that are not final and whose `complete_at` is at or before `now`.
+    /// Up to `limit` jobs whose `complete_at` is at or before `now`, earliest first.
     fn due(
         &self,
         now: Timestamp,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
 }
+
+/// Events an event bus keeps per owner for replay, unless configured otherwise.
+pub const DEFAULT_EVENT_HISTORY: usize = 256;
 
 /// A job event id: increasing in publication order on one bus (shared by all instances
 /// of a shared store). SSE sends it as `id:` so clients resume with `Last-Event-ID`.

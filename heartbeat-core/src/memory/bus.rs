@@ -4,10 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use crate::jobs::{BusError, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner};
-
-/// Events kept per owner for replay, by default.
-pub const DEFAULT_HISTORY: usize = 256;
+use crate::jobs::{
+    BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner,
+};
 
 #[derive(Debug)]
 struct Inner {
@@ -26,12 +25,12 @@ pub struct MemoryEventBus {
 
 impl Default for MemoryEventBus {
     fn default() -> Self {
-        Self::with_history(DEFAULT_HISTORY)
+        Self::with_history(DEFAULT_EVENT_HISTORY)
     }
 }
 
 impl MemoryEventBus {
-    /// A bus keeping [`DEFAULT_HISTORY`] events per owner.
+    /// A bus keeping [`DEFAULT_EVENT_HISTORY`] events per owner.
     pub fn new() -> Self {
         Self::default()
     }

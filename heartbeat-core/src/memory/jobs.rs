@@ -71,9 +71,7 @@ impl JobStore for MemoryJobStore {
         }
         *entry = (job.clone(), next_version());
         drop(entry);
-        if job.state.is_final()
-            && let Some(complete_at) = job.complete_at
-        {
+        if let Some(complete_at) = job.finished_due_entry() {
             self.due_set().remove(&(complete_at, job.id));
         }
         Ok(Commit::Applied)
@@ -101,7 +99,6 @@ impl JobStore for MemoryJobStore {
         Ok(ids
             .into_iter()
             .filter_map(|id| self.inner.jobs.get(&id).map(|entry| entry.0.clone()))
-            .filter(|job| !job.state.is_final())
             .collect())
     }
 }

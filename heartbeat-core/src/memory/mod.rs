@@ -6,7 +6,7 @@ mod bus;
 mod jobs;
 mod sessions;
 
-pub use bus::{DEFAULT_HISTORY, MemoryEventBus};
+pub use bus::MemoryEventBus;
 pub use jobs::MemoryJobStore;
 pub use sessions::MemorySessionStore;
 

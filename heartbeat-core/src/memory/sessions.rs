@@ -1,37 +1,21 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use super::next_version;
 use crate::Id;
 use crate::decision::SessionWrite;
+use crate::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
 use crate::session::{PlayRecord, ProgressRecord, UserSessions};
 use crate::store::{Commit, Loaded, Retention, SessionStore, StoreError};
 
-/// Sweep expired entries after this many commits.
-const SWEEP_EVERY: u64 = 4096;
-
-#[derive(Debug)]
-struct Expiring<T> {
-    value: T,
-    expires: Instant,
-}
-
-impl<T> Expiring<T> {
-    fn live(&self, now: Instant) -> Option<&T> {
-        (self.expires > now).then_some(&self.value)
-    }
-}
-
 #[derive(Debug, Default)]
 struct Inner {
-    users: DashMap<String, Expiring<(UserSessions, u64)>>,
-    progress: DashMap<(String, String), Expiring<ProgressRecord>>,
-    history: DashMap<String, Expiring<VecDeque<PlayRecord>>>,
-    commits: AtomicU64,
+    users: DashMap<String, Kept<(UserSessions, u64)>>,
+    progress: DashMap<(String, String), Kept<ProgressRecord>>,
+    history: DashMap<String, Kept<VecDeque<PlayRecord>>>,
+    sweeps: SweepCadence,
 }
 
 /// Sessions, progress and history in memory.
@@ -59,22 +43,24 @@ impl MemorySessionStore {
 
     /// Drops every entry whose keep time has passed.
     pub fn sweep(&self) {
-        let now = Instant::now();
-        self.inner.users.retain(|_, entry| entry.expires > now);
-        self.inner.progress.retain(|_, entry| entry.expires > now);
-        self.inner.history.retain(|_, entry| entry.expires > now);
+        let now = unix_millis_now();
+        self.inner
+            .users
+            .retain(|_, entry| entry.live(now).is_some());
+        self.inner
+            .progress
+            .retain(|_, entry| entry.live(now).is_some());
+        self.inner
+            .history
+            .retain(|_, entry| entry.live(now).is_some());
     }
-}
-
-fn after_millis(millis: i64) -> Instant {
-    Instant::now() + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 impl SessionStore for MemorySessionStore {
     type Version = u64;
 
     async fn load(&self, user: &Id) -> Result<Loaded<u64>, StoreError> {
-        let now = Instant::now();
+        let now = unix_millis_now();
         Ok(
             match self
                 .inner
@@ -99,54 +85,43 @@ impl SessionStore for MemorySessionStore {
         write: &SessionWrite,
         limits: &Retention,
     ) -> Result<Commit, StoreError> {
-        let now = Instant::now();
+        let now = unix_millis_now();
         {
             let mut entry = self
                 .inner
                 .users
                 .entry(user.to_string())
-                .or_insert_with(|| Expiring {
-                    value: (UserSessions::default(), 0),
-                    expires: now,
-                });
+                .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0));
             let current = entry.live(now).map_or(0, |(_, version)| *version);
             if current != *version {
                 return Ok(Commit::Conflict);
             }
-            *entry = Expiring {
-                value: (write.sessions.clone(), next_version()),
-                expires: after_millis(write.keep_millis),
-            };
+            *entry = Kept::for_millis(
+                (write.sessions.clone(), next_version()),
+                now,
+                write.keep_millis,
+            );
         }
-        let retention = Duration::from_secs(limits.retention_secs);
+        let retention = limits.retention_millis();
         if let Some((asset, progress)) = &write.progress {
-            let value = Expiring {
-                value: progress.clone(),
-                expires: now + retention,
-            };
-            self.inner
-                .progress
-                .insert((user.to_string(), asset.to_string()), value);
+            self.inner.progress.insert(
+                (user.to_string(), asset.to_string()),
+                Kept::for_millis(progress.clone(), now, retention),
+            );
         }
         if !write.ended.is_empty() {
             let mut history = self
                 .inner
                 .history
                 .entry(user.to_string())
-                .or_insert_with(|| Expiring {
-                    value: VecDeque::new(),
-                    expires: now,
-                });
-            if history.expires <= now {
+                .or_insert_with(|| Kept::for_millis(VecDeque::new(), now, 0));
+            if history.live(now).is_none() {
                 history.value.clear();
             }
-            for ended in &write.ended {
-                history.value.push_front(ended.clone());
-            }
-            history.value.truncate(limits.history_cap);
-            history.expires = now + retention;
+            prepend_history(&mut history.value, &write.ended, limits.history_cap);
+            history.expires_at = now.saturating_add(retention);
         }
-        if self.inner.commits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        if self.inner.sweeps.sweep_now() {
             self.sweep();
         }
         Ok(Commit::Applied)
@@ -159,12 +134,12 @@ impl SessionStore for MemorySessionStore {
             .progress
             .get(&key)
             .as_deref()
-            .and_then(|entry| entry.live(Instant::now()))
+            .and_then(|entry| entry.live(unix_millis_now()))
             .cloned())
     }
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
-        let now = Instant::now();
+        let now = unix_millis_now();
         Ok(self
             .inner
             .history
