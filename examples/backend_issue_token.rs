@@ -10,24 +10,20 @@
 //!
 //! Run: `cargo run -p heartbeat-examples --example backend_issue_token`
 
-use heartbeat_core::{HeartbeatData, Timestamp, TokenCodec, TokenFormat};
-use serde_json::json;
+use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec, TokenFormat};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shared_key = "the key the backend shares with the heartbeat server";
-    let data = HeartbeatData::from_json(json!({
-        "user_id": 13,                      // kept as a number in every re-issued token
-        "asset_id": "movie-14",
-        "heartbeat_cycle": 30,              // the player beats every 30 s...
-        "cycle_upper_tolerance": 10,        // ...and may be 10 s late before its session ends
-        "cycle_lower_tolerance": 2,
-        "reject_strategy": "LEAST_RECENT",  // over the limit, the oldest device stops
-        "timestamp": Timestamp::now().to_string(),
-        "session_limit": 2,                 // the user's plan: two streams at once
-        "checking_threshold": 1,
-        "sessions_edge": 6,
-        "plan": "family",                   // unknown fields travel along untouched
-    }))?;
+    let data = HeartbeatData::builder(13, "movie-14") // user 13 stays a number in every token
+        .cycle(30.0) // the player beats every 30 s...
+        .upper_tolerance(10.0) // ...and may be 10 s late before its session ends
+        .lower_tolerance(2.0)
+        .strategy(RejectStrategy::LeastRecent) // over the limit, the oldest device stops
+        .session_limit(2) // the user's plan: two streams at once
+        .checking_threshold(1)
+        .sessions_edge(6)
+        .extra("plan", "family") // unknown fields travel along untouched
+        .build()?;
 
     let v2 = TokenCodec::new(shared_key)?;
     let token = v2.seal(&data)?;

@@ -23,11 +23,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. The backend mints the first token when the user presses play.
     let first_token = |now: Timestamp| -> Result<String, Box<dyn std::error::Error>> {
-        let data = HeartbeatData::from_json(serde_json::json!({
-            "user_id": 13, "asset_id": "movie-14", "heartbeat_cycle": 30,
-            "cycle_upper_tolerance": 10, "timestamp": now.to_string(),
-            "session_limit": 1, "checking_threshold": 1, "sessions_edge": 10,
-        }))?;
+        let data = HeartbeatData::builder(13, "movie-14")
+            .cycle(30.0)
+            .upper_tolerance(10.0)
+            .timestamp(now)
+            .session_limit(1)
+            .checking_threshold(1)
+            .sessions_edge(10)
+            .build()?;
         Ok(codec.seal(&data)?)
     };
 

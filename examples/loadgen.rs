@@ -30,7 +30,7 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use heartbeat_core::{HeartbeatData, Timestamp, TokenCodec};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Load generator for heartbeat-server")]
@@ -231,13 +231,15 @@ struct Player {
 fn backend_token(codec: &TokenCodec, run: &str, user: usize) -> String {
     // Lower tolerance = cycle: never "too early", so back-to-back heartbeats continue
     // one session; a limit of one with one device is never exceeded.
-    let data = HeartbeatData::from_json(json!({
-        "user_id": format!("{run}-{user}"), "asset_id": 1, "heartbeat_cycle": 1,
-        "cycle_lower_tolerance": 1, "cycle_upper_tolerance": 600,
-        "timestamp": Timestamp::now().to_string(), "session_limit": 1,
-        "checking_threshold": 1, "sessions_edge": 2,
-    }))
-    .expect("valid heartbeat data");
+    let data = HeartbeatData::builder(format!("{run}-{user}"), 1)
+        .cycle(1.0)
+        .lower_tolerance(1.0)
+        .upper_tolerance(600.0)
+        .session_limit(1)
+        .checking_threshold(1)
+        .sessions_edge(2)
+        .build()
+        .expect("valid heartbeat data");
     codec.seal(&data).expect("a sealed token")
 }
 

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
-use heartbeat_core::{HeartbeatData, Timestamp, TokenCodec};
+use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
 use heartbeat_http::client::player::{Player, PlayerEvent, PlayerOptions, StopReason};
 use heartbeat_http::{Settings, server};
-use serde_json::json;
 
 const KEY: &str = "players example key";
 const CYCLE: Duration = Duration::from_millis(300);
@@ -25,12 +24,15 @@ fn backend_token(
     user: i64,
     strategy: &str,
 ) -> Result<String, Box<dyn std::error::Error>> {
-    let data = HeartbeatData::from_json(json!({
-        "user_id": user, "asset_id": 7, "heartbeat_cycle": CYCLE.as_secs_f64(),
-        "cycle_upper_tolerance": 2, "reject_strategy": strategy,
-        "timestamp": Timestamp::now().to_string(), "session_limit": 2,
-        "checking_threshold": 1, "sessions_edge": 5,
-    }))?;
+    let strategy = RejectStrategy::from_wire(strategy).ok_or("an unknown reject strategy")?;
+    let data = HeartbeatData::builder(user, 7)
+        .cycle(CYCLE.as_secs_f64())
+        .upper_tolerance(2.0)
+        .strategy(strategy)
+        .session_limit(2)
+        .checking_threshold(1)
+        .sessions_edge(5)
+        .build()?;
     Ok(codec.seal(&data)?)
 }
 

@@ -7,13 +7,10 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
 use heartbeat_core::memory::MemorySessionStore;
-use heartbeat_core::{
-    HeartbeatData, HeartbeatOutcome, Heartbeats, SessionStore, Timestamp, TokenCodec,
-};
+use heartbeat_core::{HeartbeatData, HeartbeatOutcome, Heartbeats, SessionStore, TokenCodec};
 use heartbeat_store_redis::testkit::RedisServer;
 use heartbeat_store_redis::{RedisConfig, RedisStore};
 use heartbeat_store_sled::{SledConfig, SledStore};
-use serde_json::json;
 
 const IN_FLIGHT: usize = 64;
 
@@ -21,12 +18,12 @@ fn tokens(codec: &TokenCodec, next_user: &mut i64) -> Vec<String> {
     (0..IN_FLIGHT)
         .map(|_| {
             *next_user += 1;
-            let data = HeartbeatData::from_json(json!({
-                "user_id": *next_user, "asset_id": 14, "heartbeat_cycle": 30,
-                "cycle_upper_tolerance": 10, "timestamp": Timestamp::now().to_string(),
-                "session_limit": 2, "checking_threshold": 2, "sessions_edge": 3,
-            }))
-            .unwrap();
+            let data = HeartbeatData::builder(*next_user, 14)
+                .session_limit(2)
+                .checking_threshold(2)
+                .sessions_edge(3)
+                .build()
+                .unwrap();
             codec.seal(&data).unwrap()
         })
         .collect()

@@ -49,7 +49,10 @@ pub mod token;
 pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use data::{DataError, HeartbeatData, Id, JsonDataError, MAX_ID_LEN, RejectStrategy, Seconds};
+pub use data::{
+    DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_ID_LEN, RejectStrategy,
+    Seconds,
+};
 pub use service::{
     ActiveSession, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError, HeartbeatOutcome,
     Heartbeats,

@@ -136,3 +136,54 @@ fn optional_fields_default() {
     let with_null = HeartbeatData::from_json(with("session_id", Value::Null)).unwrap();
     assert!(with_null.is_from_backend());
 }
+
+#[test]
+fn the_builder_makes_backend_data_that_seals_and_opens() {
+    use heartbeat_core::{DataError, RejectStrategy, Timestamp, TokenCodec};
+    let at: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+    let data = HeartbeatData::builder(13, "movie-14")
+        .cycle(3.5)
+        .lower_tolerance(0.5)
+        .upper_tolerance(1.0)
+        .strategy(RejectStrategy::MostRecent)
+        .timestamp(at)
+        .session_limit(2)
+        .checking_threshold(3)
+        .extra("tenant", "acme")
+        .extra("session_id", "not from a builder")
+        .build()
+        .unwrap();
+    let expected = HeartbeatData::from_json(json!({
+        "user_id": 13, "asset_id": "movie-14", "heartbeat_cycle": 3.5,
+        "cycle_lower_tolerance": 0.5, "cycle_upper_tolerance": 1,
+        "reject_strategy": "MOST_RECENT", "timestamp": "2026-01-01T00:00:00.000Z",
+        "session_limit": 2, "checking_threshold": 3, "sessions_edge": 12, "tenant": "acme",
+    }))
+    .unwrap();
+    assert_eq!(data, expected);
+    let codec = TokenCodec::new("builder key").unwrap();
+    assert_eq!(codec.open(&codec.seal(&data).unwrap()).unwrap(), data);
+
+    let refused = |builder: heartbeat_core::HeartbeatDataBuilder| builder.build().unwrap_err();
+    assert!(matches!(
+        refused(HeartbeatData::builder(1, 2).cycle(0.0)),
+        DataError::Invalid {
+            field: "heartbeat_cycle",
+            ..
+        }
+    ));
+    assert!(matches!(
+        refused(HeartbeatData::builder(1, 2).upper_tolerance(f64::NAN)),
+        DataError::Invalid {
+            field: "cycle_upper_tolerance",
+            ..
+        }
+    ));
+    assert!(matches!(
+        refused(HeartbeatData::builder("", 2)),
+        DataError::Invalid {
+            field: "user_id",
+            ..
+        }
+    ));
+}

@@ -3,10 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat_core::HeartbeatData;
+use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
 use heartbeat_http::config::{Cli, Command, ConfigError, IssueTokenArgs};
 use heartbeat_http::server;
-use serde_json::{Value, json};
 
 fn main() -> ExitCode {
     if let Err(error) = dotenvy::dotenv()
@@ -59,26 +58,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn id(text: &str) -> Value {
-    text.parse::<i64>()
-        .map_or_else(|_| json!(text), |number| json!(number))
+/// A user or asset given on the command line: a whole number is a number id.
+fn id(text: &str) -> Id {
+    text.parse::<i64>().map_or_else(|_| Id::from(text), Id::Int)
 }
 
 fn issue_token(args: &IssueTokenArgs) -> Result<String, ConfigError> {
     let codec = args.tokens.codec()?;
-    let data = HeartbeatData::from_json(json!({
-        "user_id": id(&args.user),
-        "asset_id": id(&args.asset),
-        "heartbeat_cycle": args.cycle,
-        "cycle_lower_tolerance": args.lower_tolerance,
-        "cycle_upper_tolerance": args.upper_tolerance,
-        "reject_strategy": args.strategy,
-        "timestamp": heartbeat_core::Timestamp::now().to_string(),
-        "session_limit": args.limit,
-        "checking_threshold": args.threshold.unwrap_or(1),
-        "sessions_edge": args.edge.unwrap_or(args.limit.saturating_add(10)),
-    }))
-    .map_err(|error| {
+    let strategy = RejectStrategy::from_wire(&args.strategy).ok_or_else(|| {
+        ConfigError::new(
+            "issue-token",
+            format!(
+                "--strategy `{}` is not LEAST_RECENT or MOST_RECENT",
+                args.strategy
+            ),
+        )
+    })?;
+    let mut data = HeartbeatData::builder(id(&args.user), id(&args.asset))
+        .cycle(args.cycle as f64)
+        .lower_tolerance(args.lower_tolerance as f64)
+        .upper_tolerance(args.upper_tolerance as f64)
+        .strategy(strategy)
+        .session_limit(args.limit)
+        .checking_threshold(args.threshold.unwrap_or(1));
+    if let Some(edge) = args.edge {
+        data = data.sessions_edge(edge);
+    }
+    let data = data.build().map_err(|error| {
         ConfigError::new(
             "issue-token",
             format!("builds invalid heartbeat data: {error}"),

@@ -1,0 +1,103 @@
+//! [`Id`]: user and asset ids, kept in their JSON type.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// Longest user id, asset id or session id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// A user or asset id: a JSON integer or a JSON string, kept in its original type when the
+/// token is re-issued.
+///
+/// ```
+/// use heartbeat_core::Id;
+///
+/// let id: Id = serde_json::from_str("13")?;
+/// assert_eq!(id, Id::Int(13));
+/// assert_eq!(serde_json::to_string(&Id::from("movie/42"))?, r#""movie/42""#);
+/// assert_eq!(Id::Int(13).to_string(), "13");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Id {
+    /// A JSON integer.
+    Int(i64),
+    /// A JSON string (1 to [`MAX_ID_LEN`] bytes).
+    Str(String),
+}
+
+impl Id {
+    /// Reads an id from a JSON value: an integer, or a non-empty string of at most
+    /// [`MAX_ID_LEN`] bytes.
+    pub fn from_json(value: &Value) -> Result<Self, &'static str> {
+        const EXPECTED: &str = "an integer or a non-empty string of at most 256 bytes";
+        match value {
+            Value::Number(n) => n.as_i64().map(Id::Int).ok_or(EXPECTED),
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Id::Str(s.clone())),
+            _ => Err(EXPECTED),
+        }
+    }
+
+    /// The id as a JSON value of its original type.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Id::Int(n) => Value::from(*n),
+            Id::Str(s) => Value::from(s.as_str()),
+        }
+    }
+}
+
+impl From<i64> for Id {
+    fn from(n: i64) -> Self {
+        Id::Int(n)
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id::Str(s.to_owned())
+    }
+}
+
+impl From<String> for Id {
+    fn from(s: String) -> Self {
+        Id::Str(s)
+    }
+}
+
+/// As JavaScript's template strings print it: `13`, `movie/42`. Used in storage keys.
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Int(n) => write!(f, "{n}"),
+            Id::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Int(n) => write!(f, "{n}"),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Id::Int(n) => serializer.serialize_i64(*n),
+            Id::Str(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Id::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}

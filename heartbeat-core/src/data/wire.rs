@@ -1,0 +1,383 @@
+//! The wire form of [`HeartbeatData`]: one list of the known fields ([`Field`]), one
+//! serializer and one reading path (serde, whether from JSON text or a
+//! [`serde_json::Value`]), with the field checks of SPEC §3.1.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::{DataError, HeartbeatData, Id, MAX_ID_LEN, RejectStrategy, Seconds};
+use crate::Timestamp;
+
+/// A field [`HeartbeatData`] knows. The variants are in byte order of their names: the
+/// order in which the serializer writes them (and `serde_json::Map` keeps keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    AssetId,
+    CheckingThreshold,
+    CycleLowerTolerance,
+    CycleUpperTolerance,
+    HeartbeatCycle,
+    RejectStrategy,
+    SessionId,
+    SessionLimit,
+    SessionsEdge,
+    StartedAt,
+    Timestamp,
+    UserId,
+}
+
+/// How many fields are known.
+pub(crate) const FIELD_COUNT: usize = 12;
+
+impl Field {
+    /// Every known field, in the order of their names.
+    pub(crate) const ALL: [Field; FIELD_COUNT] = [
+        Field::AssetId,
+        Field::CheckingThreshold,
+        Field::CycleLowerTolerance,
+        Field::CycleUpperTolerance,
+        Field::HeartbeatCycle,
+        Field::RejectStrategy,
+        Field::SessionId,
+        Field::SessionLimit,
+        Field::SessionsEdge,
+        Field::StartedAt,
+        Field::Timestamp,
+        Field::UserId,
+    ];
+
+    /// The field's name on the wire: the one place the names are written.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Field::AssetId => "asset_id",
+            Field::CheckingThreshold => "checking_threshold",
+            Field::CycleLowerTolerance => "cycle_lower_tolerance",
+            Field::CycleUpperTolerance => "cycle_upper_tolerance",
+            Field::HeartbeatCycle => "heartbeat_cycle",
+            Field::RejectStrategy => "reject_strategy",
+            Field::SessionId => "session_id",
+            Field::SessionLimit => "session_limit",
+            Field::SessionsEdge => "sessions_edge",
+            Field::StartedAt => "started_at",
+            Field::Timestamp => "timestamp",
+            Field::UserId => "user_id",
+        }
+    }
+
+    /// The names of every known field, in order.
+    pub(crate) const NAMES: [&'static str; FIELD_COUNT] = {
+        let mut names = [""; FIELD_COUNT];
+        let mut i = 0;
+        while i < FIELD_COUNT {
+            names[i] = Field::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
+
+    fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|field| field.name() == name)
+    }
+}
+
+/// A known field's value, serialized without building a JSON tree first.
+enum Known<'a> {
+    Id(&'a Id),
+    Str(&'a str),
+    Seconds(Seconds),
+    Time(Timestamp),
+    Count(u32),
+}
+
+impl Serialize for Known<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Known::Id(id) => id.serialize(serializer),
+            Known::Str(text) => serializer.serialize_str(text),
+            Known::Seconds(seconds) => seconds.to_json().serialize(serializer),
+            Known::Time(at) => serializer.collect_str(at),
+            Known::Count(n) => serializer.serialize_u32(*n),
+        }
+    }
+}
+
+impl HeartbeatData {
+    /// The value of a known field, `None` when the data has none.
+    fn known(&self, field: Field) -> Option<Known<'_>> {
+        match field {
+            Field::AssetId => Some(Known::Id(&self.asset_id)),
+            Field::CheckingThreshold => Some(Known::Count(self.checking_threshold)),
+            Field::CycleLowerTolerance => Some(Known::Seconds(self.cycle_lower_tolerance)),
+            Field::CycleUpperTolerance => Some(Known::Seconds(self.cycle_upper_tolerance)),
+            Field::HeartbeatCycle => Some(Known::Seconds(self.heartbeat_cycle)),
+            Field::RejectStrategy => self.reject_strategy.map(|s| Known::Str(s.as_str())),
+            Field::SessionId => self.session_id.as_deref().map(Known::Str),
+            Field::SessionLimit => Some(Known::Count(self.session_limit)),
+            Field::SessionsEdge => Some(Known::Count(self.sessions_edge)),
+            Field::StartedAt => self.started_at.map(Known::Time),
+            Field::Timestamp => Some(Known::Time(self.timestamp)),
+            Field::UserId => Some(Known::Id(&self.user_id)),
+        }
+    }
+}
+
+impl Serialize for HeartbeatData {
+    /// A JSON object with keys in sorted order: the known fields, and the unknown ones
+    /// ([`extra`](HeartbeatData::extra)) but where a known field of the same name has a
+    /// value (the known one wins). Written directly: sealing a token builds no map.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        let mut extra = self.extra.iter().peekable();
+        for field in Field::ALL {
+            let name = field.name();
+            while let Some((key, value)) = extra.next_if(|(key, _)| key.as_str() < name) {
+                map.serialize_entry(key, value)?;
+            }
+            let shadowed = extra.next_if(|(key, _)| key.as_str() == name);
+            match (self.known(field), shadowed) {
+                (Some(known), _) => map.serialize_entry(name, &known)?,
+                (None, Some((key, value))) => map.serialize_entry(key, value)?,
+                (None, None) => {}
+            }
+        }
+        for (key, value) in extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for HeartbeatData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RawData::deserialize(deserializer)?
+            .into_data()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One JSON object split into the values of the known fields (by [`Field`]) and every
+/// other field: what every way of reading heartbeat data goes through.
+pub(crate) struct RawData {
+    known: [Option<Value>; FIELD_COUNT],
+    extra: Map<String, Value>,
+}
+
+impl RawData {
+    /// Checks every known field; an unknown `reject_strategy` value goes back to `extra`,
+    /// to be carried on as it came.
+    pub(crate) fn into_data(self) -> Result<HeartbeatData, DataError> {
+        let RawData {
+            mut known,
+            mut extra,
+        } = self;
+        let fields = Fields(&known);
+        let reject_strategy = fields.reject_strategy();
+        let data = HeartbeatData {
+            user_id: fields.id(Field::UserId)?,
+            asset_id: fields.id(Field::AssetId)?,
+            session_id: fields.session_id()?,
+            heartbeat_cycle: fields.cycle()?,
+            cycle_lower_tolerance: fields.optional_seconds(Field::CycleLowerTolerance)?,
+            cycle_upper_tolerance: fields.seconds(Field::CycleUpperTolerance)?,
+            reject_strategy,
+            timestamp: fields
+                .timestamp(Field::Timestamp)?
+                .ok_or(DataError::Missing { field: "timestamp" })?,
+            started_at: fields.timestamp(Field::StartedAt)?,
+            session_limit: fields.count(Field::SessionLimit)?,
+            checking_threshold: fields.count(Field::CheckingThreshold)?,
+            sessions_edge: fields.count(Field::SessionsEdge)?,
+            extra: Map::new(),
+        };
+        if reject_strategy.is_none()
+            && let Some(value) = known[Field::RejectStrategy as usize].take()
+        {
+            extra.insert(Field::RejectStrategy.name().to_owned(), value);
+        }
+        Ok(HeartbeatData { extra, ..data })
+    }
+}
+
+/// A field name: a known one (matched without copying) or any other.
+enum FieldName {
+    Known(Field),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+                Ok(Field::from_name(name)
+                    .map_or_else(|| FieldName::Other(name.to_owned()), FieldName::Known))
+            }
+        }
+        deserializer.deserialize_identifier(NameVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> serde::de::Visitor<'de> for RawVisitor {
+            type Value = RawData;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawData, A::Error> {
+                let mut raw = RawData {
+                    known: Default::default(),
+                    extra: Map::new(),
+                };
+                // A repeated name keeps its last value, as `serde_json::Map` does.
+                while let Some(name) = map.next_key::<FieldName>()? {
+                    let value: Value = map.next_value()?;
+                    match name {
+                        FieldName::Known(field) => raw.known[field as usize] = Some(value),
+                        FieldName::Other(name) => {
+                            raw.extra.insert(name, value);
+                        }
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        deserializer.deserialize_map(RawVisitor)
+    }
+}
+
+/// Field readers over the known fields' values; `null` counts as absent, as in
+/// JavaScript's checks.
+struct Fields<'a>(&'a [Option<Value>; FIELD_COUNT]);
+
+impl Fields<'_> {
+    fn get(&self, field: Field) -> Option<&Value> {
+        self.0[field as usize]
+            .as_ref()
+            .filter(|value| !value.is_null())
+    }
+
+    fn required(&self, field: Field) -> Result<&Value, DataError> {
+        self.get(field).ok_or(DataError::Missing {
+            field: field.name(),
+        })
+    }
+
+    fn id(&self, field: Field) -> Result<Id, DataError> {
+        Id::from_json(self.required(field)?).map_err(|expected| DataError::Invalid {
+            field: field.name(),
+            expected,
+        })
+    }
+
+    fn session_id(&self) -> Result<Option<String>, DataError> {
+        match self.get(Field::SessionId) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Some(s.clone())),
+            Some(_) => Err(DataError::Invalid {
+                field: Field::SessionId.name(),
+                expected: "a non-empty string of at most 256 bytes",
+            }),
+        }
+    }
+
+    fn seconds(&self, field: Field) -> Result<Seconds, DataError> {
+        let invalid = DataError::Invalid {
+            field: field.name(),
+            expected: "a non-negative number of seconds (a number or a numeric string)",
+        };
+        number(self.required(field)?)
+            .and_then(Seconds::new)
+            .ok_or(invalid)
+    }
+
+    fn optional_seconds(&self, field: Field) -> Result<Seconds, DataError> {
+        match self.get(field) {
+            None => Ok(Seconds::ZERO),
+            Some(_) => self.seconds(field),
+        }
+    }
+
+    fn cycle(&self) -> Result<Seconds, DataError> {
+        let cycle = self.seconds(Field::HeartbeatCycle)?;
+        if cycle.get() > 0.0 {
+            Ok(cycle)
+        } else {
+            Err(DataError::Invalid {
+                field: Field::HeartbeatCycle.name(),
+                expected: "greater than zero",
+            })
+        }
+    }
+
+    fn count(&self, field: Field) -> Result<u32, DataError> {
+        let invalid = DataError::Invalid {
+            field: field.name(),
+            expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
+        };
+        let n = number(self.required(field)?).ok_or(invalid.clone())?;
+        if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+            Ok(n as u32)
+        } else {
+            Err(invalid)
+        }
+    }
+
+    fn timestamp(&self, field: Field) -> Result<Option<Timestamp>, DataError> {
+        let invalid = DataError::Invalid {
+            field: field.name(),
+            expected: "an ISO 8601 date-time like 2018-06-05T16:16:14.418Z",
+        };
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(text)) => text.parse().map(Some).map_err(|_| invalid),
+            Some(_) => Err(invalid),
+        }
+    }
+
+    fn reject_strategy(&self) -> Option<RejectStrategy> {
+        self.get(Field::RejectStrategy)
+            .and_then(Value::as_str)
+            .and_then(RejectStrategy::from_wire)
+    }
+}
+
+/// A JSON number or a numeric string, as JavaScript's unary `+` reads it (trimmed, no hex).
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let trimmed = s.trim();
+            if trimmed.is_empty() || trimmed.len() > 64 {
+                return None;
+            }
+            trimmed.parse::<f64>().ok().filter(|n| n.is_finite())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_listed_in_the_order_of_their_names() {
+        assert!(Field::NAMES.windows(2).all(|pair| pair[0] < pair[1]));
+        for (index, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field as usize, index);
+            assert_eq!(Field::from_name(field.name()), Some(field));
+        }
+    }
+}
