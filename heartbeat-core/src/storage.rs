@@ -134,7 +134,6 @@ pub trait DynSessionStore: Send + Sync + 'static {
 impl<S> DynSessionStore for S
 where
     S: SessionStore,
-    S::Version: 'static,
 {
     fn dyn_load<'a>(
         &'a self,
@@ -243,7 +242,6 @@ pub trait DynJobStore: Send + Sync + 'static {
 impl<J> DynJobStore for J
 where
     J: JobStore,
-    J::Version: 'static,
 {
     fn dyn_create(&self, job: NewJob) -> BoxFuture<'_, Result<Job, StoreError>> {
         Box::pin(self.create(job))
@@ -377,9 +375,7 @@ impl Storage {
     pub fn new<S, J, B>(sessions: S, jobs: J, bus: B) -> Self
     where
         S: SessionStore,
-        S::Version: 'static,
         J: JobStore,
-        J::Version: 'static,
         B: EventBus,
     {
         Self {

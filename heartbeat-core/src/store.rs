@@ -137,7 +137,7 @@ impl<V> Loaded<V> {
 /// The conformance suite in `heartbeat_core::testkit` (feature `testkit`) checks all of it.
 pub trait SessionStore: Send + Sync + 'static {
     /// What identifies the loaded state for compare-and-set.
-    type Version: Send + Sync;
+    type Version: Send + Sync + 'static;
 
     /// Loads a user's sessions.
     fn load(

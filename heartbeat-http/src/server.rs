@@ -48,9 +48,7 @@ impl StartError {
 pub fn app<S, J, B>(codec: TokenCodec, sessions: S, jobs: J, bus: B, settings: Settings) -> App
 where
     S: SessionStore,
-    S::Version: 'static,
     J: JobStore,
-    J::Version: 'static,
     B: EventBus,
 {
     app_with_clock(codec, sessions, jobs, bus, settings, SystemClock)
@@ -68,9 +66,7 @@ pub fn app_with_clock<S, J, B, C>(
 ) -> App
 where
     S: SessionStore,
-    S::Version: 'static,
     J: JobStore,
-    J::Version: 'static,
     B: EventBus,
     C: Clock,
 {

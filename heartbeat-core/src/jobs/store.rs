@@ -26,7 +26,7 @@ use crate::store::{Commit, StoreError};
 ///   still listed.
 pub trait JobStore: Send + Sync + 'static {
     /// What identifies a loaded job for compare-and-set.
-    type Version: Send + Sync;
+    type Version: Send + Sync + 'static;
 
     /// Stores a new job under a fresh, increasing id.
     fn create(&self, job: NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
