@@ -5,14 +5,22 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use time::format_description::FormatItem;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::{BorrowedFormatItem, FormatItem};
 use time::macros::format_description;
-use time::{OffsetDateTime, UtcOffset};
+use time::parsing::Parsed;
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// `2018-06-05T16:16:14.418Z`: the only form this crate writes.
 const ISO_MILLIS: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// The ISO 8601 forms JavaScript's `Date.parse` reads (SPEC §3.5): a date, optionally a
+/// time after `T`, `t` or a space (minutes, optional seconds, optional fraction of any
+/// length), optionally an offset: `Z`, `z`, `+02`, `+0200` or `+02:00`. No offset is UTC.
+const LENIENT: &[BorrowedFormatItem<'static>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day][optional [[first [T][t][ ]][hour]:[minute][optional [:[second][optional [.[subsecond digits:1+]]]]]]][optional [[first [Z][z][[offset_hour sign:mandatory][optional [:]][optional [[offset_minute]]]]]]]"
+);
 
 /// The earliest instant this crate accepts: `0000-01-01T00:00:00.000Z`.
 const MIN_MILLIS: i64 = -62_167_219_200_000;
@@ -21,9 +29,12 @@ const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 /// A UTC instant with millisecond precision, as JavaScript's `Date` holds it.
 ///
-/// It prints and serializes as `toISOString()` does (`2018-06-05T16:16:14.418Z`) and parses
-/// any RFC 3339 date-time (any offset, any number of fraction digits, cut to milliseconds).
-/// Years outside 0000–9999 are refused, so every value prints in the four-digit form.
+/// It prints and serializes as `toISOString()` does (`2018-06-05T16:16:14.418Z`) and
+/// parses what JavaScript's `Date.parse` reads as ISO 8601 (SPEC §3.5): with or without
+/// seconds and fraction (cut to milliseconds), `T`, `t` or a space between date and time,
+/// `Z`, `+02:00`, `+0200`, `+02` or no offset (read as UTC), so that Java's
+/// `LocalDateTime` and PHP's `DATE_ISO8601` read as well as `toISOString()`. Years outside
+/// 0000–9999 are refused, so every value prints in the four-digit form.
 ///
 /// ```
 /// use heartbeat_core::Timestamp;
@@ -31,6 +42,9 @@ const MAX_MILLIS: i64 = 253_402_300_799_999;
 /// let t: Timestamp = "2018-06-05T18:16:14.418+02:00".parse()?;
 /// assert_eq!(t.to_string(), "2018-06-05T16:16:14.418Z");
 /// assert_eq!(t.unix_millis(), 1_528_215_374_418);
+/// let php: Timestamp = "2018-06-05T16:16:14+0000".parse()?;
+/// let java: Timestamp = "2018-06-05T16:16:14".parse()?;
+/// assert_eq!(php, java);
 /// # Ok::<(), heartbeat_core::TimestampError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,7 +54,7 @@ pub struct Timestamp(i64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimestampError {
-    /// The text is not an RFC 3339 date-time such as `2018-06-05T16:16:14.418Z`.
+    /// The text is not an ISO 8601 date-time such as `2018-06-05T16:16:14.418Z`.
     #[error("not an ISO 8601 date-time like 2018-06-05T16:16:14.418Z")]
     Syntax,
     /// The instant is outside the years 0000–9999.
@@ -104,12 +118,39 @@ impl FromStr for Timestamp {
     type Err = TimestampError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| TimestampError::Syntax)?;
-        let utc = parsed.to_offset(UtcOffset::UTC);
-        let millis = utc.unix_timestamp_nanos().div_euclid(1_000_000);
+        let mut parsed = Parsed::new();
+        let rest = parsed
+            .parse_items(text.as_bytes(), LENIENT)
+            .map_err(|_| TimestampError::Syntax)?;
+        if !rest.is_empty() {
+            return Err(TimestampError::Syntax);
+        }
+        let instant = lenient_instant(&parsed).ok_or(TimestampError::Syntax)?;
+        let millis = instant.unix_timestamp_nanos().div_euclid(1_000_000);
         let millis = i64::try_from(millis).map_err(|_| TimestampError::OutOfRange)?;
         Self::from_unix_millis(millis)
     }
+}
+
+/// The instant of a [`LENIENT`] parse: a valid calendar date and time of day, at its
+/// offset (UTC when none was given).
+fn lenient_instant(parsed: &Parsed) -> Option<OffsetDateTime> {
+    let date =
+        Date::from_calendar_date(parsed.year()?, parsed.month()?, parsed.day()?.get()).ok()?;
+    let time = Time::from_hms_nano(
+        parsed.hour_24().unwrap_or(0),
+        parsed.minute().unwrap_or(0),
+        parsed.second().unwrap_or(0),
+        parsed.subsecond().unwrap_or(0),
+    )
+    .ok()?;
+    let offset = match parsed.offset_hour() {
+        None => UtcOffset::UTC,
+        Some(hours) => {
+            UtcOffset::from_hms(hours, parsed.offset_minute_signed().unwrap_or(0), 0).ok()?
+        }
+    };
+    Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
 }
 
 impl fmt::Display for Timestamp {
@@ -170,6 +211,37 @@ mod tests {
         assert_eq!(t.to_string(), "2018-06-05T16:16:14.418Z");
         let t: Timestamp = "1969-12-31T23:59:59.9999Z".parse().unwrap();
         assert_eq!(t.unix_millis(), -1);
+    }
+
+    #[test]
+    fn reads_the_forms_backends_write() {
+        let millis = |text: &str| text.parse::<Timestamp>().map(Timestamp::unix_millis);
+        let utc = 1_528_215_374_000;
+        for text in [
+            "2018-06-05T16:16:14",         // Java LocalDateTime
+            "2018-06-05T16:16:14+0000",    // PHP DATE_ISO8601
+            "2018-06-05 16:16:14",         // SQL
+            "2018-06-05t16:16:14z",        // either case
+            "2018-06-05T18:16:14+02",      // hours only
+            "2018-06-05T11:16:14-05:00",   // west of UTC
+            "2018-06-05T16:16:14.000000Z", // more fraction digits
+        ] {
+            assert_eq!(millis(text), Ok(utc), "{text}");
+        }
+        assert_eq!(millis("2018-06-05T16:16Z"), Ok(utc - 14_000));
+        assert_eq!(millis("2018-06-05"), Ok(utc - 58_574_000));
+        assert_eq!(millis("2018-06-05T15:46:14-00:30"), Ok(utc));
+        for bad in [
+            "2018-06-05T16:16:14.418Zjunk",
+            "2018-13-05T16:16:14Z",
+            "2018-02-30T16:16:14Z",
+            "2018-06-05T25:16:14Z",
+            "2018-06-05T16",
+            "05/06/2018",
+            "2018-06-05T16:16:14+",
+        ] {
+            assert_eq!(millis(bad), Err(TimestampError::Syntax), "{bad}");
+        }
     }
 
     #[test]

@@ -91,6 +91,43 @@ proptest! {
     }
 
     #[test]
+    fn lenient_forms_read_as_the_instant_they_name(
+        // Whole seconds within 1900-2100, so every offset keeps the local time in range.
+        seconds in -2_208_988_800i64..4_102_444_800,
+        millis in 0i64..1000,
+        offset_minutes in -840i64..=840,
+        separator in proptest::sample::select(vec!["T", "t", " "]),
+        fraction_digits in 0usize..7,
+        offset_form in 0u8..5,
+    ) {
+        // Offsets an hours-only form can write are whole hours.
+        let offset_minutes = if offset_form == 3 { offset_minutes / 60 * 60 } else { offset_minutes };
+        let fraction_digits = if fraction_digits == 0 { 0 } else { fraction_digits.max(3) };
+        let utc_millis = seconds * 1000 + if fraction_digits == 0 { 0 } else { millis };
+        // The wall clock at that offset, written by hand as a backend would.
+        let local = Timestamp::from_unix_millis(utc_millis + offset_minutes * 60_000).unwrap().to_string();
+        let (date, time) = (&local[..10], &local[11..19]);
+        let fraction = if fraction_digits == 0 {
+            String::new()
+        } else {
+            format!(".{}{}", &local[20..23], "0".repeat(fraction_digits - 3))
+        };
+        let sign = if offset_minutes < 0 { '-' } else { '+' };
+        let (h, m) = (offset_minutes.abs() / 60, offset_minutes.abs() % 60);
+        let offset = match offset_form {
+            0 if offset_minutes == 0 => "Z".to_owned(),
+            0 | 1 => format!("{sign}{h:02}:{m:02}"),
+            2 => format!("{sign}{h:02}{m:02}"),
+            3 => format!("{sign}{h:02}"),
+            _ if offset_minutes == 0 => String::new(),
+            _ => format!("{sign}{h:02}:{m:02}"),
+        };
+        let text = format!("{date}{separator}{time}{fraction}{offset}");
+        let read: Timestamp = text.parse().unwrap();
+        prop_assert_eq!(read.unix_millis(), utc_millis, "{}", text);
+    }
+
+    #[test]
     fn timestamps_round_trip(t in timestamp()) {
         let text = t.to_string();
         prop_assert_eq!(text.len(), 24);
