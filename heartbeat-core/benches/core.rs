@@ -58,7 +58,8 @@ fn tokens(c: &mut Criterion) {
 fn decisions(c: &mut Criterion) {
     let now: Timestamp = "2018-06-05T16:16:17.418Z".parse().unwrap();
     let mut token = data();
-    token.sessions_edge = 1000;
+    token.sessions_edge = Some(1000);
+    let issued = token.timestamp.unwrap_or(now);
     token.session_id = Some("session-0000".into());
     let mut group = c.benchmark_group("decide");
     for count in [1usize, 10, 100] {
@@ -67,9 +68,9 @@ fn decisions(c: &mut Criterion) {
             stored.sessions.insert(
                 format!("session-{i:04}"),
                 SessionRecord {
-                    timestamp: token.timestamp,
+                    timestamp: issued,
                     hit_counter: 5,
-                    started_at: Some(token.timestamp.add_millis(i as i64)),
+                    started_at: Some(issued.add_millis(i as i64)),
                     asset_id: None,
                     progress: None,
                     expires_at: None,
@@ -96,7 +97,7 @@ fn heartbeat_memory(c: &mut Criterion) {
             user += 1;
             let mut data = data();
             data.user_id = user.into();
-            data.timestamp = Timestamp::now();
+            data.timestamp = Some(Timestamp::now());
             let token = codec.seal(&data).unwrap();
             let outcome = runtime
                 .block_on(heartbeats.heartbeat(&token, Some(1.0)))

@@ -132,7 +132,7 @@ pub fn expire(
 /// playing: by `started_at` ascending for `MOST_RECENT` (the oldest keep playing), descending
 /// for `LEAST_RECENT` (the newest keep playing); ties by session id.
 pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a str> {
-    let threshold = u64::from(token.checking_threshold);
+    let threshold = u64::from(token.threshold());
     let mut counted: Vec<(&str, &SessionRecord)> = active
         .sessions
         .iter()
@@ -151,24 +151,23 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
 /// The limit check of SPEC §3.2, on sessions already expired.
 pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), RejectReason> {
     let count = active.sessions.len();
-    if count > token.sessions_edge as usize {
+    if let Some(edge) = token.sessions_edge
+        && count > edge as usize
+    {
         return Err(RejectReason::SessionsEdge {
             active: count,
-            edge: token.sessions_edge,
+            edge,
         });
     }
-    let Some(session_id) = token.session_id.as_deref() else {
+    let (Some(session_id), Some(limit)) = (token.session_id.as_deref(), token.session_limit) else {
         return Ok(());
     };
     match ranking(active, token)
         .iter()
         .position(|id| *id == session_id)
     {
-        Some(position) if position >= token.session_limit as usize => {
-            Err(RejectReason::OverLimit {
-                position,
-                limit: token.session_limit,
-            })
+        Some(position) if position >= limit as usize => {
+            Err(RejectReason::OverLimit { position, limit })
         }
         _ => Ok(()),
     }
@@ -186,7 +185,7 @@ pub fn new_session_cause(
     let Some(stored) = active.sessions.get(session_id) else {
         return Some(NewSessionCause::Unknown);
     };
-    if stored.timestamp != token.timestamp {
+    if Some(stored.timestamp) != token.timestamp {
         return Some(NewSessionCause::Replayed);
     }
     let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
@@ -214,7 +213,7 @@ pub fn new_session_cause(
 /// let decision = decide(now, &token, &UserSessions::default(), "s-1", Some(42.0));
 /// let Verdict::Accept(accepted) = decision.verdict else { panic!() };
 /// assert_eq!(accepted.session_id, "s-1");
-/// assert_eq!(accepted.token_data.timestamp, now);
+/// assert_eq!(accepted.token_data.timestamp, Some(now));
 /// assert_eq!(decision.write.upsert.unwrap().1.hit_counter, 1);
 /// ```
 pub fn decide(
@@ -264,7 +263,7 @@ pub fn decide(
 
     let mut token_data = token.clone();
     token_data.session_id = Some(session_id.clone());
-    token_data.timestamp = now;
+    token_data.timestamp = Some(now);
     token_data.started_at = Some(started_at);
 
     active.sessions.insert(session_id.clone(), record.clone());
@@ -296,7 +295,7 @@ pub fn stop(
     let is_current = active
         .sessions
         .get(session_id)
-        .is_some_and(|record| record.timestamp == token.timestamp);
+        .is_some_and(|record| Some(record.timestamp) == token.timestamp);
     let stopped = if is_current {
         active.sessions.remove_entry(session_id)
     } else {
@@ -372,4 +371,68 @@ fn keep_millis(now: Timestamp, active: &UserSessions, life_millis: i64) -> i64 {
         .max()
         .unwrap_or(0)
         .max(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn token(json: serde_json::Value) -> HeartbeatData {
+        HeartbeatData::from_json(json).unwrap()
+    }
+
+    fn accepted(decision: Decision) -> Accepted {
+        match decision.verdict {
+            Verdict::Accept(accepted) => accepted,
+            Verdict::Reject(reason) => panic!("refused: {reason:?}"),
+        }
+    }
+
+    /// Tokens without limits (as Node-era backends may send) have no limit, count every
+    /// session and keep any number of them, as the Node server behaves.
+    #[test]
+    fn absent_limits_limit_nothing() {
+        let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let backend = token(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        }));
+        let mut stored = UserSessions::default();
+        for device in 0..50 {
+            let decision = decide(now, &backend, &stored, &format!("s-{device:02}"), None);
+            let write = decision.write.clone();
+            accepted(decision);
+            stored = write.sessions;
+        }
+        assert_eq!(stored.sessions.len(), 50);
+        assert_eq!(
+            ranking(&stored, &backend).len(),
+            50,
+            "threshold 0: all counted"
+        );
+    }
+
+    /// A session token whose timestamp is absent or unreadable cannot be matched to the
+    /// stored session: it starts a new session that inherits the hit counter, as a replayed
+    /// token does (the Node server's `Date(undefined)` never equals a stored time either).
+    #[test]
+    fn a_session_token_without_a_timestamp_starts_an_inheriting_session() {
+        let start: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let backend = token(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "garbage", "session_limit": 1, "checking_threshold": 1,
+        }));
+        let first = decide(start, &backend, &UserSessions::default(), "s-1", None);
+        let stored = first.write.sessions.clone();
+        let mut next = accepted(first).token_data;
+        next.timestamp = None;
+        let later = start.add_millis(30_000);
+        let decision = decide(later, &next, &stored, "s-2", None);
+        let (_, record) = decision.write.upsert.clone().unwrap();
+        let again = accepted(decision);
+        assert_eq!(again.new_session, Some(NewSessionCause::Replayed));
+        assert_eq!(again.session_id, "s-2");
+        assert_eq!(record.hit_counter, 2, "the counter is inherited");
+    }
 }

@@ -274,7 +274,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// The fail-open answer: the token's data with `timestamp` set to now, sealed.
     fn rotate_unchecked(&self, data: &HeartbeatData) -> Result<String, SealError> {
         let mut rotated = data.clone();
-        rotated.timestamp = self.clock.now();
+        rotated.timestamp = Some(self.clock.now());
         self.codec.seal(&rotated)
     }
 

@@ -44,8 +44,8 @@ fn numeric_strings_are_numbers() {
     object["sessions_edge"] = json!(5.0);
     let data = HeartbeatData::from_json(object).unwrap();
     assert_eq!(data.heartbeat_cycle.get(), 3.5);
-    assert_eq!(data.session_limit, 2);
-    assert_eq!(data.sessions_edge, 5);
+    assert_eq!(data.session_limit, Some(2));
+    assert_eq!(data.sessions_edge, Some(5));
     let written = serde_json::to_value(&data).unwrap();
     assert_eq!(written["heartbeat_cycle"], json!(3.5));
     assert_eq!(written["cycle_upper_tolerance"], json!(0.8));
@@ -87,13 +87,9 @@ fn errors_name_the_field() {
     };
     assert_eq!(missing("user_id"), DataError::Missing { field: "user_id" });
     assert_eq!(
-        missing("timestamp"),
-        DataError::Missing { field: "timestamp" }
-    );
-    assert_eq!(
-        missing("sessions_edge"),
+        missing("heartbeat_cycle"),
         DataError::Missing {
-            field: "sessions_edge"
+            field: "heartbeat_cycle"
         }
     );
     assert_eq!(error_of(json!([1])), DataError::NotAnObject);
@@ -111,7 +107,6 @@ fn errors_name_the_field() {
         ("session_limit", json!(1.5)),
         ("checking_threshold", json!(-1)),
         ("sessions_edge", json!(1e12)),
-        ("timestamp", json!("yesterday")),
         ("started_at", json!(12)),
     ];
     for (field, value) in invalid {
@@ -186,4 +181,47 @@ fn the_builder_makes_backend_data_that_seals_and_opens() {
             ..
         }
     ));
+}
+
+/// What the Node server accepts (SPEC §3.1, §3.5): a timestamp that is absent or cannot be
+/// read, and absent or `null` limits (no limit, threshold 0, no edge). Absent fields stay
+/// absent in re-issued tokens, as Node's `JSON.stringify` drops `undefined`.
+#[test]
+fn what_the_node_server_accepts_is_read() {
+    let mut object = base();
+    let fields = object.as_object_mut().unwrap();
+    for field in ["timestamp", "session_limit", "checking_threshold"] {
+        fields.remove(field);
+    }
+    fields.insert("sessions_edge".into(), Value::Null);
+    let data = HeartbeatData::from_json(object).unwrap();
+    assert_eq!(data.timestamp, None);
+    assert_eq!(
+        (
+            data.session_limit,
+            data.checking_threshold,
+            data.sessions_edge
+        ),
+        (None, None, None)
+    );
+    assert_eq!(data.threshold(), 0);
+    let written = serde_json::to_value(&data).unwrap();
+    for field in [
+        "timestamp",
+        "session_limit",
+        "checking_threshold",
+        "sessions_edge",
+    ] {
+        assert!(written.get(field).is_none(), "{field} in {written}");
+    }
+    for unreadable in [json!("yesterday"), json!(12), json!("2018-06-05T25:00:00Z")] {
+        let data = HeartbeatData::from_json(with("timestamp", unreadable.clone())).unwrap();
+        assert_eq!(data.timestamp, None, "{unreadable}");
+    }
+    let php =
+        HeartbeatData::from_json(with("timestamp", json!("2018-06-05T16:16:14+0000"))).unwrap();
+    assert_eq!(
+        php.timestamp.unwrap().to_string(),
+        "2018-06-05T16:16:14.000Z"
+    );
 }

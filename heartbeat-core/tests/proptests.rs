@@ -48,8 +48,10 @@ prop_compose! {
         cycle in seconds(3600.0).prop_filter("positive", |s| s.get() > 0.0),
         lower in seconds(10.0), upper in seconds(60.0),
         strategy in proptest::option::of(prop_oneof![Just(RejectStrategy::LeastRecent), Just(RejectStrategy::MostRecent)]),
-        timestamp in timestamp(), started_at in proptest::option::of(timestamp()),
-        session_limit in any::<u32>(), checking_threshold in any::<u32>(), sessions_edge in any::<u32>(),
+        timestamp in proptest::option::of(timestamp()), started_at in proptest::option::of(timestamp()),
+        session_limit in proptest::option::of(any::<u32>()),
+        checking_threshold in proptest::option::of(any::<u32>()),
+        sessions_edge in proptest::option::of(any::<u32>()),
         extra in extra(),
     ) -> HeartbeatData {
         HeartbeatData {
@@ -257,7 +259,7 @@ prop_compose! {
             Some(id) => {
                 token.session_id = Some((*id).clone());
                 let record = &stored.sessions[*id];
-                token.timestamp = if replay { record.timestamp.add_millis(-1) } else { record.timestamp };
+                token.timestamp = Some(if replay { record.timestamp.add_millis(-1) } else { record.timestamp });
             }
             None if pick % 2 == 0 => token.session_id = Some("unknown".into()),
             None => {}
@@ -296,18 +298,18 @@ proptest! {
             }
             Verdict::Accept(accepted) => {
                 // Never more active sessions than the edge allows, before this one.
-                prop_assert!(active.sessions.len() <= token.sessions_edge as usize);
+                prop_assert!(token.sessions_edge.is_none_or(|edge| active.sessions.len() <= edge as usize));
                 // A counted session is accepted only within the limit.
                 if let Some(id) = &token.session_id {
                     let ranked = ranking(&active, &token);
                     if let Some(position) = ranked.iter().position(|r| r == id) {
-                        prop_assert!(position < token.session_limit as usize);
+                        prop_assert!(token.session_limit.is_none_or(|limit| position < limit as usize));
                     }
                 }
                 let (id, record) = decision.write.upsert.clone().unwrap();
                 prop_assert_eq!(&id, &accepted.session_id);
                 prop_assert_eq!(record.timestamp, now);
-                prop_assert_eq!(accepted.token_data.timestamp, now);
+                prop_assert_eq!(accepted.token_data.timestamp, Some(now));
                 let previous = token.session_id.as_ref().and_then(|id| active.sessions.get(id));
                 prop_assert_eq!(record.hit_counter, previous.map_or(0, |r| r.hit_counter) + 1);
                 prop_assert_eq!(accepted.new_session.is_none(), id == token.session_id.clone().unwrap_or_default());
@@ -319,20 +321,20 @@ proptest! {
     #[test]
     fn least_recent_always_keeps_the_newest((stored, mut token, now) in decision_case()) {
         token.reject_strategy = Some(RejectStrategy::LeastRecent);
-        token.session_limit = token.session_limit.max(1);
-        token.sessions_edge = 100;
+        token.session_limit = Some(token.session_limit.unwrap_or(1).max(1));
+        token.sessions_edge = Some(100);
         let mut active = stored.clone();
         active.sessions.retain(|_, r| r.timestamp.add_millis(token.session_life_millis()) >= now);
         let ranked = ranking(&active, &token);
         if let Some(newest) = ranked.first() {
             // The newest counted session, heartbeating with its current token, is accepted.
             token.session_id = Some((*newest).to_owned());
-            token.timestamp = active.sessions[*newest].timestamp;
+            token.timestamp = Some(active.sessions[*newest].timestamp);
             let decision = decide(now, &token, &stored, "fresh", None);
             prop_assert!(matches!(decision.verdict, Verdict::Accept(_)));
             let newest_started = active.sessions[*newest].order_key();
             prop_assert!(active.sessions.values()
-                .filter(|r| r.hit_counter >= u64::from(token.checking_threshold))
+                .filter(|r| r.hit_counter >= u64::from(token.threshold()))
                 .all(|r| r.order_key() <= newest_started));
         }
     }

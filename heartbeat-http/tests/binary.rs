@@ -176,7 +176,7 @@ fn issue_token_prints_a_token_the_server_opens() {
     let data = common::codec().open(token.trim()).unwrap();
     assert_eq!(data.user_id, heartbeat_core::Id::Int(13));
     assert_eq!(data.asset_id, heartbeat_core::Id::Str("movie-9".into()));
-    assert_eq!(data.session_limit, 2);
+    assert_eq!(data.session_limit, Some(2));
     assert!(data.session_id.is_none(), "a backend token");
     let output = run(
         dir.path(),

@@ -80,16 +80,19 @@ pub struct HeartbeatData {
     /// Which sessions lose when over the limit; `None` when absent or unknown (then
     /// [`RejectStrategy::LeastRecent`] applies and an unknown value is kept in `extra`).
     pub reject_strategy: Option<RejectStrategy>,
-    /// When the token was issued.
-    pub timestamp: Timestamp,
+    /// When the token was issued; `None` when absent or unreadable, which the Node server
+    /// accepts (it never reads a backend token's timestamp; a session token without one
+    /// starts a new session, as a replayed token does).
+    pub timestamp: Option<Timestamp>,
     /// When the session started; set by the server.
     pub started_at: Option<Timestamp>,
-    /// Allowed parallel counted sessions.
-    pub session_limit: u32,
-    /// Heartbeats a session must have before it is counted.
-    pub checking_threshold: u32,
-    /// Most active sessions kept per user (anti-spam).
-    pub sessions_edge: u32,
+    /// Allowed parallel counted sessions; `None` (absent or `null`): no limit, as the
+    /// Node server behaves.
+    pub session_limit: Option<u32>,
+    /// Heartbeats a session must have before it is counted; `None` counts as 0.
+    pub checking_threshold: Option<u32>,
+    /// Most active sessions kept per user (anti-spam); `None`: no edge.
+    pub sessions_edge: Option<u32>,
     /// Fields this crate does not know, carried into the re-issued token.
     pub extra: Map<String, Value>,
 }
@@ -127,7 +130,7 @@ impl HeartbeatData {
     /// let json = br#"{"user_id": 13, "asset_id": 14, "heartbeat_cycle": 3,
     ///     "cycle_upper_tolerance": 1, "timestamp": "2018-06-05T16:16:14.418Z",
     ///     "session_limit": 1, "checking_threshold": 3, "sessions_edge": 10}"#;
-    /// assert_eq!(HeartbeatData::from_json_slice(json)?.session_limit, 1);
+    /// assert_eq!(HeartbeatData::from_json_slice(json)?.session_limit, Some(1));
     /// assert_eq!(HeartbeatData::from_json_slice(b"[1]"), Err(JsonDataError::NotAnObject));
     /// assert_eq!(HeartbeatData::from_json_slice(b"{"), Err(JsonDataError::NotJson));
     /// # Ok::<(), JsonDataError>(())
@@ -152,6 +155,11 @@ impl HeartbeatData {
             Value::Object(object) => Self::from_json_object(object),
             _ => Err(DataError::NotAnObject),
         }
+    }
+
+    /// Heartbeats a session must have before it is counted (absent: 0).
+    pub fn threshold(&self) -> u32 {
+        self.checking_threshold.unwrap_or(0)
     }
 
     /// The longest a session of this token can stay active without a heartbeat:
@@ -193,7 +201,7 @@ pub enum JsonDataError {
 ///     .extra("tenant", "acme")
 ///     .build()?;
 /// assert!(data.is_from_backend());
-/// assert_eq!(data.sessions_edge, 12);
+/// assert_eq!(data.sessions_edge, Some(12));
 /// let token = TokenCodec::new("shared key")?.seal(&data)?;
 /// # let _ = token;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -333,13 +341,14 @@ impl HeartbeatDataBuilder {
             cycle_lower_tolerance: seconds(Field::CycleLowerTolerance, self.lower_tolerance)?,
             cycle_upper_tolerance: seconds(Field::CycleUpperTolerance, self.upper_tolerance)?,
             reject_strategy: self.strategy,
-            timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
+            timestamp: Some(self.timestamp.unwrap_or_else(Timestamp::now)),
             started_at: None,
-            session_limit: self.session_limit,
-            checking_threshold: self.checking_threshold,
-            sessions_edge: self
-                .sessions_edge
-                .unwrap_or_else(|| self.session_limit.saturating_add(10)),
+            session_limit: Some(self.session_limit),
+            checking_threshold: Some(self.checking_threshold),
+            sessions_edge: Some(
+                self.sessions_edge
+                    .unwrap_or_else(|| self.session_limit.saturating_add(10)),
+            ),
             extra,
         })
     }

@@ -108,16 +108,16 @@ impl HeartbeatData {
     fn known(&self, field: Field) -> Option<Known<'_>> {
         match field {
             Field::AssetId => Some(Known::Id(&self.asset_id)),
-            Field::CheckingThreshold => Some(Known::Count(self.checking_threshold)),
+            Field::CheckingThreshold => self.checking_threshold.map(Known::Count),
             Field::CycleLowerTolerance => Some(Known::Seconds(self.cycle_lower_tolerance)),
             Field::CycleUpperTolerance => Some(Known::Seconds(self.cycle_upper_tolerance)),
             Field::HeartbeatCycle => Some(Known::Seconds(self.heartbeat_cycle)),
             Field::RejectStrategy => self.reject_strategy.map(|s| Known::Str(s.as_str())),
             Field::SessionId => self.session_id.as_deref().map(Known::Str),
-            Field::SessionLimit => Some(Known::Count(self.session_limit)),
-            Field::SessionsEdge => Some(Known::Count(self.sessions_edge)),
+            Field::SessionLimit => self.session_limit.map(Known::Count),
+            Field::SessionsEdge => self.sessions_edge.map(Known::Count),
             Field::StartedAt => self.started_at.map(Known::Time),
-            Field::Timestamp => Some(Known::Time(self.timestamp)),
+            Field::Timestamp => self.timestamp.map(Known::Time),
             Field::UserId => Some(Known::Id(&self.user_id)),
         }
     }
@@ -183,9 +183,7 @@ impl RawData {
             cycle_lower_tolerance: fields.optional_seconds(Field::CycleLowerTolerance)?,
             cycle_upper_tolerance: fields.seconds(Field::CycleUpperTolerance)?,
             reject_strategy,
-            timestamp: fields
-                .timestamp(Field::Timestamp)?
-                .ok_or(DataError::Missing { field: "timestamp" })?,
+            timestamp: fields.lenient_timestamp(Field::Timestamp),
             started_at: fields.timestamp(Field::StartedAt)?,
             session_limit: fields.count(Field::SessionLimit)?,
             checking_threshold: fields.count(Field::CheckingThreshold)?,
@@ -321,17 +319,29 @@ impl Fields<'_> {
         }
     }
 
-    fn count(&self, field: Field) -> Result<u32, DataError> {
+    /// An optional count: absent or `null` is `None` (no limit, as in the Node server).
+    fn count(&self, field: Field) -> Result<Option<u32>, DataError> {
         let invalid = DataError::Invalid {
             field: field.name(),
             expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
         };
-        let n = number(self.required(field)?).ok_or(invalid.clone())?;
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let n = number(value).ok_or(invalid.clone())?;
         if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
-            Ok(n as u32)
+            Ok(Some(n as u32))
         } else {
             Err(invalid)
         }
+    }
+
+    /// The token's `timestamp`, `None` when absent or unreadable: the Node server never
+    /// refuses a token over it (SPEC §3.5).
+    fn lenient_timestamp(&self, field: Field) -> Option<Timestamp> {
+        self.get(field)
+            .and_then(Value::as_str)
+            .and_then(|text| text.parse().ok())
     }
 
     fn timestamp(&self, field: Field) -> Result<Option<Timestamp>, DataError> {
