@@ -110,3 +110,24 @@ fn tokens_cryptojs_refuses_with_another_passphrase_are_refused_here() {
         assert!(codec.open(&vector.token).is_err());
     }
 }
+
+/// crypto-js reads base64 without its `=` padding and hex in either case, so tokens that
+/// lost their padding (a URL-unsafe transport) or came upper-cased open too (SPEC §3.5).
+#[test]
+fn tokens_without_base64_padding_or_in_upper_case_hex_open() {
+    let mut unpadded = 0;
+    for vector in vectors().roundtrip {
+        let codec = TokenCodec::new(&vector.passphrase).unwrap();
+        let expected = codec.open(&vector.token).unwrap();
+        let stripped = vector.token.trim_end_matches('=');
+        unpadded += usize::from(stripped.len() != vector.token.len());
+        assert_eq!(codec.open(stripped).unwrap(), expected);
+        let upper = format!(
+            "{}{}",
+            vector.token[..64].to_ascii_uppercase(),
+            &vector.token[64..]
+        );
+        assert_eq!(codec.open(&upper).unwrap(), expected);
+    }
+    assert!(unpadded > 0, "some vectors end in padding");
+}

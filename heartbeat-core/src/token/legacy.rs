@@ -20,7 +20,15 @@
 
 use aes::Aes256;
 use base64::Engine as _;
+use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Standard base64 with or without `=` padding, as crypto-js reads it (SPEC §3.5).
+const STANDARD_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 use cbc::cipher::block_padding::{NoPadding, Pkcs7};
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use serde_json::{Map, Value};
@@ -156,7 +164,7 @@ impl LegacyKey {
             &[][..]
         };
 
-        let mut buffer = STANDARD.decode(body).unwrap_or_else(|_| {
+        let mut buffer = STANDARD_ANY_PADDING.decode(body).unwrap_or_else(|_| {
             fail(Refusal::Malformed);
             Vec::new()
         });
