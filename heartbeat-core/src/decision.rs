@@ -28,6 +28,24 @@ pub enum RejectReason {
     },
 }
 
+impl RejectReason {
+    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge` or `over_limit`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::SessionsEdge { .. } => "sessions_edge",
+            RejectReason::OverLimit { .. } => "over_limit",
+        }
+    }
+
+    /// The limit that applied: the token's `sessions_edge` or `session_limit`.
+    pub fn limit(&self) -> u32 {
+        match self {
+            RejectReason::SessionsEdge { edge, .. } => *edge,
+            RejectReason::OverLimit { limit, .. } => *limit,
+        }
+    }
+}
+
 /// Why an accepted heartbeat started a new session instead of continuing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -2,8 +2,6 @@
 //! progress and history. Without `ADMIN_KEY` every admin route answers 404.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,8 +12,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::body::{LimitedBody, json_body};
 use crate::error::ApiError;
-use crate::heartbeat::json_body;
 
 /// Why an admin request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +90,9 @@ pub async fn issue_token(
     _: Admin,
     State(app): State<App>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    let data = HeartbeatData::from_json(json_body(&headers, body)?)
+    let data = HeartbeatData::from_json(json_body(&headers, &body)?)
         .map_err(|error| ApiError::bad_request(format!("Invalid heartbeat data: {error}.")))?;
     let token = app
         .heartbeats()

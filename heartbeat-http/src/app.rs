@@ -147,6 +147,63 @@ impl FromRef<App> for Metrics {
     }
 }
 
+/// The fixed paths of the Node server and the HeyGen mock, which Express matches in any
+/// case.
+const CASE_INSENSITIVE_PATHS: [&str; 5] = [
+    "/heartbeat",
+    "/heartbeat/stop",
+    "/healthcheck",
+    "/create",
+    "/status",
+];
+
+/// Matches paths as Express does for the routes the Node server and the HeyGen mock had
+/// (SPEC §3.5): a trailing slash is ignored (`/heartbeat/`), and their fixed paths match in
+/// any case (`/Heartbeat`). Ids in other paths keep their case. The server applies it
+/// before routing; an application serving [`App::router`] itself can too.
+///
+/// ```
+/// use axum::http::Request;
+/// use heartbeat_http::app::normalize_path;
+///
+/// let request = normalize_path(Request::post("/Heartbeat/Stop/?x=1").body(()).unwrap());
+/// assert_eq!(request.uri(), "/heartbeat/stop?x=1");
+/// let request = normalize_path(Request::get("/admin/users/Ann/history/").body(()).unwrap());
+/// assert_eq!(request.uri(), "/admin/users/Ann/history");
+/// ```
+pub fn normalize_path<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = request.uri().path();
+    // The common case, checked without allocating: nothing to change.
+    if (path == "/" || !path.ends_with('/')) && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return request;
+    }
+    let trimmed = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    let lower = trimmed.to_ascii_lowercase();
+    let canonical = match CASE_INSENSITIVE_PATHS.iter().find(|known| **known == lower) {
+        Some(known) => *known,
+        None => trimmed,
+    };
+    if canonical == path {
+        return request;
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical.to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(path_and_query) = path_and_query.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
 /// A random UUID for requests that come without `x-request-id`, formatted on the stack
 /// (tower-http's `MakeRequestUuid` formats into a `String` first).
 #[derive(Debug, Clone, Copy)]

@@ -153,6 +153,9 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// Redis password, used when `REDIS_URL` carries none (the Node.js server's setting).
+    #[arg(long = "redis-password", env = "PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// Prefix of every Redis key (the Node.js server's setting of the same name).
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "")]
     pub redis_namespace: String,

@@ -2,15 +2,14 @@
 //! token to the core, translate the outcome into the Node server's status codes.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::{HeartbeatError, HeartbeatOutcome};
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::body::{LimitedBody, json_or_form_fields};
 use crate::error::ApiError;
 use crate::metrics::{Decision, Metrics, StoreFailed};
 
@@ -19,44 +18,15 @@ pub const OVER_LIMIT_MESSAGE: &str = "You have exceeded the maximum allowed numb
 /// The fixed body of a 406, whatever was wrong with the token.
 pub const INVALID_TOKEN_MESSAGE: &str = "Heartbeat token is not valid.";
 
-/// A heartbeat request body: `{"heartbeat_token": "...", "progress": 42}`.
+/// A heartbeat request body: `{"heartbeat_token": "...", "progress": 42}`, as JSON or as
+/// an HTML form (SPEC §3.5).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatRequest {
-    /// The token.
-    pub token: String,
+    /// The token; `None` when it is missing or not a string, which is a 406 as in the Node
+    /// server (the player stops: a retry cannot help).
+    pub token: Option<String>,
     /// The position reported, if any.
     pub progress: Option<f64>,
-}
-
-/// Reads a JSON body (`Content-Type: application/json`) of at most the body limit.
-pub fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Value, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The request body is too large.",
-            )
-        } else {
-            ApiError::bad_request(format!("The request body could not be read: {rejection}"))
-        }
-    })?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
-        .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json.",
-        ));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request(format!("The body is not valid JSON: {error}")))
 }
 
 impl HeartbeatRequest {
@@ -64,24 +34,26 @@ impl HeartbeatRequest {
     ///
     /// # Errors
     ///
-    /// 400, 413 or 415 saying what is wrong.
-    pub fn from_body(
-        headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<Self, ApiError> {
-        let Value::Object(mut body) = json_body(headers, body)? else {
-            return Err(ApiError::bad_request("The body must be a JSON object."));
+    /// 400 or 415 saying what is wrong.
+    pub fn from_body(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
+        let mut fields = json_or_form_fields(headers, body)?;
+        let token = match fields.remove("heartbeat_token") {
+            Some(Value::String(token)) => Some(token),
+            _ => None,
         };
-        let token = match body.remove("heartbeat_token") {
-            Some(Value::String(token)) => token,
-            None | Some(Value::Null) => {
-                return Err(ApiError::bad_request("heartbeat_token is missing."));
-            }
-            Some(_) => return Err(ApiError::bad_request("heartbeat_token must be a string.")),
-        };
-        let progress = match body.remove("progress") {
+        let progress = match fields.remove("progress") {
             None | Some(Value::Null) => None,
             Some(Value::Number(number)) => number.as_f64(),
+            // Backends and forms send numbers as text; an empty one is no progress, as
+            // in the Node server (`!!""` is false).
+            Some(Value::String(text)) if text.trim().is_empty() => None,
+            Some(Value::String(text)) => Some(
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|number| number.is_finite())
+                    .ok_or_else(progress_error)?,
+            ),
             Some(_) => return Err(progress_error()),
         };
         Ok(Self { token, progress })
@@ -123,33 +95,49 @@ fn counted(metrics: &Metrics, decision: Decision, error: ApiError) -> Response {
     error.into_response()
 }
 
+/// Reads the body; a missing token is the Node server's 406.
+fn read_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, Option<f64>), (Decision, ApiError)> {
+    match HeartbeatRequest::from_body(headers, body) {
+        Ok(HeartbeatRequest {
+            token: Some(token),
+            progress,
+        }) => Ok((token, progress)),
+        Ok(HeartbeatRequest { token: None, .. }) => Err((
+            Decision::InvalidToken,
+            ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
+        )),
+        Err(error) => Err((Decision::BadRequest, error)),
+    }
+}
+
 /// `POST /heartbeat`.
 pub async fn heartbeat(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
-    let request = match HeartbeatRequest::from_body(&headers, body) {
+    let (token, progress) = match read_request(&headers, &body) {
         Ok(request) => request,
-        Err(error) => return counted(metrics, Decision::BadRequest, error),
+        Err((decision, error)) => return counted(metrics, decision, error),
     };
-    match app
-        .heartbeats()
-        .heartbeat(&request.token, request.progress)
-        .await
-    {
+    match app.heartbeats().heartbeat(&token, progress).await {
         Ok(HeartbeatOutcome::Accepted { token, .. }) => {
             metrics.decision(Decision::Accepted);
             Json(json!({ "heartbeat_token": token })).into_response()
         }
         Ok(HeartbeatOutcome::Rejected(reason)) => {
             tracing::debug!(?reason, "over the limit");
-            counted(
-                metrics,
-                Decision::Rejected,
-                ApiError::new(StatusCode::PRECONDITION_FAILED, OVER_LIMIT_MESSAGE),
-            )
+            metrics.decision(Decision::Rejected);
+            let body = json!({
+                "error": OVER_LIMIT_MESSAGE,
+                "reason": reason.code(),
+                "limit": reason.limit(),
+            });
+            (StatusCode::PRECONDITION_FAILED, Json(body)).into_response()
         }
         Ok(HeartbeatOutcome::FailedOpen { token, cause }) => {
             tracing::warn!(error = %cause, "store unavailable: failing open");
@@ -177,18 +165,14 @@ pub async fn heartbeat(
 pub async fn stop(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
-    let request = match HeartbeatRequest::from_body(&headers, body) {
+    let (token, progress) = match read_request(&headers, &body) {
         Ok(request) => request,
-        Err(error) => return counted(metrics, Decision::BadRequest, error),
+        Err((decision, error)) => return counted(metrics, decision, error),
     };
-    match app
-        .heartbeats()
-        .stop(&request.token, request.progress)
-        .await
-    {
+    match app.heartbeats().stop(&token, progress).await {
         Ok(_) => {
             metrics.decision(Decision::Stopped);
             Json(json!({})).into_response()

@@ -2,8 +2,7 @@
 //! and the JSON API under `/v1` (jobs, worker updates, `GET /v1/events`).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
@@ -14,8 +13,8 @@ use serde_json::json;
 
 use crate::admin::Admin;
 use crate::app::App;
+use crate::body::{LimitedBody, json_body};
 use crate::error::{ApiError, TextError};
-use crate::heartbeat::json_body;
 use crate::sse;
 
 /// Most jobs one list returns.
@@ -226,10 +225,10 @@ pub async fn update(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
-    let update: JobUpdate = serde_json::from_value(json_body(&headers, body)?)
+    let update: JobUpdate = serde_json::from_value(json_body(&headers, &body)?)
         .map_err(|error| ApiError::bad_request(format!("Invalid job update: {error}.")))?;
     let job = app.jobs().update(id, &update).await.map_err(json_failure)?;
     Ok(Json(job))

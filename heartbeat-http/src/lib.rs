@@ -40,6 +40,8 @@
 pub mod admin;
 #[cfg(feature = "server")]
 pub mod app;
+#[cfg(feature = "server")]
+pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]

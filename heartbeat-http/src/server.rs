@@ -260,6 +260,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
                 let mut config = RedisConfig::new(args.redis_url.clone());
                 config.namespace = args.redis_namespace.clone();
+                config.password = args.redis_password.clone();
                 config.command_timeout = Duration::from_millis(args.redis_timeout_ms);
                 config.node_progress = args.redis_node_progress;
                 config.pool_size = args.redis_pool_size;

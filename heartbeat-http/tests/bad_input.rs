@@ -50,16 +50,23 @@ async fn heartbeat_bodies_that_are_wrong_get_json_errors() {
         (json, b"".to_vec(), 400, "not valid JSON"),
         (json, b"[1,2]".to_vec(), 400, "must be a JSON object"),
         (json, b"\"token\"".to_vec(), 400, "must be a JSON object"),
-        (json, b"{}".to_vec(), 400, "heartbeat_token is missing"),
+        // As the Node server: no token is a 406 (the player stops), not a 400.
+        (json, b"{}".to_vec(), 406, "Heartbeat token is not valid."),
         (
             json,
             br#"{"heartbeat_token": 42}"#.to_vec(),
-            400,
-            "must be a string",
+            406,
+            "Heartbeat token is not valid.",
         ),
         (
             json,
-            format!(r#"{{"heartbeat_token": "{valid}", "progress": "12"}}"#).into_bytes(),
+            format!(r#"{{"heartbeat_token": "{valid}", "progress": "twelve"}}"#).into_bytes(),
+            400,
+            "progress",
+        ),
+        (
+            json,
+            format!(r#"{{"heartbeat_token": "{valid}", "progress": true}}"#).into_bytes(),
             400,
             "progress",
         ),

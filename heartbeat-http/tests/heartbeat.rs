@@ -72,9 +72,13 @@ async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
         for (device, token) in tokens.iter().enumerate() {
             let (status, body) = server.heartbeat(token).await;
             if device == refused {
+                // The Node server's text, and why (SPEC §3.7).
                 assert_eq!(
                     (status, body),
-                    (412, json!({ "error": OVER_LIMIT })),
+                    (
+                        412,
+                        json!({ "error": OVER_LIMIT, "reason": "over_limit", "limit": 1 })
+                    ),
                     "{strategy}"
                 );
             } else {
@@ -90,7 +94,13 @@ async fn the_extra_device_gets_412_with_the_node_message(kind: Kind) {
         let (status, body) = server
             .heartbeat(&device_token(user, strategy, clock.now()))
             .await;
-        assert_eq!((status, body), (412, json!({ "error": OVER_LIMIT })));
+        assert_eq!(
+            (status, body),
+            (
+                412,
+                json!({ "error": OVER_LIMIT, "reason": "sessions_edge", "limit": 2 })
+            )
+        );
     }
     server.stop().await;
 }

@@ -83,6 +83,9 @@ pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (server setting `REDIS_URL`).
     pub url: String,
+    /// The password, when the URL carries none (server setting `PASSWORD`, the Node
+    /// server's name for it).
+    pub password: Option<String>,
     /// Prefix of every key (server setting `REDIS_NAMESPACE`; the Node server's too).
     pub namespace: String,
     /// How long one command may take before it fails with `Unavailable` (default 1 s).
@@ -114,6 +117,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            password: None,
             namespace: String::new(),
             command_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
@@ -223,8 +227,14 @@ impl RedisStore {
             .ok_or_else(|| {
                 invalid("the job retention must be between 1 ms and i64::MAX ms".into())
             })?;
-        let redis_config =
+        let mut redis_config =
             Config::from_url(&config.url).map_err(|error| invalid(error.to_string()))?;
+        if redis_config.password.is_none() {
+            redis_config.password = config
+                .password
+                .clone()
+                .filter(|password| !password.is_empty());
+        }
         // One server: a commit is one script over all of a user's keys. A cluster keeps
         // them in different slots: one script per key.
         let single_script = !(config.one_script_per_key || redis_config.server.is_clustered());

@@ -377,3 +377,31 @@ async fn keys_of_another_namespace_are_left_alone() {
     let untouched: String = redis.get("hb_sessions:13:active_sessions").await.unwrap();
     assert_eq!(untouched, "other");
 }
+
+/// `PASSWORD` (the Node server's setting) authenticates when `REDIS_URL` carries none.
+#[tokio::test]
+async fn a_password_beside_the_url_authenticates() {
+    let server = RedisServer::start();
+    let admin = raw(&server).await;
+    let _: String = admin
+        .custom(
+            CustomCommand::new_static("CONFIG", ClusterHash::FirstKey, false),
+            vec!["SET", "requirepass", "s3cret pass"],
+        )
+        .await
+        .unwrap();
+    let connect = |password: Option<&str>| {
+        let mut config = RedisConfig::new(server.url());
+        config.password = password.map(str::to_owned);
+        config.connect_timeout = Duration::from_millis(500);
+        config.command_timeout = Duration::from_millis(500);
+        RedisStore::connect(config)
+    };
+    assert!(
+        connect(None).await.is_err(),
+        "a password-protected Redis refuses a client without one"
+    );
+    assert!(connect(Some("wrong")).await.is_err());
+    let store = connect(Some("s3cret pass")).await.unwrap();
+    store.ping().await.unwrap();
+}
