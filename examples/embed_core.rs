@@ -59,10 +59,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("no progress recorded")?;
     println!("progress of user 13 in movie-14: {} s", progress.progress);
     for entry in heartbeats.history(&user, 10).await? {
-        println!(
-            "history: session {} ended by {:?} after {} heartbeats",
-            entry.session_id, entry.ended_by, entry.hit_counter
-        );
+        match entry.ended_by {
+            Some(reason) => println!(
+                "history: session {} ended by {} after {} heartbeats",
+                entry.session_id,
+                reason.code(),
+                entry.hit_counter
+            ),
+            None => println!(
+                "history: session {} still active after {} heartbeats",
+                entry.session_id, entry.hit_counter
+            ),
+        }
     }
     Ok(())
 }

@@ -44,7 +44,9 @@ fn embed_core_refuses_the_older_device_and_keeps_history() {
         out.contains("progress of user 13 in movie-14: 31.5 s"),
         "{out}"
     );
-    assert!(out.contains("ended by Stopped after 2 heartbeats"), "{out}");
+    assert!(out.contains("ended by stopped after 2 heartbeats"), "{out}");
+    // The refused TV has not ended: it is in the history as active.
+    assert!(out.contains("still active after 1 heartbeats"), "{out}");
 }
 
 #[test]

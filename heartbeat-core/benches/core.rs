@@ -74,6 +74,8 @@ fn decisions(c: &mut Criterion) {
                     asset_id: None,
                     progress: None,
                     expires_at: None,
+                    ended_by: None,
+                    ended_at: None,
                     extra: Default::default(),
                 },
             );

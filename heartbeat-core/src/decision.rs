@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 
 use crate::session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
+use crate::store::Retention;
 use crate::{HeartbeatData, Id, RejectStrategy, Timestamp};
 
 /// Why a heartbeat was refused (the server answers 412).
@@ -26,22 +27,32 @@ pub enum RejectReason {
         /// The token's `session_limit`.
         limit: u32,
     },
+    /// The token's session was ended by someone else (an administrator's eviction): the
+    /// device must stop instead of starting a new session (SPEC §3.7).
+    Ended {
+        /// How it was ended.
+        by: EndReason,
+    },
 }
 
 impl RejectReason {
-    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge` or `over_limit`.
+    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`, or how
+    /// the session was ended (`evicted`).
     pub fn code(&self) -> &'static str {
         match self {
             RejectReason::SessionsEdge { .. } => "sessions_edge",
             RejectReason::OverLimit { .. } => "over_limit",
+            RejectReason::Ended { by } => by.code(),
         }
     }
 
-    /// The limit that applied: the token's `sessions_edge` or `session_limit`.
-    pub fn limit(&self) -> u32 {
+    /// The limit that applied: the token's `sessions_edge` or `session_limit`; `None` for
+    /// a session ended by someone else (no limit was applied).
+    pub fn limit(&self) -> Option<u32> {
         match self {
-            RejectReason::SessionsEdge { edge, .. } => *edge,
-            RejectReason::OverLimit { limit, .. } => *limit,
+            RejectReason::SessionsEdge { edge, .. } => Some(*edge),
+            RejectReason::OverLimit { limit, .. } => Some(*limit),
+            RejectReason::Ended { .. } => None,
         }
     }
 }
@@ -118,7 +129,12 @@ pub struct Decision {
 
 /// Splits a user's sessions at `now` into the ones still active and the ones that expired
 /// (`timestamp + heartbeat_cycle + cycle_upper_tolerance < now`, with the token's cycle and
-/// tolerance, as the Node.js server does). Unreadable records are removed without history.
+/// tolerance, as the Node.js server does). An expired session goes to the history as
+/// `expired` at that deadline. Records of sessions ended by someone else are kept (not
+/// active) for [`ENDED_SESSION_MEMORY_MILLIS`] (at least until the same deadline), so that
+/// the device is refused even when it comes back late, then removed: they are in the
+/// history already.
+/// Unreadable records are removed without history.
 ///
 /// This is the only expiry rule: every path that reads sessions goes through it.
 pub fn expire(
@@ -127,23 +143,43 @@ pub fn expire(
     stored: &UserSessions,
 ) -> (UserSessions, SessionWrite) {
     let life = token.session_life_millis();
-    let mut active = UserSessions::default();
+    let mut kept = UserSessions::default();
     let mut write = SessionWrite {
         remove: stored.unreadable.clone(),
         ..SessionWrite::default()
     };
     for (id, record) in &stored.sessions {
-        if record.timestamp.add_millis(life) < now {
-            write.remove.push(id.clone());
+        let mut deadline = record.timestamp.add_millis(life);
+        if let Some(ended_at) = record.ended_at.filter(|_| !record.is_active()) {
+            deadline = deadline.max(ended_at.add_millis(ENDED_SESSION_MEMORY_MILLIS));
+        }
+        if deadline >= now {
+            kept.sessions.insert(id.clone(), record.clone());
+            continue;
+        }
+        write.remove.push(id.clone());
+        if record.is_active() {
             write
                 .ended
-                .push(PlayRecord::ended(id, record, now, EndReason::Expired));
-        } else {
-            active.sessions.insert(id.clone(), record.clone());
+                .push(PlayRecord::ended(id, record, deadline, EndReason::Expired));
         }
     }
-    write.ended.sort_by_key(|entry| entry.last_heartbeat);
-    (active, write)
+    write.ended.sort_by_key(|entry| entry.ended_at);
+    (kept, write)
+}
+
+/// The sessions of `kept` that are active (not ended by someone else): the ones the limit
+/// and the edge count.
+fn active_only(kept: &UserSessions) -> UserSessions {
+    UserSessions {
+        sessions: kept
+            .sessions
+            .iter()
+            .filter(|(_, record)| record.is_active())
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect(),
+        unreadable: Vec::new(),
+    }
 }
 
 /// Counted sessions (`hit_counter >= checking_threshold`) in the order in which they keep
@@ -241,10 +277,20 @@ pub fn decide(
     fresh_session_id: &str,
     progress: Option<f64>,
 ) -> Decision {
-    let (mut active, mut write) = expire(now, token, stored);
-    if let Err(reason) = check_limit(&active, token) {
-        write.keep_millis = keep_millis(now, &active, token.session_life_millis());
-        write.sessions = active;
+    let (mut kept, mut write) = expire(now, token, stored);
+    let ended = token
+        .session_id
+        .as_deref()
+        .and_then(|id| kept.sessions.get(id))
+        .and_then(|record| record.ended_by);
+    let active = active_only(&kept);
+    let refusal = match ended {
+        Some(by) => Err(RejectReason::Ended { by }),
+        None => check_limit(&active, token),
+    };
+    if let Err(reason) = refusal {
+        write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
+        write.sessions = kept;
         return Decision {
             verdict: Verdict::Reject(reason),
             write,
@@ -274,6 +320,8 @@ pub fn decide(
         asset_id: Some(token.asset_id.clone()),
         progress: progress.or_else(|| continued.and_then(|record| record.progress)),
         expires_at: Some(now.add_millis(token.session_life_millis())),
+        ended_by: None,
+        ended_at: None,
         extra: continued
             .map(|record| record.extra.clone())
             .unwrap_or_default(),
@@ -284,11 +332,11 @@ pub fn decide(
     token_data.timestamp = Some(now);
     token_data.started_at = Some(started_at);
 
-    active.sessions.insert(session_id.clone(), record.clone());
+    kept.sessions.insert(session_id.clone(), record.clone());
     write.upsert = Some((session_id.clone(), record));
     write.progress = progress_entry(token, &session_id, progress, now);
-    write.keep_millis = keep_millis(now, &active, token.session_life_millis());
-    write.sessions = active;
+    write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
+    write.sessions = kept;
     Decision {
         verdict: Verdict::Accept(Accepted {
             session_id,
@@ -313,7 +361,7 @@ pub fn stop(
     let is_current = active
         .sessions
         .get(session_id)
-        .is_some_and(|record| Some(record.timestamp) == token.timestamp);
+        .is_some_and(|record| record.is_active() && Some(record.timestamp) == token.timestamp);
     let stopped = if is_current {
         active.sessions.remove_entry(session_id)
     } else {
@@ -333,23 +381,77 @@ pub fn stop(
     (write, stopped)
 }
 
-/// Removes one session for an administrator. Returns `None` when it is not stored.
+/// Ends one active session for an administrator: it goes to the history as `evicted`, and
+/// its record stays, marked ended, until its token could no longer be presented, so that
+/// the device is refused (SPEC §3.7). Returns `None` when no such session is active.
 pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<SessionWrite> {
-    let record = stored.sessions.get(session_id)?;
-    let mut remaining = stored.clone();
-    remaining.sessions.remove(session_id);
+    let record = stored
+        .sessions
+        .get(session_id)
+        .filter(|record| record.is_active())?;
+    let ended = SessionRecord {
+        ended_by: Some(EndReason::Evicted),
+        ended_at: Some(now),
+        ..record.clone()
+    };
+    let mut kept = stored.clone();
+    kept.sessions.insert(session_id.to_owned(), ended.clone());
     Some(SessionWrite {
-        remove: vec![session_id.to_owned()],
+        upsert: Some((session_id.to_owned(), ended)),
         ended: vec![PlayRecord::ended(
             session_id,
             record,
             now,
             EndReason::Evicted,
         )],
-        keep_millis: keep_millis(now, &remaining, UNKNOWN_SESSION_LIFE_MILLIS),
-        sessions: remaining,
+        keep_millis: keep_millis(now, &kept, UNKNOWN_SESSION_LIFE_MILLIS),
+        sessions: kept,
         ..SessionWrite::default()
     })
+}
+
+/// A user's play history as of `now` (SPEC §3.6): the finished sessions the store keeps
+/// (`ended`, newest first), the sessions still in the user's set that expired without
+/// anyone seeing it (as `expired` at their deadline: no later visit is needed), and the
+/// active ones (no `ended_by` yet), newest first; entries older than the retention are
+/// left out, and at most `limit` are returned.
+pub fn history_view(
+    now: Timestamp,
+    ended: Vec<PlayRecord>,
+    stored: &UserSessions,
+    retention: &Retention,
+    limit: usize,
+) -> Vec<PlayRecord> {
+    let mut derived: Vec<PlayRecord> = stored
+        .sessions
+        .iter()
+        .filter(|(_, record)| record.is_active())
+        .map(|(id, record)| {
+            let deadline = record
+                .expires_at
+                .unwrap_or(record.timestamp.add_millis(UNKNOWN_SESSION_LIFE_MILLIS));
+            if deadline < now {
+                PlayRecord::ended(id, record, deadline, EndReason::Expired)
+            } else {
+                PlayRecord::active(id, record)
+            }
+        })
+        .collect();
+    // Active first, then by the time they ended, newest first.
+    derived
+        .sort_by_key(|entry| Reverse((entry.ended_at.is_none(), entry.ended_at, entry.started_at)));
+    let oldest_kept = now.add_millis(-retention.retention_millis());
+    let (active, expired): (Vec<_>, Vec<_>) = derived
+        .into_iter()
+        .partition(|entry| entry.ended_at.is_none());
+    let mut finished: Vec<PlayRecord> = expired.into_iter().chain(ended).collect();
+    finished.sort_by_key(|entry| Reverse(entry.ended_at));
+    active
+        .into_iter()
+        .chain(finished)
+        .filter(|entry| entry.ended_at.unwrap_or(now) >= oldest_kept)
+        .take(limit)
+        .collect()
 }
 
 /// The progress to record for the token's asset, when the player reported one.
@@ -369,6 +471,11 @@ fn progress_entry(
         },
     ))
 }
+
+/// How long the record of a session ended by someone else (evicted) is kept, so that its
+/// device is refused when it presents its token again: a day, or the session's life if
+/// that is longer.
+pub const ENDED_SESSION_MEMORY_MILLIS: i64 = 86_400_000;
 
 /// How long a session whose record has no `expires_at` (one written by the Node.js server)
 /// is assumed to live after its last heartbeat when no token says otherwise: one hour.

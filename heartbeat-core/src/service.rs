@@ -240,7 +240,8 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         .await
     }
 
-    /// The user's sessions that have not passed their `expires_at`, oldest first.
+    /// The user's active sessions (not past their `expires_at`, not ended by someone else),
+    /// oldest first.
     pub async fn active_sessions(&self, user: &Id) -> Result<Vec<ActiveSession>, StoreError> {
         let now = self.clock.now();
         let loaded = self.store.load(user).await?;
@@ -248,6 +249,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .sessions
             .sessions
             .into_iter()
+            .filter(|(_, record)| record.is_active())
             .filter(|(_, record)| record.expires_at.is_none_or(|expires_at| expires_at >= now))
             .map(|(session_id, record)| ActiveSession { session_id, record })
             .collect();
@@ -255,20 +257,40 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         Ok(sessions)
     }
 
-    /// Where the user stopped in an asset.
+    /// Where the user stopped in an asset (none once it is older than the retention).
     pub async fn progress(
         &self,
         user: &Id,
         asset: &Id,
     ) -> Result<Option<ProgressRecord>, StoreError> {
-        self.store.progress(user, asset).await
+        let oldest_kept = self
+            .clock
+            .now()
+            .add_millis(-self.config.retention.retention_millis());
+        Ok(self
+            .store
+            .progress(user, asset)
+            .await?
+            .filter(|record| record.updated_at >= oldest_kept))
     }
 
-    /// The user's play history, newest first.
+    /// The user's play history (SPEC §3.6), newest first: active sessions, then every
+    /// finished one, including those that timed out while nobody looked
+    /// ([`decision::history_view`]).
     pub async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
-        self.store
-            .history(user, limit.min(self.config.retention.history_cap))
-            .await
+        let retention = self.config.retention;
+        let (ended, loaded) = futures_util::future::try_join(
+            self.store.history(user, retention.history_cap),
+            self.store.load(user),
+        )
+        .await?;
+        Ok(decision::history_view(
+            self.clock.now(),
+            ended,
+            &loaded.sessions,
+            &retention,
+            limit.min(retention.history_cap),
+        ))
     }
 
     /// The fail-open answer: the token's data with `timestamp` set to now, sealed.
@@ -293,9 +315,14 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         for _ in 0..self.config.max_attempts {
             let loaded = self.store.load(user).await?;
             let (write, result) = decide(self.clock.now(), &loaded.sessions);
-            let Some(write) = write.filter(|write| !write.is_empty()) else {
+            let Some(mut write) = write.filter(|write| !write.is_empty()) else {
                 return Ok(result);
             };
+            // The user's sessions are kept past their expiry for as long as the history
+            // is: a session that times out is in the history without a later visit.
+            write.keep_millis = write
+                .keep_millis
+                .saturating_add(self.config.retention.retention_millis());
             match self
                 .store
                 .commit(user, &loaded.version, &write, &self.config.retention)

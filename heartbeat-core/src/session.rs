@@ -44,6 +44,14 @@ pub struct SessionRecord {
     /// cycle_upper_tolerance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// Set when someone else ended the session (an administrator's eviction): the record
+    /// stays until its token could no longer be presented, so that the device is refused
+    /// (SPEC §3.7) instead of starting a new session. Such a record is not active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<EndReason>,
+    /// When it was ended, with `ended_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
     /// Fields written by someone else, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -59,6 +67,11 @@ impl SessionRecord {
     pub fn to_json(&self) -> String {
         // A struct of strings, numbers and JSON values always serializes.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// True while the session plays: not ended by someone else.
+    pub fn is_active(&self) -> bool {
+        self.ended_by.is_none()
     }
 
     /// The instant the session is ordered by: `started_at`, or `timestamp` when missing.
@@ -101,6 +114,7 @@ impl UserSessions {
 /// Why a session left the active set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EndReason {
     /// No heartbeat within `heartbeat_cycle + cycle_upper_tolerance`.
     Expired,
@@ -110,7 +124,19 @@ pub enum EndReason {
     Evicted,
 }
 
-/// One finished session in a user's play history.
+impl EndReason {
+    /// The name on the wire: `expired`, `stopped`, `evicted`.
+    pub fn code(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Stopped => "stopped",
+            EndReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// One session in a user's play history (SPEC §3.6): a finished one, or one still active
+/// (no `ended_at` / `ended_by` yet).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayRecord {
     /// The session.
@@ -123,10 +149,13 @@ pub struct PlayRecord {
     pub started_at: Option<Timestamp>,
     /// Its last accepted heartbeat.
     pub last_heartbeat: Timestamp,
-    /// When it was seen to end.
-    pub ended_at: Timestamp,
-    /// How it ended.
-    pub ended_by: EndReason,
+    /// When it ended: for `expired`, its deadline (`last_heartbeat + heartbeat_cycle +
+    /// cycle_upper_tolerance`). `None` while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// How it ended; `None` while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<EndReason>,
     /// Accepted heartbeats.
     pub hit_counter: u64,
     /// The last progress reported.
@@ -135,20 +164,29 @@ pub struct PlayRecord {
 }
 
 impl PlayRecord {
-    /// The history entry for a session that ends at `now` for `reason`.
+    /// The history entry for a session that ends at `at` for `reason`.
     pub fn ended(
         session_id: &str,
         record: &SessionRecord,
-        now: Timestamp,
+        at: Timestamp,
         reason: EndReason,
     ) -> Self {
+        PlayRecord {
+            ended_at: Some(at),
+            ended_by: Some(reason),
+            ..Self::active(session_id, record)
+        }
+    }
+
+    /// The history entry of a session that is still active.
+    pub fn active(session_id: &str, record: &SessionRecord) -> Self {
         PlayRecord {
             session_id: session_id.to_owned(),
             asset_id: record.asset_id.clone(),
             started_at: record.started_at,
             last_heartbeat: record.timestamp,
-            ended_at: now,
-            ended_by: reason,
+            ended_at: None,
+            ended_by: None,
             hit_counter: record.hit_counter,
             progress: record.progress,
         }

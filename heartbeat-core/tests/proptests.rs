@@ -231,6 +231,8 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     asset_id: None,
                     progress: None,
                     expires_at: None,
+                    ended_by: None,
+                    ended_at: None,
                     extra: Map::new(),
                 };
                 (id, record)

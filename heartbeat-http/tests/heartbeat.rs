@@ -204,7 +204,81 @@ async fn admin_issues_tokens_and_evicts(kind: Kind) {
     server.stop().await;
 }
 
+/// The first failure reproduced from outside: a player that simply stops heartbeating
+/// (crash, closed tab) is in the history as expired, without the user coming back.
+async fn a_player_that_stops_heartbeating_is_in_the_history(kind: Kind) {
+    use heartbeat_core::Clock;
+    let clock = heartbeat_core::ManualClock::new(heartbeat_core::Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
+    let started = clock.now();
+    let (status, _) = server
+        .heartbeat(&device_token(61, "LEAST_RECENT", started))
+        .await;
+    assert_eq!(status, 200);
+    clock.advance(std::time::Duration::from_secs(3600));
+    let (status, body) = server.admin(Method::GET, "/admin/users/61/history").await;
+    assert_eq!(status, 200, "{body}");
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{body}");
+    let entry = &history[0];
+    assert_eq!(entry["ended_by"], "expired");
+    assert_eq!(entry["ended_at"], started.add_millis(40_000).to_string());
+    assert_eq!(entry["last_heartbeat"], started.to_string());
+    for field in ["session_id", "asset_id", "started_at", "hit_counter"] {
+        assert!(entry.get(field).is_some(), "{field} missing: {entry}");
+    }
+    server.stop().await;
+}
+
+/// The second: an evicted device is refused with `reason: evicted` instead of playing on.
+async fn an_evicted_device_is_refused(kind: Kind) {
+    use heartbeat_core::Clock;
+    let clock = heartbeat_core::ManualClock::new(heartbeat_core::Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
+    let (status, body) = server
+        .heartbeat(&device_token(62, "LEAST_RECENT", clock.now()))
+        .await;
+    assert_eq!(status, 200);
+    let token = body["heartbeat_token"].as_str().unwrap().to_owned();
+    let (_, sessions) = server.admin(Method::GET, "/admin/users/62/sessions").await;
+    let session = sessions["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .admin(
+            Method::DELETE,
+            &format!("/admin/users/62/sessions/{session}"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        clock.advance(std::time::Duration::from_secs(30));
+        let (status, body) = server.heartbeat(&token).await;
+        assert_eq!(
+            (status, body),
+            (
+                412,
+                json!({ "error": OVER_LIMIT, "reason": "evicted", "limit": null })
+            )
+        );
+    }
+    let (_, sessions) = server.admin(Method::GET, "/admin/users/62/sessions").await;
+    assert_eq!(
+        sessions["sessions"],
+        json!([]),
+        "the evicted device does not play on"
+    );
+    let (status, _) = server
+        .heartbeat(&device_token(62, "LEAST_RECENT", clock.now()))
+        .await;
+    assert_eq!(status, 200, "pressing play again starts a new session");
+    server.stop().await;
+}
+
 for_each_store!(
+    a_player_that_stops_heartbeating_is_in_the_history,
+    an_evicted_device_is_refused,
     rotated_tokens_keep_the_session_and_record_progress,
     the_extra_device_gets_412_with_the_node_message,
     invalid_tokens_get_406_and_change_nothing,

@@ -111,6 +111,8 @@ fn record(at: Timestamp, hits: u64) -> SessionRecord {
         asset_id: None,
         progress: None,
         expires_at: Some(at.add_millis(40_000)),
+        ended_by: None,
+        ended_at: None,
         extra: Default::default(),
     }
 }
@@ -306,10 +308,20 @@ pub async fn expired_sessions_leave_for_the_history<F: Fixture>(fixture: &F) {
         [new.as_str()]
     );
     let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
-    assert_eq!(history.len(), 1);
-    assert_eq!(history[0].session_id, old);
-    assert_eq!(history[0].ended_by, EndReason::Expired);
-    assert_eq!(history[0].last_heartbeat, start());
+    let seen: Vec<(&str, Option<EndReason>)> = history
+        .iter()
+        .map(|entry| (entry.session_id.as_str(), entry.ended_by))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (new.as_str(), None),
+            (old.as_str(), Some(EndReason::Expired))
+        ]
+    );
+    assert_eq!(history[1].last_heartbeat, start());
+    // It ended at its deadline, not when it was seen to have ended.
+    assert_eq!(history[1].ended_at, Some(start().add_millis(40_000)));
     // The expired session no longer takes the only slot.
     clock.advance(Duration::from_secs(30));
     accept(&heartbeats, &token, None).await;
@@ -461,9 +473,13 @@ pub async fn stop_frees_the_slot_at_once<F: Fixture>(fixture: &F) {
     assert!(heartbeats.stop(&current, Some(600.0)).await.unwrap());
     accept(&heartbeats, &second, None).await;
     let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
-    assert_eq!(history[0].session_id, first);
-    assert_eq!(history[0].ended_by, EndReason::Stopped);
-    assert_eq!(history[0].progress, Some(600.0));
+    let stopped = history
+        .iter()
+        .find(|entry| entry.session_id == first)
+        .unwrap();
+    assert_eq!(stopped.ended_by, Some(EndReason::Stopped));
+    assert_eq!(stopped.ended_at, Some(clock.now()));
+    assert_eq!(stopped.progress, Some(600.0));
     assert_eq!(
         heartbeats
             .progress(&Id::Int(13), &Id::Int(14))
@@ -494,9 +510,134 @@ pub async fn evict_removes_one_session<F: Fixture>(fixture: &F) {
         [keep.as_str()]
     );
     let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    let seen: Vec<(&str, Option<EndReason>)> = history
+        .iter()
+        .map(|entry| (entry.session_id.as_str(), entry.ended_by))
+        .collect();
     assert_eq!(
-        (history[0].session_id.as_str(), history[0].ended_by),
-        (evict.as_str(), EndReason::Evicted)
+        seen,
+        [
+            (keep.as_str(), None),
+            (evict.as_str(), Some(EndReason::Evicted))
+        ]
+    );
+}
+
+/// A user's only session times out and the user never comes back: the history shows it
+/// as `expired`, ended at its deadline, without any later write (SPEC §3.6).
+pub async fn a_session_that_times_out_is_in_the_history_without_a_return<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 1, 10, "MOST_RECENT");
+    let (token, id) = counted_session(&heartbeats, &data).await;
+    clock.advance(Duration::from_secs(30));
+    let (_, again) = accept(&heartbeats, &token, Some(95.0)).await;
+    assert_eq!(again.session_id, id);
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(
+        (history.len(), history[0].ended_by, history[0].hit_counter),
+        (1, None, 2),
+        "an active session is in the history, not ended yet"
+    );
+    // The player crashes: no heartbeat, no stop, the user never returns.
+    clock.advance(Duration::from_secs(3600));
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let entry = &history[0];
+    assert_eq!(entry.session_id, id);
+    assert_eq!(entry.ended_by, Some(EndReason::Expired));
+    let last = start().add_millis(30_000);
+    assert_eq!(entry.last_heartbeat, last);
+    assert_eq!(entry.ended_at, Some(last.add_millis(40_000)));
+    assert_eq!((entry.hit_counter, entry.progress), (2, Some(95.0)));
+    assert!(
+        heartbeats
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An evicted session's next heartbeat is refused as evicted instead of starting a new
+/// session; a fresh backend token (the user pressed play again) plays (SPEC §3.7).
+pub async fn an_evicted_device_is_refused_and_a_fresh_token_plays<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 1, 10, "LEAST_RECENT");
+    let (token, id) = counted_session(&heartbeats, &data).await;
+    clock.advance(Duration::from_secs(10));
+    assert!(heartbeats.evict(&Id::Int(13), &id).await.unwrap());
+    // On time, late, and much later (a device that was offline): refused every time.
+    for wait in [30, 60, 3600] {
+        clock.advance(Duration::from_secs(wait));
+        assert_eq!(
+            reject(&heartbeats, &token).await,
+            RejectReason::Ended {
+                by: EndReason::Evicted
+            }
+        );
+    }
+    assert!(
+        heartbeats
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (_, fresh) = counted_session(&heartbeats, &data).await;
+    assert_ne!(fresh.as_str(), id);
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    let evicted: Vec<_> = history
+        .iter()
+        .filter(|entry| entry.ended_by == Some(EndReason::Evicted))
+        .collect();
+    assert_eq!(evicted.len(), 1, "{history:?}");
+    assert_eq!(evicted[0].ended_at, Some(start().add_millis(10_000)));
+    // A day later the record is forgotten (it is in the history already).
+    clock.advance(Duration::from_secs(86_400));
+    let (_, again) = accept(&heartbeats, &token, None).await;
+    assert_eq!(again.new_session, Some(NewSessionCause::Unknown));
+}
+
+/// History and progress older than the retention are gone, by the service's clock.
+pub async fn history_and_progress_are_kept_as_long_as_the_retention<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let config = HeartbeatConfig {
+        retention: Retention {
+            retention_secs: 86_400,
+            ..Retention::default()
+        },
+        ..HeartbeatConfig::default()
+    };
+    let heartbeats = service(fixture.sessions().await, &clock).with_config(config);
+    let data = backend_data(13, 2, 1, 10, "LEAST_RECENT");
+    let (stopped, _) = counted_session(&heartbeats, &data).await;
+    let (_silent, _) = counted_session(&heartbeats, &data).await;
+    assert!(heartbeats.stop(&stopped, Some(12.0)).await.unwrap());
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(heartbeats.history(&Id::Int(13), 10).await.unwrap().len(), 2);
+    assert!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(14))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    clock.advance(Duration::from_secs(86_400));
+    assert!(
+        heartbeats
+            .history(&Id::Int(13), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(14))
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 
