@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
 use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
-use heartbeat_http::client::player::{Player, PlayerEvent, PlayerOptions, StopReason};
+use heartbeat_http::client::player::{
+    Player, PlayerEvent, PlayerOptions, RefusalReason, StopReason,
+};
 use heartbeat_http::{Settings, server};
 
 const KEY: &str = "players example key";
@@ -95,7 +97,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 player.stop().await
             };
             let _ = log.await;
-            let refused = reason == StopReason::OverLimit;
+            let refused = matches!(
+                reason,
+                StopReason::Refused {
+                    reason: RefusalReason::OverLimit,
+                    ..
+                }
+            );
             println!(
                 "device {device}: {}",
                 if refused {

@@ -16,7 +16,9 @@ use heartbeat_core::HeartbeatData;
 use heartbeat_core::jobs::JobId;
 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
 use heartbeat_http::client::jobs::{ClientError, JobStatus, JobsClient, Mode, Options};
-use heartbeat_http::client::player::{Player, PlayerEvent, PlayerOptions, StopReason};
+use heartbeat_http::client::player::{
+    Player, PlayerEvent, PlayerOptions, RefusalReason, StopReason,
+};
 use heartbeat_http::{Settings, server};
 use heartbeat_store_sled::{SledConfig, SledStore};
 use serde_json::json;
@@ -413,7 +415,10 @@ async fn the_older_player_stops_with_412_and_a_bad_token_with_406() {
     ));
     assert_eq!(
         tokio::time::timeout(WAIT, old.finished()).await.unwrap(),
-        StopReason::OverLimit
+        StopReason::Refused {
+            reason: RefusalReason::OverLimit,
+            limit: Some(1)
+        }
     );
     assert!(
         matches!(
@@ -464,4 +469,135 @@ async fn an_unreachable_server_is_retried_within_the_tolerance_then_given_up() {
         unreachable.finished().await,
         StopReason::Unreachable { .. }
     ));
+}
+
+/// A TCP proxy on loopback that holds the first bytes of its first connection for `delay`
+/// before passing them on: a first request that takes longer to arrive than the next
+/// (a TLS handshake, mobile jitter). Everything else passes at once.
+async fn delaying_proxy(target: String, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            let hold = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                if hold {
+                    let mut head = vec![0u8; 64 * 1024];
+                    let Ok(read) = client.read(&mut head).await else {
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    if server.write_all(&head[..read]).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// The server stores the time it received a heartbeat; the player times the next one from
+/// when the answer arrived, so a first request that was slow to arrive does not make the
+/// second one early (which would start a new session, and under `MOST_RECENT` with a limit
+/// of one, refuse the player its own stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_request_does_not_make_the_next_one_early() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let proxied = delaying_proxy(
+        server.url.trim_start_matches("http://").to_owned(),
+        Duration::from_millis(700),
+    )
+    .await;
+    let data = HeartbeatData::from_json(json!({
+        "user_id": 64, "asset_id": 5, "heartbeat_cycle": 1, "cycle_lower_tolerance": 0,
+        "cycle_upper_tolerance": 1, "reject_strategy": "MOST_RECENT",
+        "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": 1, "checking_threshold": 1, "sessions_edge": 10,
+    }))
+    .unwrap();
+    let options = PlayerOptions {
+        url: proxied,
+        token: codec().seal(&data).unwrap(),
+        cycle: Duration::from_secs(1),
+        upper_tolerance: Duration::from_secs(1),
+        progress: None,
+    };
+    let (player, mut events) = Player::start(options);
+    for beat in 1..=3 {
+        match next_event(&mut events).await {
+            PlayerEvent::Accepted { beat: got, .. } => assert_eq!(got, beat),
+            other => panic!("heartbeat {beat}: {other:?}"),
+        }
+    }
+    let (_, sessions) = server
+        .admin(reqwest::Method::GET, "/admin/users/64/sessions")
+        .await;
+    let sessions = sessions["sessions"].as_array().unwrap().clone();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session, never restarted: {sessions:?}"
+    );
+    assert_eq!(sessions[0]["hit_counter"], 3);
+    assert_eq!(player.stop().await, StopReason::Closed);
+    server.stop().await;
+}
+
+/// Only 412 and 406 stop the player: any other answer (a proxy's 502, a 400 from a server
+/// being replaced) is retried within the tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_answers_are_retried_not_obeyed() {
+    use axum::http::StatusCode;
+    use std::sync::atomic::AtomicUsize;
+    let (server, _backing) = start(Kind::Memory).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let upstream = server.url.clone();
+    // A front that answers 400, then 502, then passes requests on.
+    let front = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let counted = counted.clone();
+        let upstream = upstream.clone();
+        async move {
+            match counted.fetch_add(1, Ordering::SeqCst) {
+                0 => (StatusCode::BAD_REQUEST, "bad request").into_response(),
+                1 => (StatusCode::BAD_GATEWAY, "bad gateway").into_response(),
+                _ => {
+                    let (parts, body) = request.into_parts();
+                    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                    let answer = reqwest::Client::new()
+                        .post(format!("{upstream}{}", parts.uri.path()))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                    (status, answer.text().await.unwrap()).into_response()
+                }
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, front).await });
+    let (player, mut events) = Player::start(player(&front_url, player_token(65, 1), None));
+    let mut retries = 0;
+    loop {
+        match next_event(&mut events).await {
+            PlayerEvent::Retrying { .. } => retries += 1,
+            PlayerEvent::Accepted { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(retries, 2, "the 400 and the 502 were retried");
+    assert_eq!(player.stop().await, StopReason::Closed);
+    server.stop().await;
 }

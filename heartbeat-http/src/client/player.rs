@@ -2,11 +2,14 @@
 //! stops with a typed reason on 412 / 406, and retries transient failures without letting
 //! its session expire.
 //!
-//! Timing: each heartbeat is sent `cycle + margin` after the previous accepted one was
-//! sent, with `margin = min(upper_tolerance / 4, 250 ms)`, so network jitter never makes a
-//! heartbeat arrive early (which the server would treat as a new session), and timers are
-//! absolute, so delays do not add up. A failed heartbeat is retried with backoff while
-//! `cycle + upper_tolerance` since the last accepted one has not passed.
+//! Timing: each heartbeat is sent `cycle + margin` after the answer to the previous accepted
+//! one arrived, with `margin = min(upper_tolerance / 4, 250 ms)`. The server stores the time
+//! it received that heartbeat, which is before its answer arrived here: so however long a
+//! request took to arrive (a TLS handshake, mobile jitter), the next one is never early by
+//! the server's clock (which it would treat as a new session). A failed heartbeat is
+//! retried with backoff while `cycle + upper_tolerance` since the last accepted one was sent
+//! has not passed. The player stops only on 412 (with the server's reason) and 406; every
+//! other failure is retried (SPEC §3, §5).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,22 +52,46 @@ impl std::fmt::Debug for PlayerOptions {
     }
 }
 
+/// Why the server refused a heartbeat with 412: the `reason` of its answer (SPEC §3.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// `over_limit`: the user plays on more devices than the limit allows.
+    OverLimit,
+    /// `sessions_edge`: the user has too many sessions open.
+    SessionsEdge,
+    /// `evicted`: an administrator ended this session.
+    Evicted,
+    /// A reason this client does not know (or none: a Node.js server's 412), as sent.
+    Other(String),
+}
+
+impl RefusalReason {
+    fn from_wire(reason: Option<&str>) -> Self {
+        match reason {
+            Some("over_limit") => RefusalReason::OverLimit,
+            Some("sessions_edge") => RefusalReason::SessionsEdge,
+            Some("evicted") => RefusalReason::Evicted,
+            other => RefusalReason::Other(other.unwrap_or_default().to_owned()),
+        }
+    }
+}
+
 /// Why the player stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
-    /// 412: the user plays on too many devices; this one must stop.
-    OverLimit,
+    /// 412: this device must stop; the server says why.
+    Refused {
+        /// The `reason` of the answer.
+        reason: RefusalReason,
+        /// The limit that applied, when one did.
+        limit: Option<u32>,
+    },
     /// 406: the token is not valid (expired key, tampering, another server's token).
     InvalidToken,
     /// [`Player::stop`] was called; the server was told (`POST /heartbeat/stop`).
     Closed,
-    /// The server answered something a retry cannot fix (400, 413, 415...).
-    Refused {
-        /// The status code.
-        status: u16,
-        /// The body.
-        body: String,
-    },
     /// No heartbeat got through within `cycle + upper_tolerance`: the session is gone.
     Unreachable {
         /// The last failure.
@@ -196,10 +223,18 @@ async fn send(http: &reqwest::Client, url: &Url, token: &str, progress: Option<f
             Some(token) => Answer::Accepted(token),
             None => Answer::Transient(format!("200 without a token: {text}")),
         },
-        412 => Answer::Stop(StopReason::OverLimit),
+        412 => {
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            Answer::Stop(StopReason::Refused {
+                reason: RefusalReason::from_wire(body["reason"].as_str()),
+                limit: body["limit"]
+                    .as_u64()
+                    .and_then(|limit| u32::try_from(limit).ok()),
+            })
+        }
         406 => Answer::Stop(StopReason::InvalidToken),
-        408 | 429 | 500..=599 => Answer::Transient(format!("HTTP {status}: {text}")),
-        _ => Answer::Stop(StopReason::Refused { status, body: text }),
+        // Anything else may pass: a proxy's error page, a server restarting.
+        _ => Answer::Transient(format!("HTTP {status}: {text}")),
     }
 }
 
@@ -255,8 +290,11 @@ async fn run(
                 Answer::Accepted(rotated) => {
                     *token.lock().unwrap_or_else(PoisonError::into_inner) = rotated;
                     beat += 1;
+                    // The session lives from when the server received the heartbeat, which
+                    // is after it was sent; the next one goes a cycle after the answer
+                    // came, which is after the server received this one.
                     last_accepted = Some(sent_at);
-                    next = sent_at + options.cycle + margin;
+                    next = Instant::now() + options.cycle + margin;
                     let _ = events.send(PlayerEvent::Accepted { beat, progress });
                     break;
                 }
