@@ -410,3 +410,50 @@ async fn a_password_beside_the_url_authenticates() {
     let store = connect(Some("s3cret pass")).await.unwrap();
     store.ping().await.unwrap();
 }
+
+/// Mixed fleet (SPEC §6): a device moves from this server to a Node.js server on the same
+/// Redis, whose `HSET` sets no TTL. The key keeps the TTL our last write gave it, which is
+/// the session's life plus the history retention: Node's later heartbeats are not dropped
+/// after our 40 s, so the device does not come back at hit counter 1 and escape the limit.
+#[tokio::test]
+async fn a_session_the_node_server_writes_last_outlives_our_ttl() {
+    let server = RedisServer::start();
+    let redis = raw(&server).await;
+    let store = store(&server).await;
+    let clock = ManualClock::new(at("2026-01-01T00:00:00.000Z"));
+    let codec = TokenCodec::new("mixed fleet key").unwrap();
+    let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
+    let backend = token(
+        &codec,
+        json!({
+            "user_id": 21, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "2026-01-01T00:00:00.000Z", "session_limit": 1,
+            "checking_threshold": 1, "sessions_edge": 5,
+        }),
+    );
+    let HeartbeatOutcome::Accepted { accepted, .. } =
+        heartbeats.heartbeat(&backend, None).await.unwrap()
+    else {
+        panic!("refused")
+    };
+    let key = format!("{NS}hb_sessions:21:active_sessions");
+    // Exactly the Node server's setSession: HSET, no TTL.
+    let node_record = r#"{"timestamp":"2026-01-01T00:00:30.000Z","hit_counter":2,"started_at":"2026-01-01T00:00:00.000Z"}"#;
+    let _: () = redis
+        .hset(&key, (accepted.session_id.as_str(), node_record))
+        .await
+        .unwrap();
+    let ttl: i64 = redis.pttl(&key).await.unwrap();
+    let life = 40_000;
+    assert!(
+        ttl > 29 * 86_400_000,
+        "the Node server's session is kept for days, not {ttl} ms"
+    );
+    assert!(ttl <= 30 * 86_400_000 + life, "and never forever: {ttl} ms");
+    // Our server still sees the session the Node server wrote, counter included.
+    let loaded = store.load(&Id::Int(21)).await.unwrap();
+    assert_eq!(
+        loaded.sessions.sessions[&accepted.session_id].hit_counter,
+        2
+    );
+}
