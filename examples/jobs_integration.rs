@@ -37,7 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 MemorySessionStore::new(),
                 MemoryJobStore::new(),
                 MemoryEventBus::new(),
-                Settings::default(), // JOB_TIME 2000 ms: each job completes 2 s after creation
+                // JOB_TIME 2000 ms, as the HeyGen mock: each job completes 2 s after creation.
+                Settings {
+                    job_time: Some(std::time::Duration::from_secs(2)),
+                    ..Settings::default()
+                },
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);

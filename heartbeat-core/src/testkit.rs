@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             jobs::event_streams_resume_without_loss,
             jobs::a_lagging_event_stream_replays_what_it_missed,
             jobs::the_completion_loop_completes_due_jobs,
+            jobs::the_simulator_never_overrides_a_worker,
         );
     };
     (@tests $setup:path; $($module:ident :: $test:ident),+ $(,)?) => {

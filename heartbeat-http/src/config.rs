@@ -168,8 +168,10 @@ pub struct ServerArgs {
     /// Also keep the Node.js server's `user_progress` hash up to date.
     #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_node_progress: bool,
-    /// Milliseconds after which a new job completes by itself, like the HeyGen mock (0: off).
-    #[arg(long, env = "JOB_TIME", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(..=86_400_000))]
+    /// Milliseconds after which a new job completes by itself unless a worker touched it,
+    /// like the HeyGen mock (which uses 2000); 0 (the default): off, jobs complete when a
+    /// worker says so. At most 86400000 (a day).
+    #[arg(long, env = "JOB_TIME", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=86_400_000))]
     pub job_time: u64,
     /// Bearer key of the admin API and the worker job updates; without it they answer 404.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
@@ -283,7 +285,7 @@ impl Default for Settings {
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
-            job_time: Some(Duration::from_secs(2)),
+            job_time: None,
             retention: Retention::default(),
         }
     }

@@ -292,3 +292,27 @@ async fn sigterm_closes_streams_and_jobs_complete_after_a_restart() {
     terminate(&second.child);
     assert!(wait_for_exit(&mut second.child).await.success());
 }
+
+/// The HeyGen mock's self-completing jobs are opt-in: without `JOB_TIME` jobs complete
+/// only when a worker says so (a real deployment's worker is never overridden).
+#[test]
+fn the_job_simulator_is_off_unless_job_time_is_set() {
+    use clap::Parser;
+    use heartbeat_http::Cli;
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(args)
+            .unwrap()
+            .server
+            .settings()
+            .unwrap()
+            .job_time
+    };
+    if std::env::var_os("JOB_TIME").is_none() {
+        assert_eq!(parse(&["heartbeat-server"]), None);
+    }
+    assert_eq!(
+        parse(&["heartbeat-server", "--job-time", "2000"]),
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(parse(&["heartbeat-server", "--job-time", "0"]), None);
+}

@@ -100,7 +100,7 @@ impl JobStore for RedisStore {
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        if job.finished_due_entry().is_some() {
+        if job.due_entry_to_drop().is_some() {
             let _: i64 = self
                 .client()
                 .zrem(self.inner.keys.due_jobs(), job.id.0.to_string())

@@ -71,7 +71,7 @@ impl SledStore {
             .tree
             .insert(key, encode(&stored)?)
             .map_err(sled_error)?;
-        if let Some(complete_at) = job.finished_due_entry() {
+        if let Some(complete_at) = job.due_entry_to_drop() {
             self.inner
                 .tree
                 .remove(keys::due(complete_at, job.id))

@@ -244,11 +244,18 @@ impl JobError {
 }
 
 impl Job {
+    /// True while no worker has touched the job since it was created: still pending,
+    /// without progress. Only such a job is completed by the `JOB_TIME` simulator: a job a
+    /// worker set to running, or gave progress, is that worker's to finish.
+    pub fn is_untouched(&self) -> bool {
+        self.state == JobState::Pending && self.progress == 0
+    }
+
     /// The due-index entry (its `complete_at`) that this version of the job no longer
-    /// needs: a finished job is never due again. A store drops the entry when it stores
-    /// this version.
-    pub fn finished_due_entry(&self) -> Option<Timestamp> {
-        self.complete_at.filter(|_| self.state.is_final())
+    /// needs: a finished job is never due again, and a job a worker touched is left to the
+    /// worker. A store drops the entry when it stores this version.
+    pub fn due_entry_to_drop(&self) -> Option<Timestamp> {
+        self.complete_at.filter(|_| !self.is_untouched())
     }
 
     /// The job after `update` at `now`, or `None` when the update changes nothing (an

@@ -41,17 +41,19 @@ const COMPLETION_BATCH: usize = 1000;
 /// Settings of [`Jobs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobsConfig {
-    /// When set, every new job completes by itself this long after creation (`JOB_TIME`).
+    /// When set, every new job completes by itself this long after creation (`JOB_TIME`,
+    /// the HeyGen mock's behaviour), unless a worker touched it first
+    /// ([`Job::is_untouched`]).
     pub job_time: Option<Duration>,
     /// Compare-and-set attempts per update before [`StoreError::Contention`].
     pub max_attempts: u32,
 }
 
 impl Default for JobsConfig {
-    /// Jobs complete by themselves after 2 s, as the HeyGen mock does.
+    /// Jobs complete only when a worker says so (no simulator).
     fn default() -> Self {
         Self {
-            job_time: Some(Duration::from_millis(2000)),
+            job_time: None,
             max_attempts: 32,
         }
     }
@@ -159,14 +161,24 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
     /// Applies a worker's update (forward only) and publishes the change. An update that
     /// changes nothing succeeds and publishes nothing.
     pub async fn update(&self, id: JobId, update: &JobUpdate) -> Result<Job, JobsError> {
-        Ok(self.apply(id, update).await?.0)
+        Ok(self.apply(id, update, |_| true).await?.0)
     }
 
-    /// Applies `update`; the flag says whether this call changed the job (`false` when it
-    /// already was as asked, e.g. completed by another instance meanwhile).
-    async fn apply(&self, id: JobId, update: &JobUpdate) -> Result<(Job, bool), JobsError> {
+    /// Applies `update` if `applies` holds for the job as loaded (checked in the same
+    /// compare-and-set); the flag says whether this call changed the job (`false` when it
+    /// already was as asked, e.g. completed by another instance meanwhile, or `applies`
+    /// refused it).
+    async fn apply(
+        &self,
+        id: JobId,
+        update: &JobUpdate,
+        applies: impl Fn(&Job) -> bool,
+    ) -> Result<(Job, bool), JobsError> {
         for _ in 0..self.config.max_attempts {
             let (job, version) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
+            if !applies(&job) {
+                return Ok((job, false));
+            }
             let Some(next) = job.apply(update, self.clock.now())? else {
                 return Ok((job, false));
             };
@@ -185,8 +197,8 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         .into())
     }
 
-    /// Completes every job whose `complete_at` has come (the `JOB_TIME` simulator); returns
-    /// how many this call completed. Safe to run on every instance at once: each job
+    /// Completes every job whose `complete_at` has come and that no worker has touched
+    /// (the `JOB_TIME` simulator); returns how many this call completed. Safe to run on every instance at once: each job
     /// completes, and is published, once.
     pub async fn complete_due(&self, limit: usize) -> Result<usize, JobsError> {
         let done = JobUpdate {
@@ -194,14 +206,17 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             ..JobUpdate::default()
         };
         let mut due = self.store.due(self.clock.now(), limit).await?;
-        // Finished by a worker or another instance: no longer due.
-        due.retain(|job| !job.state.is_final());
+        // Finished, or taken over by a worker: no longer the simulator's.
+        due.retain(Job::is_untouched);
         let mut completed = 0;
         // A few at a time: with a networked store the round trips overlap.
         for chunk in due.chunks(COMPLETE_IN_PARALLEL) {
-            let results =
-                futures_util::future::join_all(chunk.iter().map(|job| self.apply(job.id, &done)))
-                    .await;
+            let results = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|job| self.apply(job.id, &done, Job::is_untouched)),
+            )
+            .await;
             for result in results {
                 match result {
                     Ok((_, changed)) => completed += usize::from(changed),

@@ -22,7 +22,7 @@ use crate::store::{Commit, StoreError};
 /// - [`list_by_owner`](Self::list_by_owner) lists one owner's jobs, newest first.
 /// - [`due`](Self::due) lists jobs whose `complete_at` has come, earliest first. A job
 ///   leaves this due index when a version of it is stored that says so
-///   ([`Job::finished_due_entry`]); [`Jobs`](super::Jobs) skips any finished job that is
+///   ([`Job::due_entry_to_drop`]); [`Jobs`](super::Jobs) skips any touched job that is
 ///   still listed.
 pub trait JobStore: Send + Sync + 'static {
     /// What identifies a loaded job for compare-and-set.

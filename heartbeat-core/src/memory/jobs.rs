@@ -71,7 +71,7 @@ impl JobStore for MemoryJobStore {
         }
         *entry = (job.clone(), next_version());
         drop(entry);
-        if let Some(complete_at) = job.finished_due_entry() {
+        if let Some(complete_at) = job.due_entry_to_drop() {
             self.due_set().remove(&(complete_at, job.id));
         }
         Ok(Commit::Applied)

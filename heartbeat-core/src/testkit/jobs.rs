@@ -418,3 +418,36 @@ pub async fn the_completion_loop_completes_due_jobs<F: Fixture>(fixture: &F) {
     );
     assert_eq!(errors.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// The `JOB_TIME` simulator completes only jobs no worker touched: a job a worker set to
+/// running, or gave progress, is left to that worker, even once it is due.
+pub async fn the_simulator_never_overrides_a_worker<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, Some(Duration::from_secs(2))).await;
+    let alice = owner("alice");
+    let untouched = jobs.create(&alice).await.unwrap();
+    let running = jobs.create(&alice).await.unwrap();
+    let progressed = jobs.create(&alice).await.unwrap();
+    jobs.update(running.id, &to(JobState::Running))
+        .await
+        .unwrap();
+    let half = JobUpdate {
+        progress: Some(50),
+        ..JobUpdate::default()
+    };
+    jobs.update(progressed.id, &half).await.unwrap();
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(jobs.complete_due(100).await.unwrap(), 1);
+    let state = |job: JobId| {
+        let jobs = jobs.clone();
+        let alice = alice.clone();
+        async move { jobs.get(job, &alice).await.unwrap() }
+    };
+    assert_eq!(state(untouched.id).await.state, JobState::Completed);
+    assert_eq!(state(running.id).await.state, JobState::Running);
+    let left = state(progressed.id).await;
+    assert_eq!((left.state, left.progress), (JobState::Pending, 50));
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(jobs.complete_due(100).await.unwrap(), 0);
+    assert_eq!(state(running.id).await.state, JobState::Running);
+}
