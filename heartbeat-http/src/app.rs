@@ -10,13 +10,14 @@ use axum::routing::{delete, get, post};
 use heartbeat_core::{SessionStore, SharedHeartbeats, SharedJobs};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Settings;
+use crate::config::{CorsOrigins, Settings};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::{admin, heartbeat, jobs};
@@ -131,6 +132,7 @@ impl App {
                 },
             ))
             .layer(PropagateRequestIdLayer::x_request_id())
+            .option_layer(self.inner.settings.cors.as_ref().map(cors_layer))
             .layer(metrics::TrackLayer::new(metrics.clone()))
             .layer(DefaultBodyLimit::max(self.inner.settings.body_limit));
         Router::new()
@@ -145,6 +147,38 @@ impl FromRef<App> for Metrics {
     fn from_ref(app: &App) -> Metrics {
         app.inner.metrics.clone()
     }
+}
+
+/// CORS for browsers on the allowed origins (SPEC §4): preflights answered for every
+/// route, `Last-Event-ID` and `Authorization` allowed, answers (SSE streams included)
+/// carrying the headers.
+fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(origins) => AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 /// The fixed paths of the Node server and the HeyGen mock, which Express matches in any

@@ -176,6 +176,10 @@ pub struct ServerArgs {
     /// Bearer key of the admin API and the worker job updates; without it they answer 404.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Web origins browsers may call the server from: `*`, or a comma-separated list such
+    /// as `https://app.example.com,http://localhost:5173`. Unset: no CORS headers.
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<CorsOrigins>,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
     #[arg(long, env = "FAIL_OPEN", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
@@ -273,6 +277,54 @@ pub struct Settings {
     pub job_time: Option<Duration>,
     /// History and progress retention.
     pub retention: Retention,
+    /// `CORS_ORIGINS`: the browser origins allowed to call the server; `None`: no CORS
+    /// headers at all.
+    pub cors: Option<CorsOrigins>,
+}
+
+/// Which web origins browsers may call the server from (`CORS_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin.
+    Any,
+    /// These origins exactly (`https://app.example.com`, …).
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for CorsOrigins {
+    type Err = String;
+
+    /// `*`, or a comma-separated list of origins (`scheme://host[:port]`, no path).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(CorsOrigins::Any);
+        }
+        let mut origins = Vec::new();
+        for origin in text
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+        {
+            let uri: axum::http::Uri = origin
+                .parse()
+                .map_err(|_| format!("`{origin}` is not an origin like https://app.example.com"))?;
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            let path_ok = uri
+                .path_and_query()
+                .is_none_or(|path| matches!(path.as_str(), "" | "/"));
+            if !scheme_ok || uri.authority().is_none() || !path_ok || origin.ends_with('/') {
+                return Err(format!(
+                    "`{origin}` is not an origin like https://app.example.com (scheme, host, optional port; no path)"
+                ));
+            }
+            origins.push(origin.to_owned());
+        }
+        if origins.is_empty() {
+            return Err("must be `*` or a comma-separated list of origins".to_owned());
+        }
+        Ok(CorsOrigins::List(origins))
+    }
 }
 
 impl Default for Settings {
@@ -287,6 +339,7 @@ impl Default for Settings {
             sse_keepalive: Duration::from_secs(15),
             job_time: None,
             retention: Retention::default(),
+            cors: None,
         }
     }
 }
@@ -325,6 +378,7 @@ impl ServerArgs {
                 history_cap: self.history_cap,
                 retention_secs: self.retention_days * 86_400,
             },
+            cors: self.cors_origins.clone(),
         })
     }
 }

@@ -64,6 +64,6 @@ pub mod sse;
 #[cfg(feature = "server")]
 pub use app::App;
 #[cfg(feature = "server")]
-pub use config::{Cli, ConfigError, ServerArgs, Settings, Storage};
+pub use config::{Cli, ConfigError, CorsOrigins, ServerArgs, Settings, Storage};
 #[cfg(feature = "server")]
 pub use error::{ApiError, TextError};

@@ -67,6 +67,8 @@ fn help_documents_every_setting() {
         "SLED_SYNC_WRITES",
         "REDIS_NODE_PROGRESS",
         "REDIS_POOL_SIZE",
+        "PASSWORD",
+        "CORS_ORIGINS",
     ] {
         assert!(
             help.contains(&format!("[env: {setting}")),
@@ -108,6 +110,10 @@ fn bad_configuration_exits_2_naming_the_setting_before_binding() {
         (
             &[("SHARED_KEY", "k"), ("REDIS_POOL_SIZE", "0")],
             "REDIS_POOL_SIZE",
+        ),
+        (
+            &[("SHARED_KEY", "k"), ("CORS_ORIGINS", "app.example.com")],
+            "CORS_ORIGINS",
         ),
         (
             &[
