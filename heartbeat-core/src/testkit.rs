@@ -81,6 +81,8 @@ macro_rules! conformance_tests {
             jobs::a_lagging_event_stream_replays_what_it_missed,
             jobs::the_completion_loop_completes_due_jobs,
             jobs::the_simulator_never_overrides_a_worker,
+            jobs::a_resume_from_an_unknown_id_is_never_silent,
+            jobs::event_ids_are_above_the_time_floor,
         );
     };
     (@tests $setup:path; $($module:ident :: $test:ident),+ $(,)?) => {

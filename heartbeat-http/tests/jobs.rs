@@ -238,3 +238,37 @@ async fn a_stream_that_lags_replays_what_it_missed() {
     );
     server.stop().await;
 }
+
+/// A memory server restarts while a browser (or the HeyGen client) holds `Last-Event-ID:
+/// 1000` from before: ids never go back, so the next completion reaches it; a client
+/// whose id is ahead of every kept event is not left silent either (SPEC §4).
+#[tokio::test]
+async fn clients_from_before_a_restart_get_the_next_completion() {
+    let (before, _backing) = start(Kind::Memory).await;
+    let url = before.url.clone();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    before.stop().await;
+    // The same port, a new process state: the memory store starts empty.
+    let app = heartbeat_http::server::app(
+        common::codec(),
+        heartbeat_core::memory::MemorySessionStore::new(),
+        heartbeat_core::memory::MemoryJobStore::new(),
+        heartbeat_core::memory::MemoryEventBus::new(),
+        common::settings(),
+    );
+    let after = common::serve_on(app, port).await;
+    for last_seen in ["1000", "18446744073709551000"] {
+        let owner = format!("restart-{}", last_seen.len());
+        let mut stream = Sse::open(&after, &format!("/status?uuid={owner}"), Some(last_seen)).await;
+        let id = create(&after, &owner).await;
+        let event = stream.next().await;
+        assert_eq!(
+            event.event,
+            format!("status_{id}"),
+            "Last-Event-ID {last_seen}"
+        );
+        let event_id: u64 = event.id.parse().unwrap();
+        assert!(event_id > 1000, "{event_id}");
+    }
+    after.stop().await;
+}

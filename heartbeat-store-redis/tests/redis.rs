@@ -175,6 +175,8 @@ async fn keys_written_have_ttls(one_script_per_key: bool) {
     )
     .await
     .unwrap();
+    // The worker took that one over (it left the due index); this one is still due.
+    jobs.create(&owner).await.unwrap();
 
     let redis = raw(&server).await;
     let keys = keys_with_ttls(&redis).await;
@@ -456,4 +458,66 @@ async fn a_session_the_node_server_writes_last_outlives_our_ttl() {
         loaded.sessions.sessions[&accepted.session_id].hit_counter,
         2
     );
+}
+
+/// Event ids never go back (SPEC §4), however Redis loses the counter: the key expires or
+/// is deleted, FLUSHALL, a restart without persistence. A client resuming with the last
+/// id it saw then still gets the next events.
+#[tokio::test]
+async fn event_ids_never_go_back_when_redis_loses_its_data() {
+    let mut server = RedisServer::start();
+    let store = store(&server).await;
+    let redis = raw(&server).await;
+    let owner = Owner::new("survivor").unwrap();
+    let job = store
+        .create(NewJob {
+            owner: owner.clone(),
+            created_at: Timestamp::now(),
+            complete_at: None,
+        })
+        .await
+        .unwrap();
+    let mut last = store.publish(&job).await.unwrap().id;
+
+    let _: i64 = redis
+        .del(format!("{NS}{{hb_events}}:last_id"))
+        .await
+        .unwrap();
+    let after_expiry = store.publish(&job).await.unwrap().id;
+    assert!(after_expiry > last, "{after_expiry:?} after {last:?}");
+    last = after_expiry;
+
+    let _: () = redis
+        .custom(
+            CustomCommand::new_static("FLUSHALL", ClusterHash::FirstKey, false),
+            Vec::<String>::new(),
+        )
+        .await
+        .unwrap();
+    let after_flush = store.publish(&job).await.unwrap().id;
+    assert!(after_flush > last, "{after_flush:?} after {last:?}");
+    last = after_flush;
+
+    server.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after_restart = loop {
+        match store.publish(&job).await {
+            Ok(event) => break event.id,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("Redis did not come back: {error}"),
+        }
+    };
+    assert!(after_restart > last, "{after_restart:?} after {last:?}");
+
+    // A client that saw `last` before the data was lost resumes and is not left silent.
+    let jobs = Jobs::new(store.clone(), store.clone());
+    let mut events = Box::pin(jobs.events(owner.clone(), Some(last)).await.unwrap());
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, after_restart);
 }

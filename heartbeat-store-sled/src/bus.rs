@@ -3,6 +3,9 @@
 //!
 //! [`Fanout`]: heartbeat_core::jobs::Fanout
 
+use std::sync::atomic::Ordering;
+
+use heartbeat_core::Timestamp;
 use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, Job, JobEvent, Owner};
 
 use heartbeat_core::kit::decode;
@@ -14,8 +17,17 @@ impl EventBus for SledStore {
         let prefix = keys::owner_events(&job.owner);
         // One owner's events are stored and delivered in id order.
         let _owner = self.inner.publish_stripes[stripe_of(&prefix)].lock().await;
-        // sled's ids increase across restarts, so a crash never hands one out twice.
-        let id = EventId(self.inner.db.generate_id().map_err(sled_error)? + 1);
+        // Ids never go back: they carry the time (EventId::floor), so a restart goes on
+        // above every id handed out before.
+        let now = Timestamp::now();
+        let last = self
+            .inner
+            .last_event_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(EventId::after(last, now))
+            })
+            .unwrap_or_else(|last| last);
+        let id = EventId(EventId::after(last, now));
         let event = JobEvent {
             id,
             job: job.clone(),

@@ -115,6 +115,8 @@ struct Inner {
     publish_stripes: Vec<tokio::sync::Mutex<()>>,
     flushes: GroupCommit,
     live: Fanout,
+    /// The last job event id handed out by this process.
+    last_event_id: std::sync::atomic::AtomicU64,
     sweeps: SweepCadence,
     /// Where the periodic sweep goes on from.
     sweep_cursor: Mutex<Vec<u8>>,
@@ -157,6 +159,7 @@ impl SledStore {
                 publish_stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 flushes: GroupCommit::default(),
                 live: Fanout::new(),
+                last_event_id: std::sync::atomic::AtomicU64::new(0),
                 sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
                 _lock: opened.lock,

@@ -29,9 +29,11 @@ impl<S: JobStore, B: EventBus + Clone, C: Clock> Jobs<S, B, C> {
     /// they happen: every event once, in id order.
     ///
     /// A fresh subscriber (`after` is `None`) gets what happens from now on. A subscriber
-    /// that resumes gets the kept events after its id first. When the live subscription
-    /// lags, the missed events are replayed from the bus's history. A bus failure is
-    /// yielded once as an error, and then the stream ends.
+    /// that resumes gets the kept events after its id first; one whose id is ahead of
+    /// every kept event (the bus does not know it) gets every kept event, then the live
+    /// ones: it is never left silent. When the live subscription lags, the missed events
+    /// are replayed from the bus's history. A bus failure is yielded once as an error, and
+    /// then the stream ends.
     ///
     /// ```
     /// use futures_util::StreamExt;
@@ -53,11 +55,17 @@ impl<S: JobStore, B: EventBus + Clone, C: Clock> Jobs<S, B, C> {
         after: Option<EventId>,
     ) -> Result<impl Stream<Item = Result<JobEvent, JobsError>> + Send + 'static, JobsError> {
         let bus = self.bus().clone();
-        // The newest kept id is a fresh subscriber's baseline, taken before subscribing so
-        // that nothing published meanwhile is skipped.
+        // Taken before subscribing, so that nothing published meanwhile is skipped.
+        let newest = bus.replay(&owner, None).await?.last().map(|event| event.id);
         let baseline = match after {
-            Some(after) => Some(after),
-            None => bus.replay(&owner, None).await?.last().map(|event| event.id),
+            // A fresh subscriber: what happens from now on.
+            None => newest,
+            // A resume the bus can serve: what came after the client's id.
+            Some(after) if newest.is_some_and(|newest| after <= newest) => Some(after),
+            // An id ahead of every kept event (another deployment's, or from before the
+            // store lost its data): never left silent, the client gets every kept event
+            // and then the live ones (SPEC §4).
+            Some(_) => None,
         };
         let live = bus.subscribe(&owner).await?;
         let pending = VecDeque::from(bus.replay(&owner, baseline).await?);

@@ -64,9 +64,34 @@ pub const DEFAULT_EVENT_HISTORY: usize = 256;
 
 /// A job event id: increasing in publication order on one bus (shared by all instances
 /// of a shared store). SSE sends it as `id:` so clients resume with `Last-Event-ID`.
+///
+/// Ids never go back (SPEC §4): every id is at least [`EventId::floor`] of the time it was
+/// published, so a store that loses its counter (the memory store restarting, Redis
+/// restarting without persistence, a failover, an expired counter) goes on above every id
+/// it gave before, as long as the clock does not go back by more than the time between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub u64);
+
+impl EventId {
+    /// Ids the time floor moves by per millisecond: more events than this in one
+    /// millisecond run ahead of the floor, which then catches up.
+    pub const PER_MILLISECOND: u64 = 1000;
+
+    /// The smallest id an event published at `now` gets: milliseconds since 1970 times
+    /// [`PER_MILLISECOND`](Self::PER_MILLISECOND) (≈ 1.8 × 10¹⁵ in 2026, a safe integer
+    /// for JavaScript clients until the year 2255).
+    pub fn floor(now: Timestamp) -> u64 {
+        u64::try_from(now.unix_millis())
+            .unwrap_or(0)
+            .saturating_mul(Self::PER_MILLISECOND)
+    }
+
+    /// The id of an event published at `now` after the one numbered `last`.
+    pub fn after(last: u64, now: Timestamp) -> u64 {
+        last.saturating_add(1).max(Self::floor(now))
+    }
+}
 
 /// A change of a job, as published to its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

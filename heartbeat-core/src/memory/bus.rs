@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::Timestamp;
 use crate::jobs::{
     BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner,
 };
@@ -53,8 +54,16 @@ impl EventBus for MemoryEventBus {
         let mut history = self.inner.history.entry(job.owner.clone()).or_default();
         // Ids are drawn and delivered under the owner's lock, so one owner's events are in
         // id order everywhere.
+        let now = Timestamp::now();
+        let last = self
+            .inner
+            .last_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(EventId::after(last, now))
+            })
+            .unwrap_or_else(|last| last);
         let event = JobEvent {
-            id: EventId(self.inner.last_id.fetch_add(1, Ordering::Relaxed) + 1),
+            id: EventId(EventId::after(last, now)),
             job: job.clone(),
         };
         history.push_back(event.clone());

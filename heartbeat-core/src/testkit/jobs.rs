@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use super::{EVENT_WAIT, Fixture};
 use crate::ManualClock;
 use crate::jobs::{
-    EventBus, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
+    EventBus, EventId, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
     JobsConfig, JobsError, LIVE_BUFFER, Owner,
 };
 use crate::store::Commit;
@@ -450,4 +450,57 @@ pub async fn the_simulator_never_overrides_a_worker<F: Fixture>(fixture: &F) {
     clock.advance(Duration::from_secs(60));
     assert_eq!(jobs.complete_due(100).await.unwrap(), 0);
     assert_eq!(state(running.id).await.state, JobState::Running);
+}
+
+/// A client that resumes with an id the bus does not know (ahead of every kept event:
+/// from another deployment, or from before the store lost its data) is not left silent:
+/// it gets every kept event of its owner, then the live ones (SPEC §4).
+pub async fn a_resume_from_an_unknown_id_is_never_silent<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let alice = owner("alice");
+    let first = jobs.create(&alice).await.unwrap();
+    let kept = jobs.replay(&alice, None).await.unwrap();
+    let unknown = EventId(
+        kept.last()
+            .unwrap()
+            .id
+            .0
+            .saturating_mul(1000)
+            .max(u64::MAX / 4),
+    );
+    let mut stream = Box::pin(jobs.events(alice.clone(), Some(unknown)).await.unwrap());
+    let replayed = next_resumed(&mut stream).await;
+    assert_eq!(
+        (replayed.job.id, replayed.job.state),
+        (first.id, JobState::Pending)
+    );
+    jobs.update(first.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+    let live = next_resumed(&mut stream).await;
+    assert_eq!(
+        (live.job.id, live.job.state),
+        (first.id, JobState::Completed)
+    );
+    // An owner with nothing kept at all: live events still arrive.
+    let bob = owner("bob");
+    let mut stream = Box::pin(jobs.events(bob.clone(), Some(unknown)).await.unwrap());
+    let job = jobs.create(&bob).await.unwrap();
+    assert_eq!(next_resumed(&mut stream).await.job.id, job.id);
+}
+
+/// Event ids carry the time: they are never below the floor of when they were published,
+/// so a bus that lost its counter goes on above every id it gave before (SPEC §4).
+pub async fn event_ids_are_above_the_time_floor<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, None).await;
+    let before = EventId::floor(crate::Timestamp::now());
+    let job = jobs.create(&owner("alice")).await.unwrap();
+    let event = jobs.replay(&owner("alice"), None).await.unwrap();
+    assert_eq!(event.last().unwrap().job.id, job.id);
+    assert!(
+        event.last().unwrap().id.0 >= before,
+        "{event:?} below {before}"
+    );
 }

@@ -1,4 +1,11 @@
 local id = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[5])
+if id < floor then
+  -- The counter was lost (a restart without persistence, a failover, an expired key):
+  -- go on from the time floor, above every id handed out before.
+  redis.call('SET', KEYS[1], ARGV[5])
+  id = floor
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local event = '{"id":' .. string.format('%d', id) .. ',"job":' .. ARGV[2] .. '}'
 redis.call('ZADD', KEYS[2], id, event)
