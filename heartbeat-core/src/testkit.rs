@@ -95,3 +95,60 @@ macro_rules! conformance_tests {
         )+
     };
 }
+
+/// An event bus that refuses its first `failures` publications (as a Redis that times out
+/// would), then passes everything to `inner`: for tests of what happens when publishing
+/// fails after a job change was stored.
+#[derive(Debug, Clone)]
+pub struct FlakyBus<B> {
+    inner: B,
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<B: EventBus> FlakyBus<B> {
+    /// A bus over `inner` that refuses its next `failures` publications.
+    pub fn new(inner: B, failures: usize) -> Self {
+        Self {
+            inner,
+            failures: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures)),
+        }
+    }
+}
+
+impl<B: EventBus> EventBus for FlakyBus<B> {
+    async fn publish(
+        &self,
+        job: &crate::jobs::Job,
+    ) -> Result<crate::jobs::JobEvent, crate::jobs::BusError> {
+        use std::sync::atomic::Ordering;
+        let refused = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if refused {
+            return Err(crate::StoreError::unavailable(
+                "the bus refused this publication (FlakyBus)",
+                std::io::Error::from(std::io::ErrorKind::TimedOut),
+            )
+            .into());
+        }
+        self.inner.publish(job).await
+    }
+
+    async fn subscribe(
+        &self,
+        owner: &crate::jobs::Owner,
+    ) -> Result<crate::jobs::EventStream, crate::jobs::BusError> {
+        self.inner.subscribe(owner).await
+    }
+
+    async fn replay(
+        &self,
+        owner: &crate::jobs::Owner,
+        after: Option<crate::jobs::EventId>,
+    ) -> Result<Vec<crate::jobs::JobEvent>, crate::jobs::BusError> {
+        self.inner.replay(owner, after).await
+    }
+}

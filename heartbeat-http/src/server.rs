@@ -125,15 +125,16 @@ pub async fn serve_router(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let simulator = app.settings().job_time.map(|_| {
+    // Publishes what the bus refused before, and runs the JOB_TIME simulator when set.
+    let background = {
         let jobs = app.jobs().clone();
         tokio::spawn(async move {
-            jobs.run_completions(|error| {
-                tracing::warn!(%error, "the job simulator could not complete due jobs");
+            jobs.run_background(|error| {
+                tracing::warn!(%error, "job background work failed; retrying");
             })
             .await;
         })
-    });
+    };
     let stop = app.shutdown().clone();
     crate::listen::serve(listener, router, async move {
         shutdown.await;
@@ -141,9 +142,7 @@ pub async fn serve_router(
         stop.cancel();
     })
     .await;
-    if let Some(simulator) = simulator {
-        simulator.abort();
-    }
+    background.abort();
     if let Err(error) = app.heartbeats().store().flush().await {
         tracing::error!(%error, "flushing the store on shutdown failed");
     }

@@ -272,3 +272,27 @@ async fn clients_from_before_a_restart_get_the_next_completion() {
     }
     after.stop().await;
 }
+
+/// `POST /create` never answers an error for a job it stored (the HeyGen client would
+/// read the error text as a job id): a publication the bus refuses goes out later, and the
+/// SSE client still gets the completion (SPEC §4, at least once).
+#[tokio::test]
+async fn a_refused_publication_still_reaches_the_stream() {
+    let app = heartbeat_http::server::app(
+        common::codec(),
+        heartbeat_core::memory::MemorySessionStore::new(),
+        heartbeat_core::memory::MemoryJobStore::new(),
+        heartbeat_core::testkit::FlakyBus::new(heartbeat_core::memory::MemoryEventBus::new(), 3),
+        common::settings(),
+    );
+    let server = common::serve(app).await;
+    let mut stream = Sse::open(&server, "/status?uuid=flaky", None).await;
+    let id = create(&server, "flaky").await;
+    let event = stream.next().await;
+    assert_eq!(event.event, format!("status_{id}"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.data).unwrap(),
+        json!({ "id": id, "message": "completed" })
+    );
+    server.stop().await;
+}

@@ -5,6 +5,7 @@
 
 mod fanout;
 mod model;
+mod outbox;
 mod resume;
 mod service;
 mod store;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::model::{Job, JobError, JobId, JobState, JobUpdate, NewJob, Owner};
+use super::outbox::Outbox;
 use super::store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};
 use crate::store::{Commit, StoreError};
 use crate::{Clock, SystemClock};
@@ -31,11 +34,11 @@ pub enum JobsError {
 /// Due jobs completed at once by [`Jobs::complete_due`].
 const COMPLETE_IN_PARALLEL: usize = 32;
 
-/// How often [`Jobs::run_completions`] looks for due jobs: a job completes at most this
+/// How often [`Jobs::run_background`] looks for due jobs: a job completes at most this
 /// long after its due time (plus the time to complete the ones due before it).
 pub const COMPLETION_TICK: Duration = Duration::from_millis(10);
 
-/// Most jobs [`Jobs::run_completions`] completes per tick.
+/// Most jobs [`Jobs::run_background`] completes per tick.
 const COMPLETION_BATCH: usize = 1000;
 
 /// Settings of [`Jobs`].
@@ -82,6 +85,7 @@ pub struct Jobs<S, B, C = SystemClock> {
     bus: B,
     clock: C,
     config: JobsConfig,
+    outbox: Arc<Outbox>,
 }
 
 impl<S: JobStore, B: EventBus> Jobs<S, B> {
@@ -92,6 +96,7 @@ impl<S: JobStore, B: EventBus> Jobs<S, B> {
             bus,
             clock: SystemClock,
             config: JobsConfig::default(),
+            outbox: Arc::default(),
         }
     }
 }
@@ -104,6 +109,7 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             bus: self.bus,
             clock,
             config: self.config,
+            outbox: self.outbox,
         }
     }
 
@@ -128,7 +134,14 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         &self.bus
     }
 
-    /// Creates a pending job for `owner` and publishes it.
+    /// Stored job changes the bus has not taken yet (they are published again, in order,
+    /// before any later change and by [`run_background`](Self::run_background)).
+    pub fn unpublished(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Creates a pending job for `owner` and publishes it. Once the job is stored, this
+    /// succeeds: a publication the bus refuses waits in the outbox and goes out later.
     pub async fn create(&self, owner: &Owner) -> Result<Job, JobsError> {
         let now = self.clock.now();
         let complete_at = self.config.job_time.map(|after| now + after);
@@ -140,7 +153,7 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
                 complete_at,
             })
             .await?;
-        self.bus.publish(&job).await?;
+        self.outbox.publish(&self.bus, &job).await;
         Ok(job)
     }
 
@@ -158,8 +171,9 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         Ok(self.store.list_by_owner(owner, limit).await?)
     }
 
-    /// Applies a worker's update (forward only) and publishes the change. An update that
-    /// changes nothing succeeds and publishes nothing.
+    /// Applies a worker's update (forward only) and publishes the change (later, through
+    /// the outbox, if the bus refuses it now). An update that changes nothing succeeds and
+    /// publishes nothing.
     pub async fn update(&self, id: JobId, update: &JobUpdate) -> Result<Job, JobsError> {
         Ok(self.apply(id, update, |_| true).await?.0)
     }
@@ -184,7 +198,9 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
             };
             match self.store.compare_and_set(&version, &next).await? {
                 Commit::Applied => {
-                    self.bus.publish(&next).await?;
+                    // Stored: the change is the answer even if the bus refuses it now
+                    // (the outbox publishes it later).
+                    self.outbox.publish(&self.bus, &next).await;
                     return Ok((next, true));
                 }
                 Commit::Conflict => continue,
@@ -229,15 +245,22 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         Ok(completed)
     }
 
-    /// Completes due jobs (the `JOB_TIME` simulator) every [`COMPLETION_TICK`], until the
-    /// future is dropped. A failed round is handed to `on_error` and the next tick tries
-    /// again. Safe to run on every instance sharing a store at once.
-    pub async fn run_completions(&self, mut on_error: impl FnMut(JobsError) + Send) {
+    /// The service's background work, every [`COMPLETION_TICK`] until the future is
+    /// dropped: publishes the changes the bus refused before (the outbox), and, with
+    /// [`JobsConfig::job_time`], completes due jobs (the `JOB_TIME` simulator). A failed
+    /// round is handed to `on_error` and the next tick tries again. Safe to run on every
+    /// instance sharing a store at once.
+    pub async fn run_background(&self, mut on_error: impl FnMut(JobsError) + Send) {
         let mut tick = tokio::time::interval(COMPLETION_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(error) = self.complete_due(COMPLETION_BATCH).await {
+            if let Err(error) = self.outbox.flush(&self.bus).await {
+                on_error(error.into());
+            }
+            if self.config.job_time.is_some()
+                && let Err(error) = self.complete_due(COMPLETION_BATCH).await
+            {
                 on_error(error);
             }
         }

@@ -386,7 +386,7 @@ pub async fn a_lagging_event_stream_replays_what_it_missed<F: Fixture>(fixture: 
     }
 }
 
-/// The completion loop ([`Jobs::run_completions`], the `JOB_TIME` simulator) completes a
+/// The completion loop ([`Jobs::run_background`], the `JOB_TIME` simulator) completes a
 /// job once its time has come by the service's clock, and announces it.
 pub async fn the_completion_loop_completes_due_jobs<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
@@ -400,7 +400,7 @@ pub async fn the_completion_loop_completes_due_jobs<F: Fixture>(fixture: &F) {
     let looping = jobs.clone();
     let running = tokio::spawn(async move {
         looping
-            .run_completions(move |_| {
+            .run_background(move |_| {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             })
             .await;
