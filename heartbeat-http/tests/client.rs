@@ -224,19 +224,22 @@ async fn fallback_polls_while_sse_is_refused() {
         Ok(JobStatus::Completed)
     );
 
-    // Without fallback, an SSE-only client does not poll: the job completes (300 ms) but the
-    // listener hears nothing until the client is moved to polling.
+    // Without fallback, an SSE-only client does not poll: the stream that cannot be opened
+    // is the listener's error (as in the TypeScript client); moved to polling, the client
+    // learns the completion.
     let strict = JobsClient::new(options(&server, Mode::Sse)).unwrap();
     let id = strict.create_job().await.unwrap();
     let mut listener = strict.listen(id);
+    let status = tokio::time::timeout(WAIT, listener.next()).await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(900), listener.next())
-            .await
-            .is_err()
+        matches!(status, Some(Err(ClientError::Sse { .. }))),
+        "{status:?}"
     );
     strict.change_backend(Mode::Poll);
-    let status = tokio::time::timeout(WAIT, listener.next()).await.unwrap();
-    assert_eq!(status, Some(Ok(JobStatus::Completed)));
+    let status = tokio::time::timeout(WAIT, strict.wait_for_job(id))
+        .await
+        .unwrap();
+    assert_eq!(status, Ok(JobStatus::Completed));
     server.stop().await;
 }
 
@@ -600,4 +603,170 @@ async fn other_answers_are_retried_not_obeyed() {
     assert_eq!(retries, 2, "the 400 and the 502 were retried");
     assert_eq!(player.stop().await, StopReason::Closed);
     server.stop().await;
+}
+
+/// Serves `router` on a fresh loopback port (a peer that misbehaves on purpose).
+async fn stub(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// An SSE stream that sends only keep-alive comments, every 50 ms, forever.
+fn keep_alives_only() -> axum::response::Response {
+    use axum::response::sse::{Event, Sse};
+    let stream = futures_util::stream::repeat_with(|| {
+        Ok::<_, std::convert::Infallible>(Event::default().comment("keep-alive"))
+    })
+    .then(|event| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        event
+    });
+    Sse::new(stream).into_response()
+}
+
+fn sse_options(url: &str) -> Options {
+    Options {
+        keepalive: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(500),
+        ..Options::new(url, Mode::Sse)
+    }
+}
+
+/// The status check made when a listener attaches fails (a 503): it is made again until
+/// it succeeds, since in SSE mode nothing else would tell a job that finished before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_status_check_is_made_again() {
+    use std::sync::atomic::AtomicUsize;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = checks.clone();
+    let url = stub(
+        axum::Router::new()
+            .route(
+                "/status",
+                axum::routing::get(|| async { keep_alives_only() }),
+            )
+            .route(
+                "/status/{id}",
+                axum::routing::get(move || {
+                    let counted = counted.clone();
+                    async move {
+                        match counted.fetch_add(1, Ordering::SeqCst) {
+                            0 => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy"),
+                            _ => (axum::http::StatusCode::OK, "completed"),
+                        }
+                    }
+                }),
+            ),
+    )
+    .await;
+    let client = JobsClient::new(sse_options(&url)).unwrap();
+    let status = tokio::time::timeout(WAIT, client.wait_for_job(JobId(7)))
+        .await
+        .unwrap();
+    assert_eq!(status, Ok(JobStatus::Completed));
+    assert!(checks.load(Ordering::SeqCst) >= 2);
+}
+
+/// A status check that never gets an answer is cut by the request timeout and made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_check_that_never_answers_times_out_and_is_made_again() {
+    use std::sync::atomic::AtomicUsize;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = checks.clone();
+    let url = stub(
+        axum::Router::new()
+            .route(
+                "/status",
+                axum::routing::get(|| async { keep_alives_only() }),
+            )
+            .route(
+                "/status/{id}",
+                axum::routing::get(move || {
+                    let counted = counted.clone();
+                    async move {
+                        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                            std::future::pending::<()>().await;
+                        }
+                        "completed"
+                    }
+                }),
+            ),
+    )
+    .await;
+    let client = JobsClient::new(sse_options(&url)).unwrap();
+    let status = tokio::time::timeout(WAIT, client.wait_for_job(JobId(8)))
+        .await
+        .expect("no hang: every request has a timeout");
+    assert_eq!(status, Ok(JobStatus::Completed));
+}
+
+/// A connection that stays open but sends nothing (half-open, no keep-alives) is taken as
+/// broken after two keep-alive intervals and opened again; the completion comes on the new
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_reconnected() {
+    use axum::response::sse::{Event, Sse};
+    use std::sync::atomic::AtomicUsize;
+    let streams = Arc::new(AtomicUsize::new(0));
+    let opened = streams.clone();
+    let url = stub(
+        axum::Router::new()
+            .route(
+                "/status",
+                axum::routing::get(move || {
+                    let opened = opened.clone();
+                    async move {
+                        if opened.fetch_add(1, Ordering::SeqCst) == 0 {
+                            // Headers, then silence: a connection that died half-open.
+                            let silent = futures_util::stream::pending::<
+                                Result<Event, std::convert::Infallible>,
+                            >();
+                            return Sse::new(silent).into_response();
+                        }
+                        let completed = Event::default()
+                            .id("5")
+                            .event("status_9")
+                            .data(r#"{"id":9,"message":"completed"}"#);
+                        let events =
+                            futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                                completed,
+                            )])
+                            .chain(futures_util::stream::pending());
+                        Sse::new(events).into_response()
+                    }
+                }),
+            )
+            .route("/status/{id}", axum::routing::get(|| async { "pending" })),
+    )
+    .await;
+    let client = JobsClient::new(sse_options(&url)).unwrap();
+    let status = tokio::time::timeout(WAIT, client.wait_for_job(JobId(9)))
+        .await
+        .unwrap();
+    assert_eq!(status, Ok(JobStatus::Completed));
+    assert!(
+        streams.load(Ordering::SeqCst) >= 2,
+        "the stream was opened again"
+    );
+}
+
+/// With SSE only and no fallback, an SSE failure reaches the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fallback_sse_errors_reach_the_caller() {
+    let url = stub(
+        axum::Router::new()
+            .route(
+                "/status",
+                axum::routing::get(|| async { (axum::http::StatusCode::BAD_GATEWAY, "down") }),
+            )
+            .route("/status/{id}", axum::routing::get(|| async { "pending" })),
+    )
+    .await;
+    let client = JobsClient::new(sse_options(&url)).unwrap();
+    let status = tokio::time::timeout(WAIT, client.wait_for_job(JobId(10)))
+        .await
+        .unwrap();
+    assert!(matches!(status, Err(ClientError::Sse { .. })), "{status:?}");
 }

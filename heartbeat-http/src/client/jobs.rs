@@ -50,11 +50,17 @@ pub struct Options {
     /// The owner (`uuid`) this client creates and watches jobs as; a random UUID when
     /// `None`.
     pub owner: Option<String>,
+    /// The server's SSE keep-alive interval (`SSE_KEEPALIVE_SECS`, 15 s by default): a
+    /// stream silent for two of them is taken as broken (a half-open connection) and
+    /// reconnected.
+    pub keepalive: Duration,
+    /// The longest a request (create, status check, opening the stream) may take.
+    pub request_timeout: Duration,
 }
 
 impl Options {
     /// Options for `url` in `mode`, with `logging: false`, `fallback: false`,
-    /// `poll_interval: 1 s` and a random owner.
+    /// `poll_interval: 1 s`, a random owner, `keepalive: 15 s` and `request_timeout: 10 s`.
     pub fn new(url: impl Into<String>, mode: Mode) -> Self {
         Self {
             url: url.into(),
@@ -63,6 +69,8 @@ impl Options {
             fallback: false,
             poll_interval: Duration::from_secs(1),
             owner: None,
+            keepalive: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -192,6 +200,7 @@ struct Shared {
     base: Url,
     owner: String,
     logging: bool,
+    request_timeout: Duration,
     listeners: Mutex<HashMap<JobId, Vec<mpsc::UnboundedSender<Delivery>>>>,
 }
 
@@ -242,24 +251,52 @@ impl Shared {
         self.url(&["status", &id.to_string()])
     }
 
-    /// Asks the server for one job's status; transient failures are logged, not delivered.
-    async fn check(&self, id: JobId) {
-        let response = match self.http.get(self.status_url(id)).send().await {
+    /// True while someone listens to job `id`.
+    fn is_watched(&self, id: JobId) -> bool {
+        self.listeners()
+            .get(&id)
+            .is_some_and(|senders| senders.iter().any(|sender| !sender.is_closed()))
+    }
+
+    /// Asks the server for one job's status until it answers (a failure is retried with
+    /// backoff), or nobody listens any more: the check made when a listener attaches must
+    /// not be lost to a 503 or a timeout, since in SSE mode nothing else asks again.
+    async fn check_until_answered(&self, id: JobId) {
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+        while !self.check(id).await && self.is_watched(id) {
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Asks the server for one job's status; returns whether it answered (transient
+    /// failures are logged, not delivered).
+    async fn check(&self, id: JobId) -> bool {
+        let request = self
+            .http
+            .get(self.status_url(id))
+            .timeout(self.request_timeout);
+        let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
                 self.log(format_args!("status of job {id}: {error}"));
-                return;
+                return false;
             }
         };
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(error) => {
+                self.log(format_args!("status of job {id}: {error}"));
+                return false;
+            }
+        };
         let delivery = match status.as_u16() {
             200 => JobStatus::parse(&text)
                 .ok_or_else(|| ClientError::parse(format!("status `{text}` of job {id}"), None)),
             401 | 404 => Err(ClientError::JobNotFound(id)),
             _ => {
                 self.log(format_args!("status of job {id}: HTTP {status}"));
-                return;
+                return false;
             }
         };
         if delivery != Ok(JobStatus::Pending) {
@@ -267,6 +304,15 @@ impl Shared {
                 self.log(format_args!("job {id} is {status:?} (polled)"));
             }
             self.deliver(id, delivery);
+        }
+        true
+    }
+
+    /// Delivers `error` to every listener (they end).
+    fn fail_all(&self, error: &ClientError) {
+        let ids: Vec<JobId> = self.listeners().keys().copied().collect();
+        for id in ids {
+            self.deliver(id, Err(error.clone()));
         }
     }
 
@@ -327,6 +373,7 @@ impl JobsClient {
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             logging: options.logging,
+            request_timeout: options.request_timeout,
             listeners: Mutex::new(HashMap::new()),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -339,6 +386,10 @@ impl JobsClient {
             last_event_id: None,
             next_attempt: Instant::now(),
             backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
+            idle_timeout: options
+                .keepalive
+                .saturating_mul(2)
+                .max(Duration::from_millis(100)),
         };
         let driver = tokio::spawn(driver.run(receiver));
         Ok(Self {
@@ -364,6 +415,7 @@ impl JobsClient {
             .shared
             .http
             .post(self.shared.url(&["create"]))
+            .timeout(self.shared.request_timeout)
             .send()
             .await
             .map_err(|error| ClientError::request("POST /create", error))?;
@@ -490,6 +542,15 @@ impl Stream for JobListener {
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Why the bytes of an SSE stream stopped.
+#[derive(Debug, thiserror::Error)]
+enum SseFailure {
+    #[error(transparent)]
+    Transport(reqwest::Error),
+    #[error("no event or keep-alive for {0:?}: the connection is taken as broken")]
+    Silent(Duration),
+}
+
 type SseStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, ClientError>> + Send>>;
 
 /// The background task: owns the SSE connection and the poll timer.
@@ -502,6 +563,8 @@ struct Driver {
     last_event_id: Option<String>,
     next_attempt: Instant,
     backoff: Backoff,
+    /// A stream silent this long (no event, no keep-alive) is reconnected.
+    idle_timeout: Duration,
 }
 
 enum Wake {
@@ -545,7 +608,10 @@ impl Driver {
             };
             match wake {
                 Wake::Command(None) => return,
-                Wake::Command(Some(Command::Check(id))) => self.shared.check(id).await,
+                Wake::Command(Some(Command::Check(id))) => {
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move { shared.check_until_answered(id).await });
+                }
                 Wake::Command(Some(Command::Mode(mode))) => {
                     self.mode = mode;
                     if mode == Mode::Poll {
@@ -576,7 +642,7 @@ impl Driver {
         if let Some(id) = &self.last_event_id {
             request = request.header("last-event-id", id.as_str());
         }
-        let opened = match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
+        let opened = match tokio::time::timeout(self.shared.request_timeout, request.send()).await {
             Ok(Ok(response)) if response.status().is_success() => Ok(response),
             Ok(Ok(response)) => Err(ClientError::sse(
                 format!("GET /status answered HTTP {}", response.status()),
@@ -586,11 +652,27 @@ impl Driver {
                 format!("GET /status: {error}"),
                 Some(Arc::new(error)),
             )),
-            Err(_) => Err(ClientError::sse("GET /status: no answer within 10 s", None)),
+            Err(_) => Err(ClientError::sse(
+                format!(
+                    "GET /status: no answer within {:?}",
+                    self.shared.request_timeout
+                ),
+                None,
+            )),
         };
         match opened {
             Ok(response) => {
-                let events = response.bytes_stream().eventsource().map(|event| {
+                // A half-open connection sends nothing, not even keep-alives: a silence
+                // of two intervals ends the stream, and it is opened again.
+                let idle = self.idle_timeout;
+                let bytes = tokio_stream::StreamExt::timeout(response.bytes_stream(), idle).map(
+                    move |chunk| match chunk {
+                        Ok(Ok(bytes)) => Ok(bytes),
+                        Ok(Err(error)) => Err(SseFailure::Transport(error)),
+                        Err(_) => Err(SseFailure::Silent(idle)),
+                    },
+                );
+                let events = bytes.eventsource().map(|event| {
                     event
                         .map_err(|error| ClientError::sse(error.to_string(), Some(Arc::new(error))))
                 });
@@ -602,6 +684,7 @@ impl Driver {
             }
             Err(error) => {
                 self.shared.log(format_args!("{error}"));
+                self.report(&error);
                 self.schedule_retry();
                 if self.polling() {
                     self.shared.check_all().await;
@@ -612,6 +695,15 @@ impl Driver {
 
     fn schedule_retry(&mut self) {
         self.next_attempt = Instant::now() + self.backoff.next_delay();
+    }
+
+    /// With SSE only and no fallback, a stream that cannot be opened is the listeners'
+    /// error (the TypeScript client's behaviour): nothing else would tell them anything. A
+    /// stream that breaks once open (or falls silent) is opened again instead.
+    fn report(&self, error: &ClientError) {
+        if self.mode == Mode::Sse && !self.fallback {
+            self.shared.fail_all(error);
+        }
     }
 
     async fn lost(&mut self, why: &ClientError) {
