@@ -39,6 +39,37 @@ pub struct Cli {
 pub enum Command {
     /// Print a heartbeat token for a new playback (what a backend hands its player).
     IssueToken(IssueTokenArgs),
+    /// Print an owner token for `/v1` (needs `OWNER_KEY`).
+    IssueOwnerToken(IssueOwnerTokenArgs),
+}
+
+/// `issue-owner-token` options.
+#[derive(Debug, Clone, Args)]
+pub struct IssueOwnerTokenArgs {
+    /// The owner (the `uuid` its jobs are created with).
+    #[arg(long)]
+    pub owner: String,
+    /// The key owner tokens are signed with (the server's `OWNER_KEY`).
+    #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
+    pub owner_key: Option<String>,
+}
+
+/// `OWNER_AUTH`: whether the `/v1` routes need an owner token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OwnerAuth {
+    /// A token is checked when given; a plain `uuid` is accepted too.
+    Optional,
+    /// A plain `uuid` is refused (401): only owner tokens.
+    Required,
+}
+
+/// Owner tokens on the `/v1` routes (`OWNER_KEY`, `OWNER_AUTH`).
+#[derive(Debug, Clone)]
+pub struct OwnerTokens {
+    /// The signing key.
+    pub key: heartbeat_core::jobs::OwnerKey,
+    /// Whether a plain `uuid` is refused.
+    pub required: bool,
 }
 
 /// Where sessions, progress, history and jobs are kept.
@@ -180,6 +211,20 @@ pub struct ServerArgs {
     /// as `https://app.example.com,http://localhost:5173`. Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<CorsOrigins>,
+    /// Key the owner tokens of the `/v1` routes are signed with
+    /// (`owner.<base64url HMAC-SHA256(OWNER_KEY, owner)>`; `issue-owner-token` prints one).
+    #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
+    pub owner_key: Option<String>,
+    /// `optional`: a token is checked when given; `required`: `/v1` refuses a plain `uuid`
+    /// (401). The HeyGen routes always take a plain `uuid`.
+    #[arg(
+        long,
+        env = "OWNER_AUTH",
+        value_enum,
+        default_value = "optional",
+        ignore_case = true
+    )]
+    pub owner_auth: OwnerAuth,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
     #[arg(long, env = "FAIL_OPEN", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
@@ -280,6 +325,8 @@ pub struct Settings {
     /// `CORS_ORIGINS`: the browser origins allowed to call the server; `None`: no CORS
     /// headers at all.
     pub cors: Option<CorsOrigins>,
+    /// `OWNER_KEY` / `OWNER_AUTH`: owner tokens on the `/v1` routes; `None`: plain `uuid`.
+    pub owner_tokens: Option<OwnerTokens>,
 }
 
 /// Which web origins browsers may call the server from (`CORS_ORIGINS`).
@@ -340,6 +387,7 @@ impl Default for Settings {
             job_time: None,
             retention: Retention::default(),
             cors: None,
+            owner_tokens: None,
         }
     }
 }
@@ -361,6 +409,22 @@ impl ServerArgs {
             }
             Some(key) => Some(key.to_owned()),
         };
+        let owner_tokens = match (
+            self.owner_key.as_deref().filter(|key| !key.is_empty()),
+            self.owner_auth,
+        ) {
+            (Some(key), auth) => Some(OwnerTokens {
+                key: heartbeat_core::jobs::OwnerKey::new(key),
+                required: auth == OwnerAuth::Required,
+            }),
+            (None, OwnerAuth::Required) => {
+                return Err(ConfigError::new(
+                    "OWNER_AUTH",
+                    "is `required`, but OWNER_KEY is not set: set the key owner tokens are signed with",
+                ));
+            }
+            (None, OwnerAuth::Optional) => None,
+        };
         tracing_subscriber::EnvFilter::try_new(&self.log)
             .map_err(|error| ConfigError::new("LOG", format!("is not a valid filter: {error}")))?;
         if self.sled_path.as_os_str().is_empty() {
@@ -379,6 +443,7 @@ impl ServerArgs {
                 retention_secs: self.retention_days * 86_400,
             },
             cors: self.cors_origins.clone(),
+            owner_tokens,
         })
     }
 }

@@ -45,6 +45,15 @@ impl ApiError {
         Self::outage()
     }
 
+    /// 401 for a `/v1` request whose owner token is missing or wrong (it says nothing of
+    /// the owner).
+    pub fn unauthorized_owner() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or wrong owner token (Authorization: Bearer owner.…, or ?owner_token=).",
+        )
+    }
+
     /// 503 with `Retry-After`, the cause already logged. Counted as a store failure of the
     /// route.
     pub fn outage() -> Self {

@@ -29,6 +29,8 @@ pub struct OwnerQuery {
     pub limit: Option<usize>,
     /// `Last-Event-ID` for clients that cannot set headers.
     pub last_event_id: Option<String>,
+    /// An owner token, for clients that cannot set `Authorization` (`EventSource`).
+    pub owner_token: Option<String>,
 }
 
 fn owner_of(
@@ -42,6 +44,33 @@ fn owner_of(
         .ok_or_else(|| "the uuid query parameter (the job owner) is required".to_owned())?;
     let owner = Owner::new(uuid).map_err(|error| error.to_string())?;
     Ok((owner, query))
+}
+
+/// The owner of a `/v1` request: its `uuid`, proven by an owner token when `OWNER_KEY`
+/// is set and a token is given (`Authorization: Bearer owner.…` or `?owner_token=`), and
+/// required to be when `OWNER_AUTH=required`. A refusal says nothing of the owner.
+fn proven_owner(
+    app: &App,
+    headers: &HeaderMap,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<(Owner, OwnerQuery), ApiError> {
+    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
+    let Some(tokens) = &app.settings().owner_tokens else {
+        return Ok((owner, query));
+    };
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let proven = match bearer.or(query.owner_token.as_deref()) {
+        Some(token) => tokens.key.verify(&owner, token.trim()),
+        None => !tokens.required,
+    };
+    if proven {
+        Ok((owner, query))
+    } else {
+        Err(ApiError::unauthorized_owner())
+    }
 }
 
 /// The HeyGen status text of a state: the mock knows `pending` and `completed`; a running
@@ -140,10 +169,9 @@ fn job_event(event: &JobEvent) -> Option<Event> {
 async fn event_stream(
     app: &App,
     headers: &HeaderMap,
-    query: Result<Query<OwnerQuery>, QueryRejection>,
+    (owner, query): (Owner, OwnerQuery),
     to_event: fn(&JobEvent) -> Option<Event>,
 ) -> Result<Response, ApiError> {
-    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
     let after = sse::last_event_id(headers, query.last_event_id.as_deref())?;
     let events = app
         .jobs()
@@ -160,7 +188,8 @@ pub async fn heygen_events(
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    event_stream(&app, &headers, query, heygen_event).await
+    let owner = owner_of(query).map_err(ApiError::bad_request)?;
+    event_stream(&app, &headers, owner, heygen_event).await
 }
 
 /// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
@@ -169,15 +198,17 @@ pub async fn events(
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    event_stream(&app, &headers, query, job_event).await
+    let owner = proven_owner(&app, &headers, query)?;
+    event_stream(&app, &headers, owner, job_event).await
 }
 
 /// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
 pub async fn create(
     State(app): State<App>,
+    headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
+    let (owner, _) = proven_owner(&app, &headers, query)?;
     let job = app.jobs().create(&owner).await.map_err(json_failure)?;
     Ok((StatusCode::CREATED, Json(job)))
 }
@@ -185,9 +216,10 @@ pub async fn create(
 /// `GET /v1/jobs?uuid=<owner>&limit=N`: the owner's jobs, newest first.
 pub async fn list(
     State(app): State<App>,
+    headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
+    let (owner, query) = proven_owner(&app, &headers, query)?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIST {
         return Err(ApiError::bad_request(format!(
@@ -206,10 +238,11 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 /// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's.
 pub async fn get(
     State(app): State<App>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Json<Job>, ApiError> {
-    let (owner, _) = owner_of(query).map_err(ApiError::bad_request)?;
+    let (owner, _) = proven_owner(&app, &headers, query)?;
     let job = app
         .jobs()
         .get(job_id(&id)?, &owner)

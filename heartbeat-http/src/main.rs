@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
-use heartbeat_http::config::{Cli, Command, ConfigError, IssueTokenArgs};
+use heartbeat_http::config::{Cli, Command, ConfigError, IssueOwnerTokenArgs, IssueTokenArgs};
 use heartbeat_http::server;
 
 fn main() -> ExitCode {
@@ -17,6 +17,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::IssueToken(args)) => match issue_token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::IssueOwnerToken(args)) => match issue_owner_token(&args) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -93,4 +103,20 @@ fn issue_token(args: &IssueTokenArgs) -> Result<String, ConfigError> {
     codec
         .seal(&data)
         .map_err(|error| ConfigError::new("issue-token", format!("cannot seal: {error}")))
+}
+
+fn issue_owner_token(args: &IssueOwnerTokenArgs) -> Result<String, ConfigError> {
+    let key = args
+        .owner_key
+        .as_deref()
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "OWNER_KEY",
+                "is required: set it to the key the server signs owner tokens with",
+            )
+        })?;
+    let owner = heartbeat_core::jobs::Owner::new(&args.owner)
+        .map_err(|error| ConfigError::new("issue-owner-token", format!("--owner: {error}")))?;
+    Ok(heartbeat_core::jobs::OwnerKey::new(key).token(&owner))
 }

@@ -69,6 +69,8 @@ fn help_documents_every_setting() {
         "REDIS_POOL_SIZE",
         "PASSWORD",
         "CORS_ORIGINS",
+        "OWNER_KEY",
+        "OWNER_AUTH",
     ] {
         assert!(
             help.contains(&format!("[env: {setting}")),
@@ -321,4 +323,22 @@ fn the_job_simulator_is_off_unless_job_time_is_set() {
         Some(std::time::Duration::from_secs(2))
     );
     assert_eq!(parse(&["heartbeat-server", "--job-time", "0"]), None);
+}
+
+#[test]
+fn issue_owner_token_prints_a_token_the_server_accepts() {
+    use heartbeat_core::jobs::{Owner, OwnerKey};
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        dir.path(),
+        &[("OWNER_KEY", "cli owner key")],
+        &["issue-owner-token", "--owner", "alice"],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let key = OwnerKey::new("cli owner key");
+    assert!(key.verify(&Owner::new("alice").unwrap(), token.trim()));
+    let output = run(dir.path(), &[], &["issue-owner-token", "--owner", "alice"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("OWNER_KEY"));
 }

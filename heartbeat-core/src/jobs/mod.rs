@@ -6,6 +6,7 @@
 mod fanout;
 mod model;
 mod outbox;
+mod owner_key;
 mod resume;
 mod service;
 mod store;
@@ -14,6 +15,7 @@ pub use fanout::{Fanout, LIVE_BUFFER};
 pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };
+pub use owner_key::OwnerKey;
 pub use service::{COMPLETION_TICK, Jobs, JobsConfig, JobsError};
 pub use store::{
     BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, JobEvent, JobStore,
