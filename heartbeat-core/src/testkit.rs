@@ -83,6 +83,7 @@ macro_rules! conformance_tests {
             jobs::the_simulator_never_overrides_a_worker,
             jobs::a_resume_from_an_unknown_id_is_never_silent,
             jobs::event_ids_are_above_the_time_floor,
+            jobs::finished_jobs_are_kept_for_the_retention,
         );
     };
     (@tests $setup:path; $($module:ident :: $test:ident),+ $(,)?) => {

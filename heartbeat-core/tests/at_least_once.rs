@@ -66,3 +66,31 @@ async fn the_background_work_publishes_what_the_bus_refused() {
     running.abort();
     assert_eq!(jobs.unpublished(), 0);
 }
+
+/// The memory stores drop finished jobs and their events once the retention has passed
+/// (they would otherwise grow with every page load of the HeyGen client, which makes a
+/// fresh owner each time); unfinished jobs stay.
+#[tokio::test]
+async fn the_memory_stores_forget_finished_jobs_after_the_retention() {
+    use heartbeat_core::Timestamp;
+    use heartbeat_core::jobs::{EventBus, JobStore};
+    let retention = Duration::from_secs(86_400);
+    let store = MemoryJobStore::with_retention(retention);
+    let bus = MemoryEventBus::with_limits(256, retention);
+    let jobs = Jobs::new(store.clone(), bus.clone());
+    let alice = Owner::new("alice").unwrap();
+    let finished = jobs.create(&alice).await.unwrap();
+    jobs.update(finished.id, &completed()).await.unwrap();
+    let unfinished = jobs.create(&Owner::new("bob").unwrap()).await.unwrap();
+    let later = Timestamp::now() + Duration::from_secs(2 * 86_400);
+    assert_eq!(store.sweep(later), 1);
+    assert!(store.get(finished.id).await.unwrap().is_none());
+    assert!(store.get(unfinished.id).await.unwrap().is_some());
+    assert_eq!(
+        bus.sweep(later),
+        1,
+        "alice's events are gone, bob's are kept"
+    );
+    assert!(bus.replay(&alice, None).await.unwrap().is_empty());
+    assert!(store.list_by_owner(&alice, 10).await.unwrap().is_empty());
+}

@@ -243,6 +243,10 @@ pub struct ServerArgs {
     /// Play history entries kept per user.
     #[arg(long, env = "HISTORY_CAP", default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub history_cap: usize,
+    /// Days a finished job and its events are kept after it finished (1 to 3650), on every
+    /// store.
+    #[arg(long = "job-retention-days", env = "JOB_RETENTION", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub job_retention_days: u64,
     /// Days progress and history are kept after their last change.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub retention_days: u64,
@@ -320,6 +324,8 @@ pub struct Settings {
     pub sse_keepalive: Duration,
     /// `JOB_TIME`.
     pub job_time: Option<Duration>,
+    /// `JOB_RETENTION`: how long finished jobs and their events are kept.
+    pub job_retention: Duration,
     /// History and progress retention.
     pub retention: Retention,
     /// `CORS_ORIGINS`: the browser origins allowed to call the server; `None`: no CORS
@@ -385,6 +391,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
             job_time: None,
+            job_retention: heartbeat_core::jobs::DEFAULT_JOB_RETENTION,
             retention: Retention::default(),
             cors: None,
             owner_tokens: None,
@@ -438,6 +445,7 @@ impl ServerArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
             job_time: (self.job_time > 0).then(|| Duration::from_millis(self.job_time)),
+            job_retention: Duration::from_secs(self.job_retention_days * 86_400),
             retention: Retention {
                 history_cap: self.history_cap,
                 retention_secs: self.retention_days * 86_400,

@@ -97,6 +97,7 @@ pub fn app_on_storage(
         .jobs()
         .with_config(JobsConfig {
             job_time: settings.job_time,
+            retention: settings.job_retention,
             ..JobsConfig::default()
         })
         .with_clock(clock);
@@ -227,11 +228,15 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
             {
                 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
                 let listener = bind(&settings)?;
+                let retention = settings.job_retention;
                 let app = app(
                     codec,
                     MemorySessionStore::new(),
-                    MemoryJobStore::new(),
-                    MemoryEventBus::new(),
+                    MemoryJobStore::with_retention(retention),
+                    MemoryEventBus::with_limits(
+                        heartbeat_core::jobs::DEFAULT_EVENT_HISTORY,
+                        retention,
+                    ),
                     settings,
                 );
                 run_app(app, listener).await
@@ -244,6 +249,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
             {
                 let mut config = heartbeat_store_sled::SledConfig::new(&args.sled_path);
                 config.sync_writes = args.sled_sync_writes;
+                config.job_retention = settings.job_retention;
                 let store = heartbeat_store_sled::SledStore::open(config)
                     .map_err(|error| StartError::Store(format!("SLED_PATH: {error}")))?;
                 let listener = bind(&settings)?;
@@ -263,6 +269,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 config.command_timeout = Duration::from_millis(args.redis_timeout_ms);
                 config.node_progress = args.redis_node_progress;
                 config.pool_size = args.redis_pool_size;
+                config.job_retention = settings.job_retention;
                 let store = RedisStore::connect(config)
                     .await
                     .map_err(|error| match error {

@@ -71,6 +71,7 @@ fn help_documents_every_setting() {
         "CORS_ORIGINS",
         "OWNER_KEY",
         "OWNER_AUTH",
+        "JOB_RETENTION",
     ] {
         assert!(
             help.contains(&format!("[env: {setting}")),

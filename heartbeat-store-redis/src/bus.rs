@@ -70,7 +70,7 @@ impl EventBus for RedisStore {
             encode(job)?,
             self.inner.event_history.to_string(),
             self.inner.job_retention_millis.to_string(),
-            EventId::floor(heartbeat_core::Timestamp::now()).to_string(),
+            EventId::floor_now().to_string(),
         ];
         let id: u64 = self
             .eval(

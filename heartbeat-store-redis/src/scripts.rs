@@ -46,7 +46,7 @@ const COMPARE_AND_SET: &str = include_str!("lua/compare_and_set.lua");
 /// Publishes a job event: draws its id, keeps it in the owner's bounded history and
 /// publishes it, atomically (so every subscriber sees one owner's events in id order).
 /// `KEYS`: event counter, owner's events. `ARGV`: channel, job JSON, history bound, ttl ms,
-/// the id floor of now ([`EventId::floor`](heartbeat_core::jobs::EventId::floor)).
+/// the id floor of now ([`EventId::floor_now`](heartbeat_core::jobs::EventId::floor_now)).
 /// Returns the event id.
 const PUBLISH_EVENT: &str = include_str!("lua/publish_event.lua");
 

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 
-use heartbeat_core::Timestamp;
 use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, Job, JobEvent, Owner};
 
 use heartbeat_core::kit::decode;
@@ -17,17 +16,17 @@ impl EventBus for SledStore {
         let prefix = keys::owner_events(&job.owner);
         // One owner's events are stored and delivered in id order.
         let _owner = self.inner.publish_stripes[stripe_of(&prefix)].lock().await;
-        // Ids never go back: they carry the time (EventId::floor), so a restart goes on
+        // Ids never go back: they carry the time (EventId::floor_now), so a restart goes on
         // above every id handed out before.
-        let now = Timestamp::now();
-        let last = self
-            .inner
-            .last_event_id
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(EventId::after(last, now))
-            })
-            .unwrap_or_else(|last| last);
-        let id = EventId(EventId::after(last, now));
+        let mut next = 0;
+        let _ =
+            self.inner
+                .last_event_id
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                    next = EventId::after(last);
+                    Some(next)
+                });
+        let id = EventId(next);
         let event = JobEvent {
             id,
             job: job.clone(),

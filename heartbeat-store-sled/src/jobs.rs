@@ -18,6 +18,45 @@ struct VersionedJob<J> {
 }
 
 impl SledStore {
+    /// Drops the jobs that finished longer than the job retention before `now`, with their
+    /// index entries and events; returns how many jobs.
+    ///
+    /// # Errors
+    ///
+    /// When sled fails to read or write.
+    pub fn sweep_jobs(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let tree = &self.inner.tree;
+        let retention = self.inner.job_retention;
+        let mut gone = std::collections::HashSet::new();
+        for entry in tree.scan_prefix(keys::JOB_PREFIX) {
+            let (key, value) = entry.map_err(sled_error)?;
+            let stored: VersionedJob<Job> = decode("a job", &value)?;
+            if stored.job.is_past_retention(now, retention) {
+                tree.remove(&key).map_err(sled_error)?;
+                tree.remove(keys::owner_job(&stored.job.owner, stored.job.id))
+                    .map_err(sled_error)?;
+                gone.insert(stored.job.id);
+            }
+        }
+        let mut events = Vec::new();
+        for entry in tree.scan_prefix(keys::EVENT_PREFIX) {
+            let (key, value) = entry.map_err(sled_error)?;
+            let event: heartbeat_core::jobs::JobEvent = decode("a job event", &value)?;
+            events.push((key, event));
+        }
+        gone.extend(heartbeat_core::jobs::jobs_past_retention(
+            events.iter().map(|(_, event)| event),
+            now,
+            retention,
+        ));
+        for (key, event) in events {
+            if gone.contains(&event.job.id) {
+                tree.remove(key).map_err(sled_error)?;
+            }
+        }
+        Ok(gone.len())
+    }
+
     fn read_job(&self, id: JobId) -> Result<Option<VersionedJob<Job>>, StoreError> {
         self.inner
             .tree
@@ -85,6 +124,13 @@ impl JobStore for SledStore {
     type Version = u64;
 
     async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
+        if self.inner.job_sweeps.sweep_now() {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || {
+                // A failed sweep is retried at the next round; reads skip old jobs anyway.
+                let _ = store.sweep_jobs(Timestamp::now());
+            });
+        }
         let job = job.into_job(self.next_job_id()?);
         let stored = VersionedJob {
             version: self.next_version()?,

@@ -63,6 +63,8 @@ pub(crate) fn owner_job(owner: &Owner, id: JobId) -> Vec<u8> {
 }
 
 pub(crate) const DUE_PREFIX: &[u8] = &[DUE];
+pub(crate) const JOB_PREFIX: &[u8] = &[JOB];
+pub(crate) const EVENT_PREFIX: &[u8] = &[EVENT];
 
 /// Due entries sort by time, then id. Signed millis are shifted so negatives sort first.
 pub(crate) fn due(at: Timestamp, id: JobId) -> Vec<u8> {

@@ -78,6 +78,9 @@ pub struct SledConfig {
     pub cache_capacity_bytes: u64,
     /// Events kept per owner for replay (default [`DEFAULT_EVENT_HISTORY`]).
     pub event_history: usize,
+    /// How long a finished job and its events are kept after it finished (server setting
+    /// `JOB_RETENTION`, default 7 days).
+    pub job_retention: std::time::Duration,
 }
 
 impl SledConfig {
@@ -94,6 +97,7 @@ impl SledConfig {
             flush_every_ms: 500,
             cache_capacity_bytes: 64 * 1024 * 1024,
             event_history: DEFAULT_EVENT_HISTORY,
+            job_retention: heartbeat_core::jobs::DEFAULT_JOB_RETENTION,
         }
     }
 }
@@ -118,6 +122,8 @@ struct Inner {
     /// The last job event id handed out by this process.
     last_event_id: std::sync::atomic::AtomicU64,
     sweeps: SweepCadence,
+    job_retention: std::time::Duration,
+    job_sweeps: SweepCadence,
     /// Where the periodic sweep goes on from.
     sweep_cursor: Mutex<Vec<u8>>,
     /// Held for the life of the store: refuses a second process.
@@ -161,6 +167,8 @@ impl SledStore {
                 live: Fanout::new(),
                 last_event_id: std::sync::atomic::AtomicU64::new(0),
                 sweeps: SweepCadence::default(),
+                job_retention: config.job_retention,
+                job_sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
                 _lock: opened.lock,
             }),

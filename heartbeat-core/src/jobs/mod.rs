@@ -16,7 +16,8 @@ pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };
 pub use owner_key::OwnerKey;
-pub use service::{COMPLETION_TICK, Jobs, JobsConfig, JobsError};
+pub use service::{COMPLETION_TICK, DEFAULT_JOB_RETENTION, Jobs, JobsConfig, JobsError};
 pub use store::{
     BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, JobEvent, JobStore,
+    jobs_past_retention,
 };

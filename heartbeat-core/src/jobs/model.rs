@@ -251,6 +251,12 @@ impl Job {
         self.state == JobState::Pending && self.progress == 0
     }
 
+    /// True when the job finished longer than `retention` before `now`: it and its events
+    /// are no longer kept (`JOB_RETENTION`). Unfinished jobs are always kept.
+    pub fn is_past_retention(&self, now: Timestamp, retention: std::time::Duration) -> bool {
+        self.state.is_final() && self.updated_at + retention < now
+    }
+
     /// The due-index entry (its `complete_at`) that this version of the job no longer
     /// needs: a finished job is never due again, and a job a worker touched is left to the
     /// worker. A store drops the entry when it stores this version.

@@ -68,7 +68,7 @@ impl<S: JobStore, B: EventBus + Clone, C: Clock> Jobs<S, B, C> {
             Some(_) => None,
         };
         let live = bus.subscribe(&owner).await?;
-        let pending = VecDeque::from(bus.replay(&owner, baseline).await?);
+        let pending = VecDeque::from(self.retained_events(bus.replay(&owner, baseline).await?));
         let state = Resume {
             bus,
             owner,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::model::{Job, JobError, JobId, JobState, JobUpdate, NewJob, Owner};
 use super::outbox::Outbox;
-use super::store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};
+use super::store::{
+    BusError, EventBus, EventId, EventStream, JobEvent, JobStore, jobs_past_retention,
+};
 use crate::store::{Commit, StoreError};
 use crate::{Clock, SystemClock};
 
@@ -50,7 +52,13 @@ pub struct JobsConfig {
     pub job_time: Option<Duration>,
     /// Compare-and-set attempts per update before [`StoreError::Contention`].
     pub max_attempts: u32,
+    /// How long a finished job and its events are kept after it finished
+    /// (`JOB_RETENTION`, 7 days): older ones read as gone on every store.
+    pub retention: Duration,
 }
+
+/// Finished jobs and their events are kept this long by default (`JOB_RETENTION`).
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 impl Default for JobsConfig {
     /// Jobs complete only when a worker says so (no simulator).
@@ -58,6 +66,7 @@ impl Default for JobsConfig {
         Self {
             job_time: None,
             max_attempts: 32,
+            retention: DEFAULT_JOB_RETENTION,
         }
     }
 }
@@ -157,9 +166,26 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         Ok(job)
     }
 
+    /// True while the job is kept (not finished longer than the retention ago).
+    fn retained(&self, job: &Job) -> bool {
+        !job.is_past_retention(self.clock.now(), self.config.retention)
+    }
+
+    /// The events whose jobs are still kept.
+    pub(super) fn retained_events(&self, mut events: Vec<JobEvent>) -> Vec<JobEvent> {
+        let gone = jobs_past_retention(&events, self.clock.now(), self.config.retention);
+        events.retain(|event| !gone.contains(&event.job.id));
+        events
+    }
+
     /// The job, if `owner` owns it.
     pub async fn get(&self, id: JobId, owner: &Owner) -> Result<Job, JobsError> {
-        let (job, _) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
+        let (job, _) = self
+            .store
+            .get(id)
+            .await?
+            .filter(|(job, _)| self.retained(job))
+            .ok_or(JobsError::NotFound(id))?;
         if &job.owner != owner {
             return Err(JobsError::Forbidden(id));
         }
@@ -168,7 +194,9 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
 
     /// An owner's jobs, newest first.
     pub async fn list(&self, owner: &Owner, limit: usize) -> Result<Vec<Job>, JobsError> {
-        Ok(self.store.list_by_owner(owner, limit).await?)
+        let mut jobs = self.store.list_by_owner(owner, limit).await?;
+        jobs.retain(|job| self.retained(job));
+        Ok(jobs)
     }
 
     /// Applies a worker's update (forward only) and publishes the change (later, through
@@ -277,6 +305,6 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         owner: &Owner,
         after: Option<EventId>,
     ) -> Result<Vec<JobEvent>, JobsError> {
-        Ok(self.bus.replay(owner, after).await?)
+        Ok(self.retained_events(self.bus.replay(owner, after).await?))
     }
 }

@@ -65,31 +65,31 @@ pub const DEFAULT_EVENT_HISTORY: usize = 256;
 /// A job event id: increasing in publication order on one bus (shared by all instances
 /// of a shared store). SSE sends it as `id:` so clients resume with `Last-Event-ID`.
 ///
-/// Ids never go back (SPEC §4): every id is at least [`EventId::floor`] of the time it was
-/// published, so a store that loses its counter (the memory store restarting, Redis
-/// restarting without persistence, a failover, an expired counter) goes on above every id
-/// it gave before, as long as the clock does not go back by more than the time between.
+/// Ids never go back (SPEC §4): every id is at least [`EventId::floor_now`] when it is
+/// published (the time in microseconds), so a store that loses its counter (the memory
+/// store restarting, Redis restarting without persistence, a failover, an expired counter)
+/// goes on above every id it gave before, as long as the clock does not go back by more
+/// than the time between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub u64);
 
 impl EventId {
-    /// Ids the time floor moves by per millisecond: more events than this in one
-    /// millisecond run ahead of the floor, which then catches up.
-    pub const PER_MILLISECOND: u64 = 1000;
-
-    /// The smallest id an event published at `now` gets: milliseconds since 1970 times
-    /// [`PER_MILLISECOND`](Self::PER_MILLISECOND) (≈ 1.8 × 10¹⁵ in 2026, a safe integer
-    /// for JavaScript clients until the year 2255).
-    pub fn floor(now: Timestamp) -> u64 {
-        u64::try_from(now.unix_millis())
-            .unwrap_or(0)
-            .saturating_mul(Self::PER_MILLISECOND)
+    /// The smallest id an event published now gets: microseconds since 1970 by the system
+    /// clock (≈ 1.8 × 10¹⁵ in 2026, a safe integer for JavaScript clients until the year
+    /// 2255). A counter that starts afresh (a new process, a counter that was lost) goes
+    /// on above every id handed out more than a microsecond before.
+    pub fn floor_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+            })
     }
 
-    /// The id of an event published at `now` after the one numbered `last`.
-    pub fn after(last: u64, now: Timestamp) -> u64 {
-        last.saturating_add(1).max(Self::floor(now))
+    /// The id of an event published now after the one numbered `last`: above both.
+    pub fn after(last: u64) -> u64 {
+        last.saturating_add(1).max(Self::floor_now())
     }
 }
 
@@ -100,6 +100,21 @@ pub struct JobEvent {
     pub id: EventId,
     /// The job as it is after the change.
     pub job: Job,
+}
+
+/// The jobs of `events` that finished longer than `retention` before `now`: all their
+/// events go (the ones from before they finished too). The one rule for which events are
+/// kept, used by the service and by stores that sweep.
+pub fn jobs_past_retention<'a>(
+    events: impl IntoIterator<Item = &'a JobEvent>,
+    now: Timestamp,
+    retention: std::time::Duration,
+) -> std::collections::HashSet<JobId> {
+    events
+        .into_iter()
+        .filter(|event| event.job.is_past_retention(now, retention))
+        .map(|event| event.job.id)
+        .collect()
 }
 
 /// Live events of one owner. Yields [`BusError::Lagged`] when the subscriber fell behind and

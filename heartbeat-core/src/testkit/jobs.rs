@@ -495,12 +495,63 @@ pub async fn a_resume_from_an_unknown_id_is_never_silent<F: Fixture>(fixture: &F
 pub async fn event_ids_are_above_the_time_floor<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let jobs = service(fixture, &clock, None).await;
-    let before = EventId::floor(crate::Timestamp::now());
+    let before = EventId::floor_now();
     let job = jobs.create(&owner("alice")).await.unwrap();
     let event = jobs.replay(&owner("alice"), None).await.unwrap();
     assert_eq!(event.last().unwrap().job.id, job.id);
     assert!(
         event.last().unwrap().id.0 >= before,
         "{event:?} below {before}"
+    );
+}
+
+/// Finished jobs and their events are gone once the retention (`JOB_RETENTION`) has
+/// passed since they finished, by the service's clock; unfinished jobs are kept.
+pub async fn finished_jobs_are_kept_for_the_retention<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = Jobs::new(fixture.jobs().await, fixture.bus().await)
+        .with_clock(clock.clone())
+        .with_config(JobsConfig {
+            retention: Duration::from_secs(86_400),
+            ..JobsConfig::default()
+        });
+    let alice = owner("alice");
+    let finished = jobs.create(&alice).await.unwrap();
+    jobs.update(finished.id, &to(JobState::Completed))
+        .await
+        .unwrap();
+    let unfinished = jobs.create(&alice).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(jobs.list(&alice, 10).await.unwrap().len(), 2);
+    assert_eq!(jobs.replay(&alice, None).await.unwrap().len(), 3);
+
+    clock.advance(Duration::from_secs(86_400));
+    assert!(matches!(
+        jobs.get(finished.id, &alice).await,
+        Err(JobsError::NotFound(_))
+    ));
+    let listed: Vec<JobId> = jobs
+        .list(&alice, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(listed, [unfinished.id]);
+    let replayed: Vec<JobId> = jobs
+        .replay(&alice, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.job.id)
+        .collect();
+    assert_eq!(
+        replayed,
+        [unfinished.id],
+        "the finished job's events are gone too"
+    );
+    assert_eq!(
+        jobs.get(unfinished.id, &alice).await.unwrap().state,
+        JobState::Pending
     );
 }

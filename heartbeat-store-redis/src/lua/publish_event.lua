@@ -1,8 +1,9 @@
 local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[5])
 if id < floor then
-  -- The counter was lost (a restart without persistence, a failover, an expired key):
-  -- go on from the time floor, above every id handed out before.
+  -- Ids carry the time (microseconds): catch up with it. A lost counter (a restart
+  -- without persistence, a failover, an expired key) so goes on above every id
+  -- handed out before.
   redis.call('SET', KEYS[1], ARGV[5])
   id = floor
 end
