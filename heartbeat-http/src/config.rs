@@ -132,16 +132,11 @@ impl TokenArgs {
     ///
     /// Names `SHARED_KEY` or `TOKEN_FORMAT` when they are missing or invalid.
     pub fn codec(&self) -> Result<TokenCodec, ConfigError> {
-        let key = self
-            .shared_key
-            .as_deref()
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "SHARED_KEY",
-                    "is required: set it to the key your backends seal tokens with",
-                )
-            })?;
+        let key = ConfigError::required(
+            self.shared_key.as_deref(),
+            "SHARED_KEY",
+            "the key your backends seal tokens with",
+        )?;
         Ok(TokenCodec::new(key)
             .map_err(|error| ConfigError::new("SHARED_KEY", error.to_string()))?
             .issuing(self.token_format.into())
@@ -298,6 +293,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A setting that must be given and not empty: its value, or an error saying what to
+    /// set it to.
+    ///
+    /// # Errors
+    ///
+    /// `<setting> is required: set it to <what>`.
+    pub fn required<'a>(
+        value: Option<&'a str>,
+        setting: &'static str,
+        what: &str,
+    ) -> Result<&'a str, ConfigError> {
+        value
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| ConfigError::new(setting, format!("is required: set it to {what}")))
+    }
+
     /// `setting` is wrong for `reason`.
     pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
         Self {

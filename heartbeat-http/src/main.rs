@@ -16,26 +16,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::IssueToken(args)) => match issue_token(&args) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(2)
-            }
-        },
-        Some(Command::IssueOwnerToken(args)) => match issue_owner_token(&args) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(2)
-            }
-        },
+        Some(Command::IssueToken(args)) => print_token(issue_token(&args)),
+        Some(Command::IssueOwnerToken(args)) => print_token(issue_owner_token(&args)),
         None => {
             // Every setting is checked before anything starts (and before the port is bound).
             if let Err(error) = cli
@@ -64,6 +46,20 @@ fn main() -> ExitCode {
                     ExitCode::from(error.exit_code())
                 }
             }
+        }
+    }
+}
+
+/// Prints what a token command made, or its error (exit code 2).
+fn print_token(made: Result<String, ConfigError>) -> ExitCode {
+    match made {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
         }
     }
 }
@@ -106,16 +102,11 @@ fn issue_token(args: &IssueTokenArgs) -> Result<String, ConfigError> {
 }
 
 fn issue_owner_token(args: &IssueOwnerTokenArgs) -> Result<String, ConfigError> {
-    let key = args
-        .owner_key
-        .as_deref()
-        .filter(|key| !key.is_empty())
-        .ok_or_else(|| {
-            ConfigError::new(
-                "OWNER_KEY",
-                "is required: set it to the key the server signs owner tokens with",
-            )
-        })?;
+    let key = ConfigError::required(
+        args.owner_key.as_deref(),
+        "OWNER_KEY",
+        "the key the server signs owner tokens with",
+    )?;
     let owner = heartbeat_core::jobs::Owner::new(&args.owner)
         .map_err(|error| ConfigError::new("issue-owner-token", format!("--owner: {error}")))?;
     Ok(heartbeat_core::jobs::OwnerKey::new(key).token(&owner))
