@@ -8,7 +8,8 @@
 //! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat --rate 1000 ...
 //! # GET /status/<id> polls
 //! cargo run --release -p heartbeat-examples --example loadgen -- status --url ... --concurrency 64
-//! # 10 000 SSE connections, each owning one job; the server's RSS read from /proc
+//! # 10 000 SSE connections, each owning one job (the server needs JOB_TIME, e.g. 2000, to
+//! # complete them); the server's RSS read from /proc
 //! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
 //!     --connections 10000 --server-pid "$(pgrep heartbeat-server)"
 //! ```
