@@ -2,8 +2,6 @@
 //! SIGTERM, then stop accepting, let requests finish, end SSE streams and flush the store.
 
 use std::future::Future;
-use std::time::Duration;
-
 use std::sync::Arc;
 
 use heartbeat_core::jobs::{EventBus, JobStore, JobsConfig};
@@ -266,7 +264,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 let mut config = RedisConfig::new(args.redis_url.clone());
                 config.namespace = args.redis_namespace.clone();
                 config.password = args.redis_password.clone();
-                config.command_timeout = Duration::from_millis(args.redis_timeout_ms);
+                config.command_timeout = std::time::Duration::from_millis(args.redis_timeout_ms);
                 config.node_progress = args.redis_node_progress;
                 config.pool_size = args.redis_pool_size;
                 config.job_retention = settings.job_retention;
