@@ -168,21 +168,7 @@ pub fn expire(
     (kept, write)
 }
 
-/// The sessions of `kept` that are active (not ended by someone else): the ones the limit
-/// and the edge count.
-fn active_only(kept: &UserSessions) -> UserSessions {
-    UserSessions {
-        sessions: kept
-            .sessions
-            .iter()
-            .filter(|(_, record)| record.is_active())
-            .map(|(id, record)| (id.clone(), record.clone()))
-            .collect(),
-        unreadable: Vec::new(),
-    }
-}
-
-/// Counted sessions (`hit_counter >= checking_threshold`) in the order in which they keep
+/// Counted sessions (active, `hit_counter >= checking_threshold`) in the order in which they keep
 /// playing: by `started_at` ascending for `MOST_RECENT` (the oldest keep playing), descending
 /// for `LEAST_RECENT` (the newest keep playing); ties by session id.
 pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a str> {
@@ -190,7 +176,7 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
     let mut counted: Vec<(&str, &SessionRecord)> = active
         .sessions
         .iter()
-        .filter(|(_, record)| record.hit_counter >= threshold)
+        .filter(|(_, record)| record.is_active() && record.hit_counter >= threshold)
         .map(|(id, record)| (id.as_str(), record))
         .collect();
     match token.strategy() {
@@ -202,9 +188,14 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
     counted.into_iter().map(|(id, _)| id).collect()
 }
 
-/// The limit check of SPEC §3.2, on sessions already expired.
+/// The limit check of SPEC §3.2, on sessions already expired; records of sessions ended by
+/// someone else do not count.
 pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), RejectReason> {
-    let count = active.sessions.len();
+    let count = active
+        .sessions
+        .values()
+        .filter(|record| record.is_active())
+        .count();
     if let Some(edge) = token.sessions_edge
         && count > edge as usize
     {
@@ -236,7 +227,11 @@ pub fn new_session_cause(
     let Some(session_id) = token.session_id.as_deref() else {
         return Some(NewSessionCause::FromBackend);
     };
-    let Some(stored) = active.sessions.get(session_id) else {
+    let Some(stored) = active
+        .sessions
+        .get(session_id)
+        .filter(|record| record.is_active())
+    else {
         return Some(NewSessionCause::Unknown);
     };
     if Some(stored.timestamp) != token.timestamp {
@@ -283,10 +278,9 @@ pub fn decide(
         .as_deref()
         .and_then(|id| kept.sessions.get(id))
         .and_then(|record| record.ended_by);
-    let active = active_only(&kept);
     let refusal = match ended {
         Some(by) => Err(RejectReason::Ended { by }),
-        None => check_limit(&active, token),
+        None => check_limit(&kept, token),
     };
     if let Err(reason) = refusal {
         write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
@@ -297,11 +291,12 @@ pub fn decide(
         };
     }
 
-    let cause = new_session_cause(now, token, &active);
+    let cause = new_session_cause(now, token, &kept);
+    // Not an ended record: a token of an ended session was refused above.
     let previous = token
         .session_id
         .as_deref()
-        .and_then(|id| active.sessions.get(id));
+        .and_then(|id| kept.sessions.get(id));
     let hit_counter = previous
         .map_or(0, |record| record.hit_counter)
         .saturating_add(1);
@@ -422,7 +417,7 @@ pub fn history_view(
     retention: &Retention,
     limit: usize,
 ) -> Vec<PlayRecord> {
-    let mut derived: Vec<PlayRecord> = stored
+    let (mut active, mut expired): (Vec<PlayRecord>, Vec<PlayRecord>) = stored
         .sessions
         .iter()
         .filter(|(_, record)| record.is_active())
@@ -436,16 +431,13 @@ pub fn history_view(
                 PlayRecord::active(id, record)
             }
         })
-        .collect();
-    // Active first, then by the time they ended, newest first.
-    derived
-        .sort_by_key(|entry| Reverse((entry.ended_at.is_none(), entry.ended_at, entry.started_at)));
-    let oldest_kept = now.add_millis(-retention.retention_millis());
-    let (active, expired): (Vec<_>, Vec<_>) = derived
-        .into_iter()
         .partition(|entry| entry.ended_at.is_none());
+    // Newest first: active ones by when they started, finished ones by when they ended.
+    active.sort_by_key(|entry| Reverse(entry.started_at));
+    expired.sort_by_key(|entry| Reverse((entry.ended_at, entry.started_at)));
     let mut finished: Vec<PlayRecord> = expired.into_iter().chain(ended).collect();
     finished.sort_by_key(|entry| Reverse(entry.ended_at));
+    let oldest_kept = now.add_millis(-retention.retention_millis());
     active
         .into_iter()
         .chain(finished)

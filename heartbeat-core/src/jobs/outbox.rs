@@ -30,13 +30,13 @@ impl Outbox {
     }
 
     /// Publishes `job`'s change, after any that wait; a change the bus refuses waits for
-    /// the next try. Returns whether everything is out.
-    pub(crate) async fn publish<B: EventBus>(&self, bus: &B, job: &Job) -> bool {
+    /// the next try (the outbox keeps it: nothing for the caller to do).
+    pub(crate) async fn publish<B: EventBus>(&self, bus: &B, job: &Job) {
         if self.len() == 0 && bus.publish(job).await.is_ok() {
-            return true;
+            return;
         }
         self.waiting().push_back(job.clone());
-        self.flush(bus).await.is_ok()
+        let _ = self.flush(bus).await;
     }
 
     /// Publishes the waiting changes in order; stops at the first the bus refuses.
