@@ -82,6 +82,10 @@ pub fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             "Content-Type must be application/json.",
         ));
     }
+    parse_json(body)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("The body is not valid JSON: {error}")))
 }
@@ -97,31 +101,31 @@ pub fn json_or_form_fields(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Map<String, Value>, ApiError> {
-    if media_type(headers).as_deref() == Some("application/x-www-form-urlencoded") {
-        let mut fields = Map::new();
-        for (name, value) in form_urlencoded::parse(body) {
-            let value = Value::String(value.into_owned());
-            match fields.get_mut(name.as_ref()) {
-                None => {
-                    fields.insert(name.into_owned(), value);
-                }
-                Some(Value::Array(values)) => values.push(value),
-                Some(first) => *first = Value::Array(vec![first.take(), value]),
+    match media_type(headers).as_deref() {
+        Some("application/x-www-form-urlencoded") => Ok(form_fields(body)),
+        Some(mime) if is_json(mime) => match parse_json(body)? {
+            Value::Object(fields) => Ok(fields),
+            _ => Err(ApiError::bad_request("The body must be a JSON object.")),
+        },
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/x-www-form-urlencoded.",
+        )),
+    }
+}
+
+/// A form's fields; one given more than once becomes an array of its values.
+fn form_fields(body: &[u8]) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        let value = Value::String(value.into_owned());
+        match fields.get_mut(name.as_ref()) {
+            None => {
+                fields.insert(name.into_owned(), value);
             }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
         }
-        return Ok(fields);
     }
-    match json_body(headers, body).map_err(|error| {
-        if error.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json or application/x-www-form-urlencoded.",
-            )
-        } else {
-            error
-        }
-    })? {
-        Value::Object(fields) => Ok(fields),
-        _ => Err(ApiError::bad_request("The body must be a JSON object.")),
-    }
+    fields
 }
