@@ -236,7 +236,11 @@ pub trait DynJobStore: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Job>, StoreError>>;
     /// [`JobStore::due`].
-    fn dyn_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<Job>, StoreError>>;
+    fn dyn_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Job, AnyVersion)>, StoreError>>;
 }
 
 impl<J> DynJobStore for J
@@ -270,8 +274,18 @@ where
         Box::pin(self.list_by_owner(owner, limit))
     }
 
-    fn dyn_due(&self, now: Timestamp, limit: usize) -> BoxFuture<'_, Result<Vec<Job>, StoreError>> {
-        Box::pin(self.due(now, limit))
+    fn dyn_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Job, AnyVersion)>, StoreError>> {
+        Box::pin(async move {
+            let due = self.due(now, limit).await?;
+            Ok(due
+                .into_iter()
+                .map(|(job, version)| (job, AnyVersion::new(version)))
+                .collect())
+        })
     }
 }
 
@@ -294,7 +308,11 @@ impl JobStore for SharedJobStore {
         self.0.dyn_list_by_owner(owner, limit).await
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Job, AnyVersion)>, StoreError> {
         self.0.dyn_due(now, limit).await
     }
 }

@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             jobs::stale_versions_conflict,
             jobs::owners_see_only_their_jobs,
             jobs::due_jobs_complete_once,
+            jobs::due_jobs_carry_their_versions,
             jobs::events_reach_their_owner_only,
             jobs::replay_returns_events_after_an_id,
             jobs::events_cross_clients,

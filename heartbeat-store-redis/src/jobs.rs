@@ -27,11 +27,12 @@ impl RedisStore {
         .await
     }
 
-    async fn jobs_by_id(&self, ids: Vec<u64>) -> Result<Vec<Job>, StoreError> {
+    /// The jobs still stored among `ids`, each with its version, in the order of `ids`.
+    async fn jobs_by_id(&self, ids: Vec<u64>) -> Result<Vec<(Job, String)>, StoreError> {
         let mut jobs = Vec::with_capacity(ids.len());
         let reads = ids.into_iter().map(|id| JobStore::get(self, JobId(id)));
         for job in futures_util::future::join_all(reads).await {
-            jobs.extend(job?.map(|(job, _)| job));
+            jobs.extend(job?);
         }
         Ok(jobs)
     }
@@ -127,10 +128,11 @@ impl JobStore for RedisStore {
             )
             .await
             .map_err(|error| store_error("job index read", error))?;
-        self.jobs_by_id(ids).await
+        let jobs = self.jobs_by_id(ids).await?;
+        Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Job, String)>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }

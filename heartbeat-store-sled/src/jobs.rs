@@ -85,11 +85,11 @@ impl SledStore {
             })
     }
 
-    fn jobs_by_id(&self, ids: impl Iterator<Item = u64>) -> Result<Vec<Job>, StoreError> {
+    fn jobs_by_id(&self, ids: impl Iterator<Item = u64>) -> Result<Vec<(Job, u64)>, StoreError> {
         let mut jobs = Vec::new();
         for id in ids {
             if let Some(stored) = self.read_job(JobId(id))? {
-                jobs.push(stored.job);
+                jobs.push((stored.job, stored.version));
             }
         }
         Ok(jobs)
@@ -178,10 +178,11 @@ impl JobStore for SledStore {
             }
             ids.extend(keys::trailing_u64(&key.map_err(sled_error)?));
         }
-        self.jobs_by_id(ids.into_iter())
+        let jobs = self.jobs_by_id(ids.into_iter())?;
+        Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Job, u64)>, StoreError> {
         let mut ids = Vec::new();
         for key in self
             .inner

@@ -1,8 +1,10 @@
 //! [`Jobs`]: job store + event bus + the forward-only rule.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use super::model::{Job, JobError, JobId, JobState, JobUpdate, NewJob, Owner};
 use super::outbox::Outbox;
@@ -34,7 +36,7 @@ pub enum JobsError {
 }
 
 /// Due jobs completed at once by [`Jobs::complete_due`].
-const COMPLETE_IN_PARALLEL: usize = 32;
+const COMPLETE_IN_PARALLEL: usize = 128;
 
 /// How often [`Jobs::run_background`] looks for due jobs: a job completes at most this
 /// long after its due time (plus the time to complete the ones due before it).
@@ -203,21 +205,26 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
     /// the outbox, if the bus refuses it now). An update that changes nothing succeeds and
     /// publishes nothing.
     pub async fn update(&self, id: JobId, update: &JobUpdate) -> Result<Job, JobsError> {
-        Ok(self.apply(id, update, |_| true).await?.0)
+        Ok(self.apply(id, None, update, |_| true).await?.0)
     }
 
     /// Applies `update` if `applies` holds for the job as loaded (checked in the same
     /// compare-and-set); the flag says whether this call changed the job (`false` when it
     /// already was as asked, e.g. completed by another instance meanwhile, or `applies`
-    /// refused it).
+    /// refused it). `loaded` is the job as just read, if the caller has it: the first
+    /// attempt then starts from it instead of reading it again.
     async fn apply(
         &self,
         id: JobId,
+        mut loaded: Option<(Job, S::Version)>,
         update: &JobUpdate,
         applies: impl Fn(&Job) -> bool,
     ) -> Result<(Job, bool), JobsError> {
         for _ in 0..self.config.max_attempts {
-            let (job, version) = self.store.get(id).await?.ok_or(JobsError::NotFound(id))?;
+            let (job, version) = match loaded.take() {
+                Some(loaded) => loaded,
+                None => self.store.get(id).await?.ok_or(JobsError::NotFound(id))?,
+            };
             if !applies(&job) {
                 return Ok((job, false));
             }
@@ -242,8 +249,8 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
     }
 
     /// Completes every job whose `complete_at` has come and that no worker has touched
-    /// (the `JOB_TIME` simulator); returns how many this call completed. Safe to run on every instance at once: each job
-    /// completes, and is published, once.
+    /// (the `JOB_TIME` simulator); returns how many this call completed. Safe to run on
+    /// every instance at once: each job completes, and is published, once.
     pub async fn complete_due(&self, limit: usize) -> Result<usize, JobsError> {
         let done = JobUpdate {
             state: Some(JobState::Completed),
@@ -251,24 +258,27 @@ impl<S: JobStore, B: EventBus, C: Clock> Jobs<S, B, C> {
         };
         let mut due = self.store.due(self.clock.now(), limit).await?;
         // Finished, or taken over by a worker: no longer the simulator's.
-        due.retain(Job::is_untouched);
+        due.retain(|(job, _)| job.is_untouched());
+        // A sliding window of completions: with a networked store the round trips
+        // overlap, and one slow job does not hold up the ones behind it.
+        let mut waiting = due.into_iter();
+        let complete = |(job, version): (Job, S::Version)| {
+            self.apply(job.id, Some((job, version)), &done, Job::is_untouched)
+        };
+        let mut in_flight: FuturesUnordered<_> = waiting
+            .by_ref()
+            .take(COMPLETE_IN_PARALLEL)
+            .map(complete)
+            .collect();
         let mut completed = 0;
-        // A few at a time: with a networked store the round trips overlap.
-        for chunk in due.chunks(COMPLETE_IN_PARALLEL) {
-            let results = futures_util::future::join_all(
-                chunk
-                    .iter()
-                    .map(|job| self.apply(job.id, &done, Job::is_untouched)),
-            )
-            .await;
-            for result in results {
-                match result {
-                    Ok((_, changed)) => completed += usize::from(changed),
-                    // Finished by a worker or another instance in the meantime.
-                    Err(JobsError::Rule(_)) => {}
-                    Err(other) => return Err(other),
-                }
+        while let Some(result) = in_flight.next().await {
+            match result {
+                Ok((_, changed)) => completed += usize::from(changed),
+                // Finished by a worker or another instance in the meantime.
+                Err(JobsError::Rule(_)) => {}
+                Err(other) => return Err(other),
             }
+            in_flight.extend(waiting.next().map(complete));
         }
         Ok(completed)
     }

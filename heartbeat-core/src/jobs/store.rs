@@ -51,12 +51,13 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
 
-    /// Up to `limit` jobs whose `complete_at` is at or before `now`, earliest first.
+    /// Up to `limit` jobs whose `complete_at` is at or before `now`, earliest first, each
+    /// with its version, so that completing one needs no second read.
     fn due(
         &self,
         now: Timestamp,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(Job, Self::Version)>, StoreError>> + Send;
 }
 
 /// Events an event bus keeps per owner for replay, unless configured otherwise.

@@ -133,7 +133,7 @@ impl JobStore for MemoryJobStore {
             .collect())
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Job, u64)>, StoreError> {
         let ids: Vec<JobId> = self
             .due_set()
             .iter()
@@ -143,7 +143,7 @@ impl JobStore for MemoryJobStore {
             .collect();
         Ok(ids
             .into_iter()
-            .filter_map(|id| self.inner.jobs.get(&id).map(|entry| entry.0.clone()))
+            .filter_map(|id| self.inner.jobs.get(&id).map(|entry| entry.value().clone()))
             .collect())
     }
 }

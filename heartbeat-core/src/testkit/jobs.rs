@@ -6,13 +6,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::{EVENT_WAIT, Fixture};
-use crate::ManualClock;
 use crate::jobs::{
     EventBus, EventId, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
     JobsConfig, JobsError, LIVE_BUFFER, Owner,
 };
 use crate::store::Commit;
 use crate::testkit::sessions::start;
+use crate::{Clock, ManualClock};
 
 fn owner(name: &str) -> Owner {
     Owner::new(name).unwrap()
@@ -226,6 +226,35 @@ pub async fn due_jobs_complete_once<F: Fixture>(fixture: &F) {
         JobState::Failed
     );
     assert_eq!(first.complete_due(100).await.unwrap(), 0);
+}
+
+/// `due` hands out each job with its current version: a compare-and-set with it applies,
+/// and one made stale by a change in between conflicts.
+pub async fn due_jobs_carry_their_versions<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let jobs = service(fixture, &clock, Some(Duration::from_secs(2))).await;
+    let store = fixture.jobs().await;
+    let alice = owner("alice");
+    let first = jobs.create(&alice).await.unwrap();
+    let second = jobs.create(&alice).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    let due = store.due(clock.now(), 10).await.unwrap();
+    let ids: Vec<JobId> = due.iter().map(|(job, _)| job.id).collect();
+    assert_eq!(ids, [first.id, second.id]);
+    jobs.update(second.id, &to(JobState::Running))
+        .await
+        .unwrap();
+    let mut commits = Vec::new();
+    for (job, version) in &due {
+        let completed = job.apply(&to(JobState::Completed), clock.now());
+        let completed = completed.unwrap().unwrap();
+        commits.push(store.compare_and_set(version, &completed).await.unwrap());
+    }
+    assert_eq!(commits, [Commit::Applied, Commit::Conflict]);
+    assert_eq!(
+        jobs.get(second.id, &alice).await.unwrap().state,
+        JobState::Running
+    );
 }
 
 /// Every change reaches its owner's subscribers, in order, and never another owner's.
