@@ -7,6 +7,11 @@ use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
 use heartbeat_http::config::{Cli, Command, ConfigError, IssueOwnerTokenArgs, IssueTokenArgs};
 use heartbeat_http::server;
 
+/// jemalloc rather than the system allocator: see the `jemalloc` feature.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     if let Err(error) = dotenvy::dotenv()
         && !error.not_found()
