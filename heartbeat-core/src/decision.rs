@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 
+use crate::analytics::IndexWrite;
 use crate::session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
 use crate::store::Retention;
 use crate::{HeartbeatData, Id, RejectStrategy, Timestamp};
@@ -88,12 +89,17 @@ pub struct SessionWrite {
     /// How long, in milliseconds from now, the longest-lived session of `sessions` can stay
     /// active: stores keep the user's sessions at least that long.
     pub keep_millis: i64,
+    /// The analytics indexes' changes (SPEC §3.9), applied in the same atomic step.
+    pub index: IndexWrite,
 }
 
 impl SessionWrite {
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.upsert.is_none() && self.remove.is_empty() && self.progress.is_none()
+        self.upsert.is_none()
+            && self.remove.is_empty()
+            && self.progress.is_none()
+            && self.index.refusal.is_none()
     }
 }
 

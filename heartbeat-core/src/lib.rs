@@ -32,6 +32,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod analytics;
 mod clock;
 mod data;
 pub mod decision;

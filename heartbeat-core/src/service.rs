@@ -1,5 +1,6 @@
 //! [`Heartbeats`]: codec + decision rules + store, the whole heartbeat use case in one type.
 
+use crate::analytics::{self, IndexKey, Refusal};
 use crate::decision::{self, Accepted, RejectReason, SessionWrite, Verdict};
 use crate::session::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
 use crate::store::{Commit, Retention, SessionStore, StoreError};
@@ -202,7 +203,11 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let fresh_id = uuid::Uuid::new_v4().to_string();
         let verdict = self
             .update(&data.user_id, |now, stored| {
-                let decision = decision::decide(now, data, stored, &fresh_id, progress);
+                let mut decision = decision::decide(now, data, stored, &fresh_id, progress);
+                if let Verdict::Reject(reason) = &decision.verdict {
+                    let refusal = Refusal::new(&data.user_id, reason, now, fresh_id.clone());
+                    decision.write.index.refusal = Some(refusal.key());
+                }
                 (Some(decision.write), decision.verdict)
             })
             .await?;
@@ -314,10 +319,14 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<T, StoreError> {
         for _ in 0..self.config.max_attempts {
             let loaded = self.store.load(user).await?;
-            let (write, result) = decide(self.clock.now(), &loaded.sessions);
+            let now = self.clock.now();
+            let (write, result) = decide(now, &loaded.sessions);
             let Some(mut write) = write.filter(|write| !write.is_empty()) else {
                 return Ok(result);
             };
+            write.index.finished = analytics::finished_moves(user, &loaded.sessions, &write);
+            write.index.keep_from =
+                IndexKey::floor(now.add_millis(-self.config.retention.retention_millis()));
             // The user's sessions are kept past their expiry for as long as the history
             // is: a session that times out is in the history without a later visit.
             write.keep_millis = write

@@ -23,6 +23,7 @@
 //! # Ok::<(), heartbeat_core::KeyError>(())
 //! ```
 
+use crate::analytics::{Index, IndexKey};
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -125,6 +126,20 @@ pub trait DynSessionStore: Send + Sync + 'static {
         user: &'a Id,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<PlayRecord>, StoreError>>;
+    /// [`SessionStore::index_range`].
+    fn dyn_index_range<'a>(
+        &'a self,
+        index: Index,
+        after: &'a IndexKey,
+        before: &'a IndexKey,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<IndexKey>, StoreError>>;
+    /// [`SessionStore::index_count`].
+    fn dyn_index_count<'a>(
+        &'a self,
+        index: Index,
+        from: &'a IndexKey,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// [`SessionStore::ping`].
     fn dyn_ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// [`SessionStore::flush`].
@@ -174,6 +189,24 @@ where
         Box::pin(self.history(user, limit))
     }
 
+    fn dyn_index_range<'a>(
+        &'a self,
+        index: Index,
+        after: &'a IndexKey,
+        before: &'a IndexKey,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<IndexKey>, StoreError>> {
+        Box::pin(self.index_range(index, after, before, limit))
+    }
+
+    fn dyn_index_count<'a>(
+        &'a self,
+        index: Index,
+        from: &'a IndexKey,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.index_count(index, from))
+    }
+
     fn dyn_ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.ping())
     }
@@ -206,6 +239,20 @@ impl SessionStore for SharedSessionStore {
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
         self.0.dyn_history(user, limit).await
+    }
+
+    async fn index_range(
+        &self,
+        index: Index,
+        after: &IndexKey,
+        before: &IndexKey,
+        limit: usize,
+    ) -> Result<Vec<IndexKey>, StoreError> {
+        self.0.dyn_index_range(index, after, before, limit).await
+    }
+
+    async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
+        self.0.dyn_index_count(index, from).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 
 use crate::Id;
+use crate::analytics::{Index, IndexKey};
 use crate::decision::SessionWrite;
 use crate::session::{PlayRecord, ProgressRecord, UserSessions};
 
@@ -132,6 +133,9 @@ impl<V> Loaded<V> {
 /// - An applied write's progress and history entries are stored too, and the user's keys
 ///   are kept at least [`SessionWrite::keep_millis`]. History keeps the newest `history_cap`
 ///   entries per user.
+/// - An applied write's [`SessionWrite::index`] changes are applied in the same step:
+///   the finished index's moves (drop `from`, add `to`), the refusal, and every entry of
+///   either index below `keep_from` dropped.
 /// - [`Commit::Applied`] means durable to the degree the store documents.
 ///
 /// The conformance suite in `heartbeat_core::testkit` (feature `testkit`) checks all of it.
@@ -167,6 +171,23 @@ pub trait SessionStore: Send + Sync + 'static {
         user: &Id,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<PlayRecord>, StoreError>> + Send;
+
+    /// Up to `limit` entries of an analytics index strictly between `after` and `before`,
+    /// in key order (SPEC §3.9; [`crate::analytics`]).
+    fn index_range(
+        &self,
+        index: Index,
+        after: &IndexKey,
+        before: &IndexKey,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<IndexKey>, StoreError>> + Send;
+
+    /// How many entries of an analytics index are at or after `from`.
+    fn index_count(
+        &self,
+        index: Index,
+        from: &IndexKey,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Checks the store can be reached (for readiness probes).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use heartbeat_core::analytics::{Index, IndexKey};
 use std::time::Duration;
 
 use heartbeat_core::decision::SessionWrite;
@@ -46,6 +47,20 @@ impl SessionStore for Down {
     }
 
     async fn history(&self, _: &Id, _: usize) -> Result<Vec<PlayRecord>, StoreError> {
+        Err(down())
+    }
+
+    async fn index_range(
+        &self,
+        _: Index,
+        _: &IndexKey,
+        _: &IndexKey,
+        _: usize,
+    ) -> Result<Vec<IndexKey>, StoreError> {
+        Err(down())
+    }
+
+    async fn index_count(&self, _: Index, _: &IndexKey) -> Result<u64, StoreError> {
         Err(down())
     }
 

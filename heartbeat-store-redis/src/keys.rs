@@ -1,5 +1,6 @@
 //! Key names (see the crate docs for the table).
 
+use heartbeat_core::analytics::Index;
 use heartbeat_core::Id;
 use heartbeat_core::jobs::{JobId, Owner};
 
@@ -57,6 +58,16 @@ impl Keys {
 
     pub(crate) fn owner_events(&self, owner: &Owner) -> String {
         format!("{}{{hb_events}}:owner:{owner}", self.namespace)
+    }
+
+    /// An analytics index (SPEC §3.9); both share a hash tag, so that one script writes
+    /// them on a cluster too.
+    pub(crate) fn analytics(&self, index: Index) -> String {
+        let name = match index {
+            Index::Finished => "finished",
+            Index::Refusals => "refusals",
+        };
+        format!("{}{{hb_history_index}}:{name}", self.namespace)
     }
 
     /// The pub/sub channel every instance listens on.

@@ -14,6 +14,13 @@ macro_rules! compare_and_apply_sessions {
     };
 }
 
+/// The analytics indexes' part of a commit (SPEC §3.9).
+macro_rules! analytics_index {
+    () => {
+        include_str!("lua/analytics_index.lua")
+    };
+}
+
 /// The session hash only (Redis Cluster: progress and history keys live in other slots
 /// and are written by their own scripts after an applied commit). 1 applied, 0 changed.
 const COMMIT_SESSIONS: &str = concat!(compare_and_apply_sessions!(), "return 1\n");
@@ -22,11 +29,18 @@ const COMMIT_SESSIONS: &str = concat!(compare_and_apply_sessions!(), "return 1\n
 /// (`KEYS[1]`), then, only if it applied, progress (`KEYS[2]`), history (`KEYS[3]`) and the
 /// Node server's progress hash (`KEYS[4]`). After the session arguments, `ARGV` has:
 /// retention ms, p, p × (asset, progress JSON), q, q × (field, value) for Node's hash,
-/// e, history cap, e × entry (oldest first). 1 applied, 0 changed.
+/// e, history cap, e × entry (oldest first), then the analytics index part
+/// ([`ANALYTICS_INDEX`], with its two keys as `KEYS[5]` and `KEYS[6]`). 1 applied, 0
+/// changed.
 const COMMIT_ALL: &str = concat!(
     compare_and_apply_sessions!(),
-    include_str!("lua/commit_all_tail.lua")
+    include_str!("lua/commit_all_tail.lua"),
+    analytics_index!()
 );
+
+/// The analytics indexes' part of a commit on its own (Redis Cluster: the two index keys
+/// share a hash tag). `KEYS`: finished, refusals; `ARGV` as in `lua/analytics_index.lua`.
+const ANALYTICS_INDEX: &str = concat!("local i = 1\n", analytics_index!());
 
 /// Sets hash fields and the key's TTL. `ARGV`: ttl ms, then (field, value) pairs.
 const HASH_SET: &str = include_str!("lua/hash_set.lua");
@@ -53,6 +67,7 @@ const PUBLISH_EVENT: &str = include_str!("lua/publish_event.lua");
 pub(crate) struct Scripts {
     pub(crate) commit_sessions: Script,
     pub(crate) commit_all: Script,
+    pub(crate) analytics_index: Script,
     pub(crate) hash_set: Script,
     pub(crate) list_push: Script,
     pub(crate) next_id: Script,
@@ -66,6 +81,7 @@ impl Scripts {
         Self {
             commit_sessions: Script::from_lua(COMMIT_SESSIONS),
             commit_all: Script::from_lua(COMMIT_ALL),
+            analytics_index: Script::from_lua(ANALYTICS_INDEX),
             hash_set: Script::from_lua(HASH_SET),
             list_push: Script::from_lua(LIST_PUSH),
             next_id: Script::from_lua(NEXT_ID),
@@ -75,10 +91,11 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.commit_sessions,
             &self.commit_all,
+            &self.analytics_index,
             &self.hash_set,
             &self.list_push,
             &self.next_id,

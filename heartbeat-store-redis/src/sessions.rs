@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::{ClientLike, HashesInterface, ListInterface};
+use fred::prelude::{ClientLike, HashesInterface, ListInterface, SortedSetsInterface};
+use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::decision::SessionWrite;
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
@@ -15,6 +16,23 @@ use crate::{RedisStore, decode, store_error};
 /// unchanged, whoever wrote it (this store or the Node server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSnapshot(Vec<(String, String)>);
+
+/// The arguments of `lua/analytics_index.lua`; none when there is nothing to add.
+fn index_args(index: &IndexWrite, ttl: &str) -> Option<Vec<String>> {
+    if index.finished.is_empty() && index.refusal.is_none() {
+        return None;
+    }
+    let mut args = Vec::with_capacity(4 + 2 * index.finished.len());
+    args.push(ttl.to_owned());
+    args.push(index.finished.len().to_string());
+    for step in &index.finished {
+        args.push(step.from.as_ref().map(ToString::to_string).unwrap_or_default());
+        args.push(step.to.to_string());
+    }
+    args.push(index.refusal.as_ref().map(ToString::to_string).unwrap_or_default());
+    args.push(index.keep_from.to_string());
+    Some(args)
+}
 
 fn retention_millis(limits: &Retention) -> String {
     limits
@@ -36,6 +54,9 @@ struct Extras {
     /// History entries (oldest first) and the cap.
     history: Vec<String>,
     cap: String,
+    /// The analytics index part (`lua/analytics_index.lua`), or none when the write
+    /// moves nothing and refuses nothing.
+    index: Option<Vec<String>>,
 }
 
 impl RedisStore {
@@ -49,8 +70,10 @@ impl RedisStore {
             Some((asset, progress)) => Some((asset, progress, encode(progress)?)),
             None => None,
         };
+        let ttl = retention_millis(limits);
         Ok(Extras {
-            ttl: retention_millis(limits),
+            index: index_args(&write.index, &ttl),
+            ttl,
             node_progress: progress.as_ref().filter(|_| self.inner.node_progress).map(
                 |(asset, progress, _)| [format!("{user}:{asset}"), progress.progress.to_string()],
             ),
@@ -77,6 +100,8 @@ impl Extras {
         args.push(self.history.len().to_string());
         args.push(self.cap);
         args.extend(self.history);
+        // An empty ttl: nothing to write in the indexes.
+        args.extend(self.index.unwrap_or_else(|| vec![String::new()]));
     }
 
     /// Writes them with one script per key (Redis Cluster).
@@ -114,8 +139,25 @@ impl Extras {
                 )
                 .await
         };
-        let (progress, history) = tokio::join!(progress, history);
-        progress.and(history)
+        let index = async {
+            let Some(args) = &self.index else {
+                return Ok(());
+            };
+            let keys = vec![
+                keys.analytics(Index::Finished),
+                keys.analytics(Index::Refusals),
+            ];
+            store
+                .eval::<()>(
+                    "analytics index write",
+                    &scripts.analytics_index,
+                    keys,
+                    args.clone(),
+                )
+                .await
+        };
+        let (progress, history, index) = tokio::join!(progress, history, index);
+        progress.and(history).and(index)
     }
 }
 
@@ -173,6 +215,8 @@ impl SessionStore for RedisStore {
                         keys.progress(user),
                         keys.history(user),
                         keys.node_progress(),
+                        keys.analytics(Index::Finished),
+                        keys.analytics(Index::Refusals),
                     ],
                     args,
                 )
@@ -222,6 +266,37 @@ impl SessionStore for RedisStore {
             .iter()
             .map(|json| decode("a history entry", json))
             .collect()
+    }
+
+    async fn index_range(
+        &self,
+        index: Index,
+        after: &IndexKey,
+        before: &IndexKey,
+        limit: usize,
+    ) -> Result<Vec<IndexKey>, StoreError> {
+        if after >= before || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found: Vec<String> = self
+            .client()
+            .zrangebylex(
+                self.inner.keys.analytics(index),
+                format!("({after}"),
+                format!("({before}"),
+                Some((0, count)),
+            )
+            .await
+            .map_err(|error| store_error("analytics index read", error))?;
+        Ok(found.into_iter().filter_map(IndexKey::from_stored).collect())
+    }
+
+    async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
+        self.client()
+            .zlexcount(self.inner.keys.analytics(index), format!("[{from}"), "+")
+            .await
+            .map_err(|error| store_error("analytics index count", error))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! length-prefixed (so no id can run into the next part) and numbers are big-endian (so
 //! keys sort by them).
 
+use heartbeat_core::analytics::{Index, IndexKey};
 use heartbeat_core::jobs::{EventId, JobId, Owner};
 use heartbeat_core::{Id, Timestamp};
 
@@ -12,6 +13,8 @@ const JOB: u8 = b'J';
 const OWNER_JOB: u8 = b'O';
 const DUE: u8 = b'D';
 const EVENT: u8 = b'E';
+const FINISHED: u8 = b'F';
+const REFUSAL: u8 = b'R';
 /// Counters and the format marker.
 pub(crate) const META_FORMAT: &[u8] = b"M:format";
 pub(crate) const META_JOB_ID: &[u8] = b"M:job_id";
@@ -33,6 +36,21 @@ fn id_part(key: Vec<u8>, id: &Id) -> Vec<u8> {
 pub(crate) const SESSIONS_PREFIX: &[u8] = &[SESSIONS];
 pub(crate) const PROGRESS_PREFIX: &[u8] = &[PROGRESS];
 pub(crate) const HISTORY_PREFIX: &[u8] = &[HISTORY];
+
+/// The prefix of an analytics index's keys.
+pub(crate) fn index_prefix(index: Index) -> u8 {
+    match index {
+        Index::Finished => FINISHED,
+        Index::Refusals => REFUSAL,
+    }
+}
+
+/// An analytics index entry: its prefix, then the entry's text, which sorts by time.
+pub(crate) fn index(index: Index, key: &IndexKey) -> Vec<u8> {
+    let mut bytes = vec![index_prefix(index)];
+    bytes.extend_from_slice(key.as_str().as_bytes());
+    bytes
+}
 
 pub(crate) fn sessions(user: &Id) -> Vec<u8> {
     id_part(vec![SESSIONS], user)

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::decision::SessionWrite;
 use heartbeat_core::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::store::{Commit, Loaded, Retention};
@@ -87,6 +88,7 @@ impl SledStore {
             let stored = Kept::for_millis(history, now, retention);
             tree.insert(key, encode(&stored)?).map_err(sled_error)?;
         }
+        self.apply_index(&write.index)?;
         if write.sessions.sessions.is_empty() {
             tree.remove(key).map_err(sled_error)?;
         } else {
@@ -98,6 +100,33 @@ impl SledStore {
             tree.insert(key, encode(&stored)?).map_err(sled_error)?;
         }
         Ok(Commit::Applied)
+    }
+}
+
+impl SledStore {
+    /// Moves the finished index's entries, adds the refusal and drops what is past the
+    /// retention (the oldest keys come first, so the trim reads only what it removes).
+    fn apply_index(&self, write: &IndexWrite) -> Result<(), StoreError> {
+        let tree = &self.inner.tree;
+        for step in &write.finished {
+            if let Some(from) = &step.from {
+                tree.remove(keys::index(Index::Finished, from))
+                    .map_err(sled_error)?;
+            }
+            tree.insert(keys::index(Index::Finished, &step.to), &[])
+                .map_err(sled_error)?;
+        }
+        if let Some(refusal) = &write.refusal {
+            tree.insert(keys::index(Index::Refusals, refusal), &[])
+                .map_err(sled_error)?;
+        }
+        for index in [Index::Finished, Index::Refusals] {
+            let start = vec![keys::index_prefix(index)];
+            for key in tree.range(start..keys::index(index, &write.keep_from)).keys() {
+                tree.remove(key.map_err(sled_error)?).map_err(sled_error)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -214,6 +243,43 @@ impl SessionStore for SledStore {
         let mut history = history.unwrap_or_default();
         history.truncate(limit);
         Ok(history)
+    }
+
+    async fn index_range(
+        &self,
+        index: Index,
+        after: &IndexKey,
+        before: &IndexKey,
+        limit: usize,
+    ) -> Result<Vec<IndexKey>, StoreError> {
+        if after >= before {
+            return Ok(Vec::new());
+        }
+        let (start, end) = (keys::index(index, after), keys::index(index, before));
+        let mut found = Vec::new();
+        for key in self.inner.tree.range(start.clone()..end).keys() {
+            let key = key.map_err(sled_error)?;
+            if found.len() == limit {
+                break;
+            }
+            if key == start {
+                continue;
+            }
+            let text = String::from_utf8(key[1..].to_vec())
+                .map_err(|error| StoreError::corrupt("an analytics index key", error))?;
+            found.extend(IndexKey::from_stored(text));
+        }
+        Ok(found)
+    }
+
+    async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
+        let end = [keys::index_prefix(index) + 1];
+        let mut count = 0_u64;
+        for key in self.inner.tree.range(keys::index(index, from)..end.to_vec()).keys() {
+            key.map_err(sled_error)?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

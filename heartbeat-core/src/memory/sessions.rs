@@ -1,10 +1,12 @@
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 
 use super::next_version;
 use crate::Id;
+use crate::analytics::{Index, IndexKey, IndexWrite};
 use crate::decision::SessionWrite;
 use crate::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
 use crate::session::{PlayRecord, ProgressRecord, UserSessions};
@@ -16,6 +18,34 @@ struct Inner {
     progress: DashMap<(String, String), Kept<ProgressRecord>>,
     history: DashMap<String, Kept<VecDeque<PlayRecord>>>,
     sweeps: SweepCadence,
+    finished: Mutex<BTreeSet<IndexKey>>,
+    refusals: Mutex<BTreeSet<IndexKey>>,
+}
+
+impl Inner {
+    fn index(&self, index: Index) -> MutexGuard<'_, BTreeSet<IndexKey>> {
+        let set = match index {
+            Index::Finished => &self.finished,
+            Index::Refusals => &self.refusals,
+        };
+        // The sets hold plain values; a panic elsewhere cannot leave one half-written.
+        set.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply_index(&self, write: &IndexWrite) {
+        let mut finished = self.index(Index::Finished);
+        for step in &write.finished {
+            if let Some(from) = &step.from {
+                finished.remove(from);
+            }
+            finished.insert(step.to.clone());
+        }
+        *finished = finished.split_off(&write.keep_from);
+        drop(finished);
+        let mut refusals = self.index(Index::Refusals);
+        refusals.extend(write.refusal.clone());
+        *refusals = refusals.split_off(&write.keep_from);
+    }
 }
 
 /// Sessions, progress and history in memory.
@@ -101,6 +131,9 @@ impl SessionStore for MemorySessionStore {
                 now,
                 write.keep_millis,
             );
+            // Under the user's lock, so that two commits move the user's entries in the
+            // order they applied.
+            self.inner.apply_index(&write.index);
         }
         let retention = limits.retention_millis();
         if let Some((asset, progress)) = &write.progress {
@@ -148,6 +181,30 @@ impl SessionStore for MemorySessionStore {
             .and_then(|entry| entry.live(now))
             .map(|history| history.iter().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn index_range(
+        &self,
+        index: Index,
+        after: &IndexKey,
+        before: &IndexKey,
+        limit: usize,
+    ) -> Result<Vec<IndexKey>, StoreError> {
+        if after >= before {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .inner
+            .index(index)
+            .range((Bound::Excluded(after), Bound::Excluded(before)))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
+        let count = self.inner.index(index).range(from..).count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

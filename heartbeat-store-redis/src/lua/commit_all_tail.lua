@@ -17,4 +17,3 @@ if ended > 0 then
   redis.call('LTRIM', KEYS[3], 0, cap - 1)
   redis.call('PEXPIRE', KEYS[3], retention)
 end
-return 1
