@@ -348,7 +348,11 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .await?;
         let complete = keys.len() < limit;
         let next = keys.last().cloned().unwrap_or_else(|| after.clone());
-        let sessions = self.resolve(&keys).await?.into_iter().map(|(_, session)| session);
+        let sessions = self
+            .resolve(&keys)
+            .await?
+            .into_iter()
+            .map(|(_, session)| session);
         Ok(ExportPage {
             sessions: sessions.collect(),
             next,
@@ -510,6 +514,9 @@ mod tests {
         };
         let refusal = Refusal::new(&Id::Int(7), &reason, at("2026-01-01T00:00:00Z"), "n".into());
         assert_eq!(Refusal::from_key(&refusal.key()), Some(refusal.clone()));
-        assert_eq!((refusal.reason.as_str(), refusal.limit), ("over_limit", Some(2)));
+        assert_eq!(
+            (refusal.reason.as_str(), refusal.limit),
+            ("over_limit", Some(2))
+        );
     }
 }

@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             sessions::an_evicted_device_is_refused_and_a_fresh_token_plays,
             sessions::history_and_progress_are_kept_as_long_as_the_retention,
             sessions::concurrent_devices_never_exceed_the_limit,
+            sessions::finished_sessions_are_exported_once_in_order,
             jobs::ids_increase_and_unknown_ids_are_absent,
             jobs::states_only_move_forward,
             jobs::stale_versions_conflict,

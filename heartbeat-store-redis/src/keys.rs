@@ -1,7 +1,7 @@
 //! Key names (see the crate docs for the table).
 
-use heartbeat_core::analytics::Index;
 use heartbeat_core::Id;
+use heartbeat_core::analytics::Index;
 use heartbeat_core::jobs::{JobId, Owner};
 
 pub(crate) struct Keys {

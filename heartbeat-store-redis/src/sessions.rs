@@ -26,10 +26,21 @@ fn index_args(index: &IndexWrite, ttl: &str) -> Option<Vec<String>> {
     args.push(ttl.to_owned());
     args.push(index.finished.len().to_string());
     for step in &index.finished {
-        args.push(step.from.as_ref().map(ToString::to_string).unwrap_or_default());
+        args.push(
+            step.from
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
         args.push(step.to.to_string());
     }
-    args.push(index.refusal.as_ref().map(ToString::to_string).unwrap_or_default());
+    args.push(
+        index
+            .refusal
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
     args.push(index.keep_from.to_string());
     Some(args)
 }
@@ -289,7 +300,10 @@ impl SessionStore for RedisStore {
             )
             .await
             .map_err(|error| store_error("analytics index read", error))?;
-        Ok(found.into_iter().filter_map(IndexKey::from_stored).collect())
+        Ok(found
+            .into_iter()
+            .filter_map(IndexKey::from_stored)
+            .collect())
     }
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {

@@ -122,7 +122,10 @@ impl SledStore {
         }
         for index in [Index::Finished, Index::Refusals] {
             let start = vec![keys::index_prefix(index)];
-            for key in tree.range(start..keys::index(index, &write.keep_from)).keys() {
+            for key in tree
+                .range(start..keys::index(index, &write.keep_from))
+                .keys()
+            {
                 tree.remove(key.map_err(sled_error)?).map_err(sled_error)?;
             }
         }
@@ -275,7 +278,12 @@ impl SessionStore for SledStore {
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
         let end = [keys::index_prefix(index) + 1];
         let mut count = 0_u64;
-        for key in self.inner.tree.range(keys::index(index, from)..end.to_vec()).keys() {
+        for key in self
+            .inner
+            .tree
+            .range(keys::index(index, from)..end.to_vec())
+            .keys()
+        {
             key.map_err(sled_error)?;
             count += 1;
         }

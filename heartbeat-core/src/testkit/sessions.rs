@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Fixture;
+use crate::analytics::{FeedEvent, FinishedSession, IndexKey};
 use crate::decision::{Accepted, NewSessionCause, RejectReason, SessionWrite};
 use crate::store::{Commit, Retention};
 use crate::{
@@ -760,4 +761,142 @@ async fn heartbeat_all<S: SessionStore>(
     }
     assert_eq!(rotated.len(), accepted.load(Ordering::SeqCst));
     rotated
+}
+
+/// Reads the whole export after `after` and before `until`, `page` sessions at a time,
+/// following each page's cursor.
+pub async fn export_all<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    after: IndexKey,
+    until: Option<Timestamp>,
+    page: usize,
+) -> Vec<FinishedSession> {
+    let mut after = after;
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        let found = heartbeats
+            .finished_sessions(&after, until, page)
+            .await
+            .unwrap();
+        sessions.extend(found.sessions);
+        if found.complete {
+            return sessions;
+        }
+        // Through the opaque cursor, as a client would.
+        after = IndexKey::from_cursor(&found.next.cursor()).unwrap();
+    }
+    panic!("the export did not end within 100 pages");
+}
+
+/// Two users' sessions, ended four ways (stopped, evicted, expired with the user never
+/// returning, expired and noticed when the user came back), come out of the export once
+/// each, in the order they ended, with `since` / `until` / cursor paging; active sessions
+/// do not; the active count and the refusal feed see the rest (SPEC §3.9).
+pub async fn finished_sessions_are_exported_once_in_order<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (alice, bob) = (Id::Int(13), Id::Str("bob".into()));
+    let data = |user: &Id| {
+        let mut data = backend_data(13, 1, 1, 10, "MOST_RECENT");
+        data.user_id = user.clone();
+        data
+    };
+    // t+0: alice plays s1 and bob plays s2; t+5 s: alice stops s1.
+    let (alice_token, s1) = counted_session(&heartbeats, &data(&alice)).await;
+    let (bob_token, s2) = counted_session(&heartbeats, &data(&bob)).await;
+    clock.advance(Duration::from_secs(5));
+    assert!(heartbeats.stop(&alice_token, Some(5.0)).await.unwrap());
+    // t+10 s: an administrator evicts s2; bob's device is refused.
+    clock.advance(Duration::from_secs(5));
+    assert!(heartbeats.evict(&bob, &s2).await.unwrap());
+    reject(&heartbeats, &bob_token).await;
+    // t+20 s: alice plays s3 and crashes (expires at t+60 s, alice never returns); bob
+    // plays s4, which also crashes (expires at t+60 s).
+    clock.advance(Duration::from_secs(10));
+    let (_, s3) = counted_session(&heartbeats, &data(&alice)).await;
+    let (_, s4) = counted_session(&heartbeats, &data(&bob)).await;
+    assert_eq!(heartbeats.active_session_count().await.unwrap(), 2);
+    // t+120 s: bob comes back (s4's expiry is noticed and written) and plays s5, active.
+    clock.advance(Duration::from_secs(100));
+    let (_, s5) = counted_session(&heartbeats, &data(&bob)).await;
+    assert_eq!(heartbeats.active_session_count().await.unwrap(), 1);
+    clock.advance(Duration::from_secs(1));
+
+    let all = export_all(&heartbeats, IndexKey::start(), None, 2).await;
+    let seen: Vec<(&str, String, Option<EndReason>)> = all
+        .iter()
+        .map(|s| {
+            (
+                s.record.session_id.as_str(),
+                s.user_id.to_string(),
+                s.record.ended_by,
+            )
+        })
+        .collect();
+    let mut expired = vec![
+        (s3.as_str(), "13".to_owned(), Some(EndReason::Expired)),
+        (s4.as_str(), "bob".to_owned(), Some(EndReason::Expired)),
+    ];
+    expired.sort_by_key(|(id, user, _)| (id.to_string(), user.clone()));
+    let mut tail = seen[2..].to_vec();
+    tail.sort_by_key(|(id, user, _)| (id.to_string(), user.clone()));
+    assert_eq!(
+        seen[..2],
+        [
+            (s1.as_str(), "13".to_owned(), Some(EndReason::Stopped)),
+            (s2.as_str(), "bob".to_owned(), Some(EndReason::Evicted)),
+        ],
+        "in the order they ended: {seen:?}"
+    );
+    assert_eq!(tail, expired, "each once: {seen:?}");
+    assert!(!seen.iter().any(|(id, _, _)| *id == s5), "s5 is active");
+    assert_eq!(all[0].user_id, alice, "numeric user ids stay numbers");
+    assert_eq!(all[0].record.progress, Some(5.0));
+    assert_eq!(all[2].record.ended_at, Some(start().add_millis(60_000)));
+    let ended: Vec<Timestamp> = all.iter().filter_map(|s| s.record.ended_at).collect();
+    assert!(ended.is_sorted(), "{ended:?}");
+
+    // `since` (inclusive) and `until` (exclusive), and the same paged one at a time.
+    let middle = export_all(
+        &heartbeats,
+        IndexKey::floor(start().add_millis(10_000)),
+        Some(start().add_millis(60_000)),
+        1,
+    )
+    .await;
+    assert_eq!(middle.len(), 1);
+    assert_eq!(middle[0].record.session_id, s2);
+    assert_eq!(
+        export_all(&heartbeats, IndexKey::start(), None, 1).await,
+        all
+    );
+
+    // The feed: the same sessions and bob's refusal, in order, resumable after any event.
+    let feed = heartbeats.feed(&IndexKey::start(), 100).await.unwrap();
+    let kinds: Vec<String> = feed
+        .iter()
+        .map(|(_, event)| match event {
+            FeedEvent::Finished(session) => session.record.session_id.clone(),
+            FeedEvent::Refused(refusal) => {
+                format!("refused {} {}", refusal.user_id, refusal.reason)
+            }
+        })
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert_eq!(
+        kinds[..3],
+        [s1.clone(), s2.clone(), "refused bob evicted".to_owned()]
+    );
+    let resumed = heartbeats.feed(&feed[2].0, 100).await.unwrap();
+    assert_eq!(resumed, feed[3..]);
+    assert_eq!(
+        heartbeats.feed_start(Some(&feed[2].0.cursor())),
+        feed[2].0,
+        "Last-Event-ID resumes after that event"
+    );
+    assert_eq!(
+        heartbeats.feed_start(Some("not an id")),
+        IndexKey::start(),
+        "an unknown id gets everything kept"
+    );
 }
