@@ -18,6 +18,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{RejectReason, SessionWrite, UNKNOWN_SESSION_LIFE_MILLIS};
@@ -312,8 +313,9 @@ pub struct ExportPage {
 /// Most users whose histories one page reads at once.
 const HISTORIES_IN_PARALLEL: usize = 32;
 
-/// The user id that the index names with `text` (as the user's store keys do).
-fn user_id(text: &str) -> Id {
+/// The user id that the index names with `text` (as the user's store keys do): a number
+/// when `text` is one.
+pub fn user_id(text: &str) -> Id {
     match text.parse::<i64>() {
         Ok(number) if number.to_string() == text => Id::Int(number),
         _ => Id::Str(text.to_owned()),
@@ -466,6 +468,147 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                 ))
             })
             .collect())
+    }
+}
+
+/// How often a feed looks for new events: a finished session reaches the feed within
+/// [`SETTLE_MILLIS`] plus this (SPEC §3.9 asks for a second).
+pub const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Events a feed reads per poll.
+const FEED_PAGE: usize = 500;
+
+/// Index entries an export reads per page.
+const EXPORT_PAGE: usize = 500;
+
+/// One item of an export stream: the sessions, then one [`ExportItem::End`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportItem {
+    /// A finished session.
+    Session(FinishedSession),
+    /// The end of this export: where the next one continues.
+    End {
+        /// The cursor to continue from.
+        next: IndexKey,
+        /// True when every finished session before `until` (or before now) was given;
+        /// false when `limit` ended the export first.
+        complete: bool,
+    },
+}
+
+/// Where an export stands between pages.
+struct ExportState<S, C> {
+    heartbeats: Heartbeats<S, C>,
+    after: IndexKey,
+    /// Index entries still to read (the `limit`).
+    left: usize,
+    done: bool,
+}
+
+impl<S, C> Heartbeats<S, C>
+where
+    S: SessionStore + Clone,
+    C: Clock + Clone,
+{
+    /// The bulk export as a stream (SPEC §3.9): finished sessions after `after` and before
+    /// `until`, at most `limit`, read a page at a time (memory does not grow with the
+    /// range), then one [`ExportItem::End`]. A store failure ends the stream with the error.
+    pub fn export(
+        &self,
+        after: IndexKey,
+        until: Option<Timestamp>,
+        limit: usize,
+    ) -> impl futures_core::Stream<Item = Result<ExportItem, StoreError>> + Send + 'static {
+        let state = ExportState {
+            heartbeats: self.clone(),
+            after,
+            left: limit,
+            done: false,
+        };
+        futures_util::stream::unfold(state, move |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let page = state.left.min(EXPORT_PAGE);
+            let found = if page == 0 {
+                Ok(ExportPage {
+                    sessions: Vec::new(),
+                    next: state.after.clone(),
+                    complete: false,
+                })
+            } else {
+                state
+                    .heartbeats
+                    .finished_sessions(&state.after, until, page)
+                    .await
+            };
+            let items = match found {
+                Err(error) => {
+                    state.done = true;
+                    vec![Err(error)]
+                }
+                Ok(found) => {
+                    // Counted in index entries read, so that entries left out cannot keep
+                    // an export going past its limit.
+                    state.left -= page;
+                    state.after = found.next;
+                    state.done = found.complete || state.left == 0;
+                    let mut items: Vec<_> = found
+                        .sessions
+                        .into_iter()
+                        .map(|session| Ok(ExportItem::Session(session)))
+                        .collect();
+                    if state.done {
+                        items.push(Ok(ExportItem::End {
+                            next: state.after.clone(),
+                            complete: found.complete,
+                        }));
+                    }
+                    items
+                }
+            };
+            Some((futures_util::stream::iter(items), state))
+        })
+        .flatten()
+    }
+
+    /// The live feed as a stream (SPEC §3.9): events after `after`, then new ones as they
+    /// settle, polled every [`FEED_POLL`], each with the key to resume after. Endless; a
+    /// store failure ends it with the error (the client resumes with `Last-Event-ID`).
+    pub fn feed_stream(
+        &self,
+        after: IndexKey,
+    ) -> impl futures_core::Stream<Item = Result<(IndexKey, FeedEvent), StoreError>> + Send + 'static
+    {
+        let state = (self.clone(), after, false);
+        futures_util::stream::unfold(state, |(heartbeats, mut after, failed)| async move {
+            if failed {
+                return None;
+            }
+            loop {
+                match heartbeats.feed(&after, FEED_PAGE).await {
+                    Err(error) => {
+                        let items = vec![Err(error)];
+                        return Some((
+                            futures_util::stream::iter(items),
+                            (heartbeats, after, true),
+                        ));
+                    }
+                    Ok(events) if events.is_empty() => tokio::time::sleep(FEED_POLL).await,
+                    Ok(events) => {
+                        if let Some((last, _)) = events.last() {
+                            after = last.clone();
+                        }
+                        let items: Vec<_> = events.into_iter().map(Ok).collect();
+                        return Some((
+                            futures_util::stream::iter(items),
+                            (heartbeats, after, false),
+                        ));
+                    }
+                }
+            }
+        })
+        .flatten()
     }
 }
 

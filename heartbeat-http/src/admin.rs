@@ -6,7 +6,13 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord};
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::response::sse::Event;
+use futures_util::StreamExt;
+use heartbeat_core::analytics::{self, ExportItem, FeedEvent, IndexKey};
+use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -14,6 +20,7 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::body::{LimitedBody, json_body};
 use crate::error::ApiError;
+use crate::sse;
 
 /// Why an admin request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,4 +204,152 @@ pub async fn history(
     Ok(Json(
         json!({ "user_id": user.to_json(), "history": history }),
     ))
+}
+
+/// Most sessions one `GET /admin/history` returns when it names no `limit`.
+pub const EXPORT_DEFAULT_LIMIT: usize = 100_000;
+
+/// Most sessions one `GET /admin/history` may ask for.
+pub const EXPORT_MAX_LIMIT: usize = 10_000_000;
+
+/// Query of `GET /admin/history`, and the options of `heartbeat-server export-history`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Sessions that ended at or after this time (ISO 8601).
+    pub since: Option<String>,
+    /// Sessions that ended before this time (ISO 8601).
+    pub until: Option<String>,
+    /// Most sessions to return.
+    pub limit: Option<usize>,
+    /// Continue after the last page (the `cursor` its last line gave).
+    pub cursor: Option<String>,
+}
+
+/// Reads an optional ISO 8601 query time.
+fn query_time(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|text| {
+        text.parse().map_err(|error| {
+            ApiError::bad_request(format!(
+                "{name} must be an ISO 8601 time such as 2026-11-30T00:00:00Z: {error}."
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// The export a query asks for: where it starts, where it ends, how many at most.
+fn export_range(query: &ExportQuery) -> Result<(IndexKey, Option<Timestamp>, usize), ApiError> {
+    let since = query_time("since", query.since.as_deref())?;
+    let until = query_time("until", query.until.as_deref())?;
+    if let (Some(since), Some(until)) = (since, until)
+        && until < since
+    {
+        return Err(ApiError::bad_request("until must not be before since."));
+    }
+    let limit = query.limit.unwrap_or(EXPORT_DEFAULT_LIMIT);
+    if !(1..=EXPORT_MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {EXPORT_MAX_LIMIT}."
+        )));
+    }
+    let mut after = since.map_or_else(IndexKey::start, IndexKey::floor);
+    if let Some(cursor) = &query.cursor {
+        let cursor = IndexKey::from_cursor(cursor)
+            .map_err(|error| ApiError::bad_request(format!("Invalid cursor: {error}.")))?;
+        // Clients often repeat `since` with each page's cursor: the later one wins.
+        after = after.max(cursor);
+    }
+    Ok((after, until, limit))
+}
+
+/// One NDJSON line.
+fn ndjson_line(value: &impl serde::Serialize) -> Bytes {
+    let mut line = serde_json::to_vec(value).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// `GET /admin/history?since=&until=&limit=&cursor=`: finished sessions of all users as
+/// NDJSON, in the order they ended, streamed a page at a time; the last line is
+/// `{"cursor": "…", "complete": true|false}` (continue with `cursor=`), or `{"error": "…"}`
+/// when the store failed midway (continue from the cursor of the last complete export).
+pub async fn export_history(
+    _: Admin,
+    State(app): State<App>,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
+    })?;
+    let lines = export_lines(&app, &query)?.map(Ok::<_, Infallible>);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// The NDJSON lines of the export `query` asks for (SPEC §3.9), for `GET /admin/history`
+/// and `heartbeat-server export-history`: one finished session per line, then
+/// `{"cursor": "…", "complete": true|false}`, or `{"error": "…"}` if the store fails
+/// midway. An invalid query is a 400 error naming what is wrong.
+pub fn export_lines(
+    app: &App,
+    query: &ExportQuery,
+) -> Result<impl futures_util::Stream<Item = Bytes> + Send + 'static, ApiError> {
+    let (after, until, limit) = export_range(query)?;
+    Ok(app
+        .heartbeats()
+        .export(after, until, limit)
+        .map(|item| match item {
+            Ok(ExportItem::Session(session)) => ndjson_line(&session),
+            Ok(ExportItem::End { next, complete }) => {
+                ndjson_line(&json!({ "cursor": next.cursor(), "complete": complete }))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the history export failed midway");
+                ndjson_line(&json!({ "error": format!("The store failed midway: {error}.") }))
+            }
+        }))
+}
+
+/// Query of `GET /admin/history/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// `Last-Event-ID` for clients that cannot set headers.
+    pub last_event_id: Option<String>,
+}
+
+/// `GET /admin/history/events`: SSE of sessions as they finish (`event: session`, the
+/// export's record) and of refused heartbeats (`event: refusal`), on every instance
+/// sharing the store; resumes after `Last-Event-ID`.
+pub async fn history_events(
+    _: Admin,
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
+    })?;
+    let last = sse::last_event_id_text(&headers, query.last_event_id.as_deref());
+    let after = app.heartbeats().feed_start(last);
+    let events = app.heartbeats().feed_stream(after);
+    Ok(sse::response(&app, events, feed_event).into_response())
+}
+
+/// The SSE event of one feed item.
+fn feed_event((key, event): &(IndexKey, FeedEvent)) -> Option<Event> {
+    let event = match event {
+        FeedEvent::Finished(session) => Event::default().event("session").json_data(session),
+        FeedEvent::Refused(refusal) => Event::default().event("refusal").json_data(json!({
+            "user_id": analytics::user_id(&refusal.user_id).to_json(),
+            "reason": refusal.reason,
+            "limit": refusal.limit,
+            "at": refusal.at,
+        })),
+    };
+    Some(event.ok()?.id(key.cursor()))
 }

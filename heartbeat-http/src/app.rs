@@ -113,6 +113,8 @@ impl App {
             // Streams live as long as the client stays: no request timeout for them.
             .route("/status", get(jobs::heygen_events))
             .route("/v1/events", get(jobs::events))
+            .route("/admin/history", get(admin::export_history))
+            .route("/admin/history/events", get(admin::history_events))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .with_state(self.clone());

@@ -41,6 +41,26 @@ pub enum Command {
     IssueToken(IssueTokenArgs),
     /// Print an owner token for `/v1` (needs `OWNER_KEY`).
     IssueOwnerToken(IssueOwnerTokenArgs),
+    /// Write finished sessions of all users as NDJSON to standard output, read from the
+    /// store the settings name (as `GET /admin/history` does).
+    ExportHistory(ExportHistoryArgs),
+}
+
+/// `export-history` options.
+#[derive(Debug, Clone, Args)]
+pub struct ExportHistoryArgs {
+    /// Sessions that ended at or after this time (ISO 8601, e.g. 2026-11-30T00:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Sessions that ended before this time (ISO 8601).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Most sessions to write (default 100000).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Continue after an earlier export (the `cursor` of its last line).
+    #[arg(long)]
+    pub cursor: Option<String>,
 }
 
 /// `issue-owner-token` options.

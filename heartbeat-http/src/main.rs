@@ -4,7 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
-use heartbeat_http::config::{Cli, Command, ConfigError, IssueOwnerTokenArgs, IssueTokenArgs};
+use std::io::Write;
+
+use futures_util::StreamExt;
+use heartbeat_http::admin::{self, ExportQuery};
+use heartbeat_http::config::{
+    Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, ServerArgs,
+    Storage,
+};
 use heartbeat_http::server;
 
 /// jemalloc rather than the system allocator: see the `jemalloc` feature.
@@ -23,6 +30,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::IssueToken(args)) => print_token(issue_token(&args)),
         Some(Command::IssueOwnerToken(args)) => print_token(issue_owner_token(&args)),
+        Some(Command::ExportHistory(args)) => export_history(&cli.server, args),
         None => {
             // Every setting is checked before anything starts (and before the port is bound).
             if let Err(error) = cli
@@ -53,6 +61,60 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `export-history`: the NDJSON of `GET /admin/history`, from the configured store.
+fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
+    if server.storage == Storage::Memory {
+        eprintln!(
+            "error: STORAGE is `memory`: a memory store lives in its server's process. \
+             Export over HTTP instead: GET /admin/history"
+        );
+        return ExitCode::from(2);
+    }
+    let query = ExportQuery {
+        since: args.since,
+        until: args.until,
+        limit: args.limit,
+        cursor: args.cursor,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match server::open(server).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(error.exit_code());
+            }
+        };
+        let lines = match admin::export_lines(&app, &query) {
+            Ok(lines) => lines,
+            Err(error) => {
+                eprintln!("error: {}", error.message);
+                return ExitCode::from(2);
+            }
+        };
+        let mut lines = std::pin::pin!(lines);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut failed = false;
+        while let Some(line) = lines.next().await {
+            failed |= line.starts_with(b"{\"error\"");
+            if let Err(error) = out.write_all(&line) {
+                eprintln!("error: cannot write the export: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if out.flush().is_err() || failed {
+            return ExitCode::FAILURE;
+        }
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints what a token command made, or its error (exit code 2).

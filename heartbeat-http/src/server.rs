@@ -218,6 +218,19 @@ fn not_built(storage: &str) -> StartError {
 ///
 /// [`StartError`], with the exit code to use.
 pub async fn run(args: ServerArgs) -> Result<(), StartError> {
+    let app = open(&args).await?;
+    let listener = bind(app.settings())?;
+    run_app(app, listener).await
+}
+
+/// Checks the settings and opens the store `STORAGE` names, with the application over
+/// it; binds nothing and starts no background work (the `export-history` command reads
+/// through it).
+///
+/// # Errors
+///
+/// [`StartError`], with the exit code to use.
+pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
     let settings = args.settings()?;
     let codec = args.tokens.codec()?;
     match args.storage {
@@ -225,9 +238,8 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
             #[cfg(feature = "memory")]
             {
                 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
-                let listener = bind(&settings)?;
                 let retention = settings.job_retention;
-                let app = app(
+                Ok(app(
                     codec,
                     MemorySessionStore::new(),
                     MemoryJobStore::with_retention(retention),
@@ -236,8 +248,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                         retention,
                     ),
                     settings,
-                );
-                run_app(app, listener).await
+                ))
             }
             #[cfg(not(feature = "memory"))]
             Err(not_built("memory"))
@@ -250,9 +261,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                 config.job_retention = settings.job_retention;
                 let store = heartbeat_store_sled::SledStore::open(config)
                     .map_err(|error| StartError::Store(format!("SLED_PATH: {error}")))?;
-                let listener = bind(&settings)?;
-                let app = app(codec, store.clone(), store.clone(), store, settings);
-                run_app(app, listener).await
+                Ok(app(codec, store.clone(), store.clone(), store, settings))
             }
             #[cfg(not(feature = "sled"))]
             Err(not_built("sled"))
@@ -276,9 +285,7 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
                         }
                         other => StartError::Store(other.to_string()),
                     })?;
-                let listener = bind(&settings)?;
-                let app = app(codec, store.clone(), store.clone(), store, settings);
-                run_app(app, listener).await
+                Ok(app(codec, store.clone(), store.clone(), store, settings))
             }
             #[cfg(not(feature = "redis"))]
             Err(not_built("redis"))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
-use heartbeat_core::jobs::{EventId, JobEvent, JobsError};
+use heartbeat_core::jobs::EventId;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -16,20 +16,24 @@ use crate::error::ApiError;
 /// The reconnection delay suggested to clients (`retry:`).
 pub const RETRY: Duration = Duration::from_secs(2);
 
-/// Reads `Last-Event-ID` (header, or the `last_event_id` query value for clients that
-/// cannot set headers).
+/// The `Last-Event-ID` text (header, or the `last_event_id` query value for clients that
+/// cannot set headers); `None` when absent or blank.
+pub fn last_event_id_text<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    let header = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("invalid"));
+    header
+        .or(query)
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+}
+
+/// Reads a jobs stream's `Last-Event-ID` (a whole number).
 pub fn last_event_id(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Option<EventId>, ApiError> {
-    let header = headers
-        .get("last-event-id")
-        .map(|value| value.to_str().unwrap_or("invalid"));
-    match header
-        .or(query)
-        .map(str::trim)
-        .filter(|text| !text.is_empty())
-    {
+    match last_event_id_text(headers, query) {
         None => Ok(None),
         Some(text) => text
             .parse()
@@ -41,14 +45,16 @@ pub fn last_event_id(
 /// An SSE response: a first event with `retry:`, then `events` mapped by `to_event`
 /// (events it maps to `None` are not sent), with keep-alive comments. The stream counts in
 /// `heartbeat_sse_connections` while it is open and ends when the server shuts down or the
-/// event bus fails (the client reconnects with `Last-Event-ID`).
-pub fn response<E>(
+/// event source fails (the client reconnects with `Last-Event-ID`).
+pub fn response<E, T, Failure>(
     app: &App,
     events: E,
-    to_event: fn(&JobEvent) -> Option<Event>,
+    to_event: fn(&T) -> Option<Event>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>
 where
-    E: Stream<Item = Result<JobEvent, JobsError>> + Send + 'static,
+    E: Stream<Item = Result<T, Failure>> + Send + 'static,
+    T: Send + 'static,
+    Failure: std::fmt::Display + Send + 'static,
 {
     let open = app.metrics().sse_connection();
     let hello = Event::default().retry(RETRY).comment("connected");
@@ -58,7 +64,7 @@ where
             match event {
                 Ok(event) => to_event(&event),
                 Err(error) => {
-                    tracing::warn!(%error, "event bus failed: ending the stream");
+                    tracing::warn!(%error, "event source failed: ending the stream");
                     None
                 }
             }

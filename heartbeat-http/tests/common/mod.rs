@@ -288,9 +288,26 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(10);
 impl Sse {
     /// Opens `path` with an optional `Last-Event-ID`.
     pub async fn open(server: &TestServer, path: &str, last_event_id: Option<&str>) -> Sse {
+        let request = server.http.get(format!("{}{path}", server.url));
+        Self::request(request, path, last_event_id).await
+    }
+
+    /// Opens an admin stream (`Authorization: Bearer ADMIN_KEY`).
+    pub async fn open_admin(server: &TestServer, path: &str, last_event_id: Option<&str>) -> Sse {
+        let request = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(ADMIN_KEY);
+        Self::request(request, path, last_event_id).await
+    }
+
+    async fn request(
+        mut request: reqwest::RequestBuilder,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Sse {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
-        let mut request = server.http.get(format!("{}{path}", server.url));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
