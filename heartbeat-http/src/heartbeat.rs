@@ -125,13 +125,17 @@ pub async fn heartbeat(
         Err((decision, error)) => return counted(metrics, decision, error),
     };
     match app.heartbeats().heartbeat(&token, progress).await {
-        Ok(HeartbeatOutcome::Accepted { token, .. }) => {
+        Ok(HeartbeatOutcome::Accepted { token, accepted }) => {
             metrics.decision(Decision::Accepted);
+            if accepted.new_session.is_some() {
+                metrics.session_started();
+            }
             Json(json!({ "heartbeat_token": token })).into_response()
         }
         Ok(HeartbeatOutcome::Rejected(reason)) => {
             tracing::debug!(?reason, "over the limit");
             metrics.decision(Decision::Rejected);
+            metrics.refusal(reason.code());
             let body = json!({
                 "error": OVER_LIMIT_MESSAGE,
                 "reason": reason.code(),

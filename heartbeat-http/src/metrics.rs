@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by route and status, latency, heartbeat decisions, open SSE
+//! Prometheus metrics: requests by route and status, latency, heartbeat decisions,
+//! refusals by reason, sessions started, store-wide finished and active sessions, open SSE
 //! connections and store errors, served as text at `GET /metrics`.
 
 use std::borrow::Cow;
@@ -11,6 +12,8 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use heartbeat_core::EndReason;
+use heartbeat_core::analytics::SessionCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +38,19 @@ struct RouteLabels {
 struct OutcomeLabels {
     outcome: &'static str,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedLabels {
+    ended_by: &'static str,
+}
+
+/// The refusal reasons counted from the start (at 0), so that alert rules see them.
+const REFUSAL_REASONS: [&str; 3] = ["over_limit", "sessions_edge", "evicted"];
 
 /// What a heartbeat request came to, as counted in `heartbeat_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +98,10 @@ struct Inner {
     decisions: Family<OutcomeLabels, Counter>,
     sse_connections: Gauge,
     store_errors: Family<RouteLabels, Counter>,
+    refusals: Family<ReasonLabels, Counter>,
+    sessions_started: Counter,
+    sessions_ended: Family<EndedLabels, Counter>,
+    active_sessions: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +153,40 @@ impl Metrics {
             "Requests that failed because the store failed, by route",
             store_errors.clone(),
         );
+        let refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Heartbeats this instance refused (412), by reason",
+            refusals.clone(),
+        );
+        for reason in REFUSAL_REASONS {
+            drop(refusals.get_or_create(&ReasonLabels { reason }));
+        }
+        let sessions_started = Counter::default();
+        registry.register(
+            "sessions_started",
+            "Sessions this instance started",
+            sessions_started.clone(),
+        );
+        let sessions_ended = Family::<EndedLabels, Counter>::default();
+        registry.register(
+            "store_sessions_ended",
+            "Sessions of all instances sharing the store that finished since this instance \
+             started, by how they ended (every instance counts the same sessions: aggregate \
+             with max, not sum)",
+            sessions_ended.clone(),
+        );
+        for reason in [EndReason::Expired, EndReason::Stopped, EndReason::Evicted] {
+            drop(sessions_ended.get_or_create(&EndedLabels {
+                ended_by: reason.code(),
+            }));
+        }
+        let active_sessions = Gauge::default();
+        registry.register(
+            "store_active_sessions",
+            "Active sessions of all users in the store (every instance reports the same)",
+            active_sessions.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -141,6 +195,10 @@ impl Metrics {
                 decisions,
                 sse_connections,
                 store_errors,
+                refusals,
+                sessions_started,
+                sessions_ended,
+                active_sessions,
             }),
         }
     }
@@ -153,6 +211,34 @@ impl Metrics {
                 outcome: decision.label(),
             })
             .inc();
+    }
+
+    /// Counts a refused heartbeat under its `reason` (SPEC §3.7).
+    pub fn refusal(&self, reason: &'static str) {
+        self.inner
+            .refusals
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a session this instance started.
+    pub fn session_started(&self) {
+        self.inner.sessions_started.inc();
+    }
+
+    /// Takes a store-wide report of finished and active sessions.
+    pub fn session_counts(&self, counts: &SessionCounts) {
+        for reason in &counts.ended {
+            self.inner
+                .sessions_ended
+                .get_or_create(&EndedLabels {
+                    ended_by: reason.code(),
+                })
+                .inc();
+        }
+        self.inner
+            .active_sessions
+            .set(i64::try_from(counts.active).unwrap_or(i64::MAX));
     }
 
     /// Counts an SSE stream as open until the guard is dropped.

@@ -134,6 +134,18 @@ pub async fn serve_router(
             .await;
         })
     };
+    // Store-wide session figures for the metrics.
+    let watcher = {
+        let (heartbeats, metrics) = (app.heartbeats().clone(), app.metrics().clone());
+        tokio::spawn(async move {
+            heartbeats
+                .watch_sessions(
+                    |counts| metrics.session_counts(&counts),
+                    |error| tracing::warn!(%error, "reading the session figures failed; retrying"),
+                )
+                .await;
+        })
+    };
     let stop = app.shutdown().clone();
     crate::listen::serve(listener, router, async move {
         shutdown.await;
@@ -142,6 +154,7 @@ pub async fn serve_router(
     })
     .await;
     background.abort();
+    watcher.abort();
     if let Err(error) = app.heartbeats().store().flush().await {
         tracing::error!(%error, "flushing the store on shutdown failed");
     }
