@@ -170,8 +170,10 @@ impl FinishedEntry {
 
     /// Its key.
     pub fn key(&self) -> IndexKey {
-        let payload = serde_json::json!([self.user, self.session_id, self.ended_by.code()]);
-        IndexKey::with_payload(self.ends_at, &payload.to_string())
+        let payload = (&self.user, &self.session_id, self.ended_by.code());
+        // A tuple of strings always serializes.
+        let payload = serde_json::to_string(&payload).unwrap_or_default();
+        IndexKey::with_payload(self.ends_at, &payload)
     }
 
     /// Reads a key of the finished index.

@@ -134,8 +134,8 @@ impl<V> Loaded<V> {
 ///   are kept at least [`SessionWrite::keep_millis`]. History keeps the newest `history_cap`
 ///   entries per user.
 /// - An applied write's [`SessionWrite::index`] changes are applied in the same step:
-///   the finished index's moves (drop `from`, add `to`), the refusal, and every entry of
-///   either index below `keep_from` dropped.
+///   the finished index's moves (drop `from`, add `to`) and the refusal. Entries of either
+///   index below `keep_from` are dropped by this write or a later one (a periodic sweep).
 /// - [`Commit::Applied`] means durable to the degree the store documents.
 ///
 /// The conformance suite in `heartbeat_core::testkit` (feature `testkit`) checks all of it.

@@ -163,6 +163,8 @@ struct Inner {
     job_retention_millis: i64,
     node_progress: bool,
     single_script: bool,
+    /// When a commit also drops the analytics index entries past the retention.
+    index_trims: heartbeat_core::kit::SweepCadence,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -285,6 +287,7 @@ impl RedisStore {
                 job_retention_millis,
                 node_progress: config.node_progress,
                 single_script,
+                index_trims: heartbeat_core::kit::SweepCadence::default(),
                 tasks,
             }),
         })

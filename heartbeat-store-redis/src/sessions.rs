@@ -17,8 +17,10 @@ use crate::{RedisStore, decode, store_error};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSnapshot(Vec<(String, String)>);
 
-/// The arguments of `lua/analytics_index.lua`; none when there is nothing to add.
-fn index_args(index: &IndexWrite, ttl: &str) -> Option<Vec<String>> {
+/// The arguments of `lua/analytics_index.lua`; none when there is nothing to add. The
+/// entries past the retention are dropped only when `trim` (every few thousand commits:
+/// a trim costs a range operation, and the entries are few).
+fn index_args(index: &IndexWrite, ttl: &str, trim: bool) -> Option<Vec<String>> {
     if index.finished.is_empty() && index.refusal.is_none() {
         return None;
     }
@@ -41,7 +43,11 @@ fn index_args(index: &IndexWrite, ttl: &str) -> Option<Vec<String>> {
             .map(ToString::to_string)
             .unwrap_or_default(),
     );
-    args.push(index.keep_from.to_string());
+    args.push(if trim {
+        index.keep_from.to_string()
+    } else {
+        String::new()
+    });
     Some(args)
 }
 
@@ -83,7 +89,7 @@ impl RedisStore {
         };
         let ttl = retention_millis(limits);
         Ok(Extras {
-            index: index_args(&write.index, &ttl),
+            index: index_args(&write.index, &ttl, self.inner.index_trims.sweep_now()),
             ttl,
             node_progress: progress.as_ref().filter(|_| self.inner.node_progress).map(
                 |(asset, progress, _)| [format!("{user}:{asset}"), progress.progress.to_string()],

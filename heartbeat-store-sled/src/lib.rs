@@ -209,12 +209,15 @@ impl SledStore {
         }
     }
 
-    fn counted_commit(&self) {
+    /// Counts a commit; every so many, sweeps expired entries and the analytics index
+    /// entries below `keep_from` in the background.
+    fn counted_commit(&self, keep_from: &heartbeat_core::analytics::IndexKey) {
         if self.inner.sweeps.sweep_now() {
-            let store = self.clone();
+            let (store, keep_from) = (self.clone(), keep_from.clone());
             tokio::task::spawn_blocking(move || {
                 // A failed sweep is retried at the next round; reads ignore expired data.
                 let _ = sessions::sweep_some(&store, SWEEP_BUDGET);
+                let _ = sessions::drop_index_before(&store, &keep_from);
             });
         }
     }

@@ -104,8 +104,8 @@ impl SledStore {
 }
 
 impl SledStore {
-    /// Moves the finished index's entries, adds the refusal and drops what is past the
-    /// retention (the oldest keys come first, so the trim reads only what it removes).
+    /// Moves the finished index's entries and adds the refusal. What is past the retention
+    /// is dropped by the periodic sweep ([`drop_index_before`]).
     fn apply_index(&self, write: &IndexWrite) -> Result<(), StoreError> {
         let tree = &self.inner.tree;
         for step in &write.finished {
@@ -120,17 +120,21 @@ impl SledStore {
             tree.insert(keys::index(Index::Refusals, refusal), &[])
                 .map_err(sled_error)?;
         }
-        for index in [Index::Finished, Index::Refusals] {
-            let start = vec![keys::index_prefix(index)];
-            for key in tree
-                .range(start..keys::index(index, &write.keep_from))
-                .keys()
-            {
-                tree.remove(key.map_err(sled_error)?).map_err(sled_error)?;
-            }
-        }
         Ok(())
     }
+}
+
+/// Drops the analytics index entries below `keep_from` (the oldest keys come first, so
+/// this reads only what it removes).
+pub(crate) fn drop_index_before(store: &SledStore, keep_from: &IndexKey) -> Result<(), StoreError> {
+    let tree = &store.inner.tree;
+    for index in [Index::Finished, Index::Refusals] {
+        let start = vec![keys::index_prefix(index)];
+        for key in tree.range(start..keys::index(index, keep_from)).keys() {
+            tree.remove(key.map_err(sled_error)?).map_err(sled_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes `key` if `value` has expired; a value rewritten meanwhile is left alone.
@@ -226,7 +230,7 @@ impl SessionStore for SledStore {
     ) -> Result<Commit, StoreError> {
         let commit = self.apply_commit(user, *version, write, limits)?;
         if commit == Commit::Applied {
-            self.counted_commit();
+            self.counted_commit(&write.index.keep_from);
             self.durable().await?;
         }
         Ok(commit)

@@ -40,11 +40,20 @@ impl Inner {
             }
             finished.insert(step.to.clone());
         }
-        *finished = finished.split_off(&write.keep_from);
+        drop_before(&mut finished, &write.keep_from);
         drop(finished);
-        let mut refusals = self.index(Index::Refusals);
-        refusals.extend(write.refusal.clone());
-        *refusals = refusals.split_off(&write.keep_from);
+        if let Some(refusal) = &write.refusal {
+            let mut refusals = self.index(Index::Refusals);
+            refusals.insert(refusal.clone());
+            drop_before(&mut refusals, &write.keep_from);
+        }
+    }
+}
+
+/// Drops the entries below `keep_from` (the oldest come first: nothing is read past them).
+fn drop_before(index: &mut BTreeSet<IndexKey>, keep_from: &IndexKey) {
+    while index.first().is_some_and(|first| first < keep_from) {
+        index.pop_first();
     }
 }
 
