@@ -10,12 +10,14 @@ use axum::routing::{delete, get, post};
 use heartbeat_core::{SessionStore, SharedHeartbeats, SharedJobs};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::{CorsOrigins, Settings};
 use crate::error::ApiError;
@@ -123,16 +125,29 @@ impl App {
         // call. Outermost first.
         let middleware = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-            .layer(TraceLayer::new_for_http().make_span_with(
-                |request: &axum::http::Request<axum::body::Body>| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|id| id.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
-                },
-            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|id| id.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
+                    })
+                    // The access log: one line per answer, at info with ACCESS_LOG.
+                    .on_response(
+                        DefaultOnResponse::new()
+                            .level(if self.inner.settings.access_log {
+                                Level::INFO
+                            } else {
+                                Level::DEBUG
+                            })
+                            .latency_unit(LatencyUnit::Micros),
+                    )
+                    // A failure is logged once, where it happens (the handler knows why).
+                    .on_failure(()),
+            )
             .layer(PropagateRequestIdLayer::x_request_id())
             .option_layer(self.inner.settings.cors.as_ref().map(cors_layer))
             .layer(metrics::TrackLayer::new(metrics.clone()))
@@ -259,13 +274,19 @@ async fn healthz() -> &'static str {
     "OK"
 }
 
-async fn readyz(State(app): State<App>) -> Result<&'static str, ApiError> {
-    app.heartbeats()
-        .store()
-        .ping()
-        .await
-        .map_err(|error| ApiError::unavailable(&error))?;
-    Ok("ready")
+/// `GET /readyz`: 200 `ready` when the store answers, 503 when it does not, unless the
+/// server fails open (`FAIL_OPEN`): then it is 200 `ready (failing open: …)`, because it
+/// keeps answering heartbeats and a load balancer must not drain it (every instance
+/// shares the store, so draining one would only move the same answers elsewhere).
+async fn readyz(State(app): State<App>) -> Result<String, ApiError> {
+    match app.heartbeats().store().ping().await {
+        Ok(()) => Ok("ready".to_owned()),
+        Err(error) if app.settings().fail_open => {
+            tracing::warn!(%error, "the store is unreachable: ready, failing open");
+            Ok(format!("ready (failing open: {error})"))
+        }
+        Err(error) => Err(ApiError::unavailable(&error)),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -13,11 +13,32 @@ use heartbeat_core::{TokenCodec, TokenFormat};
 /// Shortest admin key accepted: a short key is guessable.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
+/// The version `--version` prints and `heartbeat_build_info` carries: the crate version
+/// and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HEARTBEAT_GIT_COMMIT"),
+    ")"
+);
+
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const GIT_COMMIT: &str = env!("HEARTBEAT_GIT_COMMIT");
+
+/// `LOG_FORMAT`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only when standard error is a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// The command line of `heartbeat-server`.
 #[derive(Debug, Parser)]
 #[command(
     name = "heartbeat-server",
-    version,
+    version = VERSION,
     about = "Session limiting with rotated heartbeat tokens, and job status over SSE.",
     long_about = "Session limiting with rotated heartbeat tokens, progress and play history, \
                   and job status over Server-Sent Events with a polling fallback. Every \
@@ -141,7 +162,7 @@ pub struct TokenArgs {
     )]
     pub token_format: TokenFormatArg,
     /// Accept legacy CryptoJS tokens (as backends of the Node.js server issue them).
-    #[arg(long, env = "ACCEPT_LEGACY", default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "ACCEPT_LEGACY", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub accept_legacy: bool,
 }
 
@@ -189,7 +210,7 @@ pub struct ServerArgs {
     #[arg(long, env = "SLED_PATH", default_value = "data/heartbeat.sled")]
     pub sled_path: PathBuf,
     /// Flush every sled write before answering (`false`: flush every 500 ms).
-    #[arg(long, env = "SLED_SYNC_WRITES", default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "SLED_SYNC_WRITES", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub sled_sync_writes: bool,
     /// Redis URL (`STORAGE=redis`).
     #[arg(
@@ -212,7 +233,7 @@ pub struct ServerArgs {
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub redis_pool_size: usize,
     /// Also keep the Node.js server's `user_progress` hash up to date.
-    #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "REDIS_NODE_PROGRESS", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_node_progress: bool,
     /// Milliseconds after which a new job completes by itself unless a worker touched it,
     /// like the HeyGen mock (which uses 2000); 0 (the default): off, jobs complete when a
@@ -241,11 +262,19 @@ pub struct ServerArgs {
     )]
     pub owner_auth: OwnerAuth,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
-    #[arg(long, env = "FAIL_OPEN", default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "FAIL_OPEN", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `heartbeat_http=debug,info`.
     #[arg(long, env = "LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text`, or `json` (one object per line). Logs go to standard
+    /// error, without colours unless it is a terminal (and `NO_COLOR` is unset).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log one line per answered request (request id, method, path, status, latency) at
+    /// info level.
+    #[arg(long, env = "ACCESS_LOG", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub access_log: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "BODY_LIMIT", default_value_t = 16 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=16 * 1024 * 1024))]
     pub body_limit: usize,
@@ -364,6 +393,8 @@ pub struct Settings {
     pub cors: Option<CorsOrigins>,
     /// `OWNER_KEY` / `OWNER_AUTH`: owner tokens on the `/v1` routes; `None`: plain `uuid`.
     pub owner_tokens: Option<OwnerTokens>,
+    /// `ACCESS_LOG`: one info line per answered request.
+    pub access_log: bool,
 }
 
 /// Which web origins browsers may call the server from (`CORS_ORIGINS`).
@@ -426,6 +457,7 @@ impl Default for Settings {
             retention: Retention::default(),
             cors: None,
             owner_tokens: None,
+            access_log: false,
         }
     }
 }
@@ -472,6 +504,7 @@ impl ServerArgs {
             address: SocketAddr::new(self.host, self.port),
             admin_key,
             fail_open: self.fail_open,
+            access_log: self.access_log,
             body_limit: self.body_limit,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),

@@ -4,13 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use futures_util::StreamExt;
 use heartbeat_http::admin::{self, ExportQuery};
 use heartbeat_http::config::{
-    Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, ServerArgs,
-    Storage,
+    Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
+    ServerArgs, Storage,
 };
 use heartbeat_http::server;
 
@@ -41,9 +41,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {error}");
                 return ExitCode::from(2);
             }
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.server.log))
-                .init();
+            init_logs(&cli.server);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {
@@ -54,8 +52,8 @@ fn main() -> ExitCode {
             match runtime.block_on(server::run(cli.server)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
+                    // Once, on standard error (where the logs go too).
                     eprintln!("error: {error}");
-                    tracing::error!(%error, "server stopped");
                     ExitCode::from(error.exit_code())
                 }
             }
@@ -115,6 +113,20 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Logs to standard error in `LOG_FORMAT`, filtered by `LOG`; colours only on a terminal
+/// (and not with `NO_COLOR`).
+fn init_logs(server: &ServerArgs) {
+    let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&server.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
+    match server.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 /// Prints what a token command made, or its error (exit code 2).

@@ -49,6 +49,38 @@ struct EndedLabels {
     ended_by: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The routes that use the store: their store errors are counted from the start (at 0).
+const STORE_ROUTES: [&str; 11] = [
+    "/",
+    "/heartbeat",
+    "/heartbeat/stop",
+    "/create",
+    "/status/{id}",
+    "/status",
+    "/v1/jobs",
+    "/v1/jobs/{id}",
+    "/v1/events",
+    "/admin/history",
+    "/readyz",
+];
+
+/// Every heartbeat outcome, counted from the start (at 0).
+const DECISIONS: [Decision; 7] = [
+    Decision::Accepted,
+    Decision::Rejected,
+    Decision::InvalidToken,
+    Decision::BadRequest,
+    Decision::StoreUnavailable,
+    Decision::Stopped,
+    Decision::Failed,
+];
+
 /// The refusal reasons counted from the start (at 0), so that alert rules see them.
 const REFUSAL_REASONS: [&str; 3] = ["over_limit", "sessions_edge", "evicted"];
 
@@ -141,6 +173,23 @@ impl Metrics {
             "Heartbeat requests by outcome",
             decisions.clone(),
         );
+        for decision in DECISIONS {
+            drop(decisions.get_or_create(&OutcomeLabels {
+                outcome: decision.label(),
+            }));
+        }
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running build: version and git commit (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: crate::config::GIT_COMMIT,
+            })
+            .set(1);
         let sse_connections = Gauge::default();
         registry.register(
             "sse_connections",
@@ -153,6 +202,11 @@ impl Metrics {
             "Requests that failed because the store failed, by route",
             store_errors.clone(),
         );
+        for route in STORE_ROUTES {
+            drop(store_errors.get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            }));
+        }
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refusals",

@@ -232,8 +232,70 @@ fn not_built(storage: &str) -> StartError {
 /// [`StartError`], with the exit code to use.
 pub async fn run(args: ServerArgs) -> Result<(), StartError> {
     let app = open(&args).await?;
+    log_configuration(&args, app.settings());
     let listener = bind(app.settings())?;
     run_app(app, listener).await
+}
+
+/// Logs the effective configuration once at startup, without secrets, and warns about a
+/// short `SHARED_KEY` (accepted: Node-era deployments have short keys).
+fn log_configuration(args: &ServerArgs, settings: &Settings) {
+    let store = match args.storage {
+        Storage::Memory => "memory (nothing survives a restart)".to_owned(),
+        Storage::Sled => format!(
+            "sled at {} (sync writes: {})",
+            args.sled_path.display(),
+            args.sled_sync_writes
+        ),
+        Storage::Redis => format!(
+            "redis at {} (namespace `{}`, pool {}, timeout {} ms)",
+            redact(&args.redis_url),
+            args.redis_namespace,
+            args.redis_pool_size,
+            args.redis_timeout_ms
+        ),
+    };
+    tracing::info!(
+        version = crate::config::VERSION,
+        %store,
+        address = %settings.address,
+        token_format = ?args.tokens.token_format,
+        accept_legacy = args.tokens.accept_legacy,
+        admin_api = settings.admin_key.is_some(),
+        owner_tokens = settings.owner_tokens.is_some(),
+        cors = ?settings.cors,
+        fail_open = settings.fail_open,
+        job_time_ms = settings.job_time.map_or(0, |time| time.as_millis()),
+        job_retention_days = settings.job_retention.as_secs() / 86_400,
+        retention_days = settings.retention.retention_secs / 86_400,
+        history_cap = settings.retention.history_cap,
+        body_limit = settings.body_limit,
+        access_log = settings.access_log,
+        "starting"
+    );
+    if args
+        .tokens
+        .shared_key
+        .as_deref()
+        .is_some_and(|key| key.len() < MIN_SHARED_KEY_LEN)
+    {
+        tracing::warn!(
+            "SHARED_KEY is shorter than {MIN_SHARED_KEY_LEN} bytes: tokens sealed with a \
+             short key can be forged by guessing it. Use a long random key (rotating keys \
+             ends every playing session at its next heartbeat)."
+        );
+    }
+}
+
+/// Shortest `SHARED_KEY` started without a warning.
+pub const MIN_SHARED_KEY_LEN: usize = 16;
+
+/// A Redis URL fit for logs (its password replaced).
+fn redact(url: &str) -> String {
+    #[cfg(feature = "redis")]
+    return heartbeat_store_redis::redact_url(url);
+    #[cfg(not(feature = "redis"))]
+    url.to_owned()
 }
 
 /// Checks the settings and opens the store `STORAGE` names, with the application over

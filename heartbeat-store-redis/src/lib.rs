@@ -143,14 +143,55 @@ pub enum ConnectError {
         reason: String,
     },
     /// Redis did not answer.
-    #[error("cannot reach Redis at {url}: {source}; is redis-server running there?")]
+    #[error("cannot reach Redis at {url}: {reason}; is redis-server running there?")]
     Unreachable {
-        /// The URL given.
+        /// The URL given, its password replaced by `***`.
         url: String,
+        /// What went wrong, in a few words.
+        reason: String,
         /// The client's error.
         #[source]
         source: fred::error::Error,
     },
+}
+
+/// `url` with the password of its user part (if any) replaced by `***`, fit for logs.
+///
+/// ```
+/// use heartbeat_store_redis::redact_url;
+///
+/// assert_eq!(redact_url("redis://:s3cret@cache:6379/0"), "redis://:***@cache:6379/0");
+/// assert_eq!(redact_url("redis://app:s3cret@cache"), "redis://app:***@cache");
+/// assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user_part = &rest[..at];
+    let user = user_part
+        .split_once(':')
+        .map_or(user_part, |(user, _)| user);
+    let redacted = if user_part.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_owned()
+    };
+    format!("{scheme}://{redacted}{}", &rest[at..])
+}
+
+/// The few words a person needs from a client error: the operating system's message
+/// when there is one (`Connection refused`), not the client's debug text.
+fn plain_reason(error: &fred::error::Error) -> String {
+    let details = error.details();
+    details
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| details.to_owned(), |(message, _)| message.to_owned())
 }
 
 struct Inner {
@@ -206,7 +247,7 @@ impl RedisStore {
     /// when Redis does not answer within [`RedisConfig::connect_timeout`].
     pub async fn connect(config: RedisConfig) -> Result<Self, ConnectError> {
         let invalid = |reason: String| ConnectError::Invalid {
-            url: config.url.clone(),
+            url: redact_url(&config.url),
             reason,
         };
         let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
@@ -253,8 +294,9 @@ impl RedisStore {
                 performance.broadcast_channel_capacity = 4096;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-        let unreachable = |source| ConnectError::Unreachable {
-            url: config.url.clone(),
+        let unreachable = |source: fred::error::Error| ConnectError::Unreachable {
+            url: redact_url(&config.url),
+            reason: plain_reason(&source),
             source,
         };
         let pool = builder

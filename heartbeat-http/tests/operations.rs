@@ -1,0 +1,245 @@
+//! What an operator sees: log lines (JSON, access log, the startup line, one line per
+//! failure), `--version`, metrics present from the start, bare boolean flags, readiness
+//! while failing open, and a clear, redacted Redis connection error.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_KEY, SHARED_KEY, TestServer, codec, redis_store, serve, settings};
+use heartbeat_http::{Settings, server};
+use heartbeat_store_redis::testkit::RedisServer;
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir);
+    command
+}
+
+/// The binary on sled in `dir` with `env` and `args`, its standard error in a file.
+struct Running {
+    child: Child,
+    server: TestServer,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    // The child moves into `Running`; `stop` waits for it.
+    #[allow(clippy::zombie_processes)]
+    async fn start(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Running {
+        let port = free_port();
+        let log = dir.join("stderr.log");
+        let child = command(dir)
+            .envs([
+                ("PORT", port.to_string().as_str()),
+                ("HOST", "127.0.0.1"),
+                ("SLED_PATH", "state/db"),
+                ("ADMIN_KEY", ADMIN_KEY),
+            ])
+            .envs(env.iter().copied())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = TestServer::at(format!("http://127.0.0.1:{port}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let health = server.http.get(format!("{}/healthz", server.url)).send();
+            if health.await.is_ok() {
+                return Running { child, server, log };
+            }
+            assert!(Instant::now() < deadline, "the server did not answer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (SIGTERM) and returns what it logged.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_startup_line_and_one_access_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        dir.path(),
+        &[("SHARED_KEY", SHARED_KEY), ("LOG_FORMAT", "json")],
+        // A bare boolean flag.
+        &["--access-log"],
+    )
+    .await;
+    let (status, _) = running.server.get_text("/readyz").await;
+    assert_eq!(status, 200);
+    let answer = running
+        .server
+        .http
+        .post(format!("{}/heartbeat", running.server.url))
+        .header("x-request-id", "req-42")
+        .json(&serde_json::json!({ "heartbeat_token": "forged" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 406);
+    let log = running.stop();
+    assert!(!log.contains('\u{1b}'), "no colour codes in a file: {log}");
+    assert!(
+        !log.contains(ADMIN_KEY) && !log.contains(SHARED_KEY),
+        "no secrets: {log}"
+    );
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let starting = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "starting")
+        .unwrap_or_else(|| panic!("no startup line in {log}"));
+    let store = starting["fields"]["store"].as_str().unwrap();
+    assert!(store.starts_with("sled at state/db"), "{store}");
+    assert!(
+        starting["fields"]["version"]
+            .as_str()
+            .unwrap()
+            .contains("commit")
+    );
+    let access = lines
+        .iter()
+        .find(|line| line["span"]["request_id"] == "req-42")
+        .unwrap_or_else(|| panic!("no access line for req-42 in {log}"));
+    assert_eq!(access["fields"]["status"], 406);
+    assert_eq!(access["span"]["uri"], "/heartbeat");
+    assert!(access["fields"]["latency"].is_string());
+    assert_eq!(access["level"], "INFO");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_warn_once_about_a_short_shared_key_and_log_no_requests_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(dir.path(), &[("SHARED_KEY", "short")], &[]).await;
+    let (status, metrics) = running.server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    let log = running.stop();
+    assert_eq!(
+        log.matches("SHARED_KEY is shorter than 16 bytes").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("starting"), "{log}");
+    assert!(!log.contains("finished processing request"), "{log}");
+    // Every counter an alert may compare with 0 is there from the start.
+    for line in [
+        "heartbeat_store_errors_total{route=\"/heartbeat\"} 0",
+        "heartbeat_heartbeat_decisions_total{outcome=\"store_unavailable\"} 0",
+        "heartbeat_refusals_total{reason=\"over_limit\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|have| have == line),
+            "{line} in\n{metrics}"
+        );
+    }
+    let build = format!(
+        "heartbeat_build_info{{version=\"{}\",commit=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build), "{metrics}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "heartbeat-server {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_is_one_clear_line_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("redis://app:s3cret-pass@127.0.0.1:{}", free_port());
+    let output = command(dir.path())
+        .envs([
+            ("STORAGE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            ("SHARED_KEY", SHARED_KEY),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("redis://app:***@127.0.0.1"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret") && !stderr.contains("Os {"),
+        "{stderr}"
+    );
+}
+
+/// With `FAIL_OPEN`, an instance whose store is down keeps answering heartbeats, so it
+/// stays ready; without it, it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_fail_open_while_the_store_is_down() {
+    let redis = RedisServer::start();
+    let mut instances = Vec::new();
+    for fail_open in [true, false] {
+        let store = redis_store(&redis).await;
+        let settings = Settings {
+            fail_open,
+            ..settings()
+        };
+        let app = server::app(codec(), store.clone(), store.clone(), store, settings);
+        instances.push(serve(app).await);
+    }
+    for instance in &instances {
+        assert_eq!(
+            instance.get_text("/readyz").await,
+            (200, "ready".to_owned())
+        );
+    }
+    drop(redis);
+    let (status, text) = instances[0].get_text("/readyz").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("ready (failing open:"), "{text}");
+    let (status, _) = instances[1].get_text("/readyz").await;
+    assert_eq!(status, 503);
+}
