@@ -265,3 +265,46 @@ fn a_damaged_database_is_refused() {
         "{error}"
     );
 }
+
+/// Copies a directory tree (the offline backup of docs/operations.md: `cp -a`).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The offline backup procedure: a copy of a closed database opens, and holds the
+/// sessions, history and the analytics index the original held.
+#[tokio::test]
+async fn a_copy_of_a_closed_database_opens_with_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (original, backup) = (dir.path().join("db"), dir.path().join("backup"));
+    let codec = TokenCodec::new("backup test key").unwrap();
+    let session = {
+        let heartbeats = Heartbeats::new(codec.clone(), open(&original));
+        let outcome = heartbeats
+            .heartbeat(&backend_token(&codec, 77), Some(12.0))
+            .await
+            .unwrap();
+        let HeartbeatOutcome::Accepted { accepted, .. } = outcome else {
+            panic!("refused: {outcome:?}");
+        };
+        heartbeats.store().flush().await.unwrap();
+        accepted.session_id
+    };
+    copy_tree(&original, &backup);
+    let heartbeats = Heartbeats::new(codec, open(&backup));
+    let sessions = heartbeats.active_sessions(&Id::Int(77)).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].session_id, session);
+    assert_eq!(heartbeats.active_session_count().await.unwrap(), 1);
+    let history = heartbeats.history(&Id::Int(77), 10).await.unwrap();
+    assert_eq!(history[0].progress, Some(12.0));
+}

@@ -1,0 +1,56 @@
+//! README and `docs/` read from a clone: every relative link leads to a file that exists,
+//! and no document points outside the repository.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The targets of `[text](target)` links in `markdown`.
+fn links(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let root = root();
+    let mut documents = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        documents.push(entry.unwrap().path());
+    }
+    let mut checked = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        assert!(
+            !text.contains("../shared") && !text.contains("example.invalid"),
+            "{} points outside the repository",
+            document.display()
+        );
+        for link in links(&text) {
+            if link.starts_with("http") || link.starts_with('#') || link.starts_with("mailto:") {
+                continue;
+            }
+            let path = link.split('#').next().unwrap();
+            let target = document.parent().unwrap().join(path);
+            assert!(
+                target.exists(),
+                "{} links to {link}, which does not exist",
+                document.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} links found: is the link reader broken?"
+    );
+}
