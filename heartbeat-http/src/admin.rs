@@ -92,6 +92,26 @@ impl FromRequestParts<App> for Admin {
     }
 }
 
+/// Proof that the request may update jobs: the admin key or the worker key
+/// (`WORKER_KEY`). 404 when neither is set, 401 when the key is missing or wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct Worker;
+
+impl FromRequestParts<App> for Worker {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
+        let settings = app.settings();
+        let admin = authorize(settings.admin_key.as_deref(), &parts.headers);
+        let worker = authorize(settings.worker_key.as_deref(), &parts.headers);
+        match (admin, worker) {
+            (Ok(()), _) | (_, Ok(())) => Ok(Worker),
+            (Err(Denied::Off), Err(Denied::Off)) => Err(Denied::Off),
+            _ => Err(Denied::Unauthorized),
+        }
+    }
+}
+
 /// `POST /admin/tokens`: the body is the heartbeat data; answers 201 with the token.
 pub async fn issue_token(
     _: Admin,

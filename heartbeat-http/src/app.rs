@@ -24,6 +24,17 @@ use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::{admin, heartbeat, jobs};
 
+/// Which routes a listener serves ([`App::router_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route (one listener).
+    All,
+    /// Players, jobs and health: the public port when `ADMIN_ADDR` is set.
+    Public,
+    /// `/admin/*`, `/metrics` and health: the `ADMIN_ADDR` listener.
+    Admin,
+}
+
 /// Everything a request needs: the two services (over stores chosen at run time), the
 /// settings, the metrics and the shutdown signal that ends SSE streams. Clones share it.
 #[derive(Clone)]
@@ -87,36 +98,57 @@ impl App {
 
     /// The router serving every route of SPEC §3, §4 and §6.
     pub fn router(&self) -> Router {
+        self.router_for(Surface::All)
+    }
+
+    /// The router of one listener: every route, the public ones (players, jobs, health),
+    /// or the operator's (`/admin/*`, `/metrics`, health) for `ADMIN_ADDR`. Routes of the
+    /// other surface answer 404.
+    pub fn router_for(&self, surface: Surface) -> Router {
         let metrics = self.inner.metrics.clone();
         let request_timeout = self.inner.settings.request_timeout;
-        let routes = Router::new()
-            .route("/", post(heartbeat::heartbeat))
-            .route("/heartbeat", post(heartbeat::heartbeat))
-            .route("/heartbeat/stop", post(heartbeat::stop))
-            .route("/admin/tokens", post(admin::issue_token))
-            .route("/admin/users/{user}/sessions", get(admin::sessions))
-            .route(
-                "/admin/users/{user}/sessions/{session}",
-                delete(admin::evict),
-            )
-            .route("/admin/users/{user}/progress/{asset}", get(admin::progress))
-            .route("/admin/users/{user}/history", get(admin::history))
-            .route("/create", post(jobs::heygen_create))
-            .route("/status/{id}", get(jobs::heygen_status))
-            .route("/v1/jobs", post(jobs::create).get(jobs::list))
-            .route("/v1/jobs/{id}", get(jobs::get).patch(jobs::update))
+        let (public, operator) = (surface != Surface::Admin, surface != Surface::Public);
+        let mut routes = Router::new()
             .route("/healthz", get(healthz))
             .route("/healthcheck", get(healthz))
-            .route("/readyz", get(readyz))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                request_timeout,
-            ))
-            // Streams live as long as the client stays: no request timeout for them.
-            .route("/status", get(jobs::heygen_events))
-            .route("/v1/events", get(jobs::events))
-            .route("/admin/history", get(admin::export_history))
-            .route("/admin/history/events", get(admin::history_events))
+            .route("/readyz", get(readyz));
+        if public {
+            routes = routes
+                .route("/", post(heartbeat::heartbeat))
+                .route("/heartbeat", post(heartbeat::heartbeat))
+                .route("/heartbeat/stop", post(heartbeat::stop))
+                .route("/create", post(jobs::heygen_create))
+                .route("/status/{id}", get(jobs::heygen_status))
+                .route("/v1/jobs", post(jobs::create).get(jobs::list))
+                .route("/v1/jobs/{id}", get(jobs::get).patch(jobs::update));
+        }
+        if operator {
+            routes = routes
+                .route("/admin/tokens", post(admin::issue_token))
+                .route("/admin/users/{user}/sessions", get(admin::sessions))
+                .route(
+                    "/admin/users/{user}/sessions/{session}",
+                    delete(admin::evict),
+                )
+                .route("/admin/users/{user}/progress/{asset}", get(admin::progress))
+                .route("/admin/users/{user}/history", get(admin::history));
+        }
+        routes = routes.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ));
+        // Streams live as long as the client stays: no request timeout for them.
+        if public {
+            routes = routes
+                .route("/status", get(jobs::heygen_events))
+                .route("/v1/events", get(jobs::events));
+        }
+        if operator {
+            routes = routes
+                .route("/admin/history", get(admin::export_history))
+                .route("/admin/history/events", get(admin::history_events));
+        }
+        let routes = routes
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .with_state(self.clone());
@@ -152,8 +184,13 @@ impl App {
             .option_layer(self.inner.settings.cors.as_ref().map(cors_layer))
             .layer(metrics::TrackLayer::new(metrics.clone()))
             .layer(DefaultBodyLimit::max(self.inner.settings.body_limit));
-        Router::new()
-            .route("/metrics", get(metrics::render))
+        let metrics_route = Router::new().route("/metrics", get(metrics::render));
+        let metrics_route = if operator {
+            metrics_route
+        } else {
+            Router::new()
+        };
+        metrics_route
             .with_state(metrics)
             .merge(routes)
             .layer(middleware)

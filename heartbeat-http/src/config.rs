@@ -241,8 +241,17 @@ pub struct ServerArgs {
     #[arg(long, env = "JOB_TIME", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=86_400_000))]
     pub job_time: u64,
     /// Bearer key of the admin API and the worker job updates; without it they answer 404.
+    /// At least 16 characters.
     #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Bearer key that may only update jobs (`PATCH /v1/jobs/{id}`): give it to workers
+    /// instead of ADMIN_KEY. At least 16 characters.
+    #[arg(long, env = "WORKER_KEY", hide_env_values = true)]
+    pub worker_key: Option<String>,
+    /// A separate address for `/admin/*` and `/metrics` (e.g. 127.0.0.1:9090): when set,
+    /// they are served there only, and the public port answers 404 for them.
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// Web origins browsers may call the server from: `*`, or a comma-separated list such
     /// as `https://app.example.com,http://localhost:5173`. Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
@@ -372,8 +381,12 @@ impl ConfigError {
 pub struct Settings {
     /// Where to listen.
     pub address: SocketAddr,
+    /// `ADMIN_ADDR`: where `/admin/*` and `/metrics` are served instead of `address`.
+    pub admin_address: Option<SocketAddr>,
     /// The admin bearer key, if the admin API is on.
     pub admin_key: Option<String>,
+    /// `WORKER_KEY`: a bearer key that may only update jobs.
+    pub worker_key: Option<String>,
     /// Answer 200 when the store is down.
     pub fail_open: bool,
     /// Largest body accepted.
@@ -447,7 +460,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            admin_address: None,
             admin_key: None,
+            worker_key: None,
             fail_open: false,
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -462,6 +477,18 @@ impl Default for Settings {
     }
 }
 
+/// A bearer key setting: unset or empty is none; a short one is refused.
+fn bearer_key(setting: &'static str, key: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match key {
+        None | Some("") => Ok(None),
+        Some(key) if key.len() < MIN_ADMIN_KEY_LEN => Err(ConfigError::new(
+            setting,
+            format!("must be at least {MIN_ADMIN_KEY_LEN} characters long"),
+        )),
+        Some(key) => Ok(Some(key.to_owned())),
+    }
+}
+
 impl ServerArgs {
     /// Checks every value.
     ///
@@ -469,16 +496,21 @@ impl ServerArgs {
     ///
     /// The first invalid setting, by name.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let admin_key = match self.admin_key.as_deref() {
-            None | Some("") => None,
-            Some(key) if key.len() < MIN_ADMIN_KEY_LEN => {
-                return Err(ConfigError::new(
-                    "ADMIN_KEY",
-                    format!("must be at least {MIN_ADMIN_KEY_LEN} characters long"),
-                ));
-            }
-            Some(key) => Some(key.to_owned()),
-        };
+        let admin_key = bearer_key("ADMIN_KEY", self.admin_key.as_deref())?;
+        let worker_key = bearer_key("WORKER_KEY", self.worker_key.as_deref())?;
+        if worker_key.is_some() && worker_key == admin_key {
+            return Err(ConfigError::new(
+                "WORKER_KEY",
+                "is the same as ADMIN_KEY: give workers a key of their own",
+            ));
+        }
+        let address = SocketAddr::new(self.host, self.port);
+        if self.admin_addr == Some(address) {
+            return Err(ConfigError::new(
+                "ADMIN_ADDR",
+                format!("is the public address {address}: give the admin API another port"),
+            ));
+        }
         let owner_tokens = match (
             self.owner_key.as_deref().filter(|key| !key.is_empty()),
             self.owner_auth,
@@ -501,8 +533,10 @@ impl ServerArgs {
             return Err(ConfigError::new("SLED_PATH", "must not be empty"));
         }
         Ok(Settings {
-            address: SocketAddr::new(self.host, self.port),
+            address,
+            admin_address: self.admin_addr,
             admin_key,
+            worker_key,
             fail_open: self.fail_open,
             access_log: self.access_log,
             body_limit: self.body_limit,

@@ -11,7 +11,7 @@ use heartbeat_core::jobs::{Job, JobEvent, JobId, JobState, JobUpdate, JobsError,
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::Admin;
+use crate::admin::Worker;
 use crate::app::App;
 use crate::body::{LimitedBody, json_body};
 use crate::error::{ApiError, TextError};
@@ -251,10 +251,10 @@ pub async fn get(
     Ok(Json(job))
 }
 
-/// `PATCH /v1/jobs/{id}` (admin key): a worker's update — `state`, `progress`, `error`.
+/// `PATCH /v1/jobs/{id}` (admin or worker key): a worker's update — `state`, `progress`, `error`.
 /// States only move forward; a finished job never changes (409).
 pub async fn update(
-    _: Admin,
+    _: Worker,
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,

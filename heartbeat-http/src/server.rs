@@ -8,7 +8,7 @@ use heartbeat_core::jobs::{EventBus, JobStore, JobsConfig};
 use heartbeat_core::{Clock, HeartbeatConfig, SessionStore, SystemClock, TokenCodec};
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::app::{App, Surface};
 use crate::config::{ConfigError, ServerArgs, Settings, Storage};
 
 /// Why the server could not start or stopped with an error.
@@ -190,8 +190,7 @@ pub async fn shutdown_signal() {
 /// a deploy): the kernel then drops their SYNs and they retry only after 1, 3, 7 s.
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
-    let address = settings.address;
+fn bind(address: std::net::SocketAddr) -> Result<TcpListener, StartError> {
     let listen = || -> std::io::Result<TcpListener> {
         let socket = if address.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -205,10 +204,29 @@ fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
     listen().map_err(|source| StartError::Io { address, source })
 }
 
-async fn run_app(app: App, listener: TcpListener) -> Result<(), StartError> {
+/// Serves until a signal; with an admin listener (`ADMIN_ADDR`), the operator's routes
+/// there and the public ones on `listener`.
+async fn run_app(
+    app: App,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+) -> Result<(), StartError> {
     let address = app.settings().address;
     tracing::info!(%address, "listening");
-    serve(app, listener, shutdown_signal()).await;
+    let Some(admin) = admin else {
+        serve(app, listener, shutdown_signal()).await;
+        return Ok(());
+    };
+    tracing::info!(address = ?app.settings().admin_address, "admin API and metrics listening");
+    let stop = app.shutdown().clone();
+    let operator = tokio::spawn(crate::listen::serve(
+        admin,
+        app.router_for(Surface::Admin),
+        async move { stop.cancelled().await },
+    ));
+    let public = app.router_for(Surface::Public);
+    serve_router(app, public, listener, shutdown_signal()).await;
+    let _ = operator.await;
     Ok(())
 }
 
@@ -233,8 +251,9 @@ fn not_built(storage: &str) -> StartError {
 pub async fn run(args: ServerArgs) -> Result<(), StartError> {
     let app = open(&args).await?;
     log_configuration(&args, app.settings());
-    let listener = bind(app.settings())?;
-    run_app(app, listener).await
+    let listener = bind(app.settings().address)?;
+    let admin = app.settings().admin_address.map(bind).transpose()?;
+    run_app(app, listener, admin).await
 }
 
 /// Logs the effective configuration once at startup, without secrets, and warns about a

@@ -243,3 +243,114 @@ async fn readiness_follows_fail_open_while_the_store_is_down() {
     let (status, _) = instances[1].get_text("/readyz").await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_addr_serves_the_admin_api_and_metrics_apart_from_the_public_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let running = Running::start(
+        dir.path(),
+        &[
+            ("SHARED_KEY", SHARED_KEY),
+            ("ADMIN_ADDR", admin_addr.as_str()),
+        ],
+        &[],
+    )
+    .await;
+    let public = &running.server;
+    let operator = TestServer::at(format!("http://{admin_addr}"));
+    assert_eq!(public.get_text("/metrics").await.0, 404);
+    assert_eq!(
+        public
+            .admin(reqwest::Method::GET, "/admin/users/1/sessions")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        public.admin(reqwest::Method::GET, "/admin/history").await.0,
+        404
+    );
+    assert_eq!(public.get_text("/readyz").await.0, 200);
+    assert_eq!(operator.get_text("/metrics").await.0, 200);
+    let (status, sessions) = operator
+        .admin(reqwest::Method::GET, "/admin/users/1/sessions")
+        .await;
+    assert_eq!(
+        (status, &sessions["sessions"]),
+        (200, &serde_json::json!([]))
+    );
+    let heartbeat = operator
+        .post_json("/heartbeat", &serde_json::json!({ "heartbeat_token": "x" }))
+        .await;
+    assert_eq!(heartbeat.status(), 404, "players use the public port only");
+    let log = running.stop();
+    assert!(log.contains("admin API and metrics listening"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_key_may_update_jobs_and_nothing_else() {
+    const WORKER_KEY: &str = "worker-key-0123456789";
+    let settings = Settings {
+        worker_key: Some(WORKER_KEY.to_owned()),
+        ..settings()
+    };
+    let (server, _backing) = common::start_with(common::Kind::Memory, settings).await;
+    let created: Value = server
+        .http
+        .post(format!("{}/v1/jobs?uuid=w", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = format!("{}/v1/jobs/{}", server.url, created["id"]);
+    let patch = |key: &'static str, state: &'static str| {
+        server
+            .http
+            .patch(&job)
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "state": state }))
+            .send()
+    };
+    assert_eq!(
+        patch("not-the-worker-key-000", "running")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(patch(WORKER_KEY, "running").await.unwrap().status(), 200);
+    assert_eq!(patch(ADMIN_KEY, "completed").await.unwrap().status(), 200);
+    let denied = server
+        .http
+        .get(format!("{}/admin/users/1/sessions", server.url))
+        .bearer_auth(WORKER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401, "the worker key opens no admin route");
+}
+
+#[test]
+fn a_worker_key_equal_to_the_admin_key_or_too_short_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (worker, expected) in [
+        (ADMIN_KEY, "WORKER_KEY is the same as ADMIN_KEY"),
+        ("short", "WORKER_KEY must be at least 16 characters"),
+    ] {
+        let output = command(dir.path())
+            .envs([
+                ("SHARED_KEY", SHARED_KEY),
+                ("ADMIN_KEY", ADMIN_KEY),
+                ("WORKER_KEY", worker),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
