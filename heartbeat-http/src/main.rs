@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         eprintln!("error: invalid configuration: .env cannot be read: {error}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| exit_on(error));
     match cli.command {
         Some(Command::IssueToken(args)) => print_token(issue_token(&args)),
         Some(Command::IssueOwnerToken(args)) => print_token(issue_owner_token(&args)),
@@ -113,6 +113,53 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Ends the process on a command-line error. An invalid value names the environment
+/// variable as well as the flag (`invalid value 'abc' for PORT (--port): …`): operators set
+/// variables, not flags. Other errors (and `--help`, `--version`) are clap's own.
+fn exit_on(error: clap::Error) -> ! {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) && let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) {
+        let long = arg
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("--");
+        let command = Cli::command();
+        let env = command
+            .get_arguments()
+            .find(|candidate| candidate.get_long() == Some(long))
+            .and_then(|candidate| candidate.get_env())
+            .map(|env| env.to_string_lossy().into_owned());
+        if let Some(env) = env {
+            let reason = std::error::Error::source(&error)
+                .map(|source| format!(": {source}"))
+                .unwrap_or_else(|| {
+                    let valid = match error.get(ContextKind::ValidValue) {
+                        Some(ContextValue::Strings(values)) => values.join(", "),
+                        _ => String::new(),
+                    };
+                    if valid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": expected one of {valid}")
+                    }
+                });
+            eprintln!(
+                "error: invalid configuration: invalid value '{value}' for {env} (--{long}){reason}"
+            );
+            std::process::exit(2);
+        }
+    }
+    error.exit()
 }
 
 /// Logs to standard error in `LOG_FORMAT`, filtered by `LOG`; colours only on a terminal

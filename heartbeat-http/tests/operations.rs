@@ -354,3 +354,33 @@ fn a_worker_key_equal_to_the_admin_key_or_too_short_is_refused() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn an_invalid_value_names_the_variable_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, value, expected) in [
+        (
+            "PORT",
+            "abc",
+            "invalid value 'abc' for PORT (--port): invalid digit",
+        ),
+        (
+            "STORAGE",
+            "pg",
+            "invalid value 'pg' for STORAGE (--storage): expected one of memory, sled, redis",
+        ),
+        (
+            "FAIL_OPEN",
+            "perhaps",
+            "invalid value 'perhaps' for FAIL_OPEN (--fail-open)",
+        ),
+    ] {
+        let output = command(dir.path())
+            .envs([("SHARED_KEY", SHARED_KEY), (env, value)])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{env}: {stderr}");
+    }
+}
