@@ -65,6 +65,10 @@ pub enum Command {
     /// Write finished sessions of all users as NDJSON to standard output, read from the
     /// store the settings name (as `GET /admin/history` does).
     ExportHistory(ExportHistoryArgs),
+    /// Check every setting and that the store opens and answers, then print the
+    /// effective configuration without secrets. Exit code 0, or 2 (a setting) or 1 (the
+    /// store) with the error.
+    CheckConfig,
 }
 
 /// `export-history` options.

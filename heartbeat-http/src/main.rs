@@ -7,6 +7,7 @@ use heartbeat_core::{HeartbeatData, Id, RejectStrategy};
 use std::io::{IsTerminal, Write};
 
 use futures_util::StreamExt;
+use heartbeat_core::SessionStore;
 use heartbeat_http::admin::{self, ExportQuery};
 use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Some(Command::IssueToken(args)) => print_token(issue_token(&args)),
         Some(Command::IssueOwnerToken(args)) => print_token(issue_owner_token(&args)),
         Some(Command::ExportHistory(args)) => export_history(&cli.server, args),
+        Some(Command::CheckConfig) => check_config(&cli.server),
         None => {
             // Every setting is checked before anything starts (and before the port is bound).
             if let Err(error) = cli
@@ -59,6 +61,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `check-config`: every setting checked, the store opened and pinged, the effective
+/// configuration printed.
+fn check_config(server: &ServerArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match server::open(server).await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(error.exit_code());
+            }
+        };
+        if let Err(error) = app.heartbeats().store().ping().await {
+            eprintln!("error: the store does not answer: {error}");
+            return ExitCode::FAILURE;
+        }
+        for (name, value) in server::configuration(server, app.settings()) {
+            println!("{name}: {value}");
+        }
+        println!("ok: the configuration is valid and the store answers");
+        ExitCode::SUCCESS
+    })
 }
 
 /// `export-history`: the NDJSON of `GET /admin/history`, from the configured store.

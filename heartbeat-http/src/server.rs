@@ -259,6 +259,43 @@ pub async fn run(args: ServerArgs) -> Result<(), StartError> {
 /// Logs the effective configuration once at startup, without secrets, and warns about a
 /// short `SHARED_KEY` (accepted: Node-era deployments have short keys).
 fn log_configuration(args: &ServerArgs, settings: &Settings) {
+    let summary = configuration(args, settings);
+    let value = |name: &str| {
+        summary
+            .iter()
+            .find(|(setting, _)| *setting == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let rest: Vec<String> = summary
+        .iter()
+        .filter(|(name, _)| !["version", "store", "address"].contains(name))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    tracing::info!(
+        version = %value("version"),
+        store = %value("store"),
+        address = %value("address"),
+        settings = %rest.join(" "),
+        "starting"
+    );
+    if args
+        .tokens
+        .shared_key
+        .as_deref()
+        .is_some_and(|key| key.len() < MIN_SHARED_KEY_LEN)
+    {
+        tracing::warn!(
+            "SHARED_KEY is shorter than {MIN_SHARED_KEY_LEN} bytes: tokens sealed with a \
+             short key can be forged by guessing it. Use a long random key (rotating keys \
+             ends every playing session at its next heartbeat)."
+        );
+    }
+}
+
+/// The effective configuration, by name, without secrets (keys are reported as set or
+/// not, the Redis URL's password as `***`): the startup log line and `check-config`.
+pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static str, String)> {
     let store = match args.storage {
         Storage::Memory => "memory (nothing survives a restart)".to_owned(),
         Storage::Sled => format!(
@@ -274,36 +311,52 @@ fn log_configuration(args: &ServerArgs, settings: &Settings) {
             args.redis_timeout_ms
         ),
     };
-    tracing::info!(
-        version = crate::config::VERSION,
-        %store,
-        address = %settings.address,
-        token_format = ?args.tokens.token_format,
-        accept_legacy = args.tokens.accept_legacy,
-        admin_api = settings.admin_key.is_some(),
-        owner_tokens = settings.owner_tokens.is_some(),
-        cors = ?settings.cors,
-        fail_open = settings.fail_open,
-        job_time_ms = settings.job_time.map_or(0, |time| time.as_millis()),
-        job_retention_days = settings.job_retention.as_secs() / 86_400,
-        retention_days = settings.retention.retention_secs / 86_400,
-        history_cap = settings.retention.history_cap,
-        body_limit = settings.body_limit,
-        access_log = settings.access_log,
-        "starting"
-    );
-    if args
-        .tokens
-        .shared_key
-        .as_deref()
-        .is_some_and(|key| key.len() < MIN_SHARED_KEY_LEN)
-    {
-        tracing::warn!(
-            "SHARED_KEY is shorter than {MIN_SHARED_KEY_LEN} bytes: tokens sealed with a \
-             short key can be forged by guessing it. Use a long random key (rotating keys \
-             ends every playing session at its next heartbeat)."
-        );
-    }
+    let on = |set: bool| if set { "set" } else { "unset" }.to_owned();
+    vec![
+        ("version", crate::config::VERSION.to_owned()),
+        ("store", store),
+        ("address", settings.address.to_string()),
+        (
+            "admin_address",
+            settings.admin_address.map_or_else(
+                || "the public address".to_owned(),
+                |address| address.to_string(),
+            ),
+        ),
+        (
+            "token_format",
+            format!("{:?}", args.tokens.token_format).to_lowercase(),
+        ),
+        ("accept_legacy", args.tokens.accept_legacy.to_string()),
+        ("shared_key", on(args.tokens.shared_key.is_some())),
+        ("admin_key", on(settings.admin_key.is_some())),
+        ("worker_key", on(settings.worker_key.is_some())),
+        ("owner_key", on(settings.owner_tokens.is_some())),
+        ("cors_origins", format!("{:?}", settings.cors)),
+        ("fail_open", settings.fail_open.to_string()),
+        (
+            "job_time_ms",
+            settings
+                .job_time
+                .map_or(0, |time| time.as_millis())
+                .to_string(),
+        ),
+        (
+            "job_retention_days",
+            (settings.job_retention.as_secs() / 86_400).to_string(),
+        ),
+        (
+            "retention_days",
+            (settings.retention.retention_secs / 86_400).to_string(),
+        ),
+        ("history_cap", settings.retention.history_cap.to_string()),
+        ("body_limit", settings.body_limit.to_string()),
+        (
+            "log",
+            format!("{} ({:?})", args.log, args.log_format).to_lowercase(),
+        ),
+        ("access_log", settings.access_log.to_string()),
+    ]
 }
 
 /// Shortest `SHARED_KEY` started without a warning.

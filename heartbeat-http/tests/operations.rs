@@ -384,3 +384,43 @@ fn an_invalid_value_names_the_variable_and_the_flag() {
         assert!(stderr.contains(expected), "{env}: {stderr}");
     }
 }
+
+#[test]
+fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .envs([
+            ("SHARED_KEY", SHARED_KEY),
+            ("ADMIN_KEY", ADMIN_KEY),
+            ("SLED_PATH", "state/db"),
+        ])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("store: sled at state/db"), "{stdout}");
+    assert!(stdout.contains("admin_key: set"), "{stdout}");
+    assert!(stdout.ends_with("ok: the configuration is valid and the store answers\n"));
+    assert!(
+        !stdout.contains(SHARED_KEY) && !stdout.contains(ADMIN_KEY),
+        "{stdout}"
+    );
+
+    let url = format!("redis://:hidden-pass@127.0.0.1:{}", free_port());
+    let output = command(dir.path())
+        .envs([
+            ("SHARED_KEY", SHARED_KEY),
+            ("STORAGE", "redis"),
+            ("REDIS_URL", url.as_str()),
+        ])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot reach Redis") && !stderr.contains("hidden-pass"),
+        "{stderr}"
+    );
+}
