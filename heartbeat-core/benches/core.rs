@@ -52,6 +52,27 @@ fn tokens(c: &mut Criterion) {
         bad.replace_range(bad.len() - 8.., "AAAAAAA=");
         b.iter(|| sealed.open(black_box(&bad)).unwrap_err())
     });
+    // A key rotation (SHARED_KEY_PREVIOUS): one previous key.
+    let rotated = TokenCodec::new("next secret")
+        .unwrap()
+        .with_previous_keys(["topsecret"])
+        .unwrap();
+    let stranger = TokenCodec::new("nobody's key").unwrap();
+    let stranger_v2 = stranger.seal(&data).unwrap();
+    group.bench_function("open v2 sealed with the previous key", |b| {
+        b.iter(|| rotated.open(black_box(&sealed_token)).unwrap())
+    });
+    group.bench_function("refuse v2 (wrong key)", |b| {
+        b.iter(|| sealed.open(black_box(&stranger_v2)).unwrap_err())
+    });
+    group.bench_function("refuse v2 (wrong key), one previous key", |b| {
+        b.iter(|| rotated.open(black_box(&stranger_v2)).unwrap_err())
+    });
+    group.bench_function("refuse legacy (bad padding), one previous key", |b| {
+        let mut bad = foreign_legacy.clone();
+        bad.replace_range(bad.len() - 8.., "AAAAAAA=");
+        b.iter(|| rotated.open(black_box(&bad)).unwrap_err())
+    });
     group.finish();
 }
 

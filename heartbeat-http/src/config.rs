@@ -155,6 +155,16 @@ pub struct TokenArgs {
     /// built-in default.
     #[arg(long, env = "SHARED_KEY", hide_env_values = true)]
     pub shared_key: Option<String>,
+    /// Earlier shared keys, comma-separated, during a key rotation: tokens sealed with
+    /// them still open (tried after SHARED_KEY, in order), and every answer is sealed with
+    /// SHARED_KEY, so playing devices move to it at their next heartbeat.
+    #[arg(
+        long,
+        env = "SHARED_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub shared_key_previous: Vec<String>,
     /// Format of the tokens this server issues: `v2` (authenticated) or `legacy` (CryptoJS,
     /// readable by Node.js servers running beside this one).
     #[arg(
@@ -182,8 +192,15 @@ impl TokenArgs {
             "SHARED_KEY",
             "the key your backends seal tokens with",
         )?;
+        let previous = self
+            .shared_key_previous
+            .iter()
+            .map(|key| key.trim())
+            .filter(|key| !key.is_empty());
         Ok(TokenCodec::new(key)
             .map_err(|error| ConfigError::new("SHARED_KEY", error.to_string()))?
+            .with_previous_keys(previous)
+            .map_err(|error| ConfigError::new("SHARED_KEY_PREVIOUS", error.to_string()))?
             .issuing(self.token_format.into())
             .accepting_legacy(self.accept_legacy))
     }

@@ -329,6 +329,10 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ),
         ("accept_legacy", args.tokens.accept_legacy.to_string()),
         ("shared_key", on(args.tokens.shared_key.is_some())),
+        (
+            "shared_key_previous",
+            format!("{} key(s)", args.tokens.shared_key_previous.len()),
+        ),
         ("admin_key", on(settings.admin_key.is_some())),
         ("worker_key", on(settings.worker_key.is_some())),
         ("owner_key", on(settings.owner_tokens.is_some())),

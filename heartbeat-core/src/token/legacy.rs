@@ -120,7 +120,7 @@ impl LegacyKey {
     pub(crate) fn open_with<T>(
         &self,
         token: &str,
-        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+        parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
         let (plaintext, failure) = self.decrypt(token);
         // Parsed on every path, so a padding error costs what a JSON error costs.

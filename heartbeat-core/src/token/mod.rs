@@ -163,6 +163,8 @@ pub enum KeyError {
 pub struct TokenCodec {
     sealed: sealed::SealedKey,
     legacy: legacy::LegacyKey,
+    /// Keys of earlier rotations, newest first: tokens sealed with them still open.
+    previous: std::sync::Arc<[(sealed::SealedKey, legacy::LegacyKey)]>,
     issue: TokenFormat,
     accept_legacy: bool,
 }
@@ -172,6 +174,7 @@ impl fmt::Debug for TokenCodec {
         f.debug_struct("TokenCodec")
             .field("issue", &self.issue)
             .field("accept_legacy", &self.accept_legacy)
+            .field("previous_keys", &self.previous.len())
             .finish_non_exhaustive()
     }
 }
@@ -185,9 +188,43 @@ impl TokenCodec {
         Ok(Self {
             sealed: sealed::SealedKey::derive(shared_key.as_bytes()),
             legacy: legacy::LegacyKey::new(shared_key.as_bytes())?,
+            previous: std::sync::Arc::new([]),
             issue: TokenFormat::Sealed,
             accept_legacy: true,
         })
+    }
+
+    /// The same codec, also opening tokens sealed with `previous` keys (a key rotation:
+    /// SPEC §6 `SHARED_KEY_PREVIOUS`), tried in order after the current key. Tokens are
+    /// always sealed with the current key, so a playing device moves to it at its next
+    /// heartbeat. A token no key opens costs one try per key, whatever is wrong with it.
+    ///
+    /// ```
+    /// use heartbeat_core::{HeartbeatData, Id, TokenCodec};
+    ///
+    /// let data = HeartbeatData::builder(Id::Int(1), Id::Int(2)).build()?;
+    /// let old = TokenCodec::new("the key of last year")?.seal(&data)?;
+    /// let codec = TokenCodec::new("the key of this year")?.with_previous_keys(["the key of last year"])?;
+    /// assert_eq!(codec.open(&old)?, data);
+    /// assert!(TokenCodec::new("the key of this year")?.open(&old).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_previous_keys<'a>(
+        mut self,
+        previous: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for key in previous {
+            if key.is_empty() {
+                return Err(KeyError::Empty);
+            }
+            keys.push((
+                sealed::SealedKey::derive(key.as_bytes()),
+                legacy::LegacyKey::new(key.as_bytes())?,
+            ));
+        }
+        self.previous = keys.into();
+        Ok(self)
     }
 
     /// The same codec, issuing `format`.
@@ -244,19 +281,36 @@ impl TokenCodec {
     fn open_with<T>(
         &self,
         token: &str,
-        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+        parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, InvalidToken> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
-        let opened = if let Some(body) = token.strip_prefix(sealed::PREFIX) {
-            self.sealed.open_with(body, parse)
-        } else if self.accept_legacy {
-            self.legacy.open_with(token, parse)
-        } else {
-            Err(Refusal::Malformed)
-        };
-        opened.map_err(InvalidToken::new)
+        let keys = std::iter::once((&self.sealed, &self.legacy)).chain(
+            self.previous
+                .iter()
+                .map(|(sealed, legacy)| (sealed, legacy)),
+        );
+        let mut first_refusal = None;
+        for (sealed, legacy) in keys {
+            let opened = if let Some(body) = token.strip_prefix(sealed::PREFIX) {
+                sealed.open_with(body, &parse)
+            } else if self.accept_legacy {
+                legacy.open_with(token, &parse)
+            } else {
+                Err(Refusal::Malformed)
+            };
+            match opened {
+                Ok(opened) => return Ok(opened),
+                // The current key's refusal says what is wrong with the token.
+                Err(refusal) => {
+                    first_refusal.get_or_insert(refusal);
+                }
+            }
+        }
+        Err(InvalidToken::new(
+            first_refusal.unwrap_or(Refusal::Malformed),
+        ))
     }
 }
 

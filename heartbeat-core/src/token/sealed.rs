@@ -78,7 +78,7 @@ impl SealedKey {
     pub(crate) fn open_with<T>(
         &self,
         body: &str,
-        parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+        parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
         let raw = URL_SAFE_NO_PAD
             .decode(body)
