@@ -1,0 +1,123 @@
+//! README's shell examples, run with bash and curl against the release of this binary,
+//! so that they stay true.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+const SHARED_KEY: &str = "change-me-to-a-long-random-key";
+const ADMIN_KEY: &str = "readme-admin-key-0123456789";
+
+/// The first ```sh block after `marker` in README.
+fn block_after(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let (_, after) = readme
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("README no longer has {marker:?}"));
+    let (_, start) = after.split_once("```sh\n").unwrap();
+    start.split_once("```").unwrap().0.to_owned()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn the_quick_start_and_admin_examples_work_as_written() {
+    assert!(has("curl") && has("bash"), "this test needs curl and bash");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+    std::os::unix::fs::symlink(BINARY, dir.path().join("target/release/heartbeat-server")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server(
+        Command::new(BINARY)
+            .env_clear()
+            .current_dir(dir.path())
+            .envs([
+                ("SHARED_KEY", SHARED_KEY),
+                ("ADMIN_KEY", ADMIN_KEY),
+                ("JOB_TIME", "2000"),
+                ("HOST", "127.0.0.1"),
+                ("PORT", &port.to_string()),
+                ("LOG", "warn"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let here = format!("localhost:{port}");
+    let run = |script: &str| {
+        // A stream in the foreground (`curl -N` without `&`) is read for two seconds.
+        let script: Vec<String> = script
+            .replace("localhost:3000", &here)
+            .lines()
+            .map(|line| match line.split_once(" -N ") {
+                Some(_) if !line.contains(" &") => {
+                    let command = line.split_once(" #").map_or(line, |(command, _)| command);
+                    format!("{command} --max-time 2 || true")
+                }
+                _ => line.to_owned(),
+            })
+            .collect();
+        let script = format!(
+            "set -e\n{}\nsleep 3\nkill $(jobs -p) 2>/dev/null || true\n",
+            script.join("\n")
+        );
+        let output = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ADMIN_KEY", ADMIN_KEY)
+            .env("SID", "no-such-session")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{script}\n{stdout}\n{stderr}");
+        stdout
+    };
+
+    let quick_start = run(&block_after("Then, in another terminal:"));
+    assert!(
+        quick_start.contains("{\"heartbeat_token\":\"v2."),
+        "{quick_start}"
+    );
+    assert!(quick_start.contains("event: status_"), "{quick_start}");
+    assert!(
+        quick_start.contains("\"message\":\"completed\""),
+        "{quick_start}"
+    );
+
+    let admin = run(&block_after("Admin (`Authorization: Bearer $ADMIN_KEY`"));
+    assert!(admin.contains("{\"heartbeat_token\":"), "{admin}");
+    assert!(admin.contains("\"user_id\":13"), "{admin}");
+    assert!(
+        admin.contains("{\"complete\":true"),
+        "the export's last line: {admin}"
+    );
+    drop(server);
+}
