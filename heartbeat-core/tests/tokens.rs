@@ -19,14 +19,52 @@ fn v2_round_trips_and_is_url_safe() {
     let codec = TokenCodec::new("k").unwrap();
     let token = codec.seal(&data()).unwrap();
     assert!(token.starts_with("v2."));
+    // `v2.` ‖ key id ‖ `.` ‖ body: URL-safe characters only (`.` is unreserved).
+    let (key_id, body) = token[3..].split_once('.').unwrap();
+    assert_eq!(key_id.len(), 4);
     assert!(
-        token[3..]
-            .bytes()
+        body.bytes()
+            .chain(key_id.bytes())
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     );
     assert_eq!(codec.open(&token).unwrap(), data());
-    // Fresh nonce per token.
-    assert_ne!(codec.seal(&data()).unwrap(), token);
+    // Fresh nonce per token; the key id is the key's.
+    let again = codec.seal(&data()).unwrap();
+    assert_ne!(again, token);
+    assert!(again.starts_with(&token[..8]));
+}
+
+/// Key ids (rotation): a token names its key, so it opens with the current or a previous
+/// key in one try; tokens sealed before key ids still open; a token whose key id names no
+/// configured key is refused like any other invalid token.
+#[test]
+fn v2_tokens_name_their_key() {
+    let old = TokenCodec::new("last year's key").unwrap();
+    let new = TokenCodec::new("this year's key").unwrap();
+    let rotated = TokenCodec::new("this year's key")
+        .unwrap()
+        .with_previous_keys(["last year's key"])
+        .unwrap();
+    let from_old = old.seal(&data()).unwrap();
+    let from_new = new.seal(&data()).unwrap();
+    assert_ne!(
+        from_old[3..7],
+        from_new[3..7],
+        "different keys, different ids"
+    );
+    assert_eq!(rotated.open(&from_old).unwrap(), data());
+    assert_eq!(rotated.open(&from_new).unwrap(), data());
+    // Before key ids: `v2.` ‖ body.
+    let (_, body) = from_old[3..].split_once('.').unwrap();
+    let without_id = format!("v2.{body}");
+    assert_eq!(rotated.open(&without_id).unwrap(), data());
+    assert_eq!(old.open(&without_id).unwrap(), data());
+    assert!(new.open(&without_id).is_err());
+    // Another key's id on this body, or an unknown id: refused.
+    let swapped = format!("v2.{}.{body}", &from_new[3..7]);
+    assert!(rotated.open(&swapped).is_err());
+    assert!(new.open(&from_old).is_err());
+    assert!(rotated.open(&format!("v2.AAAA.{body}")).is_err());
 }
 
 #[test]

@@ -286,11 +286,22 @@ impl TokenCodec {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
-        let keys = std::iter::once((&self.sealed, &self.legacy)).chain(
+        let mut keys = std::iter::once((&self.sealed, &self.legacy)).chain(
             self.previous
                 .iter()
                 .map(|(sealed, legacy)| (sealed, legacy)),
         );
+        // A v2 token names its key: one try.
+        if let Some((id, body)) = token
+            .strip_prefix(sealed::PREFIX)
+            .and_then(sealed::split_key_id)
+        {
+            let opened = match keys.find(|(sealed, _)| sealed.id() == id) {
+                Some((sealed, _)) => sealed.open_with(body, &parse),
+                None => Err(Refusal::Decryption),
+            };
+            return opened.map_err(InvalidToken::new);
+        }
         let mut first_refusal = None;
         for (sealed, legacy) in keys {
             let opened = if let Some(body) = token.strip_prefix(sealed::PREFIX) {

@@ -1,9 +1,16 @@
 //! The authenticated `v2.` token format.
 //!
-//! `token = "v2." ‖ base64url-no-pad(nonce, 24 B ‖ XChaCha20-Poly1305(json) ‖ tag, 16 B)`,
-//! with the prefix `v2` as associated data and the key derived once from the shared key by
-//! HKDF-SHA256. Any change to any byte, a truncation, another key or another version is
-//! refused.
+//! `token = "v2." ‖ key id ‖ "." ‖ base64url-no-pad(nonce, 24 B ‖ XChaCha20-Poly1305(json) ‖
+//! tag, 16 B)`, with the prefix `v2` as associated data and the key derived once from the
+//! shared key by HKDF-SHA256. Any change to any byte, a truncation, another key or another
+//! version is refused.
+//!
+//! The key id (4 base64url characters: 3 bytes HKDF-derived from the shared key, apart
+//! from the cipher key) names the key a token was sealed with, so that during a key
+//! rotation a token is opened with its own key in one try. Tokens sealed before key ids
+//! (`"v2." ‖ body`, no second dot: base64url has no `.`) still open, trying each key. The
+//! id reveals nothing a sealed token does not: a guess of the shared key can be checked
+//! against any token's tag as well.
 //!
 //! XChaCha20-Poly1305 rather than AES-256-GCM: its 192-bit nonces can be drawn at random for
 //! as many tokens as a busy fleet issues under one key (AES-GCM's 96-bit random nonces reach
@@ -26,11 +33,22 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HKDF_SALT: &[u8] = b"heartbeat token v2";
 const HKDF_INFO: &[u8] = b"xchacha20poly1305 key";
+const HKDF_INFO_KEY_ID: &[u8] = b"key id";
+/// Characters of a key id (3 bytes in base64url).
+const KEY_ID_LEN: usize = 4;
 
 /// The `v2` key, derived once from the shared key.
 #[derive(Clone)]
 pub struct SealedKey {
     cipher: XChaCha20Poly1305,
+    id: String,
+}
+
+/// Splits the part of a token after [`PREFIX`] into its key id and body; `None` for a
+/// token sealed before key ids.
+pub(crate) fn split_key_id(rest: &str) -> Option<(&str, &str)> {
+    rest.split_once('.')
+        .filter(|(id, _)| id.len() == KEY_ID_LEN)
 }
 
 impl SealedKey {
@@ -38,10 +56,19 @@ impl SealedKey {
     pub fn derive(shared_key: &[u8]) -> Self {
         let mut key = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes: this cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
+        let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key);
+        let _ = hkdf.expand(HKDF_INFO, &mut key);
+        let mut id = [0u8; 3];
+        let _ = hkdf.expand(HKDF_INFO_KEY_ID, &mut id);
         Self {
             cipher: XChaCha20Poly1305::new((&key).into()),
+            id: URL_SAFE_NO_PAD.encode(id),
         }
+    }
+
+    /// The key id its tokens carry.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
     }
 
     /// Seals `plaintext` under a fresh random nonce, prefix included.
@@ -63,14 +90,18 @@ impl SealedKey {
         let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&ciphertext);
-        let mut token = String::with_capacity(PREFIX.len() + raw.len().div_ceil(3) * 4);
+        let mut token =
+            String::with_capacity(PREFIX.len() + KEY_ID_LEN + 1 + raw.len().div_ceil(3) * 4);
         token.push_str(PREFIX);
+        token.push_str(&self.id);
+        token.push('.');
         URL_SAFE_NO_PAD.encode_string(&raw, &mut token);
         Ok(token)
     }
 
-    /// Opens the part of a token after [`PREFIX`].
-    pub fn open(&self, body: &str) -> Result<Map<String, Value>, Refusal> {
+    /// Opens the part of a token after [`PREFIX`] (with or without a key id).
+    pub fn open(&self, rest: &str) -> Result<Map<String, Value>, Refusal> {
+        let body = split_key_id(rest).map_or(rest, |(_, body)| body);
         self.open_with(body, parse_object)
     }
 
