@@ -196,6 +196,15 @@ pub async fn progress(
         .ok_or_else(|| ApiError::not_found("No progress is recorded for this user and asset."))
 }
 
+/// A route's query, or a 400 saying what is wrong with it.
+fn read_query<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query.map(|Query(query)| query).map_err(|rejection| {
+        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
+    })
+}
+
 /// Query of the history route.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,9 +221,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let user = path_id("user", &user)?;
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
-    })?;
+    let query = read_query(query)?;
     let limit = query.limit.unwrap_or(app.settings().retention.history_cap);
     let history = app
         .heartbeats()
@@ -299,9 +306,7 @@ pub async fn export_history(
     State(app): State<App>,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
-    })?;
+    let query = read_query(query)?;
     let lines = export_lines(&app, &query)?.map(Ok::<_, Infallible>);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -351,9 +356,7 @@ pub async fn history_events(
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
-    })?;
+    let query = read_query(query)?;
     let last = sse::last_event_id_text(&headers, query.last_event_id.as_deref());
     let after = app.heartbeats().feed_start(last);
     let events = app.heartbeats().feed_stream(after);

@@ -13,7 +13,7 @@ use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
     ServerArgs, Storage,
 };
-use heartbeat_http::server;
+use heartbeat_http::{App, server};
 
 /// jemalloc rather than the system allocator: see the `jemalloc` feature.
 #[cfg(feature = "jemalloc")]
@@ -44,12 +44,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             init_logs(&cli.server);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(server::run(cli.server)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -63,24 +60,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// A runtime for a command, or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|error| {
+        eprintln!("error: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `command` on the application over the configured store (a command that reads the
+/// store without serving), or exits with the reason the store cannot be opened.
+fn with_app(server: &ServerArgs, command: impl AsyncFnOnce(App) -> ExitCode) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        match server::open(server).await {
+            Ok(app) => command(app).await,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        }
+    })
+}
+
 /// `check-config`: every setting checked, the store opened and pinged, the effective
 /// configuration printed.
 fn check_config(server: &ServerArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let app = match server::open(server).await {
-            Ok(app) => app,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(error.exit_code());
-            }
-        };
+    with_app(server, async |app| {
         if let Err(error) = app.heartbeats().store().ping().await {
             eprintln!("error: the store does not answer: {error}");
             return ExitCode::FAILURE;
@@ -108,21 +117,7 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         limit: args.limit,
         cursor: args.cursor,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let app = match server::open(server).await {
-            Ok(app) => app,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(error.exit_code());
-            }
-        };
+    with_app(server, async |app| {
         let lines = match admin::export_lines(&app, &query) {
             Ok(lines) => lines,
             Err(error) => {
