@@ -286,34 +286,33 @@ impl TokenCodec {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
+        let v2_body = token.strip_prefix(sealed::PREFIX);
+        if v2_body.is_none() && !self.accept_legacy {
+            return Err(InvalidToken::new(Refusal::Malformed));
+        }
         let mut keys = std::iter::once((&self.sealed, &self.legacy)).chain(
             self.previous
                 .iter()
                 .map(|(sealed, legacy)| (sealed, legacy)),
         );
         // A v2 token names its key: one try.
-        if let Some((id, body)) = token
-            .strip_prefix(sealed::PREFIX)
-            .and_then(sealed::split_key_id)
-        {
+        if let Some((id, body)) = v2_body.and_then(sealed::split_key_id) {
             let opened = match keys.find(|(sealed, _)| sealed.id() == id) {
                 Some((sealed, _)) => sealed.open_with(body, &parse),
                 None => Err(Refusal::Decryption),
             };
             return opened.map_err(InvalidToken::new);
         }
+        // Tokens without a key id (legacy ones, and v2 ones sealed before key ids): each
+        // key in turn; the current key's refusal says what is wrong with the token.
         let mut first_refusal = None;
         for (sealed, legacy) in keys {
-            let opened = if let Some(body) = token.strip_prefix(sealed::PREFIX) {
-                sealed.open_with(body, &parse)
-            } else if self.accept_legacy {
-                legacy.open_with(token, &parse)
-            } else {
-                Err(Refusal::Malformed)
+            let opened = match v2_body {
+                Some(body) => sealed.open_with(body, &parse),
+                None => legacy.open_with(token, &parse),
             };
             match opened {
                 Ok(opened) => return Ok(opened),
-                // The current key's refusal says what is wrong with the token.
                 Err(refusal) => {
                     first_refusal.get_or_insert(refusal);
                 }
