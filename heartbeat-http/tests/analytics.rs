@@ -8,8 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, Kind, SHARED_KEY, Sse, TestServer, backend_token, codec, start};
-use heartbeat_core::{HeartbeatData, Timestamp};
-use heartbeat_http::server;
+use heartbeat_core::{HeartbeatData, SystemClock, Timestamp};
 use heartbeat_store_redis::testkit::RedisServer;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -216,15 +215,7 @@ async fn the_feed_on_one_instance_sees_sessions_finished_on_another() {
     let redis = RedisServer::start();
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let store = common::redis_store(&redis).await;
-        let app = server::app(
-            codec(),
-            store.clone(),
-            store.clone(),
-            store,
-            common::settings(),
-        );
-        instances.push(common::serve(app).await);
+        instances.push(common::redis_instance(&redis, common::settings(), SystemClock).await);
     }
     let mut feed = Sse::open_admin(&instances[1], "/admin/history/events", None).await;
     let (token, session) = play(&instances[0], &backend_token(601, 2, "MOST_RECENT")).await;
@@ -240,15 +231,7 @@ async fn the_feed_on_one_instance_sees_sessions_finished_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_command_writes_what_the_http_export_answers() {
     let redis = RedisServer::start();
-    let store = common::redis_store(&redis).await;
-    let app = server::app(
-        codec(),
-        store.clone(),
-        store.clone(),
-        store,
-        common::settings(),
-    );
-    let server = common::serve(app).await;
+    let server = common::redis_instance(&redis, common::settings(), SystemClock).await;
     for user in [701, 702] {
         let (token, _) = play(&server, &backend_token(user, 2, "MOST_RECENT")).await;
         stop(&server, &token).await;

@@ -62,7 +62,6 @@ async fn devices_play_on_across_a_rotation_and_move_to_the_new_key() {
         .with_previous_keys([OLD_KEY])
         .unwrap();
     let after = instance(rotated, &store).await;
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, next) = beat(&after, &v2).await;
     assert_eq!(
         status, 200,

@@ -6,38 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sse, TestServer, codec, redis_store, serve, settings};
+use common::{Sse, codec, redis_instance, settings};
 use futures_util::future::join_all;
-use heartbeat_core::{Clock, HeartbeatData, ManualClock};
-use heartbeat_http::{Settings, server};
+use heartbeat_core::{Clock, HeartbeatData, ManualClock, SystemClock};
+use heartbeat_http::Settings;
 use heartbeat_store_redis::testkit::RedisServer;
 use serde_json::{Value, json};
-
-async fn instance(redis: &RedisServer, settings: Settings) -> TestServer {
-    let store = redis_store(redis).await;
-    serve(server::app(
-        codec(),
-        store.clone(),
-        store.clone(),
-        store,
-        settings,
-    ))
-    .await
-}
-
-/// An instance reading time from `clock` (shared by the instances of a test).
-async fn instance_on(redis: &RedisServer, clock: &ManualClock) -> TestServer {
-    let store = redis_store(redis).await;
-    let app = server::app_with_clock(
-        codec(),
-        store.clone(),
-        store.clone(),
-        store,
-        settings(),
-        clock.clone(),
-    );
-    serve(app).await
-}
 
 fn quick_token(user: i64, limit: u32) -> String {
     token_at(user, limit, heartbeat_core::Timestamp::now())
@@ -58,8 +32,8 @@ async fn devices_spread_over_two_instances_never_exceed_the_limit() {
     let redis = RedisServer::start();
     let clock = ManualClock::new(heartbeat_core::Timestamp::now());
     let instances = [
-        instance_on(&redis, &clock).await,
-        instance_on(&redis, &clock).await,
+        redis_instance(&redis, settings(), clock.clone()).await,
+        redis_instance(&redis, settings(), clock.clone()).await,
     ];
     const DEVICES: usize = 12;
     const LIMIT: usize = 3;
@@ -110,8 +84,8 @@ async fn devices_spread_over_two_instances_never_exceed_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
     let redis = RedisServer::start();
-    let first = instance(&redis, settings()).await;
-    let second = instance(&redis, settings()).await;
+    let first = redis_instance(&redis, settings(), SystemClock).await;
+    let second = redis_instance(&redis, settings(), SystemClock).await;
     let mut stream = Sse::open(&second, "/status?uuid=grace", None).await;
     let response = first
         .http
@@ -144,13 +118,14 @@ async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     let mut redis = RedisServer::start();
-    let strict = instance(&redis, settings()).await;
-    let open = instance(
+    let strict = redis_instance(&redis, settings(), SystemClock).await;
+    let open = redis_instance(
         &redis,
         Settings {
             fail_open: true,
             ..settings()
         },
+        SystemClock,
     )
     .await;
     let token = quick_token(88, 1);

@@ -211,6 +211,16 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
     }
 }
 
+/// A server over a new client of `redis` on `clock`: one more instance of a deployment
+/// sharing that redis-server.
+pub async fn redis_instance<C: heartbeat_core::Clock + Clone>(
+    redis: &RedisServer,
+    settings: Settings,
+    clock: C,
+) -> TestServer {
+    serve_one_store(redis_store(redis).await, settings, clock).await
+}
+
 /// Serves a store that keeps sessions, jobs and events alike (sled, Redis).
 async fn serve_one_store<T, C>(store: T, settings: Settings, clock: C) -> TestServer
 where
