@@ -7,8 +7,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_KEY, Kind, SHARED_KEY, Sse, TestServer, backend_token, codec, start};
-use heartbeat_core::{HeartbeatData, SystemClock, Timestamp};
+use common::{
+    ADMIN_KEY, Kind, SHARED_KEY, Sse, TestServer, backend_token, codec, settings, start_on_clock,
+};
+use heartbeat_core::{Clock, HeartbeatData, ManualClock, SystemClock, Timestamp};
 use heartbeat_store_redis::testkit::RedisServer;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -74,15 +76,22 @@ async fn next_feed_event(feed: &mut Sse) -> (String, Value, Duration) {
     )
 }
 
+/// Moves `clock` past the settle time: the feed and the export read only settled entries.
+fn settle(clock: &ManualClock) {
+    clock.advance(Duration::from_secs(1));
+}
+
 async fn export_and_feed(kind: Kind) {
-    let (server, _backing) = start(kind).await;
-    let since = Timestamp::now().add_millis(-1);
+    let clock = ManualClock::new(Timestamp::now());
+    let (server, _backing) = start_on_clock(kind, settings(), clock.clone()).await;
+    let since = clock.now().add_millis(-1);
     let mut feed = Sse::open_admin(&server, "/admin/history/events", None).await;
 
     // Stopped: reaches the feed.
     let (token, stopped) = play(&server, &backend_token(501, 1, "MOST_RECENT")).await;
     stop(&server, &token).await;
-    let (event, session, took) = next_feed_event(&mut feed).await;
+    settle(&clock);
+    let (event, session, _) = next_feed_event(&mut feed).await;
     assert_eq!(event, "session");
     assert_eq!(
         (
@@ -92,14 +101,16 @@ async fn export_and_feed(kind: Kind) {
         ),
         (&json!(stopped), &json!("stopped"), &json!(501))
     );
-    eprintln!("a stopped session reached the feed in {took:?}");
 
     // Refused: a second device over the limit of one (at its second heartbeat: a new
     // session is checked once it is counted).
     let (_, evicted) = play(&server, &backend_token(502, 1, "MOST_RECENT")).await;
+    // The second device starts later (MOST_RECENT: the earlier one keeps playing).
+    clock.advance(Duration::from_millis(10));
     let (second, _) = play(&server, &backend_token(502, 1, "MOST_RECENT")).await;
     let (status, _) = server.heartbeat(&second).await;
     assert_eq!(status, 412);
+    settle(&clock);
     let (event, refusal, _) = next_feed_event(&mut feed).await;
     assert_eq!(event, "refusal");
     assert_eq!(
@@ -115,6 +126,7 @@ async fn export_and_feed(kind: Kind) {
         )
         .await;
     assert_eq!(status, 200);
+    settle(&clock);
     let (event, session, _) = next_feed_event(&mut feed).await;
     assert_eq!(
         (event.as_str(), &session["ended_by"]),
@@ -123,12 +135,13 @@ async fn export_and_feed(kind: Kind) {
 
     // Expired: the player crashes and its user never returns.
     let (_, expired) = play(&server, &short_token(503)).await;
-    let (event, session, took) = next_feed_event(&mut feed).await;
+    // Its deadline (one second after the heartbeat) passes, and it settles.
+    clock.advance(Duration::from_secs(2));
+    let (event, session, _) = next_feed_event(&mut feed).await;
     assert_eq!(
         (event.as_str(), &session["session_id"], &session["ended_by"]),
         ("session", &json!(expired), &json!("expired"))
     );
-    eprintln!("an expired session reached the feed {took:?} after its heartbeat");
 
     // The export: the same three sessions, in order, then the cursor line.
     let (status, content_type, lines) = export(&server, &format!("?since={since}")).await;
@@ -168,7 +181,7 @@ async fn export_and_feed(kind: Kind) {
     // `until` before the expiry leaves it out.
     let (_, _, lines) = export(
         &server,
-        &format!("?until={}", Timestamp::now().add_millis(-1500)),
+        &format!("?until={}", clock.now().add_millis(-1500)),
     )
     .await;
     assert!(
