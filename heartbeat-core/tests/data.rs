@@ -108,6 +108,16 @@ fn errors_name_the_field() {
         ("checking_threshold", json!(-1)),
         ("sessions_edge", json!(1e12)),
         ("started_at", json!(12)),
+        ("device", json!("")),
+        ("device", json!("x".repeat(65))),
+        ("device", json!(7)),
+        ("device_family", json!("t".repeat(33))),
+        ("family_limits", json!({"tv": -1})),
+        ("family_limits", json!({"tv": "one"})),
+        ("family_limits", json!({"": 1})),
+        ("family_limits", json!([1])),
+        ("family_limits", Value::Object((0..33).map(|n| (format!("f{n}"), json!(1))).collect())),
+        ("asset_limit", json!(-2)),
     ];
     for (field, value) in invalid {
         match error_of(with(field, value.clone())) {
@@ -224,4 +234,51 @@ fn what_the_node_server_accepts_is_read() {
         php.timestamp.unwrap().to_string(),
         "2018-06-05T16:16:14.000Z"
     );
+}
+
+/// The §3.1 device and policy fields: read with the same leniency as the other counts,
+/// written back in sorted field order, and built by the builder under the same rules.
+#[test]
+fn device_fields_and_limit_policies_round_trip() {
+    let mut object = base();
+    object["device"] = json!("Living-room TV (ünïcode, 64 chars max)");
+    object["device_family"] = json!("tv");
+    object["family_limits"] = json!({"tv": 1, "mobile": "2"});
+    object["asset_limit"] = json!("1");
+    let data = HeartbeatData::from_json(object).unwrap();
+    assert_eq!(data.device.as_deref(), Some("Living-room TV (ünïcode, 64 chars max)"));
+    assert_eq!(data.device_family.as_deref(), Some("tv"));
+    let limits = data.family_limits.clone().unwrap();
+    assert_eq!((limits["tv"], limits["mobile"]), (1, 2));
+    assert_eq!(data.asset_limit, Some(1));
+    assert!(data.extra.is_empty(), "known fields are not extra");
+    let written = serde_json::to_string(&data).unwrap();
+    assert!(
+        written.starts_with(r#"{"asset_id":"movie/14","asset_limit":1,"#),
+        "{written}"
+    );
+    assert!(written.contains(r#""family_limits":{"mobile":2,"tv":1}"#), "{written}");
+    assert_eq!(HeartbeatData::from_json_slice(written.as_bytes()).unwrap(), data);
+
+    // Sixty-four characters of any script are allowed; the limit is in characters.
+    assert!(HeartbeatData::from_json(with("device", json!("é".repeat(64)))).is_ok());
+    let nulls = HeartbeatData::from_json(with("family_limits", Value::Null)).unwrap();
+    assert_eq!(nulls.family_limits, None);
+
+    let built = HeartbeatData::builder(13, 14)
+        .device("Phone")
+        .device_family("mobile")
+        .family_limit("tv", 1)
+        .family_limit("mobile", 2)
+        .asset_limit(1)
+        .build()
+        .unwrap();
+    assert_eq!(built.family_limits.unwrap().len(), 2);
+    let too_long = HeartbeatData::builder(13, 14).device("x".repeat(65)).build();
+    assert!(matches!(too_long, Err(DataError::Invalid { field: "device", .. })));
+    let bad_family = HeartbeatData::builder(13, 14).family_limit("", 1).build();
+    assert!(matches!(
+        bad_family,
+        Err(DataError::Invalid { field: "family_limits", .. })
+    ));
 }

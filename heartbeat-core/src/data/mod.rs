@@ -10,6 +10,8 @@ mod id;
 mod seconds;
 mod wire;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -18,6 +20,13 @@ pub use seconds::{RejectStrategy, Seconds};
 use wire::{Field, RawData};
 
 use crate::Timestamp;
+
+/// The longest `device` label, in characters (SPEC §3.1).
+pub const MAX_DEVICE_LEN: usize = 64;
+/// The longest `device_family`, in characters (SPEC §3.1).
+pub const MAX_FAMILY_LEN: usize = 32;
+/// The most device families one `family_limits` may name.
+pub const MAX_FAMILIES: usize = 32;
 
 /// A `heartbeat_data` field that is missing or has the wrong type or value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +102,17 @@ pub struct HeartbeatData {
     pub checking_threshold: Option<u32>,
     /// Most active sessions kept per user (anti-spam); `None`: no edge.
     pub sessions_edge: Option<u32>,
+    /// A label the backend gives the device ("Living-room TV"), shown to the user's other
+    /// devices when one is refused (SPEC §3.7); at most [`MAX_DEVICE_LEN`] characters.
+    pub device: Option<String>,
+    /// The device's class for [`family_limits`](Self::family_limits) (`"tv"`,
+    /// `"mobile"`…); at most [`MAX_FAMILY_LEN`] characters.
+    pub device_family: Option<String>,
+    /// Counted sessions allowed per device family (SPEC §3.8); a family not in the map is
+    /// limited by `session_limit` alone.
+    pub family_limits: Option<BTreeMap<String, u32>>,
+    /// Counted sessions allowed on the same `asset_id` (SPEC §3.8); `None`: no such limit.
+    pub asset_limit: Option<u32>,
     /// Fields this crate does not know, carried into the re-issued token.
     pub extra: Map<String, Value>,
 }
@@ -100,7 +120,7 @@ pub struct HeartbeatData {
 impl HeartbeatData {
     /// The names of the fields this crate reads; any other field is kept in
     /// [`extra`](Self::extra).
-    pub const FIELDS: [&'static str; 12] = Field::NAMES;
+    pub const FIELDS: [&'static str; 16] = Field::NAMES;
 
     /// The reject strategy in force: the token's, or [`RejectStrategy::LeastRecent`].
     pub fn strategy(&self) -> RejectStrategy {
@@ -219,6 +239,10 @@ pub struct HeartbeatDataBuilder {
     session_limit: u32,
     checking_threshold: u32,
     sessions_edge: Option<u32>,
+    device: Option<String>,
+    device_family: Option<String>,
+    family_limits: Option<BTreeMap<String, u32>>,
+    asset_limit: Option<u32>,
     extra: Map<String, Value>,
 }
 
@@ -239,6 +263,10 @@ impl HeartbeatData {
             session_limit: 1,
             checking_threshold: 1,
             sessions_edge: None,
+            device: None,
+            device_family: None,
+            family_limits: None,
+            asset_limit: None,
             extra: Map::new(),
         }
     }
@@ -293,6 +321,32 @@ impl HeartbeatDataBuilder {
         self
     }
 
+    /// `device`: the label the user's other devices see ("Living-room TV").
+    pub fn device(mut self, label: impl Into<String>) -> Self {
+        self.device = Some(label.into());
+        self
+    }
+
+    /// `device_family`: the device's class for family limits (`"tv"`, `"mobile"`…).
+    pub fn device_family(mut self, family: impl Into<String>) -> Self {
+        self.device_family = Some(family.into());
+        self
+    }
+
+    /// `family_limits`: counted sessions allowed per device family.
+    pub fn family_limit(mut self, family: impl Into<String>, limit: u32) -> Self {
+        self.family_limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(family.into(), limit);
+        self
+    }
+
+    /// `asset_limit`: counted sessions allowed on the same asset.
+    pub fn asset_limit(mut self, limit: u32) -> Self {
+        self.asset_limit = Some(limit);
+        self
+    }
+
     /// A field of the backend's own, carried into every re-issued token.
     pub fn extra(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(name.into(), value.into());
@@ -329,6 +383,20 @@ impl HeartbeatDataBuilder {
                 expected,
             })?;
         }
+        for (field, label, max_chars) in [
+            (Field::Device, &self.device, MAX_DEVICE_LEN),
+            (Field::DeviceFamily, &self.device_family, MAX_FAMILY_LEN),
+        ] {
+            let value = label.clone().map(Value::String);
+            wire::check_label(field, value.as_ref(), max_chars)?;
+        }
+        let family_limits = self.family_limits.map(|limits| {
+            limits
+                .into_iter()
+                .map(|(family, limit)| (family, Value::from(limit)))
+                .collect::<Map<_, _>>()
+        });
+        let family_limits = wire::check_family_limits(family_limits.map(Value::Object).as_ref())?;
         let mut extra = self.extra;
         for name in HeartbeatData::FIELDS {
             extra.remove(name);
@@ -349,6 +417,10 @@ impl HeartbeatDataBuilder {
                 self.sessions_edge
                     .unwrap_or_else(|| self.session_limit.saturating_add(10)),
             ),
+            device: self.device,
+            device_family: self.device_family,
+            family_limits,
+            asset_limit: self.asset_limit,
             extra,
         })
     }

@@ -2,12 +2,16 @@
 //! serializer and one reading path (serde, whether from JSON text or a
 //! [`serde_json::Value`]), with the field checks of SPEC §3.1.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{DataError, HeartbeatData, Id, MAX_ID_LEN, RejectStrategy, Seconds};
+use super::{
+    DataError, HeartbeatData, Id, MAX_DEVICE_LEN, MAX_FAMILIES, MAX_FAMILY_LEN, MAX_ID_LEN,
+    RejectStrategy, Seconds,
+};
 use crate::Timestamp;
 
 /// A field [`HeartbeatData`] knows. The variants are in byte order of their names: the
@@ -15,9 +19,13 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     AssetId,
+    AssetLimit,
     CheckingThreshold,
     CycleLowerTolerance,
     CycleUpperTolerance,
+    Device,
+    DeviceFamily,
+    FamilyLimits,
     HeartbeatCycle,
     RejectStrategy,
     SessionId,
@@ -29,15 +37,19 @@ pub(crate) enum Field {
 }
 
 /// How many fields are known.
-pub(crate) const FIELD_COUNT: usize = 12;
+pub(crate) const FIELD_COUNT: usize = 16;
 
 impl Field {
     /// Every known field, in the order of their names.
     pub(crate) const ALL: [Field; FIELD_COUNT] = [
         Field::AssetId,
+        Field::AssetLimit,
         Field::CheckingThreshold,
         Field::CycleLowerTolerance,
         Field::CycleUpperTolerance,
+        Field::Device,
+        Field::DeviceFamily,
+        Field::FamilyLimits,
         Field::HeartbeatCycle,
         Field::RejectStrategy,
         Field::SessionId,
@@ -52,9 +64,13 @@ impl Field {
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Field::AssetId => "asset_id",
+            Field::AssetLimit => "asset_limit",
             Field::CheckingThreshold => "checking_threshold",
             Field::CycleLowerTolerance => "cycle_lower_tolerance",
             Field::CycleUpperTolerance => "cycle_upper_tolerance",
+            Field::Device => "device",
+            Field::DeviceFamily => "device_family",
+            Field::FamilyLimits => "family_limits",
             Field::HeartbeatCycle => "heartbeat_cycle",
             Field::RejectStrategy => "reject_strategy",
             Field::SessionId => "session_id",
@@ -89,6 +105,7 @@ enum Known<'a> {
     Seconds(Seconds),
     Time(Timestamp),
     Count(u32),
+    Limits(&'a BTreeMap<String, u32>),
 }
 
 impl Serialize for Known<'_> {
@@ -99,6 +116,7 @@ impl Serialize for Known<'_> {
             Known::Seconds(seconds) => seconds.to_json().serialize(serializer),
             Known::Time(at) => serializer.collect_str(at),
             Known::Count(n) => serializer.serialize_u32(*n),
+            Known::Limits(limits) => limits.serialize(serializer),
         }
     }
 }
@@ -108,9 +126,13 @@ impl HeartbeatData {
     fn known(&self, field: Field) -> Option<Known<'_>> {
         match field {
             Field::AssetId => Some(Known::Id(&self.asset_id)),
+            Field::AssetLimit => self.asset_limit.map(Known::Count),
             Field::CheckingThreshold => self.checking_threshold.map(Known::Count),
             Field::CycleLowerTolerance => Some(Known::Seconds(self.cycle_lower_tolerance)),
             Field::CycleUpperTolerance => Some(Known::Seconds(self.cycle_upper_tolerance)),
+            Field::Device => self.device.as_deref().map(Known::Str),
+            Field::DeviceFamily => self.device_family.as_deref().map(Known::Str),
+            Field::FamilyLimits => self.family_limits.as_ref().map(Known::Limits),
             Field::HeartbeatCycle => Some(Known::Seconds(self.heartbeat_cycle)),
             Field::RejectStrategy => self.reject_strategy.map(|s| Known::Str(s.as_str())),
             Field::SessionId => self.session_id.as_deref().map(Known::Str),
@@ -188,6 +210,10 @@ impl RawData {
             session_limit: fields.count(Field::SessionLimit)?,
             checking_threshold: fields.count(Field::CheckingThreshold)?,
             sessions_edge: fields.count(Field::SessionsEdge)?,
+            device: fields.label(Field::Device, MAX_DEVICE_LEN)?,
+            device_family: fields.label(Field::DeviceFamily, MAX_FAMILY_LEN)?,
+            family_limits: fields.family_limits()?,
+            asset_limit: fields.count(Field::AssetLimit)?,
             extra: Map::new(),
         };
         if reject_strategy.is_none()
@@ -321,19 +347,15 @@ impl Fields<'_> {
 
     /// An optional count: absent or `null` is `None` (no limit, as in the Node server).
     fn count(&self, field: Field) -> Result<Option<u32>, DataError> {
-        let invalid = DataError::Invalid {
-            field: field.name(),
-            expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
-        };
-        let Some(value) = self.get(field) else {
-            return Ok(None);
-        };
-        let n = number(value).ok_or(invalid.clone())?;
-        if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
-            Ok(Some(n as u32))
-        } else {
-            Err(invalid)
-        }
+        self.get(field).map(|value| count(field, value)).transpose()
+    }
+
+    fn label(&self, field: Field, max_chars: usize) -> Result<Option<String>, DataError> {
+        check_label(field, self.get(field), max_chars)
+    }
+
+    fn family_limits(&self) -> Result<Option<BTreeMap<String, u32>>, DataError> {
+        check_family_limits(self.get(Field::FamilyLimits))
     }
 
     /// The token's `timestamp`, `None` when absent or unreadable: the Node server never
@@ -361,6 +383,71 @@ impl Fields<'_> {
             .and_then(Value::as_str)
             .and_then(RejectStrategy::from_wire)
     }
+}
+
+/// A whole number from 0 to `u32::MAX`, as a number or a numeric string.
+fn count(field: Field, value: &Value) -> Result<u32, DataError> {
+    let invalid = DataError::Invalid {
+        field: field.name(),
+        expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
+    };
+    let n = number(value).ok_or(invalid.clone())?;
+    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(invalid)
+    }
+}
+
+/// An optional label (`device`, `device_family`): a non-empty string of at most
+/// `max_chars` characters.
+pub(crate) fn check_label(
+    field: Field,
+    value: Option<&Value>,
+    max_chars: usize,
+) -> Result<Option<String>, DataError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(text)) if is_label(text, max_chars) => Ok(Some(text.clone())),
+        Some(_) => Err(DataError::Invalid {
+            field: field.name(),
+            expected: if max_chars == MAX_DEVICE_LEN {
+                "a non-empty string of at most 64 characters"
+            } else {
+                "a non-empty string of at most 32 characters"
+            },
+        }),
+    }
+}
+
+/// `family_limits`: an object of at most [`MAX_FAMILIES`] device families (each a valid
+/// `device_family`), each to a count.
+pub(crate) fn check_family_limits(
+    value: Option<&Value>,
+) -> Result<Option<BTreeMap<String, u32>>, DataError> {
+    let field = Field::FamilyLimits;
+    let invalid = DataError::Invalid {
+        field: field.name(),
+        expected: "an object of at most 32 device families (non-empty names of at most 32 \
+                   characters), each to a whole number from 0 to 4294967295",
+    };
+    match value {
+        None => Ok(None),
+        Some(Value::Object(limits)) if limits.len() <= MAX_FAMILIES => limits
+            .iter()
+            .map(|(family, limit)| match count(field, limit) {
+                Ok(limit) if is_label(family, MAX_FAMILY_LEN) => Ok((family.clone(), limit)),
+                _ => Err(invalid.clone()),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(invalid),
+    }
+}
+
+/// A label is non-empty and at most `max_chars` characters long.
+fn is_label(text: &str, max_chars: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max_chars
 }
 
 /// A JSON number or a numeric string, as JavaScript's unary `+` reads it (trimmed, no hex).
