@@ -97,6 +97,9 @@ fn decisions(c: &mut Criterion) {
                     expires_at: None,
                     ended_by: None,
                     ended_at: None,
+                    taken_over_by: None,
+                    device: None,
+                    device_family: None,
                     extra: Default::default(),
                 },
             );

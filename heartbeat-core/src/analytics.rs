@@ -261,7 +261,7 @@ pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) ->
     };
     let mut seen = BTreeSet::new();
     let upserted = write
-        .upsert
+        .upserts
         .iter()
         .map(|(id, record)| (id.as_str(), FinishedEntry::of(user, id, record)));
     let ended = write.ended.iter().filter_map(|entry| {

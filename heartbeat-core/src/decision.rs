@@ -4,8 +4,10 @@
 //! `now` and a fresh session id, and applies the returned [`SessionWrite`] atomically.
 
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::analytics::IndexWrite;
+use crate::notice::{EndedBy, NoticeReason, SessionEnded};
 use crate::session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
 use crate::store::Retention;
 use crate::{HeartbeatData, Id, RejectStrategy, Timestamp};
@@ -21,15 +23,29 @@ pub enum RejectReason {
         /// The token's `sessions_edge`.
         edge: u32,
     },
-    /// The token's session is counted and ranks at or beyond `session_limit`.
+    /// The token's session is counted and `session_limit` sessions ranked before it keep
+    /// playing.
     OverLimit {
         /// Its rank among counted sessions under the reject strategy (0 = keeps playing first).
         position: usize,
         /// The token's `session_limit`.
         limit: u32,
     },
-    /// The token's session was ended by someone else (an administrator's eviction): the
-    /// device must stop instead of starting a new session (SPEC §3.7).
+    /// The token's session is counted and as many sessions of its `device_family` as
+    /// `family_limits` allows keep playing before it (SPEC §3.8).
+    FamilyLimit {
+        /// The family's limit.
+        limit: u32,
+    },
+    /// The token's session is counted and `asset_limit` sessions playing the same asset keep
+    /// playing before it (SPEC §3.8).
+    AssetLimit {
+        /// The token's `asset_limit`.
+        limit: u32,
+    },
+    /// The token's session was ended by someone else (an administrator's eviction, or
+    /// another device's takeover): the device must stop instead of starting a new session
+    /// (SPEC §3.7).
     Ended {
         /// How it was ended.
         by: EndReason,
@@ -37,25 +53,72 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`, or how
-    /// the session was ended (`evicted`).
+    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`,
+    /// `family_limit`, `asset_limit`, or how the session was ended (`evicted`,
+    /// `taken_over`).
     pub fn code(&self) -> &'static str {
         match self {
             RejectReason::SessionsEdge { .. } => "sessions_edge",
             RejectReason::OverLimit { .. } => "over_limit",
+            RejectReason::FamilyLimit { .. } => "family_limit",
+            RejectReason::AssetLimit { .. } => "asset_limit",
             RejectReason::Ended { by } => by.code(),
         }
     }
 
-    /// The limit that applied: the token's `sessions_edge` or `session_limit`; `None` for
-    /// a session ended by someone else (no limit was applied).
+    /// The limit that applied; `None` for a session ended by someone else (no limit was
+    /// applied).
     pub fn limit(&self) -> Option<u32> {
         match self {
             RejectReason::SessionsEdge { edge, .. } => Some(*edge),
-            RejectReason::OverLimit { limit, .. } => Some(*limit),
+            RejectReason::OverLimit { limit, .. }
+            | RejectReason::FamilyLimit { limit }
+            | RejectReason::AssetLimit { limit } => Some(*limit),
             RejectReason::Ended { .. } => None,
         }
     }
+}
+
+/// A session that keeps playing, as a refused device is shown it (SPEC §3.7): "playing on:
+/// Living-room TV, Phone".
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlayingSession {
+    /// The session (the id [`take_over`] ends).
+    pub session_id: String,
+    /// What it plays, when known.
+    pub asset_id: Option<Id>,
+    /// Its device's label, when its token named one.
+    pub device: Option<String>,
+    /// Its device's family, when its token named one.
+    pub device_family: Option<String>,
+    /// When it started, when known.
+    pub started_at: Option<Timestamp>,
+    /// Its last accepted heartbeat.
+    pub last_seen: Timestamp,
+}
+
+impl PlayingSession {
+    fn of(session_id: &str, record: &SessionRecord) -> Self {
+        PlayingSession {
+            session_id: session_id.to_owned(),
+            asset_id: record.asset_id.clone(),
+            device: record.device.clone(),
+            device_family: record.device_family.clone(),
+            started_at: record.started_at,
+            last_seen: record.timestamp,
+        }
+    }
+}
+
+/// A refused heartbeat: why, and which of the user's sessions keep playing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Why (the 412's `reason` and `limit`).
+    pub reason: RejectReason,
+    /// The counted sessions the reject strategy keeps playing, in its order. `None` when
+    /// the token is not authenticated (a legacy token can be forged: it is never shown
+    /// the user's devices).
+    pub playing: Option<Vec<PlayingSession>>,
 }
 
 /// Why an accepted heartbeat started a new session instead of continuing one.
@@ -76,8 +139,8 @@ pub enum NewSessionCause {
 /// decided on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionWrite {
-    /// The session to insert or replace.
-    pub upsert: Option<(String, SessionRecord)>,
+    /// The sessions to insert or replace.
+    pub upserts: Vec<(String, SessionRecord)>,
     /// Session ids to delete.
     pub remove: Vec<String>,
     /// The entries to append to the play history, oldest first.
@@ -96,7 +159,7 @@ pub struct SessionWrite {
 impl SessionWrite {
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.upsert.is_none()
+        self.upserts.is_empty()
             && self.remove.is_empty()
             && self.progress.is_none()
             && self.index.refusal.is_none()
@@ -112,6 +175,10 @@ pub struct Accepted {
     pub new_session: Option<NewSessionCause>,
     /// The heartbeat data of the token to answer with.
     pub token_data: HeartbeatData,
+    /// Sessions that kept playing before this heartbeat and are refused after it (a newer
+    /// device took the last slot under `LEAST_RECENT`): their players are told at once
+    /// (SPEC §3.7), see [`displaced`].
+    pub displaced: Vec<String>,
 }
 
 /// What [`decide`] concluded.
@@ -120,7 +187,7 @@ pub enum Verdict {
     /// Accept, answering with a rotated token.
     Accept(Accepted),
     /// Refuse: the player must stop.
-    Reject(RejectReason),
+    Reject(Refused),
 }
 
 /// A verdict and the write that goes with it. A rejection's write only removes expired
@@ -194,8 +261,71 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
     counted.into_iter().map(|(id, _)| id).collect()
 }
 
-/// The limit check of SPEC §3.2, on sessions already expired; records of sessions ended by
-/// someone else do not count.
+/// Where each counted session stands under the token's limits (SPEC §3.2, §3.8), in
+/// [`ranking`] order: `None` when it keeps playing, or the limit that refuses it.
+///
+/// The sessions are taken in turn, and one keeps playing when the sessions kept before it
+/// leave room under every limit that applies to it: `session_limit`, its
+/// `device_family`'s entry in `family_limits`, and `asset_limit` among sessions of the
+/// same asset. A refused session takes no room, so among the sessions that keep playing no
+/// limit is ever exceeded. With `session_limit` alone this is "refused at rank `>=
+/// session_limit`", as in the Node server. When several limits are full, the reason is
+/// the first of `over_limit`, `family_limit`, `asset_limit`.
+pub fn standings<'a>(
+    active: &'a UserSessions,
+    token: &HeartbeatData,
+) -> Vec<(&'a str, Option<RejectReason>)> {
+    let mut kept = 0u32;
+    let mut per_family: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut per_asset: BTreeMap<&Id, u32> = BTreeMap::new();
+    ranking(active, token)
+        .into_iter()
+        .enumerate()
+        .map(|(position, id)| {
+            let record = &active.sessions[id];
+            let family = record.device_family.as_deref().and_then(|family| {
+                let limit = token.family_limits.as_ref()?.get(family)?;
+                Some((family, *limit))
+            });
+            let asset = record.asset_id.as_ref().zip(token.asset_limit);
+            let full = |used: Option<&u32>, limit: u32| used.copied().unwrap_or(0) >= limit;
+            let refusal = if let Some(limit) = token.session_limit.filter(|limit| kept >= *limit) {
+                Some(RejectReason::OverLimit { position, limit })
+            } else if let Some((_, limit)) =
+                family.filter(|(family, limit)| full(per_family.get(family), *limit))
+            {
+                Some(RejectReason::FamilyLimit { limit })
+            } else if let Some((_, limit)) =
+                asset.filter(|(asset, limit)| full(per_asset.get(asset), *limit))
+            {
+                Some(RejectReason::AssetLimit { limit })
+            } else {
+                kept += 1;
+                if let Some((family, _)) = family {
+                    *per_family.entry(family).or_default() += 1;
+                }
+                if let Some((asset, _)) = asset {
+                    *per_asset.entry(asset).or_default() += 1;
+                }
+                None
+            };
+            (id, refusal)
+        })
+        .collect()
+}
+
+/// The counted sessions that keep playing under the token's limits, in [`ranking`] order:
+/// what a refusal shows (SPEC §3.7).
+pub fn playing(active: &UserSessions, token: &HeartbeatData) -> Vec<PlayingSession> {
+    standings(active, token)
+        .into_iter()
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(id, _)| PlayingSession::of(id, &active.sessions[id]))
+        .collect()
+}
+
+/// The limit check of SPEC §3.2 and §3.8, on sessions already expired; records of sessions
+/// ended by someone else do not count.
 pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), RejectReason> {
     let count = active
         .sessions
@@ -210,18 +340,37 @@ pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), R
             edge,
         });
     }
-    let (Some(session_id), Some(limit)) = (token.session_id.as_deref(), token.session_limit) else {
+    let Some(session_id) = token.session_id.as_deref() else {
         return Ok(());
     };
-    match ranking(active, token)
-        .iter()
-        .position(|id| *id == session_id)
+    match standings(active, token)
+        .into_iter()
+        .find(|(id, _)| *id == session_id)
     {
-        Some(position) if position >= limit as usize => {
-            Err(RejectReason::OverLimit { position, limit })
-        }
+        Some((_, Some(refusal))) => Err(refusal),
         _ => Ok(()),
     }
+}
+
+/// The sessions an accepted write displaces (SPEC §3.7): those that kept playing under the
+/// token's limits in `before` and, still active in `after`, are refused there. Under
+/// `LEAST_RECENT` these are the oldest devices a newer one pushed out; under either
+/// strategy, a session that became counted can push out one ranked after it.
+pub fn displaced(
+    before: &UserSessions,
+    after: &UserSessions,
+    token: &HeartbeatData,
+) -> Vec<String> {
+    let kept_before: BTreeSet<&str> = standings(before, token)
+        .into_iter()
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    standings(after, token)
+        .into_iter()
+        .filter(|(id, refusal)| refusal.is_some() && kept_before.contains(id))
+        .map(|(id, _)| id.to_owned())
+        .collect()
 }
 
 /// Whether the heartbeat continues the token's session or must start a new one.
@@ -269,7 +418,7 @@ pub fn new_session_cause(
 /// let Verdict::Accept(accepted) = decision.verdict else { panic!() };
 /// assert_eq!(accepted.session_id, "s-1");
 /// assert_eq!(accepted.token_data.timestamp, Some(now));
-/// assert_eq!(decision.write.upsert.unwrap().1.hit_counter, 1);
+/// assert_eq!(decision.write.upserts[0].1.hit_counter, 1);
 /// ```
 pub fn decide(
     now: Timestamp,
@@ -289,10 +438,11 @@ pub fn decide(
         None => check_limit(&kept, token),
     };
     if let Err(reason) = refusal {
+        let playing = Some(playing(&kept, token));
         write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
         write.sessions = kept;
         return Decision {
-            verdict: Verdict::Reject(reason),
+            verdict: Verdict::Reject(Refused { reason, playing }),
             write,
         };
     }
@@ -323,6 +473,9 @@ pub fn decide(
         expires_at: Some(now.add_millis(token.session_life_millis())),
         ended_by: None,
         ended_at: None,
+        taken_over_by: None,
+        device: token.device.clone(),
+        device_family: token.device_family.clone(),
         extra: continued
             .map(|record| record.extra.clone())
             .unwrap_or_default(),
@@ -333,8 +486,10 @@ pub fn decide(
     token_data.timestamp = Some(now);
     token_data.started_at = Some(started_at);
 
+    let before = kept.clone();
     kept.sessions.insert(session_id.clone(), record.clone());
-    write.upsert = Some((session_id.clone(), record));
+    let displaced = displaced(&before, &kept, token);
+    write.upserts.push((session_id.clone(), record));
     write.progress = progress_entry(token, &session_id, progress, now);
     write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
     write.sessions = kept;
@@ -343,8 +498,112 @@ pub fn decide(
             session_id,
             new_session: cause,
             token_data,
+            displaced,
         }),
         write,
+    }
+}
+
+/// Why a takeover or a watch (SPEC §3.7) found no session to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The named session is not an active session of the token's user (it expired, was
+    /// stopped or ended, or never existed; a backend token names no session yet).
+    #[error("The session is not active.")]
+    NotActive,
+    /// A takeover named the token's own session.
+    #[error("A session cannot take itself over: name another session of the user.")]
+    OwnSession,
+}
+
+/// "Watch here instead" (`POST /heartbeat/takeover`, SPEC §3.7): ends `target` as
+/// `taken_over` by the token's session and decides the token's heartbeat as [`decide`]
+/// does, in one write. When the heartbeat is refused even without `target` (another limit
+/// is full, or the token's own session was ended), nothing is taken over: the decision is
+/// the refusal [`decide`] gives on `stored`.
+pub fn take_over(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    target: &str,
+    fresh_session_id: &str,
+    progress: Option<f64>,
+) -> Result<Decision, SessionError> {
+    if token.session_id.as_deref() == Some(target) {
+        return Err(SessionError::OwnSession);
+    }
+    let (active, _) = expire(now, token, stored);
+    let record = active
+        .sessions
+        .get(target)
+        .filter(|record| record.is_active())
+        .ok_or(SessionError::NotActive)?;
+    let mut ended = record.clone();
+    ended.ended_by = Some(EndReason::TakenOver);
+    ended.ended_at = Some(now);
+    let mut without = stored.clone();
+    without.sessions.insert(target.to_owned(), ended.clone());
+    let mut decision = decide(now, token, &without, fresh_session_id, progress);
+    let Verdict::Accept(accepted) = &decision.verdict else {
+        // Removing a session never refuses another: refused without it, refused with it.
+        return Ok(decide(now, token, stored, fresh_session_id, progress));
+    };
+    ended.taken_over_by = Some(accepted.session_id.clone());
+    let write = &mut decision.write;
+    write
+        .sessions
+        .sessions
+        .insert(target.to_owned(), ended.clone());
+    write
+        .ended
+        .push(PlayRecord::ended(target, &ended, now, EndReason::TakenOver));
+    write.upserts.push((target.to_owned(), ended));
+    Ok(decision)
+}
+
+/// Where a watched session stands (`GET /heartbeat/events`, SPEC §3.7).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// It plays on.
+    Playing,
+    /// Someone else ended it, or it is refused under the limits: its player must stop.
+    Ended(SessionEnded),
+    /// It is not active (it expired, was stopped, or never existed).
+    Gone,
+}
+
+/// Where the token's session stands in `stored` at `now`, under the token's limits.
+pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> Watched {
+    let (active, _) = expire(now, token, stored);
+    let Some(session_id) = token.session_id.as_deref() else {
+        return Watched::Gone;
+    };
+    let Some(record) = active.sessions.get(session_id) else {
+        return Watched::Gone;
+    };
+    let ended = |reason, by: Option<&str>| {
+        Watched::Ended(SessionEnded {
+            session_id: session_id.to_owned(),
+            reason,
+            by: by.map(|by| EndedBy {
+                session_id: by.to_owned(),
+                device: active.sessions.get(by).and_then(|r| r.device.clone()),
+            }),
+        })
+    };
+    match record.ended_by {
+        Some(EndReason::TakenOver) => {
+            ended(NoticeReason::TakenOver, record.taken_over_by.as_deref())
+        }
+        Some(_) => ended(NoticeReason::Evicted, None),
+        None => match standings(&active, token)
+            .into_iter()
+            .find(|(id, _)| *id == session_id)
+        {
+            Some((_, Some(_))) => ended(NoticeReason::Displaced, None),
+            _ => Watched::Playing,
+        },
     }
 }
 
@@ -398,7 +657,7 @@ pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<
     let mut kept = stored.clone();
     kept.sessions.insert(session_id.to_owned(), ended.clone());
     Some(SessionWrite {
-        upsert: Some((session_id.to_owned(), ended)),
+        upserts: vec![(session_id.to_owned(), ended)],
         ended: vec![PlayRecord::ended(
             session_id,
             record,
@@ -552,7 +811,7 @@ mod tests {
         next.timestamp = None;
         let later = start.add_millis(30_000);
         let decision = decide(later, &next, &stored, "s-2", None);
-        let (_, record) = decision.write.upsert.clone().unwrap();
+        let (_, record) = decision.write.upserts[0].clone();
         let again = accepted(decision);
         assert_eq!(again.new_session, Some(NewSessionCause::Replayed));
         assert_eq!(again.session_id, "s-2");

@@ -39,6 +39,7 @@ pub mod decision;
 pub mod jobs;
 pub mod kit;
 pub mod memory;
+pub mod notice;
 mod service;
 mod session;
 pub mod storage;

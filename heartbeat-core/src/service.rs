@@ -1,10 +1,17 @@
 //! [`Heartbeats`]: codec + decision rules + store, the whole heartbeat use case in one type.
 
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+
 use crate::analytics::{self, IndexKey, Refusal};
-use crate::decision::{self, Accepted, RejectReason, SessionWrite, Verdict};
+use crate::decision::{self, Accepted, Refused, SessionError, SessionWrite, Verdict, Watched};
+use crate::jobs::LiveStream;
+use crate::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 use crate::session::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
 use crate::store::{Commit, Retention, SessionStore, StoreError};
-use crate::token::{InvalidToken, SealError, TokenCodec};
+use crate::token::{InvalidToken, SealError, TokenCodec, TokenFormat};
 use crate::{Clock, HeartbeatData, Id, SystemClock, Timestamp};
 
 /// Compare-and-set attempts per heartbeat before [`StoreError::Contention`].
@@ -21,6 +28,10 @@ pub enum HeartbeatError {
     /// The reported progress is not a finite non-negative number (400).
     #[error("progress must be a finite non-negative number")]
     InvalidProgress,
+    /// A takeover or a watch named a session that is not active (404), or a takeover
+    /// named the token's own session (400).
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// The store failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -40,8 +51,9 @@ pub enum HeartbeatOutcome {
         /// What the rotated token carries, and how the session was identified.
         accepted: Accepted,
     },
-    /// Refused: the user has too many streams; the player must stop (412).
-    Rejected(RejectReason),
+    /// Refused: the user has too many streams, or the session was ended by someone else;
+    /// the player must stop (412).
+    Rejected(Refused),
     /// The store could not be reached and [`HeartbeatConfig::fail_open`] is set: the
     /// token's data with `timestamp` set to now, sealed, and nothing counted or stored. The
     /// session keeps its id; a backend token stays one.
@@ -183,7 +195,12 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let data = self.codec.open(token)?;
         let progress = check_progress(progress)?;
-        match self.decide_heartbeat(&data, progress).await {
+        let outcome = self
+            .decide_heartbeat(&data, |now, stored, fresh_id| {
+                Ok(decision::decide(now, &data, stored, fresh_id, progress))
+            })
+            .await;
+        match outcome.map(|outcome| shown_to(token, outcome)) {
             Err(HeartbeatError::Store(error)) if self.config.fail_open => {
                 Ok(HeartbeatOutcome::FailedOpen {
                     token: self.rotate_unchecked(&data)?,
@@ -194,30 +211,93 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         }
     }
 
-    /// Decides and stores one heartbeat whose progress is already checked.
+    /// Decides (with `decide`: a heartbeat or a takeover) and stores one heartbeat whose
+    /// progress is already checked, then tells the players it displaced or took over.
     async fn decide_heartbeat(
         &self,
         data: &HeartbeatData,
-        progress: Option<f64>,
+        decide: impl Fn(Timestamp, &UserSessions, &str) -> Result<decision::Decision, SessionError>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let fresh_id = uuid::Uuid::new_v4().to_string();
         let verdict = self
             .update(&data.user_id, |now, stored| {
-                let mut decision = decision::decide(now, data, stored, &fresh_id, progress);
-                if let Verdict::Reject(reason) = &decision.verdict {
-                    let refusal = Refusal::new(&data.user_id, reason, now, fresh_id.clone());
+                let mut decision = match decide(now, stored, &fresh_id) {
+                    Ok(decision) => decision,
+                    Err(error) => return (None, Err(error)),
+                };
+                if let Verdict::Reject(refused) = &decision.verdict {
+                    let refusal =
+                        Refusal::new(&data.user_id, &refused.reason, now, fresh_id.clone());
                     decision.write.index.refusal = Some(refusal.key());
                 }
-                (Some(decision.write), decision.verdict)
+                let taken_over = decision.write.ended.iter().find_map(|entry| {
+                    entry
+                        .taken_over_by
+                        .as_ref()
+                        .map(|_| entry.session_id.clone())
+                });
+                (Some(decision.write), Ok((decision.verdict, taken_over)))
             })
-            .await?;
+            .await??;
         match verdict {
-            Verdict::Accept(accepted) => {
+            (Verdict::Accept(accepted), taken_over) => {
                 let token = self.codec.seal(&accepted.token_data)?;
+                let by = EndedBy {
+                    session_id: accepted.session_id.clone(),
+                    device: data.device.clone(),
+                };
+                let notices = accepted
+                    .displaced
+                    .iter()
+                    .map(|id| (id, NoticeReason::Displaced))
+                    .chain(taken_over.iter().map(|id| (id, NoticeReason::TakenOver)));
+                for (session_id, reason) in notices {
+                    self.tell(&data.user_id, session_id, reason, Some(by.clone()))
+                        .await;
+                }
                 Ok(HeartbeatOutcome::Accepted { token, accepted })
             }
-            Verdict::Reject(reason) => Ok(HeartbeatOutcome::Rejected(reason)),
+            (Verdict::Reject(refused), _) => Ok(HeartbeatOutcome::Rejected(refused)),
         }
+    }
+
+    /// Tells the streams watching `session_id` that it ended (SPEC §3.7). Best effort: a
+    /// watcher that misses the notice finds the ending when it re-reads the session
+    /// ([`watch`](Self::watch)), and its player at its next heartbeat.
+    async fn tell(&self, user: &Id, session_id: &str, reason: NoticeReason, by: Option<EndedBy>) {
+        let notice = SessionNotice {
+            user_id: user.clone(),
+            ended: SessionEnded {
+                session_id: session_id.to_owned(),
+                reason,
+                by,
+            },
+        };
+        // The write is applied already: failing the caller now would not undo it.
+        let _ = self.store.notify(&notice).await;
+    }
+
+    /// "Watch here instead" (SPEC §3.7): ends the user's session `session_id` as
+    /// `taken_over` and admits the token's session, in one atomic step; answers like
+    /// [`heartbeat`](Self::heartbeat). Needs an authenticated (v2) token.
+    ///
+    /// # Errors
+    ///
+    /// [`HeartbeatError::InvalidToken`] for a legacy or invalid token;
+    /// [`SessionError::NotActive`] when that session is not active (nothing changes);
+    /// [`SessionError::OwnSession`] when it is the token's own.
+    pub async fn take_over(
+        &self,
+        token: &str,
+        session_id: &str,
+        progress: Option<f64>,
+    ) -> Result<HeartbeatOutcome, HeartbeatError> {
+        let data = self.codec.open_authenticated(token)?;
+        let progress = check_progress(progress)?;
+        self.decide_heartbeat(&data, |now, stored, fresh_id| {
+            decision::take_over(now, &data, stored, session_id, fresh_id, progress)
+        })
+        .await
     }
 
     /// Ends the token's session now: its slot is free at once and it goes to the play
@@ -237,12 +317,71 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// Removes one of the user's sessions (an administrator's eviction). Returns whether it
     /// was active.
     pub async fn evict(&self, user: &Id, session_id: &str) -> Result<bool, StoreError> {
-        self.update(user, |now, stored| {
-            let write = decision::evict(now, stored, session_id);
-            let evicted = write.is_some();
-            (write, evicted)
-        })
-        .await
+        let evicted = self
+            .update(user, |now, stored| {
+                let write = decision::evict(now, stored, session_id);
+                let evicted = write.is_some();
+                (write, evicted)
+            })
+            .await?;
+        if evicted {
+            self.tell(user, session_id, NoticeReason::Evicted, None)
+                .await;
+        }
+        Ok(evicted)
+    }
+
+    /// Where the token's session stands now (SPEC §3.7).
+    async fn watched(&self, data: &HeartbeatData) -> Result<Watched, StoreError> {
+        let loaded = self.store.load(&data.user_id).await?;
+        Ok(decision::watched(self.clock.now(), data, &loaded.sessions))
+    }
+
+    /// The pushed notice of the token's session (`GET /heartbeat/events`, SPEC §3.7): a
+    /// stream that yields one [`SessionEnded`] when the session is evicted, taken over or
+    /// displaced (at once if it already is), then ends. It also ends, without an item,
+    /// when the session stops being active otherwise (stopped, expired). Needs an
+    /// authenticated (v2) token.
+    ///
+    /// The stream listens to the store's notices ([`SessionStore::watch`]) and re-reads
+    /// the session when notices may have been missed and once per session life
+    /// (`heartbeat_cycle + cycle_upper_tolerance`, within 1 s to 60 s), so a lost notice
+    /// is late, never lost.
+    ///
+    /// # Errors
+    ///
+    /// [`HeartbeatError::InvalidToken`] for a legacy or invalid token;
+    /// [`SessionError::NotActive`] when the token names no active session.
+    pub async fn watch(&self, token: &str) -> Result<NoticeStream, HeartbeatError>
+    where
+        Self: Clone,
+    {
+        let data = self.codec.open_authenticated(token)?;
+        let session_id = data.session_id.clone().ok_or(SessionError::NotActive)?;
+        // Listen first, then read: a notice sent in between is not missed.
+        let live = self.store.watch(&data.user_id, &session_id);
+        match self.watched(&data).await? {
+            Watched::Playing => {}
+            Watched::Ended(ended) => return Ok(Box::pin(futures_util::stream::iter([ended]))),
+            Watched::Gone => return Err(SessionError::NotActive.into()),
+        }
+        let recheck = Duration::from_millis(
+            u64::try_from(data.session_life_millis().clamp(1_000, 60_000)).unwrap_or(60_000),
+        );
+        let watch = Watch {
+            heartbeats: self.clone(),
+            data,
+            live,
+            recheck,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some(watch),
+            |watch| async move {
+                let mut watch = watch?;
+                let ended = watch.next_ending().await?;
+                Some((ended, None))
+            },
+        )))
     }
 
     /// The user's active sessions (not past their `expires_at`, not ended by someone else),
@@ -345,6 +484,64 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             key: user.to_string(),
             attempts: self.config.max_attempts,
         })
+    }
+}
+
+/// The stream [`Heartbeats::watch`] returns.
+pub type NoticeStream = Pin<Box<dyn Stream<Item = SessionEnded> + Send>>;
+
+/// One watched session: its live notices and how often to re-read it.
+struct Watch<H> {
+    heartbeats: H,
+    data: HeartbeatData,
+    live: LiveStream<SessionNotice>,
+    recheck: Duration,
+}
+
+impl<S: SessionStore, C: Clock> Watch<Heartbeats<S, C>> {
+    /// Waits until the session ends: `Some` when someone else ended it, `None` when it is
+    /// no longer active for another reason.
+    async fn next_ending(&mut self) -> Option<SessionEnded> {
+        let mut live_open = true;
+        loop {
+            let notice = async {
+                if live_open {
+                    self.live.next().await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                delivered = notice => match delivered {
+                    Some(Ok(notice)) => return Some(notice.ended),
+                    // Notices may have been missed: read the state below.
+                    Some(Err(_)) => {}
+                    // The notice source is gone: from now on the timer alone.
+                    None => live_open = false,
+                },
+                () = tokio::time::sleep(self.recheck) => {}
+            }
+            match self.heartbeats.watched(&self.data).await {
+                Ok(Watched::Ended(ended)) => return Some(ended),
+                Ok(Watched::Gone) => return None,
+                // A store failure: the session is still watched; try again later.
+                Ok(Watched::Playing) | Err(_) => {}
+            }
+        }
+    }
+}
+
+/// What a refusal shows the sender of `token`: the playing sessions only to an
+/// authenticated token (a legacy token can be forged, SPEC §3.7).
+fn shown_to(token: &str, outcome: HeartbeatOutcome) -> HeartbeatOutcome {
+    match outcome {
+        HeartbeatOutcome::Rejected(mut refused)
+            if TokenFormat::of(token) != TokenFormat::Sealed =>
+        {
+            refused.playing = None;
+            HeartbeatOutcome::Rejected(refused)
+        }
+        other => other,
     }
 }
 

@@ -52,6 +52,15 @@ pub struct SessionRecord {
     /// When it was ended, with `ended_by`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    /// The session that took this one over (`ended_by: taken_over`, SPEC §3.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_by: Option<String>,
+    /// The token's `device` label, shown to the user's other devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The token's `device_family`, for family limits (SPEC §3.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
     /// Fields written by someone else, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -122,15 +131,18 @@ pub enum EndReason {
     Stopped,
     /// An administrator evicted it.
     Evicted,
+    /// Another device of the user took its place (`POST /heartbeat/takeover`).
+    TakenOver,
 }
 
 impl EndReason {
-    /// The name on the wire: `expired`, `stopped`, `evicted`.
+    /// The name on the wire: `expired`, `stopped`, `evicted`, `taken_over`.
     pub fn code(self) -> &'static str {
         match self {
             EndReason::Expired => "expired",
             EndReason::Stopped => "stopped",
             EndReason::Evicted => "evicted",
+            EndReason::TakenOver => "taken_over",
         }
     }
 }
@@ -144,6 +156,12 @@ pub struct PlayRecord {
     /// What was played, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asset_id: Option<Id>,
+    /// The device's label, when the token named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The device's family, when the token named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
     /// When it started, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
@@ -156,6 +174,9 @@ pub struct PlayRecord {
     /// How it ended; `None` while it is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<EndReason>,
+    /// For `taken_over`: the session that took its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_by: Option<String>,
     /// Accepted heartbeats.
     pub hit_counter: u64,
     /// The last progress reported.
@@ -174,6 +195,7 @@ impl PlayRecord {
         PlayRecord {
             ended_at: Some(at),
             ended_by: Some(reason),
+            taken_over_by: record.taken_over_by.clone(),
             ..Self::active(session_id, record)
         }
     }
@@ -183,10 +205,13 @@ impl PlayRecord {
         PlayRecord {
             session_id: session_id.to_owned(),
             asset_id: record.asset_id.clone(),
+            device: record.device.clone(),
+            device_family: record.device_family.clone(),
             started_at: record.started_at,
             last_heartbeat: record.timestamp,
             ended_at: None,
             ended_by: None,
+            taken_over_by: None,
             hit_counter: record.hit_counter,
             progress: record.progress,
         }

@@ -31,8 +31,10 @@ use std::sync::Arc;
 
 use crate::decision::SessionWrite;
 use crate::jobs::{
-    BusError, EventBus, EventId, EventStream, Job, JobEvent, JobId, JobStore, Jobs, NewJob, Owner,
+    BusError, EventBus, EventId, EventStream, Job, JobEvent, JobId, JobStore, Jobs, LiveStream,
+    NewJob, Owner,
 };
+use crate::notice::SessionNotice;
 use crate::session::{PlayRecord, ProgressRecord};
 use crate::store::{Commit, Loaded, Retention, SessionStore, StoreError};
 use crate::{Clock, Heartbeats, Id, Timestamp, TokenCodec};
@@ -140,6 +142,11 @@ pub trait DynSessionStore: Send + Sync + 'static {
         index: Index,
         from: &'a IndexKey,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// [`SessionStore::notify`].
+    fn dyn_notify<'a>(&'a self, notice: &'a SessionNotice)
+    -> BoxFuture<'a, Result<(), StoreError>>;
+    /// [`SessionStore::watch`].
+    fn dyn_watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice>;
     /// [`SessionStore::ping`].
     fn dyn_ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// [`SessionStore::flush`].
@@ -207,6 +214,17 @@ where
         Box::pin(self.index_count(index, from))
     }
 
+    fn dyn_notify<'a>(
+        &'a self,
+        notice: &'a SessionNotice,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.notify(notice))
+    }
+
+    fn dyn_watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
+        self.watch(user, session_id)
+    }
+
     fn dyn_ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.ping())
     }
@@ -253,6 +271,14 @@ impl SessionStore for SharedSessionStore {
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
         self.0.dyn_index_count(index, from).await
+    }
+
+    async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
+        self.0.dyn_notify(notice).await
+    }
+
+    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
+        self.0.dyn_watch(user, session_id)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

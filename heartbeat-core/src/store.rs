@@ -11,6 +11,8 @@ use std::future::Future;
 use crate::Id;
 use crate::analytics::{Index, IndexKey};
 use crate::decision::SessionWrite;
+use crate::jobs::LiveStream;
+use crate::notice::SessionNotice;
 use crate::session::{PlayRecord, ProgressRecord, UserSessions};
 
 /// A boxed error from a store's client library, kept as the source.
@@ -188,6 +190,18 @@ pub trait SessionStore: Send + Sync + 'static {
         index: Index,
         from: &IndexKey,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Hands a notice to the streams watching its session, on every instance that shares
+    /// the store (SPEC §3.7). Delivery is best effort: a watcher that misses it (it was
+    /// reconnecting) re-reads the session's state.
+    fn notify(&self, notice: &SessionNotice)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Live notices for `session_id` of `user` from now on; [`BusError::Lagged`] when some
+    /// may have been missed.
+    ///
+    /// [`BusError::Lagged`]: crate::jobs::BusError::Lagged
+    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice>;
 
     /// Checks the store can be reached (for readiness probes).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -116,7 +116,10 @@ fn errors_name_the_field() {
         ("family_limits", json!({"tv": "one"})),
         ("family_limits", json!({"": 1})),
         ("family_limits", json!([1])),
-        ("family_limits", Value::Object((0..33).map(|n| (format!("f{n}"), json!(1))).collect())),
+        (
+            "family_limits",
+            Value::Object((0..33).map(|n| (format!("f{n}"), json!(1))).collect()),
+        ),
         ("asset_limit", json!(-2)),
     ];
     for (field, value) in invalid {
@@ -246,7 +249,10 @@ fn device_fields_and_limit_policies_round_trip() {
     object["family_limits"] = json!({"tv": 1, "mobile": "2"});
     object["asset_limit"] = json!("1");
     let data = HeartbeatData::from_json(object).unwrap();
-    assert_eq!(data.device.as_deref(), Some("Living-room TV (ünïcode, 64 chars max)"));
+    assert_eq!(
+        data.device.as_deref(),
+        Some("Living-room TV (ünïcode, 64 chars max)")
+    );
     assert_eq!(data.device_family.as_deref(), Some("tv"));
     let limits = data.family_limits.clone().unwrap();
     assert_eq!((limits["tv"], limits["mobile"]), (1, 2));
@@ -257,8 +263,14 @@ fn device_fields_and_limit_policies_round_trip() {
         written.starts_with(r#"{"asset_id":"movie/14","asset_limit":1,"#),
         "{written}"
     );
-    assert!(written.contains(r#""family_limits":{"mobile":2,"tv":1}"#), "{written}");
-    assert_eq!(HeartbeatData::from_json_slice(written.as_bytes()).unwrap(), data);
+    assert!(
+        written.contains(r#""family_limits":{"mobile":2,"tv":1}"#),
+        "{written}"
+    );
+    assert_eq!(
+        HeartbeatData::from_json_slice(written.as_bytes()).unwrap(),
+        data
+    );
 
     // Sixty-four characters of any script are allowed; the limit is in characters.
     assert!(HeartbeatData::from_json(with("device", json!("é".repeat(64)))).is_ok());
@@ -274,11 +286,22 @@ fn device_fields_and_limit_policies_round_trip() {
         .build()
         .unwrap();
     assert_eq!(built.family_limits.unwrap().len(), 2);
-    let too_long = HeartbeatData::builder(13, 14).device("x".repeat(65)).build();
-    assert!(matches!(too_long, Err(DataError::Invalid { field: "device", .. })));
+    let too_long = HeartbeatData::builder(13, 14)
+        .device("x".repeat(65))
+        .build();
+    assert!(matches!(
+        too_long,
+        Err(DataError::Invalid {
+            field: "device",
+            ..
+        })
+    ));
     let bad_family = HeartbeatData::builder(13, 14).family_limit("", 1).build();
     assert!(matches!(
         bad_family,
-        Err(DataError::Invalid { field: "family_limits", .. })
+        Err(DataError::Invalid {
+            field: "family_limits",
+            ..
+        })
     ));
 }

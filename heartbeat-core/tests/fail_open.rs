@@ -8,6 +8,8 @@ use heartbeat_core::analytics::{Index, IndexKey};
 use std::time::Duration;
 
 use heartbeat_core::decision::SessionWrite;
+use heartbeat_core::jobs::LiveStream;
+use heartbeat_core::notice::SessionNotice;
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::testkit::sessions::{backend_data, start};
 use heartbeat_core::{
@@ -62,6 +64,14 @@ impl SessionStore for Down {
 
     async fn index_count(&self, _: Index, _: &IndexKey) -> Result<u64, StoreError> {
         Err(down())
+    }
+
+    async fn notify(&self, _: &SessionNotice) -> Result<(), StoreError> {
+        Err(down())
+    }
+
+    fn watch(&self, _: &Id, _: &str) -> LiveStream<SessionNotice> {
+        Box::pin(futures_util::stream::empty())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -52,12 +52,17 @@ prop_compose! {
         session_limit in proptest::option::of(any::<u32>()),
         checking_threshold in proptest::option::of(any::<u32>()),
         sessions_edge in proptest::option::of(any::<u32>()),
+        device in proptest::option::of("[a-zA-Z0-9 éü📺-]{1,64}"),
+        device_family in proptest::option::of("[a-z]{1,32}"),
+        family_limits in proptest::option::of(proptest::collection::btree_map("[a-z]{1,32}", any::<u32>(), 0..5)),
+        asset_limit in proptest::option::of(any::<u32>()),
         extra in extra(),
     ) -> HeartbeatData {
         HeartbeatData {
             user_id, asset_id, session_id, heartbeat_cycle: cycle, cycle_lower_tolerance: lower,
             cycle_upper_tolerance: upper, reject_strategy: strategy, timestamp, started_at,
-            session_limit, checking_threshold, sessions_edge, extra,
+            session_limit, checking_threshold, sessions_edge, device, device_family, family_limits,
+            asset_limit, extra,
         }
     }
 }
@@ -233,6 +238,9 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     expires_at: None,
                     ended_by: None,
                     ended_at: None,
+                    taken_over_by: None,
+                    device: None,
+                    device_family: None,
                     extra: Map::new(),
                 };
                 (id, record)
@@ -288,9 +296,10 @@ proptest! {
             prop_assert!(decision.write.ended.iter().any(|e| &e.session_id == *id));
         }
         match &decision.verdict {
-            Verdict::Reject(reason) => {
+            Verdict::Reject(refused) => {
+                let reason = &refused.reason;
                 // A rejected heartbeat writes nothing beyond removing expired sessions.
-                prop_assert!(decision.write.upsert.is_none());
+                prop_assert!(decision.write.upserts.is_empty());
                 prop_assert!(decision.write.progress.is_none());
                 prop_assert_eq!(&decision.write.sessions, &active);
                 prop_assert_eq!(decision.write.remove.len(), expired.len());
@@ -308,7 +317,7 @@ proptest! {
                         prop_assert!(token.session_limit.is_none_or(|limit| position < limit as usize));
                     }
                 }
-                let (id, record) = decision.write.upsert.clone().unwrap();
+                let (id, record) = decision.write.upserts[0].clone();
                 prop_assert_eq!(&id, &accepted.session_id);
                 prop_assert_eq!(record.timestamp, now);
                 prop_assert_eq!(accepted.token_data.timestamp, Some(now));

@@ -54,11 +54,7 @@ pub fn authorize(admin_key: Option<&str>, headers: &HeaderMap) -> Result<(), Den
     let Some(expected) = admin_key else {
         return Err(Denied::Off);
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = crate::body::bearer(headers).unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {

@@ -117,6 +117,7 @@ impl App {
                 .route("/", post(heartbeat::heartbeat))
                 .route("/heartbeat", post(heartbeat::heartbeat))
                 .route("/heartbeat/stop", post(heartbeat::stop))
+                .route("/heartbeat/takeover", post(heartbeat::takeover))
                 .route("/create", post(jobs::heygen_create))
                 .route("/status/{id}", get(jobs::heygen_status))
                 .route("/v1/jobs", post(jobs::create).get(jobs::list))
@@ -140,6 +141,7 @@ impl App {
         // Streams live as long as the client stays: no request timeout for them.
         if public {
             routes = routes
+                .route("/heartbeat/events", get(heartbeat::events))
                 .route("/status", get(jobs::heygen_events))
                 .route("/v1/events", get(jobs::events));
         }

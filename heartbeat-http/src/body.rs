@@ -129,3 +129,12 @@ fn form_fields(body: &[u8]) -> Map<String, Value> {
     }
     fields
 }
+
+/// The token of an `Authorization: Bearer <token>` header, trimmed; `None` without one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+}

@@ -1,17 +1,25 @@
-//! `POST /heartbeat` (and `POST /`) and `POST /heartbeat/stop`: read the body, hand the
-//! token to the core, translate the outcome into the Node server's status codes.
+//! `POST /heartbeat` (and `POST /`), `POST /heartbeat/stop`, `POST /heartbeat/takeover` and
+//! `GET /heartbeat/events`: read the request, hand the token to the core, translate the
+//! outcome into the Node server's status codes (SPEC §3, §3.7).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use heartbeat_core::{HeartbeatError, HeartbeatOutcome};
+use futures_util::StreamExt;
+use heartbeat_core::decision::SessionError;
+use heartbeat_core::notice::SessionEnded;
+use heartbeat_core::{HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::body::{LimitedBody, json_or_form_fields};
+use crate::body::{LimitedBody, bearer, json_or_form_fields};
 use crate::error::ApiError;
 use crate::metrics::{Decision, Metrics, StoreFailed};
+use crate::sse;
 
 /// The fixed body of a 412, as the Node server answers it.
 pub const OVER_LIMIT_MESSAGE: &str = "You have exceeded the maximum allowed number of devices.";
@@ -27,6 +35,8 @@ pub struct HeartbeatRequest {
     pub token: Option<String>,
     /// The position reported, if any.
     pub progress: Option<f64>,
+    /// The session to end, for `POST /heartbeat/takeover`.
+    pub session_id: Option<String>,
 }
 
 impl HeartbeatRequest {
@@ -56,7 +66,20 @@ impl HeartbeatRequest {
             ),
             Some(_) => return Err(progress_error()),
         };
-        Ok(Self { token, progress })
+        let session_id = match fields.remove("session_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => Some(id),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "session_id must be a session id (a non-empty string of at most 256 bytes).",
+                ));
+            }
+        };
+        Ok(Self {
+            token,
+            progress,
+            session_id,
+        })
     }
 }
 
@@ -75,6 +98,13 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
             )
         }
         HeartbeatError::InvalidProgress => (Decision::BadRequest, progress_error()),
+        HeartbeatError::Session(error @ SessionError::NotActive) => {
+            (Decision::BadRequest, ApiError::not_found(error.to_string()))
+        }
+        HeartbeatError::Session(error) => (
+            Decision::BadRequest,
+            ApiError::bad_request(error.to_string()),
+        ),
         HeartbeatError::Store(error) => (Decision::StoreUnavailable, ApiError::unavailable(&error)),
         other => {
             tracing::error!(error = %other, "cannot answer a heartbeat");
@@ -99,12 +129,20 @@ fn counted(metrics: &Metrics, decision: Decision, error: ApiError) -> Response {
 fn read_request(
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(String, Option<f64>), (Decision, ApiError)> {
+) -> Result<(String, HeartbeatRequest), (Decision, ApiError)> {
     match HeartbeatRequest::from_body(headers, body) {
         Ok(HeartbeatRequest {
             token: Some(token),
             progress,
-        }) => Ok((token, progress)),
+            session_id,
+        }) => Ok((
+            token,
+            HeartbeatRequest {
+                token: None,
+                progress,
+                session_id,
+            },
+        )),
         Ok(HeartbeatRequest { token: None, .. }) => Err((
             Decision::InvalidToken,
             ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
@@ -120,11 +158,44 @@ pub async fn heartbeat(
     LimitedBody(body): LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
-    let (token, progress) = match read_request(&headers, &body) {
+    let (token, request) = match read_request(&headers, &body) {
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
-    match app.heartbeats().heartbeat(&token, progress).await {
+    let outcome = app.heartbeats().heartbeat(&token, request.progress).await;
+    answer(metrics, outcome)
+}
+
+/// `POST /heartbeat/takeover`: "watch here instead" (SPEC §3.7). Ends `session_id` and
+/// admits the token's session; answers like `POST /heartbeat`, 404 when that session is
+/// not active, 406 for a legacy token.
+pub async fn takeover(
+    State(app): State<App>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Response {
+    let metrics = app.metrics();
+    let (token, request) = match read_request(&headers, &body) {
+        Ok(request) => request,
+        Err((decision, error)) => return counted(metrics, decision, error),
+    };
+    let Some(session_id) = request.session_id else {
+        let error = ApiError::bad_request(
+            "session_id is missing: name the session to take over (one of the `sessions` of \
+             the 412 answer).",
+        );
+        return counted(metrics, Decision::BadRequest, error);
+    };
+    let outcome = app
+        .heartbeats()
+        .take_over(&token, &session_id, request.progress)
+        .await;
+    answer(metrics, outcome)
+}
+
+/// The answer to a heartbeat or a takeover, counted.
+fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) -> Response {
+    match outcome {
         Ok(HeartbeatOutcome::Accepted { token, accepted }) => {
             metrics.decision(Decision::Accepted);
             if accepted.new_session.is_some() {
@@ -132,15 +203,19 @@ pub async fn heartbeat(
             }
             Json(json!({ "heartbeat_token": token })).into_response()
         }
-        Ok(HeartbeatOutcome::Rejected(reason)) => {
-            tracing::debug!(?reason, "over the limit");
+        Ok(HeartbeatOutcome::Rejected(refused)) => {
+            let reason = refused.reason;
+            tracing::debug!(?reason, "refused");
             metrics.decision(Decision::Rejected);
             metrics.refusal(reason.code());
-            let body = json!({
+            let mut body = json!({
                 "error": OVER_LIMIT_MESSAGE,
                 "reason": reason.code(),
                 "limit": reason.limit(),
             });
+            if let Some(playing) = refused.playing {
+                body["sessions"] = json!(playing);
+            }
             (StatusCode::PRECONDITION_FAILED, Json(body)).into_response()
         }
         Ok(HeartbeatOutcome::FailedOpen { token, cause }) => {
@@ -165,6 +240,54 @@ pub async fn heartbeat(
     }
 }
 
+/// The query of `GET /heartbeat/events`.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    /// The session's token (or `Authorization: Bearer <token>`).
+    pub heartbeat_token: Option<String>,
+}
+
+/// `GET /heartbeat/events?heartbeat_token=…`: the pushed notice of one session (SPEC
+/// §3.7). An SSE stream that sends `event: ended` when the session is evicted, taken over
+/// or displaced, then closes; it closes without an event when the session stops being
+/// active otherwise. 404 when the token's session is not active, 406 for a legacy or
+/// invalid token.
+pub async fn events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let metrics = app.metrics();
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            let error = ApiError::bad_request(format!("Bad query: {}", rejection.body_text()));
+            return counted(metrics, Decision::BadRequest, error);
+        }
+    };
+    let Some(token) = query.heartbeat_token.as_deref().or(bearer(&headers)) else {
+        return counted(
+            metrics,
+            Decision::InvalidToken,
+            ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
+        );
+    };
+    match app.heartbeats().watch(token).await {
+        Ok(notices) => {
+            let notices = notices.map(Ok::<_, std::convert::Infallible>);
+            sse::response(&app, notices, ended_event).into_response()
+        }
+        Err(error) => {
+            let (decision, error) = failure(error);
+            counted(metrics, decision, error)
+        }
+    }
+}
+
+fn ended_event(ended: &SessionEnded) -> Option<Event> {
+    Event::default().event("ended").json_data(ended).ok()
+}
+
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
 pub async fn stop(
     State(app): State<App>,
@@ -172,11 +295,11 @@ pub async fn stop(
     LimitedBody(body): LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
-    let (token, progress) = match read_request(&headers, &body) {
+    let (token, request) = match read_request(&headers, &body) {
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
-    match app.heartbeats().stop(&token, progress).await {
+    match app.heartbeats().stop(&token, request.progress).await {
         Ok(_) => {
             metrics.decision(Decision::Stopped);
             Json(json!({})).into_response()

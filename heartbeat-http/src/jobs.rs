@@ -58,11 +58,7 @@ fn proven_owner(
     let Some(tokens) = &app.settings().owner_tokens else {
         return Ok((owner, query));
     };
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let proven = match bearer.or(query.owner_token.as_deref()) {
+    let proven = match crate::body::bearer(headers).or(query.owner_token.as_deref()) {
         Some(token) => tokens.key.verify(&owner, token.trim()),
         None => !tokens.required,
     };

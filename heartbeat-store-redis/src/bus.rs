@@ -1,13 +1,16 @@
 //! [`EventBus`] on Redis: each owner's newest events in a sorted set by id, published on
-//! one channel that every instance's subscriber forwards to its local [`Fanout`].
+//! one channel that every instance's subscriber forwards to its local [`Fanout`]. Session
+//! notices (SPEC §3.7) travel the same way on a second channel.
 
 use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::{EventInterface, PubsubInterface, SortedSetsInterface};
 use heartbeat_core::jobs::{
-    BusError, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner,
+    BusError, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner, Routed,
 };
+use heartbeat_core::notice::SessionNotice;
+use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -16,30 +19,54 @@ use heartbeat_core::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
 
-/// Subscribes to the event channel and forwards every event to `live`; after a lost
-/// connection (or a lag in the client's own buffer) tells every subscriber to replay.
+/// Where the subscriber hands what it receives: job events and session notices.
+pub(crate) struct Live {
+    pub(crate) events: Arc<Fanout>,
+    pub(crate) notices: Arc<Fanout<SessionNotice>>,
+}
+
+impl Live {
+    fn signal_gap(&self) {
+        self.events.signal_gap();
+        self.notices.signal_gap();
+    }
+}
+
+/// Reads a message of `kind` and hands it to `fanout`.
+fn forward<T: Routed + DeserializeOwned>(fanout: &Fanout<T>, json: Option<&str>, kind: &str) {
+    match json.and_then(|json| serde_json::from_str::<T>(json).ok()) {
+        Some(item) => fanout.deliver(item),
+        None => tracing::warn!("ignored an unreadable {kind} from Redis"),
+    }
+}
+
+/// Subscribes to the event and notice channels and forwards every message to `live`;
+/// after a lost connection (or a lag in the client's own buffer) tells every subscriber to
+/// replay (or re-read).
 pub(crate) async fn start_forwarding(
     subscriber: &SubscriberClient,
     keys: &Keys,
-    live: &Arc<Fanout>,
+    live: Live,
 ) -> Result<Vec<JoinHandle<()>>, fred::error::Error> {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let resubscribe = subscriber.manage_subscriptions();
-    subscriber.subscribe(keys.event_channel()).await?;
-    let forward = {
-        let live = Arc::clone(live);
+    let notice_channel = keys.notice_channel();
+    subscriber
+        .subscribe(vec![keys.event_channel(), notice_channel.clone()])
+        .await?;
+    let live = Arc::new(live);
+    let forwarding = {
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
-                        let event = message
-                            .value
-                            .as_str()
-                            .and_then(|json| serde_json::from_str::<JobEvent>(&json).ok());
-                        match event {
-                            Some(event) => live.deliver(event),
-                            None => tracing::warn!("ignored an unreadable job event from Redis"),
+                        let json = message.value.as_str();
+                        if *message.channel == *notice_channel {
+                            forward(&live.notices, json.as_deref(), "session notice");
+                        } else {
+                            forward(&live.events, json.as_deref(), "job event");
                         }
                     }
                     Err(RecvError::Lagged(_)) => live.signal_gap(),
@@ -48,18 +75,15 @@ pub(crate) async fn start_forwarding(
             }
         })
     };
-    let gaps = {
-        let live = Arc::clone(live);
-        tokio::spawn(async move {
-            loop {
-                match reconnects.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => live.signal_gap(),
-                    Err(RecvError::Closed) => return,
-                }
+    let gaps = tokio::spawn(async move {
+        loop {
+            match reconnects.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => live.signal_gap(),
+                Err(RecvError::Closed) => return,
             }
-        })
-    };
-    Ok(vec![forward, gaps, resubscribe])
+        }
+    });
+    Ok(vec![forwarding, gaps, resubscribe])
 }
 
 impl EventBus for RedisStore {
@@ -87,7 +111,7 @@ impl EventBus for RedisStore {
     }
 
     async fn subscribe(&self, owner: &Owner) -> Result<EventStream, BusError> {
-        Ok(self.inner.live.subscribe(owner))
+        Ok(self.inner.live.events.subscribe(owner))
     }
 
     async fn replay(

@@ -74,4 +74,9 @@ impl Keys {
     pub(crate) fn event_channel(&self) -> String {
         format!("{}hb_job_events", self.namespace)
     }
+
+    /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on.
+    pub(crate) fn notice_channel(&self) -> String {
+        format!("{}hb_session_notices", self.namespace)
+    }
 }

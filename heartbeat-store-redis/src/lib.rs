@@ -199,7 +199,7 @@ struct Inner {
     subscriber: SubscriberClient,
     keys: keys::Keys,
     scripts: scripts::Scripts,
-    live: Arc<Fanout>,
+    live: bus::Live,
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
@@ -314,10 +314,20 @@ impl RedisStore {
         let keys = keys::Keys::new(config.namespace);
         let scripts = scripts::Scripts::new();
         scripts.load(pool.next()).await.map_err(unreachable)?;
-        let live = Arc::new(Fanout::new());
-        let tasks = bus::start_forwarding(&subscriber, &keys, &live)
-            .await
-            .map_err(unreachable)?;
+        let live = bus::Live {
+            events: Arc::new(Fanout::new()),
+            notices: Arc::new(Fanout::new()),
+        };
+        let tasks = bus::start_forwarding(
+            &subscriber,
+            &keys,
+            bus::Live {
+                events: Arc::clone(&live.events),
+                notices: Arc::clone(&live.notices),
+            },
+        )
+        .await
+        .map_err(unreachable)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,

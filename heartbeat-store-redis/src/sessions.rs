@@ -2,9 +2,13 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::{ClientLike, HashesInterface, ListInterface, SortedSetsInterface};
+use fred::prelude::{
+    ClientLike, HashesInterface, ListInterface, PubsubInterface, SortedSetsInterface,
+};
 use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::decision::SessionWrite;
+use heartbeat_core::jobs::LiveStream;
+use heartbeat_core::notice::SessionNotice;
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
 
@@ -211,13 +215,10 @@ impl SessionStore for RedisStore {
         }
         args.push(write.remove.len().to_string());
         args.extend(write.remove.iter().cloned());
-        match &write.upsert {
-            Some((session, record)) => {
-                args.push("1".to_owned());
-                args.push(session.clone());
-                args.push(record.to_json());
-            }
-            None => args.push("0".to_owned()),
+        args.push(write.upserts.len().to_string());
+        for (session, record) in &write.upserts {
+            args.push(session.clone());
+            args.push(record.to_json());
         }
         args.push(write.keep_millis.max(1).to_string());
         let keys = &self.inner.keys;
@@ -317,6 +318,19 @@ impl SessionStore for RedisStore {
             .zlexcount(self.inner.keys.analytics(index), format!("[{from}"), "+")
             .await
             .map_err(|error| store_error("analytics index count", error))
+    }
+
+    async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client()
+            .publish(self.inner.keys.notice_channel(), encode(notice)?)
+            .await
+            .map_err(|error| store_error("session notice", error))?;
+        Ok(())
+    }
+
+    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
+        self.inner.live.notices.watch(user, session_id)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use heartbeat_core::StoreError;
 use heartbeat_core::jobs::Fanout;
 use heartbeat_core::kit::{self, SweepCadence};
+use heartbeat_core::notice::SessionNotice;
 
 use crate::group_commit::GroupCommit;
 
@@ -119,6 +120,8 @@ struct Inner {
     publish_stripes: Vec<tokio::sync::Mutex<()>>,
     flushes: GroupCommit,
     live: Fanout,
+    /// Session notices to this process's watchers (SPEC §3.7): sled is one process.
+    notices: Fanout<SessionNotice>,
     /// The last job event id handed out by this process.
     last_event_id: std::sync::atomic::AtomicU64,
     sweeps: SweepCadence,
@@ -165,6 +168,7 @@ impl SledStore {
                 publish_stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 flushes: GroupCommit::default(),
                 live: Fanout::new(),
+                notices: Fanout::new(),
                 last_event_id: std::sync::atomic::AtomicU64::new(0),
                 sweeps: SweepCadence::default(),
                 job_retention: config.job_retention,

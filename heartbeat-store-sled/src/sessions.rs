@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::decision::SessionWrite;
+use heartbeat_core::jobs::LiveStream;
 use heartbeat_core::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
+use heartbeat_core::notice::SessionNotice;
 use heartbeat_core::store::{Commit, Loaded, Retention};
 use heartbeat_core::{
     Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
@@ -292,6 +294,15 @@ impl SessionStore for SledStore {
             count += 1;
         }
         Ok(count)
+    }
+
+    async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
+        self.inner.notices.deliver(notice.clone());
+        Ok(())
+    }
+
+    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
+        self.inner.notices.watch(user, session_id)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,19 +1,41 @@
-//! Live delivery of job events to the subscribers of this process, per owner.
+//! Live delivery to the subscribers of this process, per key: job events per owner, and
+//! session notices per session (SPEC §3.7).
 //!
 //! Every [`EventBus`](super::EventBus) keeps its history its own way (memory, sled, Redis)
 //! but hands live events to local subscribers the same way: through a [`Fanout`].
 
+use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::model::Owner;
-use super::store::{BusError, EventStream, JobEvent};
+use super::store::{BusError, JobEvent};
+
+/// Something a [`Fanout`] delivers: it names the key of the subscribers it is for.
+pub trait Routed: Clone + Send + Sync + 'static {
+    /// What subscribers subscribe to.
+    type Key: Clone + Eq + Hash + Send + Sync + 'static;
+    /// The key of the subscribers this is for.
+    fn route(&self) -> Self::Key;
+}
+
+impl Routed for JobEvent {
+    type Key = Owner;
+    fn route(&self) -> Owner {
+        self.job.owner.clone()
+    }
+}
+
+/// What [`Fanout::subscribe`] returns: live items, or [`BusError::Lagged`] when some were
+/// missed.
+pub type LiveStream<T> = Pin<Box<dyn Stream<Item = Result<T, BusError>> + Send>>;
 
 /// Events buffered per owner for a slow subscriber before it lags (and replays from the
 /// bus's history). Small: every owner with a live subscriber has a channel of this size,
@@ -24,13 +46,14 @@ pub const LIVE_BUFFER: usize = 16;
 const PRUNE_EVERY: u64 = 1024;
 
 #[derive(Debug, Clone)]
-enum Delivery {
-    Event(Arc<JobEvent>),
+enum Delivery<T> {
+    Event(Arc<T>),
     /// Events may have been missed (a bus connection was lost and came back).
     Gap,
 }
 
-/// One broadcast channel per owner with live subscribers; none for other owners.
+/// One broadcast channel per key (per owner for job events) with live subscribers; none
+/// for other keys.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -46,22 +69,31 @@ enum Delivery {
 /// assert_eq!(live.next().await.unwrap().unwrap().id, EventId(1));
 /// # });
 /// ```
-#[derive(Debug, Default)]
-pub struct Fanout {
-    owners: DashMap<Owner, broadcast::Sender<Delivery>>,
+#[derive(Debug)]
+pub struct Fanout<T: Routed = JobEvent> {
+    owners: DashMap<T::Key, broadcast::Sender<Delivery<T>>>,
     subscriptions: AtomicU64,
 }
 
-impl Fanout {
+impl<T: Routed> Default for Fanout<T> {
+    fn default() -> Self {
+        Self {
+            owners: DashMap::new(),
+            subscriptions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<T: Routed> Fanout<T> {
     /// No subscribers yet.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Live events of `owner` delivered from now on. The stream yields
-    /// [`BusError::Lagged`] when events were dropped for it (it was too slow, or
-    /// [`signal_gap`](Self::signal_gap) was called): replay to catch up.
-    pub fn subscribe(&self, owner: &Owner) -> EventStream {
+    /// Live items for `owner` (the key) delivered from now on. The stream yields
+    /// [`BusError::Lagged`] when items were dropped for it (it was too slow, or
+    /// [`signal_gap`](Self::signal_gap) was called): replay or re-read to catch up.
+    pub fn subscribe(&self, owner: &T::Key) -> LiveStream<T> {
         if self.subscriptions.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
         }
@@ -72,23 +104,19 @@ impl Fanout {
             .subscribe();
         Box::pin(
             BroadcastStream::new(receiver).map(|delivery| match delivery {
-                Ok(Delivery::Event(event)) => Ok(JobEvent::clone(&event)),
+                Ok(Delivery::Event(event)) => Ok(T::clone(&event)),
                 Ok(Delivery::Gap) => Err(BusError::Lagged { skipped: 0 }),
                 Err(BroadcastStreamRecvError::Lagged(skipped)) => Err(BusError::Lagged { skipped }),
             }),
         )
     }
 
-    /// Hands `event` to the live subscribers of its job's owner, if any.
-    pub fn deliver(&self, event: JobEvent) {
-        let Some(sender) = self
-            .owners
-            .get(&event.job.owner)
-            .map(|entry| entry.value().clone())
-        else {
+    /// Hands `event` to the live subscribers of its key (its job's owner), if any.
+    pub fn deliver(&self, event: T) {
+        let owner = event.route();
+        let Some(sender) = self.owners.get(&owner).map(|entry| entry.value().clone()) else {
             return;
         };
-        let owner = event.job.owner.clone();
         if sender.send(Delivery::Event(Arc::new(event))).is_err() {
             // Nobody listens any more: forget the channel unless someone just subscribed.
             self.owners
@@ -103,7 +131,7 @@ impl Fanout {
         }
     }
 
-    /// Number of owners with at least one live subscriber channel.
+    /// Number of keys (owners) with at least one live subscriber channel.
     pub fn owner_count(&self) -> usize {
         self.owners.len()
     }

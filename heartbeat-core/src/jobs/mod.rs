@@ -11,7 +11,7 @@ mod resume;
 mod service;
 mod store;
 
-pub use fanout::{Fanout, LIVE_BUFFER};
+pub use fanout::{Fanout, LIVE_BUFFER, LiveStream, Routed};
 pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };

@@ -1,9 +1,7 @@
 //! The storage contract for jobs and their events.
 
 use std::future::Future;
-use std::pin::Pin;
 
-use futures_core::Stream;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Job, JobId, NewJob, Owner};
@@ -120,7 +118,7 @@ pub fn jobs_past_retention<'a>(
 
 /// Live events of one owner. Yields [`BusError::Lagged`] when the subscriber fell behind and
 /// events were dropped: replay from the last id seen to catch up.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, BusError>> + Send>>;
+pub type EventStream = super::LiveStream<JobEvent>;
 
 /// Why an event could not be published or received.
 #[derive(Debug, thiserror::Error)]

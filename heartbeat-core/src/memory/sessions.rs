@@ -8,7 +8,9 @@ use super::next_version;
 use crate::Id;
 use crate::analytics::{Index, IndexKey, IndexWrite};
 use crate::decision::SessionWrite;
+use crate::jobs::{Fanout, LiveStream};
 use crate::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
+use crate::notice::SessionNotice;
 use crate::session::{PlayRecord, ProgressRecord, UserSessions};
 use crate::store::{Commit, Loaded, Retention, SessionStore, StoreError};
 
@@ -20,6 +22,7 @@ struct Inner {
     sweeps: SweepCadence,
     finished: Mutex<BTreeSet<IndexKey>>,
     refusals: Mutex<BTreeSet<IndexKey>>,
+    notices: Fanout<SessionNotice>,
 }
 
 impl Inner {
@@ -214,6 +217,16 @@ impl SessionStore for MemorySessionStore {
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
         let count = self.inner.index(index).range(from..).count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+
+    async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
+        // One process holds the whole store: its streams are every stream.
+        self.inner.notices.deliver(notice.clone());
+        Ok(())
+    }
+
+    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
+        self.inner.notices.watch(user, session_id)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -67,7 +67,7 @@ pub async fn reject<S: SessionStore>(
     token: &str,
 ) -> RejectReason {
     match heartbeats.heartbeat(token, None).await.unwrap() {
-        HeartbeatOutcome::Rejected(reason) => reason,
+        HeartbeatOutcome::Rejected(refused) => refused.reason,
         other => panic!("expected rejected, got {other:?}"),
     }
 }
@@ -114,6 +114,9 @@ fn record(at: Timestamp, hits: u64) -> SessionRecord {
         expires_at: Some(at.add_millis(40_000)),
         ended_by: None,
         ended_at: None,
+        taken_over_by: None,
+        device: None,
+        device_family: None,
         extra: Default::default(),
     }
 }
@@ -134,7 +137,7 @@ async fn commit<S: SessionStore>(
 fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) -> SessionWrite {
     sessions.sessions.insert(id.to_owned(), record.clone());
     SessionWrite {
-        upsert: Some((id.to_owned(), record)),
+        upserts: vec![(id.to_owned(), record)],
         sessions,
         keep_millis: 60_000,
         ..SessionWrite::default()

@@ -34,6 +34,18 @@ pub enum TokenFormat {
     Legacy,
 }
 
+impl TokenFormat {
+    /// The format a token is written in, by its prefix (`v2.` or not); says nothing of
+    /// whether it opens.
+    pub fn of(token: &str) -> TokenFormat {
+        if token.starts_with(sealed::PREFIX) {
+            TokenFormat::Sealed
+        } else {
+            TokenFormat::Legacy
+        }
+    }
+}
+
 impl std::str::FromStr for TokenFormat {
     type Err = String;
 
@@ -269,6 +281,16 @@ impl TokenCodec {
         self.open_with(token, |plaintext| {
             HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
         })
+    }
+
+    /// Opens an authenticated (v2) token only: a legacy token, which anyone can forge by
+    /// flipping bits (SPEC §3.3), is refused like any invalid token. For the calls that
+    /// act on or reveal other sessions of the user (takeover, notices).
+    pub fn open_authenticated(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
+        match TokenFormat::of(token) {
+            TokenFormat::Sealed => self.open(token),
+            TokenFormat::Legacy => Err(InvalidToken::new(Refusal::Malformed)),
+        }
     }
 
     /// Opens a token to its JSON object, without checking it is heartbeat data.
