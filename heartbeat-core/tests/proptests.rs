@@ -2,7 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use heartbeat_core::decision::{RejectReason, Verdict, decide, ranking};
+use std::collections::{BTreeMap, BTreeSet};
+
+use heartbeat_core::EndReason;
+use heartbeat_core::decision::{
+    RejectReason, Verdict, decide, displaced, expire, ranking, standings, take_over,
+};
 use heartbeat_core::{
     HeartbeatData, Id, JsonDataError, RejectStrategy, Seconds, SessionRecord, Timestamp,
     TokenCodec, TokenFormat, UserSessions,
@@ -221,26 +226,30 @@ proptest! {
 fn stored_sessions() -> impl Strategy<Value = UserSessions> {
     proptest::collection::btree_map(
         "s[0-9]{1,2}",
-        (-120_000i64..1_000, 0u64..8, -300_000i64..0),
+        (
+            (-120_000i64..1_000, 0u64..8, -300_000i64..0),
+            proptest::option::of(proptest::sample::select(vec!["tv", "mobile", "web"])),
+            proptest::option::of(0i64..3),
+        ),
         0..16,
     )
     .prop_map(|map| UserSessions {
         sessions: map
             .into_iter()
-            .map(|(id, (last, hits, started))| {
+            .map(|(id, ((last, hits, started), family, asset))| {
                 let timestamp = Timestamp::from_unix_millis(T0 + last).unwrap();
                 let record = SessionRecord {
                     timestamp,
                     hit_counter: hits,
                     started_at: Some(Timestamp::from_unix_millis(T0 + started.min(last)).unwrap()),
-                    asset_id: None,
+                    asset_id: asset.map(Id::Int),
                     progress: None,
                     expires_at: None,
                     ended_by: None,
                     ended_at: None,
                     taken_over_by: None,
                     device: None,
-                    device_family: None,
+                    device_family: family.map(str::to_owned),
                     extra: Map::new(),
                 };
                 (id, record)
@@ -347,6 +356,178 @@ proptest! {
             prop_assert!(active.sessions.values()
                 .filter(|r| r.hit_counter >= u64::from(token.threshold()))
                 .all(|r| r.order_key() <= newest_started));
+        }
+    }
+}
+
+prop_compose! {
+    /// A decision case whose token also carries family and asset limits, and a family.
+    fn policy_case()(
+        (stored, token, now) in decision_case(),
+        families in proptest::option::of(proptest::collection::btree_map(
+            proptest::sample::select(vec!["tv", "mobile", "web"]).prop_map(str::to_owned), 0u32..3, 0..3)),
+        asset_limit in proptest::option::of(0u32..3),
+        family in proptest::option::of(proptest::sample::select(vec!["tv", "mobile", "web"])),
+        asset in 0i64..3,
+        no_session_limit in any::<bool>(),
+    ) -> (UserSessions, HeartbeatData, Timestamp) {
+        let mut token = token;
+        token.family_limits = families;
+        token.asset_limit = asset_limit;
+        token.device_family = family.map(str::to_owned);
+        token.asset_id = Id::Int(asset);
+        if no_session_limit {
+            token.session_limit = None;
+        }
+        token.sessions_edge = Some(100);
+        (stored, token, now)
+    }
+}
+
+/// The counted sessions of `active` that keep playing under `token`'s limits.
+fn kept<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a str> {
+    standings(active, token)
+        .into_iter()
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// No limit is exceeded among `ids` (sessions of `active`).
+fn within_limits(
+    active: &UserSessions,
+    token: &HeartbeatData,
+    ids: &[&str],
+) -> Result<(), TestCaseError> {
+    prop_assert!(
+        token
+            .session_limit
+            .is_none_or(|limit| ids.len() <= limit as usize)
+    );
+    let mut families: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut assets: BTreeMap<&Id, u32> = BTreeMap::new();
+    for id in ids {
+        let record = &active.sessions[*id];
+        if let Some(family) = record.device_family.as_deref() {
+            *families.entry(family).or_default() += 1;
+        }
+        if let Some(asset) = &record.asset_id {
+            *assets.entry(asset).or_default() += 1;
+        }
+    }
+    for (family, count) in families {
+        let limit = token
+            .family_limits
+            .as_ref()
+            .and_then(|limits| limits.get(family));
+        prop_assert!(
+            limit.is_none_or(|limit| count <= *limit),
+            "{} sessions of {}",
+            count,
+            family
+        );
+    }
+    for (asset, count) in assets {
+        prop_assert!(
+            token.asset_limit.is_none_or(|limit| count <= limit),
+            "{} on {}",
+            count,
+            asset
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    /// SPEC §3.8: among the sessions that keep playing, no limit is ever exceeded, before
+    /// or after any decision; every refused session would exceed one if it played too.
+    #[test]
+    fn limit_policies_are_never_exceeded((stored, token, now) in policy_case()) {
+        let (active, _) = expire(now, &token, &stored);
+        let before = kept(&active, &token);
+        within_limits(&active, &token, &before)?;
+        for (id, refusal) in standings(&active, &token) {
+            if refusal.is_some() {
+                let mut with = kept(&active, &token);
+                with.push(id);
+                prop_assert!(within_limits(&active, &token, &with).is_err(), "{} was refused for nothing", id);
+            }
+        }
+        let decision = decide(now, &token, &stored, "fresh", None);
+        let after = &decision.write.sessions;
+        within_limits(after, &token, &kept(after, &token))?;
+    }
+
+    /// SPEC §3.7: a refusal names exactly the sessions the strategy keeps playing, never
+    /// the refused one; its reason names the limit that applied.
+    #[test]
+    fn refusals_name_the_sessions_that_keep_playing((stored, token, now) in policy_case()) {
+        let decision = decide(now, &token, &stored, "fresh", None);
+        if let Verdict::Reject(refused) = decision.verdict {
+            let (active, _) = expire(now, &token, &stored);
+            let named: Vec<String> = refused.playing.unwrap().into_iter().map(|s| s.session_id).collect();
+            prop_assert_eq!(&named, &kept(&active, &token).iter().map(|id| id.to_string()).collect::<Vec<_>>());
+            prop_assert!(!named.contains(token.session_id.as_ref().unwrap()));
+            match refused.reason {
+                RejectReason::FamilyLimit { limit } => {
+                    let family = active.sessions[token.session_id.as_ref().unwrap()].device_family.clone().unwrap();
+                    prop_assert_eq!(Some(limit), token.family_limits.as_ref().unwrap().get(&family).copied());
+                }
+                RejectReason::AssetLimit { limit } => prop_assert_eq!(Some(limit), token.asset_limit),
+                RejectReason::OverLimit { limit, .. } => prop_assert_eq!(Some(limit), token.session_limit),
+                _ => {}
+            }
+        }
+    }
+
+    /// SPEC §3.7: the displaced sessions of an accepted heartbeat are exactly those that
+    /// kept playing before it and are refused after it.
+    #[test]
+    fn displaced_sessions_are_exactly_those_pushed_out((stored, token, now) in policy_case()) {
+        let decision = decide(now, &token, &stored, "fresh", None);
+        if let Verdict::Accept(accepted) = decision.verdict {
+            let (before, _) = expire(now, &token, &stored);
+            let after = &decision.write.sessions;
+            let kept_before: BTreeSet<&str> = kept(&before, &token).into_iter().collect();
+            let kept_after: BTreeSet<&str> = kept(after, &token).into_iter().collect();
+            let expected: BTreeSet<String> = kept_before
+                .iter()
+                .filter(|id| after.sessions.contains_key(**id) && !kept_after.contains(**id))
+                .filter(|id| after.sessions[**id].hit_counter >= u64::from(token.threshold()))
+                .map(|id| id.to_string())
+                .collect();
+            let named: BTreeSet<String> = accepted.displaced.iter().cloned().collect();
+            prop_assert_eq!(&named, &expected);
+            prop_assert_eq!(named, displaced(&before, after, &token).into_iter().collect::<BTreeSet<_>>());
+            prop_assert!(!accepted.displaced.contains(&accepted.session_id));
+        }
+    }
+
+    /// SPEC §3.7: a takeover that admits ends its target as `taken_over` by the admitted
+    /// session, in the same write, and the limits hold after it; one that is refused
+    /// writes what a plain refusal writes.
+    #[test]
+    fn takeovers_end_one_session_and_keep_the_limits((stored, token, now) in policy_case(), pick in 0usize..16) {
+        let (active, _) = expire(now, &token, &stored);
+        let Some(target) = active.sessions.keys().nth(pick).cloned() else { return Ok(()) };
+        let Ok(decision) = take_over(now, &token, &stored, &target, "fresh", None) else {
+            prop_assert!(token.session_id.as_deref() == Some(target.as_str()));
+            return Ok(());
+        };
+        match decision.verdict {
+            Verdict::Accept(accepted) => {
+                let after = &decision.write.sessions;
+                let ended = &after.sessions[&target];
+                prop_assert_eq!(ended.ended_by, Some(EndReason::TakenOver));
+                prop_assert_eq!(ended.taken_over_by.as_ref(), Some(&accepted.session_id));
+                prop_assert!(decision.write.upserts.iter().any(|(id, r)| id == &target && r == ended));
+                let entry = decision.write.ended.iter().find(|e| e.session_id == target).unwrap();
+                prop_assert_eq!(entry.ended_by, Some(EndReason::TakenOver));
+                within_limits(after, &token, &kept(after, &token))?;
+            }
+            Verdict::Reject(_) => {
+                prop_assert_eq!(decision, decide(now, &token, &stored, "fresh", None));
+            }
         }
     }
 }
