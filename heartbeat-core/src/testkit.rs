@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::SessionStore;
 use crate::jobs::{EventBus, JobStore};
 
+pub mod devices;
 pub mod jobs;
 pub mod sessions;
 
@@ -70,6 +71,11 @@ macro_rules! conformance_tests {
             sessions::history_and_progress_are_kept_as_long_as_the_retention,
             sessions::concurrent_devices_never_exceed_the_limit,
             sessions::finished_sessions_are_exported_once_in_order,
+            devices::family_and_asset_limits_refuse_with_their_reason,
+            devices::a_legacy_refusal_lists_no_sessions,
+            devices::a_takeover_ends_the_other_session_and_admits,
+            devices::racing_takeovers_keep_the_limit,
+            devices::notices_reach_the_watched_session,
             jobs::ids_increase_and_unknown_ids_are_absent,
             jobs::states_only_move_forward,
             jobs::stale_versions_conflict,

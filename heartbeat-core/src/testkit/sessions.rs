@@ -200,7 +200,7 @@ pub async fn unknown_record_fields_survive<F: Fixture>(fixture: &F) {
     let mut with_extra = record(start(), 3);
     with_extra
         .extra
-        .insert("device".into(), json!({"kind": "tv"}));
+        .insert("player".into(), json!({"kind": "tv"}));
     let loaded = store.load(&user).await.unwrap();
     let write = upsert(loaded.sessions, "s", with_extra.clone());
     assert_eq!(
