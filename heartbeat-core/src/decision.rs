@@ -379,6 +379,25 @@ pub fn new_session_cause(
     token: &HeartbeatData,
     active: &UserSessions,
 ) -> Option<NewSessionCause> {
+    session_cause(now, token, active, Timing::Checked)
+}
+
+/// Whether [`decide`] checks that a heartbeat is not too early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// A heartbeat before `heartbeat_cycle - cycle_lower_tolerance` starts a new session.
+    Checked,
+    /// The player acts now, not on its cycle (a takeover): its current token continues
+    /// its session whenever it comes.
+    Unchecked,
+}
+
+fn session_cause(
+    now: Timestamp,
+    token: &HeartbeatData,
+    active: &UserSessions,
+    timing: Timing,
+) -> Option<NewSessionCause> {
     let Some(session_id) = token.session_id.as_deref() else {
         return Some(NewSessionCause::FromBackend);
     };
@@ -393,7 +412,7 @@ pub fn new_session_cause(
         return Some(NewSessionCause::Replayed);
     }
     let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
-    if now.millis_since(stored.timestamp) < earliest {
+    if timing == Timing::Checked && now.millis_since(stored.timestamp) < earliest {
         return Some(NewSessionCause::TooEarly);
     }
     None
@@ -427,6 +446,24 @@ pub fn decide(
     fresh_session_id: &str,
     progress: Option<f64>,
 ) -> Decision {
+    decide_timed(
+        now,
+        token,
+        stored,
+        fresh_session_id,
+        progress,
+        Timing::Checked,
+    )
+}
+
+fn decide_timed(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    fresh_session_id: &str,
+    progress: Option<f64>,
+    timing: Timing,
+) -> Decision {
     let (mut kept, mut write) = expire(now, token, stored);
     let ended = token
         .session_id
@@ -447,7 +484,7 @@ pub fn decide(
         };
     }
 
-    let cause = new_session_cause(now, token, &kept);
+    let cause = session_cause(now, token, &kept, timing);
     // Not an ended record: a token of an ended session was refused above.
     let previous = token
         .session_id
@@ -519,7 +556,8 @@ pub enum SessionError {
 
 /// "Watch here instead" (`POST /heartbeat/takeover`, SPEC §3.7): ends `target` as
 /// `taken_over` by the token's session and decides the token's heartbeat as [`decide`]
-/// does, in one write. When the heartbeat is refused even without `target` (another limit
+/// does, in one write, except that the player's current token continues its session
+/// however soon after its last heartbeat it comes (the user acts now, not the cycle). When the heartbeat is refused even without `target` (another limit
 /// is full, or the token's own session was ended), nothing is taken over: the decision is
 /// the refusal [`decide`] gives on `stored`.
 pub fn take_over(
@@ -544,7 +582,14 @@ pub fn take_over(
     ended.ended_at = Some(now);
     let mut without = stored.clone();
     without.sessions.insert(target.to_owned(), ended.clone());
-    let mut decision = decide(now, token, &without, fresh_session_id, progress);
+    let mut decision = decide_timed(
+        now,
+        token,
+        &without,
+        fresh_session_id,
+        progress,
+        Timing::Unchecked,
+    );
     let Verdict::Accept(accepted) = &decision.verdict else {
         // Removing a session never refuses another: refused without it, refused with it.
         return Ok(decide(now, token, stored, fresh_session_id, progress));

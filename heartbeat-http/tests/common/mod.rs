@@ -311,6 +311,11 @@ impl Sse {
         Self::request(request, path, last_event_id).await
     }
 
+    /// Opens a stream with a request built by the test (headers of its own).
+    pub async fn from_request(request: reqwest::RequestBuilder) -> Sse {
+        Self::request(request, "the stream", None).await
+    }
+
     async fn request(
         mut request: reqwest::RequestBuilder,
         path: &str,
