@@ -359,6 +359,31 @@ pub struct IssueTokenArgs {
     /// Which device is refused over the limit: `LEAST_RECENT` or `MOST_RECENT`.
     #[arg(long, default_value = "LEAST_RECENT")]
     pub strategy: String,
+    /// The device's label, shown to the user's other devices ("Living-room TV").
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The device's family, for `--family-limit` (`tv`, `mobile`, `web`…).
+    #[arg(long)]
+    pub device_family: Option<String>,
+    /// Counted sessions allowed in one device family, as `FAMILY=N`; repeat it per
+    /// family (`--family-limit tv=1 --family-limit mobile=2`).
+    #[arg(long = "family-limit", value_name = "FAMILY=N", value_parser = parse_family_limit)]
+    pub family_limits: Vec<(String, u32)>,
+    /// Counted sessions allowed on the same asset.
+    #[arg(long)]
+    pub asset_limit: Option<u32>,
+}
+
+/// Reads `FAMILY=N` for `--family-limit`.
+fn parse_family_limit(text: &str) -> Result<(String, u32), String> {
+    let (family, limit) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not FAMILY=N (for example tv=1)"))?;
+    let limit = limit
+        .trim()
+        .parse()
+        .map_err(|_| format!("the limit of `{family}` must be a whole number, not `{limit}`"))?;
+    Ok((family.trim().to_owned(), limit))
 }
 
 /// A setting with an invalid value.

@@ -243,6 +243,18 @@ fn issue_token(args: &IssueTokenArgs) -> Result<String, ConfigError> {
     if let Some(edge) = args.edge {
         data = data.sessions_edge(edge);
     }
+    if let Some(device) = &args.device {
+        data = data.device(device);
+    }
+    if let Some(family) = &args.device_family {
+        data = data.device_family(family);
+    }
+    for (family, limit) in &args.family_limits {
+        data = data.family_limit(family, *limit);
+    }
+    if let Some(limit) = args.asset_limit {
+        data = data.asset_limit(limit);
+    }
     let data = data.build().map_err(|error| {
         ConfigError::new(
             "issue-token",

@@ -174,6 +174,16 @@ fn issue_token_prints_a_token_the_server_opens() {
             "2",
             "--strategy",
             "MOST_RECENT",
+            "--device",
+            "Living-room TV",
+            "--device-family",
+            "tv",
+            "--family-limit",
+            "tv=1",
+            "--family-limit",
+            "mobile=2",
+            "--asset-limit",
+            "1",
         ],
     );
     assert!(
@@ -187,6 +197,26 @@ fn issue_token_prints_a_token_the_server_opens() {
     assert_eq!(data.asset_id, heartbeat_core::Id::Str("movie-9".into()));
     assert_eq!(data.session_limit, Some(2));
     assert!(data.session_id.is_none(), "a backend token");
+    assert_eq!(data.device.as_deref(), Some("Living-room TV"));
+    assert_eq!(data.device_family.as_deref(), Some("tv"));
+    let families = data.family_limits.unwrap();
+    assert_eq!((families["tv"], families["mobile"]), (1, 2));
+    assert_eq!(data.asset_limit, Some(1));
+    // Bad policy values are refused with what is wrong, before anything is printed.
+    for (args, expected) in [
+        (&["--family-limit", "tv"][..], "FAMILY=N"),
+        (&["--family-limit", "tv=many"][..], "whole number"),
+        (&["--device", &"x".repeat(65)][..], "64 characters"),
+        (&["--family-limit", "=1"][..], "family_limits"),
+    ] {
+        let mut all = vec!["issue-token", "--user", "1", "--asset", "2"];
+        all.extend_from_slice(args);
+        let output = run(dir.path(), &[("SHARED_KEY", SHARED_KEY)], &all);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
     let output = run(
         dir.path(),
         &[("SHARED_KEY", SHARED_KEY), ("TOKEN_FORMAT", "legacy")],

@@ -331,3 +331,50 @@ async fn a_notice_reaches_a_stream_on_another_instance() {
     let (status, body) = b.heartbeat(&tablet).await;
     assert_eq!((status, &body["reason"]), (412, &json!("taken_over")));
 }
+
+/// `POST /admin/tokens` takes the §3.1 device and policy fields, and refuses bad ones with
+/// a 400 that names the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_issues_tokens_with_devices_and_policies() {
+    let (server, _backing) = common::start(Kind::Memory).await;
+    let issue = |fields: Value| {
+        let mut body = json!({
+            "user_id": 31, "asset_id": 7, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "session_limit": 3,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        server
+            .http
+            .post(format!("{}/admin/tokens", server.url))
+            .bearer_auth(common::ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    let response = issue(json!({"device": "TV", "device_family": "tv",
+        "family_limits": {"tv": 1, "mobile": 2}, "asset_limit": 1}))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let data = codec()
+        .open(body["heartbeat_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data.device.as_deref(), Some("TV"));
+    assert_eq!(data.family_limits.unwrap()["mobile"], 2);
+    assert_eq!(data.asset_limit, Some(1));
+    for (fields, field) in [
+        (json!({"family_limits": {"tv": -1}}), "family_limits"),
+        (json!({"device_family": ""}), "device_family"),
+        (json!({"asset_limit": "lots"}), "asset_limit"),
+    ] {
+        let response = issue(fields.clone()).await.unwrap();
+        assert_eq!(response.status(), 400, "{fields}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(field),
+            "{fields}: {body}"
+        );
+    }
+}
