@@ -68,6 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cycle: CYCLE,
                 upper_tolerance: Duration::from_secs(2),
                 progress: None,
+                follow_notices: false,
             };
             let (player, mut events) = Player::start(options);
             let log = tokio::spawn(async move {

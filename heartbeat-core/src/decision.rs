@@ -81,7 +81,7 @@ impl RejectReason {
 
 /// A session that keeps playing, as a refused device is shown it (SPEC §3.7): "playing on:
 /// Living-room TV, Phone".
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlayingSession {
     /// The session (the id [`take_over`] ends).
     pub session_id: String,

@@ -356,6 +356,7 @@ fn player(server_url: &str, token: String, progress: Option<Arc<AtomicU64>>) -> 
         progress: progress.map(|position| {
             Arc::new(move || Some(position.fetch_add(1, Ordering::Relaxed) as f64)) as _
         }),
+        follow_notices: false,
     }
 }
 
@@ -416,13 +417,14 @@ async fn the_older_player_stops_with_412_and_a_bad_token_with_406() {
         next_event(&mut new_events).await,
         PlayerEvent::Accepted { .. }
     ));
-    assert_eq!(
-        tokio::time::timeout(WAIT, old.finished()).await.unwrap(),
+    match tokio::time::timeout(WAIT, old.finished()).await.unwrap() {
         StopReason::Refused {
             reason: RefusalReason::OverLimit,
-            limit: Some(1)
-        }
-    );
+            limit: Some(1),
+            sessions,
+        } => assert_eq!(sessions.len(), 1, "the newer device is listed"),
+        other => panic!("{other:?}"),
+    }
     assert!(
         matches!(
             next_event(&mut new_events).await,
@@ -532,6 +534,7 @@ async fn a_slow_first_request_does_not_make_the_next_one_early() {
         cycle: Duration::from_secs(1),
         upper_tolerance: Duration::from_secs(1),
         progress: None,
+        follow_notices: false,
     };
     let (player, mut events) = Player::start(options);
     for beat in 1..=3 {
@@ -769,4 +772,102 @@ async fn without_fallback_sse_errors_reach_the_caller() {
         .await
         .unwrap();
     assert!(matches!(status, Err(ClientError::Sse { .. })), "{status:?}");
+}
+
+/// A token of `user` on `device` with a `cycle` in seconds, limit 1.
+fn device_token(user: i64, device: &str, cycle: f64, strategy: &str) -> String {
+    let data = HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 5, "heartbeat_cycle": cycle, "cycle_upper_tolerance": 2,
+        "reject_strategy": strategy, "timestamp": heartbeat_core::Timestamp::now().to_string(),
+        "session_limit": 1, "checking_threshold": 1, "sessions_edge": 10, "device": device,
+    }))
+    .unwrap();
+    codec().seal(&data).unwrap()
+}
+
+/// SPEC §3.7 from the player's side: a refused player is shown the device that plays,
+/// takes it over, and the taken-over player (following its notices, with a 30 s cycle)
+/// stops at once with the notice instead of at its next heartbeat; under LEAST_RECENT a
+/// displaced player is told the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_take_over_and_follow_their_notices() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let slow = |token: String| PlayerOptions {
+        cycle: Duration::from_secs(30),
+        follow_notices: true,
+        ..player(&server.url, token, None)
+    };
+    let (tablet, mut tablet_events) =
+        Player::start(slow(device_token(66, "Tablet", 30.0, "MOST_RECENT")));
+    assert!(matches!(
+        next_event(&mut tablet_events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    // Let the tablet's notice stream open before the phone plays.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fast = player(
+        &server.url,
+        device_token(66, "Phone", 0.2, "MOST_RECENT"),
+        None,
+    );
+    let (phone, mut phone_events) = Player::start(fast.clone());
+    let stopped = loop {
+        if let PlayerEvent::Stopped(reason) = next_event(&mut phone_events).await {
+            break reason;
+        }
+    };
+    let StopReason::Refused {
+        reason, sessions, ..
+    } = stopped
+    else {
+        panic!("the phone is refused: {stopped:?}");
+    };
+    // The takeover goes with the refused player's token: its session plays on.
+    let fast = PlayerOptions {
+        token: phone.token(),
+        ..fast
+    };
+    assert_eq!(reason, RefusalReason::OverLimit);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].device.as_deref(), Some("Tablet"));
+    let tablet_session = sessions[0].session_id.clone();
+
+    let gone = Player::take_over(fast.clone(), "no-such-session").await;
+    assert_eq!(gone.err(), Some(StopReason::NotActive));
+    let (phone, mut phone_events) = Player::take_over(fast, &tablet_session).await.unwrap();
+    match tokio::time::timeout(WAIT, tablet.finished()).await.unwrap() {
+        StopReason::Ended(ended) => {
+            assert_eq!(ended.session_id, tablet_session);
+            assert_eq!(
+                ended.reason,
+                heartbeat_core::notice::NoticeReason::TakenOver
+            );
+            assert_eq!(ended.by.unwrap().device.as_deref(), Some("Phone"));
+        }
+        other => panic!("the tablet is told by its notice, not its next beat: {other:?}"),
+    }
+    for _ in 0..2 {
+        let event = next_event(&mut phone_events).await;
+        assert!(matches!(event, PlayerEvent::Accepted { .. }), "{event:?}");
+    }
+    phone.stop().await;
+
+    let (old, mut old_events) = Player::start(slow(device_token(67, "Old", 30.0, "LEAST_RECENT")));
+    assert!(matches!(
+        next_event(&mut old_events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (new, _) = Player::start(slow(device_token(67, "New", 30.0, "LEAST_RECENT")));
+    match tokio::time::timeout(WAIT, old.finished()).await.unwrap() {
+        StopReason::Ended(ended) => {
+            assert_eq!(
+                ended.reason,
+                heartbeat_core::notice::NoticeReason::Displaced
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    new.stop().await;
+    server.stop().await;
 }

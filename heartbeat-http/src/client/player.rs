@@ -8,15 +8,24 @@
 //! request took to arrive (a TLS handshake, mobile jitter), the next one is never early by
 //! the server's clock (which it would treat as a new session). A failed heartbeat is
 //! retried with backoff while `cycle + upper_tolerance` since the last accepted one was sent
-//! has not passed. The player stops only on 412 (with the server's reason) and 406; every
-//! other failure is retried (SPEC §3, §5).
+//! has not passed. The player stops only on 412 (with the server's reason and the sessions
+//! that keep playing) and 406; every other failure is retried (SPEC §3, §5).
+//!
+//! With [`PlayerOptions::follow_notices`], the player also holds the session's notice
+//! stream (`GET /heartbeat/events`) and stops the moment its session is evicted, taken
+//! over or displaced ([`StopReason::Ended`]) instead of at its next heartbeat. After a
+//! refusal, [`Player::take_over`] ends one of the listed sessions and plays here instead
+//! (SPEC §3.7).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use heartbeat_core::decision::PlayingSession;
+use heartbeat_core::notice::SessionEnded;
 use reqwest::Url;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +49,10 @@ pub struct PlayerOptions {
     pub upper_tolerance: Duration,
     /// Where the player is, reported with each heartbeat.
     pub progress: Option<ProgressSource>,
+    /// Hold the session's notice stream and stop at once when the session is ended by
+    /// someone else ([`StopReason::Ended`]). Needs v2 tokens (the server refuses to
+    /// notify legacy ones); off, the player learns it at its next heartbeat.
+    pub follow_notices: bool,
 }
 
 impl std::fmt::Debug for PlayerOptions {
@@ -48,6 +61,7 @@ impl std::fmt::Debug for PlayerOptions {
             .field("url", &self.url)
             .field("cycle", &self.cycle)
             .field("upper_tolerance", &self.upper_tolerance)
+            .field("follow_notices", &self.follow_notices)
             .finish_non_exhaustive()
     }
 }
@@ -58,10 +72,16 @@ impl std::fmt::Debug for PlayerOptions {
 pub enum RefusalReason {
     /// `over_limit`: the user plays on more devices than the limit allows.
     OverLimit,
+    /// `family_limit`: the user plays on as many devices of this family as the plan allows.
+    FamilyLimit,
+    /// `asset_limit`: the user plays this asset on as many devices as the plan allows.
+    AssetLimit,
     /// `sessions_edge`: the user has too many sessions open.
     SessionsEdge,
     /// `evicted`: an administrator ended this session.
     Evicted,
+    /// `taken_over`: another device of the user took this session over.
+    TakenOver,
     /// A reason this client does not know (or none: a Node.js server's 412), as sent.
     Other(String),
 }
@@ -70,8 +90,11 @@ impl RefusalReason {
     fn from_wire(reason: Option<&str>) -> Self {
         match reason {
             Some("over_limit") => RefusalReason::OverLimit,
+            Some("family_limit") => RefusalReason::FamilyLimit,
+            Some("asset_limit") => RefusalReason::AssetLimit,
             Some("sessions_edge") => RefusalReason::SessionsEdge,
             Some("evicted") => RefusalReason::Evicted,
+            Some("taken_over") => RefusalReason::TakenOver,
             other => RefusalReason::Other(other.unwrap_or_default().to_owned()),
         }
     }
@@ -87,7 +110,15 @@ pub enum StopReason {
         reason: RefusalReason,
         /// The limit that applied, when one did.
         limit: Option<u32>,
+        /// The user's sessions that keep playing, to offer "watch here instead"
+        /// ([`Player::take_over`]); empty for a legacy token or a Node.js server.
+        sessions: Vec<PlayingSession>,
     },
+    /// The session's notice stream said it was ended by someone else (evicted, taken
+    /// over, displaced), before its next heartbeat.
+    Ended(SessionEnded),
+    /// [`Player::take_over`]: the session to take over is not active (any more).
+    NotActive,
     /// 406: the token is not valid (expired key, tampering, another server's token).
     InvalidToken,
     /// [`Player::stop`] was called; the server was told (`POST /heartbeat/stop`).
@@ -154,10 +185,62 @@ impl Drop for Player {
 impl Player {
     /// Starts sending heartbeats (the first one at once). Call from a tokio runtime.
     pub fn start(options: PlayerOptions) -> (Player, PlayerEvents) {
+        Self::start_at(options, Instant::now(), None)
+    }
+
+    /// "Watch here instead" (SPEC §3.7): ends `session_id` (one of the
+    /// [`StopReason::Refused`] sessions) and plays here with `options.token`, continuing
+    /// from the takeover's answer.
+    ///
+    /// Give it the refused player's token ([`Player::token`]): its session is the one
+    /// admitted. A fresh backend token starts one more session instead, and the refused
+    /// session, still counted until it expires, may rank before it.
+    ///
+    /// # Errors
+    ///
+    /// [`StopReason::NotActive`] when that session is not active,
+    /// [`StopReason::Refused`] when another limit still refuses this device,
+    /// [`StopReason::InvalidToken`] for an invalid or legacy token, and
+    /// [`StopReason::Unreachable`] when the server did not answer.
+    pub async fn take_over(
+        mut options: PlayerOptions,
+        session_id: &str,
+    ) -> Result<(Player, PlayerEvents), StopReason> {
+        let base = retry::base_url(&options.url)
+            .map_err(|last_error| StopReason::Unreachable { last_error })?;
+        let url = retry::endpoint(&base, &["heartbeat", "takeover"], &[]);
+        let http = client(&options);
+        let mut body = json!({ "heartbeat_token": options.token, "session_id": session_id });
+        if let Some(progress) = options.progress.as_ref().and_then(|source| source()) {
+            body["progress"] = json!(progress);
+        }
+        let sent_at = Instant::now();
+        match send(&http, &url, &body).await {
+            Answer::Accepted(token) => {
+                options.token = token;
+                let next = Instant::now() + options.cycle + margin(&options);
+                Ok(Self::start_at(options, next, Some(sent_at)))
+            }
+            Answer::Stop(reason) => Err(reason),
+            Answer::Transient(last_error) => Err(StopReason::Unreachable { last_error }),
+        }
+    }
+
+    /// Starts with the first heartbeat at `first`; `accepted` is when the token was last
+    /// accepted, if it was.
+    fn start_at(
+        options: PlayerOptions,
+        first: Instant,
+        accepted: Option<Instant>,
+    ) -> (Player, PlayerEvents) {
         let (events, receiver) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel();
         let token = Arc::new(Mutex::new(options.token.clone()));
-        let task = tokio::spawn(run(options, Arc::clone(&token), events, stopped));
+        let schedule = Schedule {
+            next: first,
+            last_accepted: accepted,
+        };
+        let task = tokio::spawn(run(options, Arc::clone(&token), events, stopped, schedule));
         (
             Player {
                 stop: Some(stop),
@@ -204,12 +287,36 @@ enum Answer {
     Transient(String),
 }
 
-async fn send(http: &reqwest::Client, url: &Url, token: &str, progress: Option<f64>) -> Answer {
+/// When the next heartbeat goes, and when the last one was accepted.
+struct Schedule {
+    next: Instant,
+    last_accepted: Option<Instant>,
+}
+
+/// The HTTP client of a player: requests time out after the upper tolerance (at least 1 s).
+fn client(options: &PlayerOptions) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(options.upper_tolerance.max(Duration::from_secs(1)))
+        .build()
+        .unwrap_or_default()
+}
+
+/// How long after an answer the next heartbeat goes, past the cycle.
+fn margin(options: &PlayerOptions) -> Duration {
+    (options.upper_tolerance / 4).min(Duration::from_millis(250))
+}
+
+/// A heartbeat body: the token and, when known, the progress.
+fn heartbeat_body(token: &str, progress: Option<f64>) -> Value {
     let mut body = json!({ "heartbeat_token": token });
     if let Some(progress) = progress {
         body["progress"] = json!(progress);
     }
-    let response = match http.post(url.clone()).json(&body).send().await {
+    body
+}
+
+async fn send(http: &reqwest::Client, url: &Url, body: &Value) -> Answer {
+    let response = match http.post(url.clone()).json(body).send().await {
         Ok(response) => response,
         Err(error) => return Answer::Transient(error.to_string()),
     };
@@ -230,12 +337,56 @@ async fn send(http: &reqwest::Client, url: &Url, token: &str, progress: Option<f
                 limit: body["limit"]
                     .as_u64()
                     .and_then(|limit| u32::try_from(limit).ok()),
+                sessions: serde_json::from_value(body["sessions"].clone()).unwrap_or_default(),
             })
         }
         406 => Answer::Stop(StopReason::InvalidToken),
+        404 => Answer::Stop(StopReason::NotActive),
         // Anything else may pass: a proxy's error page, a server restarting.
         _ => Answer::Transient(format!("HTTP {status}: {text}")),
     }
+}
+
+/// The `ended` notices of one session, as its stream sends them.
+type Notices = Pin<Box<dyn Stream<Item = SessionEnded> + Send>>;
+
+/// Opens the notice stream of the session of `token`; `None` when it cannot be opened
+/// (the session is not active yet or any more, a legacy token, the server is away): the
+/// next accepted heartbeat tries again.
+async fn open_notices(url: &Url, token: &str) -> Option<Notices> {
+    // No overall timeout: the stream stays open as long as the session plays.
+    let response = reqwest::Client::new()
+        .get(url.clone())
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .ok()
+        .filter(|response| response.status() == 200)?;
+    let notices = response
+        .bytes_stream()
+        .eventsource()
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(|event| {
+            let ended = event
+                .ok()
+                .filter(|event| event.event == "ended")
+                .and_then(|event| serde_json::from_str(&event.data).ok());
+            std::future::ready(ended)
+        });
+    Some(Box::pin(notices))
+}
+
+/// The next notice of `notices`; pending for ever when there is no stream, and after it
+/// ended (it is opened again after the next accepted heartbeat).
+async fn next_notice(notices: &mut Option<Notices>) -> SessionEnded {
+    if let Some(stream) = notices.as_mut()
+        && let Some(ended) = stream.next().await
+    {
+        return ended;
+    }
+    *notices = None;
+    std::future::pending().await
 }
 
 async fn run(
@@ -243,11 +394,9 @@ async fn run(
     token: Arc<Mutex<String>>,
     events: mpsc::UnboundedSender<PlayerEvent>,
     mut stopped: oneshot::Receiver<()>,
+    schedule: Schedule,
 ) -> StopReason {
-    let http = reqwest::Client::builder()
-        .timeout(options.upper_tolerance.max(Duration::from_secs(1)))
-        .build()
-        .unwrap_or_default();
+    let http = client(&options);
     let base = match retry::base_url(&options.url) {
         Ok(base) => base,
         Err(reason) => {
@@ -259,23 +408,31 @@ async fn run(
     };
     let beat_url = retry::endpoint(&base, &["heartbeat"], &[]);
     let stop_url = retry::endpoint(&base, &["heartbeat", "stop"], &[]);
-    let margin = (options.upper_tolerance / 4).min(Duration::from_millis(250));
+    let notices_url = retry::endpoint(&base, &["heartbeat", "events"], &[]);
+    let margin = margin(&options);
     let current = || token.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let finish = |reason: StopReason| {
         let _ = events.send(PlayerEvent::Stopped(reason.clone()));
         reason
     };
-    let mut next = Instant::now();
-    let mut last_accepted: Option<Instant> = None;
+    let Schedule {
+        mut next,
+        mut last_accepted,
+    } = schedule;
+    let mut notices: Option<Notices> = None;
+    if options.follow_notices && last_accepted.is_some() {
+        notices = open_notices(&notices_url, &current()).await;
+    }
     let mut beat = 0_u64;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
             _ = &mut stopped => {
                 let progress = options.progress.as_ref().and_then(|source| source());
-                let _ = send(&http, &stop_url, &current(), progress).await;
+                let _ = send(&http, &stop_url, &heartbeat_body(&current(), progress)).await;
                 return finish(StopReason::Closed);
             }
+            ended = next_notice(&mut notices) => return finish(StopReason::Ended(ended)),
         }
         let deadline = last_accepted.map_or_else(
             || Instant::now() + options.upper_tolerance,
@@ -286,8 +443,11 @@ async fn run(
         loop {
             let sent_at = Instant::now();
             let progress = options.progress.as_ref().and_then(|source| source());
-            match send(&http, &beat_url, &current(), progress).await {
+            match send(&http, &beat_url, &heartbeat_body(&current(), progress)).await {
                 Answer::Accepted(rotated) => {
+                    if options.follow_notices && notices.is_none() {
+                        notices = open_notices(&notices_url, &rotated).await;
+                    }
                     *token.lock().unwrap_or_else(PoisonError::into_inner) = rotated;
                     beat += 1;
                     // The session lives from when the server received the heartbeat, which
