@@ -43,7 +43,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. One cycle later both send their next heartbeat.
     clock.advance(Duration::from_secs(30));
     match heartbeats.heartbeat(&tv, Some(30.0)).await? {
-        HeartbeatOutcome::Rejected(reason) => println!("tv refused (412): {reason:?}"),
+        HeartbeatOutcome::Rejected(refused) => {
+            println!("tv refused (412): {:?}", refused.reason)
+        }
         other => return Err(format!("the tv should have been refused: {other:?}").into()),
     }
     let phone = accept(&heartbeats, &phone, 25.0).await?;

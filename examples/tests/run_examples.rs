@@ -168,3 +168,28 @@ fn loadgen_reports_clean_runs_in_every_mode() {
     let _ = stop.send(());
     runtime.block_on(serving).unwrap();
 }
+
+#[test]
+fn family_plan_refuses_with_reasons_and_the_takeover_is_pushed() {
+    let out = run_example("family_plan");
+    assert!(
+        out.contains(
+            "bedroom TV refused (412): FamilyLimit, limit Some(1); playing: Tablet, Living-room TV"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "phone refused (412): OverLimit, limit Some(2); playing: Tablet, Living-room TV"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("tablet told at once: TakenOver by Phone"),
+        "{out}"
+    );
+    assert!(
+        out.contains("phone plays: heartbeat 1 after the takeover accepted"),
+        "{out}"
+    );
+}

@@ -270,7 +270,8 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
 /// same asset. A refused session takes no room, so among the sessions that keep playing no
 /// limit is ever exceeded. With `session_limit` alone this is "refused at rank `>=
 /// session_limit`", as in the Node server. When several limits are full, the reason is
-/// the first of `over_limit`, `family_limit`, `asset_limit`.
+/// the narrowest: `family_limit`, then `asset_limit`, then `over_limit` (ending one of
+/// the user's other streams would not help a TV whose family is full).
 pub fn standings<'a>(
     active: &'a UserSessions,
     token: &HeartbeatData,
@@ -289,9 +290,7 @@ pub fn standings<'a>(
             });
             let asset = record.asset_id.as_ref().zip(token.asset_limit);
             let full = |used: Option<&u32>, limit: u32| used.copied().unwrap_or(0) >= limit;
-            let refusal = if let Some(limit) = token.session_limit.filter(|limit| kept >= *limit) {
-                Some(RejectReason::OverLimit { position, limit })
-            } else if let Some((_, limit)) =
+            let refusal = if let Some((_, limit)) =
                 family.filter(|(family, limit)| full(per_family.get(family), *limit))
             {
                 Some(RejectReason::FamilyLimit { limit })
@@ -299,6 +298,8 @@ pub fn standings<'a>(
                 asset.filter(|(asset, limit)| full(per_asset.get(asset), *limit))
             {
                 Some(RejectReason::AssetLimit { limit })
+            } else if let Some(limit) = token.session_limit.filter(|limit| kept >= *limit) {
+                Some(RejectReason::OverLimit { position, limit })
             } else {
                 kept += 1;
                 if let Some((family, _)) = family {
