@@ -53,6 +53,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every [`code`](Self::code) a refusal can have, for metrics that show each one from
+    /// the start.
+    pub const CODES: [&'static str; 6] = [
+        "over_limit",
+        "family_limit",
+        "asset_limit",
+        "sessions_edge",
+        "evicted",
+        "taken_over",
+    ];
+
     /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`,
     /// `family_limit`, `asset_limit`, or how the session was ended (`evicted`,
     /// `taken_over`).
@@ -183,6 +194,9 @@ pub struct Accepted {
 
 /// What [`decide`] concluded.
 #[derive(Debug, Clone, PartialEq)]
+// Returned once per heartbeat, by value: boxing the accepted side would cost an
+// allocation on the hot path to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     /// Accept, answering with a rotated token.
     Accept(Accepted),
@@ -816,6 +830,28 @@ mod tests {
             Verdict::Accept(accepted) => accepted,
             Verdict::Reject(reason) => panic!("refused: {reason:?}"),
         }
+    }
+
+    /// `CODES` lists every code a refusal can have, once.
+    #[test]
+    fn every_refusal_code_is_listed() {
+        let reasons = [
+            RejectReason::OverLimit {
+                position: 1,
+                limit: 1,
+            },
+            RejectReason::FamilyLimit { limit: 1 },
+            RejectReason::AssetLimit { limit: 1 },
+            RejectReason::SessionsEdge { active: 2, edge: 1 },
+            RejectReason::Ended {
+                by: EndReason::Evicted,
+            },
+            RejectReason::Ended {
+                by: EndReason::TakenOver,
+            },
+        ];
+        let codes: Vec<&str> = reasons.iter().map(RejectReason::code).collect();
+        assert_eq!(codes, RejectReason::CODES);
     }
 
     /// Tokens without limits (as Node-era backends may send) have no limit, count every

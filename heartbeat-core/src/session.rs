@@ -136,6 +136,14 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, for metrics that show each one from the start.
+    pub const ALL: [EndReason; 4] = [
+        EndReason::Expired,
+        EndReason::Stopped,
+        EndReason::Evicted,
+        EndReason::TakenOver,
+    ];
+
     /// The name on the wire: `expired`, `stopped`, `evicted`, `taken_over`.
     pub fn code(self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::EndReason;
+use heartbeat_core::decision::RejectReason;
 use heartbeat_core::analytics::SessionCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -82,7 +83,7 @@ const DECISIONS: [Decision; 7] = [
 ];
 
 /// The refusal reasons counted from the start (at 0), so that alert rules see them.
-const REFUSAL_REASONS: [&str; 3] = ["over_limit", "sessions_edge", "evicted"];
+const REFUSAL_REASONS: [&str; 6] = RejectReason::CODES;
 
 /// What a heartbeat request came to, as counted in `heartbeat_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +231,7 @@ impl Metrics {
              with max, not sum)",
             sessions_ended.clone(),
         );
-        for reason in [EndReason::Expired, EndReason::Stopped, EndReason::Evicted] {
+        for reason in EndReason::ALL {
             drop(sessions_ended.get_or_create(&EndedLabels {
                 ended_by: reason.code(),
             }));
