@@ -12,6 +12,10 @@
 //! # complete them); the server's RSS read from /proc
 //! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
 //!     --connections 10000 --server-pid "$(pgrep heartbeat-server)"
+//! # 10 000 players each holding its session's notice stream (GET /heartbeat/events),
+//! # then each displaced by a second device: RSS per idle stream, delivery latency
+//! cargo run --release -p heartbeat-examples --example loadgen -- notices --url ... \
+//!     --key "$SHARED_KEY" --connections 10000 --server-pid "$(pgrep heartbeat-server)"
 //! ```
 //!
 //! Players are real: each starts with a backend token sealed with the shared key and then
@@ -48,6 +52,27 @@ enum Mode {
     Status(StatusArgs),
     /// SSE connections, each waiting for its own job's completion.
     Jobs(JobsArgs),
+    /// Session notice streams, each told when a second device displaces its session.
+    Notices(NoticesArgs),
+}
+
+#[derive(Args)]
+struct NoticesArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// The server's SHARED_KEY (to seal the backend tokens).
+    #[arg(long, env = "SHARED_KEY")]
+    key: String,
+    /// Players, each holding one notice stream.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// The server's process id, to read its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Streams opened at once.
+    #[arg(long, default_value_t = 256)]
+    open_parallel: usize,
 }
 
 #[derive(Args)]
@@ -480,17 +505,18 @@ fn now_millis() -> i64 {
         })
 }
 
-async fn run_jobs(args: JobsArgs) {
+/// Raises this process's open-file limit and builds the clients that hold `connections`
+/// long-lived streams: one per source address, since past ~28 000 connections one source
+/// address runs out of ports.
+fn stream_clients(connections: usize) -> Vec<reqwest::Client> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => println!("file descriptor limit {limit}"),
         Err(error) => println!("cannot raise the file descriptor limit: {error}"),
     }
-    let base = args.url.trim_end_matches('/').to_owned();
-    // Past ~28 000 connections one source address runs out of ports: spread over several.
-    let sources = args.connections.div_ceil(25_000).max(1);
+    let sources = connections.div_ceil(25_000).max(1);
     // A source address is bound only when several are needed: a bound socket's port must
     // be free of TIME_WAIT, so back-to-back runs would run out of ports.
-    let clients: Vec<reqwest::Client> = (0..sources)
+    (0..sources)
         .map(|source| {
             let mut builder = reqwest::Client::builder().pool_max_idle_per_host(0);
             if sources > 1 {
@@ -499,7 +525,22 @@ async fn run_jobs(args: JobsArgs) {
             }
             builder.build().expect("an HTTP client")
         })
-        .collect();
+        .collect()
+}
+
+/// Prints the server's resident memory per held connection.
+fn report_rss(before: Option<u64>, open: Option<u64>, held: u64, what: &str) {
+    if let (Some(before), Some(open)) = (before, open) {
+        println!(
+            "server RSS {before} KiB before, {open} KiB with the {what} open: {:.2} KiB per idle {what}",
+            (open.saturating_sub(before)) as f64 / held.max(1) as f64
+        );
+    }
+}
+
+async fn run_jobs(args: JobsArgs) {
+    let base = args.url.trim_end_matches('/').to_owned();
+    let clients = stream_clients(args.connections);
     // Jobs are created over a small pool of kept-alive connections, so that the only
     // connections counted on the server are the SSE ones.
     let creator = http_client();
@@ -603,12 +644,7 @@ async fn run_jobs(args: JobsArgs) {
         "{held} SSE connections held (opened in {:.1} s)",
         open_time.as_secs_f64()
     );
-    if let (Some(before), Some(open)) = (rss_before, rss_open) {
-        println!(
-            "server RSS {before} KiB before, {open} KiB with the connections open: {:.2} KiB per idle connection",
-            (open.saturating_sub(before)) as f64 / held.max(1) as f64
-        );
-    }
+    report_rss(rss_before, rss_open, held, "connection");
     let _ = go_tx.send(true);
     let mut delivery = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
     let (mut missing, mut duplicates, mut foreign, mut late_negative) = (0, 0, 0, 0);
@@ -641,6 +677,161 @@ async fn run_jobs(args: JobsArgs) {
     }
 }
 
+/// A backend token of user `user` of run `run` on `device`: limit 1, `LEAST_RECENT`, so a
+/// second device displaces the first.
+fn device_token(codec: &TokenCodec, run: &str, user: usize, device: &str) -> String {
+    let data = HeartbeatData::builder(format!("{run}-{user}"), 1)
+        .cycle(60.0)
+        .upper_tolerance(600.0)
+        .session_limit(1)
+        .checking_threshold(1)
+        .sessions_edge(4)
+        .device(device)
+        .build()
+        .expect("valid heartbeat data");
+    codec.seal(&data).expect("a sealed token")
+}
+
+/// The token of the answer to a first heartbeat.
+async fn first_heartbeat(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Result<String, String> {
+    let answer: Value = http
+        .post(format!("{base}/heartbeat"))
+        .json(&serde_json::json!({ "heartbeat_token": token }))
+        .send()
+        .await
+        .map_err(|error| error.to_string())?
+        .json()
+        .await
+        .map_err(|error| error.to_string())?;
+    answer["heartbeat_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no token in {answer}"))
+}
+
+async fn run_notices(args: NoticesArgs) {
+    let codec = TokenCodec::new(&args.key).expect("a usable SHARED_KEY");
+    let base = args.url.trim_end_matches('/').to_owned();
+    let clients = stream_clients(args.connections);
+    let requests = http_client();
+    let run = format!("ln{}", now_millis());
+    let rss_before = args.server_pid.and_then(rss_kib);
+    let started = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.open_parallel.max(1)));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let mut players = Vec::with_capacity(args.connections);
+    for user in 0..args.connections {
+        let (stream_http, http) = (clients[user % clients.len()].clone(), requests.clone());
+        let (base, gate, ready, mut go) = (
+            base.clone(),
+            Arc::clone(&gate),
+            ready_tx.clone(),
+            go_rx.clone(),
+        );
+        let first = device_token(&codec, &run, user, "first");
+        let second = device_token(&codec, &run, user, "second");
+        players.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.ok()?;
+            let opened = async {
+                let token = first_heartbeat(&http, &base, &first).await?;
+                let response = stream_http
+                    .get(format!("{base}/heartbeat/events"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                if response.status() != 200 {
+                    return Err(format!("answered {}", response.status()));
+                }
+                Ok(response.bytes_stream().eventsource())
+            };
+            let mut events = match opened.await {
+                Ok(events) => events,
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                    return None;
+                }
+            };
+            drop(permit);
+            let _ = ready.send(Ok(()));
+            while !*go.borrow() {
+                go.changed().await.ok()?;
+            }
+            let sent = Instant::now();
+            first_heartbeat(&http, &base, &second).await.ok()?;
+            let mut told = None;
+            let mut notices = 0_u32;
+            while let Ok(Some(Ok(event))) =
+                tokio::time::timeout(Duration::from_secs(60), events.next()).await
+            {
+                if event.event == "ended" {
+                    notices += 1;
+                    let displaced = serde_json::from_str::<Value>(&event.data)
+                        .is_ok_and(|data| data["reason"] == "displaced");
+                    if displaced {
+                        told.get_or_insert(sent.elapsed());
+                    }
+                }
+            }
+            Some((told, notices))
+        }));
+    }
+    drop(ready_tx);
+    let (mut reported, mut refused) = (0, 0);
+    while let Some(outcome) = ready_rx.recv().await {
+        reported += 1;
+        if let Err(error) = outcome {
+            refused += 1;
+            if refused <= 3 {
+                println!("a notice stream failed to open: {error}");
+            }
+        }
+        if reported == args.connections {
+            break;
+        }
+    }
+    let held = (args.connections - refused) as u64;
+    println!(
+        "{held} notice streams held (opened in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
+    report_rss(
+        rss_before,
+        args.server_pid.and_then(rss_kib),
+        held,
+        "stream",
+    );
+    let _ = go_tx.send(true);
+    let mut delivery = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
+    let (mut missing, mut extra) = (0_usize, 0_usize);
+    for player in players {
+        match player.await {
+            Ok(Some((Some(told), notices))) => {
+                delivery
+                    .saturating_record(u64::try_from(told.as_millis()).unwrap_or(u64::MAX).max(1));
+                extra += notices.saturating_sub(1) as usize;
+            }
+            _ => missing += 1,
+        }
+    }
+    println!(
+        "displacement notice from the second device's heartbeat, ms: p50 {}  p99 {}  max {}   ({} told, {missing} missing, {extra} extra)",
+        delivery.value_at_quantile(0.5),
+        delivery.value_at_quantile(0.99),
+        delivery.max(),
+        delivery.len()
+    );
+    if refused + missing + extra > 0 {
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -652,6 +843,7 @@ fn main() {
             Mode::Heartbeat(args) => run_heartbeats(args).await,
             Mode::Status(args) => run_status(args).await,
             Mode::Jobs(args) => run_jobs(args).await,
+            Mode::Notices(args) => run_notices(args).await,
         }
     });
 }

@@ -88,7 +88,7 @@ fn jobs_integration_completes_every_job_across_the_switch() {
 }
 
 /// Runs the load generator briefly against a server in this process and checks that it
-/// reports clean runs in all three modes.
+/// reports clean runs in every mode.
 #[test]
 fn loadgen_reports_clean_runs_in_every_mode() {
     use heartbeat_core::TokenCodec;
@@ -115,7 +115,7 @@ fn loadgen_reports_clean_runs_in_every_mode() {
     let serving = runtime.spawn(server::serve(app, listener, async move {
         let _ = stopped.await;
     }));
-    let runs: [&[&str]; 4] = [
+    let runs: [&[&str]; 5] = [
         &[
             "heartbeat",
             "--key",
@@ -148,11 +148,21 @@ fn loadgen_reports_clean_runs_in_every_mode() {
             "10",
         ],
         &["jobs", "--connections", "20", "--timeout", "30"],
+        &[
+            "notices",
+            "--key",
+            "loadgen test key",
+            "--connections",
+            "20",
+        ],
     ];
     for args in runs {
         let args = [args, &["--url", url.as_str()]].concat();
         let stdout = run_example_with("loadgen", &args);
-        if args[0] == "jobs" {
+        if args[0] == "notices" {
+            assert!(stdout.contains("20 notice streams held"), "{stdout}");
+            assert!(stdout.contains("(20 told, 0 missing, 0 extra)"), "{stdout}");
+        } else if args[0] == "jobs" {
             assert!(stdout.contains("20 SSE connections held"), "{stdout}");
             assert!(
                 stdout.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
