@@ -538,9 +538,22 @@ fn decide_timed(
     token_data.timestamp = Some(now);
     token_data.started_at = Some(started_at);
 
-    let before = kept.clone();
-    kept.sessions.insert(session_id.clone(), record.clone());
-    let displaced = displaced(&before, &kept, token);
+    let replaced = kept.sessions.insert(session_id.clone(), record.clone());
+    // Nobody is displaced when every counted session keeps playing after the write (the
+    // common case): only then is the state before it rebuilt and compared.
+    let all_play = standings(&kept, token)
+        .iter()
+        .all(|(_, refusal)| refusal.is_none());
+    let displaced = if all_play {
+        Vec::new()
+    } else {
+        let mut before = kept.clone();
+        match replaced {
+            Some(previous) => before.sessions.insert(session_id.clone(), previous),
+            None => before.sessions.remove(&session_id),
+        };
+        displaced(&before, &kept, token)
+    };
     write.upserts.push((session_id.clone(), record));
     write.progress = progress_entry(token, &session_id, progress, now);
     write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
