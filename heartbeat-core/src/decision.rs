@@ -541,9 +541,22 @@ fn decide_timed(
     let replaced = kept.sessions.insert(session_id.clone(), record.clone());
     // Nobody is displaced when every counted session keeps playing after the write (the
     // common case): only then is the state before it rebuilt and compared.
-    let all_play = standings(&kept, token)
-        .iter()
-        .all(|(_, refusal)| refusal.is_none());
+    let all_play = if token.family_limits.is_none() && token.asset_limit.is_none() {
+        // `session_limit` alone: everyone plays while the counted sessions fit in it.
+        let threshold = u64::from(token.threshold());
+        let counted = kept
+            .sessions
+            .values()
+            .filter(|record| record.is_active() && record.hit_counter >= threshold)
+            .count();
+        token
+            .session_limit
+            .is_none_or(|limit| counted <= limit as usize)
+    } else {
+        standings(&kept, token)
+            .iter()
+            .all(|(_, refusal)| refusal.is_none())
+    };
     let displaced = if all_play {
         Vec::new()
     } else {
