@@ -86,6 +86,9 @@ pub struct SessionNotice {
 
 impl Routed for SessionNotice {
     type Key = (Id, String);
+    /// A session ends once: a watcher needs one slot (and re-reads the session if it ever
+    /// lags). Every watched session has its own channel, so this is memory per stream.
+    const BUFFER: usize = 2;
     fn route(&self) -> (Id, String) {
         (self.user_id.clone(), self.ended.session_id.clone())
     }

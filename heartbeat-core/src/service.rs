@@ -334,12 +334,6 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         Ok(evicted)
     }
 
-    /// Where the token's session stands now (SPEC §3.7).
-    async fn watched(&self, data: &HeartbeatData) -> Result<Watched, StoreError> {
-        let loaded = self.store.load(&data.user_id).await?;
-        Ok(decision::watched(self.clock.now(), data, &loaded.sessions))
-    }
-
     /// The pushed notice of the token's session (`GET /heartbeat/events`, SPEC §3.7): a
     /// stream that yields one [`SessionEnded`] when the session is evicted, taken over or
     /// displaced (at once if it already is), then ends. It also ends, without an item,
@@ -357,13 +351,14 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// [`SessionError::NotActive`] when the token names no active session.
     pub async fn watch(&self, token: &str) -> Result<NoticeStream, HeartbeatError>
     where
-        Self: Clone,
+        S: Clone,
+        C: Clone,
     {
         let data = self.codec.open_authenticated(token)?;
         let session_id = data.session_id.clone().ok_or(SessionError::NotActive)?;
         // Listen first, then read: a notice sent in between is not missed.
         let live = self.store.watch(&data.user_id, &session_id);
-        match self.watched(&data).await? {
+        match watched(&self.store, &self.clock, &data).await? {
             Watched::Playing => {}
             Watched::Ended(ended) => return Ok(Box::pin(futures_util::stream::iter([ended]))),
             Watched::Gone => return Err(SessionError::NotActive.into()),
@@ -371,8 +366,11 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let recheck = Duration::from_millis(
             u64::try_from(data.session_life_millis().clamp(1_000, 60_000)).unwrap_or(60_000),
         );
+        // What the stream keeps while it waits: the store and clock (shared handles), the
+        // token's data and the live notices; not the codec and its keys.
         let watch = Watch {
-            heartbeats: self.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
             data,
             live,
             recheck,
@@ -493,15 +491,26 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
 /// The stream [`Heartbeats::watch`] returns.
 pub type NoticeStream = Pin<Box<dyn Stream<Item = SessionEnded> + Send>>;
 
+/// Where the session of `data` stands now in `store` (SPEC §3.7).
+async fn watched<S: SessionStore, C: Clock>(
+    store: &S,
+    clock: &C,
+    data: &HeartbeatData,
+) -> Result<Watched, StoreError> {
+    let loaded = store.load(&data.user_id).await?;
+    Ok(decision::watched(clock.now(), data, &loaded.sessions))
+}
+
 /// One watched session: its live notices and how often to re-read it.
-struct Watch<H> {
-    heartbeats: H,
+struct Watch<S, C> {
+    store: S,
+    clock: C,
     data: HeartbeatData,
     live: LiveStream<SessionNotice>,
     recheck: Duration,
 }
 
-impl<S: SessionStore, C: Clock> Watch<Heartbeats<S, C>> {
+impl<S: SessionStore, C: Clock> Watch<S, C> {
     /// Waits until the session ends: `Some` when someone else ended it, `None` when it is
     /// no longer active for another reason.
     async fn next_ending(&mut self) -> Option<SessionEnded> {
@@ -524,7 +533,7 @@ impl<S: SessionStore, C: Clock> Watch<Heartbeats<S, C>> {
                 },
                 () = tokio::time::sleep(self.recheck) => {}
             }
-            match self.heartbeats.watched(&self.data).await {
+            match watched(&self.store, &self.clock, &self.data).await {
                 Ok(Watched::Ended(ended)) => return Some(ended),
                 Ok(Watched::Gone) => return None,
                 // A store failure: the session is still watched; try again later.

@@ -119,14 +119,22 @@ fn the_quick_start_and_admin_examples_work_as_written() {
         admin.contains("{\"complete\":true"),
         "the export's last line: {admin}"
     );
-    let devices = run(&block_after("takes one over, and the device it replaced is told at once"));
+    let devices = run(&block_after(
+        "takes one over, and the device it replaced is told at once",
+    ));
     assert!(
         devices.contains("\"limit\":1,\"reason\":\"over_limit\",\"sessions\":[{"),
         "{devices}"
     );
-    assert!(devices.contains("\"device\":\"Living-room TV\""), "{devices}");
+    assert!(
+        devices.contains("\"device\":\"Living-room TV\""),
+        "{devices}"
+    );
     assert!(devices.contains("event: ended"), "{devices}");
-    assert!(devices.contains("\"reason\":\"taken_over\",\"by\":{"), "{devices}");
+    assert!(
+        devices.contains("\"reason\":\"taken_over\",\"by\":{"),
+        "{devices}"
+    );
     assert!(
         devices.contains("\"limit\":null,\"reason\":\"taken_over\""),
         "{devices}"

@@ -22,6 +22,8 @@ use super::store::{BusError, JobEvent};
 pub trait Routed: Clone + Send + Sync + 'static {
     /// What subscribers subscribe to.
     type Key: Clone + Eq + Hash + Send + Sync + 'static;
+    /// Items buffered per key for a slow subscriber before it lags.
+    const BUFFER: usize = LIVE_BUFFER;
     /// The key of the subscribers this is for.
     fn route(&self) -> Self::Key;
 }
@@ -100,7 +102,7 @@ impl<T: Routed> Fanout<T> {
         let receiver = self
             .owners
             .entry(owner.clone())
-            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
+            .or_insert_with(|| broadcast::channel(T::BUFFER).0)
             .subscribe();
         Box::pin(
             BroadcastStream::new(receiver).map(|delivery| match delivery {
