@@ -367,14 +367,17 @@ pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), R
     }
 }
 
-/// The sessions an accepted write displaces (SPEC §3.7): those that kept playing under the
-/// token's limits in `before` and, still active in `after`, are refused there. Under
-/// `LEAST_RECENT` these are the oldest devices a newer one pushed out; under either
-/// strategy, a session that became counted can push out one ranked after it.
+/// The sessions the accepted write of session `by` displaces (SPEC §3.7): those other than
+/// `by` that kept playing under the token's limits in `before` and, still active in
+/// `after`, are refused there. Under `LEAST_RECENT` these are the oldest devices a newer
+/// one pushed out; under either strategy, a session that became counted can push out one
+/// ranked after it. (`by` itself is refused at its next heartbeat if the write put it over
+/// a limit, as a record of the Node server without `asset_id` can be.)
 pub fn displaced(
     before: &UserSessions,
     after: &UserSessions,
     token: &HeartbeatData,
+    by: &str,
 ) -> Vec<String> {
     let kept_before: BTreeSet<&str> = standings(before, token)
         .into_iter()
@@ -383,7 +386,7 @@ pub fn displaced(
         .collect();
     standings(after, token)
         .into_iter()
-        .filter(|(id, refusal)| refusal.is_some() && kept_before.contains(id))
+        .filter(|(id, refusal)| refusal.is_some() && *id != by && kept_before.contains(id))
         .map(|(id, _)| id.to_owned())
         .collect()
 }
@@ -565,7 +568,7 @@ fn decide_timed(
             Some(previous) => before.sessions.insert(session_id.clone(), previous),
             None => before.sessions.remove(&session_id),
         };
-        displaced(&before, &kept, token)
+        displaced(&before, &kept, token, &session_id)
     };
     write.upserts.push((session_id.clone(), record));
     write.progress = progress_entry(token, &session_id, progress, now);

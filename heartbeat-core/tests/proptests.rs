@@ -494,11 +494,12 @@ proptest! {
                 .iter()
                 .filter(|id| after.sessions.contains_key(**id) && !kept_after.contains(**id))
                 .filter(|id| after.sessions[**id].hit_counter >= u64::from(token.threshold()))
+                .filter(|id| **id != accepted.session_id)
                 .map(|id| id.to_string())
                 .collect();
             let named: BTreeSet<String> = accepted.displaced.iter().cloned().collect();
             prop_assert_eq!(&named, &expected);
-            prop_assert_eq!(named, displaced(&before, after, &token).into_iter().collect::<BTreeSet<_>>());
+            prop_assert_eq!(named, displaced(&before, after, &token, &accepted.session_id).into_iter().collect::<BTreeSet<_>>());
             prop_assert!(!accepted.displaced.contains(&accepted.session_id));
         }
     }
