@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use heartbeat_core::decision::PlayingSession;
-use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
 use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
+use heartbeat_examples::LocalServer;
+use heartbeat_http::Settings;
 use heartbeat_http::client::player::{
     Player, PlayerEvent, PlayerEvents, PlayerOptions, StopReason,
 };
-use heartbeat_http::{Settings, server};
 
 const KEY: &str = "family plan example key";
 /// The tablet's cycle is long, so that its notice visibly comes before its next beat.
@@ -83,19 +83,8 @@ fn labels(sessions: &[PlayingSession]) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let codec = TokenCodec::new(KEY)?;
-    let app = server::app(
-        codec.clone(),
-        MemorySessionStore::new(),
-        MemoryJobStore::new(),
-        MemoryEventBus::new(),
-        Settings::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_server, stop_signal) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server::serve(app, listener, async move {
-        let _ = stop_signal.await;
-    }));
+    let server = LocalServer::start(codec.clone(), Settings::default()).await?;
+    let url = server.url().to_owned();
     println!("server on {url}; plan: 2 streams, {{\"tv\": 1, \"mobile\": 2}}");
 
     let tablet_token = token(&codec, "Tablet", "mobile", TABLET_CYCLE);
@@ -179,7 +168,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(tablet);
     phone.stop().await;
     living_room.stop().await;
-    let _ = stop_server.send(());
-    running.await?;
+    server.stop().await?;
     Ok(())
 }

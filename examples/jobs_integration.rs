@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heartbeat_core::TokenCodec;
-use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
+use heartbeat_examples::LocalServer;
+use heartbeat_http::Settings;
 use heartbeat_http::client::jobs::{JobStatus, JobsClient, Mode, Options};
-use heartbeat_http::{Settings, server};
 
 const JOBS: usize = 5;
 const STAGGER: Duration = Duration::from_millis(400);
@@ -32,24 +32,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, own_server) = match std::env::args().nth(1) {
         Some(url) => (url, None),
         None => {
-            let app = server::app(
-                TokenCodec::new("jobs example key")?,
-                MemorySessionStore::new(),
-                MemoryJobStore::new(),
-                MemoryEventBus::new(),
-                // JOB_TIME 2000 ms, as the HeyGen mock: each job completes 2 s after creation.
-                Settings {
-                    job_time: Some(std::time::Duration::from_secs(2)),
-                    ..Settings::default()
-                },
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(server::serve(app, listener, async move {
-                let _ = stopped.await;
-            }));
-            (url, Some((stop, task)))
+            // JOB_TIME 2000 ms, as the HeyGen mock: each job completes 2 s after creation.
+            let settings = Settings {
+                job_time: Some(std::time::Duration::from_secs(2)),
+                ..Settings::default()
+            };
+            let server = LocalServer::start(TokenCodec::new("jobs example key")?, settings).await?;
+            (server.url().to_owned(), Some(server))
         }
     };
     say(format!("server at {url}"));
@@ -96,9 +85,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    if let Some((stop, task)) = own_server {
-        let _ = stop.send(());
-        task.await?;
+    if let Some(server) = own_server {
+        server.stop().await?;
     }
     if failed > 0 {
         eprintln!("{failed} of {JOBS} jobs did not complete");

@@ -528,6 +528,30 @@ fn stream_clients(connections: usize) -> Vec<reqwest::Client> {
         .collect()
 }
 
+/// Waits until each of `connections` streams reported whether it opened (every one
+/// reports once, opened or not, so a refused one never stalls the run); prints the first
+/// refusals and returns how many were refused.
+async fn count_refused(
+    ready: &mut tokio::sync::mpsc::UnboundedReceiver<Result<(), String>>,
+    connections: usize,
+    what: &str,
+) -> usize {
+    let (mut reported, mut refused) = (0, 0);
+    while reported < connections {
+        let Some(outcome) = ready.recv().await else {
+            break;
+        };
+        reported += 1;
+        if let Err(error) = outcome {
+            refused += 1;
+            if refused <= 3 {
+                println!("{what} failed to open: {error}");
+            }
+        }
+    }
+    refused
+}
+
 /// Prints the server's resident memory per held connection.
 fn report_rss(before: Option<u64>, open: Option<u64>, held: u64, what: &str) {
     if let (Some(before), Some(open)) = (before, open) {
@@ -619,20 +643,7 @@ async fn run_jobs(args: JobsArgs) {
         }));
     }
     drop(ready_tx);
-    // Every connection reports once, opened or not, so a refused one never stalls the run.
-    let (mut reported, mut refused) = (0, 0);
-    while let Some(outcome) = ready_rx.recv().await {
-        reported += 1;
-        if let Err(error) = outcome {
-            refused += 1;
-            if refused <= 3 {
-                println!("an SSE connection failed to open: {error}");
-            }
-        }
-        if reported == args.connections {
-            break;
-        }
-    }
+    let refused = count_refused(&mut ready_rx, args.connections, "an SSE connection").await;
     if refused > 0 {
         println!("{refused} SSE connections failed to open");
     }
@@ -672,7 +683,7 @@ async fn run_jobs(args: JobsArgs) {
     if let Some(rss) = args.server_pid.and_then(rss_kib) {
         println!("server RSS at the end {rss} KiB");
     }
-    if refused + missing + duplicates + foreign > 0 {
+    if refused > 0 || missing + duplicates + foreign > 0 {
         std::process::exit(1);
     }
 }
@@ -798,19 +809,7 @@ async fn run_notices(args: NoticesArgs) {
         }));
     }
     drop(ready_tx);
-    let (mut reported, mut refused) = (0, 0);
-    while let Some(outcome) = ready_rx.recv().await {
-        reported += 1;
-        if let Err(error) = outcome {
-            refused += 1;
-            if refused <= 3 {
-                println!("a notice stream failed to open: {error}");
-            }
-        }
-        if reported == args.connections {
-            break;
-        }
-    }
+    let refused = count_refused(&mut ready_rx, args.connections, "a notice stream").await;
     let held = (args.connections - refused) as u64;
     println!(
         "{held} notice streams held (opened in {:.1} s)",

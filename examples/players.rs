@@ -11,12 +11,12 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
 use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
+use heartbeat_examples::LocalServer;
+use heartbeat_http::Settings;
 use heartbeat_http::client::player::{
     Player, PlayerEvent, PlayerOptions, RefusalReason, StopReason,
 };
-use heartbeat_http::{Settings, server};
 
 const KEY: &str = "players example key";
 const CYCLE: Duration = Duration::from_millis(300);
@@ -41,19 +41,8 @@ fn backend_token(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let codec = TokenCodec::new(KEY)?;
-    let app = server::app(
-        codec.clone(),
-        MemorySessionStore::new(),
-        MemoryJobStore::new(),
-        MemoryEventBus::new(),
-        Settings::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server::serve(app, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = LocalServer::start(codec.clone(), Settings::default()).await?;
+    let url = server.url().to_owned();
     println!("server on {url}, session limit 2, three devices per user");
     let started = Instant::now();
 
@@ -121,8 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let _ = stop_server.send(());
-    running.await?;
+    server.stop().await?;
     if failures > 0 {
         return Err(format!("{failures} unexpected outcomes").into());
     }
