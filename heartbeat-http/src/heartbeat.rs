@@ -92,10 +92,7 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
     match error {
         HeartbeatError::InvalidToken(invalid) => {
             tracing::debug!(reason = ?invalid.reason(), "token refused");
-            (
-                Decision::InvalidToken,
-                ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
-            )
+            invalid_token()
         }
         HeartbeatError::InvalidProgress => (Decision::BadRequest, progress_error()),
         HeartbeatError::Session(error @ SessionError::NotActive) => {
@@ -125,30 +122,26 @@ fn counted(metrics: &Metrics, decision: Decision, error: ApiError) -> Response {
     error.into_response()
 }
 
-/// Reads the body; a missing token is the Node server's 406.
+/// Reads the body; a missing token is the Node server's 406. Returns the token and the
+/// rest of the request.
 fn read_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(String, HeartbeatRequest), (Decision, ApiError)> {
-    match HeartbeatRequest::from_body(headers, body) {
-        Ok(HeartbeatRequest {
-            token: Some(token),
-            progress,
-            session_id,
-        }) => Ok((
-            token,
-            HeartbeatRequest {
-                token: None,
-                progress,
-                session_id,
-            },
-        )),
-        Ok(HeartbeatRequest { token: None, .. }) => Err((
-            Decision::InvalidToken,
-            ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
-        )),
-        Err(error) => Err((Decision::BadRequest, error)),
+    let mut request = HeartbeatRequest::from_body(headers, body)
+        .map_err(|error| (Decision::BadRequest, error))?;
+    match request.token.take() {
+        Some(token) => Ok((token, request)),
+        None => Err(invalid_token()),
     }
+}
+
+/// The 406 of a token that cannot be used, whatever was wrong with it.
+fn invalid_token() -> (Decision, ApiError) {
+    (
+        Decision::InvalidToken,
+        ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
+    )
 }
 
 /// `POST /heartbeat`.
@@ -266,11 +259,8 @@ pub async fn events(
         }
     };
     let Some(token) = query.heartbeat_token.as_deref().or(bearer(&headers)) else {
-        return counted(
-            metrics,
-            Decision::InvalidToken,
-            ApiError::new(StatusCode::NOT_ACCEPTABLE, INVALID_TOKEN_MESSAGE),
-        );
+        let (decision, error) = invalid_token();
+        return counted(metrics, decision, error);
     };
     match app.heartbeats().watch(token).await {
         Ok(notices) => {
