@@ -803,8 +803,6 @@ async fn players_take_over_and_follow_their_notices() {
         next_event(&mut tablet_events).await,
         PlayerEvent::Accepted { .. }
     ));
-    // Let the tablet's notice stream open before the phone plays.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let fast = player(
         &server.url,
         device_token(66, "Phone", 0.2, "MOST_RECENT"),
@@ -857,7 +855,6 @@ async fn players_take_over_and_follow_their_notices() {
         next_event(&mut old_events).await,
         PlayerEvent::Accepted { .. }
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let (new, _) = Player::start(slow(device_token(67, "New", 30.0, "LEAST_RECENT")));
     match tokio::time::timeout(WAIT, old.finished()).await.unwrap() {
         StopReason::Ended(ended) => {

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Kind, Sse, TestServer, codec};
-use heartbeat_core::{HeartbeatData, SystemClock, Timestamp, TokenFormat};
+use heartbeat_core::{HeartbeatData, ManualClock, Timestamp, TokenFormat};
 use heartbeat_http::heartbeat::OVER_LIMIT_MESSAGE;
 use heartbeat_store_redis::testkit::RedisServer;
 use serde_json::{Value, json};
@@ -34,14 +34,15 @@ fn as_legacy(token: &str) -> String {
     codec().issuing(TokenFormat::Legacy).seal(&data).unwrap()
 }
 
-/// Plays a backend token: returns the rotated token and the session id.
-async fn play(server: &TestServer, token: &str) -> (String, String) {
+/// Plays a backend token: returns the rotated token and the session id. Then moves the
+/// server's clock 10 ms, so that the next session starts later (sessions started in the
+/// same millisecond rank by id).
+async fn play(server: &TestServer, clock: &ManualClock, token: &str) -> (String, String) {
     let (status, body) = server.heartbeat(token).await;
     assert_eq!(status, 200, "{body}");
     let token = body["heartbeat_token"].as_str().unwrap().to_owned();
     let session = codec().open(&token).unwrap().session_id.unwrap();
-    // Sessions started in the same millisecond rank by id: keep the order of the test.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    clock.advance(Duration::from_millis(10));
     (token, session)
 }
 
@@ -54,14 +55,17 @@ async fn take_over(server: &TestServer, body: Value) -> (u16, Value) {
 /// Every 412 keeps the Node body's `error` and says `reason` and `limit`; a v2 token is
 /// shown the sessions that keep playing, a legacy token never.
 async fn refusals_say_why_and_who_plays(kind: Kind) {
-    let (server, _backing) = common::start(kind).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
     let (_, living_room) = play(
         &server,
+        &clock,
         &device_token(11, "Living-room TV", "tv", 3, "MOST_RECENT"),
     )
     .await;
     let (bedroom, _) = play(
         &server,
+        &clock,
         &device_token(11, "Bedroom TV", "tv", 3, "MOST_RECENT"),
     )
     .await;
@@ -109,10 +113,17 @@ async fn refusals_say_why_and_who_plays(kind: Kind) {
 /// for a legacy token, 200 with the next token; the taken-over device is then 412
 /// `taken_over`, and its history entry names who took over.
 async fn takeover_over_http(kind: Kind) {
-    let (server, _backing) = common::start(kind).await;
-    let (tv, tv_id) = play(&server, &device_token(12, "TV", "tv", 1, "MOST_RECENT")).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
+    let (tv, tv_id) = play(
+        &server,
+        &clock,
+        &device_token(12, "TV", "tv", 1, "MOST_RECENT"),
+    )
+    .await;
     let (phone, phone_id) = play(
         &server,
+        &clock,
         &device_token(12, "Phone", "mobile", 1, "MOST_RECENT"),
     )
     .await;
@@ -200,9 +211,15 @@ async fn ended(stream: &mut Sse) -> Value {
 /// and a displacement reaches the player's stream, which then closes; opened by query or
 /// by bearer token; 404 for a session that is not active, 406 for a legacy token.
 async fn notices_over_sse(kind: Kind) {
-    let (server, _backing) = common::start(kind).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let (server, _backing) = common::start_on_clock(kind, common::settings(), clock.clone()).await;
 
-    let (tv, tv_id) = play(&server, &device_token(13, "TV", "tv", 2, "LEAST_RECENT")).await;
+    let (tv, tv_id) = play(
+        &server,
+        &clock,
+        &device_token(13, "TV", "tv", 2, "LEAST_RECENT"),
+    )
+    .await;
     let mut stream = Sse::open(
         &server,
         &format!("/heartbeat/events?heartbeat_token={tv}"),
@@ -224,6 +241,7 @@ async fn notices_over_sse(kind: Kind) {
 
     let (tablet, tablet_id) = play(
         &server,
+        &clock,
         &device_token(14, "Tablet", "mobile", 1, "MOST_RECENT"),
     )
     .await;
@@ -234,6 +252,7 @@ async fn notices_over_sse(kind: Kind) {
     let mut stream = Sse::from_request(request).await;
     let (phone, phone_id) = play(
         &server,
+        &clock,
         &device_token(14, "Phone", "mobile", 1, "MOST_RECENT"),
     )
     .await;
@@ -252,6 +271,7 @@ async fn notices_over_sse(kind: Kind) {
 
     let (old, old_id) = play(
         &server,
+        &clock,
         &device_token(15, "Old phone", "mobile", 1, "LEAST_RECENT"),
     )
     .await;
@@ -263,6 +283,7 @@ async fn notices_over_sse(kind: Kind) {
     .await;
     let (_, new_id) = play(
         &server,
+        &clock,
         &device_token(15, "New phone", "mobile", 1, "LEAST_RECENT"),
     )
     .await;
@@ -279,7 +300,12 @@ async fn notices_over_sse(kind: Kind) {
         .await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("not active"), "{body}");
-    let (fresh, _) = play(&server, &device_token(17, "TV", "tv", 1, "LEAST_RECENT")).await;
+    let (fresh, _) = play(
+        &server,
+        &clock,
+        &device_token(17, "TV", "tv", 1, "LEAST_RECENT"),
+    )
+    .await;
     let (status, _) = server
         .get_text(&format!(
             "/heartbeat/events?heartbeat_token={}",
@@ -303,17 +329,27 @@ for_each_store!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_reaches_a_stream_on_another_instance() {
     let redis = RedisServer::start();
-    let a = common::redis_instance(&redis, common::settings(), SystemClock).await;
-    let b = common::redis_instance(&redis, common::settings(), SystemClock).await;
-    let (tablet, tablet_id) =
-        play(&a, &device_token(21, "Tablet", "mobile", 1, "MOST_RECENT")).await;
+    let clock = ManualClock::new(Timestamp::now());
+    let a = common::redis_instance(&redis, common::settings(), clock.clone()).await;
+    let b = common::redis_instance(&redis, common::settings(), clock.clone()).await;
+    let (tablet, tablet_id) = play(
+        &a,
+        &clock,
+        &device_token(21, "Tablet", "mobile", 1, "MOST_RECENT"),
+    )
+    .await;
     let mut stream = Sse::open(
         &b,
         &format!("/heartbeat/events?heartbeat_token={tablet}"),
         None,
     )
     .await;
-    let (phone, phone_id) = play(&a, &device_token(21, "Phone", "mobile", 1, "MOST_RECENT")).await;
+    let (phone, phone_id) = play(
+        &a,
+        &clock,
+        &device_token(21, "Phone", "mobile", 1, "MOST_RECENT"),
+    )
+    .await;
     let sent = Instant::now();
     let (status, _) = take_over(
         &a,

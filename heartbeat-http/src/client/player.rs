@@ -50,7 +50,8 @@ pub struct PlayerOptions {
     /// Where the player is, reported with each heartbeat.
     pub progress: Option<ProgressSource>,
     /// Hold the session's notice stream and stop at once when the session is ended by
-    /// someone else ([`StopReason::Ended`]). Needs v2 tokens (the server refuses to
+    /// someone else ([`StopReason::Ended`]). The stream is open before the first
+    /// [`PlayerEvent::Accepted`] is sent. Needs v2 tokens (the server refuses to
     /// notify legacy ones); off, the player learns it at its next heartbeat.
     pub follow_notices: bool,
 }
