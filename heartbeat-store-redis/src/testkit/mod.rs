@@ -1,4 +1,5 @@
-//! A throwaway `redis-server` for tests (feature `testkit`).
+//! Throwaway Redis for tests (feature `testkit`): one [`RedisServer`], a
+//! [`RedisCluster`] of three masters and three replicas, or a [`RedisSentinel`] group.
 //!
 //! ```no_run
 //! use heartbeat_store_redis::testkit::RedisServer;
@@ -8,6 +9,13 @@
 //! // stopped and removed when `server` is dropped
 //! ```
 #![allow(clippy::missing_panics_doc, clippy::expect_used)]
+
+mod cluster;
+mod guarded;
+mod sentinel;
+
+pub use cluster::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
+pub use sentinel::{RedisSentinel, SENTINEL_DOWN_AFTER_MS, SENTINEL_SERVICE};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
