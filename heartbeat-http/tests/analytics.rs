@@ -228,7 +228,7 @@ async fn the_feed_on_one_instance_sees_sessions_finished_on_another() {
     let redis = RedisServer::start();
     let mut instances = Vec::new();
     for _ in 0..2 {
-        instances.push(common::redis_instance(&redis, common::settings(), SystemClock).await);
+        instances.push(common::redis_instance(&redis.url(), common::settings(), SystemClock).await);
     }
     let mut feed = Sse::open_admin(&instances[1], "/admin/history/events", None).await;
     let (token, session) = play(&instances[0], &backend_token(601, 2, "MOST_RECENT")).await;
@@ -244,7 +244,7 @@ async fn the_feed_on_one_instance_sees_sessions_finished_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_command_writes_what_the_http_export_answers() {
     let redis = RedisServer::start();
-    let server = common::redis_instance(&redis, common::settings(), SystemClock).await;
+    let server = common::redis_instance(&redis.url(), common::settings(), SystemClock).await;
     for user in [701, 702] {
         let (token, _) = play(&server, &backend_token(user, 2, "MOST_RECENT")).await;
         stop(&server, &token).await;

@@ -330,8 +330,8 @@ for_each_store!(
 async fn a_notice_reaches_a_stream_on_another_instance() {
     let redis = RedisServer::start();
     let clock = ManualClock::new(Timestamp::now());
-    let a = common::redis_instance(&redis, common::settings(), clock.clone()).await;
-    let b = common::redis_instance(&redis, common::settings(), clock.clone()).await;
+    let a = common::redis_instance(&redis.url(), common::settings(), clock.clone()).await;
+    let b = common::redis_instance(&redis.url(), common::settings(), clock.clone()).await;
     let (tablet, tablet_id) = play(
         &a,
         &clock,

@@ -222,7 +222,7 @@ async fn readiness_follows_fail_open_while_the_store_is_down() {
     let redis = RedisServer::start();
     let mut instances = Vec::new();
     for fail_open in [true, false] {
-        let store = redis_store(&redis).await;
+        let store = redis_store(&redis.url()).await;
         let settings = Settings {
             fail_open,
             ..settings()

@@ -1,5 +1,6 @@
-//! Two server instances sharing one real redis-server, as a deployment behind a load
-//! balancer runs them; and what a Redis outage looks like from outside.
+//! Two server instances sharing one real Redis, as a deployment behind a load balancer
+//! runs them: a single redis-server, and a Redis Cluster of three masters and three
+//! replicas. And what a Redis outage looks like from outside.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +11,7 @@ use common::{Sse, codec, redis_instance, settings};
 use futures_util::future::join_all;
 use heartbeat_core::{Clock, HeartbeatData, ManualClock, SystemClock};
 use heartbeat_http::Settings;
-use heartbeat_store_redis::testkit::RedisServer;
+use heartbeat_store_redis::testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
 
 fn quick_token(user: i64, limit: u32) -> String {
@@ -27,13 +28,42 @@ fn token_at(user: i64, limit: u32, at: heartbeat_core::Timestamp) -> String {
     codec().seal(&data).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_spread_over_two_instances_never_exceed_the_limit() {
-    let redis = RedisServer::start();
+/// Each scenario on one redis-server and on a Redis Cluster.
+macro_rules! on_server_and_cluster {
+    ($($scenario:ident),+ $(,)?) => {
+        mod server {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let redis = super::RedisServer::start();
+                    super::$scenario(&redis.url()).await;
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let redis = tokio::task::spawn_blocking(super::RedisCluster::start)
+                        .await
+                        .unwrap();
+                    super::$scenario(&redis.url()).await;
+                }
+            )+
+        }
+    };
+}
+
+on_server_and_cluster!(
+    devices_spread_over_two_instances_never_exceed_the_limit,
+    a_job_created_on_one_instance_completes_a_stream_on_the_other,
+);
+
+async fn devices_spread_over_two_instances_never_exceed_the_limit(redis: &str) {
     let clock = ManualClock::new(heartbeat_core::Timestamp::now());
     let instances = [
-        redis_instance(&redis, settings(), clock.clone()).await,
-        redis_instance(&redis, settings(), clock.clone()).await,
+        redis_instance(redis, settings(), clock.clone()).await,
+        redis_instance(redis, settings(), clock.clone()).await,
     ];
     const DEVICES: usize = 12;
     const LIMIT: usize = 3;
@@ -81,11 +111,9 @@ async fn devices_spread_over_two_instances_never_exceed_the_limit() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
-    let redis = RedisServer::start();
-    let first = redis_instance(&redis, settings(), SystemClock).await;
-    let second = redis_instance(&redis, settings(), SystemClock).await;
+async fn a_job_created_on_one_instance_completes_a_stream_on_the_other(redis: &str) {
+    let first = redis_instance(redis, settings(), SystemClock).await;
+    let second = redis_instance(redis, settings(), SystemClock).await;
     let mut stream = Sse::open(&second, "/status?uuid=grace", None).await;
     let response = first
         .http
@@ -118,9 +146,9 @@ async fn a_job_created_on_one_instance_completes_a_stream_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     let mut redis = RedisServer::start();
-    let strict = redis_instance(&redis, settings(), SystemClock).await;
+    let strict = redis_instance(&redis.url(), settings(), SystemClock).await;
     let open = redis_instance(
-        &redis,
+        &redis.url(),
         Settings {
             fail_open: true,
             ..settings()

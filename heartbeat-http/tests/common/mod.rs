@@ -162,8 +162,9 @@ pub async fn serve_on(app: heartbeat_http::App, port: u16) -> TestServer {
     }
 }
 
-pub async fn redis_store(server: &RedisServer) -> RedisStore {
-    let mut config = RedisConfig::new(server.url());
+/// A client of the Redis (server, cluster or Sentinel group) at `url`.
+pub async fn redis_store(url: &str) -> RedisStore {
+    let mut config = RedisConfig::new(url);
     config.namespace = "http-test:".into();
     config.command_timeout = Duration::from_millis(300);
     RedisStore::connect(config).await.unwrap()
@@ -202,7 +203,7 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
         }
         Kind::Redis => {
             let redis = RedisServer::start();
-            let store = redis_store(&redis).await;
+            let store = redis_store(&redis.url()).await;
             (
                 serve_one_store(store, settings, clock).await,
                 Backing::Redis(redis),
@@ -211,14 +212,14 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
     }
 }
 
-/// A server over a new client of `redis` on `clock`: one more instance of a deployment
-/// sharing that redis-server.
+/// A server over a new client of the Redis at `url` on `clock`: one more instance of a
+/// deployment sharing that Redis.
 pub async fn redis_instance<C: heartbeat_core::Clock + Clone>(
-    redis: &RedisServer,
+    url: &str,
     settings: Settings,
     clock: C,
 ) -> TestServer {
-    serve_one_store(redis_store(redis).await, settings, clock).await
+    serve_one_store(redis_store(url).await, settings, clock).await
 }
 
 /// Serves a store that keeps sessions, jobs and events alike (sled, Redis).
