@@ -366,13 +366,37 @@ async fn init<C: ClientLike>(client: &C, timeout: Duration) -> Result<(), fred::
 
 /// Maps a client error into the core's store error.
 fn store_error(what: &str, error: fred::error::Error) -> StoreError {
+    if is_transient(&error) {
+        return StoreError::unavailable(format!("Redis {what}: {error}"), error);
+    }
     match error.kind() {
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
-            StoreError::unavailable(format!("Redis {what}: {error}"), error)
-        }
         ErrorKind::Parse => StoreError::corrupt(format!("Redis {what}: {error}"), error),
         _ => StoreError::backend(format!("Redis {what}: {error}"), error),
     }
+}
+
+/// Whether `error` passes by itself: a lost or slow connection, or a failover under way
+/// (a cluster without a master for a slot, a replica not yet promoted, a dataset still
+/// loading).
+fn is_transient(error: &fred::error::Error) -> bool {
+    /// Replies Redis gives while a master is being replaced.
+    const FAILOVER_REPLIES: [&str; 5] = [
+        "READONLY",
+        "LOADING",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+    ];
+    matches!(
+        error.kind(),
+        ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Backpressure
+            | ErrorKind::Cluster
+    ) || FAILOVER_REPLIES
+        .iter()
+        .any(|reply| error.details().trim_start().starts_with(reply))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
@@ -392,5 +416,48 @@ impl RedisStore {
             .evalsha_with_reload(self.client(), keys, args)
             .await
             .map_err(|error| store_error(what, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::error::{Error, ErrorKind};
+
+    use super::is_transient;
+
+    #[test]
+    fn failover_replies_are_transient_and_others_are_not() {
+        let reply = |kind, details: &str| Error::new(kind, details.to_owned());
+        for transient in [
+            reply(
+                ErrorKind::Unknown,
+                "READONLY You can't write against a read only replica.",
+            ),
+            reply(
+                ErrorKind::Unknown,
+                "LOADING Redis is loading the dataset in memory",
+            ),
+            reply(ErrorKind::Unknown, "MASTERDOWN Link with MASTER is down"),
+            reply(
+                ErrorKind::Unknown,
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+            ),
+            reply(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
+            reply(ErrorKind::IO, "connection reset"),
+            reply(ErrorKind::Timeout, "Request timed out."),
+        ] {
+            assert!(is_transient(&transient), "{transient:?}");
+        }
+        for lasting in [
+            reply(ErrorKind::Unknown, "ERR unknown command"),
+            reply(
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key",
+            ),
+            reply(ErrorKind::Auth, "NOAUTH Authentication required."),
+            reply(ErrorKind::Parse, "not a number"),
+        ] {
+            assert!(!is_transient(&lasting), "{lasting:?}");
+        }
     }
 }

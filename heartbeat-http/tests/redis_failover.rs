@@ -1,0 +1,471 @@
+//! A Redis master killed with `kill -9` while two server instances serve heartbeats and
+//! job completions: on a Redis Cluster (three masters, three replicas) and behind
+//! Sentinel (one master, one replica, three sentinels).
+//!
+//! What must hold throughout: every answer is 200, 412 or 503 with `Retry-After`, none
+//! takes longer than [`HANG`]; no round of heartbeats lets more sessions of the user go
+//! on than its limit; the instances recover by themselves within [`RECOVERY`]; and a job
+//! stream that resumes with `Last-Event-ID` receives every acknowledged job's completion,
+//! with event ids that never go back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, codec, redis_instance, settings};
+use futures_util::StreamExt;
+use heartbeat_core::{Clock, HeartbeatData, ManualClock};
+use heartbeat_store_redis::testkit::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster, RedisSentinel};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// The longest any answer may take. The test instances give up on a Redis command after
+/// 300 ms (`REDIS_TIMEOUT_MS`); a heartbeat makes at most a handful of commands and
+/// retries a contended commit a bounded number of times, so 5 s means "hung", not "slow".
+const HANG: Duration = Duration::from_secs(5);
+
+/// How long after the kill heartbeats must be answered 200 again. The cluster marks the
+/// master failed after `cluster-node-timeout` (2 s) and its replica wins the election
+/// within about a second more; Sentinel calls the master down after 1 s and promotes in
+/// about as long; the client then finds the new master within its reconnection backoff
+/// (at most 2 s). That is about 5 s; 30 s leaves room for a loaded 2-core CI machine.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Devices of the one user, and how many of its sessions may play at once.
+const DEVICES: usize = 8;
+const LIMIT: usize = 3;
+
+const OWNER: &str = "failover-owner";
+
+/// The namespace of the test instances' keys (see `common::redis_store`).
+const NAMESPACE: &str = "http-test:";
+
+/// The two outages run one after the other: together they would share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_failover_under_load_recovers_without_breaking_a_rule() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // Kill the master that holds both the job events and the user's sessions, so that
+    // the failover hits every path under test.
+    let (cluster, user, master) = tokio::task::spawn_blocking(|| {
+        let cluster = RedisCluster::start();
+        let master = cluster.master_of(&format!("{NAMESPACE}{{hb_events}}:last_id"));
+        let user = (1..)
+            .find(|user| {
+                cluster.master_of(&format!("{NAMESPACE}hb_sessions:{user}:active_sessions"))
+                    == master
+            })
+            .unwrap();
+        (cluster, user, master)
+    })
+    .await
+    .unwrap();
+    let url = cluster.url();
+    let cluster = Arc::new(std::sync::Mutex::new(cluster));
+    let report = outage_under_load(&url, user, {
+        let cluster = Arc::clone(&cluster);
+        move || cluster.lock().unwrap().kill(master)
+    })
+    .await;
+    report.check();
+    let healthy = tokio::task::spawn_blocking(move || cluster.lock().unwrap().wait_until_healthy())
+        .await
+        .unwrap();
+    eprintln!(
+        "cluster (node timeout {CLUSTER_NODE_TIMEOUT_MS} ms): {report:?}; every slot served again after {healthy:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_under_load_recovers_without_breaking_a_rule() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let group = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .unwrap();
+    let url = group.url();
+    let group = Arc::new(std::sync::Mutex::new(group));
+    let report = outage_under_load(&url, 41, {
+        let group = Arc::clone(&group);
+        move || group.lock().unwrap().kill_master()
+    })
+    .await;
+    report.check();
+    let promoted = tokio::task::spawn_blocking(move || group.lock().unwrap().wait_for_promotion())
+        .await
+        .unwrap();
+    eprintln!("sentinel: {report:?}; replica promoted after {promoted:?}");
+    assert!(promoted.is_some(), "the sentinels promoted the replica");
+}
+
+/// What a run saw.
+#[derive(Debug)]
+struct Report {
+    /// From the kill to the first round of heartbeats answered without a 503.
+    recovered_after: Duration,
+    /// Heartbeat answers by status.
+    heartbeats: Statuses,
+    /// Job creations by status.
+    creations: Statuses,
+    /// Jobs whose completion the stream received.
+    completed: usize,
+    /// Times the stream was opened again with `Last-Event-ID`.
+    resumes: usize,
+    /// What `/readyz` answered during the outage.
+    readiness: BTreeSet<u16>,
+}
+
+impl Report {
+    /// The run tested what it was meant to: the outage was seen (503s), then passed; the
+    /// stream resumed and received every acknowledged job.
+    fn check(&self) {
+        assert!(
+            self.heartbeats.unavailable > 0 && self.heartbeats.ok > 0,
+            "the outage was seen by heartbeats: {self:?}"
+        );
+        assert!(self.recovered_after < RECOVERY, "{self:?}");
+        assert!(self.creations.ok > 0, "jobs were created: {self:?}");
+        assert!(self.completed >= self.creations.ok, "{self:?}");
+        assert!(self.resumes > 0, "the stream resumed: {self:?}");
+        assert!(
+            self.readiness
+                .iter()
+                .all(|status| [200, 503].contains(status)),
+            "{self:?}"
+        );
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Statuses {
+    ok: usize,
+    refused: usize,
+    unavailable: usize,
+}
+
+impl Statuses {
+    /// Counts an answer; panics on any status but `success` (200 for a heartbeat, 201
+    /// for a new job), 412 and 503 with `Retry-After`.
+    fn count(&mut self, what: &str, success: u16, response: &reqwest::Response) {
+        match response.status().as_u16() {
+            status if status == success => self.ok += 1,
+            412 => self.refused += 1,
+            503 => {
+                assert!(
+                    response.headers().contains_key("retry-after"),
+                    "{what}: a 503 without Retry-After"
+                );
+                self.unavailable += 1;
+            }
+            status => panic!("{what}: answered {status}, not {success}, 412 or 503"),
+        }
+    }
+}
+
+/// Sends a request, panicking if no answer comes within [`HANG`].
+async fn answer(what: &str, request: reqwest::RequestBuilder) -> reqwest::Response {
+    tokio::time::timeout(HANG, request.send())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {HANG:?}"))
+        .unwrap_or_else(|error| panic!("{what}: {error}"))
+}
+
+/// Two instances on `url`; heartbeats of `user`'s devices and jobs of [`OWNER`] flow
+/// through both while `kill` takes the master down.
+async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 'static) -> Report {
+    let clock = ManualClock::new(heartbeat_core::Timestamp::now());
+    let instances = Arc::new([
+        redis_instance(url, settings(), clock.clone()).await,
+        redis_instance(url, settings(), clock.clone()).await,
+    ]);
+    let running = Arc::new(AtomicBool::new(true));
+    let created = Arc::new(Mutex::new(BTreeSet::new()));
+    let creations = tokio::spawn(create_jobs(
+        Arc::clone(&instances),
+        Arc::clone(&created),
+        Arc::clone(&running),
+    ));
+    let followed = Arc::new(std::sync::Mutex::new(Followed::default()));
+    let move_stream = Arc::new(tokio::sync::Notify::new());
+    let stream = tokio::spawn(follow_jobs(
+        [instances[1].url.clone(), instances[0].url.clone()],
+        Arc::clone(&followed),
+        Arc::clone(&move_stream),
+    ));
+
+    // Load flows for a while, then the master dies.
+    let mut devices = Devices::new(user, clock);
+    devices.play_for(Duration::from_secs(2), &instances).await;
+    tokio::task::spawn_blocking(kill).await.unwrap();
+    let killed = Instant::now();
+    // As a browser whose connection dropped, the stream resumes on the other instance.
+    move_stream.notify_one();
+    let mut readiness = BTreeSet::new();
+    let recovered_after = loop {
+        let unavailable = devices.heartbeats.unavailable;
+        let ready = answer(
+            "/readyz",
+            instances[0]
+                .http
+                .get(format!("{}/readyz", instances[0].url)),
+        );
+        readiness.insert(ready.await.status().as_u16());
+        devices.round(&instances).await;
+        if devices.heartbeats.unavailable == unavailable && devices.round_had_no_outage {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < RECOVERY,
+            "heartbeats still answer 503 {RECOVERY:?} after the kill: {:?}",
+            devices.heartbeats
+        );
+    };
+    // Heartbeats keep working after the failover.
+    let unavailable = devices.heartbeats.unavailable;
+    devices.play_for(Duration::from_secs(3), &instances).await;
+    assert_eq!(
+        devices.heartbeats.unavailable, unavailable,
+        "no 503 once the failover is over"
+    );
+    for instance in instances.iter() {
+        assert_eq!(instance.get_text("/readyz").await.0, 200, "ready again");
+    }
+
+    running.store(false, Ordering::Relaxed);
+    let creations = creations.await.unwrap();
+    let created = created.lock().await.clone();
+    // Every acknowledged job completes, and the stream announces it.
+    // The devices play on meanwhile: their rounds move the instances' clock, on which
+    // the simulated jobs complete.
+    let all_seen = tokio::time::timeout(RECOVERY, async {
+        while !created.is_subset(&followed.lock().unwrap().completed) {
+            devices
+                .play_for(Duration::from_millis(100), &instances)
+                .await;
+        }
+    })
+    .await;
+    stream.abort();
+    let followed = followed.lock().unwrap().clone();
+    if all_seen.is_err() {
+        for job in created.difference(&followed.completed) {
+            let status = instances[0]
+                .get_text(&format!("/status/{job}?uuid={OWNER}"))
+                .await;
+            eprintln!("job {job} missed by the stream: {status:?}");
+        }
+    }
+    assert!(
+        all_seen.is_ok(),
+        "the stream missed completions of acknowledged jobs: {:?}",
+        created.difference(&followed.completed).collect::<Vec<_>>()
+    );
+    Arc::try_unwrap(instances)
+        .ok()
+        .map(|instances| async move {
+            for instance in instances {
+                instance.stop().await;
+            }
+        })
+        .unwrap()
+        .await;
+    Report {
+        recovered_after,
+        heartbeats: devices.heartbeats,
+        creations,
+        completed: followed.completed.len(),
+        resumes: followed.resumes,
+        readiness,
+    }
+}
+
+/// The devices of one user, each playing through the instances in turn.
+struct Devices {
+    user: i64,
+    clock: ManualClock,
+    /// The token each device continues with; `None` starts a new playback.
+    tokens: Vec<Option<String>>,
+    rounds: usize,
+    heartbeats: Statuses,
+    round_had_no_outage: bool,
+}
+
+impl Devices {
+    fn new(user: i64, clock: ManualClock) -> Self {
+        Self {
+            user,
+            clock,
+            tokens: vec![None; DEVICES],
+            rounds: 0,
+            heartbeats: Statuses::default(),
+            round_had_no_outage: false,
+        }
+    }
+
+    /// Plays rounds, one every 50 ms, for `duration`.
+    async fn play_for(&mut self, duration: Duration, instances: &[TestServer; 2]) {
+        let until = Instant::now() + duration;
+        while Instant::now() < until {
+            self.round(instances).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One cycle later, every device beats at once, alternating instances. A refused or
+    /// unanswered device starts a new playback in the next round.
+    async fn round(&mut self, instances: &[TestServer; 2]) {
+        self.clock.advance(Duration::from_secs(30));
+        self.rounds += 1;
+        let requests = self.tokens.iter().enumerate().map(|(device, token)| {
+            let continuing = token.is_some();
+            let token = token.clone().unwrap_or_else(|| self.backend_token());
+            let server = &instances[(device + self.rounds) % 2];
+            async move {
+                let response = answer(
+                    "a heartbeat",
+                    server
+                        .http
+                        .post(format!("{}/heartbeat", server.url))
+                        .json(&json!({ "heartbeat_token": token })),
+                )
+                .await;
+                (continuing, response)
+            }
+        });
+        let answers = futures_util::future::join_all(requests).await;
+        let mut continued = 0;
+        self.round_had_no_outage = true;
+        for (device, (continuing, response)) in answers.into_iter().enumerate() {
+            self.heartbeats.count("a heartbeat", 200, &response);
+            self.tokens[device] = None;
+            match response.status().as_u16() {
+                200 => {
+                    let body: Value = response.json().await.unwrap();
+                    self.tokens[device] = Some(body["heartbeat_token"].as_str().unwrap().into());
+                    continued += usize::from(continuing);
+                }
+                503 => self.round_had_no_outage = false,
+                _ => {}
+            }
+        }
+        assert!(
+            continued <= LIMIT,
+            "round {}: {continued} sessions went on, over the limit of {LIMIT}",
+            self.rounds
+        );
+    }
+
+    fn backend_token(&self) -> String {
+        let data = HeartbeatData::from_json(json!({
+            "user_id": self.user, "asset_id": 1, "heartbeat_cycle": 30,
+            "cycle_upper_tolerance": 10, "timestamp": self.clock.now().to_string(),
+            "session_limit": LIMIT, "checking_threshold": 1, "sessions_edge": 100,
+        }))
+        .unwrap();
+        codec().seal(&data).unwrap()
+    }
+}
+
+/// Creates a job of [`OWNER`] every 50 ms through each instance in turn, keeping the ids
+/// of those acknowledged.
+async fn create_jobs(
+    instances: Arc<[TestServer; 2]>,
+    created: Arc<Mutex<BTreeSet<u64>>>,
+    running: Arc<AtomicBool>,
+) -> Statuses {
+    let mut statuses = Statuses::default();
+    let mut turn = 0;
+    while running.load(Ordering::Relaxed) {
+        let server = &instances[turn % 2];
+        turn += 1;
+        let response = answer(
+            "a job creation",
+            server
+                .http
+                .post(format!("{}/create?uuid={OWNER}", server.url)),
+        )
+        .await;
+        statuses.count("a job creation", 201, &response);
+        if response.status() == 201 {
+            let id: u64 = response.text().await.unwrap().trim().parse().unwrap();
+            created.lock().await.insert(id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    statuses
+}
+
+/// What the job stream received.
+#[derive(Debug, Default, Clone)]
+struct Followed {
+    completed: BTreeSet<u64>,
+    resumes: usize,
+}
+
+/// Follows [`OWNER`]'s job stream on the first of `servers` as the TypeScript client
+/// does: when the stream ends or cannot be opened, it is opened again with the last event
+/// id it saw; when `move_to_next` is notified, it resumes on the next server. Event ids
+/// must only go up.
+async fn follow_jobs(
+    servers: [String; 2],
+    followed: Arc<std::sync::Mutex<Followed>>,
+    move_to_next: Arc<tokio::sync::Notify>,
+) {
+    use eventsource_stream::Eventsource;
+    let http = reqwest::Client::new();
+    let mut last_id: Option<u64> = None;
+    let mut turn = 0;
+    loop {
+        let server = &servers[turn % 2];
+        let mut request = http.get(format!("{server}/status?uuid={OWNER}"));
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = match tokio::time::timeout(HANG, request.send()).await {
+            Ok(Ok(response)) if response.status() == 200 => response,
+            Ok(Ok(response)) => {
+                assert_eq!(
+                    response.status(),
+                    503,
+                    "a stream opens, or 503 in an outage"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            outcome => panic!("opening the stream: {outcome:?}"),
+        };
+        if last_id.is_some() {
+            followed.lock().unwrap().resumes += 1;
+        }
+        let mut events = response.bytes_stream().eventsource();
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                () = move_to_next.notified() => {
+                    turn += 1;
+                    break;
+                }
+            };
+            let Some(Ok(event)) = event else { break };
+            if event.id.is_empty() || !event.event.starts_with("status_") {
+                continue;
+            }
+            let id: u64 = event.id.parse().unwrap();
+            assert!(
+                last_id.is_none_or(|last| id > last),
+                "event id {id} after {last_id:?}: ids went back"
+            );
+            last_id = Some(id);
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            if data["message"] == "completed" {
+                let job = data["id"].as_u64().unwrap();
+                followed.lock().unwrap().completed.insert(job);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
