@@ -58,18 +58,16 @@ enum Mode {
 
 #[derive(Args)]
 struct NoticesArgs {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    fleet: Fleet,
+    #[command(flatten)]
+    sources: Sources,
     /// The server's SHARED_KEY (to seal the backend tokens).
     #[arg(long, env = "SHARED_KEY")]
     key: String,
     /// Players, each holding one notice stream.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// The server's process id, to read its resident memory.
-    #[arg(long)]
-    server_pid: Option<u32>,
     /// Streams opened at once.
     #[arg(long, default_value_t = 256)]
     open_parallel: usize,
@@ -77,9 +75,8 @@ struct NoticesArgs {
 
 #[derive(Args)]
 struct Target {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    fleet: Fleet,
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -89,9 +86,60 @@ struct Target {
     /// Requests per second (open loop; latency counted from the scheduled send time).
     #[arg(long)]
     rate: Option<u64>,
-    /// The server's process id: report its CPU time per request (from /proc).
-    #[arg(long)]
-    server_pid: Option<u32>,
+}
+
+/// The instances under load: one server, or several of one deployment sharing a store.
+#[derive(Args)]
+struct Fleet {
+    /// The server, or several instances of one deployment, comma-separated: requests go
+    /// to each in turn, as a round-robin load balancer sends them.
+    #[arg(
+        long = "url",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:3000"
+    )]
+    urls: Vec<String>,
+    /// The servers' process ids, comma-separated: their CPU time per request and resident
+    /// memory, summed (from /proc).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
+}
+
+impl Fleet {
+    /// Instance `index` modulo their number, without a trailing `/`.
+    fn base(&self, index: usize) -> String {
+        self.urls[index % self.urls.len()]
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The servers' CPU time so far, summed; `None` without pids or when one is gone.
+    fn cpu_time(&self) -> Option<Duration> {
+        self.server_pids
+            .iter()
+            .map(|pid| cpu_time(*pid))
+            .sum::<Option<Duration>>()
+            .filter(|_| !self.server_pids.is_empty())
+    }
+
+    /// The servers' resident memory, summed.
+    fn rss_kib(&self) -> Option<u64> {
+        self.server_pids
+            .iter()
+            .map(|pid| rss_kib(*pid))
+            .sum::<Option<u64>>()
+            .filter(|_| !self.server_pids.is_empty())
+    }
+}
+
+/// Where long-lived streams come from.
+#[derive(Args)]
+struct Sources {
+    /// Local addresses to open streams from, comma-separated (e.g. 127.0.0.2,127.0.0.3).
+    /// Each address has ~28 000 ports: give separate ones to generators run side by side.
+    /// By default one address per 25 000 streams, from 127.0.0.1.
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<Ipv4Addr>,
 }
 
 /// A process's CPU time (user + system) so far, from `/proc/<pid>/stat`.
@@ -130,15 +178,17 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct JobsArgs {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    url: String,
+    #[command(flatten)]
+    fleet: Fleet,
+    #[command(flatten)]
+    sources: Sources,
     /// SSE connections, one owner and one job each.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// The server's process id, to read its resident memory.
+    /// Create the jobs only once this file exists (several generators run side by side
+    /// then complete their jobs in one burst).
     #[arg(long)]
-    server_pid: Option<u32>,
+    go_file: Option<std::path::PathBuf>,
     /// Seconds to wait for every completion.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -330,23 +380,27 @@ async fn run_heartbeats(args: HeartbeatArgs) {
             })
             .collect(),
     );
-    let url = reqwest::Url::parse(&format!(
-        "{}/heartbeat",
-        args.target.url.trim_end_matches('/')
-    ))
-    .expect("a valid --url");
+    let urls: Arc<Vec<reqwest::Url>> = Arc::new(
+        (0..args.target.fleet.urls.len())
+            .map(|instance| {
+                reqwest::Url::parse(&format!("{}/heartbeat", args.target.fleet.base(instance)))
+                    .expect("a valid --url")
+            })
+            .collect(),
+    );
     let check = args.check.then_some(codec);
     println!("{} players, {}", players.len(), describe(&args.target));
     let (stats, elapsed) = drive(&args.target, move |http, index| {
-        let players = Arc::clone(&players);
-        let url = url.clone();
+        let (players, urls) = (Arc::clone(&players), Arc::clone(&urls));
         let check = check.clone();
         async move {
             let player = &players[index % players.len()];
             if player.busy.swap(true, Ordering::AcqRel) {
                 return None; // still in flight (open loop, too few players): skip
             }
-            let answer = beat(&http, &url, check.as_ref(), player).await;
+            // Each request to the next instance: a session continues across them.
+            let url = &urls[index % urls.len()];
+            let answer = beat(&http, url, check.as_ref(), player).await;
             player.busy.store(false, Ordering::Release);
             Some(answer)
         }
@@ -356,13 +410,14 @@ async fn run_heartbeats(args: HeartbeatArgs) {
 }
 
 fn describe(target: &Target) -> String {
-    match target.rate {
+    let load = match target.rate {
         Some(rate) => format!("open loop at {rate}/s for {} s", target.duration),
         None => format!(
             "closed loop, {} in flight, for {} s",
             target.concurrency, target.duration
         ),
-    }
+    };
+    format!("{load}, {} instance(s)", target.fleet.urls.len())
 }
 
 /// Runs `request(http, index)` closed- or open-loop for the target's duration.
@@ -373,7 +428,7 @@ where
 {
     let http = http_client();
     let duration = Duration::from_secs(target.duration);
-    let cpu_before = target.server_pid.and_then(cpu_time);
+    let cpu_before = target.fleet.cpu_time();
     let started = Instant::now();
     let stats = Arc::new(Mutex::new(Stats::new()));
     match target.rate {
@@ -439,7 +494,7 @@ where
         .ok()
         .map(|stats| stats.into_inner().unwrap_or_else(PoisonError::into_inner))
         .unwrap_or_else(Stats::new);
-    if let (Some(before), Some(after)) = (cpu_before, target.server_pid.and_then(cpu_time)) {
+    if let (Some(before), Some(after)) = (cpu_before, target.fleet.cpu_time()) {
         stats.server_cpu = Some(after.saturating_sub(before));
     }
     (stats, elapsed)
@@ -447,7 +502,7 @@ where
 
 async fn run_status(args: StatusArgs) {
     let http = http_client();
-    let base = args.target.url.trim_end_matches('/').to_owned();
+    let base = args.target.fleet.base(0);
     let mut ids = Vec::with_capacity(args.jobs);
     for _ in 0..args.jobs {
         let created = match http
@@ -464,9 +519,15 @@ async fn run_status(args: StatusArgs) {
         };
         ids.push(id);
     }
+    // Every job polled through every instance in turn.
+    let fleet = &args.target.fleet;
     let urls: Arc<Vec<String>> = Arc::new(
         ids.iter()
-            .map(|id| format!("{base}/status/{id}?uuid=loadgen"))
+            .flat_map(|id| {
+                (0..fleet.urls.len()).map(move |instance| {
+                    format!("{}/status/{id}?uuid=loadgen", fleet.base(instance))
+                })
+            })
             .collect(),
     );
     println!("{} jobs, {}", urls.len(), describe(&args.target));
@@ -508,19 +569,28 @@ fn now_millis() -> i64 {
 /// Raises this process's open-file limit and builds the clients that hold `connections`
 /// long-lived streams: one per source address, since past ~28 000 connections one source
 /// address runs out of ports.
-fn stream_clients(connections: usize) -> Vec<reqwest::Client> {
+fn stream_clients(connections: usize, sources: &Sources) -> Vec<reqwest::Client> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => println!("file descriptor limit {limit}"),
         Err(error) => println!("cannot raise the file descriptor limit: {error}"),
     }
-    let sources = connections.div_ceil(25_000).max(1);
-    // A source address is bound only when several are needed: a bound socket's port must
-    // be free of TIME_WAIT, so back-to-back runs would run out of ports.
-    (0..sources)
-        .map(|source| {
+    // A source address is bound only when asked or when several are needed: a bound
+    // socket's port must be free of TIME_WAIT, so back-to-back runs would run out of ports.
+    let addresses: Vec<Option<Ipv4Addr>> = if sources.sources.is_empty() {
+        let count = connections.div_ceil(25_000).max(1);
+        (1..=count)
+            .map(|last| {
+                (count > 1).then(|| Ipv4Addr::new(127, 0, 0, u8::try_from(last).unwrap_or(1)))
+            })
+            .collect()
+    } else {
+        sources.sources.iter().copied().map(Some).collect()
+    };
+    addresses
+        .into_iter()
+        .map(|address| {
             let mut builder = reqwest::Client::builder().pool_max_idle_per_host(0);
-            if sources > 1 {
-                let address = Ipv4Addr::new(127, 0, 0, u8::try_from(source + 1).unwrap_or(1));
+            if let Some(address) = address {
                 builder = builder.local_address(IpAddr::V4(address));
             }
             builder.build().expect("an HTTP client")
@@ -563,13 +633,12 @@ fn report_rss(before: Option<u64>, open: Option<u64>, held: u64, what: &str) {
 }
 
 async fn run_jobs(args: JobsArgs) {
-    let base = args.url.trim_end_matches('/').to_owned();
-    let clients = stream_clients(args.connections);
+    let clients = stream_clients(args.connections, &args.sources);
     // Jobs are created over a small pool of kept-alive connections, so that the only
     // connections counted on the server are the SSE ones.
     let creator = http_client();
     let creating = Arc::new(tokio::sync::Semaphore::new(64));
-    let rss_before = args.server_pid.and_then(rss_kib);
+    let rss_before = args.fleet.rss_kib();
     let started = Instant::now();
     let prefix = format!("lg{}", now_millis());
     let opened = Arc::new(AtomicU64::new(0));
@@ -579,7 +648,10 @@ async fn run_jobs(args: JobsArgs) {
     let mut waiters = Vec::with_capacity(args.connections);
     for index in 0..args.connections {
         let http = clients[index % clients.len()].clone();
-        let (base, owner) = (base.clone(), format!("{prefix}-{index}"));
+        // The stream on one instance, the job created through the next: the completion
+        // crosses instances through the store, as behind a load balancer.
+        let (base, create_base) = (args.fleet.base(index), args.fleet.base(index + 1));
+        let owner = format!("{prefix}-{index}");
         let (gate, opened, ready, mut go) = (
             Arc::clone(&gate),
             Arc::clone(&opened),
@@ -609,7 +681,7 @@ async fn run_jobs(args: JobsArgs) {
             }
             let permit = creating.acquire_owned().await.ok()?;
             let created: Value = creator
-                .post(format!("{base}/v1/jobs?uuid={owner}"))
+                .post(format!("{create_base}/v1/jobs?uuid={owner}"))
                 .send()
                 .await
                 .ok()?
@@ -649,13 +721,19 @@ async fn run_jobs(args: JobsArgs) {
     }
     let open_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
-    let rss_open = args.server_pid.and_then(rss_kib);
+    let rss_open = args.fleet.rss_kib();
     let held = opened.load(Ordering::Relaxed);
     println!(
         "{held} SSE connections held (opened in {:.1} s)",
         open_time.as_secs_f64()
     );
     report_rss(rss_before, rss_open, held, "connection");
+    if let Some(go_file) = &args.go_file {
+        println!("waiting for {}", go_file.display());
+        while !go_file.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let _ = go_tx.send(true);
     let mut delivery = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
     let (mut missing, mut duplicates, mut foreign, mut late_negative) = (0, 0, 0, 0);
@@ -680,7 +758,7 @@ async fn run_jobs(args: JobsArgs) {
         delivery.max(),
         delivery.len()
     );
-    if let Some(rss) = args.server_pid.and_then(rss_kib) {
+    if let Some(rss) = args.fleet.rss_kib() {
         println!("server RSS at the end {rss} KiB");
     }
     if refused > 0 || missing + duplicates + foreign > 0 {
@@ -726,15 +804,14 @@ async fn first_heartbeat(
 
 async fn run_notices(args: NoticesArgs) {
     let codec = TokenCodec::new(&args.key).expect("a usable SHARED_KEY");
-    let base = args.url.trim_end_matches('/').to_owned();
-    let clients = stream_clients(args.connections);
+    let clients = stream_clients(args.connections, &args.sources);
     let requests = http_client();
     let run = format!("ln{}", now_millis());
     // First the sessions (64 heartbeats in flight), so that the memory the streams take is
     // measured apart from the sessions'.
     let sessions: Vec<Result<String, String>> = futures_util::stream::iter(0..args.connections)
         .map(|user| {
-            let (http, base) = (requests.clone(), base.clone());
+            let (http, base) = (requests.clone(), args.fleet.base(user));
             let first = device_token(&codec, &run, user, "first");
             async move { first_heartbeat(&http, &base, &first).await }
         })
@@ -742,7 +819,7 @@ async fn run_notices(args: NoticesArgs) {
         .collect()
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = args.server_pid.and_then(rss_kib);
+    let rss_before = args.fleet.rss_kib();
     let started = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(args.open_parallel.max(1)));
     let displacing = Arc::new(tokio::sync::Semaphore::new(64));
@@ -751,12 +828,9 @@ async fn run_notices(args: NoticesArgs) {
     let mut players = Vec::with_capacity(args.connections);
     for (user, session) in sessions.into_iter().enumerate() {
         let (stream_http, http) = (clients[user % clients.len()].clone(), requests.clone());
-        let (base, gate, ready, mut go) = (
-            base.clone(),
-            Arc::clone(&gate),
-            ready_tx.clone(),
-            go_rx.clone(),
-        );
+        // The stream on the session's instance, the second device through the next one.
+        let (base, displacing_base) = (args.fleet.base(user), args.fleet.base(user + 1));
+        let (gate, ready, mut go) = (Arc::clone(&gate), ready_tx.clone(), go_rx.clone());
         let displacing = Arc::clone(&displacing);
         let second = device_token(&codec, &run, user, "second");
         players.push(tokio::spawn(async move {
@@ -789,7 +863,9 @@ async fn run_notices(args: NoticesArgs) {
             // 64 displacing heartbeats in flight: the latency is the notice's, not a queue's.
             let permit = displacing.acquire_owned().await.ok()?;
             let sent = Instant::now();
-            first_heartbeat(&http, &base, &second).await.ok()?;
+            first_heartbeat(&http, &displacing_base, &second)
+                .await
+                .ok()?;
             drop(permit);
             let mut told = None;
             let mut notices = 0_u32;
@@ -816,12 +892,7 @@ async fn run_notices(args: NoticesArgs) {
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
-    report_rss(
-        rss_before,
-        args.server_pid.and_then(rss_kib),
-        held,
-        "stream",
-    );
+    report_rss(rss_before, args.fleet.rss_kib(), held, "stream");
     let _ = go_tx.send(true);
     let mut delivery = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("valid bounds");
     let (mut missing, mut extra) = (0_usize, 0_usize);
