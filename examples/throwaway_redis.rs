@@ -16,7 +16,10 @@ use clap::{Parser, ValueEnum};
 use heartbeat_store_redis::testkit::{RedisCluster, RedisSentinel, RedisServer};
 
 #[derive(Parser)]
-#[command(name = "throwaway_redis", about = "A throwaway Redis on free loopback ports")]
+#[command(
+    name = "throwaway_redis",
+    about = "A throwaway Redis on free loopback ports"
+)]
 struct Cli {
     /// What to start.
     #[arg(value_enum)]

@@ -203,3 +203,133 @@ fn family_plan_refuses_with_reasons_and_the_takeover_is_pushed() {
         "{out}"
     );
 }
+
+/// The load generator spreads its requests over two instances sharing one real Redis: a
+/// session continues across them, and each job's completion crosses from the instance it
+/// was created on to the one holding its stream.
+#[test]
+fn loadgen_drives_two_instances_on_one_redis() {
+    use heartbeat_core::TokenCodec;
+    use heartbeat_http::{Settings, server};
+    use heartbeat_store_redis::testkit::RedisServer;
+    use heartbeat_store_redis::{RedisConfig, RedisStore};
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut urls = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let store = runtime
+            .block_on(RedisStore::connect(RedisConfig::new(redis.url())))
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        let settings = Settings {
+            job_time: Some(std::time::Duration::from_millis(500)),
+            ..Settings::default()
+        };
+        let app = server::app(
+            TokenCodec::new("loadgen test key").unwrap(),
+            store.clone(),
+            store.clone(),
+            store,
+            settings,
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push((
+            stop,
+            runtime.spawn(server::serve(app, listener, async move {
+                let _ = stopped.await;
+            })),
+        ));
+    }
+    let fleet = urls.join(",");
+    let heartbeats = run_example_with(
+        "loadgen",
+        &[
+            "heartbeat",
+            "--key",
+            "loadgen test key",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--players",
+            "20",
+            "--url",
+            &fleet,
+        ],
+    );
+    assert!(heartbeats.contains("2 instance(s)"), "{heartbeats}");
+    assert!(
+        heartbeats.contains("connection errors 0, wrong answers 0"),
+        "{heartbeats}"
+    );
+    let jobs = run_example_with(
+        "loadgen",
+        &[
+            "jobs",
+            "--connections",
+            "20",
+            "--timeout",
+            "30",
+            "--sources",
+            "127.0.0.1",
+            "--url",
+            &fleet,
+        ],
+    );
+    assert!(
+        jobs.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
+        "{jobs}"
+    );
+    for (stop, serving) in stops {
+        let _ = stop.send(());
+        runtime.block_on(serving).unwrap();
+    }
+}
+
+/// `throwaway_redis` prints a URL that answers, and its Redis goes away with it.
+#[test]
+fn throwaway_redis_lives_as_long_as_its_stdin() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "heartbeat-examples",
+            "--example",
+            "throwaway_redis",
+            "--",
+            "server",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cargo runs");
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let address = url
+        .trim()
+        .strip_prefix("redis://")
+        .unwrap_or_else(|| panic!("a redis:// URL, not {url:?}"))
+        .to_owned();
+    let ping = || {
+        let mut stream = std::net::TcpStream::connect(&address).ok()?;
+        stream.write_all(b"PING\r\n").ok()?;
+        let mut reply = [0_u8; 7];
+        stream.read_exact(&mut reply).ok()?;
+        Some(reply)
+    };
+    assert_eq!(ping(), Some(*b"+PONG\r\n"));
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(ping(), None, "the Redis ended with its keeper");
+}

@@ -38,7 +38,21 @@ pub(crate) struct Guarded {
 impl Guarded {
     /// Runs `redis-server` with `args` in `dir` (its own directory, removed when it ends)
     /// and waits until it answers `PING` on `port`.
+    ///
+    /// # Panics
+    ///
+    /// When it exits at once (its port taken, a bad argument) or does not answer within
+    /// 10 seconds.
     pub(crate) fn start(port: u16, dir: &Path, args: &[String]) -> Self {
+        Self::try_start(port, dir, args).unwrap_or_else(|| {
+            panic!("redis-server {args:?} exited at once (port {port} taken, or a bad argument)")
+        })
+    }
+
+    /// As [`start`](Self::start), but `None` when the server exits at once (its port
+    /// taken, say), so that the caller can try another port.
+    pub(crate) fn try_start(port: u16, dir: &Path, args: &[String]) -> Option<Self> {
+        which_redis_server();
         let mut guard = match Command::new("sh")
             .env("HEARTBEAT_NODE_DIR", dir)
             .current_dir(dir)
@@ -74,10 +88,7 @@ impl Guarded {
         while !answers_ping(port) {
             if !process.pid_alive() {
                 process.alive = false;
-                which_redis_server();
-                panic!(
-                    "redis-server {args:?} exited at once (port {port} taken, or a bad argument)"
-                );
+                return None;
             }
             assert!(
                 Instant::now() < deadline,
@@ -85,7 +96,7 @@ impl Guarded {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        process
+        Some(process)
     }
 
     /// Its port on 127.0.0.1.
@@ -130,6 +141,7 @@ impl Drop for Guarded {
     }
 }
 
+/// Panics with [`INSTALL_HINT`] when `redis-server` cannot be run.
 fn which_redis_server() {
     if Command::new("redis-server")
         .arg("--version")
@@ -143,6 +155,9 @@ fn which_redis_server() {
 
 /// `count` distinct free loopback ports (all bound at once, then released).
 pub(crate) fn free_ports(count: usize) -> Vec<u16> {
+    if count == 0 {
+        return Vec::new();
+    }
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
         .collect();

@@ -18,9 +18,10 @@ pub use cluster::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
 pub use sentinel::{RedisSentinel, SENTINEL_DOWN_AFTER_MS, SENTINEL_SERVICE};
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use guarded::{Guarded, ScratchDir, free_ports};
 
 /// What to install when `redis-server` is missing.
 pub const INSTALL_HINT: &str = "redis-server is not on PATH. The Redis store tests start their \
@@ -30,12 +31,13 @@ install redis`) or put its directory on PATH.";
 /// How long a started server may take to answer.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// A `redis-server` child process on a free loopback port, keeping nothing on disk.
-/// Killed when dropped.
+/// A `redis-server` process on a free loopback port, keeping nothing on disk. Killed when
+/// dropped, and also when the test process ends without dropping it.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
-    child: Option<Child>,
+    process: Option<Guarded>,
+    dir: ScratchDir,
 }
 
 impl RedisServer {
@@ -46,12 +48,14 @@ impl RedisServer {
     /// With [`INSTALL_HINT`] when `redis-server` is not installed, or when no server
     /// answers within 10 seconds.
     pub fn start() -> Self {
+        let dir = ScratchDir::new("redis-server");
         for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = spawn(port) {
+            let port = free_ports(1)[0];
+            if let Some(process) = Guarded::try_start(port, &dir.node("server"), &arguments(port)) {
                 return Self {
                     port,
-                    child: Some(child),
+                    process: Some(process),
+                    dir,
                 };
             }
         }
@@ -70,9 +74,8 @@ impl RedisServer {
 
     /// Kills the server (as a crash or an outage would) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
@@ -85,8 +88,9 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
-            if let Some(child) = spawn(self.port) {
-                self.child = Some(child);
+            let dir = self.dir.node("server");
+            if let Some(process) = Guarded::try_start(self.port, &dir, &arguments(self.port)) {
+                self.process = Some(process);
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -95,60 +99,24 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
-
-/// Starts `redis-server` on `port`; `None` if it exited (port taken).
-fn spawn(port: u16) -> Option<Child> {
-    let mut child = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args([
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--loglevel",
-            "warning",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-        Err(error) => panic!("cannot run redis-server: {error}"),
-    };
-    let deadline = Instant::now() + START_WAIT;
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return None;
-        }
-        if answers_ping(port) {
-            return Some(child);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server on port {port} did not answer PING within {START_WAIT:?}");
+/// A server on `port` that keeps nothing on disk.
+fn arguments(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn answers_ping(port: u16) -> bool {
