@@ -12,6 +12,14 @@
 //! # complete them); the server's RSS read from /proc
 //! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
 //!     --connections 10000 --server-pid "$(pgrep heartbeat-server)"
+//! # several instances of one deployment: requests round-robin over them (a session
+//! # continues across instances); CPU and memory summed over their pids
+//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat \
+//!     --url http://127.0.0.1:3101,http://127.0.0.1:3102 --server-pid 4242,4243 ...
+//! # streams from chosen source addresses (one address has ~28 000 ports), jobs created
+//! # only once a file exists (generators run side by side: see scripts/fleet)
+//! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
+//!     --connections 12500 --sources 127.0.0.2 --go-file /tmp/go
 //! # 10 000 players each holding its session's notice stream (GET /heartbeat/events),
 //! # then each displaced by a second device: RSS per idle stream, delivery latency
 //! cargo run --release -p heartbeat-examples --example loadgen -- notices --url ... \
