@@ -52,8 +52,8 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{
-    DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_ID_LEN, RejectStrategy,
-    Seconds,
+    DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_DEVICE_LEN,
+    MAX_FAMILY_LEN, MAX_ID_LEN, RejectStrategy, Seconds,
 };
 pub use service::{
     ActiveSession, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError, HeartbeatOutcome,
