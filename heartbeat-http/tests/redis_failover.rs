@@ -109,6 +109,8 @@ struct Report {
     recovered_after: Duration,
     /// Heartbeat answers by status.
     heartbeats: Statuses,
+    /// The longest a heartbeat took to be answered (at most [`HANG`]).
+    slowest_heartbeat: Duration,
     /// Job creations by status.
     creations: Statuses,
     /// Jobs whose completion the stream received.
@@ -128,6 +130,7 @@ impl Report {
             "the outage was seen by heartbeats: {self:?}"
         );
         assert!(self.recovered_after < RECOVERY, "{self:?}");
+        assert!(self.slowest_heartbeat < HANG, "{self:?}");
         assert!(self.creations.ok > 0, "jobs were created: {self:?}");
         assert!(self.completed >= self.creations.ok, "{self:?}");
         assert!(self.resumes > 0, "the stream resumed: {self:?}");
@@ -276,6 +279,7 @@ async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 's
     Report {
         recovered_after,
         heartbeats: devices.heartbeats,
+        slowest_heartbeat: devices.slowest,
         creations,
         completed: followed.completed.len(),
         resumes: followed.resumes,
@@ -292,6 +296,8 @@ struct Devices {
     rounds: usize,
     heartbeats: Statuses,
     round_had_no_outage: bool,
+    /// The longest a heartbeat took to be answered.
+    slowest: Duration,
 }
 
 impl Devices {
@@ -303,6 +309,7 @@ impl Devices {
             rounds: 0,
             heartbeats: Statuses::default(),
             round_had_no_outage: false,
+            slowest: Duration::ZERO,
         }
     }
 
@@ -325,6 +332,7 @@ impl Devices {
             let token = token.clone().unwrap_or_else(|| self.backend_token());
             let server = &instances[(device + self.rounds) % 2];
             async move {
+                let sent = Instant::now();
                 let response = answer(
                     "a heartbeat",
                     server
@@ -333,13 +341,14 @@ impl Devices {
                         .json(&json!({ "heartbeat_token": token })),
                 )
                 .await;
-                (continuing, response)
+                (continuing, response, sent.elapsed())
             }
         });
         let answers = futures_util::future::join_all(requests).await;
         let mut continued = 0;
         self.round_had_no_outage = true;
-        for (device, (continuing, response)) in answers.into_iter().enumerate() {
+        for (device, (continuing, response, took)) in answers.into_iter().enumerate() {
+            self.slowest = self.slowest.max(took);
             self.heartbeats.count("a heartbeat", 200, &response);
             self.tokens[device] = None;
             match response.status().as_u16() {
