@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::guarded::{Guarded, ScratchDir, free_ports, info_field, redis_cli, wait_for};
+use super::guarded::{Guarded, ScratchDir, info_field, redis_cli, wait_for};
 
 /// How long a node may be unreachable before the others mark it failed and its replica
 /// takes over (`cluster-node-timeout`, milliseconds).
@@ -38,37 +38,34 @@ impl RedisCluster {
     /// a minute.
     pub fn start() -> Self {
         let dir = ScratchDir::new("redis-cluster");
-        let ports = free_ports(12);
-        let nodes: Vec<Guarded> = ports
-            .chunks(2)
-            .map(|pair| {
-                let (port, bus_port) = (pair[0], pair[1]);
-                let node_dir = dir.node(port);
-                let args: Vec<String> = [
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-port",
-                    &bus_port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    &CLUSTER_NODE_TIMEOUT_MS.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--logfile",
-                    "redis.log",
-                    "--loglevel",
-                    "notice",
-                ]
-                .map(String::from)
-                .to_vec();
-                Guarded::start(port, &node_dir, &args)
+        let nodes: Vec<Guarded> = (0..6)
+            .map(|_| {
+                Guarded::start_on_free_ports(&dir, 2, |ports, _| {
+                    [
+                        "--port",
+                        &ports[0].to_string(),
+                        "--cluster-port",
+                        &ports[1].to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--logfile",
+                        "redis.log",
+                        "--loglevel",
+                        "notice",
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                })
             })
             .collect();
         let mut create = vec!["--cluster".to_owned(), "create".to_owned()];

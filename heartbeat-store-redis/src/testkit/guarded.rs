@@ -36,21 +36,35 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// Runs `redis-server` with `args` in `dir` (its own directory, removed when it ends)
-    /// and waits until it answers `PING` on `port`.
+    /// Starts a server on `count` fresh free ports (the first is the one it answers on),
+    /// in a new directory of `dir` named after that port, with the arguments `args` makes
+    /// for them; tries other ports when another process took one meanwhile.
     ///
     /// # Panics
     ///
-    /// When it exits at once (its port taken, a bad argument) or does not answer within
-    /// 10 seconds.
-    pub(crate) fn start(port: u16, dir: &Path, args: &[String]) -> Self {
-        Self::try_start(port, dir, args).unwrap_or_else(|| {
-            panic!("redis-server {args:?} exited at once (port {port} taken, or a bad argument)")
-        })
+    /// When five attempts fail.
+    pub(crate) fn start_on_free_ports(
+        dir: &ScratchDir,
+        count: usize,
+        args: impl Fn(&[u16], &Path) -> Vec<String>,
+    ) -> Self {
+        for _ in 0..5 {
+            let ports = free_ports(count.max(1));
+            let node_dir = dir.node(ports[0]);
+            if let Some(process) = Self::try_start(ports[0], &node_dir, &args(&ports, &node_dir)) {
+                return process;
+            }
+        }
+        panic!("redis-server did not start on free ports after 5 attempts");
     }
 
-    /// As [`start`](Self::start), but `None` when the server exits at once (its port
-    /// taken, say), so that the caller can try another port.
+    /// Runs `redis-server` with `args` in `dir` (its own directory, removed when it ends)
+    /// and waits until it answers `PING` on `port`; `None` when the server exits at once
+    /// (its port taken, say), so that the caller can try another port.
+    ///
+    /// # Panics
+    ///
+    /// When it does not answer within 10 seconds.
     pub(crate) fn try_start(port: u16, dir: &Path, args: &[String]) -> Option<Self> {
         which_redis_server();
         let mut guard = match Command::new("sh")

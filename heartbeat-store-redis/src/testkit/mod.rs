@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use guarded::{Guarded, ScratchDir, free_ports};
+use guarded::{Guarded, ScratchDir};
 
 /// What to install when `redis-server` is missing.
 pub const INSTALL_HINT: &str = "redis-server is not on PATH. The Redis store tests start their \
@@ -49,17 +49,12 @@ impl RedisServer {
     /// answers within 10 seconds.
     pub fn start() -> Self {
         let dir = ScratchDir::new("redis-server");
-        for _ in 0..5 {
-            let port = free_ports(1)[0];
-            if let Some(process) = Guarded::try_start(port, &dir.node("server"), &arguments(port)) {
-                return Self {
-                    port,
-                    process: Some(process),
-                    dir,
-                };
-            }
+        let process = Guarded::start_on_free_ports(&dir, 1, |ports, _| arguments(ports[0]));
+        Self {
+            port: process.port(),
+            process: Some(process),
+            dir,
         }
-        panic!("redis-server did not start on a free port after 5 attempts");
     }
 
     /// Its port on 127.0.0.1.
@@ -88,7 +83,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
-            let dir = self.dir.node("server");
+            let dir = self.dir.node(self.port);
             if let Some(process) = Guarded::try_start(self.port, &dir, &arguments(self.port)) {
                 self.process = Some(process);
                 return;

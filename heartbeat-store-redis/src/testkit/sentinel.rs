@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::guarded::{Guarded, ScratchDir, free_ports, info_field, redis_cli, wait_for};
+use super::guarded::{Guarded, ScratchDir, info_field, redis_cli, wait_for};
 
 /// The name the sentinels monitor the master under (`sentinelServiceName`).
 pub const SENTINEL_SERVICE: &str = "heartbeat";
@@ -42,7 +42,6 @@ impl RedisSentinel {
     /// minute.
     pub fn start() -> Self {
         let dir = ScratchDir::new("redis-sentinel");
-        let ports = free_ports(5);
         let data = |port: u16| -> Vec<String> {
             [
                 "--port",
@@ -59,30 +58,29 @@ impl RedisSentinel {
             .map(String::from)
             .to_vec()
         };
-        let master = Guarded::start(ports[0], &dir.node(ports[0]), &data(ports[0]));
-        let mut replica_args = data(ports[1]);
-        replica_args.extend(["--replicaof", "127.0.0.1", &ports[0].to_string()].map(String::from));
-        let replica = Guarded::start(ports[1], &dir.node(ports[1]), &replica_args);
-        let sentinels = ports[2..]
-            .iter()
-            .map(|port| {
-                // A sentinel rewrites its configuration file: each has its own.
-                let node_dir = dir.node(port);
-                let config = node_dir.join("sentinel.conf");
-                let text = format!(
-                    "port {port}\nbind 127.0.0.1\nlogfile sentinel.log\n\
-                     sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master} 2\n\
-                     sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}\n\
-                     sentinel failover-timeout {SENTINEL_SERVICE} 10000\n\
-                     sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
-                    master = ports[0],
-                );
-                std::fs::write(&config, text).expect("a sentinel configuration file");
-                Guarded::start(
-                    *port,
-                    &node_dir,
-                    &[config.display().to_string(), "--sentinel".to_owned()],
-                )
+        let master = Guarded::start_on_free_ports(&dir, 1, |ports, _| data(ports[0]));
+        let master_port = master.port();
+        let replica = Guarded::start_on_free_ports(&dir, 1, |ports, _| {
+            let mut args = data(ports[0]);
+            args.extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(String::from));
+            args
+        });
+        let sentinels = (0..3)
+            .map(|_| {
+                Guarded::start_on_free_ports(&dir, 1, |ports, node_dir| {
+                    // A sentinel rewrites its configuration file: each has its own.
+                    let config = node_dir.join("sentinel.conf");
+                    let text = format!(
+                        "port {port}\nbind 127.0.0.1\nlogfile sentinel.log\n\
+                         sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_SERVICE} {SENTINEL_DOWN_AFTER_MS}\n\
+                         sentinel failover-timeout {SENTINEL_SERVICE} 10000\n\
+                         sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                        port = ports[0],
+                    );
+                    std::fs::write(&config, text).expect("a sentinel configuration file");
+                    vec![config.display().to_string(), "--sentinel".to_owned()]
+                })
             })
             .collect();
         let group = Self {
