@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::guarded::{Guarded, ScratchDir, info_field, redis_cli, wait_for};
+use super::guarded::{Guarded, ScratchDir, data_node, info_field, redis_cli, wait_for};
 
 /// How long a node may be unreachable before the others mark it failed and its replica
 /// takes over (`cluster-node-timeout`, milliseconds).
@@ -41,30 +41,19 @@ impl RedisCluster {
         let nodes: Vec<Guarded> = (0..6)
             .map(|_| {
                 Guarded::start_on_free_ports(&dir, 2, |ports, _| {
-                    [
-                        "--port",
-                        &ports[0].to_string(),
-                        "--cluster-port",
-                        &ports[1].to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        &CLUSTER_NODE_TIMEOUT_MS.to_string(),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--logfile",
-                        "redis.log",
-                        "--loglevel",
-                        "notice",
-                    ]
-                    .map(String::from)
-                    .to_vec()
+                    data_node(
+                        ports[0],
+                        &[
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-port",
+                            &ports[1].to_string(),
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                        ],
+                    )
                 })
             })
             .collect();

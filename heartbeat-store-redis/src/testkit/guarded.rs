@@ -66,7 +66,6 @@ impl Guarded {
     ///
     /// When it does not answer within 10 seconds.
     pub(crate) fn try_start(port: u16, dir: &Path, args: &[String]) -> Option<Self> {
-        which_redis_server();
         let mut guard = match Command::new("sh")
             .env("HEARTBEAT_NODE_DIR", dir)
             .current_dir(dir)
@@ -102,6 +101,7 @@ impl Guarded {
         while !answers_ping(port) {
             if !process.pid_alive() {
                 process.alive = false;
+                which_redis_server();
                 return None;
             }
             assert!(
@@ -168,16 +168,35 @@ fn which_redis_server() {
 }
 
 /// `count` distinct free loopback ports (all bound at once, then released).
-pub(crate) fn free_ports(count: usize) -> Vec<u16> {
-    if count == 0 {
-        return Vec::new();
-    }
+fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
         .collect();
     listeners
         .iter()
         .map(|listener| listener.local_addr().expect("a bound address").port())
+        .collect()
+}
+
+/// The arguments of a data node (not a sentinel) on `port` with `extra` ones: loopback
+/// only, nothing kept on disk, its log in `redis.log` in its directory.
+pub(crate) fn data_node(port: u16, extra: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    let base = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--logfile",
+        "redis.log",
+    ];
+    base.iter()
+        .chain(extra)
+        .map(|arg| (*arg).to_owned())
         .collect()
 }
 

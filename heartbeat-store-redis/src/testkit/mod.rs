@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use guarded::{Guarded, ScratchDir};
+use guarded::{Guarded, ScratchDir, data_node};
 
 /// What to install when `redis-server` is missing.
 pub const INSTALL_HINT: &str = "redis-server is not on PATH. The Redis store tests start their \
@@ -49,7 +49,7 @@ impl RedisServer {
     /// answers within 10 seconds.
     pub fn start() -> Self {
         let dir = ScratchDir::new("redis-server");
-        let process = Guarded::start_on_free_ports(&dir, 1, |ports, _| arguments(ports[0]));
+        let process = Guarded::start_on_free_ports(&dir, 1, |ports, _| data_node(ports[0], &[]));
         Self {
             port: process.port(),
             process: Some(process),
@@ -84,7 +84,7 @@ impl RedisServer {
         let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
             let dir = self.dir.node(self.port);
-            if let Some(process) = Guarded::try_start(self.port, &dir, &arguments(self.port)) {
+            if let Some(process) = Guarded::try_start(self.port, &dir, &data_node(self.port, &[])) {
                 self.process = Some(process);
                 return;
             }
@@ -92,26 +92,6 @@ impl RedisServer {
         }
         panic!("redis-server did not restart on port {}", self.port);
     }
-}
-
-/// A server on `port` that keeps nothing on disk.
-fn arguments(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "yes",
-        "--loglevel",
-        "warning",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 fn answers_ping(port: u16) -> bool {

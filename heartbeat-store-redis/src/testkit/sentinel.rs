@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::guarded::{Guarded, ScratchDir, info_field, redis_cli, wait_for};
+use super::guarded::{Guarded, ScratchDir, data_node, info_field, redis_cli, wait_for};
 
 /// The name the sentinels monitor the master under (`sentinelServiceName`).
 pub const SENTINEL_SERVICE: &str = "heartbeat";
@@ -42,28 +42,10 @@ impl RedisSentinel {
     /// minute.
     pub fn start() -> Self {
         let dir = ScratchDir::new("redis-sentinel");
-        let data = |port: u16| -> Vec<String> {
-            [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                "redis.log",
-            ]
-            .map(String::from)
-            .to_vec()
-        };
-        let master = Guarded::start_on_free_ports(&dir, 1, |ports, _| data(ports[0]));
-        let master_port = master.port();
+        let master = Guarded::start_on_free_ports(&dir, 1, |ports, _| data_node(ports[0], &[]));
+        let master_port = master.port().to_string();
         let replica = Guarded::start_on_free_ports(&dir, 1, |ports, _| {
-            let mut args = data(ports[0]);
-            args.extend(["--replicaof", "127.0.0.1", &master_port.to_string()].map(String::from));
-            args
+            data_node(ports[0], &["--replicaof", "127.0.0.1", &master_port])
         });
         let sentinels = (0..3)
             .map(|_| {
