@@ -32,6 +32,16 @@ impl LocalServer {
             MemoryEventBus::new(),
             settings,
         );
+        Self::serve(app).await
+    }
+
+    /// Serves `app`, built over any stores (one instance of a deployment sharing Redis,
+    /// say).
+    ///
+    /// # Errors
+    ///
+    /// When no loopback port can be bound.
+    pub async fn serve(app: heartbeat_http::App) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -87,39 +87,37 @@ fn jobs_integration_completes_every_job_across_the_switch() {
     );
 }
 
+/// The shared key of the servers the load generator runs against.
+const LOADGEN_KEY: &str = "loadgen test key";
+
+/// What those servers run with: jobs complete by themselves half a second after creation.
+fn loadgen_settings() -> heartbeat_http::Settings {
+    heartbeat_http::Settings {
+        job_time: Some(std::time::Duration::from_millis(500)),
+        ..heartbeat_http::Settings::default()
+    }
+}
+
 /// Runs the load generator briefly against a server in this process and checks that it
 /// reports clean runs in every mode.
 #[test]
 fn loadgen_reports_clean_runs_in_every_mode() {
     use heartbeat_core::TokenCodec;
-    use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
-    use heartbeat_http::{Settings, server};
+    use heartbeat_examples::LocalServer;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+    let server = runtime
+        .block_on(LocalServer::start(
+            TokenCodec::new(LOADGEN_KEY).unwrap(),
+            loadgen_settings(),
+        ))
         .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let settings = Settings {
-        job_time: Some(std::time::Duration::from_millis(500)),
-        ..Settings::default()
-    };
-    let app = server::app(
-        TokenCodec::new("loadgen test key").unwrap(),
-        MemorySessionStore::new(),
-        MemoryJobStore::new(),
-        MemoryEventBus::new(),
-        settings,
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server::serve(app, listener, async move {
-        let _ = stopped.await;
-    }));
+    let url = server.url().to_owned();
     let runs: [&[&str]; 5] = [
         &[
             "heartbeat",
             "--key",
-            "loadgen test key",
+            LOADGEN_KEY,
             "--concurrency",
             "4",
             "--duration",
@@ -130,7 +128,7 @@ fn loadgen_reports_clean_runs_in_every_mode() {
         &[
             "heartbeat",
             "--key",
-            "loadgen test key",
+            LOADGEN_KEY,
             "--rate",
             "100",
             "--duration",
@@ -148,13 +146,7 @@ fn loadgen_reports_clean_runs_in_every_mode() {
             "10",
         ],
         &["jobs", "--connections", "20", "--timeout", "30"],
-        &[
-            "notices",
-            "--key",
-            "loadgen test key",
-            "--connections",
-            "20",
-        ],
+        &["notices", "--key", LOADGEN_KEY, "--connections", "20"],
     ];
     for args in runs {
         let args = [args, &["--url", url.as_str()]].concat();
@@ -175,8 +167,7 @@ fn loadgen_reports_clean_runs_in_every_mode() {
             );
         }
     }
-    let _ = stop.send(());
-    runtime.block_on(serving).unwrap();
+    runtime.block_on(server.stop()).unwrap();
 }
 
 #[test]
@@ -210,48 +201,41 @@ fn family_plan_refuses_with_reasons_and_the_takeover_is_pushed() {
 #[test]
 fn loadgen_drives_two_instances_on_one_redis() {
     use heartbeat_core::TokenCodec;
-    use heartbeat_http::{Settings, server};
+    use heartbeat_examples::LocalServer;
+    use heartbeat_http::server;
     use heartbeat_store_redis::testkit::RedisServer;
     use heartbeat_store_redis::{RedisConfig, RedisStore};
 
     let redis = RedisServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut urls = Vec::new();
-    let mut stops = Vec::new();
-    for _ in 0..2 {
-        let store = runtime
-            .block_on(RedisStore::connect(RedisConfig::new(redis.url())))
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        urls.push(format!("http://{}", listener.local_addr().unwrap()));
-        let settings = Settings {
-            job_time: Some(std::time::Duration::from_millis(500)),
-            ..Settings::default()
-        };
-        let app = server::app(
-            TokenCodec::new("loadgen test key").unwrap(),
-            store.clone(),
-            store.clone(),
-            store,
-            settings,
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        stops.push((
-            stop,
-            runtime.spawn(server::serve(app, listener, async move {
-                let _ = stopped.await;
-            })),
-        ));
-    }
-    let fleet = urls.join(",");
+    let instances: Vec<LocalServer> = (0..2)
+        .map(|_| {
+            runtime.block_on(async {
+                let store = RedisStore::connect(RedisConfig::new(redis.url()))
+                    .await
+                    .unwrap();
+                let app = server::app(
+                    TokenCodec::new(LOADGEN_KEY).unwrap(),
+                    store.clone(),
+                    store.clone(),
+                    store,
+                    loadgen_settings(),
+                );
+                LocalServer::serve(app).await.unwrap()
+            })
+        })
+        .collect();
+    let fleet = instances
+        .iter()
+        .map(LocalServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
     let heartbeats = run_example_with(
         "loadgen",
         &[
             "heartbeat",
             "--key",
-            "loadgen test key",
+            LOADGEN_KEY,
             "--concurrency",
             "4",
             "--duration",
@@ -285,9 +269,8 @@ fn loadgen_drives_two_instances_on_one_redis() {
         jobs.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
         "{jobs}"
     );
-    for (stop, serving) in stops {
-        let _ = stop.send(());
-        runtime.block_on(serving).unwrap();
+    for instance in instances {
+        runtime.block_on(instance.stop()).unwrap();
     }
 }
 
