@@ -3,56 +3,12 @@
 //! sentinels). One cluster and one group serve every test of this binary, each test in
 //! its own key namespace; their processes end with the test process.
 
+mod fixture;
+
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use heartbeat_core::testkit::Fixture;
+use fixture::RedisFixture;
 use heartbeat_store_redis::testkit::{RedisCluster, RedisSentinel};
-use heartbeat_store_redis::{RedisConfig, RedisStore};
-
-struct SharedFixture {
-    url: String,
-    namespace: String,
-}
-
-impl SharedFixture {
-    /// A fixture on the Redis at the URL `start` gives (run once, off the async threads),
-    /// in a namespace of its own.
-    async fn new(start: fn() -> String) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let url = tokio::task::spawn_blocking(start)
-            .await
-            .expect("the Redis starts");
-        Self {
-            url,
-            namespace: format!("conformance-{}:", NEXT.fetch_add(1, Ordering::Relaxed)),
-        }
-    }
-
-    async fn client(&self) -> RedisStore {
-        let mut config = RedisConfig::new(&self.url);
-        config.namespace = self.namespace.clone();
-        RedisStore::connect(config)
-            .await
-            .unwrap_or_else(|error| panic!("connects to {}: {error}", self.url))
-    }
-}
-
-impl Fixture for SharedFixture {
-    type Sessions = RedisStore;
-    type Jobs = RedisStore;
-    type Bus = RedisStore;
-
-    async fn sessions(&self) -> RedisStore {
-        self.client().await
-    }
-    async fn jobs(&self) -> RedisStore {
-        self.client().await
-    }
-    async fn bus(&self) -> RedisStore {
-        self.client().await
-    }
-}
 
 mod cluster {
     use super::*;
@@ -62,8 +18,8 @@ mod cluster {
         CLUSTER.get_or_init(RedisCluster::start).url()
     }
 
-    async fn fresh() -> SharedFixture {
-        SharedFixture::new(url).await
+    async fn fresh() -> RedisFixture {
+        RedisFixture::shared(url).await
     }
 
     heartbeat_core::conformance_tests!(fresh);
@@ -77,8 +33,8 @@ mod sentinel {
         GROUP.get_or_init(RedisSentinel::start).url()
     }
 
-    async fn fresh() -> SharedFixture {
-        SharedFixture::new(url).await
+    async fn fresh() -> RedisFixture {
+        RedisFixture::shared(url).await
     }
 
     heartbeat_core::conformance_tests!(fresh);
