@@ -123,20 +123,20 @@ impl Fleet {
 
     /// The servers' CPU time so far, summed; `None` without pids or when one is gone.
     fn cpu_time(&self) -> Option<Duration> {
-        self.server_pids
-            .iter()
-            .map(|pid| cpu_time(*pid))
-            .sum::<Option<Duration>>()
-            .filter(|_| !self.server_pids.is_empty())
+        self.sum(cpu_time)
     }
 
-    /// The servers' resident memory, summed.
+    /// The servers' resident memory, summed; `None` likewise.
     fn rss_kib(&self) -> Option<u64> {
-        self.server_pids
-            .iter()
-            .map(|pid| rss_kib(*pid))
-            .sum::<Option<u64>>()
-            .filter(|_| !self.server_pids.is_empty())
+        self.sum(rss_kib)
+    }
+
+    /// `read` of every server, summed; `None` without pids or when one cannot be read.
+    fn sum<T: std::iter::Sum<T>>(&self, read: fn(u32) -> Option<T>) -> Option<T> {
+        if self.server_pids.is_empty() {
+            return None;
+        }
+        self.server_pids.iter().map(|pid| read(*pid)).sum()
     }
 }
 
