@@ -16,9 +16,9 @@ use crate::{HeartbeatData, Id, RejectStrategy, Timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// The user has more active sessions than `sessions_edge` allows.
+    /// The user would have more active sessions than `sessions_edge` allows.
     SessionsEdge {
-        /// Active sessions after expiry.
+        /// Active sessions after expiry, the one the heartbeat would start included.
         active: usize,
         /// The token's `sessions_edge`.
         edge: u32,
@@ -340,13 +340,20 @@ pub fn playing(active: &UserSessions, token: &HeartbeatData) -> Vec<PlayingSessi
 }
 
 /// The limit check of SPEC §3.2 and §3.8, on sessions already expired; records of sessions
-/// ended by someone else do not count.
-pub fn check_limit(active: &UserSessions, token: &HeartbeatData) -> Result<(), RejectReason> {
+/// ended by someone else do not count. `starts_session` says whether the heartbeat would
+/// start a new session: `sessions_edge` counts it, so at most `sessions_edge` sessions are
+/// ever active.
+pub fn check_limit(
+    active: &UserSessions,
+    token: &HeartbeatData,
+    starts_session: bool,
+) -> Result<(), RejectReason> {
     let count = active
         .sessions
         .values()
         .filter(|record| record.is_active())
-        .count();
+        .count()
+        + usize::from(starts_session);
     if let Some(edge) = token.sessions_edge
         && count > edge as usize
     {
@@ -436,11 +443,60 @@ fn session_cause(
     None
 }
 
+/// A token presented again that starts a new session each time it comes (a backend
+/// token, or a token whose session is gone or was cloned), when the session it started
+/// (named `token_session_id`, see
+/// [`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id)) is still stored:
+/// the token's data as the current token of that session, so that the heartbeat continues
+/// it, or is refused as it (SPEC §3.2). `None` otherwise.
+fn resumed_playback(
+    now: Timestamp,
+    token: &HeartbeatData,
+    kept: &UserSessions,
+    token_session_id: &str,
+    timing: Timing,
+) -> Option<HeartbeatData> {
+    let own = token.session_id.as_deref();
+    if own == Some(token_session_id)
+        || own
+            .and_then(|id| kept.sessions.get(id))
+            .is_some_and(|record| !record.is_active())
+    {
+        // Its own session, or one someone else ended: refused as such below.
+        return None;
+    }
+    let record = kept.sessions.get(token_session_id)?;
+    session_cause(now, token, kept, timing)?;
+    let mut resumed = token.clone();
+    resumed.session_id = Some(token_session_id.to_owned());
+    resumed.timestamp = Some(record.timestamp);
+    resumed.started_at = record.started_at;
+    Some(resumed)
+}
+
+/// The hit counter of a session that starts with no session to inherit from: 1, or the
+/// token's `checking_threshold` (counted at once) when the token was issued more than a
+/// session life ago. Such a token is being presented again (its session expired while it
+/// was refused, or it is an old token replayed): re-sending it must not buy a stream the
+/// threshold leaves uncounted (SPEC §3.2).
+fn first_hit_counter(now: Timestamp, token: &HeartbeatData) -> u64 {
+    let stale = token
+        .timestamp
+        .is_some_and(|issued| now.millis_since(issued) > token.session_life_millis());
+    if stale {
+        u64::from(token.threshold()).max(1)
+    } else {
+        1
+    }
+}
+
 /// Decides one heartbeat (SPEC §3.2): expire, check the limit, identify the session, and
 /// build the accepted record and the rotated token data.
 ///
-/// `fresh_session_id` is used only when a new session starts. `progress` is what the player
-/// reported with the heartbeat.
+/// `fresh_session_id` is the id a new session gets: the id the token names
+/// ([`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id)). When a session
+/// of that id is stored already, the token is being presented again and continues it (or
+/// is refused as it) instead of starting another. `progress` is what the player reported with the heartbeat.
 ///
 /// ```
 /// use heartbeat_core::decision::{decide, Verdict};
@@ -483,14 +539,23 @@ fn decide_timed(
     timing: Timing,
 ) -> Decision {
     let (mut kept, mut write) = expire(now, token, stored);
+    let resumed;
+    let (token, timing) = match resumed_playback(now, token, &kept, fresh_session_id, timing) {
+        Some(playback) => {
+            resumed = playback;
+            (&resumed, Timing::Unchecked)
+        }
+        None => (token, timing),
+    };
     let ended = token
         .session_id
         .as_deref()
         .and_then(|id| kept.sessions.get(id))
         .and_then(|record| record.ended_by);
+    let cause = session_cause(now, token, &kept, timing);
     let refusal = match ended {
         Some(by) => Err(RejectReason::Ended { by }),
-        None => check_limit(&kept, token),
+        None => check_limit(&kept, token, cause.is_some()),
     };
     if let Err(reason) = refusal {
         let playing = Some(playing(&kept, token));
@@ -502,15 +567,15 @@ fn decide_timed(
         };
     }
 
-    let cause = session_cause(now, token, &kept, timing);
     // Not an ended record: a token of an ended session was refused above.
     let previous = token
         .session_id
         .as_deref()
         .and_then(|id| kept.sessions.get(id));
-    let hit_counter = previous
-        .map_or(0, |record| record.hit_counter)
-        .saturating_add(1);
+    let hit_counter = previous.map_or_else(
+        || first_hit_counter(now, token),
+        |record| record.hit_counter.saturating_add(1),
+    );
     let (session_id, started_at) = match (cause, previous) {
         (None, Some(previous)) => {
             let started_at = previous.started_at.or(token.started_at).unwrap_or(now);

@@ -53,7 +53,7 @@ pub mod testkit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{
     DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_DEVICE_LEN,
-    MAX_FAMILY_LEN, MAX_ID_LEN, RejectStrategy, Seconds,
+    MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
 pub use service::{
     ActiveSession, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError, HeartbeatOutcome,

@@ -11,7 +11,7 @@ use crate::jobs::LiveStream;
 use crate::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 use crate::session::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
 use crate::store::{Commit, Retention, SessionStore, StoreError};
-use crate::token::{InvalidToken, SealError, TokenCodec, TokenFormat};
+use crate::token::{InvalidToken, SealError, TokenCodec};
 use crate::{Clock, HeartbeatData, Id, SystemClock, Timestamp};
 
 /// Compare-and-set attempts per heartbeat before [`StoreError::Contention`].
@@ -199,11 +199,11 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let data = self.codec.open(token)?;
         let progress = check_progress(progress)?;
         let outcome = self
-            .decide_heartbeat(&data, |now, stored, fresh_id| {
+            .decide_heartbeat(token, &data, |now, stored, fresh_id| {
                 Ok(decision::decide(now, &data, stored, fresh_id, progress))
             })
             .await;
-        match outcome.map(|outcome| shown_to(token, outcome)) {
+        match outcome.map(|outcome| shown_to(&data, outcome)) {
             Err(HeartbeatError::Store(error)) if self.config.fail_open => {
                 Ok(HeartbeatOutcome::FailedOpen {
                     token: self.rotate_unchecked(&data)?,
@@ -216,12 +216,17 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
 
     /// Decides (with `decide`: a heartbeat or a takeover) and stores one heartbeat whose
     /// progress is already checked, then tells the players it displaced or took over.
+    ///
+    /// A new session is named by the token that starts it
+    /// ([`TokenCodec::token_session_id`]), so presenting the same token again continues
+    /// that session (SPEC §3.2).
     async fn decide_heartbeat(
         &self,
+        token: &str,
         data: &HeartbeatData,
         decide: impl Fn(Timestamp, &UserSessions, &str) -> Result<decision::Decision, SessionError>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
-        let fresh_id = uuid::Uuid::new_v4().to_string();
+        let fresh_id = self.codec.token_session_id(token, data);
         let verdict = self
             .update(&data.user_id, |now, stored| {
                 let mut decision = match decide(now, stored, &fresh_id) {
@@ -297,7 +302,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let data = self.codec.open_authenticated(token)?;
         let progress = check_progress(progress)?;
-        self.decide_heartbeat(&data, |now, stored, fresh_id| {
+        self.decide_heartbeat(token, &data, |now, stored, fresh_id| {
             decision::take_over(now, &data, stored, session_id, fresh_id, progress)
         })
         .await
@@ -543,13 +548,11 @@ impl<S: SessionStore, C: Clock> Watch<S, C> {
     }
 }
 
-/// What a refusal shows the sender of `token`: the playing sessions only to an
-/// authenticated token (a legacy token can be forged, SPEC §3.7).
-fn shown_to(token: &str, outcome: HeartbeatOutcome) -> HeartbeatOutcome {
+/// What a refusal shows the sender of a token with `data`: the playing sessions only to
+/// an authenticated session (a legacy token can be forged, SPEC §3.3, §3.7).
+fn shown_to(data: &HeartbeatData, outcome: HeartbeatOutcome) -> HeartbeatOutcome {
     match outcome {
-        HeartbeatOutcome::Rejected(mut refused)
-            if TokenFormat::of(token) != TokenFormat::Sealed =>
-        {
+        HeartbeatOutcome::Rejected(mut refused) if !data.provenance.is_authenticated() => {
             refused.playing = None;
             HeartbeatOutcome::Rejected(refused)
         }

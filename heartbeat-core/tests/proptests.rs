@@ -9,8 +9,8 @@ use heartbeat_core::decision::{
     RejectReason, Verdict, decide, displaced, expire, ranking, standings, take_over,
 };
 use heartbeat_core::{
-    HeartbeatData, Id, JsonDataError, RejectStrategy, Seconds, SessionRecord, Timestamp,
-    TokenCodec, TokenFormat, UserSessions,
+    HeartbeatData, Id, JsonDataError, Provenance, RejectStrategy, Seconds, SessionRecord,
+    Timestamp, TokenCodec, TokenFormat, UserSessions,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -61,13 +61,15 @@ prop_compose! {
         device_family in proptest::option::of("[a-z]{1,32}"),
         family_limits in proptest::option::of(proptest::collection::btree_map("[a-z]{1,32}", any::<u32>(), 0..5)),
         asset_limit in proptest::option::of(any::<u32>()),
+        legacy_begun in any::<bool>(),
         extra in extra(),
     ) -> HeartbeatData {
+        let provenance = if legacy_begun { Provenance::Legacy } else { Provenance::Authenticated };
         HeartbeatData {
             user_id, asset_id, session_id, heartbeat_cycle: cycle, cycle_lower_tolerance: lower,
             cycle_upper_tolerance: upper, reject_strategy: strategy, timestamp, started_at,
             session_limit, checking_threshold, sessions_edge, device, device_family, family_limits,
-            asset_limit, extra,
+            asset_limit, provenance, extra,
         }
     }
 }
@@ -78,7 +80,9 @@ proptest! {
         let format = if legacy { TokenFormat::Legacy } else { TokenFormat::Sealed };
         let codec = TokenCodec::new("proptest key").unwrap().issuing(format);
         let token = codec.seal(&data).unwrap();
-        prop_assert_eq!(codec.open(&token).unwrap(), data);
+        // A legacy token's data are legacy-begun whatever they say (SPEC §3.3).
+        let expected = if legacy { HeartbeatData { provenance: Provenance::Legacy, ..data } } else { data };
+        prop_assert_eq!(codec.open(&token).unwrap(), expected);
     }
 
     #[test]
@@ -317,8 +321,9 @@ proptest! {
                 }
             }
             Verdict::Accept(accepted) => {
-                // Never more active sessions than the edge allows, before this one.
-                prop_assert!(token.sessions_edge.is_none_or(|edge| active.sessions.len() <= edge as usize));
+                // Never more active sessions than the edge allows, this one included.
+                let after = decision.write.sessions.sessions.values().filter(|r| r.is_active()).count();
+                prop_assert!(token.sessions_edge.is_none_or(|edge| after <= edge as usize));
                 // A counted session is accepted only within the limit.
                 if let Some(id) = &token.session_id {
                     let ranked = ranking(&active, &token);
@@ -331,7 +336,11 @@ proptest! {
                 prop_assert_eq!(record.timestamp, now);
                 prop_assert_eq!(accepted.token_data.timestamp, Some(now));
                 let previous = token.session_id.as_ref().and_then(|id| active.sessions.get(id));
-                prop_assert_eq!(record.hit_counter, previous.map_or(0, |r| r.hit_counter) + 1);
+                // A session with nothing to inherit starts at 1, or counted at once when its
+                // token was issued more than a session life ago (a token presented again).
+                let stale = token.timestamp.is_some_and(|t| now.millis_since(t) > life);
+                let first = if stale { u64::from(token.threshold()).max(1) } else { 1 };
+                prop_assert_eq!(record.hit_counter, previous.map_or(first, |r| r.hit_counter + 1));
                 prop_assert_eq!(accepted.new_session.is_none(), id == token.session_id.clone().unwrap_or_default());
                 prop_assert_eq!(decision.write.progress.is_some(), progress.is_some());
             }

@@ -123,11 +123,16 @@ fn legacy_tokens_issued_here_open_here_and_can_be_refused() {
         .issuing(TokenFormat::Legacy);
     let token = codec.seal(&data()).unwrap();
     assert!(token.bytes().take(64).all(|b| b.is_ascii_hexdigit()));
-    assert_eq!(codec.open(&token).unwrap(), data());
+    // Legacy tokens open as legacy-begun, whatever they carry (SPEC §3.3).
+    let expected = HeartbeatData {
+        provenance: heartbeat_core::Provenance::Legacy,
+        ..data()
+    };
+    assert_eq!(codec.open(&token).unwrap(), expected);
     // Another process (another salt) opens it too: same passphrase is all it takes.
     assert_eq!(
         TokenCodec::new("topsecret").unwrap().open(&token).unwrap(),
-        data()
+        expected
     );
     let strict = codec.accepting_legacy(false);
     assert_eq!(
@@ -153,6 +158,7 @@ fn empty_key_is_refused() {
 #[test]
 fn token_format_names() {
     assert_eq!("v2".parse::<TokenFormat>().unwrap(), TokenFormat::Sealed);
+    assert_eq!("b1".parse::<TokenFormat>().unwrap(), TokenFormat::Backend);
     assert_eq!(
         "LEGACY".parse::<TokenFormat>().unwrap(),
         TokenFormat::Legacy
@@ -160,6 +166,6 @@ fn token_format_names() {
     assert!(
         "v1".parse::<TokenFormat>()
             .unwrap_err()
-            .contains("expected `v2` or `legacy`")
+            .contains("expected `v2`, `b1` or `legacy`")
     );
 }

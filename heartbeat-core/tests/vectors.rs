@@ -120,7 +120,15 @@ fn legacy_bit_flip_is_the_known_weakness_of_the_legacy_format() {
     // Without the key, the forger became user 93: the legacy format cannot notice.
     assert_eq!(forged.user_id, Id::Int(93));
     let expected: HeartbeatData = serde_json::from_str(field(flip, "forged_plaintext")).unwrap();
-    assert_eq!(forged, expected);
+    // What the forger gains: a legacy-begun session, never an authenticated one (SPEC §3.3).
+    assert_eq!(forged.provenance, heartbeat_core::Provenance::Legacy);
+    assert_eq!(
+        forged,
+        HeartbeatData {
+            provenance: heartbeat_core::Provenance::Legacy,
+            ..expected
+        }
+    );
 }
 
 #[test]

@@ -48,14 +48,21 @@ impl IntoResponse for Denied {
     }
 }
 
-/// Checks the bearer key: [`Denied::Off`] when the admin API is off,
-/// [`Denied::Unauthorized`] when the key is missing or wrong (compared in constant time).
-pub fn authorize(admin_key: Option<&str>, headers: &HeaderMap) -> Result<(), Denied> {
-    let Some(expected) = admin_key else {
+/// Checks the bearer key against any of `keys` (the ones set): [`Denied::Off`] when none
+/// is set (the routes do not exist), [`Denied::Unauthorized`] when the key is missing or
+/// matches none. Keys are compared as SHA-256 digests in constant time, so neither the
+/// time nor the answer tells anything of a key's content or length.
+pub fn authorize(keys: &[Option<&str>], headers: &HeaderMap) -> Result<(), Denied> {
+    use sha2::{Digest, Sha256};
+    let mut set = keys.iter().flatten().peekable();
+    if set.peek().is_none() {
         return Err(Denied::Off);
-    };
-    let given = crate::body::bearer(headers).unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    }
+    let given = Sha256::digest(crate::body::bearer(headers).unwrap_or("").as_bytes());
+    let matched = set.fold(subtle::Choice::from(0), |matched, expected| {
+        matched | given.ct_eq(&Sha256::digest(expected.as_bytes()))
+    });
+    if bool::from(matched) {
         Ok(())
     } else {
         Err(Denied::Unauthorized)
@@ -84,7 +91,7 @@ impl FromRequestParts<App> for Admin {
     type Rejection = Denied;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
-        authorize(app.settings().admin_key.as_deref(), &parts.headers).map(|()| Admin)
+        authorize(&[app.settings().admin_key.as_deref()], &parts.headers).map(|()| Admin)
     }
 }
 
@@ -98,19 +105,37 @@ impl FromRequestParts<App> for Worker {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
         let settings = app.settings();
-        let admin = authorize(settings.admin_key.as_deref(), &parts.headers);
-        let worker = authorize(settings.worker_key.as_deref(), &parts.headers);
-        match (admin, worker) {
-            (Ok(()), _) | (_, Ok(())) => Ok(Worker),
-            (Err(Denied::Off), Err(Denied::Off)) => Err(Denied::Off),
-            _ => Err(Denied::Unauthorized),
-        }
+        let keys = [
+            settings.admin_key.as_deref(),
+            settings.worker_key.as_deref(),
+        ];
+        authorize(&keys, &parts.headers).map(|()| Worker)
     }
 }
 
-/// `POST /admin/tokens`: the body is the heartbeat data; answers 201 with the token.
+/// Proof that the request may mint heartbeat tokens (`POST /admin/tokens`): the admin
+/// key or the issuer key (`ISSUER_KEY`), which may do nothing else. 404 when neither is
+/// set, 401 when the key is missing or wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer;
+
+impl FromRequestParts<App> for Issuer {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
+        let settings = app.settings();
+        let keys = [
+            settings.admin_key.as_deref(),
+            settings.issuer_key.as_deref(),
+        ];
+        authorize(&keys, &parts.headers).map(|()| Issuer)
+    }
+}
+
+/// `POST /admin/tokens` (admin or issuer key): the body is the heartbeat data of a new
+/// playback; answers 201 with an authenticated token (SPEC §3.4).
 pub async fn issue_token(
-    _: Admin,
+    _: Issuer,
     State(app): State<App>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,

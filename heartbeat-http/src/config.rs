@@ -269,6 +269,10 @@ pub struct ServerArgs {
     /// instead of ADMIN_KEY. At least 16 characters.
     #[arg(long, env = "WORKER_KEY", hide_env_values = true)]
     pub worker_key: Option<String>,
+    /// Bearer key that may only mint heartbeat tokens (`POST /admin/tokens`): give it to
+    /// backends that mint over HTTP instead of ADMIN_KEY. At least 16 characters.
+    #[arg(long, env = "ISSUER_KEY", hide_env_values = true)]
+    pub issuer_key: Option<String>,
     /// A separate address for `/admin/*` and `/metrics` (e.g. 127.0.0.1:9090): when set,
     /// they are served there only, and the public port answers 404 for them.
     #[arg(long, env = "ADMIN_ADDR")]
@@ -433,6 +437,8 @@ pub struct Settings {
     pub admin_key: Option<String>,
     /// `WORKER_KEY`: a bearer key that may only update jobs.
     pub worker_key: Option<String>,
+    /// `ISSUER_KEY`: a bearer key that may only mint heartbeat tokens.
+    pub issuer_key: Option<String>,
     /// Answer 200 when the store is down.
     pub fail_open: bool,
     /// Largest body accepted.
@@ -509,6 +515,7 @@ impl Default for Settings {
             admin_address: None,
             admin_key: None,
             worker_key: None,
+            issuer_key: None,
             fail_open: false,
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -544,11 +551,36 @@ impl ServerArgs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let admin_key = bearer_key("ADMIN_KEY", self.admin_key.as_deref())?;
         let worker_key = bearer_key("WORKER_KEY", self.worker_key.as_deref())?;
-        if worker_key.is_some() && worker_key == admin_key {
-            return Err(ConfigError::new(
+        let issuer_key = bearer_key("ISSUER_KEY", self.issuer_key.as_deref())?;
+        for (setting, key, other, others, who) in [
+            (
                 "WORKER_KEY",
-                "is the same as ADMIN_KEY: give workers a key of their own",
-            ));
+                &worker_key,
+                &admin_key,
+                "ADMIN_KEY",
+                "workers",
+            ),
+            (
+                "ISSUER_KEY",
+                &issuer_key,
+                &admin_key,
+                "ADMIN_KEY",
+                "issuers",
+            ),
+            (
+                "ISSUER_KEY",
+                &issuer_key,
+                &worker_key,
+                "WORKER_KEY",
+                "issuers",
+            ),
+        ] {
+            if key.is_some() && key == other {
+                return Err(ConfigError::new(
+                    setting,
+                    format!("is the same as {others}: give {who} a key of their own"),
+                ));
+            }
         }
         let address = SocketAddr::new(self.host, self.port);
         if self.admin_addr == Some(address) {
@@ -583,6 +615,7 @@ impl ServerArgs {
             admin_address: self.admin_addr,
             admin_key,
             worker_key,
+            issuer_key,
             fail_open: self.fail_open,
             access_log: self.access_log,
             body_limit: self.body_limit,

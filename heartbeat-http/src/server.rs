@@ -335,6 +335,7 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ),
         ("admin_key", on(settings.admin_key.is_some())),
         ("worker_key", on(settings.worker_key.is_some())),
+        ("issuer_key", on(settings.issuer_key.is_some())),
         ("owner_key", on(settings.owner_tokens.is_some())),
         ("cors_origins", format!("{:?}", settings.cors)),
         ("fail_open", settings.fail_open.to_string()),

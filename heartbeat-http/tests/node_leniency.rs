@@ -205,10 +205,20 @@ async fn requests_the_node_server_answers_get_the_same_answer() {
             "user {user}"
         );
     }
-    // Without limits nothing is limited: more devices of user 30 play on.
+    // Without limits nothing is limited: more devices of user 30 play on. The same backend
+    // token sent again is the same playback (SPEC §3.2): 200, and no new session.
     let no_limits = json!({ "heartbeat_token": no_limits_token });
-    for _ in 0..3 {
-        let response = server.post_json("/heartbeat", &no_limits).await;
+    let response = server.post_json("/heartbeat", &no_limits).await;
+    assert_eq!(response.status(), 200);
+    for device in 0..3 {
+        // Another playback: the backend issued it at another instant.
+        let token = node_backend_token(json!({
+            "user_id": 30, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": format!("2018-06-05T16:16:1{device}.418Z"),
+        }));
+        let response = server
+            .post_json("/heartbeat", &json!({ "heartbeat_token": token }))
+            .await;
         assert_eq!(response.status(), 200);
     }
     let (_, sessions) = server.admin(Method::GET, "/admin/users/30/sessions").await;

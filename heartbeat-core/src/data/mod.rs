@@ -113,6 +113,12 @@ pub struct HeartbeatData {
     pub family_limits: Option<BTreeMap<String, u32>>,
     /// Counted sessions allowed on the same `asset_id` (SPEC §3.8); `None`: no such limit.
     pub asset_limit: Option<u32>,
+    /// Whether the session these data belong to was begun with an authenticated token
+    /// (SPEC §3.3). [`TokenCodec::open`](crate::TokenCodec::open) sets it to
+    /// [`Provenance::Legacy`] for every legacy token; a sealed token carries it inside
+    /// (`"provenance": "legacy"`), so a session begun with a forgeable token stays
+    /// unauthenticated through every token the server answers it with.
+    pub provenance: Provenance,
     /// Fields this crate does not know, carried into the re-issued token.
     pub extra: Map<String, Value>,
 }
@@ -120,7 +126,7 @@ pub struct HeartbeatData {
 impl HeartbeatData {
     /// The names of the fields this crate reads; any other field is kept in
     /// [`extra`](Self::extra).
-    pub const FIELDS: [&'static str; 16] = Field::NAMES;
+    pub const FIELDS: [&'static str; 17] = Field::NAMES;
 
     /// The reject strategy in force: the token's, or [`RejectStrategy::LeastRecent`].
     pub fn strategy(&self) -> RejectStrategy {
@@ -186,6 +192,52 @@ impl HeartbeatData {
     /// `heartbeat_cycle + cycle_upper_tolerance`, in milliseconds.
     pub fn session_life_millis(&self) -> i64 {
         self.heartbeat_cycle.as_millis() + self.cycle_upper_tolerance.as_millis()
+    }
+}
+
+/// Where a session's tokens come from (SPEC §3.3 "Provenance").
+///
+/// Only a token the backend minted in an authenticated format (`v2.`, `b1.`) begins an
+/// [`Authenticated`](Self::Authenticated) session. A legacy (CryptoJS) token can be forged
+/// by flipping bits, so a session it begins is [`Legacy`](Self::Legacy) for its whole
+/// life, whatever format the server answers it in: such a session is never shown the
+/// user's other devices, cannot take one over and cannot follow its notice stream.
+///
+/// ```
+/// use heartbeat_core::{HeartbeatData, Provenance, TokenCodec, TokenFormat};
+///
+/// let data = HeartbeatData::builder(13, 14).build()?;
+/// let codec = TokenCodec::new("shared key")?;
+/// let legacy = codec.clone().issuing(TokenFormat::Legacy).seal(&data)?;
+/// let opened = codec.open(&legacy)?;
+/// assert_eq!(opened.provenance, Provenance::Legacy);
+/// // Re-sealed as v2 by the server, it stays unauthenticated.
+/// assert_eq!(codec.open(&codec.seal(&opened)?)?.provenance, Provenance::Legacy);
+/// assert_eq!(codec.open(&codec.seal(&data)?)?.provenance, Provenance::Authenticated);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Provenance {
+    /// Begun with a token the backend minted in an authenticated format.
+    #[default]
+    Authenticated,
+    /// Begun with a legacy token, which anyone can forge.
+    Legacy,
+}
+
+impl Provenance {
+    /// True for [`Provenance::Authenticated`].
+    pub fn is_authenticated(self) -> bool {
+        self == Provenance::Authenticated
+    }
+
+    /// The value of the `provenance` field written into sealed tokens (none when
+    /// authenticated: the field is absent).
+    pub(crate) fn wire_name(self) -> Option<&'static str> {
+        match self {
+            Provenance::Authenticated => None,
+            Provenance::Legacy => Some("legacy"),
+        }
     }
 }
 
@@ -421,6 +473,7 @@ impl HeartbeatDataBuilder {
             device_family: self.device_family,
             family_limits,
             asset_limit: self.asset_limit,
+            provenance: Provenance::Authenticated,
             extra,
         })
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     DataError, HeartbeatData, Id, MAX_DEVICE_LEN, MAX_FAMILIES, MAX_FAMILY_LEN, MAX_ID_LEN,
-    RejectStrategy, Seconds,
+    Provenance, RejectStrategy, Seconds,
 };
 use crate::Timestamp;
 
@@ -27,6 +27,7 @@ pub(crate) enum Field {
     DeviceFamily,
     FamilyLimits,
     HeartbeatCycle,
+    Provenance,
     RejectStrategy,
     SessionId,
     SessionLimit,
@@ -37,7 +38,7 @@ pub(crate) enum Field {
 }
 
 /// How many fields are known.
-pub(crate) const FIELD_COUNT: usize = 16;
+pub(crate) const FIELD_COUNT: usize = 17;
 
 impl Field {
     /// Every known field, in the order of their names.
@@ -51,6 +52,7 @@ impl Field {
         Field::DeviceFamily,
         Field::FamilyLimits,
         Field::HeartbeatCycle,
+        Field::Provenance,
         Field::RejectStrategy,
         Field::SessionId,
         Field::SessionLimit,
@@ -72,6 +74,7 @@ impl Field {
             Field::DeviceFamily => "device_family",
             Field::FamilyLimits => "family_limits",
             Field::HeartbeatCycle => "heartbeat_cycle",
+            Field::Provenance => "provenance",
             Field::RejectStrategy => "reject_strategy",
             Field::SessionId => "session_id",
             Field::SessionLimit => "session_limit",
@@ -134,6 +137,7 @@ impl HeartbeatData {
             Field::DeviceFamily => self.device_family.as_deref().map(Known::Str),
             Field::FamilyLimits => self.family_limits.as_ref().map(Known::Limits),
             Field::HeartbeatCycle => Some(Known::Seconds(self.heartbeat_cycle)),
+            Field::Provenance => self.provenance.wire_name().map(Known::Str),
             Field::RejectStrategy => self.reject_strategy.map(|s| Known::Str(s.as_str())),
             Field::SessionId => self.session_id.as_deref().map(Known::Str),
             Field::SessionLimit => self.session_limit.map(Known::Count),
@@ -214,6 +218,7 @@ impl RawData {
             device_family: fields.label(Field::DeviceFamily, MAX_FAMILY_LEN)?,
             family_limits: fields.family_limits()?,
             asset_limit: fields.count(Field::AssetLimit)?,
+            provenance: fields.provenance()?,
             extra: Map::new(),
         };
         if reject_strategy.is_none()
@@ -375,6 +380,20 @@ impl Fields<'_> {
             None => Ok(None),
             Some(Value::String(text)) => text.parse().map(Some).map_err(|_| invalid),
             Some(_) => Err(invalid),
+        }
+    }
+
+    /// `provenance`: absent (an authenticated token's data) or `"legacy"`.
+    fn provenance(&self) -> Result<Provenance, DataError> {
+        match self.get(Field::Provenance) {
+            None => Ok(Provenance::Authenticated),
+            Some(Value::String(text)) if Some(text.as_str()) == Provenance::Legacy.wire_name() => {
+                Ok(Provenance::Legacy)
+            }
+            Some(_) => Err(DataError::Invalid {
+                field: Field::Provenance.name(),
+                expected: "absent, or \"legacy\" (the server sets it)",
+            }),
         }
     }
 

@@ -147,6 +147,77 @@ pub async fn a_legacy_refusal_lists_no_sessions<F: Fixture>(fixture: &F) {
     }
 }
 
+/// Provenance (SPEC §3.3): a session a legacy token began (a forged one: it names the
+/// victim's user) is answered with `v2.` tokens that stay unauthenticated, on this client
+/// and on another one: its refusals list nothing, it cannot take over nor follow notices.
+/// A session a `b1.` backend token began has every power.
+pub async fn a_legacy_begun_session_stays_unauthenticated<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let other_instance = service(fixture.sessions().await, &clock);
+    let (_, tv_id) = play(
+        &heartbeats,
+        &plan_data(13, "Living-room TV", "tv", 1, 1, "MOST_RECENT"),
+    )
+    .await;
+    clock.advance(Duration::from_secs(1));
+    let codec = |format| {
+        TokenCodec::new("testkit shared key")
+            .unwrap()
+            .issuing(format)
+    };
+    let backend = codec(TokenFormat::Backend)
+        .seal(&plan_data(13, "Phone", "mobile", 3, 1, "MOST_RECENT"))
+        .unwrap();
+    let (phone, _) = accept(&heartbeats, &backend, None).await;
+    clock.advance(Duration::from_secs(1));
+    let forged = codec(TokenFormat::Legacy)
+        .seal(&plan_data(13, "Attacker", "web", 2, 1, "MOST_RECENT"))
+        .unwrap();
+    let (laundered, _) = accept(&heartbeats, &forged, None).await;
+    assert_eq!(TokenFormat::of(&laundered), TokenFormat::Sealed);
+    assert_eq!(
+        heartbeats.codec().open(&laundered).unwrap().provenance,
+        crate::Provenance::Legacy
+    );
+    clock.advance(Duration::from_secs(29));
+
+    for instance in [&heartbeats, &other_instance] {
+        match instance.heartbeat(&laundered, None).await.unwrap() {
+            HeartbeatOutcome::Rejected(refused) => {
+                assert_eq!(refused.reason.code(), "over_limit");
+                assert_eq!(
+                    refused.playing, None,
+                    "a legacy-begun session sees no devices"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(
+            instance.take_over(&laundered, &tv_id, None).await,
+            Err(HeartbeatError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            instance.watch(&laundered).await,
+            Err(HeartbeatError::InvalidToken(_))
+        ));
+    }
+
+    let (_, playing) = refused(&other_instance, &phone).await;
+    assert_eq!(devices(&playing), ["Living-room TV"]);
+    match other_instance
+        .take_over(&phone, &tv_id, None)
+        .await
+        .unwrap()
+    {
+        HeartbeatOutcome::Accepted { token, .. } => assert_eq!(
+            heartbeats.codec().open(&token).unwrap().provenance,
+            crate::Provenance::Authenticated
+        ),
+        other => panic!("expected the takeover to admit, got {other:?}"),
+    }
+}
+
 /// "Watch here instead" (SPEC §3.7): the refused device takes the playing one over; the
 /// taken-over device is refused as `taken_over`; the history says who took over; a
 /// session that is not active, the caller's own, and a legacy token change nothing.

@@ -376,11 +376,91 @@ pub async fn sessions_edge_refuses_every_session<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let heartbeats = service(fixture.sessions().await, &clock);
     let data = backend_data(13, 10, 3, 2, "LEAST_RECENT");
-    for _ in 0..3 {
+    for _ in 0..2 {
         accept(&heartbeats, &seal(&heartbeats, &data), None).await;
     }
+    // At most `sessions_edge` sessions: the check counts the one a heartbeat would start.
     let reason = reject(&heartbeats, &seal(&heartbeats, &data)).await;
     assert_eq!(reason, RejectReason::SessionsEdge { active: 3, edge: 2 });
+    assert_eq!(
+        heartbeats
+            .active_sessions(&Id::Int(13))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// A backend token presented again is the same playback (SPEC §3.2): re-sending it every
+/// cycle continues its session, so the sessions get counted and the limit applies. Four
+/// devices, each re-sending its own backend token (`session_limit` 1, threshold 3), keep
+/// four sessions; once counted, one plays, and no uncounted stream ever plays again (a
+/// refused session that expired restarts counted: its token is older than a session
+/// life). The same token sent by many devices at once through several clients is one
+/// session.
+pub async fn a_backend_token_presented_again_continues_its_session<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 1, 3, 100, "LEAST_RECENT");
+    let tokens: Vec<String> = (0..4).map(|_| seal(&heartbeats, &data)).collect();
+    let mut ids = Vec::new();
+    for round in 1..=6 {
+        let mut accepted = Vec::new();
+        for token in &tokens {
+            match heartbeats.heartbeat(token, None).await.unwrap() {
+                HeartbeatOutcome::Accepted { accepted: a, .. } => {
+                    if round == 1 {
+                        ids.push(a.session_id.clone());
+                    }
+                    assert!(
+                        ids.contains(&a.session_id),
+                        "round {round}: another session"
+                    );
+                    accepted.push(a.session_id);
+                }
+                HeartbeatOutcome::Rejected(refused) => {
+                    assert_eq!(refused.reason.code(), "over_limit");
+                }
+                other => panic!("expected accepted or rejected, got {other:?}"),
+            }
+        }
+        let active = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
+        assert!(
+            active.len() <= 4,
+            "round {round}: {} sessions",
+            active.len()
+        );
+        if round == 4 {
+            assert_eq!(
+                accepted.len(),
+                1,
+                "round 4: counted sessions over the limit"
+            );
+        }
+        if round > 3 {
+            for id in &accepted {
+                let record = &active.iter().find(|s| &s.session_id == id).unwrap().record;
+                assert!(
+                    record.hit_counter >= 3,
+                    "round {round}: an uncounted stream"
+                );
+            }
+        }
+        clock.advance(Duration::from_secs(30));
+    }
+
+    // One token, many devices at once, three clients: one session, every beat counted.
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        services.push(Arc::new(service(fixture.sessions().await, &clock)));
+    }
+    let token = seal(&services[0], &backend_data(14, 1, 0, 100, "MOST_RECENT"));
+    let admitted = heartbeat_all(&services, vec![token; 12]).await;
+    assert_eq!(admitted.len(), 12);
+    let sessions = services[0].active_sessions(&Id::Int(14)).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].record.hit_counter, 12);
 }
 
 /// A refused heartbeat changes nothing stored.
@@ -672,7 +752,7 @@ pub async fn history_is_capped_newest_first<F: Fixture>(fixture: &F) {
 }
 
 /// Many devices of one user heartbeat at once through several independent clients; the
-/// store must serialize them. Backend tokens: exactly `sessions_edge + 1` are admitted (user
+/// store must serialize them. Backend tokens: exactly `sessions_edge` are admitted (user
 /// 13), and none is lost (user 14). A cycle later, exactly `session_limit` of the counted
 /// sessions keep playing, and every accepted heartbeat is counted once.
 pub async fn concurrent_devices_never_exceed_the_limit<F: Fixture>(fixture: &F) {
@@ -685,15 +765,15 @@ pub async fn concurrent_devices_never_exceed_the_limit<F: Fixture>(fixture: &F) 
         services.push(Arc::new(service(fixture.sessions().await, &clock)));
     }
 
-    let edge_token = seal(
-        &services[0],
-        &backend_data(13, LIMIT, 0, EDGE, "MOST_RECENT"),
-    );
-    let admitted = heartbeat_all(&services, vec![edge_token; DEVICES]).await;
+    let edge_data = backend_data(13, LIMIT, 0, EDGE, "MOST_RECENT");
+    let edge_tokens = (0..DEVICES)
+        .map(|_| seal(&services[0], &edge_data))
+        .collect();
+    let admitted = heartbeat_all(&services, edge_tokens).await;
     assert_eq!(
         admitted.len(),
-        EDGE as usize + 1,
-        "sessions_edge + 1 devices admitted"
+        EDGE as usize,
+        "sessions_edge devices admitted"
     );
     assert_eq!(
         services[0]
@@ -701,14 +781,14 @@ pub async fn concurrent_devices_never_exceed_the_limit<F: Fixture>(fixture: &F) 
             .await
             .unwrap()
             .len(),
-        EDGE as usize + 1
+        EDGE as usize
     );
 
-    let limit_token = seal(
-        &services[0],
-        &backend_data(14, LIMIT, 0, 100, "MOST_RECENT"),
-    );
-    let admitted = heartbeat_all(&services, vec![limit_token; DEVICES]).await;
+    let limit_data = backend_data(14, LIMIT, 0, 100, "MOST_RECENT");
+    let limit_tokens = (0..DEVICES)
+        .map(|_| seal(&services[0], &limit_data))
+        .collect();
+    let admitted = heartbeat_all(&services, limit_tokens).await;
     assert_eq!(admitted.len(), DEVICES);
     assert_eq!(
         services[1]

@@ -41,7 +41,7 @@ use crate::KeyError;
 const SALT_LEN: usize = 16;
 const IV_LEN: usize = 16;
 const BLOCK: usize = 16;
-const HEADER_HEX_LEN: usize = 2 * (SALT_LEN + IV_LEN);
+pub(crate) const HEADER_HEX_LEN: usize = 2 * (SALT_LEN + IV_LEN);
 const PBKDF2_ROUNDS: u32 = 3;
 
 type Encryptor = cbc::Encryptor<Aes256>;

@@ -6,19 +6,28 @@
 //! - [`legacy`]: the CryptoJS `AES.encrypt(json, passphrase)` format of the Node.js server.
 //!   Backends issue it today. It has no integrity check: see the module's docs.
 //! - [`sealed`]: `v2.` + base64url(nonce ‖ XChaCha20-Poly1305 ciphertext). Authenticated:
-//!   any change to any byte is refused.
+//!   any change to any byte is refused. The server answers in it.
+//! - [`backend`]: `b1.` + base64url(nonce ‖ AES-256-GCM ciphertext). Authenticated, and
+//!   made with primitives every language's standard library has: what non-Rust backends
+//!   mint.
+//!
+//! Only an authenticated token begins an authenticated session: the data of a legacy
+//! token open as [`Provenance::Legacy`](crate::Provenance), and a token the server
+//! re-issues for such a session carries that provenance sealed inside (SPEC §3.3).
 //!
 //! [`TokenCodec`] opens both (legacy only when allowed) and seals the configured one.
 //! Every refusal is the same [`InvalidToken`] to the outside world.
 
+pub mod backend;
 pub mod legacy;
 pub mod sealed;
+mod session_id;
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::{DataError, HeartbeatData, JsonDataError};
+use crate::{DataError, HeartbeatData, JsonDataError, Provenance};
 
 /// Longest token accepted, in bytes. Longer input is refused before any other work, so no
 /// work is proportional to the size of a hostile input.
@@ -32,17 +41,27 @@ pub enum TokenFormat {
     Sealed,
     /// The CryptoJS format, for fleets that still run Node.js servers beside this one.
     Legacy,
+    /// The `b1.` backend format (AES-256-GCM): what backends without XChaCha20 mint. A
+    /// Rust backend may issue it too; the server answers in [`Sealed`](Self::Sealed).
+    Backend,
 }
 
 impl TokenFormat {
-    /// The format a token is written in, by its prefix (`v2.` or not); says nothing of
-    /// whether it opens.
+    /// The format a token is written in, by its prefix (`v2.`, `b1.` or neither); says
+    /// nothing of whether it opens.
     pub fn of(token: &str) -> TokenFormat {
         if token.starts_with(sealed::PREFIX) {
             TokenFormat::Sealed
+        } else if token.starts_with(backend::PREFIX) {
+            TokenFormat::Backend
         } else {
             TokenFormat::Legacy
         }
+    }
+
+    /// True for the formats that refuse any tampering (`v2.` and `b1.`).
+    pub fn is_authenticated(self) -> bool {
+        self != TokenFormat::Legacy
     }
 }
 
@@ -54,8 +73,9 @@ impl std::str::FromStr for TokenFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "v2" | "sealed" => Ok(TokenFormat::Sealed),
             "legacy" | "cryptojs" => Ok(TokenFormat::Legacy),
+            "b1" | "backend" => Ok(TokenFormat::Backend),
             other => Err(format!(
-                "unknown token format `{other}`: expected `v2` or `legacy`"
+                "unknown token format `{other}`: expected `v2`, `b1` or `legacy`"
             )),
         }
     }
@@ -79,6 +99,9 @@ pub enum Refusal {
     NotAnObject,
     /// The object is not valid heartbeat data.
     Data(DataError),
+    /// A call that needs an authenticated session got a token of a session a legacy
+    /// token began (SPEC §3.3 "Provenance").
+    Unauthenticated,
 }
 
 impl fmt::Display for Refusal {
@@ -90,6 +113,9 @@ impl fmt::Display for Refusal {
             Refusal::NotJson => f.write_str("plaintext is not UTF-8 JSON"),
             Refusal::NotAnObject => f.write_str("plaintext is not a JSON object"),
             Refusal::Data(error) => write!(f, "invalid heartbeat data: {error}"),
+            Refusal::Unauthenticated => {
+                f.write_str("the session was begun with a legacy token, not an authenticated one")
+            }
         }
     }
 }
@@ -154,7 +180,7 @@ pub enum KeyError {
 /// codec derives nothing per request.
 ///
 /// ```
-/// use heartbeat_core::{HeartbeatData, TokenCodec, TokenFormat};
+/// use heartbeat_core::{HeartbeatData, Provenance, TokenCodec, TokenFormat};
 ///
 /// let codec = TokenCodec::new("topsecret")?;
 /// let data: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
@@ -165,20 +191,47 @@ pub enum KeyError {
 /// assert!(token.starts_with("v2."));
 /// assert_eq!(codec.open(&token)?, data);
 ///
-/// // Backends still issue CryptoJS tokens; they open too unless refused.
+/// // Backends still issue CryptoJS tokens; they open too unless refused, as legacy-begun.
 /// let legacy = codec.clone().issuing(TokenFormat::Legacy).seal(&data)?;
-/// assert_eq!(codec.open(&legacy)?, data);
+/// assert_eq!(codec.open(&legacy)?.user_id, data.user_id);
+/// assert_eq!(codec.open(&legacy)?.provenance, Provenance::Legacy);
+///
+/// // Backends in other languages mint `b1.` tokens (AES-256-GCM): authenticated.
+/// let backend = codec.clone().issuing(TokenFormat::Backend).seal(&data)?;
+/// assert_eq!(codec.open(&backend)?, data);
 /// assert!(codec.clone().accepting_legacy(false).open(&legacy).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct TokenCodec {
-    sealed: sealed::SealedKey,
-    legacy: legacy::LegacyKey,
+    current: Keys,
     /// Keys of earlier rotations, newest first: tokens sealed with them still open.
-    previous: std::sync::Arc<[(sealed::SealedKey, legacy::LegacyKey)]>,
+    previous: std::sync::Arc<[Keys]>,
+    /// Names the session a backend token begins (always the current key's).
+    session_ids: session_id::SessionIdKey,
     issue: TokenFormat,
     accept_legacy: bool,
+}
+
+/// The keys of one shared key, one per format, each derived once.
+#[derive(Clone)]
+struct Keys {
+    sealed: sealed::SealedKey,
+    legacy: legacy::LegacyKey,
+    backend: backend::BackendKey,
+}
+
+impl Keys {
+    fn derive(shared_key: &str) -> Result<Self, KeyError> {
+        if shared_key.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(Self {
+            sealed: sealed::SealedKey::derive(shared_key.as_bytes()),
+            legacy: legacy::LegacyKey::new(shared_key.as_bytes())?,
+            backend: backend::BackendKey::derive(shared_key.as_bytes()),
+        })
+    }
 }
 
 impl fmt::Debug for TokenCodec {
@@ -194,13 +247,10 @@ impl fmt::Debug for TokenCodec {
 impl TokenCodec {
     /// A codec for `shared_key` that issues [`TokenFormat::Sealed`] and accepts legacy tokens.
     pub fn new(shared_key: &str) -> Result<Self, KeyError> {
-        if shared_key.is_empty() {
-            return Err(KeyError::Empty);
-        }
         Ok(Self {
-            sealed: sealed::SealedKey::derive(shared_key.as_bytes()),
-            legacy: legacy::LegacyKey::new(shared_key.as_bytes())?,
+            current: Keys::derive(shared_key)?,
             previous: std::sync::Arc::new([]),
+            session_ids: session_id::SessionIdKey::derive(shared_key.as_bytes()),
             issue: TokenFormat::Sealed,
             accept_legacy: true,
         })
@@ -225,17 +275,11 @@ impl TokenCodec {
         mut self,
         previous: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, KeyError> {
-        let mut keys = Vec::new();
-        for key in previous {
-            if key.is_empty() {
-                return Err(KeyError::Empty);
-            }
-            keys.push((
-                sealed::SealedKey::derive(key.as_bytes()),
-                legacy::LegacyKey::new(key.as_bytes())?,
-            ));
-        }
-        self.previous = keys.into();
+        self.previous = previous
+            .into_iter()
+            .map(Keys::derive)
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         Ok(self)
     }
 
@@ -267,8 +311,9 @@ impl TokenCodec {
     /// Seals any plaintext in the configured format.
     pub fn seal_bytes(&self, plaintext: &[u8]) -> Result<String, SealError> {
         let token = match self.issue {
-            TokenFormat::Sealed => self.sealed.seal(plaintext)?,
-            TokenFormat::Legacy => self.legacy.seal(plaintext)?,
+            TokenFormat::Sealed => self.current.sealed.seal(plaintext)?,
+            TokenFormat::Legacy => self.current.legacy.seal(plaintext)?,
+            TokenFormat::Backend => self.current.backend.seal(plaintext)?,
         };
         if token.len() > MAX_TOKEN_LEN {
             return Err(SealError::TooLarge { len: token.len() });
@@ -276,21 +321,43 @@ impl TokenCodec {
         Ok(token)
     }
 
-    /// Opens a token to its heartbeat data.
+    /// Opens a token to its heartbeat data. The data of a legacy token are
+    /// [`Provenance::Legacy`], whatever they say.
     pub fn open(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
-        self.open_with(token, |plaintext| {
+        let mut data = self.open_with(token, |plaintext| {
             HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
-        })
+        })?;
+        if !TokenFormat::of(token).is_authenticated() {
+            data.provenance = Provenance::Legacy;
+        }
+        Ok(data)
     }
 
-    /// Opens an authenticated (v2) token only: a legacy token, which anyone can forge by
-    /// flipping bits (SPEC §3.3), is refused like any invalid token. For the calls that
-    /// act on or reveal other sessions of the user (takeover, notices).
+    /// Opens a token of an authenticated session only (SPEC §3.3 "Provenance"): a legacy
+    /// token, which anyone can forge by flipping bits, and a sealed token of a session a
+    /// legacy token began are refused like any invalid token. For the calls that act on
+    /// or reveal other sessions of the user (takeover, notices).
     pub fn open_authenticated(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
-        match TokenFormat::of(token) {
-            TokenFormat::Sealed => self.open(token),
-            TokenFormat::Legacy => Err(InvalidToken::new(Refusal::Malformed)),
+        let data = self.open(token)?;
+        if data.provenance.is_authenticated() {
+            Ok(data)
+        } else {
+            Err(InvalidToken::new(Refusal::Unauthenticated))
         }
+    }
+
+    /// The id of the session `token` starts when it starts one (a backend token; a token
+    /// whose session is gone, cloned or too early): the same for every presentation of the
+    /// same token, on every server sharing the key, so that a device re-sending one token
+    /// continues one playback instead of starting an uncounted new session each time
+    /// (SPEC §3.2). `data` are the token's, as [`open`](Self::open) read them.
+    ///
+    /// The id is a keyed hash (HMAC-SHA256 under a key derived from the shared key) of the
+    /// token's bytes, in a canonical form (a legacy token's hex in lower case, its base64
+    /// without padding), and its provenance; shaped as a UUID v4. Nobody without the key
+    /// can tell it from a random one or guess it.
+    pub fn token_session_id(&self, token: &str, data: &HeartbeatData) -> String {
+        self.session_ids.session_id(token, data.provenance)
     }
 
     /// Opens a token to its JSON object, without checking it is heartbeat data.
@@ -309,29 +376,27 @@ impl TokenCodec {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
         let v2_body = token.strip_prefix(sealed::PREFIX);
-        if v2_body.is_none() && !self.accept_legacy {
+        let backend_body = token.strip_prefix(backend::PREFIX);
+        if v2_body.is_none() && backend_body.is_none() && !self.accept_legacy {
             return Err(InvalidToken::new(Refusal::Malformed));
         }
-        let mut keys = std::iter::once((&self.sealed, &self.legacy)).chain(
-            self.previous
-                .iter()
-                .map(|(sealed, legacy)| (sealed, legacy)),
-        );
+        let mut keys = std::iter::once(&self.current).chain(self.previous.iter());
         // A v2 token names its key: one try.
         if let Some((id, body)) = v2_body.and_then(sealed::split_key_id) {
-            let opened = match keys.find(|(sealed, _)| sealed.id() == id) {
-                Some((sealed, _)) => sealed.open_with(body, &parse),
+            let opened = match keys.find(|keys| keys.sealed.id() == id) {
+                Some(keys) => keys.sealed.open_with(body, &parse),
                 None => Err(Refusal::Decryption),
             };
             return opened.map_err(InvalidToken::new);
         }
-        // Tokens without a key id (legacy ones, and v2 ones sealed before key ids): each
-        // key in turn; the current key's refusal says what is wrong with the token.
+        // Tokens without a key id (legacy and b1 ones, and v2 ones sealed before key ids):
+        // each key in turn; the current key's refusal says what is wrong with the token.
         let mut first_refusal = None;
-        for (sealed, legacy) in keys {
-            let opened = match v2_body {
-                Some(body) => sealed.open_with(body, &parse),
-                None => legacy.open_with(token, &parse),
+        for keys in keys {
+            let opened = match (v2_body, backend_body) {
+                (Some(body), _) => keys.sealed.open_with(body, &parse),
+                (None, Some(body)) => keys.backend.open_with(body, &parse),
+                (None, None) => keys.legacy.open_with(token, &parse),
             };
             match opened {
                 Ok(opened) => return Ok(opened),

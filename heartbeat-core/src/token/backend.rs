@@ -1,0 +1,124 @@
+//! The `b1.` backend token: an authenticated token any backend mints with its language's
+//! standard crypto library (SPEC §3.3 "Authenticated tokens from any backend").
+//!
+//! ```text
+//! key   = HKDF-SHA256(ikm = shared key as UTF-8,
+//!                     salt = "heartbeat backend token b1",
+//!                     info = "aes-256-gcm key", length = 32)
+//! nonce = 12 random bytes, fresh for every token
+//! ct    = AES-256-GCM(key, nonce, plaintext = heartbeat_data as UTF-8 JSON,
+//!                     associated data = "b1")            (ciphertext ‖ 16-byte tag)
+//! token = "b1." ‖ base64url-no-padding(nonce ‖ ct)
+//! ```
+//!
+//! AES-256-GCM and HKDF-SHA256 are in the standard libraries of Node (`node:crypto`),
+//! Java (`javax.crypto`, HKDF as two `HmacSHA256` calls), .NET (`AesGcm`, `HKDF`), Go
+//! (`crypto/aes`, `crypto/cipher`, `crypto/hkdf`), PHP (`openssl_encrypt`, `hash_hkdf`)
+//! and Python (`cryptography`). Random 96-bit nonces are safe here because a backend mints
+//! one token per playback, not per heartbeat: far below the 2^32 tokens per key that
+//! random GCM nonces allow. The server answers with `v2.` tokens (XChaCha20-Poly1305),
+//! whose 192-bit nonces suit a token per heartbeat.
+//!
+//! `docs/backend-tokens.md` describes the format byte for byte, with test vectors
+//! (`heartbeat-core/tests/vectors/backend-tokens.json`) and snippets for six languages.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use super::{Refusal, SealError, random_bytes};
+
+/// What every backend token starts with.
+pub const PREFIX: &str = "b1.";
+/// The associated data every backend token is sealed with.
+pub const ASSOCIATED_DATA: &[u8] = b"b1";
+/// HKDF-SHA256 salt of the backend token key.
+pub const HKDF_SALT: &[u8] = b"heartbeat backend token b1";
+/// HKDF-SHA256 info of the backend token key.
+pub const HKDF_INFO: &[u8] = b"aes-256-gcm key";
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// The `b1` key, derived once from the shared key.
+#[derive(Clone)]
+pub struct BackendKey {
+    cipher: Aes256Gcm,
+}
+
+impl BackendKey {
+    /// Derives the AES-256-GCM key from the shared key (HKDF-SHA256, the salt and info
+    /// above).
+    pub fn derive(shared_key: &[u8]) -> Self {
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes: this cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
+        Self {
+            cipher: Aes256Gcm::new((&key).into()),
+        }
+    }
+
+    /// Seals `plaintext` under a fresh random nonce, prefix included.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce).map_err(SealError::Random)?;
+        self.seal_with_nonce(&nonce, plaintext)
+    }
+
+    /// Seals `plaintext` under `nonce`. Deterministic: how the test vectors are made and
+    /// checked. Never reuse a nonce for real tokens: use [`seal`](Self::seal).
+    pub fn seal_with_nonce(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        plaintext: &[u8],
+    ) -> Result<String, SealError> {
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: ASSOCIATED_DATA,
+                },
+            )
+            .map_err(|_| SealError::TooLarge {
+                len: plaintext.len(),
+            })?;
+        let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        raw.extend_from_slice(nonce);
+        raw.extend_from_slice(&ciphertext);
+        let mut token = String::with_capacity(PREFIX.len() + raw.len().div_ceil(3) * 4);
+        token.push_str(PREFIX);
+        URL_SAFE_NO_PAD.encode_string(&raw, &mut token);
+        Ok(token)
+    }
+
+    /// Opens the part of a token after [`PREFIX`] and reads the plaintext with `parse`.
+    pub(crate) fn open_with<T>(
+        &self,
+        body: &str,
+        parse: impl Fn(&[u8]) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| Refusal::Malformed)?;
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(Refusal::Malformed);
+        }
+        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+        let plaintext = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: ASSOCIATED_DATA,
+                },
+            )
+            .map_err(|_| Refusal::Decryption)?;
+        parse(&plaintext)
+    }
+}

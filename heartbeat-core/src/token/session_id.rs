@@ -1,0 +1,79 @@
+//! The id of the session a backend token begins (SPEC §3.2: a backend token presented
+//! again is the same playback).
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{TokenFormat, legacy};
+use crate::Provenance;
+
+const HKDF_SALT: &[u8] = b"heartbeat backend session id";
+const HKDF_INFO: &[u8] = b"hmac-sha256 key";
+
+/// The HMAC key that names backend tokens' sessions, derived once from the shared key.
+#[derive(Clone)]
+pub(crate) struct SessionIdKey {
+    mac: Hmac<Sha256>,
+}
+
+impl SessionIdKey {
+    pub(crate) fn derive(shared_key: &[u8]) -> Self {
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
+        Self {
+            // HMAC takes keys of any length: this cannot fail.
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!()),
+        }
+    }
+
+    /// A UUID-v4-shaped id from HMAC(provenance ‖ canonical token).
+    pub(crate) fn session_id(&self, token: &str, provenance: Provenance) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(match provenance {
+            Provenance::Authenticated => b"authenticated\0",
+            Provenance::Legacy => b"legacy\0\0\0\0\0\0\0\0",
+        });
+        match TokenFormat::of(token) {
+            // Strict base64url without padding: one spelling per token.
+            TokenFormat::Sealed | TokenFormat::Backend => mac.update(token.as_bytes()),
+            // Hex in either case and base64 with or without padding open alike (SPEC
+            // §3.5): all spellings of one token name one session.
+            TokenFormat::Legacy => {
+                let (header, body) = token.split_at(legacy::HEADER_HEX_LEN.min(token.len()));
+                mac.update(header.to_ascii_lowercase().as_bytes());
+                mac.update(body.trim_end_matches('=').as_bytes());
+            }
+        }
+        let digest = mac.finalize().into_bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_legacy_token_name_one_session_and_provenance_separates() {
+        let key = SessionIdKey::derive(b"k");
+        let lower = format!("{}{}", "ab".repeat(32), "QUJD==");
+        let upper = format!("{}{}", "AB".repeat(32), "QUJD");
+        let id = key.session_id(&lower, Provenance::Legacy);
+        assert_eq!(id, key.session_id(&upper, Provenance::Legacy));
+        assert_ne!(id, key.session_id(&lower, Provenance::Authenticated));
+        assert_ne!(
+            id,
+            SessionIdKey::derive(b"other").session_id(&lower, Provenance::Legacy)
+        );
+        assert_eq!(
+            uuid::Uuid::parse_str(&id).map(|u| u.get_version_num()),
+            Ok(4)
+        );
+    }
+}
