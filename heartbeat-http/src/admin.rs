@@ -69,17 +69,20 @@ pub fn authorize(keys: &[Option<&str>], headers: &HeaderMap) -> Result<(), Denie
     }
 }
 
-/// Reads a user, asset or session id from a path segment: a whole number is a number id,
-/// anything else a string id (they are the same user, as in the Node server's keys).
+/// Reads a user, asset or session id from a path segment: a whole number written as a
+/// number is written (`13`) is a number id, anything else a string id (`013`, `+13`,
+/// `user-7`). Either way it addresses the keys a token with that id uses: the Node
+/// server keys users by the id's text, so `13` and `"13"` are one user, `"013"` another.
 pub fn path_id(what: &str, text: &str) -> Result<Id, ApiError> {
     if text.is_empty() || text.len() > MAX_ID_LEN {
         return Err(ApiError::bad_request(format!(
             "{what} must be 1 to {MAX_ID_LEN} bytes long."
         )));
     }
-    Ok(text
-        .parse::<i64>()
-        .map_or_else(|_| Id::Str(text.to_owned()), Id::Int))
+    Ok(match text.parse::<i64>() {
+        Ok(number) if number.to_string() == text => Id::Int(number),
+        _ => Id::Str(text.to_owned()),
+    })
 }
 
 /// Proof that the request carries the admin key: an extractor that answers 404 when the

@@ -314,7 +314,8 @@ async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200 `ready` when the store answers, 503 when it does not, unless the
-/// server fails open (`FAIL_OPEN`): then it is 200 `ready (failing open: …)`, because it
+/// server fails open (`FAIL_OPEN`): then it is 200 `ready (failing open: the store is
+/// unreachable)`, because it
 /// keeps answering heartbeats and a load balancer must not drain it (every instance
 /// shares the store, so draining one would only move the same answers elsewhere).
 async fn readyz(State(app): State<App>) -> Result<String, ApiError> {
@@ -322,7 +323,8 @@ async fn readyz(State(app): State<App>) -> Result<String, ApiError> {
         Ok(()) => Ok("ready".to_owned()),
         Err(error) if app.settings().fail_open => {
             tracing::warn!(%error, "the store is unreachable: ready, failing open");
-            Ok(format!("ready (failing open: {error})"))
+            // Fixed text: the store's error (addresses, names) goes to the log only.
+            Ok("ready (failing open: the store is unreachable)".to_owned())
         }
         Err(error) => Err(ApiError::unavailable(&error)),
     }

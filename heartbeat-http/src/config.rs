@@ -530,8 +530,13 @@ impl Default for Settings {
     }
 }
 
-/// A bearer key setting: unset or empty is none; a short one is refused.
-fn bearer_key(setting: &'static str, key: Option<&str>) -> Result<Option<String>, ConfigError> {
+/// A key setting (`ADMIN_KEY`, `WORKER_KEY`, `ISSUER_KEY`, `OWNER_KEY`): unset or empty is
+/// none; one shorter than [`MIN_ADMIN_KEY_LEN`] bytes is refused, naming the setting.
+///
+/// # Errors
+///
+/// A key that is too short.
+pub fn bearer_key(setting: &'static str, key: Option<&str>) -> Result<Option<String>, ConfigError> {
     match key {
         None | Some("") => Ok(None),
         Some(key) if key.len() < MIN_ADMIN_KEY_LEN => Err(ConfigError::new(
@@ -590,11 +595,11 @@ impl ServerArgs {
             ));
         }
         let owner_tokens = match (
-            self.owner_key.as_deref().filter(|key| !key.is_empty()),
+            bearer_key("OWNER_KEY", self.owner_key.as_deref())?,
             self.owner_auth,
         ) {
             (Some(key), auth) => Some(OwnerTokens {
-                key: heartbeat_core::jobs::OwnerKey::new(key),
+                key: heartbeat_core::jobs::OwnerKey::new(&key),
                 required: auth == OwnerAuth::Required,
             }),
             (None, OwnerAuth::Required) => {

@@ -272,6 +272,7 @@ fn issue_owner_token(args: &IssueOwnerTokenArgs) -> Result<String, ConfigError> 
         "OWNER_KEY",
         "the key the server signs owner tokens with",
     )?;
+    heartbeat_http::config::bearer_key("OWNER_KEY", Some(key))?;
     let owner = heartbeat_core::jobs::Owner::new(&args.owner)
         .map_err(|error| ConfigError::new("issue-owner-token", format!("--owner: {error}")))?;
     Ok(heartbeat_core::jobs::OwnerKey::new(key).token(&owner))

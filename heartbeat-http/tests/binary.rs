@@ -362,14 +362,22 @@ fn issue_owner_token_prints_a_token_the_server_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(
         dir.path(),
-        &[("OWNER_KEY", "cli owner key")],
+        &[("OWNER_KEY", "cli owner signing key")],
         &["issue-owner-token", "--owner", "alice"],
     );
     assert!(output.status.success(), "{output:?}");
     let token = String::from_utf8(output.stdout).unwrap();
-    let key = OwnerKey::new("cli owner key");
+    let key = OwnerKey::new("cli owner signing key");
     assert!(key.verify(&Owner::new("alice").unwrap(), token.trim()));
     let output = run(dir.path(), &[], &["issue-owner-token", "--owner", "alice"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("OWNER_KEY"));
+    // A key shorter than 16 bytes is refused, as WORKER_KEY's is.
+    let output = run(
+        dir.path(),
+        &[("OWNER_KEY", "short key")],
+        &["issue-owner-token", "--owner", "alice"],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 16"));
 }

@@ -269,3 +269,54 @@ async fn the_issuer_key_may_only_mint_tokens() {
     assert_eq!(response.status(), 401);
     server.stop().await;
 }
+
+/// Metric labels come from a closed set (SPEC §4): invented methods are all `other`, so
+/// no client can grow `/metrics` by sending them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_add_no_metric_labels() {
+    let (server, _backing) = common::start(Kind::Memory).await;
+    for n in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("ZZQ{n}ABC").as_bytes()).unwrap();
+        let response = server
+            .http
+            .request(method, format!("{}/healthz", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let (status, metrics) = server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("ZZQ"),
+        "an invented method became a label"
+    );
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    server.stop().await;
+}
+
+/// One user-id rule: `/admin/users/013/…` addresses the keys a token with user id "013"
+/// uses, as the Node server keys them; `/admin/users/13/…` is another user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_paths_address_the_user_ids_tokens_use() {
+    let (server, _backing) = common::start(Kind::Memory).await;
+    let mut token = data(0, "TV", Timestamp::now());
+    token["user_id"] = json!("013");
+    let (status, _) = server.heartbeat(&seal(TokenFormat::Sealed, &token)).await;
+    assert_eq!(status, 200);
+    for (path, expected) in [("013", 1), ("13", 0), ("+13", 0)] {
+        let (status, body) = server
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/users/{path}/sessions"),
+            )
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            body["sessions"].as_array().unwrap().len(),
+            expected,
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
