@@ -377,14 +377,19 @@ pub struct FeedQuery {
 pub async fn history_events(
     _: Admin,
     State(app): State<App>,
+    address: crate::streams::ClientAddress,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = read_query(query)?;
     let last = sse::last_event_id_text(&headers, query.last_event_id.as_deref());
+    let permit = match app.streams().acquire(address.0, "analytics feed") {
+        Ok(permit) => permit,
+        Err(full) => return Ok(full.into_response()),
+    };
     let after = app.heartbeats().feed_start(last);
     let events = app.heartbeats().feed_stream(after);
-    Ok(sse::response(&app, events, feed_event).into_response())
+    Ok(sse::response(&app, permit, events, feed_event).into_response())
 }
 
 /// The SSE event of one feed item.

@@ -22,6 +22,7 @@ use tracing::Level;
 use crate::config::{CorsOrigins, Settings};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
+use crate::streams::StreamSlots;
 use crate::{admin, heartbeat, jobs};
 
 /// Which routes a listener serves ([`App::router_for`]).
@@ -47,6 +48,7 @@ struct Inner {
     jobs: SharedJobs,
     settings: Settings,
     metrics: Metrics,
+    streams: StreamSlots,
     shutdown: CancellationToken,
 }
 
@@ -64,6 +66,7 @@ impl App {
             inner: Arc::new(Inner {
                 heartbeats,
                 jobs,
+                streams: StreamSlots::new(settings.stream_caps),
                 settings,
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
@@ -89,6 +92,11 @@ impl App {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The open event streams, under the caps of `settings().stream_caps`.
+    pub fn streams(&self) -> &StreamSlots {
+        &self.inner.streams
     }
 
     /// Cancelled when the server shuts down: SSE streams end on it.

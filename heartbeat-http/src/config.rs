@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::streams::StreamCaps;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use heartbeat_core::store::Retention;
 use heartbeat_core::{TokenCodec, TokenFormat};
@@ -269,6 +270,23 @@ pub struct ServerArgs {
     /// instead of ADMIN_KEY. At least 16 characters.
     #[arg(long, env = "WORKER_KEY", hide_env_values = true)]
     pub worker_key: Option<String>,
+    /// Event streams (SSE) open at once on this server; past it a new stream gets 503 with
+    /// Retry-After while every other route keeps answering. 0: no cap. Default: the file
+    /// limit (`ulimit -n`) less a reserve of 256 or an eighth of it, whichever is more.
+    #[arg(long, env = "STREAMS_MAX")]
+    pub streams_max: Option<usize>,
+    /// Event streams open at once from one client address (behind a proxy every client
+    /// has its address: raise this or set 0 there). 0: no cap.
+    #[arg(long, env = "STREAMS_PER_ADDRESS", default_value_t = 100)]
+    pub streams_per_address: usize,
+    /// Event streams open at once per owner: a job owner, one user's notice streams, or
+    /// the analytics feed. 0: no cap.
+    #[arg(long, env = "STREAMS_PER_OWNER", default_value_t = 16)]
+    pub streams_per_owner: usize,
+    /// Seconds an event stream lives before the server closes it (clients reconnect with
+    /// Last-Event-ID and lose nothing); 1 to 604800 (a week).
+    #[arg(long, env = "STREAM_MAX_LIFETIME_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub stream_max_lifetime_secs: u64,
     /// Bearer key that may only mint heartbeat tokens (`POST /admin/tokens`): give it to
     /// backends that mint over HTTP instead of ADMIN_KEY. At least 16 characters.
     #[arg(long, env = "ISSUER_KEY", hide_env_values = true)]
@@ -460,6 +478,9 @@ pub struct Settings {
     pub owner_tokens: Option<OwnerTokens>,
     /// `ACCESS_LOG`: one info line per answered request.
     pub access_log: bool,
+    /// `STREAMS_MAX`, `STREAMS_PER_ADDRESS`, `STREAMS_PER_OWNER`,
+    /// `STREAM_MAX_LIFETIME_SECS`: caps on open event streams.
+    pub stream_caps: StreamCaps,
 }
 
 /// Which web origins browsers may call the server from (`CORS_ORIGINS`).
@@ -526,6 +547,7 @@ impl Default for Settings {
             cors: None,
             owner_tokens: None,
             access_log: false,
+            stream_caps: StreamCaps::default(),
         }
     }
 }
@@ -634,6 +656,18 @@ impl ServerArgs {
             },
             cors: self.cors_origins.clone(),
             owner_tokens,
+            stream_caps: StreamCaps {
+                total: self.streams_max.unwrap_or_else(|| {
+                    rlimit::Resource::NOFILE
+                        .get()
+                        .map_or(StreamCaps::default().total, |(soft, _)| {
+                            StreamCaps::total_for_file_limit(soft)
+                        })
+                }),
+                per_address: self.streams_per_address,
+                per_owner: self.streams_per_owner,
+                max_lifetime: Duration::from_secs(self.stream_max_lifetime_secs),
+            },
         })
     }
 }

@@ -20,6 +20,7 @@ use crate::body::{LimitedBody, bearer, json_or_form_fields};
 use crate::error::ApiError;
 use crate::metrics::{Decision, Metrics, StoreFailed};
 use crate::sse;
+use crate::streams::ClientAddress;
 
 /// The fixed body of a 412, as the Node server answers it.
 pub const OVER_LIMIT_MESSAGE: &str = "You have exceeded the maximum allowed number of devices.";
@@ -247,6 +248,7 @@ pub struct EventsQuery {
 /// invalid token.
 pub async fn events(
     State(app): State<App>,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
@@ -262,10 +264,21 @@ pub async fn events(
         let (decision, error) = invalid_token();
         return counted(metrics, decision, error);
     };
+    // A user's notice streams count as one owner's; the cap is checked before any work.
+    let owner = app
+        .heartbeats()
+        .codec()
+        .open(token)
+        .map(|data| format!("user:{}", data.user_id))
+        .unwrap_or_default();
+    let permit = match app.streams().acquire(address.0, &owner) {
+        Ok(permit) => permit,
+        Err(full) => return full.into_response(),
+    };
     match app.heartbeats().watch(token).await {
         Ok(notices) => {
             let notices = notices.map(Ok::<_, std::convert::Infallible>);
-            sse::response(&app, notices, ended_event).into_response()
+            sse::response(&app, permit, notices, ended_event).into_response()
         }
         Err(error) => {
             let (decision, error) = failure(error);

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::body::{LimitedBody, json_body};
 use crate::error::{ApiError, TextError};
 use crate::sse;
+use crate::streams::ClientAddress;
 
 /// Most jobs one list returns.
 pub const MAX_LIST: usize = 1000;
@@ -164,38 +165,48 @@ fn job_event(event: &JobEvent) -> Option<Event> {
 
 async fn event_stream(
     app: &App,
+    address: ClientAddress,
     headers: &HeaderMap,
     (owner, query): (Owner, OwnerQuery),
     to_event: fn(&JobEvent) -> Option<Event>,
 ) -> Result<Response, ApiError> {
     let after = sse::last_event_id(headers, query.last_event_id.as_deref())?;
+    let permit = match app
+        .streams()
+        .acquire(address.0, &format!("owner:{}", owner.as_str()))
+    {
+        Ok(permit) => permit,
+        Err(full) => return Ok(full.into_response()),
+    };
     let events = app
         .jobs()
         .events(owner, after)
         .await
         .map_err(json_failure)?;
-    Ok(sse::response(app, events, to_event).into_response())
+    Ok(sse::response(app, permit, events, to_event).into_response())
 }
 
 /// `GET /status?uuid=<owner>`: SSE, `event: status_<id>` with
 /// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs.
 pub async fn heygen_events(
     State(app): State<App>,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let owner = owner_of(query).map_err(ApiError::bad_request)?;
-    event_stream(&app, &headers, owner, heygen_event).await
+    event_stream(&app, address, &headers, owner, heygen_event).await
 }
 
 /// `GET /v1/events?uuid=<owner>`: SSE, `event: job` with the job as JSON at every change.
 pub async fn events(
     State(app): State<App>,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let owner = proven_owner(&app, &headers, query)?;
-    event_stream(&app, &headers, owner, job_event).await
+    event_stream(&app, address, &headers, owner, job_event).await
 }
 
 /// `POST /v1/jobs?uuid=<owner>`: 201 with the job.

@@ -60,6 +60,8 @@ pub mod metrics;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod sse;
+#[cfg(feature = "server")]
+pub mod streams;
 
 #[cfg(feature = "server")]
 pub use app::App;

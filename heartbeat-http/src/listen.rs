@@ -36,7 +36,7 @@ pub(crate) async fn serve(
     loop {
         // axum's `Listener` for `TcpListener` retries by itself: connection errors are
         // skipped, others (e.g. out of file descriptors) logged and retried after 1 s.
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
@@ -44,8 +44,16 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
+        // Every request knows its connection's address (the stream caps count by it).
+        let address = crate::streams::ClientAddress(peer.ip());
         let service = TowerToHyperService::new(
-            tower::util::MapRequestLayer::new(crate::app::normalize_path).layer(router.clone()),
+            tower::util::MapRequestLayer::new(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(address);
+                    crate::app::normalize_path(request)
+                },
+            )
+            .layer(router.clone()),
         );
         let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -12,6 +12,7 @@ use heartbeat_core::jobs::EventId;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::streams::StreamPermit;
 
 /// The reconnection delay suggested to clients (`retry:`).
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -43,11 +44,13 @@ pub fn last_event_id(
 }
 
 /// An SSE response: a first event with `retry:`, then `events` mapped by `to_event`
-/// (events it maps to `None` are not sent), with keep-alive comments. The stream counts in
-/// `heartbeat_sse_connections` while it is open and ends when the server shuts down or the
-/// event source fails (the client reconnects with `Last-Event-ID`).
+/// (events it maps to `None` are not sent), with keep-alive comments. The stream holds
+/// `permit` (its place under the stream caps) and counts in `heartbeat_sse_connections`
+/// while it is open; it ends when the server shuts down, the event source fails or it has
+/// lived `STREAM_MAX_LIFETIME_SECS` (the client reconnects with `Last-Event-ID`).
 pub fn response<E, T, Failure>(
     app: &App,
+    permit: StreamPermit,
     events: E,
     to_event: fn(&T) -> Option<Event>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>
@@ -58,8 +61,15 @@ where
 {
     let open = app.metrics().sse_connection();
     let hello = Event::default().retry(RETRY).comment("connected");
+    let shutdown = app.shutdown().clone().cancelled_owned();
+    let lifetime = tokio::time::sleep(app.streams().caps().max_lifetime);
     let events = events
-        .take_until(app.shutdown().clone().cancelled_owned())
+        .take_until(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = lifetime => {}
+            }
+        })
         .filter_map(move |event| async move {
             match event {
                 Ok(event) => to_event(&event),
@@ -72,8 +82,8 @@ where
     let stream = futures_util::stream::once(async move { hello })
         .chain(events)
         .map(move |event| {
-            // The stream owns the guard: the connection counts until it is dropped.
-            let _open = &open;
+            // The stream owns the guards: the connection counts until it is dropped.
+            let _open = (&open, &permit);
             Ok(event)
         });
     Sse::new(stream).keep_alive(

@@ -72,6 +72,11 @@ fn help_documents_every_setting() {
         "OWNER_KEY",
         "OWNER_AUTH",
         "JOB_RETENTION",
+        "ISSUER_KEY",
+        "STREAMS_MAX",
+        "STREAMS_PER_ADDRESS",
+        "STREAMS_PER_OWNER",
+        "STREAM_MAX_LIFETIME_SECS",
     ] {
         assert!(
             help.contains(&format!("[env: {setting}")),
@@ -105,6 +110,16 @@ fn bad_configuration_exits_2_naming_the_setting_before_binding() {
         (&[("SHARED_KEY", "k"), ("PORT", "http")], "PORT"),
         (&[("SHARED_KEY", "k"), ("JOB_TIME", "-5")], "JOB_TIME"),
         (&[("SHARED_KEY", "k"), ("LOG", "[[[")], "LOG"),
+        (
+            &[("SHARED_KEY", "k"), ("ISSUER_KEY", "short")],
+            "ISSUER_KEY",
+        ),
+        (&[("SHARED_KEY", "k"), ("OWNER_KEY", "short")], "OWNER_KEY"),
+        (&[("SHARED_KEY", "k"), ("STREAMS_MAX", "-1")], "STREAMS_MAX"),
+        (
+            &[("SHARED_KEY", "k"), ("STREAM_MAX_LIFETIME_SECS", "0")],
+            "STREAM_MAX_LIFETIME_SECS",
+        ),
         (&[("SHARED_KEY", "k"), ("BODY_LIMIT", "1")], "BODY_LIMIT"),
         (
             &[("SHARED_KEY", "k"), ("FAIL_OPEN", "perhaps")],

@@ -320,3 +320,99 @@ async fn admin_paths_address_the_user_ids_tokens_use() {
     }
     server.stop().await;
 }
+
+/// A stream refused by the cap whose message contains `cap`.
+async fn refused(response: reqwest::Response, cap: &str) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains(cap), "{body}");
+}
+
+/// The stream caps (SPEC §4): per owner, per client address and in total, each refused
+/// with 503 + `Retry-After` and a message naming the cap, while health, readiness and
+/// heartbeats keep answering; a closed stream frees its place, and a stream ends by
+/// itself after its lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_and_the_rest_keeps_answering() {
+    use common::Sse;
+    let settings = heartbeat_http::Settings {
+        stream_caps: heartbeat_http::streams::StreamCaps {
+            total: 5,
+            per_address: 3,
+            per_owner: 2,
+            max_lifetime: Duration::from_secs(2),
+        },
+        ..common::settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, settings).await;
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let (one, two, three) = (from(1), from(2), from(3));
+    let open = |client: &reqwest::Client, owner: &str| {
+        client
+            .get(format!("{}/v1/events?uuid={owner}", server.url))
+            .send()
+    };
+
+    let alice_1 = Sse::from_request(one.get(format!("{}/v1/events?uuid=alice", server.url))).await;
+    let _alice_2 = Sse::from_request(one.get(format!("{}/v1/events?uuid=alice", server.url))).await;
+    refused(open(&two, "alice").await.unwrap(), "for this owner").await;
+    let _bob = Sse::from_request(one.get(format!("{}/v1/events?uuid=bob", server.url))).await;
+    refused(open(&one, "carol").await.unwrap(), "from this address").await;
+    let _carol = Sse::from_request(two.get(format!("{}/v1/events?uuid=carol", server.url))).await;
+    let _dave = Sse::from_request(two.get(format!("{}/v1/events?uuid=dave", server.url))).await;
+    refused(open(&three, "erin").await.unwrap(), "as it allows").await;
+    refused(
+        three
+            .get(format!("{}/status?uuid=erin", server.url))
+            .send()
+            .await
+            .unwrap(),
+        "as it allows",
+    )
+    .await;
+
+    // Everything but new streams answers.
+    assert_eq!(server.get_text("/healthz").await.0, 200);
+    assert_eq!(server.get_text("/readyz").await.0, 200);
+    let token = seal(TokenFormat::Sealed, &data(44, "TV", Timestamp::now()));
+    assert_eq!(server.heartbeat(&token).await.0, 200);
+
+    // A closed stream frees its place.
+    drop(alice_1);
+    let mut erin = None;
+    for _ in 0..50 {
+        let response = open(&three, "erin").await.unwrap();
+        if response.status() == 200 {
+            erin = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(erin.is_some(), "the closed stream's place was not freed");
+
+    // Every stream ends by itself after its lifetime (2 s here), and frees its place.
+    let erin = erin.unwrap();
+    let started = std::time::Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(10), erin.bytes())
+        .await
+        .expect("the stream outlived its lifetime")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&body).contains("connected"));
+    let mut reopened = false;
+    for _ in 0..50 {
+        if open(&three, "frank").await.unwrap().status() == 200 {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "the ended stream's place was not freed");
+    server.stop().await;
+}
