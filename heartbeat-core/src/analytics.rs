@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{RejectReason, SessionWrite, UNKNOWN_SESSION_LIFE_MILLIS};
+use crate::decision::{RejectReason, SessionWrite};
 use crate::session::{EndReason, PlayRecord, SessionRecord, UserSessions};
 use crate::store::{SessionStore, StoreError};
 use crate::{Clock, Heartbeats, Id, Timestamp};
@@ -143,12 +143,7 @@ impl FinishedEntry {
     pub fn of(user: &Id, session_id: &str, record: &SessionRecord) -> Self {
         let (ends_at, ended_by) = match (record.ended_at, record.ended_by) {
             (Some(at), Some(by)) => (at, by),
-            _ => (
-                record
-                    .expires_at
-                    .unwrap_or(record.timestamp.add_millis(UNKNOWN_SESSION_LIFE_MILLIS)),
-                EndReason::Expired,
-            ),
+            _ => (record.deadline(), EndReason::Expired),
         };
         FinishedEntry {
             ends_at,
@@ -200,7 +195,8 @@ pub struct Refusal {
     pub limit: Option<u32>,
     /// When.
     pub at: Timestamp,
-    /// Tells refusals of one user in the same millisecond apart.
+    /// The refused session (or the session its token would have started): tells
+    /// refusals of one user in the same millisecond apart.
     pub nonce: String,
 }
 

@@ -841,9 +841,7 @@ pub fn history_view(
         .iter()
         .filter(|(_, record)| record.is_active())
         .map(|(id, record)| {
-            let deadline = record
-                .expires_at
-                .unwrap_or(record.timestamp.add_millis(UNKNOWN_SESSION_LIFE_MILLIS));
+            let deadline = record.deadline();
             if deadline < now {
                 PlayRecord::ended(id, record, deadline, EndReason::Expired)
             } else {
@@ -888,9 +886,7 @@ fn progress_entry(
 /// that is longer.
 pub const ENDED_SESSION_MEMORY_MILLIS: i64 = 86_400_000;
 
-/// How long a session whose record has no `expires_at` (one written by the Node.js server)
-/// is assumed to live after its last heartbeat when no token says otherwise: one hour.
-pub const UNKNOWN_SESSION_LIFE_MILLIS: i64 = 3_600_000;
+pub use crate::session::UNKNOWN_SESSION_LIFE_MILLIS;
 
 /// Milliseconds from `now` until the last of `active` expires (at least one second).
 /// Records without `expires_at` live `life_millis` after their last heartbeat.

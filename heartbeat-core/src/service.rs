@@ -134,6 +134,40 @@ pub struct Heartbeats<S, C = SystemClock> {
     store: S,
     clock: C,
     config: HeartbeatConfig,
+    refusals: RecentRefusals,
+}
+
+/// The refusals this instance stored lately, by session: a session's refusal is stored at
+/// most once per heartbeat cycle (SPEC §4), so that a refused token replayed in a loop
+/// cannot fill the refusal index. Bounded: past [`RecentRefusals::CAPACITY`] sessions the
+/// oldest half is forgotten (a forgotten session's next refusal is stored again).
+#[derive(Debug, Clone, Default)]
+struct RecentRefusals {
+    last: std::sync::Arc<dashmap::DashMap<String, i64>>,
+}
+
+impl RecentRefusals {
+    const CAPACITY: usize = 100_000;
+
+    /// Whether to store `session`'s refusal at `now`: not when one was stored less than
+    /// `cycle_millis` ago. Records `now` when it says yes.
+    fn record(&self, session: &str, now: Timestamp, cycle_millis: i64) -> bool {
+        let now = now.unix_millis();
+        if let Some(last) = self.last.get(session)
+            && now - *last < cycle_millis
+        {
+            return false;
+        }
+        if self.last.len() >= Self::CAPACITY {
+            let cutoff = now - cycle_millis.max(1);
+            self.last.retain(|_, last| *last >= cutoff);
+            if self.last.len() >= Self::CAPACITY / 2 {
+                self.last.clear();
+            }
+        }
+        self.last.insert(session.to_owned(), now);
+        true
+    }
 }
 
 impl<S: SessionStore> Heartbeats<S> {
@@ -144,6 +178,7 @@ impl<S: SessionStore> Heartbeats<S> {
             store,
             clock: SystemClock,
             config: HeartbeatConfig::default(),
+            refusals: RecentRefusals::default(),
         }
     }
 }
@@ -156,6 +191,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             store: self.store,
             clock,
             config: self.config,
+            refusals: self.refusals,
         }
     }
 
@@ -234,9 +270,14 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                     Err(error) => return (None, Err(error)),
                 };
                 if let Verdict::Reject(refused) = &decision.verdict {
-                    let refusal =
-                        Refusal::new(&data.user_id, &refused.reason, now, fresh_id.clone());
-                    decision.write.index.refusal = Some(refusal.key());
+                    let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
+                    if self
+                        .refusals
+                        .record(&session, now, data.heartbeat_cycle.as_millis())
+                    {
+                        let refusal = Refusal::new(&data.user_id, &refused.reason, now, session);
+                        decision.write.index.refusal = Some(refusal.key());
+                    }
                 }
                 let taken_over = decision.write.ended.iter().find_map(|entry| {
                     entry
@@ -400,7 +441,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .sessions
             .into_iter()
             .filter(|(_, record)| record.is_active())
-            .filter(|(_, record)| record.expires_at.is_none_or(|expires_at| expires_at >= now))
+            .filter(|(_, record)| record.deadline() >= now)
             .map(|(session_id, record)| ActiveSession { session_id, record })
             .collect();
         sessions.sort_by_key(|session| (session.record.order_key(), session.session_id.clone()));

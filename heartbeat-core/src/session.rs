@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 
 use crate::{Id, Timestamp};
 
+/// How long a session whose record has no `expires_at` (one written by the Node.js server)
+/// is assumed to live after its last heartbeat when no token says otherwise: one hour.
+pub const UNKNOWN_SESSION_LIFE_MILLIS: i64 = 3_600_000;
+
 /// One active session as stored: `{timestamp, hit_counter, started_at}` exactly as the
 /// Node.js server writes it, plus the optional fields this crate adds.
 ///
@@ -81,6 +85,14 @@ impl SessionRecord {
     /// True while the session plays: not ended by someone else.
     pub fn is_active(&self) -> bool {
         self.ended_by.is_none()
+    }
+
+    /// When the session expires without another heartbeat: its `expires_at`, or for a
+    /// record of the Node.js server (which has none) [`UNKNOWN_SESSION_LIFE_MILLIS`] after
+    /// its last heartbeat. The one rule the admin list, the history and the export share.
+    pub fn deadline(&self) -> Timestamp {
+        self.expires_at
+            .unwrap_or(self.timestamp.add_millis(UNKNOWN_SESSION_LIFE_MILLIS))
     }
 
     /// The instant the session is ordered by: `started_at`, or `timestamp` when missing.

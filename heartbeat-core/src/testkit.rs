@@ -61,6 +61,8 @@ macro_rules! conformance_tests {
             sessions::most_recent_refuses_the_newest_device,
             sessions::sessions_edge_refuses_every_session,
             sessions::a_backend_token_presented_again_continues_its_session,
+            sessions::a_refused_token_is_recorded_once_per_cycle,
+            sessions::a_node_record_expires_alike_everywhere,
             sessions::rejected_heartbeat_writes_nothing,
             sessions::progress_is_recorded_per_asset,
             sessions::numeric_and_text_ids_are_one_user,

@@ -22,6 +22,7 @@ use tracing::Level;
 use crate::config::{CorsOrigins, Settings};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
+use crate::rate::JobCreations;
 use crate::streams::StreamSlots;
 use crate::{admin, heartbeat, jobs};
 
@@ -49,6 +50,7 @@ struct Inner {
     settings: Settings,
     metrics: Metrics,
     streams: StreamSlots,
+    job_creations: JobCreations,
     shutdown: CancellationToken,
 }
 
@@ -67,6 +69,10 @@ impl App {
                 heartbeats,
                 jobs,
                 streams: StreamSlots::new(settings.stream_caps),
+                job_creations: JobCreations::new(
+                    settings.jobs_per_owner_per_sec,
+                    settings.jobs_burst,
+                ),
                 settings,
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
@@ -97,6 +103,11 @@ impl App {
     /// The open event streams, under the caps of `settings().stream_caps`.
     pub fn streams(&self) -> &StreamSlots {
         &self.inner.streams
+    }
+
+    /// Each owner's job creation allowance (`JOBS_PER_OWNER_PER_SEC`, `JOBS_BURST`).
+    pub fn job_creations(&self) -> &JobCreations {
+        &self.inner.job_creations
     }
 
     /// Cancelled when the server shuts down: SSE streams end on it.

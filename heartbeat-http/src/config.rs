@@ -270,6 +270,13 @@ pub struct ServerArgs {
     /// instead of ADMIN_KEY. At least 16 characters.
     #[arg(long, env = "WORKER_KEY", hide_env_values = true)]
     pub worker_key: Option<String>,
+    /// Jobs one owner may create per second, sustained (`POST /create`, `POST /v1/jobs`);
+    /// past it 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "JOBS_PER_OWNER_PER_SEC", default_value_t = 10)]
+    pub jobs_per_owner_per_sec: u32,
+    /// Jobs one owner may create at once before the per-second rate applies (at least 1).
+    #[arg(long, env = "JOBS_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs_burst: u32,
     /// Event streams (SSE) open at once on this server; past it a new stream gets 503 with
     /// Retry-After while every other route keeps answering. 0: no cap. Default: the file
     /// limit (`ulimit -n`) less a reserve of 256 or an eighth of it, whichever is more.
@@ -481,6 +488,11 @@ pub struct Settings {
     /// `STREAMS_MAX`, `STREAMS_PER_ADDRESS`, `STREAMS_PER_OWNER`,
     /// `STREAM_MAX_LIFETIME_SECS`: caps on open event streams.
     pub stream_caps: StreamCaps,
+    /// `JOBS_PER_OWNER_PER_SEC`: jobs one owner may create per second, sustained; 0: no
+    /// limit.
+    pub jobs_per_owner_per_sec: u32,
+    /// `JOBS_BURST`: jobs one owner may create at once.
+    pub jobs_burst: u32,
 }
 
 /// Which web origins browsers may call the server from (`CORS_ORIGINS`).
@@ -548,6 +560,8 @@ impl Default for Settings {
             owner_tokens: None,
             access_log: false,
             stream_caps: StreamCaps::default(),
+            jobs_per_owner_per_sec: 10,
+            jobs_burst: 100,
         }
     }
 }
@@ -668,6 +682,8 @@ impl ServerArgs {
                 per_owner: self.streams_per_owner,
                 max_lifetime: Duration::from_secs(self.stream_max_lifetime_secs),
             },
+            jobs_per_owner_per_sec: self.jobs_per_owner_per_sec,
+            jobs_burst: self.jobs_burst,
         })
     }
 }

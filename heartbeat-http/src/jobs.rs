@@ -15,6 +15,7 @@ use crate::admin::Worker;
 use crate::app::App;
 use crate::body::{LimitedBody, json_body};
 use crate::error::{ApiError, TextError};
+use crate::rate::RateLimited;
 use crate::sse;
 use crate::streams::ClientAddress;
 
@@ -80,6 +81,23 @@ pub fn heygen_state(state: JobState) -> &'static str {
     }
 }
 
+/// With `OWNER_AUTH=required`, another owner's job is answered as an unknown one (404,
+/// on the `/v1` and the HeyGen routes alike): a 401 or 403 would confirm it exists.
+fn concealed(app: &App, error: JobsError) -> JobsError {
+    match error {
+        JobsError::Forbidden(id)
+            if app
+                .settings()
+                .owner_tokens
+                .as_ref()
+                .is_some_and(|tokens| tokens.required) =>
+        {
+            JobsError::NotFound(id)
+        }
+        other => other,
+    }
+}
+
 /// Logs a store or event bus failure (the 503 answer counts it).
 fn outage(error: &JobsError) {
     tracing::warn!(%error, "storage unavailable");
@@ -118,13 +136,21 @@ fn json_failure(error: JobsError) -> ApiError {
 }
 
 /// `POST /create?uuid=<owner>`: 201 with the new job's id as text.
+/// 429 `too many jobs: retry later` past the owner's rate (`JOBS_PER_OWNER_PER_SEC`).
 pub async fn heygen_create(
     State(app): State<App>,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-) -> Result<(StatusCode, String), TextError> {
-    let (owner, _) =
-        owner_of(query).map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason))?;
-    let job = app.jobs().create(&owner).await.map_err(text_failure)?;
+) -> Result<(StatusCode, String), Response> {
+    let (owner, _) = owner_of(query)
+        .map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason).into_response())?;
+    app.job_creations()
+        .check(&owner)
+        .map_err(RateLimited::text)?;
+    let job = app
+        .jobs()
+        .create(&owner)
+        .await
+        .map_err(|error| text_failure(error).into_response())?;
     Ok((StatusCode::CREATED, job.id.to_string()))
 }
 
@@ -141,7 +167,11 @@ pub async fn heygen_status(
     let id: JobId = id
         .parse()
         .map_err(|_| TextError::new(StatusCode::NOT_FOUND, "error"))?;
-    let job = app.jobs().get(id, &owner).await.map_err(text_failure)?;
+    let job = app
+        .jobs()
+        .get(id, &owner)
+        .await
+        .map_err(|error| text_failure(concealed(&app, error)))?;
     Ok(heygen_state(job.state))
 }
 
@@ -214,9 +244,16 @@ pub async fn create(
     State(app): State<App>,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
-) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let (owner, _) = proven_owner(&app, &headers, query)?;
-    let job = app.jobs().create(&owner).await.map_err(json_failure)?;
+) -> Result<(StatusCode, Json<Job>), Response> {
+    let (owner, _) = proven_owner(&app, &headers, query).map_err(IntoResponse::into_response)?;
+    app.job_creations()
+        .check(&owner)
+        .map_err(RateLimited::json)?;
+    let job = app
+        .jobs()
+        .create(&owner)
+        .await
+        .map_err(|error| json_failure(error).into_response())?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
@@ -242,7 +279,8 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
         .map_err(|error: heartbeat_core::jobs::JobError| ApiError::bad_request(format!("{error}.")))
 }
 
-/// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's.
+/// `GET /v1/jobs/{id}?uuid=<owner>`: the job; 404 unknown, 403 another owner's (404 with
+/// `OWNER_AUTH=required`).
 pub async fn get(
     State(app): State<App>,
     headers: HeaderMap,
@@ -254,7 +292,7 @@ pub async fn get(
         .jobs()
         .get(job_id(&id)?, &owner)
         .await
-        .map_err(json_failure)?;
+        .map_err(|error| json_failure(concealed(&app, error)))?;
     Ok(Json(job))
 }
 

@@ -138,6 +138,27 @@ async fn required_mode_refuses_a_plain_uuid_on_v1_only() {
             .0,
         200
     );
+    // Another owner's job is an unknown one on both route families: a 401 or 403 would
+    // confirm that it exists.
+    let (_, created) = status(&server, Method::POST, "/create?uuid=carol", None).await;
+    let id = created.trim();
+    for (path, bearer) in [
+        (format!("/status/{id}?uuid=mallory"), None),
+        (
+            format!("/v1/jobs/{id}?uuid=mallory"),
+            Some(token("mallory")),
+        ),
+    ] {
+        let (code, _) = status(&server, Method::GET, &path, bearer.as_deref()).await;
+        let (unknown, _) = status(
+            &server,
+            Method::GET,
+            &path.replace(id, "999999"),
+            bearer.as_deref(),
+        )
+        .await;
+        assert_eq!((code, unknown), (404, 404), "{path}");
+    }
     server.stop().await;
 }
 

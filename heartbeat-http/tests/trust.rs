@@ -416,3 +416,56 @@ async fn event_streams_are_capped_and_the_rest_keeps_answering() {
     assert!(reopened, "the ended stream's place was not freed");
     server.stop().await;
 }
+
+/// Job creation is rate-limited per owner (SPEC §4): past the burst a new job gets 429
+/// with `Retry-After`, as text on the HeyGen route and JSON on `/v1`; other owners are
+/// not affected and nothing is stored for a refused creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_creation_is_rate_limited_per_owner() {
+    let settings = heartbeat_http::Settings {
+        jobs_per_owner_per_sec: 1,
+        jobs_burst: 3,
+        ..common::settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, settings).await;
+    let create = |path: &'static str, owner: &'static str| {
+        server
+            .http
+            .post(format!("{}{path}?uuid={owner}", server.url))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(create("/create", "alice").await.unwrap().status(), 201);
+    }
+    let refused = create("/create", "alice").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(refused.text().await.unwrap(), "too many jobs: retry later");
+    let refused = create("/v1/jobs", "alice").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("faster than allowed"),
+        "{body}"
+    );
+    assert_eq!(create("/v1/jobs", "bob").await.unwrap().status(), 201);
+    let (status, listed) = server.get_text("/v1/jobs?uuid=alice").await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        3,
+        "refused jobs were stored"
+    );
+    server.stop().await;
+}

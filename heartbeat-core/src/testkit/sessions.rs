@@ -463,6 +463,74 @@ pub async fn a_backend_token_presented_again_continues_its_session<F: Fixture>(f
     assert_eq!(sessions[0].record.hit_counter, 12);
 }
 
+/// A refused token sent again and again within a cycle (a replay, a retry loop) is
+/// stored as one refusal; the next cycle's is another (SPEC §4).
+pub async fn a_refused_token_is_recorded_once_per_cycle<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let data = backend_data(13, 10, 1, 1, "LEAST_RECENT");
+    accept(&heartbeats, &seal(&heartbeats, &data), None).await;
+    let refused = seal(&heartbeats, &data);
+    for _ in 0..50 {
+        reject(&heartbeats, &refused).await;
+        clock.advance(Duration::from_millis(100));
+    }
+    let refusals = |feed: Vec<(IndexKey, FeedEvent)>| {
+        feed.into_iter()
+            .filter(|(_, event)| matches!(event, FeedEvent::Refused(_)))
+            .count()
+    };
+    clock.advance(Duration::from_millis(
+        crate::analytics::SETTLE_MILLIS as u64 + 1,
+    ));
+    let feed = heartbeats.feed(&IndexKey::start(), 1000).await.unwrap();
+    assert_eq!(refusals(feed), 1, "one refusal per session per cycle");
+    clock.advance(Duration::from_secs(25));
+    reject(&heartbeats, &refused).await;
+    clock.advance(Duration::from_millis(
+        crate::analytics::SETTLE_MILLIS as u64 + 1,
+    ));
+    let feed = heartbeats.feed(&IndexKey::start(), 1000).await.unwrap();
+    assert_eq!(refusals(feed), 2, "the next cycle's refusal is another");
+}
+
+/// One expiry rule (SPEC §3.6): a record of the Node.js server (no `expires_at`) is active
+/// in the admin list and the history alike for an hour after its last heartbeat, and
+/// expired in both afterwards.
+pub async fn a_node_record_expires_alike_everywhere<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let store = fixture.sessions().await;
+    let heartbeats = service(store.clone(), &clock);
+    let user = Id::Int(13);
+    let node_record = SessionRecord {
+        expires_at: None,
+        ..record(start(), 3)
+    };
+    let empty = store.load(&user).await.unwrap();
+    let mut write = upsert(empty.sessions.clone(), "node-session", node_record);
+    write.keep_millis = 86_400_000;
+    assert_eq!(
+        commit(&store, &user, &empty.version, &write).await,
+        Commit::Applied
+    );
+    for (after_minutes, active) in [(30, true), (61, false), (120, false)] {
+        clock.set(start().add_millis(after_minutes * 60_000));
+        let listed = heartbeats.active_sessions(&user).await.unwrap();
+        let history = heartbeats.history(&user, 10).await.unwrap();
+        assert_eq!(
+            listed.len(),
+            usize::from(active),
+            "{after_minutes} min: the list"
+        );
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            history[0].ended_by.is_none(),
+            active,
+            "{after_minutes} min: the history"
+        );
+    }
+}
+
 /// A refused heartbeat changes nothing stored.
 pub async fn rejected_heartbeat_writes_nothing<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
