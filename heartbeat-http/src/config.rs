@@ -98,6 +98,10 @@ pub struct IssueOwnerTokenArgs {
     /// The key owner tokens are signed with (the server's `OWNER_KEY`).
     #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
     pub owner_key: Option<String>,
+    /// Seconds the token is valid for (1 to 31536000, a year); past it the server answers
+    /// 401 and the owner needs a new token.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    pub ttl_secs: i64,
 }
 
 /// `OWNER_AUTH`: whether the `/v1` routes need an owner token.

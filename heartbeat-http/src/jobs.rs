@@ -61,7 +61,10 @@ fn proven_owner(
         return Ok((owner, query));
     };
     let proven = match crate::body::bearer(headers).or(query.owner_token.as_deref()) {
-        Some(token) => tokens.key.verify(&owner, token.trim()),
+        Some(token) => {
+            let now = heartbeat_core::Timestamp::now().unix_millis() / 1000;
+            tokens.key.verify(&owner, token.trim(), now)
+        }
         None => !tokens.required,
     };
     if proven {

@@ -275,5 +275,6 @@ fn issue_owner_token(args: &IssueOwnerTokenArgs) -> Result<String, ConfigError> 
     heartbeat_http::config::bearer_key("OWNER_KEY", Some(key))?;
     let owner = heartbeat_core::jobs::Owner::new(&args.owner)
         .map_err(|error| ConfigError::new("issue-owner-token", format!("--owner: {error}")))?;
-    Ok(heartbeat_core::jobs::OwnerKey::new(key).token(&owner))
+    let expires = heartbeat_core::Timestamp::now().unix_millis() / 1000 + args.ttl_secs;
+    Ok(heartbeat_core::jobs::OwnerKey::new(key).token(&owner, expires))
 }

@@ -383,7 +383,12 @@ fn issue_owner_token_prints_a_token_the_server_accepts() {
     assert!(output.status.success(), "{output:?}");
     let token = String::from_utf8(output.stdout).unwrap();
     let key = OwnerKey::new("cli owner signing key");
-    assert!(key.verify(&Owner::new("alice").unwrap(), token.trim()));
+    let now = heartbeat_core::Timestamp::now().unix_millis() / 1000;
+    assert!(key.verify(&Owner::new("alice").unwrap(), token.trim(), now));
+    assert!(
+        !key.verify(&Owner::new("alice").unwrap(), token.trim(), now + 86_401),
+        "the default lifetime is a day"
+    );
     let output = run(dir.path(), &[], &["issue-owner-token", "--owner", "alice"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("OWNER_KEY"));

@@ -23,8 +23,12 @@ fn settings(required: bool) -> Settings {
     }
 }
 
+fn now() -> i64 {
+    heartbeat_core::Timestamp::now().unix_millis() / 1000
+}
+
 fn token(owner: &str) -> String {
-    OwnerKey::new(KEY).token(&Owner::new(owner).unwrap())
+    OwnerKey::new(KEY).token(&Owner::new(owner).unwrap(), now() + 3600)
 }
 
 async fn status(
@@ -66,8 +70,20 @@ async fn tokens_are_checked_when_given_and_forgeries_learn_nothing() {
         "optional"
     );
     let forged = format!("owner.{}", "A".repeat(43));
+    let expired = OwnerKey::new(KEY).token(&Owner::new("alice").unwrap(), now() - 1);
+    let key = OwnerKey::new(KEY);
+    let (_, tag) = key
+        .token(&Owner::new("alice").unwrap(), now() + 3600)
+        .rsplit_once('.')
+        .map(|(head, tag)| (head.to_owned(), tag.to_owned()))
+        .unwrap();
+    let without_expiry = format!("owner.{tag}");
+    let extended = format!("owner.{}.{tag}", now() + 999_999);
     for bad in [
         forged.as_str(),
+        &expired,
+        &without_expiry,
+        &extended,
         &token("bob"),
         "owner.",
         "alice",
