@@ -98,42 +98,40 @@ impl FromRequestParts<App> for Admin {
     }
 }
 
-/// Proof that the request may update jobs: the admin key or the worker key
-/// (`WORKER_KEY`). 404 when neither is set, 401 when the key is missing or wrong.
-#[derive(Debug, Clone, Copy)]
-pub struct Worker;
+/// A proof that the request carries the admin key or one role's own key (`$key` of the
+/// settings): an extractor answering 404 when neither is set, 401 when the key is
+/// missing or wrong.
+macro_rules! role_key {
+    ($(#[$doc:meta])* $role:ident, $key:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $role;
 
-impl FromRequestParts<App> for Worker {
-    type Rejection = Denied;
+        impl FromRequestParts<App> for $role {
+            type Rejection = Denied;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
-        let settings = app.settings();
-        let keys = [
-            settings.admin_key.as_deref(),
-            settings.worker_key.as_deref(),
-        ];
-        authorize(&keys, &parts.headers).map(|()| Worker)
-    }
+            async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
+                let settings = app.settings();
+                let keys = [settings.admin_key.as_deref(), settings.$key.as_deref()];
+                authorize(&keys, &parts.headers).map(|()| $role)
+            }
+        }
+    };
 }
 
-/// Proof that the request may mint heartbeat tokens (`POST /admin/tokens`): the admin
-/// key or the issuer key (`ISSUER_KEY`), which may do nothing else. 404 when neither is
-/// set, 401 when the key is missing or wrong.
-#[derive(Debug, Clone, Copy)]
-pub struct Issuer;
+role_key!(
+    /// Proof that the request may update jobs: the admin key or the worker key
+    /// (`WORKER_KEY`).
+    Worker,
+    worker_key
+);
 
-impl FromRequestParts<App> for Issuer {
-    type Rejection = Denied;
-
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Denied> {
-        let settings = app.settings();
-        let keys = [
-            settings.admin_key.as_deref(),
-            settings.issuer_key.as_deref(),
-        ];
-        authorize(&keys, &parts.headers).map(|()| Issuer)
-    }
-}
+role_key!(
+    /// Proof that the request may mint heartbeat tokens (`POST /admin/tokens`): the admin
+    /// key or the issuer key (`ISSUER_KEY`), which may do nothing else.
+    Issuer,
+    issuer_key
+);
 
 /// `POST /admin/tokens` (admin or issuer key): the body is the heartbeat data of a new
 /// playback; answers 201 with an authenticated token (SPEC §3.4).

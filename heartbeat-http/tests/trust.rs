@@ -239,13 +239,7 @@ async fn the_issuer_key_may_only_mint_tokens() {
     .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("cycle_upper_tolerance"),
-        "{body}"
-    );
+    error_says(&body, "cycle_upper_tolerance");
     for path in ["/admin/users/42/sessions", "/admin/users/42/history"] {
         let response = server
             .http
@@ -321,12 +315,18 @@ async fn admin_paths_address_the_user_ids_tokens_use() {
     server.stop().await;
 }
 
+/// Asserts that an `{"error": …}` body says `what`.
+fn error_says(body: &Value, what: &str) {
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains(what), "{body}");
+}
+
 /// A stream refused by the cap whose message contains `cap`.
 async fn refused(response: reqwest::Response, cap: &str) {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains(cap), "{body}");
+    error_says(&body, cap);
 }
 
 /// The stream caps (SPEC §4): per owner, per client address and in total, each refused
@@ -451,13 +451,7 @@ async fn job_creation_is_rate_limited_per_owner() {
     let refused = create("/v1/jobs", "alice").await.unwrap();
     assert_eq!(refused.status(), 429);
     let body: Value = refused.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("faster than allowed"),
-        "{body}"
-    );
+    error_says(&body, "faster than allowed");
     assert_eq!(create("/v1/jobs", "bob").await.unwrap().status(), 201);
     let (status, listed) = server.get_text("/v1/jobs?uuid=alice").await;
     assert_eq!(status, 200);

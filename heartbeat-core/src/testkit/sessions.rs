@@ -61,6 +61,18 @@ pub async fn accept<S: SessionStore>(
     }
 }
 
+/// How many active sessions `user` has.
+async fn active_count<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    user: i64,
+) -> usize {
+    heartbeats
+        .active_sessions(&Id::Int(user))
+        .await
+        .unwrap()
+        .len()
+}
+
 /// Sends a heartbeat that must be refused.
 pub async fn reject<S: SessionStore>(
     heartbeats: &Heartbeats<S, ManualClock>,
@@ -274,14 +286,7 @@ pub async fn replayed_token_starts_a_session_that_inherits_the_counter<F: Fixtur
     clock.advance(Duration::from_secs(1));
     let (_, clone) = accept(&heartbeats, &token, None).await;
     assert_eq!(clone.new_session, Some(NewSessionCause::Replayed));
-    assert_eq!(
-        heartbeats
-            .active_sessions(&Id::Int(13))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(active_count(&heartbeats, 13).await, 2);
     assert_eq!(hit_counter_of(&heartbeats, &clone.session_id).await, 3);
 }
 
@@ -293,14 +298,7 @@ pub async fn expired_sessions_leave_for_the_history<F: Fixture>(fixture: &F) {
     let data = backend_data(13, 1, 1, 10, "MOST_RECENT");
     let (_, old) = counted_session(&heartbeats, &data).await;
     clock.advance(Duration::from_secs(40)); // exactly cycle + tolerance: still active
-    assert_eq!(
-        heartbeats
-            .active_sessions(&Id::Int(13))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(active_count(&heartbeats, 13).await, 1);
     clock.advance(Duration::from_millis(1));
     let (token, new) = counted_session(&heartbeats, &data).await;
     let sessions = heartbeats.active_sessions(&Id::Int(13)).await.unwrap();
@@ -382,14 +380,7 @@ pub async fn sessions_edge_refuses_every_session<F: Fixture>(fixture: &F) {
     // At most `sessions_edge` sessions: the check counts the one a heartbeat would start.
     let reason = reject(&heartbeats, &seal(&heartbeats, &data)).await;
     assert_eq!(reason, RejectReason::SessionsEdge { active: 3, edge: 2 });
-    assert_eq!(
-        heartbeats
-            .active_sessions(&Id::Int(13))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(active_count(&heartbeats, 13).await, 2);
 }
 
 /// A backend token presented again is the same playback (SPEC §3.2): re-sending it every

@@ -22,14 +22,12 @@
 //! `docs/backend-tokens.md` describes the format byte for byte, with test vectors
 //! (`heartbeat-core/tests/vectors/backend-tokens.json`) and snippets for six languages.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{Refusal, SealError, random_bytes};
+use super::{Refusal, SealError, aead_body};
 
 /// What every backend token starts with.
 pub const PREFIX: &str = "b1.";
@@ -41,7 +39,6 @@ pub const HKDF_SALT: &[u8] = b"heartbeat backend token b1";
 pub const HKDF_INFO: &[u8] = b"aes-256-gcm key";
 /// Bytes of a nonce.
 pub const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 
 /// The `b1` key, derived once from the shared key.
 #[derive(Clone)]
@@ -63,9 +60,9 @@ impl BackendKey {
 
     /// Seals `plaintext` under a fresh random nonce, prefix included.
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce).map_err(SealError::Random)?;
-        self.seal_with_nonce(&nonce, plaintext)
+        let mut token = String::from(PREFIX);
+        aead_body::seal_random_into(&self.cipher, plaintext, ASSOCIATED_DATA, &mut token)?;
+        Ok(token)
     }
 
     /// Seals `plaintext` under `nonce`. Deterministic: how the test vectors are made and
@@ -75,24 +72,8 @@ impl BackendKey {
         nonce: &[u8; NONCE_LEN],
         plaintext: &[u8],
     ) -> Result<String, SealError> {
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: ASSOCIATED_DATA,
-                },
-            )
-            .map_err(|_| SealError::TooLarge {
-                len: plaintext.len(),
-            })?;
-        let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        raw.extend_from_slice(nonce);
-        raw.extend_from_slice(&ciphertext);
-        let mut token = String::with_capacity(PREFIX.len() + raw.len().div_ceil(3) * 4);
-        token.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&raw, &mut token);
+        let mut token = String::from(PREFIX);
+        aead_body::seal_into(&self.cipher, nonce, plaintext, ASSOCIATED_DATA, &mut token)?;
         Ok(token)
     }
 
@@ -102,23 +83,6 @@ impl BackendKey {
         body: &str,
         parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| Refusal::Malformed)?;
-        if raw.len() < NONCE_LEN + TAG_LEN {
-            return Err(Refusal::Malformed);
-        }
-        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: ASSOCIATED_DATA,
-                },
-            )
-            .map_err(|_| Refusal::Decryption)?;
-        parse(&plaintext)
+        parse(&aead_body::open(&self.cipher, body, ASSOCIATED_DATA)?)
     }
 }

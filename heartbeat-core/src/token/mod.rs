@@ -18,6 +18,7 @@
 //! [`TokenCodec`] opens both (legacy only when allowed) and seals the configured one.
 //! Every refusal is the same [`InvalidToken`] to the outside world.
 
+mod aead_body;
 pub mod backend;
 pub mod legacy;
 pub mod sealed;

@@ -18,13 +18,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::KeyInit;
 use hkdf::Hkdf;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::{Refusal, SealError, parse_object, random_bytes};
+use super::{Refusal, SealError, aead_body, parse_object};
 
 /// What every `v2` token starts with.
 pub const PREFIX: &str = "v2.";
@@ -73,29 +73,13 @@ impl SealedKey {
 
     /// Seals `plaintext` under a fresh random nonce, prefix included.
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce).map_err(SealError::Random)?;
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: ASSOCIATED_DATA,
-                },
-            )
-            .map_err(|_| SealError::TooLarge {
-                len: plaintext.len(),
-            })?;
-        let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&ciphertext);
-        let mut token =
-            String::with_capacity(PREFIX.len() + KEY_ID_LEN + 1 + raw.len().div_ceil(3) * 4);
+        let mut token = String::with_capacity(
+            PREFIX.len() + KEY_ID_LEN + 1 + (NONCE_LEN + plaintext.len() + TAG_LEN).div_ceil(3) * 4,
+        );
         token.push_str(PREFIX);
         token.push_str(&self.id);
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&raw, &mut token);
+        aead_body::seal_random_into(&self.cipher, plaintext, ASSOCIATED_DATA, &mut token)?;
         Ok(token)
     }
 
@@ -111,23 +95,6 @@ impl SealedKey {
         body: &str,
         parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| Refusal::Malformed)?;
-        if raw.len() < NONCE_LEN + TAG_LEN {
-            return Err(Refusal::Malformed);
-        }
-        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: ASSOCIATED_DATA,
-                },
-            )
-            .map_err(|_| Refusal::Decryption)?;
-        parse(&plaintext)
+        parse(&aead_body::open(&self.cipher, body, ASSOCIATED_DATA)?)
     }
 }

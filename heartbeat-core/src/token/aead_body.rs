@@ -1,0 +1,77 @@
+//! The body both authenticated formats share: `base64url-no-pad(nonce ‖ AEAD ciphertext ‖
+//! tag)`, sealed and opened with any RustCrypto AEAD (XChaCha20-Poly1305 for `v2.`,
+//! AES-256-GCM for `b1.`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::generic_array::typenum::Unsigned;
+use chacha20poly1305::aead::{Aead, AeadCore, Nonce, Payload};
+
+use super::{Refusal, SealError, random_bytes};
+
+/// Seals `plaintext` with `associated_data` under `nonce` (the cipher's nonce size), and
+/// appends the body to `token`.
+pub(crate) fn seal_into<A: Aead + AeadCore>(
+    cipher: &A,
+    nonce: &[u8],
+    plaintext: &[u8],
+    associated_data: &[u8],
+    token: &mut String,
+) -> Result<(), SealError> {
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::<A>::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad: associated_data,
+            },
+        )
+        .map_err(|_| SealError::TooLarge {
+            len: plaintext.len(),
+        })?;
+    let mut raw = Vec::with_capacity(nonce.len() + ciphertext.len());
+    raw.extend_from_slice(nonce);
+    raw.extend_from_slice(&ciphertext);
+    token.reserve(raw.len().div_ceil(3) * 4);
+    URL_SAFE_NO_PAD.encode_string(&raw, token);
+    Ok(())
+}
+
+/// Seals under a fresh random nonce, appending the body to `token`.
+pub(crate) fn seal_random_into<A: Aead + AeadCore>(
+    cipher: &A,
+    plaintext: &[u8],
+    associated_data: &[u8],
+    token: &mut String,
+) -> Result<(), SealError> {
+    // The largest nonce of the ciphers used here (XChaCha20's, 24 bytes).
+    let mut nonce = [0u8; 24];
+    let nonce = &mut nonce[..A::NonceSize::USIZE];
+    random_bytes(nonce).map_err(SealError::Random)?;
+    seal_into(cipher, nonce, plaintext, associated_data, token)
+}
+
+/// Opens a body: decodes it, checks its length, authenticates and decrypts it.
+pub(crate) fn open<A: Aead + AeadCore>(
+    cipher: &A,
+    body: &str,
+    associated_data: &[u8],
+) -> Result<Vec<u8>, Refusal> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| Refusal::Malformed)?;
+    let nonce_len = A::NonceSize::USIZE;
+    if raw.len() < nonce_len + A::TagSize::USIZE {
+        return Err(Refusal::Malformed);
+    }
+    let (nonce, ciphertext) = raw.split_at(nonce_len);
+    cipher
+        .decrypt(
+            Nonce::<A>::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: associated_data,
+            },
+        )
+        .map_err(|_| Refusal::Decryption)
+}
