@@ -407,6 +407,19 @@ pub fn new_session_cause(
     session_cause(now, token, active, Timing::Checked)
 }
 
+/// True when the heartbeat of `token` continues its session as it stands in `stored`
+/// (active, the token current, on time): then it starts none, and the id a new session
+/// would get is not needed. A cheap check before [`decide`], which applies the full rules.
+pub fn continues_session(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> bool {
+    // Not expired by [`expire`]'s rule, which `decide` applies first.
+    let on_time = token
+        .session_id
+        .as_deref()
+        .and_then(|id| stored.sessions.get(id))
+        .is_some_and(|record| record.timestamp.add_millis(token.session_life_millis()) >= now);
+    on_time && session_cause(now, token, stored, Timing::Checked).is_none()
+}
+
 /// Whether [`decide`] checks that a heartbeat is not too early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timing {

@@ -262,9 +262,15 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         data: &HeartbeatData,
         decide: impl Fn(Timestamp, &UserSessions, &str) -> Result<decision::Decision, SessionError>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
-        let fresh_id = self.codec.token_session_id(token, data);
         let verdict = self
             .update(&data.user_id, |now, stored| {
+                // Most heartbeats continue their session: only the others need the id a
+                // new one would get (a keyed hash of the token).
+                let fresh_id = if decision::continues_session(now, data, stored) {
+                    String::new()
+                } else {
+                    self.codec.token_session_id(token, data)
+                };
                 let mut decision = match decide(now, stored, &fresh_id) {
                     Ok(decision) => decision,
                     Err(error) => return (None, Err(error)),

@@ -541,3 +541,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `continues_session` says yes only where `decide` continues the token's session, so
+    /// the id a new session would get is never needed when it is skipped.
+    #[test]
+    fn continues_session_never_hides_a_new_session((stored, token, now) in decision_case()) {
+        if heartbeat_core::decision::continues_session(now, &token, &stored) {
+            let decision = decide(now, &token, &stored, "", None);
+            if let Verdict::Accept(accepted) = decision.verdict {
+                prop_assert_eq!(accepted.new_session, None);
+                prop_assert_eq!(Some(accepted.session_id), token.session_id.clone());
+            }
+        }
+    }
+}

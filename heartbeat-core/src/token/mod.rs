@@ -354,8 +354,9 @@ impl TokenCodec {
     /// (SPEC §3.2). `data` are the token's, as [`open`](Self::open) read them.
     ///
     /// The id is a keyed hash (HMAC-SHA256 under a key derived from the shared key) of the
-    /// token's bytes, in a canonical form (a legacy token's hex in lower case, its base64
-    /// without padding), and its provenance; shaped as a UUID v4. Nobody without the key
+    /// token (of a `v2.` or `b1.` token, the prefix through its random nonce; of a legacy
+    /// token, all of it in a canonical form: hex in lower case, base64 without padding),
+    /// and its provenance; shaped as a UUID v4. Nobody without the key
     /// can tell it from a random one or guess it.
     pub fn token_session_id(&self, token: &str, data: &HeartbeatData) -> String {
         self.session_ids.session_id(token, data.provenance)
