@@ -81,11 +81,6 @@ impl IndexKey {
         &self.0
     }
 
-    /// True for the start of an index (no entry yet).
-    pub fn is_start(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The entry's time; `None` for [`IndexKey::start`].
     pub fn time(&self) -> Option<Timestamp> {
         let millis: i64 = self.0.get(..Self::TIME_DIGITS)?.parse().ok()?;

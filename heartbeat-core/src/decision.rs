@@ -160,14 +160,36 @@ pub struct SessionWrite {
     pub progress: Option<(Id, ProgressRecord)>,
     /// The user's whole active set after this write (for stores that replace it whole).
     pub sessions: UserSessions,
-    /// How long, in milliseconds from now, the longest-lived session of `sessions` can stay
-    /// active: stores keep the user's sessions at least that long.
+    /// How long, in milliseconds from now, stores keep the user's sessions at least: as
+    /// the rules build it, until the longest-lived session of `sessions` can stay active;
+    /// once [`for_store`](Self::for_store) completed it, that plus the retention.
     pub keep_millis: i64,
     /// The analytics indexes' changes (SPEC §3.9), applied in the same atomic step.
     pub index: IndexWrite,
 }
 
 impl SessionWrite {
+    /// The write as a store applies it, completed from the state it was decided on
+    /// (`before`) at `now`: the finished-index moves of the sessions it ends, the
+    /// indexes' retention floor, and the sessions kept past their expiry for as long as
+    /// the history is, so that a session that times out is in the history without a
+    /// later visit (SPEC §3.6). The one place a write is completed.
+    pub fn for_store(
+        mut self,
+        user: &Id,
+        before: &UserSessions,
+        now: Timestamp,
+        retention: &Retention,
+    ) -> Self {
+        self.index.finished = crate::analytics::finished_moves(user, before, &self);
+        self.index.keep_from =
+            crate::analytics::IndexKey::floor(now.add_millis(-retention.retention_millis()));
+        self.keep_millis = self
+            .keep_millis
+            .saturating_add(retention.retention_millis());
+        self
+    }
+
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty()
@@ -396,15 +418,6 @@ pub fn displaced(
         .filter(|(id, refusal)| refusal.is_some() && *id != by && kept_before.contains(id))
         .map(|(id, _)| id.to_owned())
         .collect()
-}
-
-/// Whether the heartbeat continues the token's session or must start a new one.
-pub fn new_session_cause(
-    now: Timestamp,
-    token: &HeartbeatData,
-    active: &UserSessions,
-) -> Option<NewSessionCause> {
-    session_cause(now, token, active, Timing::Checked)
 }
 
 /// True when the heartbeat of `token` continues its session as it stands in `stored`

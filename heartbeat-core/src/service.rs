@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use crate::analytics::{self, IndexKey, Refusal};
+use crate::analytics::Refusal;
 use crate::decision::{self, Accepted, Refused, SessionError, SessionWrite, Verdict, Watched};
 use crate::jobs::LiveStream;
 use crate::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
@@ -513,17 +513,10 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             let loaded = self.store.load(user).await?;
             let now = self.clock.now();
             let (write, result) = decide(now, &loaded.sessions);
-            let Some(mut write) = write.filter(|write| !write.is_empty()) else {
+            let Some(write) = write.filter(|write| !write.is_empty()) else {
                 return Ok(result);
             };
-            write.index.finished = analytics::finished_moves(user, &loaded.sessions, &write);
-            write.index.keep_from =
-                IndexKey::floor(now.add_millis(-self.config.retention.retention_millis()));
-            // The user's sessions are kept past their expiry for as long as the history
-            // is: a session that times out is in the history without a later visit.
-            write.keep_millis = write
-                .keep_millis
-                .saturating_add(self.config.retention.retention_millis());
+            let write = write.for_store(user, &loaded.sessions, now, &self.config.retention);
             match self
                 .store
                 .commit(user, &loaded.version, &write, &self.config.retention)

@@ -304,11 +304,6 @@ impl Metrics {
         }
     }
 
-    /// Open SSE streams now.
-    pub fn open_sse_connections(&self) -> i64 {
-        self.inner.sse_connections.get()
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();

@@ -133,11 +133,6 @@ impl<T: Routed> Fanout<T> {
         }
     }
 
-    /// Number of keys (owners) with at least one live subscriber channel.
-    pub fn owner_count(&self) -> usize {
-        self.owners.len()
-    }
-
     /// Forgets the channels of owners nobody listens to any more.
     pub fn prune(&self) {
         self.owners.retain(|_, sender| sender.receiver_count() > 0);
