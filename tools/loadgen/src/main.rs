@@ -2,27 +2,27 @@
 //!
 //! ```sh
 //! # closed loop: 64 requests in flight for 10 s, 20 000 players (one device each)
-//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat \
+//! cargo run --release -p heartbeat-loadgen -- heartbeat \
 //!     --url http://127.0.0.1:3000 --key "$SHARED_KEY" --concurrency 64 --duration 10
 //! # open loop: 1 000 heartbeats/s, latency counted from each request's scheduled time
-//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat --rate 1000 ...
+//! cargo run --release -p heartbeat-loadgen -- heartbeat --rate 1000 ...
 //! # GET /status/<id> polls
-//! cargo run --release -p heartbeat-examples --example loadgen -- status --url ... --concurrency 64
+//! cargo run --release -p heartbeat-loadgen -- status --url ... --concurrency 64
 //! # 10 000 SSE connections, each owning one job (the server needs JOB_TIME, e.g. 2000, to
 //! # complete them); the server's RSS read from /proc
-//! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
+//! cargo run --release -p heartbeat-loadgen -- jobs --url ... \
 //!     --connections 10000 --server-pid "$(pgrep heartbeat-server)"
 //! # several instances of one deployment: requests round-robin over them (a session
 //! # continues across instances); CPU and memory summed over their pids
-//! cargo run --release -p heartbeat-examples --example loadgen -- heartbeat \
+//! cargo run --release -p heartbeat-loadgen -- heartbeat \
 //!     --url http://127.0.0.1:3101,http://127.0.0.1:3102 --server-pid 4242,4243 ...
 //! # streams from chosen source addresses (one address has ~28 000 ports), jobs created
 //! # only once a file exists (generators run side by side: see scripts/fleet)
-//! cargo run --release -p heartbeat-examples --example loadgen -- jobs --url ... \
+//! cargo run --release -p heartbeat-loadgen -- jobs --url ... \
 //!     --connections 12500 --sources 127.0.0.2 --go-file /tmp/go
 //! # 10 000 players each holding its session's notice stream (GET /heartbeat/events),
 //! # then each displaced by a second device: RSS per idle stream, delivery latency
-//! cargo run --release -p heartbeat-examples --example loadgen -- notices --url ... \
+//! cargo run --release -p heartbeat-loadgen -- notices --url ... \
 //!     --key "$SHARED_KEY" --connections 10000 --server-pid "$(pgrep heartbeat-server)"
 //! ```
 //!

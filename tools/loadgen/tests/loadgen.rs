@@ -1,0 +1,178 @@
+//! The load generator runs clean against real servers: every mode against one instance
+//! in this process, and heartbeats and job streams spread over two instances sharing a
+//! real Redis.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+/// Runs the `loadgen` binary with `args`, failing the test (with its output) when it fails.
+fn loadgen(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "loadgen {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The shared key of the servers the load generator runs against.
+const LOADGEN_KEY: &str = "loadgen test key";
+
+/// What those servers run with: jobs complete by themselves half a second after creation.
+fn loadgen_settings() -> heartbeat_http::Settings {
+    heartbeat_http::Settings {
+        job_time: Some(std::time::Duration::from_millis(500)),
+        ..heartbeat_http::Settings::default()
+    }
+}
+
+/// Runs the load generator briefly against a server in this process and checks that it
+/// reports clean runs in every mode.
+#[test]
+fn loadgen_reports_clean_runs_in_every_mode() {
+    use heartbeat_core::TokenCodec;
+    use heartbeat_examples::LocalServer;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(LocalServer::start(
+            TokenCodec::new(LOADGEN_KEY).unwrap(),
+            loadgen_settings(),
+        ))
+        .unwrap();
+    let url = server.url().to_owned();
+    let runs: [&[&str]; 5] = [
+        &[
+            "heartbeat",
+            "--key",
+            LOADGEN_KEY,
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--players",
+            "50",
+        ],
+        &[
+            "heartbeat",
+            "--key",
+            LOADGEN_KEY,
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--players",
+            "50",
+        ],
+        &[
+            "status",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+            "--jobs",
+            "10",
+        ],
+        &["jobs", "--connections", "20", "--timeout", "30"],
+        &["notices", "--key", LOADGEN_KEY, "--connections", "20"],
+    ];
+    for args in runs {
+        let args = [args, &["--url", url.as_str()]].concat();
+        let stdout = loadgen(&args);
+        if args[0] == "notices" {
+            assert!(stdout.contains("20 notice streams held"), "{stdout}");
+            assert!(stdout.contains("(20 told, 0 missing, 0 extra)"), "{stdout}");
+        } else if args[0] == "jobs" {
+            assert!(stdout.contains("20 SSE connections held"), "{stdout}");
+            assert!(
+                stdout.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
+                "{stdout}"
+            );
+        } else {
+            assert!(
+                stdout.contains("connection errors 0, wrong answers 0"),
+                "{stdout}"
+            );
+        }
+    }
+    runtime.block_on(server.stop()).unwrap();
+}
+
+/// The load generator spreads its requests over two instances sharing one real Redis: a
+/// session continues across them, and each job's completion crosses from the instance it
+/// was created on to the one holding its stream.
+#[test]
+fn loadgen_drives_two_instances_on_one_redis() {
+    use heartbeat_core::TokenCodec;
+    use heartbeat_examples::LocalServer;
+    use heartbeat_http::server;
+    use heartbeat_store_redis::testkit::RedisServer;
+    use heartbeat_store_redis::{RedisConfig, RedisStore};
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let instances: Vec<LocalServer> = (0..2)
+        .map(|_| {
+            runtime.block_on(async {
+                let store = RedisStore::connect(RedisConfig::new(redis.url()))
+                    .await
+                    .unwrap();
+                let app = server::app(
+                    TokenCodec::new(LOADGEN_KEY).unwrap(),
+                    store.clone(),
+                    store.clone(),
+                    store,
+                    loadgen_settings(),
+                );
+                LocalServer::serve(app).await.unwrap()
+            })
+        })
+        .collect();
+    let fleet = instances
+        .iter()
+        .map(LocalServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let heartbeats = loadgen(&[
+        "heartbeat",
+        "--key",
+        LOADGEN_KEY,
+        "--concurrency",
+        "4",
+        "--duration",
+        "1",
+        "--players",
+        "20",
+        "--url",
+        &fleet,
+    ]);
+    assert!(heartbeats.contains("2 instance(s)"), "{heartbeats}");
+    assert!(
+        heartbeats.contains("connection errors 0, wrong answers 0"),
+        "{heartbeats}"
+    );
+    let jobs = loadgen(&[
+        "jobs",
+        "--connections",
+        "20",
+        "--timeout",
+        "30",
+        "--sources",
+        "127.0.0.1",
+        "--url",
+        &fleet,
+    ]);
+    assert!(
+        jobs.contains("(20 delivered, 0 missing, 0 duplicates, 0 foreign"),
+        "{jobs}"
+    );
+    for instance in instances {
+        runtime.block_on(instance.stop()).unwrap();
+    }
+}
