@@ -26,6 +26,22 @@ use crate::rate::JobCreations;
 use crate::streams::StreamSlots;
 use crate::{admin, heartbeat, jobs};
 
+/// A router being built, with the path of every route added to it.
+#[derive(Default)]
+struct Routes {
+    router: Router<App>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    /// Adds the route and records its path.
+    fn add(&mut self, path: &'static str, handlers: axum::routing::MethodRouter<App>) -> &mut Self {
+        self.router = std::mem::take(&mut self.router).route(path, handlers);
+        self.paths.push(path);
+        self
+    }
+}
+
 /// Which routes a listener serves ([`App::router_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
@@ -127,49 +143,54 @@ impl App {
         let metrics = self.inner.metrics.clone();
         let request_timeout = self.inner.settings.request_timeout;
         let (public, operator) = (surface != Surface::Admin, surface != Surface::Public);
-        let mut routes = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/healthcheck", get(healthz))
-            .route("/readyz", get(readyz));
+        // Every route is added through `routes.add`, which also records its path: the
+        // metrics count store errors for exactly these routes (at 0 from the start).
+        let mut routes = Routes::default();
+        routes
+            .add("/healthz", get(healthz))
+            .add("/healthcheck", get(healthz))
+            .add("/readyz", get(readyz));
         if public {
-            routes = routes
-                .route("/", post(heartbeat::heartbeat))
-                .route("/heartbeat", post(heartbeat::heartbeat))
-                .route("/heartbeat/stop", post(heartbeat::stop))
-                .route("/heartbeat/takeover", post(heartbeat::takeover))
-                .route("/create", post(jobs::heygen_create))
-                .route("/status/{id}", get(jobs::heygen_status))
-                .route("/v1/jobs", post(jobs::create).get(jobs::list))
-                .route("/v1/jobs/{id}", get(jobs::get).patch(jobs::update));
+            routes
+                .add("/", post(heartbeat::heartbeat))
+                .add("/heartbeat", post(heartbeat::heartbeat))
+                .add("/heartbeat/stop", post(heartbeat::stop))
+                .add("/heartbeat/takeover", post(heartbeat::takeover))
+                .add("/create", post(jobs::heygen_create))
+                .add("/status/{id}", get(jobs::heygen_status))
+                .add("/v1/jobs", post(jobs::create).get(jobs::list))
+                .add("/v1/jobs/{id}", get(jobs::get).patch(jobs::update));
         }
         if operator {
-            routes = routes
-                .route("/admin/tokens", post(admin::issue_token))
-                .route("/admin/users/{user}/sessions", get(admin::sessions))
-                .route(
+            routes
+                .add("/admin/tokens", post(admin::issue_token))
+                .add("/admin/users/{user}/sessions", get(admin::sessions))
+                .add(
                     "/admin/users/{user}/sessions/{session}",
                     delete(admin::evict),
                 )
-                .route("/admin/users/{user}/progress/{asset}", get(admin::progress))
-                .route("/admin/users/{user}/history", get(admin::history));
+                .add("/admin/users/{user}/progress/{asset}", get(admin::progress))
+                .add("/admin/users/{user}/history", get(admin::history));
         }
-        routes = routes.layer(TimeoutLayer::with_status_code(
+        routes.router = routes.router.layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ));
         // Streams live as long as the client stays: no request timeout for them.
         if public {
-            routes = routes
-                .route("/heartbeat/events", get(heartbeat::events))
-                .route("/status", get(jobs::heygen_events))
-                .route("/v1/events", get(jobs::events));
+            routes
+                .add("/heartbeat/events", get(heartbeat::events))
+                .add("/status", get(jobs::heygen_events))
+                .add("/v1/events", get(jobs::events));
         }
         if operator {
-            routes = routes
-                .route("/admin/history", get(admin::export_history))
-                .route("/admin/history/events", get(admin::history_events));
+            routes
+                .add("/admin/history", get(admin::export_history))
+                .add("/admin/history/events", get(admin::history_events));
         }
+        metrics.count_routes(&routes.paths);
         let routes = routes
+            .router
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .with_state(self.clone());

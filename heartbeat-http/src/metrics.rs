@@ -56,21 +56,6 @@ struct BuildLabels {
     commit: &'static str,
 }
 
-/// The routes that use the store: their store errors are counted from the start (at 0).
-const STORE_ROUTES: [&str; 11] = [
-    "/",
-    "/heartbeat",
-    "/heartbeat/stop",
-    "/create",
-    "/status/{id}",
-    "/status",
-    "/v1/jobs",
-    "/v1/jobs/{id}",
-    "/v1/events",
-    "/admin/history",
-    "/readyz",
-];
-
 /// Every heartbeat outcome, counted from the start (at 0).
 const DECISIONS: [Decision; 7] = [
     Decision::Accepted,
@@ -150,6 +135,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Shows every route of a router in the store-error count from the start (at 0), so
+    /// that a rate over it exists before the first failure. The router records its
+    /// routes as it adds them ([`App::router_for`](crate::app::App::router_for)).
+    pub fn count_routes(&self, routes: &[&'static str]) {
+        for route in routes {
+            drop(self.inner.store_errors.get_or_create(&RouteLabels {
+                route: (*route).to_owned(),
+            }));
+        }
+    }
+
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("heartbeat");
@@ -203,11 +199,6 @@ impl Metrics {
             "Requests that failed because the store failed, by route",
             store_errors.clone(),
         );
-        for route in STORE_ROUTES {
-            drop(store_errors.get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            }));
-        }
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refusals",

@@ -310,6 +310,19 @@ async fn metrics_count_requests_decisions_and_streams() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
+    // Every route of the router is in the store-error count from the start, the ones
+    // added last included (the list comes from the router, not a copy of it).
+    for route in [
+        "/heartbeat/takeover",
+        "/heartbeat/events",
+        "/admin/tokens",
+        "/admin/users/{user}/history",
+        "/admin/history/events",
+        "/v1/jobs/{id}",
+    ] {
+        let expected = format!("heartbeat_store_errors_total{{route=\"{route}\"}} 0");
+        assert!(text.contains(&expected), "{expected} missing from:\n{text}");
+    }
     server.stop().await;
 }
 
