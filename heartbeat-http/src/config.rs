@@ -124,7 +124,7 @@ pub struct OwnerTokens {
 
 /// Where sessions, progress, history and jobs are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Storage {
+pub enum StoreKind {
     /// In memory: fast, single instance, nothing survives a restart.
     Memory,
     /// Embedded sled database at `SLED_PATH`: persistent, single instance (the default).
@@ -231,7 +231,7 @@ pub struct ServerArgs {
         default_value = "sled",
         ignore_case = true
     )]
-    pub storage: Storage,
+    pub storage: StoreKind,
     /// Directory of the sled database (`STORAGE=sled`).
     #[arg(long, env = "SLED_PATH", default_value = "data/heartbeat.sled")]
     pub sled_path: PathBuf,

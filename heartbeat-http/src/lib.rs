@@ -68,6 +68,6 @@ pub mod streams;
 #[cfg(feature = "server")]
 pub use app::App;
 #[cfg(feature = "server")]
-pub use config::{Cli, ConfigError, CorsOrigins, ServerArgs, Settings, Storage};
+pub use config::{Cli, ConfigError, CorsOrigins, ServerArgs, Settings, StoreKind};
 #[cfg(feature = "server")]
 pub use error::{ApiError, TextError};

@@ -11,7 +11,7 @@ use heartbeat_core::SessionStore;
 use heartbeat_http::admin::{self, ExportQuery};
 use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
-    ServerArgs, Storage,
+    ServerArgs, StoreKind,
 };
 use heartbeat_http::{App, server};
 
@@ -104,7 +104,7 @@ fn check_config(server: &ServerArgs) -> ExitCode {
 
 /// `export-history`: the NDJSON of `GET /admin/history`, from the configured store.
 fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
-    if server.storage == Storage::Memory {
+    if server.storage == StoreKind::Memory {
         eprintln!(
             "error: STORAGE is `memory`: a memory store lives in its server's process. \
              Export over HTTP instead: GET /admin/history"

@@ -9,7 +9,7 @@ use heartbeat_core::{Clock, HeartbeatConfig, SessionStore, SystemClock, TokenCod
 use tokio::net::TcpListener;
 
 use crate::app::{App, Surface};
-use crate::config::{ConfigError, ServerArgs, Settings, Storage};
+use crate::config::{ConfigError, ServerArgs, Settings, StoreKind};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -297,13 +297,13 @@ fn log_configuration(args: &ServerArgs, settings: &Settings) {
 /// not, the Redis URL's password as `***`): the startup log line and `check-config`.
 pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static str, String)> {
     let store = match args.storage {
-        Storage::Memory => "memory (nothing survives a restart)".to_owned(),
-        Storage::Sled => format!(
+        StoreKind::Memory => "memory (nothing survives a restart)".to_owned(),
+        StoreKind::Sled => format!(
             "sled at {} (sync writes: {})",
             args.sled_path.display(),
             args.sled_sync_writes
         ),
-        Storage::Redis => format!(
+        StoreKind::Redis => format!(
             "redis at {} (namespace `{}`, pool {}, timeout {} ms)",
             redact(&args.redis_url),
             args.redis_namespace,
@@ -386,7 +386,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
     let settings = args.settings()?;
     let codec = args.tokens.codec()?;
     match args.storage {
-        Storage::Memory => {
+        StoreKind::Memory => {
             #[cfg(feature = "memory")]
             {
                 use heartbeat_core::memory::{MemoryEventBus, MemoryJobStore, MemorySessionStore};
@@ -405,7 +405,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
             #[cfg(not(feature = "memory"))]
             Err(not_built("memory"))
         }
-        Storage::Sled => {
+        StoreKind::Sled => {
             #[cfg(feature = "sled")]
             {
                 let mut config = heartbeat_store_sled::SledConfig::new(&args.sled_path);
@@ -418,7 +418,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
             #[cfg(not(feature = "sled"))]
             Err(not_built("sled"))
         }
-        Storage::Redis => {
+        StoreKind::Redis => {
             #[cfg(feature = "redis")]
             {
                 use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
