@@ -222,9 +222,9 @@ pub async fn progress(
 fn read_query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
-    query.map(|Query(query)| query).map_err(|rejection| {
-        ApiError::bad_request(format!("Invalid query: {}.", rejection.body_text()))
-    })
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::bad_query(&rejection))
 }
 
 /// Query of the history route.

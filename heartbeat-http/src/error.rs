@@ -33,6 +33,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 400 for a query string that cannot be read: the one text every route gives.
+    pub fn bad_query(rejection: &axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request(query_error(rejection))
+    }
+
     /// 404 Not Found.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
@@ -71,6 +76,11 @@ impl IntoResponse for ApiError {
         mark_outage(&mut response);
         response
     }
+}
+
+/// What is wrong with a query string, as every route says it (JSON and text answers).
+pub fn query_error(rejection: &axum::extract::rejection::QueryRejection) -> String {
+    format!("Invalid query: {}.", rejection.body_text())
 }
 
 /// A 503 tells the client when to retry and is counted as a store failure.

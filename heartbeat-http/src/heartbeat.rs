@@ -256,7 +256,7 @@ pub async fn events(
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
-            let error = ApiError::bad_request(format!("Bad query: {}", rejection.body_text()));
+            let error = ApiError::bad_query(&rejection);
             return counted(metrics, Decision::BadRequest, error);
         }
     };

@@ -38,8 +38,7 @@ pub struct OwnerQuery {
 fn owner_of(
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(Owner, OwnerQuery), String> {
-    let Query(query) =
-        query.map_err(|rejection| format!("invalid query: {}", rejection.body_text()))?;
+    let Query(query) = query.map_err(|rejection| crate::error::query_error(&rejection))?;
     let uuid = query
         .uuid
         .as_deref()

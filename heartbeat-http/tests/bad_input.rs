@@ -312,3 +312,34 @@ async fn a_request_that_never_finishes_gets_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     server.stop().await;
 }
+
+/// One 400 text for a query that cannot be read, on every route family.
+#[tokio::test]
+async fn a_bad_query_gets_one_text_everywhere() {
+    let (server, _backing) = start(Kind::Memory).await;
+    for path in [
+        "/v1/jobs?uuid=alice&limit=many",
+        "/heartbeat/events?heartbeat_token=a&heartbeat_token=b",
+        "/status/1?uuid=a&uuid=b",
+    ] {
+        let (status, _, body) = send(&server, Method::GET, path, None, b"").await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let text = if body.starts_with('{') {
+            error_of(&body)
+        } else {
+            body
+        };
+        assert!(text.starts_with("Invalid query: "), "{path}: {text}");
+    }
+    let response = server
+        .http
+        .get(format!("{}/admin/users/1/history?limit=many", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(error_of(&body).starts_with("Invalid query: "), "{body}");
+    server.stop().await;
+}
