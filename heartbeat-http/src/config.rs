@@ -383,10 +383,12 @@ pub struct IssueTokenArgs {
     /// Sessions the user may play at once.
     #[arg(long, default_value_t = 1)]
     pub limit: u32,
-    /// Sessions above which the limit is checked.
+    /// `checking_threshold`: heartbeats a session must have sent before it counts against
+    /// the limit. Written as 1 when not given (a token without the field means 0).
     #[arg(long)]
     pub threshold: Option<u32>,
-    /// Sessions above which every new session is refused.
+    /// `sessions_edge`: the most sessions the user may have active; a heartbeat that would
+    /// start one more is refused at once. Written as `--limit` + 10 when not given.
     #[arg(long)]
     pub edge: Option<u32>,
     /// Which device is refused over the limit: `LEAST_RECENT` or `MOST_RECENT`.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
 const SHARED_KEY: &str = "change-me-to-a-long-random-key";
-const ADMIN_KEY: &str = "readme-admin-key-0123456789";
+/// The quick start's admin key: the admin block sets the same one, as a reader would.
+const ADMIN_KEY: &str = "change-me-to-a-long-admin-key";
 
 /// The first ```sh block after `marker` in README.
 fn block_after(marker: &str) -> String {
@@ -91,8 +92,6 @@ fn the_quick_start_and_admin_examples_work_as_written() {
             .args(["-c", &script])
             .current_dir(dir.path())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ADMIN_KEY", ADMIN_KEY)
-            .env("SID", "no-such-session")
             .output()
             .unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
@@ -112,8 +111,19 @@ fn the_quick_start_and_admin_examples_work_as_written() {
         "{quick_start}"
     );
 
+    // Each block runs as printed, with nothing but what README itself set: the quick
+    // start's server (its keys) and the state the blocks before left.
+    let quick_start_server = block_after("## Quick start");
+    assert!(
+        quick_start_server.contains(&format!("SHARED_KEY={SHARED_KEY} ADMIN_KEY={ADMIN_KEY} ")),
+        "the quick start runs the server with other keys: {quick_start_server}"
+    );
     let admin = run(&block_after("Admin (`Authorization: Bearer $ADMIN_KEY`"));
     assert!(admin.contains("{\"heartbeat_token\":"), "{admin}");
+    assert!(
+        admin.contains("{\"evicted\":"),
+        "the session the quick start began: {admin}"
+    );
     assert!(admin.contains("\"user_id\":13"), "{admin}");
     assert!(
         admin.contains("{\"complete\":true"),
