@@ -573,17 +573,8 @@ fn decide_timed(
         }
         None => (token, timing),
     };
-    let ended = token
-        .session_id
-        .as_deref()
-        .and_then(|id| kept.sessions.get(id))
-        .and_then(|record| record.ended_by);
     let cause = session_cause(now, token, &kept, timing);
-    let refusal = match ended {
-        Some(by) => Err(RejectReason::Ended { by }),
-        None => check_limit(&kept, token, cause.is_some()),
-    };
-    if let Err(reason) = refusal {
+    if let Err(reason) = refusal(&kept, token, cause) {
         let playing = Some(playing(&kept, token));
         write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
         write.sessions = kept;
@@ -593,7 +584,60 @@ fn decide_timed(
         };
     }
 
-    // Not an ended record: a token of an ended session was refused above.
+    let (session_id, record) =
+        accepted_record(now, token, &kept, cause, fresh_session_id, progress);
+    let mut token_data = token.clone();
+    token_data.session_id = Some(session_id.clone());
+    token_data.timestamp = Some(now);
+    token_data.started_at = record.started_at;
+
+    let replaced = kept.sessions.insert(session_id.clone(), record.clone());
+    let displaced = displaced_by_write(&kept, replaced, token, &session_id);
+    write.upserts.push((session_id.clone(), record));
+    write.progress = progress_entry(token, &session_id, progress, now);
+    write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
+    write.sessions = kept;
+    Decision {
+        verdict: Verdict::Accept(Accepted {
+            session_id,
+            new_session: cause,
+            token_data,
+            displaced,
+        }),
+        write,
+    }
+}
+
+/// Why the heartbeat is refused, if it is: its session was ended by someone else, or a
+/// limit applies ([`check_limit`]; `cause` says whether it would start a session).
+fn refusal(
+    kept: &UserSessions,
+    token: &HeartbeatData,
+    cause: Option<NewSessionCause>,
+) -> Result<(), RejectReason> {
+    let ended = token
+        .session_id
+        .as_deref()
+        .and_then(|id| kept.sessions.get(id))
+        .and_then(|record| record.ended_by);
+    match ended {
+        Some(by) => Err(RejectReason::Ended { by }),
+        None => check_limit(kept, token, cause.is_some()),
+    }
+}
+
+/// The session an accepted heartbeat belongs to and its new record: the token's session
+/// continued (`cause` is `None`), or a new one named `fresh_session_id` that inherits the
+/// hit counter of the session it was cloned from (or starts at [`first_hit_counter`]).
+fn accepted_record(
+    now: Timestamp,
+    token: &HeartbeatData,
+    kept: &UserSessions,
+    cause: Option<NewSessionCause>,
+    fresh_session_id: &str,
+    progress: Option<f64>,
+) -> (String, SessionRecord) {
+    // Not an ended record: a token of an ended session was refused before.
     let previous = token
         .session_id
         .as_deref()
@@ -626,19 +670,23 @@ fn decide_timed(
             .map(|record| record.extra.clone())
             .unwrap_or_default(),
     };
+    (session_id, record)
+}
 
-    let mut token_data = token.clone();
-    token_data.session_id = Some(session_id.clone());
-    token_data.timestamp = Some(now);
-    token_data.started_at = Some(started_at);
-
-    let replaced = kept.sessions.insert(session_id.clone(), record.clone());
-    // Nobody is displaced when every counted session keeps playing after the write (the
-    // common case): only then is the state before it rebuilt and compared.
+/// The sessions the write of `session_id` displaced ([`displaced`]), `after` being the
+/// state with it and `replaced` its record before. Nobody is displaced when every counted
+/// session keeps playing after the write (the common case): only then is the state before
+/// it rebuilt and compared.
+fn displaced_by_write(
+    after: &UserSessions,
+    replaced: Option<SessionRecord>,
+    token: &HeartbeatData,
+    session_id: &str,
+) -> Vec<String> {
     let all_play = if token.family_limits.is_none() && token.asset_limit.is_none() {
         // `session_limit` alone: everyone plays while the counted sessions fit in it.
         let threshold = u64::from(token.threshold());
-        let counted = kept
+        let counted = after
             .sessions
             .values()
             .filter(|record| record.is_active() && record.hit_counter >= threshold)
@@ -647,33 +695,19 @@ fn decide_timed(
             .session_limit
             .is_none_or(|limit| counted <= limit as usize)
     } else {
-        standings(&kept, token)
+        standings(after, token)
             .iter()
             .all(|(_, refusal)| refusal.is_none())
     };
-    let displaced = if all_play {
-        Vec::new()
-    } else {
-        let mut before = kept.clone();
-        match replaced {
-            Some(previous) => before.sessions.insert(session_id.clone(), previous),
-            None => before.sessions.remove(&session_id),
-        };
-        displaced(&before, &kept, token, &session_id)
-    };
-    write.upserts.push((session_id.clone(), record));
-    write.progress = progress_entry(token, &session_id, progress, now);
-    write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
-    write.sessions = kept;
-    Decision {
-        verdict: Verdict::Accept(Accepted {
-            session_id,
-            new_session: cause,
-            token_data,
-            displaced,
-        }),
-        write,
+    if all_play {
+        return Vec::new();
     }
+    let mut before = after.clone();
+    match replaced {
+        Some(previous) => before.sessions.insert(session_id.to_owned(), previous),
+        None => before.sessions.remove(session_id),
+    };
+    displaced(&before, after, token, session_id)
 }
 
 /// Why a takeover or a watch (SPEC §3.7) found no session to act on.
