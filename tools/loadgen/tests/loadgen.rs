@@ -6,6 +6,17 @@
 
 use std::process::Command;
 
+/// A closed-loop heartbeat run of one second with four in flight (players and URL to add).
+const BRIEF_HEARTBEATS: &[&str] = &[
+    "heartbeat",
+    "--key",
+    LOADGEN_KEY,
+    "--concurrency",
+    "4",
+    "--duration",
+    "1",
+];
+
 /// Runs the `loadgen` binary with `args`, failing the test (with its output) when it fails.
 fn loadgen(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -48,17 +59,7 @@ fn loadgen_reports_clean_runs_in_every_mode() {
         .unwrap();
     let url = server.url().to_owned();
     let runs: [&[&str]; 5] = [
-        &[
-            "heartbeat",
-            "--key",
-            LOADGEN_KEY,
-            "--concurrency",
-            "4",
-            "--duration",
-            "1",
-            "--players",
-            "50",
-        ],
+        &[BRIEF_HEARTBEATS, &["--players", "50"]].concat(),
         &[
             "heartbeat",
             "--key",
@@ -139,19 +140,7 @@ fn loadgen_drives_two_instances_on_one_redis() {
         .map(LocalServer::url)
         .collect::<Vec<_>>()
         .join(",");
-    let heartbeats = loadgen(&[
-        "heartbeat",
-        "--key",
-        LOADGEN_KEY,
-        "--concurrency",
-        "4",
-        "--duration",
-        "1",
-        "--players",
-        "20",
-        "--url",
-        &fleet,
-    ]);
+    let heartbeats = loadgen(&[BRIEF_HEARTBEATS, &["--players", "20", "--url", &fleet]].concat());
     assert!(heartbeats.contains("2 instance(s)"), "{heartbeats}");
     assert!(
         heartbeats.contains("connection errors 0, wrong answers 0"),
