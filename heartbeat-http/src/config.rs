@@ -247,7 +247,12 @@ pub struct ServerArgs {
     )]
     pub redis_url: String,
     /// Redis password, used when `REDIS_URL` carries none (the Node.js server's setting).
-    #[arg(long = "redis-password", env = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "password",
+        visible_alias = "redis-password",
+        env = "PASSWORD",
+        hide_env_values = true
+    )]
     pub redis_password: Option<String>,
     /// Prefix of every Redis key (the Node.js server's setting of the same name).
     #[arg(long, env = "REDIS_NAMESPACE", default_value = "")]
@@ -352,7 +357,7 @@ pub struct ServerArgs {
     pub history_cap: usize,
     /// Days a finished job and its events are kept after it finished (1 to 3650), on every
     /// store.
-    #[arg(long = "job-retention-days", env = "JOB_RETENTION", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    #[arg(long = "job-retention", visible_alias = "job-retention-days", env = "JOB_RETENTION", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub job_retention_days: u64,
     /// Days progress and history are kept after their last change.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]

@@ -371,6 +371,30 @@ fn the_job_simulator_is_off_unless_job_time_is_set() {
     assert_eq!(parse(&["heartbeat-server", "--job-time", "0"]), None);
 }
 
+/// Flags read like their variables (`JOB_RETENTION` is `--job-retention`, the Node
+/// server's `PASSWORD` is `--password`); the older flag names still work.
+#[test]
+fn flags_read_like_their_variables_and_old_names_still_work() {
+    use clap::Parser;
+    use heartbeat_http::Cli;
+    for flag in ["--job-retention", "--job-retention-days"] {
+        let cli = Cli::try_parse_from(["heartbeat-server", flag, "3"]).unwrap();
+        assert_eq!(
+            cli.server.settings().unwrap().job_retention,
+            std::time::Duration::from_secs(3 * 86_400),
+            "{flag}"
+        );
+    }
+    for flag in ["--password", "--redis-password"] {
+        let cli = Cli::try_parse_from(["heartbeat-server", flag, "secret"]).unwrap();
+        assert_eq!(
+            cli.server.redis_password.as_deref(),
+            Some("secret"),
+            "{flag}"
+        );
+    }
+}
+
 #[test]
 fn issue_owner_token_prints_a_token_the_server_accepts() {
     use heartbeat_core::jobs::{Owner, OwnerKey};
