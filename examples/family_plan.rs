@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use heartbeat_core::decision::PlayingSession;
+use heartbeat_core::sessions::PlayingSession;
 use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
 use heartbeat_examples::LocalServer;
 use heartbeat_http::Settings;

@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use heartbeat_core::decision::decide;
 use heartbeat_core::memory::MemorySessionStore;
+use heartbeat_core::sessions::rules::decide;
 use heartbeat_core::token::legacy;
 use heartbeat_core::{
     HeartbeatData, HeartbeatOutcome, Heartbeats, SessionRecord, Timestamp, TokenCodec, TokenFormat,

@@ -8,12 +8,15 @@
 //! - [`token`]: the CryptoJS-compatible legacy token format and the authenticated `v2.`
 //!   format, behind one [`TokenCodec`].
 //! - [`HeartbeatData`]: what a token carries.
-//! - [`decision`]: the decision rules as pure functions of (now, token, stored sessions).
-//! - [`Heartbeats`]: codec + rules + store, atomic by compare-and-set.
+//! - [`sessions`]: the session side: [`Heartbeats`] (codec + rules + store, atomic by
+//!   compare-and-set), the pure [`sessions::rules`], the store contract, notices and
+//!   analytics.
 //! - [`jobs`]: jobs whose state only moves forward, and their events.
+//! - [`live`]: live delivery to this process's subscribers, shared by both sides.
+//! - [`store`]: what every store shares ([`StoreError`], [`store::kit`]) and
+//!   [`Storage`], the stores behind trait objects for applications that choose their
+//!   store at run time.
 //! - [`memory`]: in-memory stores.
-//! - [`Storage`]: the three stores behind trait objects, for applications that choose
-//!   their store at run time.
 //! - `testkit` (feature `testkit`): the conformance suite every store runs.
 //!
 //! ```no_run
@@ -32,17 +35,12 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod analytics;
 mod clock;
 mod data;
-pub mod decision;
 pub mod jobs;
-pub mod kit;
+pub mod live;
 pub mod memory;
-pub mod notice;
-mod service;
-mod session;
-pub mod storage;
+pub mod sessions;
 pub mod store;
 mod time;
 pub mod token;
@@ -55,13 +53,12 @@ pub use data::{
     DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_DEVICE_LEN,
     MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
-pub use service::{
-    ActiveSession, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError, HeartbeatOutcome,
-    Heartbeats,
+pub use sessions::{
+    ActiveSession, DEFAULT_MAX_ATTEMPTS, EndReason, HeartbeatConfig, HeartbeatError,
+    HeartbeatOutcome, Heartbeats, PlayRecord, ProgressRecord, SessionRecord, SessionStore,
+    UserSessions,
 };
-pub use session::{EndReason, PlayRecord, ProgressRecord, SessionRecord, UserSessions};
-pub use storage::{SharedClock, SharedHeartbeats, SharedJobs, Storage};
-pub use store::{SessionStore, StoreError};
+pub use store::{SharedClock, SharedHeartbeats, SharedJobs, Storage, StoreError};
 pub use time::{Timestamp, TimestampError};
 pub use token::{InvalidToken, KeyError, SealError, TokenCodec, TokenFormat};
 

@@ -132,7 +132,7 @@ impl<B: EventBus> EventBus for FlakyBus<B> {
     async fn publish(
         &self,
         job: &crate::jobs::Job,
-    ) -> Result<crate::jobs::JobEvent, crate::jobs::BusError> {
+    ) -> Result<crate::jobs::JobEvent, crate::live::BusError> {
         use std::sync::atomic::Ordering;
         let refused = self
             .failures
@@ -153,7 +153,7 @@ impl<B: EventBus> EventBus for FlakyBus<B> {
     async fn subscribe(
         &self,
         owner: &crate::jobs::Owner,
-    ) -> Result<crate::jobs::EventStream, crate::jobs::BusError> {
+    ) -> Result<crate::jobs::EventStream, crate::live::BusError> {
         self.inner.subscribe(owner).await
     }
 
@@ -161,7 +161,7 @@ impl<B: EventBus> EventBus for FlakyBus<B> {
         &self,
         owner: &crate::jobs::Owner,
         after: Option<crate::jobs::EventId>,
-    ) -> Result<Vec<crate::jobs::JobEvent>, crate::jobs::BusError> {
+    ) -> Result<Vec<crate::jobs::JobEvent>, crate::live::BusError> {
         self.inner.replay(owner, after).await
     }
 }

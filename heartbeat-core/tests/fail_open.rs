@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use heartbeat_core::analytics::{Index, IndexKey};
+use heartbeat_core::sessions::analytics::{Index, IndexKey};
 use std::time::Duration;
 
-use heartbeat_core::decision::SessionWrite;
-use heartbeat_core::jobs::LiveStream;
-use heartbeat_core::notice::SessionNotice;
-use heartbeat_core::store::{Commit, Loaded, Retention};
+use heartbeat_core::live::LiveStream;
+use heartbeat_core::sessions::SessionWrite;
+use heartbeat_core::sessions::notice::SessionNotice;
+use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
+use heartbeat_core::store::Commit;
 use heartbeat_core::testkit::sessions::{backend_data, start};
 use heartbeat_core::{
     Clock, HeartbeatConfig, HeartbeatError, HeartbeatOutcome, Heartbeats, Id, ManualClock,
@@ -52,6 +53,16 @@ impl SessionStore for Down {
         Err(down())
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(down())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Err(down())
+    }
+}
+
+impl AnalyticsStore for Down {
     async fn index_range(
         &self,
         _: Index,
@@ -65,21 +76,15 @@ impl SessionStore for Down {
     async fn index_count(&self, _: Index, _: &IndexKey) -> Result<u64, StoreError> {
         Err(down())
     }
+}
 
+impl NoticeBus for Down {
     async fn notify(&self, _: &SessionNotice) -> Result<(), StoreError> {
         Err(down())
     }
 
     fn watch(&self, _: &Id, _: &str) -> LiveStream<SessionNotice> {
         Box::pin(futures_util::stream::empty())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Err(down())
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        Err(down())
     }
 }
 

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use heartbeat_core::EndReason;
-use heartbeat_core::decision::{
-    RejectReason, Verdict, decide, displaced, expire, ranking, standings, take_over,
-};
+use heartbeat_core::sessions::rules::{decide, displaced, expire, ranking, standings, take_over};
+use heartbeat_core::sessions::{RejectReason, Verdict};
 use heartbeat_core::{
     HeartbeatData, Id, JsonDataError, Provenance, RejectStrategy, Seconds, SessionRecord,
     Timestamp, TokenCodec, TokenFormat, UserSessions,
@@ -547,7 +546,7 @@ proptest! {
     /// the id a new session would get is never needed when it is skipped.
     #[test]
     fn continues_session_never_hides_a_new_session((stored, token, now) in decision_case()) {
-        if heartbeat_core::decision::continues_session(now, &token, &stored) {
+        if heartbeat_core::sessions::rules::continues_session(now, &token, &stored) {
             let decision = decide(now, &token, &stored, "", None);
             if let Verdict::Accept(accepted) = decision.verdict {
                 prop_assert_eq!(accepted.new_session, None);

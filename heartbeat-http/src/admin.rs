@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use axum::body::{Body, Bytes};
 use axum::response::sse::Event;
 use futures_util::StreamExt;
-use heartbeat_core::analytics::{self, ExportItem, FeedEvent, IndexKey};
+use heartbeat_core::sessions::analytics::{self, ExportItem, FeedEvent, IndexKey};
 use heartbeat_core::{HeartbeatData, Id, MAX_ID_LEN, ProgressRecord, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::streams::StreamCaps;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use heartbeat_core::store::Retention;
+use heartbeat_core::sessions::Retention;
 use heartbeat_core::{TokenCodec, TokenFormat};
 
 /// Shortest admin key accepted: a short key is guessable.

@@ -838,7 +838,7 @@ async fn players_take_over_and_follow_their_notices() {
             assert_eq!(ended.session_id, tablet_session);
             assert_eq!(
                 ended.reason,
-                heartbeat_core::notice::NoticeReason::TakenOver
+                heartbeat_core::sessions::notice::NoticeReason::TakenOver
             );
             assert_eq!(ended.by.unwrap().device.as_deref(), Some("Phone"));
         }
@@ -860,7 +860,7 @@ async fn players_take_over_and_follow_their_notices() {
         StopReason::Ended(ended) => {
             assert_eq!(
                 ended.reason,
-                heartbeat_core::notice::NoticeReason::Displaced
+                heartbeat_core::sessions::notice::NoticeReason::Displaced
             )
         }
         other => panic!("{other:?}"),

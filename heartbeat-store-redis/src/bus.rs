@@ -6,22 +6,21 @@ use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::{EventInterface, PubsubInterface, SortedSetsInterface};
-use heartbeat_core::jobs::{
-    BusError, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner, Routed,
-};
-use heartbeat_core::notice::SessionNotice;
+use heartbeat_core::jobs::{EventBus, EventId, EventStream, Job, JobEvent, Owner};
+use heartbeat_core::live::{BusError, Fanout, Routed};
+use heartbeat_core::sessions::notice::SessionNotice;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use crate::keys::Keys;
-use heartbeat_core::kit::encode;
+use heartbeat_core::store::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
 
 /// Where the subscriber hands what it receives: job events and session notices.
 pub(crate) struct Live {
-    pub(crate) events: Arc<Fanout>,
+    pub(crate) events: Arc<Fanout<JobEvent>>,
     pub(crate) notices: Arc<Fanout<SessionNotice>>,
 }
 

@@ -7,7 +7,7 @@ use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
 
-use heartbeat_core::kit::encode;
+use heartbeat_core::store::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
 

@@ -1,8 +1,8 @@
 //! Key names (see the crate docs for the table).
 
 use heartbeat_core::Id;
-use heartbeat_core::analytics::Index;
 use heartbeat_core::jobs::{JobId, Owner};
+use heartbeat_core::sessions::analytics::Index;
 
 pub(crate) struct Keys {
     namespace: String,

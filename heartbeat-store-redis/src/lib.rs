@@ -72,7 +72,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, Config, ErrorKind, ReconnectPolicy};
 use fred::types::Builder;
 use heartbeat_core::StoreError;
-use heartbeat_core::jobs::Fanout;
+use heartbeat_core::live::Fanout;
 use tokio::task::JoinHandle;
 
 pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
@@ -205,7 +205,7 @@ struct Inner {
     node_progress: bool,
     single_script: bool,
     /// When a commit also drops the analytics index entries past the retention.
-    index_trims: heartbeat_core::kit::SweepCadence,
+    index_trims: heartbeat_core::store::kit::SweepCadence,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -339,7 +339,7 @@ impl RedisStore {
                 job_retention_millis,
                 node_progress: config.node_progress,
                 single_script,
-                index_trims: heartbeat_core::kit::SweepCadence::default(),
+                index_trims: heartbeat_core::store::kit::SweepCadence::default(),
                 tasks,
             }),
         })
@@ -400,7 +400,7 @@ fn is_transient(error: &fred::error::Error) -> bool {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
-    heartbeat_core::kit::decode(what, json.as_bytes())
+    heartbeat_core::store::kit::decode(what, json.as_bytes())
 }
 
 impl RedisStore {

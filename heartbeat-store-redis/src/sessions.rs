@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use fred::prelude::{
     ClientLike, HashesInterface, ListInterface, PubsubInterface, SortedSetsInterface,
 };
-use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
-use heartbeat_core::decision::SessionWrite;
-use heartbeat_core::jobs::LiveStream;
-use heartbeat_core::notice::SessionNotice;
-use heartbeat_core::store::{Commit, Loaded, Retention};
+use heartbeat_core::live::LiveStream;
+use heartbeat_core::sessions::SessionWrite;
+use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
+use heartbeat_core::sessions::notice::SessionNotice;
+use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
+use heartbeat_core::store::Commit;
 use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
 
-use heartbeat_core::kit::encode;
+use heartbeat_core::store::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
 
@@ -286,6 +287,22 @@ impl SessionStore for RedisStore {
             .collect()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self
+            .client()
+            .ping(None)
+            .await
+            .map_err(|error| store_error("ping", error))?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Durability is Redis's own (RDB/AOF); nothing is buffered here.
+        Ok(())
+    }
+}
+
+impl AnalyticsStore for RedisStore {
     async fn index_range(
         &self,
         index: Index,
@@ -319,7 +336,9 @@ impl SessionStore for RedisStore {
             .await
             .map_err(|error| store_error("analytics index count", error))
     }
+}
 
+impl NoticeBus for RedisStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
         let _: i64 = self
             .client()
@@ -331,19 +350,5 @@ impl SessionStore for RedisStore {
 
     fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
         self.inner.live.notices.watch(user, session_id)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self
-            .client()
-            .ping(None)
-            .await
-            .map_err(|error| store_error("ping", error))?;
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        // Durability is Redis's own (RDB/AOF); nothing is buffered here.
-        Ok(())
     }
 }

@@ -1,13 +1,14 @@
 //! [`EventBus`] on sled: each owner's newest events kept under increasing ids (they survive
 //! restarts), live delivery to this process's subscribers through a [`Fanout`].
 //!
-//! [`Fanout`]: heartbeat_core::jobs::Fanout
+//! [`Fanout`]: heartbeat_core::live::Fanout
 
 use std::sync::atomic::Ordering;
 
-use heartbeat_core::jobs::{BusError, EventBus, EventId, EventStream, Job, JobEvent, Owner};
+use heartbeat_core::jobs::{EventBus, EventId, EventStream, Job, JobEvent, Owner};
+use heartbeat_core::live::BusError;
 
-use heartbeat_core::kit::decode;
+use heartbeat_core::store::kit::decode;
 
 use crate::{SledStore, encode, keys, sled_error, stripe_of};
 

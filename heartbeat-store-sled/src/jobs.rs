@@ -7,7 +7,7 @@ use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use heartbeat_core::kit::decode;
+use heartbeat_core::store::kit::decode;
 
 use crate::{SledStore, encode, keys, sled_error};
 

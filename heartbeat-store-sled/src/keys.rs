@@ -2,8 +2,8 @@
 //! length-prefixed (so no id can run into the next part) and numbers are big-endian (so
 //! keys sort by them).
 
-use heartbeat_core::analytics::{Index, IndexKey};
 use heartbeat_core::jobs::{EventId, JobId, Owner};
+use heartbeat_core::sessions::analytics::{Index, IndexKey};
 use heartbeat_core::{Id, Timestamp};
 
 const SESSIONS: u8 = b'S';

@@ -37,7 +37,7 @@
 //! # Retention
 //!
 //! A user's sessions are kept until their longest possible life has passed; progress and
-//! history until [`Retention::retention_secs`](heartbeat_core::store::Retention) after their
+//! history until [`Retention::retention_secs`](heartbeat_core::sessions::Retention) after their
 //! last write. Expired entries read as absent and are removed by a sweep every 4096 commits
 //! that looks at the next 8192 keys (so its cost does not grow with the database), or all
 //! at once by [`SledStore::sweep`]. Jobs are kept; each owner keeps the newest
@@ -55,9 +55,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use heartbeat_core::StoreError;
-use heartbeat_core::jobs::Fanout;
-use heartbeat_core::kit::{self, SweepCadence};
-use heartbeat_core::notice::SessionNotice;
+use heartbeat_core::live::Fanout;
+use heartbeat_core::sessions::notice::SessionNotice;
+use heartbeat_core::store::kit::{self, SweepCadence};
 
 use crate::group_commit::GroupCommit;
 
@@ -119,7 +119,7 @@ struct Inner {
     /// Serialises an owner's event publication with its delivery, per key stripe.
     publish_stripes: Vec<tokio::sync::Mutex<()>>,
     flushes: GroupCommit,
-    live: Fanout,
+    live: Fanout<heartbeat_core::jobs::JobEvent>,
     /// Session notices to this process's watchers (SPEC §3.7): sled is one process.
     notices: Fanout<SessionNotice>,
     /// The last job event id handed out by this process.
@@ -215,7 +215,7 @@ impl SledStore {
 
     /// Counts a commit; every so many, sweeps expired entries and the analytics index
     /// entries below `keep_from` in the background.
-    fn counted_commit(&self, keep_from: &heartbeat_core::analytics::IndexKey) {
+    fn counted_commit(&self, keep_from: &heartbeat_core::sessions::analytics::IndexKey) {
         if self.inner.sweeps.sweep_now() {
             let (store, keep_from) = (self.clone(), keep_from.clone());
             tokio::task::spawn_blocking(move || {

@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use heartbeat_core::analytics::{Index, IndexKey, IndexWrite};
-use heartbeat_core::decision::SessionWrite;
-use heartbeat_core::jobs::LiveStream;
-use heartbeat_core::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
-use heartbeat_core::notice::SessionNotice;
-use heartbeat_core::store::{Commit, Loaded, Retention};
+use heartbeat_core::live::LiveStream;
+use heartbeat_core::sessions::SessionWrite;
+use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
+use heartbeat_core::sessions::notice::SessionNotice;
+use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
+use heartbeat_core::store::Commit;
+use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::{
     Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
 };
@@ -254,6 +255,18 @@ impl SessionStore for SledStore {
         Ok(history)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.tree.get(keys::META_FORMAT).map_err(sled_error)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await.map_err(sled_error)?;
+        Ok(())
+    }
+}
+
+impl AnalyticsStore for SledStore {
     async fn index_range(
         &self,
         index: Index,
@@ -295,7 +308,9 @@ impl SessionStore for SledStore {
         }
         Ok(count)
     }
+}
 
+impl NoticeBus for SledStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
         self.inner.notices.deliver(notice.clone());
         Ok(())
@@ -303,16 +318,6 @@ impl SessionStore for SledStore {
 
     fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
         self.inner.notices.watch(user, session_id)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.tree.get(keys::META_FORMAT).map_err(sled_error)?;
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await.map_err(sled_error)?;
-        Ok(())
     }
 }
 

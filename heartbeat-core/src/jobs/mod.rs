@@ -3,7 +3,6 @@
 //! [`Job::apply`] holds the one rule (states only move forward); [`JobStore`] and
 //! [`EventBus`] only store and deliver; [`Jobs`] ties them together.
 
-mod fanout;
 mod model;
 mod outbox;
 mod owner_key;
@@ -11,13 +10,11 @@ mod resume;
 mod service;
 mod store;
 
-pub use fanout::{Fanout, LIVE_BUFFER, LiveStream, Routed};
 pub use model::{
     Job, JobError, JobId, JobState, JobUpdate, MAX_ERROR_LEN, MAX_OWNER_LEN, NewJob, Owner,
 };
 pub use owner_key::OwnerKey;
 pub use service::{COMPLETION_TICK, DEFAULT_JOB_RETENTION, Jobs, JobsConfig, JobsError};
 pub use store::{
-    BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, JobEvent, JobStore,
-    jobs_past_retention,
+    DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, JobEvent, JobStore, jobs_past_retention,
 };

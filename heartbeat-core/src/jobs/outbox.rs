@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 
 use super::model::Job;
-use super::store::{BusError, EventBus};
+use super::store::EventBus;
+use crate::live::BusError;
 
 /// Changes waiting to be published, oldest first.
 #[derive(Debug, Default)]

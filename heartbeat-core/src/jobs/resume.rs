@@ -12,8 +12,9 @@ use futures_util::StreamExt;
 
 use super::model::Owner;
 use super::service::{Jobs, JobsError};
-use super::store::{BusError, EventBus, EventId, EventStream, JobEvent, JobStore};
+use super::store::{EventBus, EventId, EventStream, JobEvent, JobStore};
 use crate::Clock;
+use crate::live::BusError;
 
 struct Resume<B> {
     bus: B,

@@ -8,9 +8,8 @@ use futures_util::stream::FuturesUnordered;
 
 use super::model::{Job, JobError, JobId, JobState, JobUpdate, NewJob, Owner};
 use super::outbox::Outbox;
-use super::store::{
-    BusError, EventBus, EventId, EventStream, JobEvent, JobStore, jobs_past_retention,
-};
+use super::store::{EventBus, EventId, EventStream, JobEvent, JobStore, jobs_past_retention};
+use crate::live::BusError;
 use crate::store::{Commit, StoreError};
 use crate::{Clock, SystemClock};
 

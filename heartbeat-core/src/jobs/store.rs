@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Job, JobId, NewJob, Owner};
 use crate::Timestamp;
+use crate::live::{BusError, LiveStream, Routed};
 use crate::store::{Commit, StoreError};
 
 /// Storage for jobs.
@@ -27,7 +28,10 @@ pub trait JobStore: Send + Sync + 'static {
     type Version: Send + Sync + 'static;
 
     /// Stores a new job under a fresh, increasing id.
-    fn create(&self, job: NewJob) -> impl Future<Output = Result<Job, StoreError>> + Send;
+    fn create<'a>(
+        &'a self,
+        job: NewJob,
+    ) -> impl Future<Output = Result<Job, StoreError>> + Send + 'a;
 
     /// A job and its version.
     fn get(
@@ -43,11 +47,11 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Commit, StoreError>> + Send;
 
     /// An owner's jobs, newest first, at most `limit`.
-    fn list_by_owner(
-        &self,
-        owner: &Owner,
+    fn list_by_owner<'a>(
+        &'a self,
+        owner: &'a Owner,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send + 'a;
 
     /// Up to `limit` jobs whose `complete_at` is at or before `now`, earliest first, each
     /// with its version, so that completing one needs no second read.
@@ -118,22 +122,7 @@ pub fn jobs_past_retention<'a>(
 
 /// Live events of one owner. Yields [`BusError::Lagged`] when the subscriber fell behind and
 /// events were dropped: replay from the last id seen to catch up.
-pub type EventStream = super::LiveStream<JobEvent>;
-
-/// Why an event could not be published or received.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BusError {
-    /// The subscriber was too slow and `skipped` events were dropped for it.
-    #[error("subscriber lagged behind and missed {skipped} events; replay to catch up")]
-    Lagged {
-        /// How many were dropped.
-        skipped: u64,
-    },
-    /// The bus's backing store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+pub type EventStream = LiveStream<JobEvent>;
 
 /// Publishes job events to their owners, keeps a bounded history for replay.
 ///
@@ -149,18 +138,28 @@ pub enum BusError {
 /// loses nothing.
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes a change of `job`; returns the event with its id.
-    fn publish(&self, job: &Job) -> impl Future<Output = Result<JobEvent, BusError>> + Send;
+    fn publish<'a>(
+        &'a self,
+        job: &'a Job,
+    ) -> impl Future<Output = Result<JobEvent, BusError>> + Send + 'a;
 
     /// Live events of `owner` from now on.
-    fn subscribe(
-        &self,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<EventStream, BusError>> + Send;
+    fn subscribe<'a>(
+        &'a self,
+        owner: &'a Owner,
+    ) -> impl Future<Output = Result<EventStream, BusError>> + Send + 'a;
 
     /// Kept events of `owner` after `after` (all kept events when `None`), oldest first.
-    fn replay(
-        &self,
-        owner: &Owner,
+    fn replay<'a>(
+        &'a self,
+        owner: &'a Owner,
         after: Option<EventId>,
-    ) -> impl Future<Output = Result<Vec<JobEvent>, BusError>> + Send;
+    ) -> impl Future<Output = Result<Vec<JobEvent>, BusError>> + Send + 'a;
+}
+
+impl Routed for JobEvent {
+    type Key = Owner;
+    fn route(&self) -> Owner {
+        self.job.owner.clone()
+    }
 }

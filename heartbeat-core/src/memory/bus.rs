@@ -5,18 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 use crate::Timestamp;
-use crate::jobs::{
-    BusError, DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, Fanout, Job, JobEvent, Owner,
-};
+use crate::jobs::{DEFAULT_EVENT_HISTORY, EventBus, EventId, EventStream, Job, JobEvent, Owner};
+use crate::live::{BusError, Fanout};
 
 #[derive(Debug)]
 struct Inner {
     last_id: AtomicU64,
     history: DashMap<Owner, VecDeque<JobEvent>>,
     history_len: usize,
-    live: Fanout,
+    live: Fanout<JobEvent>,
     retention: std::time::Duration,
-    sweeps: crate::kit::SweepCadence,
+    sweeps: crate::store::kit::SweepCadence,
 }
 
 /// Job events in memory: a bounded history per owner and live delivery through a
@@ -53,7 +52,7 @@ impl MemoryEventBus {
                 history_len: history,
                 live: Fanout::new(),
                 retention,
-                sweeps: crate::kit::SweepCadence::default(),
+                sweeps: crate::store::kit::SweepCadence::default(),
             }),
         }
     }

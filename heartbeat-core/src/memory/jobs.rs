@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use super::next_version;
 use crate::Timestamp;
 use crate::jobs::{DEFAULT_JOB_RETENTION, Job, JobId, JobStore, NewJob, Owner};
-use crate::kit::SweepCadence;
+use crate::store::kit::SweepCadence;
 use crate::store::{Commit, StoreError};
 
 #[derive(Debug)]

@@ -6,13 +6,15 @@ use dashmap::DashMap;
 
 use super::next_version;
 use crate::Id;
-use crate::analytics::{Index, IndexKey, IndexWrite};
-use crate::decision::SessionWrite;
-use crate::jobs::{Fanout, LiveStream};
-use crate::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
-use crate::notice::SessionNotice;
-use crate::session::{PlayRecord, ProgressRecord, UserSessions};
-use crate::store::{Commit, Loaded, Retention, SessionStore, StoreError};
+use crate::live::{Fanout, LiveStream};
+use crate::sessions::SessionWrite;
+use crate::sessions::analytics::{Index, IndexKey, IndexWrite};
+use crate::sessions::notice::SessionNotice;
+use crate::sessions::{AnalyticsStore, NoticeBus};
+use crate::sessions::{Loaded, Retention, SessionStore};
+use crate::sessions::{PlayRecord, ProgressRecord, UserSessions};
+use crate::store::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
+use crate::store::{Commit, StoreError};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -195,6 +197,16 @@ impl SessionStore for MemorySessionStore {
             .unwrap_or_default())
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl AnalyticsStore for MemorySessionStore {
     async fn index_range(
         &self,
         index: Index,
@@ -218,7 +230,9 @@ impl SessionStore for MemorySessionStore {
         let count = self.inner.index(index).range(from..).count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
+}
 
+impl NoticeBus for MemorySessionStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
         // One process holds the whole store: its streams are every stream.
         self.inner.notices.deliver(notice.clone());
@@ -227,13 +241,5 @@ impl SessionStore for MemorySessionStore {
 
     fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
         self.inner.notices.watch(user, session_id)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }

@@ -9,9 +9,10 @@ use serde_json::json;
 
 use super::sessions::{accept, reject, seal, service, start};
 use super::{EVENT_WAIT, Fixture};
-use crate::decision::{PlayingSession, RejectReason, SessionError};
-use crate::notice::{NoticeReason, SessionEnded};
-use crate::service::NoticeStream;
+use crate::sessions::NoticeStream;
+use crate::sessions::RejectReason;
+use crate::sessions::notice::{NoticeReason, SessionEnded};
+use crate::sessions::rules::{PlayingSession, SessionError};
 use crate::{
     EndReason, HeartbeatData, HeartbeatError, HeartbeatOutcome, Heartbeats, Id, ManualClock,
     SessionStore, TokenCodec, TokenFormat,

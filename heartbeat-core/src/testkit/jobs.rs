@@ -8,8 +8,9 @@ use futures_util::StreamExt;
 use super::{EVENT_WAIT, Fixture};
 use crate::jobs::{
     EventBus, EventId, EventStream, JobError, JobEvent, JobId, JobState, JobStore, JobUpdate, Jobs,
-    JobsConfig, JobsError, LIVE_BUFFER, Owner,
+    JobsConfig, JobsError, Owner,
 };
+use crate::live::LIVE_BUFFER;
 use crate::store::Commit;
 use crate::testkit::sessions::start;
 use crate::{Clock, ManualClock};

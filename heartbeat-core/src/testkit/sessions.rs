@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Fixture;
-use crate::analytics::{FeedEvent, FinishedSession, IndexKey};
-use crate::decision::{Accepted, NewSessionCause, RejectReason, SessionWrite};
-use crate::store::{Commit, Retention};
+use crate::sessions::analytics::{FeedEvent, FinishedSession, IndexKey};
+use crate::sessions::{Accepted, NewSessionCause, RejectReason, Retention, SessionWrite};
+use crate::store::Commit;
 use crate::{
     Clock, EndReason, HeartbeatConfig, HeartbeatData, HeartbeatOutcome, Heartbeats, Id,
     ManualClock, SessionRecord, SessionStore, Timestamp, TokenCodec,
@@ -472,14 +472,14 @@ pub async fn a_refused_token_is_recorded_once_per_cycle<F: Fixture>(fixture: &F)
             .count()
     };
     clock.advance(Duration::from_millis(
-        crate::analytics::SETTLE_MILLIS as u64 + 1,
+        crate::sessions::analytics::SETTLE_MILLIS as u64 + 1,
     ));
     let feed = heartbeats.feed(&IndexKey::start(), 1000).await.unwrap();
     assert_eq!(refusals(feed), 1, "one refusal per session per cycle");
     clock.advance(Duration::from_secs(25));
     reject(&heartbeats, &refused).await;
     clock.advance(Duration::from_millis(
-        crate::analytics::SETTLE_MILLIS as u64 + 1,
+        crate::sessions::analytics::SETTLE_MILLIS as u64 + 1,
     ));
     let feed = heartbeats.feed(&IndexKey::start(), 1000).await.unwrap();
     assert_eq!(refusals(feed), 2, "the next cycle's refusal is another");

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
-use heartbeat_core::decision::PlayingSession;
-use heartbeat_core::notice::SessionEnded;
+use heartbeat_core::sessions::PlayingSession;
+use heartbeat_core::sessions::notice::SessionEnded;
 use reqwest::Url;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};

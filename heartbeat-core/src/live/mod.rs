@@ -1,7 +1,7 @@
-//! Live delivery to the subscribers of this process, per key: job events per owner, and
+//! Live delivery (shared by the jobs and the sessions side) to the subscribers of this process, per key: job events per owner, and
 //! session notices per session (SPEC §3.7).
 //!
-//! Every [`EventBus`](super::EventBus) keeps its history its own way (memory, sled, Redis)
+//! Every [`EventBus`](crate::jobs::EventBus) keeps its history its own way (memory, sled, Redis)
 //! but hands live events to local subscribers the same way: through a [`Fanout`].
 
 use std::hash::Hash;
@@ -15,8 +15,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::model::Owner;
-use super::store::{BusError, JobEvent};
+use crate::store::StoreError;
 
 /// Something a [`Fanout`] delivers: it names the key of the subscribers it is for.
 pub trait Routed: Clone + Send + Sync + 'static {
@@ -26,13 +25,6 @@ pub trait Routed: Clone + Send + Sync + 'static {
     const BUFFER: usize = LIVE_BUFFER;
     /// The key of the subscribers this is for.
     fn route(&self) -> Self::Key;
-}
-
-impl Routed for JobEvent {
-    type Key = Owner;
-    fn route(&self) -> Owner {
-        self.job.owner.clone()
-    }
 }
 
 /// What [`Fanout::subscribe`] returns: live items, or [`BusError::Lagged`] when some were
@@ -61,7 +53,8 @@ enum Delivery<T> {
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use futures_util::StreamExt;
 /// use heartbeat_core::Timestamp;
-/// use heartbeat_core::jobs::{EventId, Fanout, JobEvent, JobId, NewJob, Owner};
+/// use heartbeat_core::jobs::{EventId, JobEvent, JobId, NewJob, Owner};
+/// use heartbeat_core::live::Fanout;
 ///
 /// let fanout = Fanout::new();
 /// let owner = Owner::new("alice").unwrap();
@@ -72,7 +65,7 @@ enum Delivery<T> {
 /// # });
 /// ```
 #[derive(Debug)]
-pub struct Fanout<T: Routed = JobEvent> {
+pub struct Fanout<T: Routed> {
     owners: DashMap<T::Key, broadcast::Sender<Delivery<T>>>,
     subscriptions: AtomicU64,
 }
@@ -137,4 +130,19 @@ impl<T: Routed> Fanout<T> {
     pub fn prune(&self) {
         self.owners.retain(|_, sender| sender.receiver_count() > 0);
     }
+}
+
+/// Why an event could not be published or received.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The subscriber was too slow and `skipped` events were dropped for it.
+    #[error("subscriber lagged behind and missed {skipped} events; replay to catch up")]
+    Lagged {
+        /// How many were dropped.
+        skipped: u64,
+    },
+    /// The bus's backing store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

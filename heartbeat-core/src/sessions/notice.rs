@@ -1,10 +1,10 @@
 //! Pushed notices to players (SPEC §3.7): "your session was ended, and why".
 //!
-//! The decision rules say who is told ([`decision::displaced`](crate::decision::displaced),
-//! [`decision::take_over`](crate::decision::take_over), evictions); a [`SessionStore`]
+//! The decision rules say who is told ([`decision::displaced`](crate::sessions::rules::displaced),
+//! [`decision::take_over`](crate::sessions::rules::take_over), evictions); a [`SessionStore`]
 //! carries the notice to the streams watching that session on every instance that shares
 //! it ([`SessionStore::notify`], [`SessionStore::watch`]), through a
-//! [`Fanout`](crate::jobs::Fanout) per process.
+//! [`Fanout`](crate::live::Fanout) per process.
 //!
 //! [`SessionStore`]: crate::SessionStore
 //! [`SessionStore::notify`]: crate::SessionStore::notify
@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Id;
-use crate::jobs::Routed;
+use crate::live::Routed;
 
 /// Why a watched session ended, as `event: ended` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub struct EndedBy {
 /// `event: ended`: the data a watched session's stream sends before it closes.
 ///
 /// ```
-/// use heartbeat_core::notice::{EndedBy, NoticeReason, SessionEnded};
+/// use heartbeat_core::sessions::notice::{EndedBy, NoticeReason, SessionEnded};
 ///
 /// let ended = SessionEnded {
 ///     session_id: "tablet-session".into(),
@@ -94,13 +94,13 @@ impl Routed for SessionNotice {
     }
 }
 
-impl crate::jobs::Fanout<SessionNotice> {
+impl crate::live::Fanout<SessionNotice> {
     /// The live notices of one session ([`SessionStore::watch`] of a store whose process
     /// sees every write, or the receiving end of one that carries notices between
     /// instances).
     ///
     /// [`SessionStore::watch`]: crate::SessionStore::watch
-    pub fn watch(&self, user: &Id, session_id: &str) -> crate::jobs::LiveStream<SessionNotice> {
+    pub fn watch(&self, user: &Id, session_id: &str) -> crate::live::LiveStream<SessionNotice> {
         self.subscribe(&(user.clone(), session_id.to_owned()))
     }
 }

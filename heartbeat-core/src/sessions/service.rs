@@ -1,16 +1,12 @@
 //! [`Heartbeats`]: codec + decision rules + store, the whole heartbeat use case in one type.
 
-use std::pin::Pin;
-use std::time::Duration;
-
-use futures_util::{Stream, StreamExt};
-
-use crate::analytics::Refusal;
-use crate::decision::{self, Accepted, Refused, SessionError, SessionWrite, Verdict, Watched};
-use crate::jobs::LiveStream;
-use crate::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
-use crate::session::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
-use crate::store::{Commit, Retention, SessionStore, StoreError};
+use crate::sessions::SessionWrite;
+use crate::sessions::analytics::Refusal;
+use crate::sessions::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
+use crate::sessions::rules::{self, Accepted, Refused, SessionError, Verdict};
+use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
+use crate::sessions::{Retention, SessionStore};
+use crate::store::{Commit, StoreError};
 use crate::token::{InvalidToken, SealError, TokenCodec};
 use crate::{Clock, HeartbeatData, Id, SystemClock, Timestamp};
 
@@ -130,9 +126,9 @@ impl Default for HeartbeatConfig {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Heartbeats<S, C = SystemClock> {
-    codec: TokenCodec,
-    store: S,
-    clock: C,
+    pub(super) codec: TokenCodec,
+    pub(super) store: S,
+    pub(super) clock: C,
     config: HeartbeatConfig,
     refusals: RecentRefusals,
 }
@@ -236,7 +232,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let progress = check_progress(progress)?;
         let outcome = self
             .decide_heartbeat(token, &data, |now, stored, fresh_id| {
-                Ok(decision::decide(now, &data, stored, fresh_id, progress))
+                Ok(rules::decide(now, &data, stored, fresh_id, progress))
             })
             .await;
         match outcome.map(|outcome| shown_to(&data, outcome)) {
@@ -260,13 +256,13 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         &self,
         token: &str,
         data: &HeartbeatData,
-        decide: impl Fn(Timestamp, &UserSessions, &str) -> Result<decision::Decision, SessionError>,
+        decide: impl Fn(Timestamp, &UserSessions, &str) -> Result<rules::Decision, SessionError>,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let verdict = self
             .update(&data.user_id, |now, stored| {
                 // Most heartbeats continue their session: only the others need the id a
                 // new one would get (a keyed hash of the token).
-                let fresh_id = if decision::continues_session(now, data, stored) {
+                let fresh_id = if rules::continues_session(now, data, stored) {
                     String::new()
                 } else {
                     self.codec.token_session_id(token, data)
@@ -350,7 +346,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let data = self.codec.open_authenticated(token)?;
         let progress = check_progress(progress)?;
         self.decide_heartbeat(token, &data, |now, stored, fresh_id| {
-            decision::take_over(now, &data, stored, session_id, fresh_id, progress)
+            rules::take_over(now, &data, stored, session_id, fresh_id, progress)
         })
         .await
     }
@@ -363,7 +359,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let data = self.codec.open(token)?;
         Ok(self
             .update(&data.user_id, |now, stored| {
-                let (write, stopped) = decision::stop(now, &data, stored, progress);
+                let (write, stopped) = rules::stop(now, &data, stored, progress);
                 (Some(write), stopped)
             })
             .await?)
@@ -374,7 +370,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     pub async fn evict(&self, user: &Id, session_id: &str) -> Result<bool, StoreError> {
         let evicted = self
             .update(user, |now, stored| {
-                let write = decision::evict(now, stored, session_id);
+                let write = rules::evict(now, stored, session_id);
                 let evicted = write.is_some();
                 (write, evicted)
             })
@@ -384,57 +380,6 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                 .await;
         }
         Ok(evicted)
-    }
-
-    /// The pushed notice of the token's session (`GET /heartbeat/events`, SPEC §3.7): a
-    /// stream that yields one [`SessionEnded`] when the session is evicted, taken over or
-    /// displaced (at once if it already is), then ends. It also ends, without an item,
-    /// when the session stops being active otherwise (stopped, expired). Needs an
-    /// authenticated (v2) token.
-    ///
-    /// The stream listens to the store's notices ([`SessionStore::watch`]) and re-reads
-    /// the session when notices may have been missed and once per session life
-    /// (`heartbeat_cycle + cycle_upper_tolerance`, within 1 s to 60 s), so a lost notice
-    /// is late, never lost.
-    ///
-    /// # Errors
-    ///
-    /// [`HeartbeatError::InvalidToken`] for a legacy or invalid token;
-    /// [`SessionError::NotActive`] when the token names no active session.
-    pub async fn watch(&self, token: &str) -> Result<NoticeStream, HeartbeatError>
-    where
-        S: Clone,
-        C: Clone,
-    {
-        let data = self.codec.open_authenticated(token)?;
-        let session_id = data.session_id.clone().ok_or(SessionError::NotActive)?;
-        // Listen first, then read: a notice sent in between is not missed.
-        let live = self.store.watch(&data.user_id, &session_id);
-        match watched(&self.store, &self.clock, &data).await? {
-            Watched::Playing => {}
-            Watched::Ended(ended) => return Ok(Box::pin(futures_util::stream::iter([ended]))),
-            Watched::Gone => return Err(SessionError::NotActive.into()),
-        }
-        let recheck = Duration::from_millis(
-            u64::try_from(data.session_life_millis().clamp(1_000, 60_000)).unwrap_or(60_000),
-        );
-        // What the stream keeps while it waits: the store and clock (shared handles), the
-        // token's data and the live notices; not the codec and its keys.
-        let watch = Watch {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            data,
-            live,
-            recheck,
-        };
-        Ok(Box::pin(futures_util::stream::unfold(
-            Some(watch),
-            |watch| async move {
-                let mut watch = watch?;
-                let ended = watch.next_ending().await?;
-                Some((ended, None))
-            },
-        )))
     }
 
     /// The user's active sessions (not past their `expires_at`, not ended by someone else),
@@ -473,7 +418,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
 
     /// The user's play history (SPEC §3.6), newest first: active sessions, then every
     /// finished one, including those that timed out while nobody looked
-    /// ([`decision::history_view`]).
+    /// ([`rules::history_view`]).
     pub async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
         let retention = self.config.retention;
         let (ended, loaded) = futures_util::future::try_join(
@@ -481,7 +426,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             self.store.load(user),
         )
         .await?;
-        Ok(decision::history_view(
+        Ok(rules::history_view(
             self.clock.now(),
             ended,
             &loaded.sessions,
@@ -530,61 +475,6 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             key: user.to_string(),
             attempts: self.config.max_attempts,
         })
-    }
-}
-
-/// The stream [`Heartbeats::watch`] returns.
-pub type NoticeStream = Pin<Box<dyn Stream<Item = SessionEnded> + Send>>;
-
-/// Where the session of `data` stands now in `store` (SPEC §3.7).
-async fn watched<S: SessionStore, C: Clock>(
-    store: &S,
-    clock: &C,
-    data: &HeartbeatData,
-) -> Result<Watched, StoreError> {
-    let loaded = store.load(&data.user_id).await?;
-    Ok(decision::watched(clock.now(), data, &loaded.sessions))
-}
-
-/// One watched session: its live notices and how often to re-read it.
-struct Watch<S, C> {
-    store: S,
-    clock: C,
-    data: HeartbeatData,
-    live: LiveStream<SessionNotice>,
-    recheck: Duration,
-}
-
-impl<S: SessionStore, C: Clock> Watch<S, C> {
-    /// Waits until the session ends: `Some` when someone else ended it, `None` when it is
-    /// no longer active for another reason.
-    async fn next_ending(&mut self) -> Option<SessionEnded> {
-        let mut live_open = true;
-        loop {
-            let notice = async {
-                if live_open {
-                    self.live.next().await
-                } else {
-                    std::future::pending().await
-                }
-            };
-            tokio::select! {
-                delivered = notice => match delivered {
-                    Some(Ok(notice)) => return Some(notice.ended),
-                    // Notices may have been missed: read the state below.
-                    Some(Err(_)) => {}
-                    // The notice source is gone: from now on the timer alone.
-                    None => live_open = false,
-                },
-                () = tokio::time::sleep(self.recheck) => {}
-            }
-            match watched(&self.store, &self.clock, &self.data).await {
-                Ok(Watched::Ended(ended)) => return Some(ended),
-                Ok(Watched::Gone) => return None,
-                // A store failure: the session is still watched; try again later.
-                Ok(Watched::Playing) | Err(_) => {}
-            }
-        }
     }
 }
 

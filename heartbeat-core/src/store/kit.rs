@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::session::PlayRecord;
+use crate::sessions::PlayRecord;
 use crate::store::StoreError;
 
 /// A stored value with the Unix millisecond after which it reads as absent.

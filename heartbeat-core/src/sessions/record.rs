@@ -264,3 +264,29 @@ mod lenient {
         }
     }
 }
+
+/// How long and how much a store keeps besides active sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Play history entries kept per user (newest first).
+    pub history_cap: usize,
+    /// How long progress and history are kept after their last write, in seconds.
+    pub retention_secs: u64,
+}
+
+impl Retention {
+    /// How long progress and history are kept after their last write, in milliseconds.
+    pub fn retention_millis(&self) -> i64 {
+        i64::try_from(self.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+impl Default for Retention {
+    /// 100 history entries per user, kept 30 days.
+    fn default() -> Self {
+        Self {
+            history_cap: 100,
+            retention_secs: 30 * 86_400,
+        }
+    }
+}

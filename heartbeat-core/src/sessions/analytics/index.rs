@@ -1,0 +1,285 @@
+//! The analytics indexes' entries: pure key code, no store.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::sessions::{EndReason, PlayRecord, RejectReason, SessionRecord};
+use crate::{Id, Timestamp};
+
+/// Which analytics index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Index {
+    /// Sessions by when they end (finished at or before now, active after).
+    Finished,
+    /// Refused heartbeats by when they were refused.
+    Refusals,
+}
+
+/// How long after its time an entry is settled: writes decided by another instance may
+/// still land up to this far in the past (the time between reading the clock and the
+/// commit, plus clock differences between instances). The export and the feed read only
+/// settled entries, so that a cursor never skips one.
+pub const SETTLE_MILLIS: i64 = 500;
+
+/// An entry of an analytics index: `<15-digit unix millis>:<JSON>`. Keys sort by time,
+/// then by their JSON (a `[` for sessions, a `{` for refusals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IndexKey(String);
+
+impl IndexKey {
+    /// Width of the time part: unix milliseconds up to the year 33658.
+    const TIME_DIGITS: usize = 15;
+
+    fn with_payload(at: Timestamp, payload: &str) -> Self {
+        IndexKey(format!("{}:{payload}", Self::time_part(at)))
+    }
+
+    fn time_part(at: Timestamp) -> String {
+        format!("{:015}", at.unix_millis().max(0))
+    }
+
+    /// The key below every entry at or after `at` and above every entry before it.
+    pub fn floor(at: Timestamp) -> Self {
+        IndexKey(format!("{}:", Self::time_part(at)))
+    }
+
+    /// The key below every entry (the start of an index).
+    pub fn start() -> Self {
+        IndexKey::default()
+    }
+
+    /// Reads a stored key; `None` when it is not one.
+    pub fn from_stored(stored: impl Into<String>) -> Option<Self> {
+        let stored = stored.into();
+        let (time, _) = stored.split_at_checked(Self::TIME_DIGITS)?;
+        (time.bytes().all(|b| b.is_ascii_digit()) && stored[Self::TIME_DIGITS..].starts_with(':'))
+            .then_some(IndexKey(stored))
+    }
+
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The entry's time; `None` for [`IndexKey::start`].
+    pub fn time(&self) -> Option<Timestamp> {
+        let millis: i64 = self.0.get(..Self::TIME_DIGITS)?.parse().ok()?;
+        Timestamp::from_unix_millis(millis).ok()
+    }
+
+    fn payload(&self) -> &str {
+        self.0.get(Self::TIME_DIGITS + 1..).unwrap_or_default()
+    }
+
+    /// The opaque cursor a client continues from (base64url of the key).
+    pub fn cursor(&self) -> String {
+        URL_SAFE_NO_PAD.encode(&self.0)
+    }
+
+    /// Reads a cursor made by [`cursor`](Self::cursor).
+    pub fn from_cursor(cursor: &str) -> Result<Self, InvalidCursor> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor.trim())
+            .map_err(|_| InvalidCursor)?;
+        let key = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+        if key.is_empty() {
+            return Ok(IndexKey::start());
+        }
+        Self::from_stored(key).ok_or(InvalidCursor)
+    }
+}
+
+impl fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A cursor that this server did not make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cursor is not one this server returned: continue from the `cursor` of the last page")]
+pub struct InvalidCursor;
+
+/// A session's place in the finished index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedEntry {
+    /// When it ends (or, while active, will end as `expired`).
+    pub ends_at: Timestamp,
+    /// Its user, as the user's keys name it.
+    pub user: String,
+    /// The session.
+    pub session_id: String,
+    /// How it ends: `expired` while it is active.
+    pub ended_by: EndReason,
+}
+
+impl FinishedEntry {
+    /// The entry of session `id` of `user` as `record` stands.
+    pub fn of(user: &Id, session_id: &str, record: &SessionRecord) -> Self {
+        let (ends_at, ended_by) = match (record.ended_at, record.ended_by) {
+            (Some(at), Some(by)) => (at, by),
+            _ => (record.deadline(), EndReason::Expired),
+        };
+        FinishedEntry {
+            ends_at,
+            user: user.to_string(),
+            session_id: session_id.to_owned(),
+            ended_by,
+        }
+    }
+
+    /// The entry of a history record; `None` while the session is active.
+    pub fn of_history(user: &Id, entry: &PlayRecord) -> Option<Self> {
+        Some(FinishedEntry {
+            ends_at: entry.ended_at?,
+            user: user.to_string(),
+            session_id: entry.session_id.clone(),
+            ended_by: entry.ended_by?,
+        })
+    }
+
+    /// Its key.
+    pub fn key(&self) -> IndexKey {
+        let payload = (&self.user, &self.session_id, self.ended_by.code());
+        // A tuple of strings always serializes.
+        let payload = serde_json::to_string(&payload).unwrap_or_default();
+        IndexKey::with_payload(self.ends_at, &payload)
+    }
+
+    /// Reads a key of the finished index.
+    pub fn from_key(key: &IndexKey) -> Option<Self> {
+        let (user, session_id, ended_by): (String, String, EndReason) =
+            serde_json::from_str(key.payload()).ok()?;
+        Some(FinishedEntry {
+            ends_at: key.time()?,
+            user,
+            session_id,
+            ended_by,
+        })
+    }
+}
+
+/// A refused heartbeat, as the live feed reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The user.
+    pub user_id: String,
+    /// Why (SPEC §3.7 `reason`).
+    pub reason: String,
+    /// The limit that applied, if one did.
+    pub limit: Option<u32>,
+    /// When.
+    pub at: Timestamp,
+    /// The refused session (or the session its token would have started): tells
+    /// refusals of one user in the same millisecond apart.
+    pub nonce: String,
+}
+
+impl Refusal {
+    /// The refusal of `user`'s heartbeat at `now` for `reason`.
+    pub fn new(user: &Id, reason: &RejectReason, now: Timestamp, nonce: String) -> Self {
+        Refusal {
+            user_id: user.to_string(),
+            reason: reason.code().to_owned(),
+            limit: reason.limit(),
+            at: now,
+            nonce,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> IndexKey {
+        // A struct of strings and numbers always serializes.
+        IndexKey::with_payload(self.at, &serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// Reads a key of the refusal index.
+    pub fn from_key(key: &IndexKey) -> Option<Self> {
+        serde_json::from_str(key.payload()).ok()
+    }
+}
+
+/// One move in the finished index: drop `from` (the session's previous place, if it had
+/// one) and add `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexMove {
+    /// The previous entry.
+    pub from: Option<IndexKey>,
+    /// The new entry.
+    pub to: IndexKey,
+}
+
+/// What a [`SessionWrite`](crate::sessions::SessionWrite) changes in the analytics indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexWrite {
+    /// Moves in the finished index.
+    pub finished: Vec<IndexMove>,
+    /// A refusal to add.
+    pub refusal: Option<IndexKey>,
+    /// Entries of both indexes below this key are past the retention: drop them.
+    pub keep_from: IndexKey,
+}
+
+/// The user id that the index names with `text` (as the user's store keys do): a number
+/// when `text` is one.
+pub fn user_id(text: &str) -> Id {
+    match text.parse::<i64>() {
+        Ok(number) if number.to_string() == text => Id::Int(number),
+        _ => Id::Str(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_sort_by_time_and_read_back() {
+        let entry = FinishedEntry {
+            ends_at: at("2026-01-01T00:00:01Z"),
+            user: "alice".into(),
+            session_id: "s\"1".into(),
+            ended_by: EndReason::Stopped,
+        };
+        let later = FinishedEntry {
+            ends_at: at("2026-01-01T00:00:02Z"),
+            user: "aaa".into(),
+            ..entry.clone()
+        };
+        assert!(entry.key() < later.key());
+        assert!(IndexKey::floor(entry.ends_at) < entry.key());
+        assert!(entry.key() < IndexKey::floor(later.ends_at));
+        assert_eq!(FinishedEntry::from_key(&entry.key()), Some(entry.clone()));
+        let cursor = entry.key().cursor();
+        assert_eq!(IndexKey::from_cursor(&cursor).unwrap(), entry.key());
+        assert_eq!(IndexKey::from_cursor("").unwrap(), IndexKey::start());
+        assert_eq!(IndexKey::from_cursor("not a cursor!"), Err(InvalidCursor));
+        assert_eq!(
+            IndexKey::from_cursor(&URL_SAFE_NO_PAD.encode("12:x")),
+            Err(InvalidCursor)
+        );
+    }
+
+    #[test]
+    fn refusals_read_back() {
+        let reason = RejectReason::OverLimit {
+            position: 2,
+            limit: 2,
+        };
+        let refusal = Refusal::new(&Id::Int(7), &reason, at("2026-01-01T00:00:00Z"), "n".into());
+        assert_eq!(Refusal::from_key(&refusal.key()), Some(refusal.clone()));
+        assert_eq!(
+            (refusal.reason.as_str(), refusal.limit),
+            ("over_limit", Some(2))
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Why a heartbeat is refused.
+
+use crate::sessions::EndReason;
+
+/// Why a heartbeat was refused (the server answers 412).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The user would have more active sessions than `sessions_edge` allows.
+    SessionsEdge {
+        /// Active sessions after expiry, the one the heartbeat would start included.
+        active: usize,
+        /// The token's `sessions_edge`.
+        edge: u32,
+    },
+    /// The token's session is counted and `session_limit` sessions ranked before it keep
+    /// playing.
+    OverLimit {
+        /// Its rank among counted sessions under the reject strategy (0 = keeps playing first).
+        position: usize,
+        /// The token's `session_limit`.
+        limit: u32,
+    },
+    /// The token's session is counted and as many sessions of its `device_family` as
+    /// `family_limits` allows keep playing before it (SPEC §3.8).
+    FamilyLimit {
+        /// The family's limit.
+        limit: u32,
+    },
+    /// The token's session is counted and `asset_limit` sessions playing the same asset keep
+    /// playing before it (SPEC §3.8).
+    AssetLimit {
+        /// The token's `asset_limit`.
+        limit: u32,
+    },
+    /// The token's session was ended by someone else (an administrator's eviction, or
+    /// another device's takeover): the device must stop instead of starting a new session
+    /// (SPEC §3.7).
+    Ended {
+        /// How it was ended.
+        by: EndReason,
+    },
+}
+
+impl RejectReason {
+    /// Every [`code`](Self::code) a refusal can have, for metrics that show each one from
+    /// the start.
+    pub const CODES: [&'static str; 6] = [
+        "over_limit",
+        "family_limit",
+        "asset_limit",
+        "sessions_edge",
+        "evicted",
+        "taken_over",
+    ];
+
+    /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`,
+    /// `family_limit`, `asset_limit`, or how the session was ended (`evicted`,
+    /// `taken_over`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::SessionsEdge { .. } => "sessions_edge",
+            RejectReason::OverLimit { .. } => "over_limit",
+            RejectReason::FamilyLimit { .. } => "family_limit",
+            RejectReason::AssetLimit { .. } => "asset_limit",
+            RejectReason::Ended { by } => by.code(),
+        }
+    }
+
+    /// The limit that applied; `None` for a session ended by someone else (no limit was
+    /// applied).
+    pub fn limit(&self) -> Option<u32> {
+        match self {
+            RejectReason::SessionsEdge { edge, .. } => Some(*edge),
+            RejectReason::OverLimit { limit, .. }
+            | RejectReason::FamilyLimit { limit }
+            | RejectReason::AssetLimit { limit } => Some(*limit),
+            RejectReason::Ended { .. } => None,
+        }
+    }
+}

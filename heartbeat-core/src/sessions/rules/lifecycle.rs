@@ -1,0 +1,236 @@
+//! A session's life: expiry, stop, eviction, watching, and the history view.
+
+use std::cmp::Reverse;
+
+use super::*;
+use crate::sessions::Retention;
+use crate::sessions::notice::{EndedBy, NoticeReason, SessionEnded};
+use crate::sessions::{EndReason, PlayRecord, ProgressRecord, UserSessions};
+
+/// Splits a user's sessions at `now` into the ones still active and the ones that expired
+/// (`timestamp + heartbeat_cycle + cycle_upper_tolerance < now`, with the token's cycle and
+/// tolerance, as the Node.js server does). An expired session goes to the history as
+/// `expired` at that deadline. Records of sessions ended by someone else are kept (not
+/// active) for [`ENDED_SESSION_MEMORY_MILLIS`] (at least until the same deadline), so that
+/// the device is refused even when it comes back late, then removed: they are in the
+/// history already.
+/// Unreadable records are removed without history.
+///
+/// This is the only expiry rule: every path that reads sessions goes through it.
+pub fn expire(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+) -> (UserSessions, SessionWrite) {
+    let life = token.session_life_millis();
+    let mut kept = UserSessions::default();
+    let mut write = SessionWrite {
+        remove: stored.unreadable.clone(),
+        ..SessionWrite::default()
+    };
+    for (id, record) in &stored.sessions {
+        let mut deadline = record.timestamp.add_millis(life);
+        if let Some(ended_at) = record.ended_at.filter(|_| !record.is_active()) {
+            deadline = deadline.max(ended_at.add_millis(ENDED_SESSION_MEMORY_MILLIS));
+        }
+        if deadline >= now {
+            kept.sessions.insert(id.clone(), record.clone());
+            continue;
+        }
+        write.remove.push(id.clone());
+        if record.is_active() {
+            write
+                .ended
+                .push(PlayRecord::ended(id, record, deadline, EndReason::Expired));
+        }
+    }
+    write.ended.sort_by_key(|entry| entry.ended_at);
+    (kept, write)
+}
+
+/// Where a watched session stands (`GET /heartbeat/events`, SPEC §3.7).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Watched {
+    /// It plays on.
+    Playing,
+    /// Someone else ended it, or it is refused under the limits: its player must stop.
+    Ended(SessionEnded),
+    /// It is not active (it expired, was stopped, or never existed).
+    Gone,
+}
+
+/// Where the token's session stands in `stored` at `now`, under the token's limits.
+pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> Watched {
+    let (active, _) = expire(now, token, stored);
+    let Some(session_id) = token.session_id.as_deref() else {
+        return Watched::Gone;
+    };
+    let Some(record) = active.sessions.get(session_id) else {
+        return Watched::Gone;
+    };
+    let ended = |reason, by: Option<&str>| {
+        Watched::Ended(SessionEnded {
+            session_id: session_id.to_owned(),
+            reason,
+            by: by.map(|by| EndedBy {
+                session_id: by.to_owned(),
+                device: active.sessions.get(by).and_then(|r| r.device.clone()),
+            }),
+        })
+    };
+    match record.ended_by {
+        Some(EndReason::TakenOver) => {
+            ended(NoticeReason::TakenOver, record.taken_over_by.as_deref())
+        }
+        Some(_) => ended(NoticeReason::Evicted, None),
+        None => match standings(&active, token)
+            .into_iter()
+            .find(|(id, _)| *id == session_id)
+        {
+            Some((_, Some(_))) => ended(NoticeReason::Displaced, None),
+            _ => Watched::Playing,
+        },
+    }
+}
+
+/// Ends the token's session at once (`POST /heartbeat/stop`), if the token is the current
+/// one of an active session; expires the others as [`decide`] would. Returns the write and
+/// whether a session was stopped.
+pub fn stop(
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    progress: Option<f64>,
+) -> (SessionWrite, bool) {
+    let (mut active, mut write) = expire(now, token, stored);
+    let session_id = token.session_id.as_deref().unwrap_or_default();
+    let is_current = active
+        .sessions
+        .get(session_id)
+        .is_some_and(|record| record.is_active() && Some(record.timestamp) == token.timestamp);
+    let stopped = if is_current {
+        active.sessions.remove_entry(session_id)
+    } else {
+        None
+    };
+    if let Some((id, mut record)) = stopped.clone() {
+        record.progress = progress.or(record.progress);
+        write.remove.push(id.clone());
+        write
+            .ended
+            .push(PlayRecord::ended(&id, &record, now, EndReason::Stopped));
+        write.progress = progress_entry(token, &id, progress, now);
+    }
+    let stopped = stopped.is_some();
+    write.keep_millis = keep_millis(now, &active, token.session_life_millis());
+    write.sessions = active;
+    (write, stopped)
+}
+
+/// Ends one active session for an administrator: it goes to the history as `evicted`, and
+/// its record stays, marked ended, until its token could no longer be presented, so that
+/// the device is refused (SPEC §3.7). Returns `None` when no such session is active.
+pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<SessionWrite> {
+    let record = stored
+        .sessions
+        .get(session_id)
+        .filter(|record| record.is_active())?;
+    let ended = SessionRecord {
+        ended_by: Some(EndReason::Evicted),
+        ended_at: Some(now),
+        ..record.clone()
+    };
+    let mut kept = stored.clone();
+    kept.sessions.insert(session_id.to_owned(), ended.clone());
+    Some(SessionWrite {
+        upserts: vec![(session_id.to_owned(), ended)],
+        ended: vec![PlayRecord::ended(
+            session_id,
+            record,
+            now,
+            EndReason::Evicted,
+        )],
+        keep_millis: keep_millis(now, &kept, UNKNOWN_SESSION_LIFE_MILLIS),
+        sessions: kept,
+        ..SessionWrite::default()
+    })
+}
+
+/// A user's play history as of `now` (SPEC §3.6): the finished sessions the store keeps
+/// (`ended`, newest first), the sessions still in the user's set that expired without
+/// anyone seeing it (as `expired` at their deadline: no later visit is needed), and the
+/// active ones (no `ended_by` yet), newest first; entries older than the retention are
+/// left out, and at most `limit` are returned.
+pub fn history_view(
+    now: Timestamp,
+    ended: Vec<PlayRecord>,
+    stored: &UserSessions,
+    retention: &Retention,
+    limit: usize,
+) -> Vec<PlayRecord> {
+    let (mut active, mut expired): (Vec<PlayRecord>, Vec<PlayRecord>) = stored
+        .sessions
+        .iter()
+        .filter(|(_, record)| record.is_active())
+        .map(|(id, record)| {
+            let deadline = record.deadline();
+            if deadline < now {
+                PlayRecord::ended(id, record, deadline, EndReason::Expired)
+            } else {
+                PlayRecord::active(id, record)
+            }
+        })
+        .partition(|entry| entry.ended_at.is_none());
+    // Newest first: active ones by when they started, finished ones by when they ended.
+    active.sort_by_key(|entry| Reverse(entry.started_at));
+    expired.sort_by_key(|entry| Reverse((entry.ended_at, entry.started_at)));
+    let mut finished: Vec<PlayRecord> = expired.into_iter().chain(ended).collect();
+    finished.sort_by_key(|entry| Reverse(entry.ended_at));
+    let oldest_kept = now.add_millis(-retention.retention_millis());
+    active
+        .into_iter()
+        .chain(finished)
+        .filter(|entry| entry.ended_at.unwrap_or(now) >= oldest_kept)
+        .take(limit)
+        .collect()
+}
+
+/// The progress to record for the token's asset, when the player reported one.
+pub(super) fn progress_entry(
+    token: &HeartbeatData,
+    session_id: &str,
+    progress: Option<f64>,
+    now: Timestamp,
+) -> Option<(Id, ProgressRecord)> {
+    let progress = progress?;
+    Some((
+        token.asset_id.clone(),
+        ProgressRecord {
+            progress,
+            updated_at: now,
+            session_id: session_id.to_owned(),
+        },
+    ))
+}
+
+/// How long the record of a session ended by someone else (evicted) is kept, so that its
+/// device is refused when it presents its token again: a day, or the session's life if
+/// that is longer.
+pub const ENDED_SESSION_MEMORY_MILLIS: i64 = 86_400_000;
+
+/// Milliseconds from `now` until the last of `active` expires (at least one second).
+/// Records without `expires_at` live `life_millis` after their last heartbeat.
+pub(super) fn keep_millis(now: Timestamp, active: &UserSessions, life_millis: i64) -> i64 {
+    active
+        .sessions
+        .values()
+        .map(|record| {
+            record
+                .expires_at
+                .unwrap_or(record.timestamp.add_millis(life_millis))
+        })
+        .map(|expires_at| expires_at.millis_since(now))
+        .max()
+        .unwrap_or(0)
+        .max(1000)
+}

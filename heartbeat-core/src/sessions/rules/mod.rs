@@ -1,0 +1,204 @@
+//! The decision rules of SPEC §3.2, as pure functions of (now, token data, stored sessions).
+//!
+//! Nothing here reads a clock, a store or a random number generator: the caller passes
+//! `now` and a fresh session id, and applies the returned [`SessionWrite`] atomically.
+//!
+//! - [`decide`] and [`take_over`]: a heartbeat's verdict and write (`decide.rs`);
+//! - [`ranking`], [`check_limit`], [`displaced`]: who keeps playing under the limits
+//!   (`limits.rs`);
+//! - [`expire`], [`stop`], [`evict`], [`watched`], [`history_view`]: a session's life and
+//!   end (`lifecycle.rs`).
+
+mod decide;
+mod lifecycle;
+mod limits;
+
+pub use crate::sessions::UNKNOWN_SESSION_LIFE_MILLIS;
+pub use decide::{SessionError, continues_session, decide, take_over};
+pub use lifecycle::{
+    ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, stop, watched,
+};
+pub use limits::{check_limit, displaced, playing, ranking, standings};
+
+use crate::sessions::{RejectReason, SessionRecord, SessionWrite};
+use crate::{HeartbeatData, Id, Timestamp};
+
+/// A session that keeps playing, as a refused device is shown it (SPEC §3.7): "playing on:
+/// Living-room TV, Phone".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlayingSession {
+    /// The session (the id [`take_over`] ends).
+    pub session_id: String,
+    /// What it plays, when known.
+    pub asset_id: Option<Id>,
+    /// Its device's label, when its token named one.
+    pub device: Option<String>,
+    /// Its device's family, when its token named one.
+    pub device_family: Option<String>,
+    /// When it started, when known.
+    pub started_at: Option<Timestamp>,
+    /// Its last accepted heartbeat.
+    pub last_seen: Timestamp,
+}
+
+impl PlayingSession {
+    fn of(session_id: &str, record: &SessionRecord) -> Self {
+        PlayingSession {
+            session_id: session_id.to_owned(),
+            asset_id: record.asset_id.clone(),
+            device: record.device.clone(),
+            device_family: record.device_family.clone(),
+            started_at: record.started_at,
+            last_seen: record.timestamp,
+        }
+    }
+}
+
+/// A refused heartbeat: why, and which of the user's sessions keep playing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Why (the 412's `reason` and `limit`).
+    pub reason: RejectReason,
+    /// The counted sessions the reject strategy keeps playing, in its order. `None` when
+    /// the token is not authenticated (a legacy token can be forged: it is never shown
+    /// the user's devices).
+    pub playing: Option<Vec<PlayingSession>>,
+}
+
+/// Why an accepted heartbeat started a new session instead of continuing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NewSessionCause {
+    /// The token came from the backend (no `session_id`).
+    FromBackend,
+    /// The token's session is not (or no longer) active.
+    Unknown,
+    /// The stored `timestamp` differs from the token's: a replayed or cloned token.
+    Replayed,
+    /// It arrived before `heartbeat_cycle - cycle_lower_tolerance` had passed.
+    TooEarly,
+}
+
+/// An accepted heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The session the heartbeat belongs to now.
+    pub session_id: String,
+    /// `Some` when a new session was started, with the reason.
+    pub new_session: Option<NewSessionCause>,
+    /// The heartbeat data of the token to answer with.
+    pub token_data: HeartbeatData,
+    /// Sessions that kept playing before this heartbeat and are refused after it (a newer
+    /// device took the last slot under `LEAST_RECENT`): their players are told at once
+    /// (SPEC §3.7), see [`displaced`].
+    pub displaced: Vec<String>,
+}
+
+/// What [`decide`] concluded.
+#[derive(Debug, Clone, PartialEq)]
+// Returned once per heartbeat, by value: boxing the accepted side would cost an
+// allocation on the hot path to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
+pub enum Verdict {
+    /// Accept, answering with a rotated token.
+    Accept(Accepted),
+    /// Refuse: the player must stop.
+    Reject(Refused),
+}
+
+/// A verdict and the write that goes with it. A rejection's write only removes expired
+/// sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Accept or reject.
+    pub verdict: Verdict,
+    /// What to store.
+    pub write: SessionWrite,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::sessions::{EndReason, UserSessions};
+
+    fn token(json: serde_json::Value) -> HeartbeatData {
+        HeartbeatData::from_json(json).unwrap()
+    }
+
+    fn accepted(decision: Decision) -> Accepted {
+        match decision.verdict {
+            Verdict::Accept(accepted) => accepted,
+            Verdict::Reject(reason) => panic!("refused: {reason:?}"),
+        }
+    }
+
+    /// `CODES` lists every code a refusal can have, once.
+    #[test]
+    fn every_refusal_code_is_listed() {
+        let reasons = [
+            RejectReason::OverLimit {
+                position: 1,
+                limit: 1,
+            },
+            RejectReason::FamilyLimit { limit: 1 },
+            RejectReason::AssetLimit { limit: 1 },
+            RejectReason::SessionsEdge { active: 2, edge: 1 },
+            RejectReason::Ended {
+                by: EndReason::Evicted,
+            },
+            RejectReason::Ended {
+                by: EndReason::TakenOver,
+            },
+        ];
+        let codes: Vec<&str> = reasons.iter().map(RejectReason::code).collect();
+        assert_eq!(codes, RejectReason::CODES);
+    }
+
+    /// Tokens without limits (as Node-era backends may send) have no limit, count every
+    /// session and keep any number of them, as the Node server behaves.
+    #[test]
+    fn absent_limits_limit_nothing() {
+        let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let backend = token(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+        }));
+        let mut stored = UserSessions::default();
+        for device in 0..50 {
+            let decision = decide(now, &backend, &stored, &format!("s-{device:02}"), None);
+            let write = decision.write.clone();
+            accepted(decision);
+            stored = write.sessions;
+        }
+        assert_eq!(stored.sessions.len(), 50);
+        assert_eq!(
+            ranking(&stored, &backend).len(),
+            50,
+            "threshold 0: all counted"
+        );
+    }
+
+    /// A session token whose timestamp is absent or unreadable cannot be matched to the
+    /// stored session: it starts a new session that inherits the hit counter, as a replayed
+    /// token does (the Node server's `Date(undefined)` never equals a stored time either).
+    #[test]
+    fn a_session_token_without_a_timestamp_starts_an_inheriting_session() {
+        let start: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let backend = token(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "garbage", "session_limit": 1, "checking_threshold": 1,
+        }));
+        let first = decide(start, &backend, &UserSessions::default(), "s-1", None);
+        let stored = first.write.sessions.clone();
+        let mut next = accepted(first).token_data;
+        next.timestamp = None;
+        let later = start.add_millis(30_000);
+        let decision = decide(later, &next, &stored, "s-2", None);
+        let (_, record) = decision.write.upserts[0].clone();
+        let again = accepted(decision);
+        assert_eq!(again.new_session, Some(NewSessionCause::Replayed));
+        assert_eq!(again.session_id, "s-2");
+        assert_eq!(record.hit_counter, 2, "the counter is inherited");
+    }
+}
