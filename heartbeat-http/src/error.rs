@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::StoreError;
+use heartbeat_core::jobs::JobsError;
 use serde_json::json;
 
 use crate::metrics::StoreFailed;
@@ -78,6 +79,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A store that cannot be reached: 503 with `Retry-After`, the error logged.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::unavailable(&error)
+    }
+}
+
 /// What is wrong with a query string, as every route says it (JSON and text answers).
 pub fn query_error(rejection: &axum::extract::rejection::QueryRejection) -> String {
     format!("Invalid query: {}.", rejection.body_text())
@@ -117,5 +125,48 @@ impl IntoResponse for TextError {
         let mut response = (self.status, self.body).into_response();
         mark_outage(&mut response);
         response
+    }
+}
+
+/// Logs a store or event bus failure (the 503 answer counts it).
+fn outage(error: &JobsError) {
+    tracing::warn!(%error, "storage unavailable");
+}
+
+/// A jobs failure as the HeyGen mock answers it (plain text).
+impl From<JobsError> for TextError {
+    fn from(error: JobsError) -> Self {
+        match error {
+            JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
+            JobsError::Forbidden(_) => TextError::new(StatusCode::UNAUTHORIZED, "unauthorized"),
+            JobsError::Rule(rule) => TextError::new(StatusCode::BAD_REQUEST, rule.to_string()),
+            error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
+                outage(&error);
+                TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+            }
+            other => TextError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// A jobs failure as the `/v1` API answers it: 404, 403, 409, 400 or 503.
+impl From<JobsError> for ApiError {
+    fn from(error: JobsError) -> Self {
+        match error {
+            JobsError::NotFound(id) => ApiError::not_found(format!("Job {id} does not exist.")),
+            JobsError::Forbidden(id) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("Job {id} belongs to another owner."),
+            ),
+            JobsError::Rule(rule) if rule.is_conflict() => {
+                ApiError::new(StatusCode::CONFLICT, format!("{rule}."))
+            }
+            JobsError::Rule(rule) => ApiError::bad_request(format!("{rule}.")),
+            error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
+                outage(&error);
+                ApiError::outage()
+            }
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
     }
 }

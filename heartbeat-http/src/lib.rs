@@ -36,12 +36,6 @@
 //! `heartbeat-core`, reqwest and tokio.
 #![deny(missing_docs)]
 
-#[cfg(feature = "server")]
-pub mod admin;
-#[cfg(feature = "server")]
-pub mod app;
-#[cfg(feature = "server")]
-pub mod body;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
@@ -49,9 +43,9 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]
-pub mod heartbeat;
+pub mod export;
 #[cfg(feature = "server")]
-pub mod jobs;
+mod extract;
 #[cfg(feature = "server")]
 mod listen;
 #[cfg(feature = "server")]
@@ -59,15 +53,25 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod rate;
 #[cfg(feature = "server")]
+pub mod router;
+#[cfg(feature = "server")]
+mod routes;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod sse;
 #[cfg(feature = "server")]
+pub mod state;
+#[cfg(feature = "server")]
 pub mod streams;
 
-#[cfg(feature = "server")]
-pub use app::App;
 #[cfg(feature = "server")]
 pub use config::{Cli, ConfigError, CorsOrigins, ServerArgs, Settings, StoreKind};
 #[cfg(feature = "server")]
 pub use error::{ApiError, TextError};
+#[cfg(feature = "server")]
+pub use router::Surface;
+#[cfg(feature = "server")]
+pub use routes::heartbeat::{INVALID_TOKEN_MESSAGE, OVER_LIMIT_MESSAGE};
+#[cfg(feature = "server")]
+pub use state::App;

@@ -50,7 +50,7 @@ pub(crate) async fn serve(
             tower::util::MapRequestLayer::new(
                 move |mut request: axum::http::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(address);
-                    crate::app::normalize_path(request)
+                    crate::router::normalize_path(request)
                 },
             )
             .layer(router.clone()),

@@ -8,11 +8,11 @@ use std::io::{IsTerminal, Write};
 
 use futures_util::StreamExt;
 use heartbeat_core::SessionStore;
-use heartbeat_http::admin::{self, ExportQuery};
 use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
     ServerArgs, StoreKind,
 };
+use heartbeat_http::export::{self, ExportQuery};
 use heartbeat_http::{App, server};
 
 /// jemalloc rather than the system allocator: see the `jemalloc` feature.
@@ -118,7 +118,7 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         cursor: args.cursor,
     };
     with_app(server, async |app| {
-        let lines = match admin::export_lines(&app, &query) {
+        let lines = match export::export_lines(&app, &query) {
             Ok(lines) => lines,
             Err(error) => {
                 eprintln!("error: {}", error.message);

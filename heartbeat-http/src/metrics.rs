@@ -137,7 +137,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Shows every route of a router in the store-error count from the start (at 0), so
     /// that a rate over it exists before the first failure. The router records its
-    /// routes as it adds them ([`App::router_for`](crate::app::App::router_for)).
+    /// routes as it adds them ([`App::router_for`](crate::state::App::router_for)).
     pub fn count_routes(&self, routes: &[&'static str]) {
         for route in routes {
             drop(self.inner.store_errors.get_or_create(&RouteLabels {

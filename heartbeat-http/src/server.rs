@@ -8,8 +8,8 @@ use heartbeat_core::jobs::{EventBus, JobStore, JobsConfig};
 use heartbeat_core::{Clock, HeartbeatConfig, SessionStore, SystemClock, TokenCodec};
 use tokio::net::TcpListener;
 
-use crate::app::{App, Surface};
 use crate::config::{ConfigError, ServerArgs, Settings, StoreKind};
+use crate::{App, Surface};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

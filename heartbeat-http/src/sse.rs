@@ -10,9 +10,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use heartbeat_core::jobs::EventId;
 
-use crate::app::App;
 use crate::error::ApiError;
+use crate::metrics::SseGuard;
 use crate::streams::StreamPermit;
+use tokio_util::sync::CancellationToken;
 
 /// The reconnection delay suggested to clients (`retry:`).
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -43,14 +44,30 @@ pub fn last_event_id(
     }
 }
 
+/// What an event stream needs of the server, and holds while it is open: its place
+/// under the stream caps, its count in `heartbeat_sse_connections`, when to end and how
+/// often to keep the connection alive. [`App::open_stream`](crate::App::open_stream)
+/// makes one.
+#[derive(Debug)]
+pub struct StreamContext {
+    /// Its place under the stream caps (`STREAMS_*`).
+    pub permit: StreamPermit,
+    /// Counts it as open in the metrics.
+    pub open: SseGuard,
+    /// Ends it when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Ends it after this long (`STREAM_MAX_LIFETIME_SECS`); the client reconnects.
+    pub max_lifetime: Duration,
+    /// How often a keep-alive comment is sent (`SSE_KEEPALIVE_SECS`).
+    pub keep_alive: Duration,
+}
+
 /// An SSE response: a first event with `retry:`, then `events` mapped by `to_event`
 /// (events it maps to `None` are not sent), with keep-alive comments. The stream holds
-/// `permit` (its place under the stream caps) and counts in `heartbeat_sse_connections`
-/// while it is open; it ends when the server shuts down, the event source fails or it has
-/// lived `STREAM_MAX_LIFETIME_SECS` (the client reconnects with `Last-Event-ID`).
+/// `context` while it is open; it ends when the server shuts down, the event source fails
+/// or it has lived its maximum lifetime (the client reconnects with `Last-Event-ID`).
 pub fn response<E, T, Failure>(
-    app: &App,
-    permit: StreamPermit,
+    context: StreamContext,
     events: E,
     to_event: fn(&T) -> Option<Event>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>
@@ -59,10 +76,16 @@ where
     T: Send + 'static,
     Failure: std::fmt::Display + Send + 'static,
 {
-    let open = app.metrics().sse_connection();
+    let StreamContext {
+        permit,
+        open,
+        shutdown,
+        max_lifetime,
+        keep_alive,
+    } = context;
     let hello = Event::default().retry(RETRY).comment("connected");
-    let shutdown = app.shutdown().clone().cancelled_owned();
-    let lifetime = tokio::time::sleep(app.streams().caps().max_lifetime);
+    let shutdown = shutdown.cancelled_owned();
+    let lifetime = tokio::time::sleep(max_lifetime);
     let events = events
         .take_until(async move {
             tokio::select! {
@@ -86,9 +109,5 @@ where
             let _open = (&open, &permit);
             Ok(event)
         });
-    Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(app.settings().sse_keepalive)
-            .text("keep-alive"),
-    )
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Kind, Sse, TestServer, codec};
 use heartbeat_core::{HeartbeatData, ManualClock, Timestamp, TokenFormat};
-use heartbeat_http::heartbeat::OVER_LIMIT_MESSAGE;
+use heartbeat_http::OVER_LIMIT_MESSAGE;
 use heartbeat_store_redis::testkit::RedisServer;
 use serde_json::{Value, json};
 

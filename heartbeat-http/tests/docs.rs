@@ -54,3 +54,49 @@ fn every_relative_link_in_the_docs_resolves() {
         "only {checked} links found: is the link reader broken?"
     );
 }
+
+/// Source files the docs name in backticks (`heartbeat-core/src/...`) exist: a module that
+/// moves takes its documentation along.
+#[test]
+fn every_source_file_the_docs_name_exists() {
+    let root = root();
+    let mut documents = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        documents.push(entry.unwrap().path());
+    }
+    let mut checked = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let Some(path) = quoted.split_whitespace().next() else {
+                continue;
+            };
+            if !(path.starts_with("heartbeat-") && path.contains("/src/")) {
+                continue;
+            }
+            // `a/{b,c}.rs` names a/b.rs and a/c.rs.
+            let files: Vec<String> = match path.split_once('{') {
+                Some((head, rest)) => {
+                    let (alternatives, tail) = rest.split_once('}').unwrap();
+                    alternatives
+                        .split(',')
+                        .map(|one| format!("{head}{one}{tail}"))
+                        .collect()
+                }
+                None => vec![path.trim_end_matches(['.', ',', ':']).to_owned()],
+            };
+            for file in files {
+                assert!(
+                    root.join(&file).exists(),
+                    "{} names {file}, which does not exist",
+                    document.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} source paths found: is the reader broken?"
+    );
+}

@@ -15,11 +15,12 @@ use heartbeat_core::{HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::App;
-use crate::body::{LimitedBody, bearer, json_or_form_fields};
 use crate::error::ApiError;
+use crate::extract::auth::bearer;
+use crate::extract::body::{LimitedBody, json_or_form_fields};
 use crate::metrics::{Decision, Metrics, StoreFailed};
 use crate::sse;
+use crate::state::App;
 use crate::streams::ClientAddress;
 
 /// The fixed body of a 412, as the Node server answers it.
@@ -146,7 +147,7 @@ fn invalid_token() -> (Decision, ApiError) {
 }
 
 /// `POST /heartbeat`.
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     State(app): State<App>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -163,7 +164,7 @@ pub async fn heartbeat(
 /// `POST /heartbeat/takeover`: "watch here instead" (SPEC §3.7). Ends `session_id` and
 /// admits the token's session; answers like `POST /heartbeat`, 404 when that session is
 /// not active, 406 for a legacy token.
-pub async fn takeover(
+pub(crate) async fn takeover(
     State(app): State<App>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -246,7 +247,7 @@ pub struct EventsQuery {
 /// or displaced, then closes; it closes without an event when the session stops being
 /// active otherwise. 404 when the token's session is not active, 406 for a legacy or
 /// invalid token.
-pub async fn events(
+pub(crate) async fn events(
     State(app): State<App>,
     address: ClientAddress,
     headers: HeaderMap,
@@ -271,14 +272,14 @@ pub async fn events(
         .open(token)
         .map(|data| format!("user:{}", data.user_id))
         .unwrap_or_default();
-    let permit = match app.streams().acquire(address.0, &owner) {
-        Ok(permit) => permit,
+    let stream = match app.open_stream(address.0, &owner) {
+        Ok(stream) => stream,
         Err(full) => return full.into_response(),
     };
     match app.heartbeats().watch(token).await {
         Ok(notices) => {
             let notices = notices.map(Ok::<_, std::convert::Infallible>);
-            sse::response(&app, permit, notices, ended_event).into_response()
+            sse::response(stream, notices, ended_event).into_response()
         }
         Err(error) => {
             let (decision, error) = failure(error);
@@ -292,7 +293,7 @@ fn ended_event(ended: &SessionEnded) -> Option<Event> {
 }
 
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
-pub async fn stop(
+pub(crate) async fn stop(
     State(app): State<App>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-use crate::app::App;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// How much of a body over the limit is read and discarded before the 413; a larger one
 /// is cut off (the connection closes).
@@ -128,13 +128,4 @@ fn form_fields(body: &[u8]) -> Map<String, Value> {
         }
     }
     fields
-}
-
-/// The token of an `Authorization: Bearer <token>` header, trimmed; `None` without one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
 }

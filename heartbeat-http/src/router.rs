@@ -1,14 +1,9 @@
-//! The application state and the router: every route, its middleware, nothing else.
-
-use std::sync::Arc;
+//! The router: every route, on which listener, and its middleware; nothing else.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use heartbeat_core::{SessionStore, SharedHeartbeats, SharedJobs};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -19,12 +14,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::{CorsOrigins, Settings};
-use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
-use crate::rate::JobCreations;
-use crate::streams::StreamSlots;
-use crate::{admin, heartbeat, jobs};
+use crate::config::CorsOrigins;
+use crate::metrics;
+use crate::routes::{admin, analytics, health, heartbeat, heygen, jobs};
+use crate::state::App;
 
 /// A router being built, with the path of every route added to it.
 #[derive(Default)]
@@ -53,84 +46,7 @@ pub enum Surface {
     Admin,
 }
 
-/// Everything a request needs: the two services (over stores chosen at run time), the
-/// settings, the metrics and the shutdown signal that ends SSE streams. Clones share it.
-#[derive(Clone)]
-pub struct App {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    heartbeats: SharedHeartbeats,
-    jobs: SharedJobs,
-    settings: Settings,
-    metrics: Metrics,
-    streams: StreamSlots,
-    job_creations: JobCreations,
-    shutdown: CancellationToken,
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").finish_non_exhaustive()
-    }
-}
-
 impl App {
-    /// An application over `heartbeats` and `jobs` with `settings`
-    /// ([`server::app`](crate::server::app) builds both from stores and settings).
-    pub fn new(heartbeats: SharedHeartbeats, jobs: SharedJobs, settings: Settings) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                heartbeats,
-                jobs,
-                streams: StreamSlots::new(settings.stream_caps),
-                job_creations: JobCreations::new(
-                    settings.jobs_per_owner_per_sec,
-                    settings.jobs_burst,
-                ),
-                settings,
-                metrics: Metrics::new(),
-                shutdown: CancellationToken::new(),
-            }),
-        }
-    }
-
-    /// The heartbeat service.
-    pub fn heartbeats(&self) -> &SharedHeartbeats {
-        &self.inner.heartbeats
-    }
-
-    /// The jobs service.
-    pub fn jobs(&self) -> &SharedJobs {
-        &self.inner.jobs
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
-    }
-
-    /// The metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
-    }
-
-    /// The open event streams, under the caps of `settings().stream_caps`.
-    pub fn streams(&self) -> &StreamSlots {
-        &self.inner.streams
-    }
-
-    /// Each owner's job creation allowance (`JOBS_PER_OWNER_PER_SEC`, `JOBS_BURST`).
-    pub fn job_creations(&self) -> &JobCreations {
-        &self.inner.job_creations
-    }
-
-    /// Cancelled when the server shuts down: SSE streams end on it.
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.inner.shutdown
-    }
-
     /// The router serving every route of SPEC §3, §4 and §6.
     pub fn router(&self) -> Router {
         self.router_for(Surface::All)
@@ -140,24 +56,24 @@ impl App {
     /// or the operator's (`/admin/*`, `/metrics`, health) for `ADMIN_ADDR`. Routes of the
     /// other surface answer 404.
     pub fn router_for(&self, surface: Surface) -> Router {
-        let metrics = self.inner.metrics.clone();
-        let request_timeout = self.inner.settings.request_timeout;
+        let metrics = self.metrics().clone();
+        let request_timeout = self.settings().request_timeout;
         let (public, operator) = (surface != Surface::Admin, surface != Surface::Public);
         // Every route is added through `routes.add`, which also records its path: the
         // metrics count store errors for exactly these routes (at 0 from the start).
         let mut routes = Routes::default();
         routes
-            .add("/healthz", get(healthz))
-            .add("/healthcheck", get(healthz))
-            .add("/readyz", get(readyz));
+            .add("/healthz", get(health::healthz))
+            .add("/healthcheck", get(health::healthz))
+            .add("/readyz", get(health::readyz));
         if public {
             routes
                 .add("/", post(heartbeat::heartbeat))
                 .add("/heartbeat", post(heartbeat::heartbeat))
                 .add("/heartbeat/stop", post(heartbeat::stop))
                 .add("/heartbeat/takeover", post(heartbeat::takeover))
-                .add("/create", post(jobs::heygen_create))
-                .add("/status/{id}", get(jobs::heygen_status))
+                .add("/create", post(heygen::create))
+                .add("/status/{id}", get(heygen::status))
                 .add("/v1/jobs", post(jobs::create).get(jobs::list))
                 .add("/v1/jobs/{id}", get(jobs::get).patch(jobs::update));
         }
@@ -180,19 +96,19 @@ impl App {
         if public {
             routes
                 .add("/heartbeat/events", get(heartbeat::events))
-                .add("/status", get(jobs::heygen_events))
+                .add("/status", get(heygen::events))
                 .add("/v1/events", get(jobs::events));
         }
         if operator {
             routes
-                .add("/admin/history", get(admin::export_history))
-                .add("/admin/history/events", get(admin::history_events));
+                .add("/admin/history", get(analytics::export))
+                .add("/admin/history/events", get(analytics::events));
         }
         metrics.count_routes(&routes.paths);
         let routes = routes
             .router
-            .method_not_allowed_fallback(method_not_allowed)
-            .fallback(not_found)
+            .method_not_allowed_fallback(health::method_not_allowed)
+            .fallback(health::not_found)
             .with_state(self.clone());
         // Every `Router::layer` call wraps each route in one more boxed service (a clone
         // of the box and a boxed future per request), so the whole stack goes in with one
@@ -212,7 +128,7 @@ impl App {
                     // The access log: one line per answer, at info with ACCESS_LOG.
                     .on_response(
                         DefaultOnResponse::new()
-                            .level(if self.inner.settings.access_log {
+                            .level(if self.settings().access_log {
                                 Level::INFO
                             } else {
                                 Level::DEBUG
@@ -223,9 +139,9 @@ impl App {
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::x_request_id())
-            .option_layer(self.inner.settings.cors.as_ref().map(cors_layer))
+            .option_layer(self.settings().cors.as_ref().map(cors_layer))
             .layer(metrics::TrackLayer::new(metrics.clone()))
-            .layer(DefaultBodyLimit::max(self.inner.settings.body_limit));
+            .layer(DefaultBodyLimit::max(self.settings().body_limit));
         let metrics_route = Router::new().route("/metrics", get(metrics::render));
         let metrics_route = if operator {
             metrics_route
@@ -236,12 +152,6 @@ impl App {
             .with_state(metrics)
             .merge(routes)
             .layer(middleware)
-    }
-}
-
-impl FromRef<App> for Metrics {
-    fn from_ref(app: &App) -> Metrics {
-        app.inner.metrics.clone()
     }
 }
 
@@ -294,7 +204,7 @@ const CASE_INSENSITIVE_PATHS: [&str; 5] = [
 ///
 /// ```
 /// use axum::http::Request;
-/// use heartbeat_http::app::normalize_path;
+/// use heartbeat_http::router::normalize_path;
 ///
 /// let request = normalize_path(Request::post("/Heartbeat/Stop/?x=1").body(()).unwrap());
 /// assert_eq!(request.uri(), "/heartbeat/stop?x=1");
@@ -347,36 +257,4 @@ impl MakeRequestId for RandomRequestId {
             .ok()
             .map(RequestId::new)
     }
-}
-
-async fn healthz() -> &'static str {
-    "OK"
-}
-
-/// `GET /readyz`: 200 `ready` when the store answers, 503 when it does not, unless the
-/// server fails open (`FAIL_OPEN`): then it is 200 `ready (failing open: the store is
-/// unreachable)`, because it
-/// keeps answering heartbeats and a load balancer must not drain it (every instance
-/// shares the store, so draining one would only move the same answers elsewhere).
-async fn readyz(State(app): State<App>) -> Result<String, ApiError> {
-    match app.heartbeats().store().ping().await {
-        Ok(()) => Ok("ready".to_owned()),
-        Err(error) if app.settings().fail_open => {
-            tracing::warn!(%error, "the store is unreachable: ready, failing open");
-            // Fixed text: the store's error (addresses, names) goes to the log only.
-            Ok("ready (failing open: the store is unreachable)".to_owned())
-        }
-        Err(error) => Err(ApiError::unavailable(&error)),
-    }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("No such route.")
-}
-
-async fn method_not_allowed() -> impl IntoResponse {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "This route does not take this method.",
-    )
 }

@@ -1,0 +1,82 @@
+//! `GET /admin/history` (the bulk export) and `GET /admin/history/events` (the live feed)
+//! (SPEC §3.9).
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use heartbeat_core::sessions::analytics::{self, FeedEvent, IndexKey};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::export::{ExportQuery, export_lines};
+use crate::extract::auth::Admin;
+use crate::extract::query::read_query;
+use crate::sse;
+use crate::state::App;
+
+/// `GET /admin/history?since=&until=&limit=&cursor=`: finished sessions of all users as
+/// NDJSON, in the order they ended, streamed a page at a time; the last line is
+/// `{"cursor": "…", "complete": true|false}` (continue with `cursor=`), or `{"error": "…"}`
+/// when the store failed midway (continue from the cursor of the last complete export).
+pub(crate) async fn export(
+    _: Admin,
+    State(app): State<App>,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = read_query(query)?;
+    let lines = export_lines(&app, &query)?.map(Ok::<_, Infallible>);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// Query of `GET /admin/history/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// `Last-Event-ID` for clients that cannot set headers.
+    pub last_event_id: Option<String>,
+}
+
+/// `GET /admin/history/events`: SSE of sessions as they finish (`event: session`, the
+/// export's record) and of refused heartbeats (`event: refusal`), on every instance
+/// sharing the store; resumes after `Last-Event-ID`.
+pub(crate) async fn events(
+    _: Admin,
+    State(app): State<App>,
+    address: crate::streams::ClientAddress,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = read_query(query)?;
+    let last = sse::last_event_id_text(&headers, query.last_event_id.as_deref());
+    let stream = match app.open_stream(address.0, "analytics feed") {
+        Ok(stream) => stream,
+        Err(full) => return Ok(full.into_response()),
+    };
+    let after = app.heartbeats().feed_start(last);
+    let events = app.heartbeats().feed_stream(after);
+    Ok(sse::response(stream, events, feed_event).into_response())
+}
+
+/// The SSE event of one feed item.
+fn feed_event((key, event): &(IndexKey, FeedEvent)) -> Option<Event> {
+    let event = match event {
+        FeedEvent::Finished(session) => Event::default().event("session").json_data(session),
+        FeedEvent::Refused(refusal) => Event::default().event("refusal").json_data(json!({
+            "user_id": analytics::user_id(&refusal.user_id).to_json(),
+            "reason": refusal.reason,
+            "limit": refusal.limit,
+            "at": refusal.at,
+        })),
+    };
+    Some(event.ok()?.id(key.cursor()))
+}
