@@ -1,5 +1,5 @@
 // Mints a heartbeat `b1.` backend token with Node's standard library alone (node:crypto).
-// Format: docs/backend-tokens.md. Node 16+.
+// Format: docs/backends.md. Node 16+.
 //
 //   import { mintBackendToken } from "./mint.mjs";
 //   const token = mintBackendToken(process.env.SHARED_KEY, {

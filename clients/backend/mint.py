@@ -1,5 +1,5 @@
 """Mints a heartbeat `b1.` backend token in Python with `cryptography` (AES-GCM) and the
-standard library (HKDF is two HMAC-SHA256 calls). Format: docs/backend-tokens.md.
+standard library (HKDF is two HMAC-SHA256 calls). Format: docs/backends.md.
 
     from mint import mint_backend_token
     token = mint_backend_token(os.environ["SHARED_KEY"], {

@@ -1,5 +1,5 @@
 //! The `b1.` backend token format against vectors made by Node's `node:crypto` (OpenSSL),
-//! an implementation independent of the RustCrypto crates (docs/backend-tokens.md).
+//! an implementation independent of the RustCrypto crates (docs/backends.md).
 
 #![allow(clippy::unwrap_used)]
 

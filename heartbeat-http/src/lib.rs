@@ -75,3 +75,12 @@ pub use router::Surface;
 pub use routes::heartbeat::{INVALID_TOKEN_MESSAGE, OVER_LIMIT_MESSAGE};
 #[cfg(feature = "server")]
 pub use state::App;
+
+// The Rust examples of the docs compile as doctests (`cargo test --doc`).
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../../docs/clients.md")]
+struct ClientsDoc;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/library.md")]
+struct LibraryDoc;

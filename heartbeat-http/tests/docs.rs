@@ -100,3 +100,31 @@ fn every_source_file_the_docs_name_exists() {
         "only {checked} source paths found: is the reader broken?"
     );
 }
+
+/// Each measured figure lives in one place, docs/performance.md (or the doc of the round
+/// that measured it): README links there and states none, so the two cannot disagree.
+#[test]
+fn readme_states_no_measured_figure() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let units = [
+        "k/s",
+        "µs",
+        "KiB",
+        "MiB per",
+        "instructions",
+        "heartbeats/s (",
+    ];
+    for (number, line) in readme.lines().enumerate() {
+        for unit in units {
+            for (at, _) in line.match_indices(unit) {
+                let before = line[..at].trim_end();
+                assert!(
+                    !before.ends_with(|c: char| c.is_ascii_digit()),
+                    "README line {} states a measured figure ({unit}): move it to \
+                     docs/performance.md and link there\n{line}",
+                    number + 1
+                );
+            }
+        }
+    }
+}

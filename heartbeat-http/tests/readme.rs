@@ -1,5 +1,6 @@
-//! README's shell examples, run with bash and curl against the release of this binary,
-//! so that they stay true.
+//! Every shell example of README and of docs/api.md, run in order with bash and curl
+//! against this binary, exactly as printed (only the port differs), so that they stay
+//! true: each block has only what an earlier block set.
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -11,15 +12,14 @@ const SHARED_KEY: &str = "change-me-to-a-long-random-key";
 /// The quick start's admin key: the admin block sets the same one, as a reader would.
 const ADMIN_KEY: &str = "change-me-to-a-long-admin-key";
 
-/// The first ```sh block after `marker` in README.
-fn block_after(marker: &str) -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let (_, after) = readme
-        .split_once(marker)
-        .unwrap_or_else(|| panic!("README no longer has {marker:?}"));
-    let (_, start) = after.split_once("```sh\n").unwrap();
-    start.split_once("```").unwrap().0.to_owned()
+/// The ```sh blocks of a document of the repository, in order.
+fn sh_blocks(document: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(format!("{}/../{document}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    text.split("```sh\n")
+        .skip(1)
+        .map(|block| block.split_once("```").unwrap().0.to_owned())
+        .collect()
 }
 
 struct Server(Child);
@@ -39,7 +39,7 @@ fn has(program: &str) -> bool {
 }
 
 #[test]
-fn the_quick_start_and_admin_examples_work_as_written() {
+fn every_shell_example_of_readme_and_the_api_doc_works_as_printed() {
     assert!(has("curl") && has("bash"), "this test needs curl and bash");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
@@ -100,7 +100,25 @@ fn the_quick_start_and_admin_examples_work_as_written() {
         stdout
     };
 
-    let quick_start = run(&block_after("Then, in another terminal:"));
+    // README: the first block starts the server (this test started it with the same
+    // settings) and runs the tests; every other block runs as printed.
+    let readme = sh_blocks("README.md");
+    assert!(
+        readme[0].contains(&format!(
+            "SHARED_KEY={SHARED_KEY} ADMIN_KEY={ADMIN_KEY} JOB_TIME=2000 "
+        )),
+        "the quick start runs the server with other settings: {}",
+        readme[0]
+    );
+    let mut outputs: Vec<String> = readme[1..].iter().map(|block| run(block)).collect();
+    let api = sh_blocks("docs/api.md");
+    outputs.extend(api.iter().map(|block| run(block)));
+    assert_eq!(
+        outputs.len(),
+        3,
+        "a block was added: give it an assertion below"
+    );
+    let (quick_start, admin, devices) = (&outputs[0], &outputs[1], &outputs[2]);
     assert!(
         quick_start.contains("{\"heartbeat_token\":\"v2."),
         "{quick_start}"
@@ -110,15 +128,6 @@ fn the_quick_start_and_admin_examples_work_as_written() {
         quick_start.contains("\"message\":\"completed\""),
         "{quick_start}"
     );
-
-    // Each block runs as printed, with nothing but what README itself set: the quick
-    // start's server (its keys) and the state the blocks before left.
-    let quick_start_server = block_after("## Quick start");
-    assert!(
-        quick_start_server.contains(&format!("SHARED_KEY={SHARED_KEY} ADMIN_KEY={ADMIN_KEY} ")),
-        "the quick start runs the server with other keys: {quick_start_server}"
-    );
-    let admin = run(&block_after("Admin (`Authorization: Bearer $ADMIN_KEY`"));
     assert!(admin.contains("{\"heartbeat_token\":"), "{admin}");
     assert!(
         admin.contains("{\"evicted\":"),
@@ -129,9 +138,6 @@ fn the_quick_start_and_admin_examples_work_as_written() {
         admin.contains("{\"complete\":true"),
         "the export's last line: {admin}"
     );
-    let devices = run(&block_after(
-        "takes one over, and the device it replaced is told at once",
-    ));
     assert!(
         devices.contains("\"limit\":1,\"reason\":\"over_limit\",\"sessions\":[{"),
         "{devices}"

@@ -19,7 +19,7 @@
 //! random GCM nonces allow. The server answers with `v2.` tokens (XChaCha20-Poly1305),
 //! whose 192-bit nonces suit a token per heartbeat.
 //!
-//! `docs/backend-tokens.md` describes the format byte for byte, with test vectors
+//! `docs/backends.md` describes the format byte for byte, with test vectors
 //! (`heartbeat-core/tests/vectors/backend-tokens.json`) and snippets for six languages.
 
 use aes_gcm::Aes256Gcm;
