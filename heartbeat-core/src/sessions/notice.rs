@@ -3,12 +3,12 @@
 //! The decision rules say who is told ([`decision::displaced`](crate::sessions::rules::displaced),
 //! [`decision::take_over`](crate::sessions::rules::take_over), evictions); a [`SessionStore`]
 //! carries the notice to the streams watching that session on every instance that shares
-//! it ([`SessionStore::notify`], [`SessionStore::watch`]), through a
+//! it ([`NoticeBus::notify`], [`NoticeBus::watch`]), through a
 //! [`Fanout`](crate::live::Fanout) per process.
 //!
 //! [`SessionStore`]: crate::SessionStore
-//! [`SessionStore::notify`]: crate::SessionStore::notify
-//! [`SessionStore::watch`]: crate::SessionStore::watch
+//! [`NoticeBus::notify`]: crate::sessions::NoticeBus::notify
+//! [`NoticeBus::watch`]: crate::sessions::NoticeBus::watch
 
 use serde::{Deserialize, Serialize};
 
@@ -95,11 +95,11 @@ impl Routed for SessionNotice {
 }
 
 impl crate::live::Fanout<SessionNotice> {
-    /// The live notices of one session ([`SessionStore::watch`] of a store whose process
+    /// The live notices of one session ([`NoticeBus::watch`] of a store whose process
     /// sees every write, or the receiving end of one that carries notices between
     /// instances).
     ///
-    /// [`SessionStore::watch`]: crate::SessionStore::watch
+    /// [`NoticeBus::watch`]: crate::sessions::NoticeBus::watch
     pub fn watch(&self, user: &Id, session_id: &str) -> crate::live::LiveStream<SessionNotice> {
         self.subscribe(&(user.clone(), session_id.to_owned()))
     }

@@ -21,7 +21,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// when the session stops being active otherwise (stopped, expired). Needs an
     /// authenticated (v2) token.
     ///
-    /// The stream listens to the store's notices ([`SessionStore::watch`]) and re-reads
+    /// The stream listens to the store's notices ([`NoticeBus::watch`](crate::sessions::NoticeBus::watch)) and re-reads
     /// the session when notices may have been missed and once per session life
     /// (`heartbeat_cycle + cycle_upper_tolerance`, within 1 s to 60 s), so a lost notice
     /// is late, never lost.
