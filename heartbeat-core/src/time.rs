@@ -5,14 +5,10 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use time::format_description::{BorrowedFormatItem, FormatItem};
+use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::parsing::Parsed;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
-
-/// `2018-06-05T16:16:14.418Z`: the only form this crate writes.
-const ISO_MILLIS: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// The ISO 8601 forms JavaScript's `Date.parse` reads (SPEC §3.5): a date, optionally a
 /// time after `T`, `t` or a space (minutes, optional seconds, optional fraction of any
@@ -97,12 +93,6 @@ impl Timestamp {
     pub fn millis_since(self, earlier: Timestamp) -> i64 {
         self.0 - earlier.0
     }
-
-    fn to_offset_date_time(self) -> OffsetDateTime {
-        // The range check in every constructor keeps this conversion in bounds.
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    }
 }
 
 /// Moves the instant later, saturating at the end of the accepted range.
@@ -118,6 +108,11 @@ impl FromStr for Timestamp {
     type Err = TimestampError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // The form this crate writes (and every re-issued token carries) is read directly;
+        // any other goes through the lenient parser.
+        if let Some(millis) = canonical_millis(text.as_bytes()) {
+            return Self::from_unix_millis(millis);
+        }
         let mut parsed = Parsed::new();
         let rest = parsed
             .parse_items(text.as_bytes(), LENIENT)
@@ -153,16 +148,129 @@ fn lenient_instant(parsed: &Parsed) -> Option<OffsetDateTime> {
     Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
 }
 
+/// Days from 1970-01-01 to the civil date `(year, month, day)` (proleptic Gregorian;
+/// H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The civil date `(year, month, day)` of `days` after 1970-01-01 (`civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The digits of `bytes` as a number, if they are all ASCII digits.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    bytes.iter().try_fold(0i64, |number, byte| {
+        byte.is_ascii_digit()
+            .then(|| number * 10 + i64::from(byte - b'0'))
+    })
+}
+
+/// Unix milliseconds of text in exactly the form this crate writes,
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, with a valid date and time; `None` for anything else.
+fn canonical_millis(text: &[u8]) -> Option<i64> {
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        n0,
+        n1,
+        b':',
+        s0,
+        s1,
+        b'.',
+        f0,
+        f1,
+        f2,
+        b'Z',
+    ] = *text
+    else {
+        return None;
+    };
+    let year = digits(&[y0, y1, y2, y3])?;
+    let month = digits(&[m0, m1])?;
+    let day = digits(&[d0, d1])?;
+    let (hour, minute, second) = (digits(&[h0, h1])?, digits(&[n0, n1])?, digits(&[s0, s1])?);
+    let fraction = digits(&[f0, f1, f2])?;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * 1000 + fraction)
+}
+
+impl Timestamp {
+    /// The instant as `toISOString()` writes it: always 24 ASCII bytes (years 0000 to
+    /// 9999), written without the formatting machinery.
+    pub fn iso_bytes(self) -> [u8; 24] {
+        let days = self.0.div_euclid(86_400_000);
+        let millis_of_day = self.0.rem_euclid(86_400_000);
+        let (year, month, day) = civil_from_days(days);
+        let fields = [
+            (year, 4, 0),
+            (month, 2, 5),
+            (day, 2, 8),
+            (millis_of_day / 3_600_000, 2, 11),
+            (millis_of_day / 60_000 % 60, 2, 14),
+            (millis_of_day / 1000 % 60, 2, 17),
+            (millis_of_day % 1000, 3, 20),
+        ];
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        for (mut value, width, at) in fields {
+            for place in (at..at + width).rev() {
+                // Every field is in 0..10^width: the range check of every constructor
+                // keeps the year in 0000-9999.
+                out[place] = b'0' + u8::try_from(value % 10).unwrap_or(0);
+                value /= 10;
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Always 24 bytes (years 0000 to 9999): formatted on the stack, not into a String.
-        let mut buf = [0u8; 32];
-        let mut out = &mut buf[..];
-        let len = self
-            .to_offset_date_time()
-            .format_into(&mut out, ISO_MILLIS)
-            .map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+        let bytes = self.iso_bytes();
+        f.write_str(std::str::from_utf8(&bytes).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -174,7 +282,9 @@ impl fmt::Debug for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let bytes = self.iso_bytes();
+        let text = std::str::from_utf8(&bytes).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
@@ -188,6 +298,15 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::format_description::FormatItem;
+
+    /// `2018-06-05T16:16:14.418Z`, as the `time` crate writes it: the reference.
+    const ISO_MILLIS: &[FormatItem<'static>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+    fn to_offset_date_time(t: Timestamp) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).unwrap()
+    }
 
     #[test]
     fn prints_like_to_iso_string() {
@@ -200,6 +319,67 @@ mod tests {
         assert_eq!(
             Timestamp::from_unix_millis(-1).unwrap().to_string(),
             "1969-12-31T23:59:59.999Z"
+        );
+    }
+
+    /// The direct writer and reader agree with the `time` crate's formatting and lenient
+    /// parsing at the ends of the range, around leap days and century years, and at
+    /// instants spread over the whole range.
+    #[test]
+    fn the_direct_writer_and_reader_agree_with_the_time_crate() {
+        let mut instants = vec![
+            MIN_MILLIS,
+            MAX_MILLIS,
+            -1,
+            0,
+            1,
+            951_782_400_000,
+            4_107_542_399_999,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            // xorshift: deterministic, spread over the range.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let span = u64::try_from(MAX_MILLIS - MIN_MILLIS).unwrap();
+            instants.push(MIN_MILLIS + i64::try_from(x % span).unwrap());
+        }
+        for millis in instants {
+            let t = Timestamp::from_unix_millis(millis).unwrap();
+            let mut buf = [0u8; 32];
+            let mut out = &mut buf[..];
+            let len = to_offset_date_time(t)
+                .format_into(&mut out, ISO_MILLIS)
+                .unwrap();
+            let expected = std::str::from_utf8(&buf[..len]).unwrap();
+            assert_eq!(t.to_string(), expected, "{millis}");
+            assert_eq!(
+                canonical_millis(expected.as_bytes()),
+                Some(millis),
+                "{expected}"
+            );
+        }
+        for not_canonical in [
+            "2018-02-29T00:00:00.000Z",
+            "2000-02-30T00:00:00.000Z",
+            "1900-02-29T00:00:00.000Z",
+            "2018-00-01T00:00:00.000Z",
+            "2018-06-05T24:00:00.000Z",
+            "2018-06-05T16:60:14.418Z",
+            "2018-06-05T16:16:60.418Z",
+            "2018-06-05T16:16:14.41xZ",
+            "2018-06-05T16:16:14.418z",
+        ] {
+            assert_eq!(
+                canonical_millis(not_canonical.as_bytes()),
+                None,
+                "{not_canonical}"
+            );
+        }
+        assert_eq!(
+            canonical_millis(b"2000-02-29T23:59:59.999Z"),
+            Some(951_868_799_999)
         );
     }
 

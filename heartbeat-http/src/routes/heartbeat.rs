@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -188,6 +188,32 @@ pub(crate) async fn takeover(
     answer(metrics, outcome)
 }
 
+/// `200 {"heartbeat_token":"<token>"}`, the body written directly: the tokens this server
+/// seals (`v2.` base64url, or base64) hold no character JSON escapes, so no generic
+/// serializer has to look at them. Anything else goes through serde_json.
+fn token_answer(token: &str) -> Response {
+    const HEAD: &[u8] = br#"{"heartbeat_token":""#;
+    const TAIL: &[u8] = br#""}"#;
+    let plain = token
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"._-+/=".contains(&byte));
+    if !plain {
+        return Json(json!({ "heartbeat_token": token })).into_response();
+    }
+    let mut body = Vec::with_capacity(HEAD.len() + token.len() + TAIL.len());
+    body.extend_from_slice(HEAD);
+    body.extend_from_slice(token.as_bytes());
+    body.extend_from_slice(TAIL);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// The answer to a heartbeat or a takeover, counted.
 fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) -> Response {
     match outcome {
@@ -196,7 +222,7 @@ fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) 
             if accepted.new_session.is_some() {
                 metrics.session_started();
             }
-            Json(json!({ "heartbeat_token": token })).into_response()
+            token_answer(&token)
         }
         Ok(HeartbeatOutcome::Rejected(refused)) => {
             let reason = refused.reason;
@@ -216,7 +242,7 @@ fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) 
         Ok(HeartbeatOutcome::FailedOpen { token, cause }) => {
             tracing::warn!(error = %cause, "store unavailable: failing open");
             metrics.decision(Decision::StoreUnavailable);
-            let mut response = Json(json!({ "heartbeat_token": token })).into_response();
+            let mut response = token_answer(&token);
             response.extensions_mut().insert(StoreFailed);
             response
         }
@@ -311,6 +337,28 @@ pub(crate) async fn stop(
         Err(error) => {
             let (decision, error) = failure(error);
             counted(metrics, decision, error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The directly written body is the one serde_json writes, for both token forms, and
+    /// a token with a character JSON escapes still comes out valid.
+    #[tokio::test]
+    async fn the_token_answer_is_the_json_serde_writes() {
+        for token in ["v2.AbC-_x09", "U2FsdGVkX1+/abc=", "odd\"token\\"] {
+            let response = token_answer(token);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            let expected = serde_json::to_vec(&json!({ "heartbeat_token": token })).unwrap();
+            assert_eq!(body.as_ref(), expected.as_slice(), "{token}");
         }
     }
 }

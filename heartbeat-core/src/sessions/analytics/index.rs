@@ -34,16 +34,28 @@ impl IndexKey {
     const TIME_DIGITS: usize = 15;
 
     fn with_payload(at: Timestamp, payload: &str) -> Self {
-        IndexKey(format!("{}:{payload}", Self::time_part(at)))
+        let mut key = String::with_capacity(Self::TIME_DIGITS + 1 + payload.len());
+        Self::push_time(&mut key, at);
+        key.push(':');
+        key.push_str(payload);
+        IndexKey(key)
     }
 
-    fn time_part(at: Timestamp) -> String {
-        format!("{:015}", at.unix_millis().max(0))
+    /// Appends the time part: unix milliseconds, zero-padded to [`Self::TIME_DIGITS`]
+    /// (every [`Timestamp`] fits: the year 9999 ends at 253402300799999).
+    fn push_time(key: &mut String, at: Timestamp) {
+        let mut millis = u64::try_from(at.unix_millis()).unwrap_or(0);
+        let mut digits = [b'0'; Self::TIME_DIGITS];
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + u8::try_from(millis % 10).unwrap_or(0);
+            millis /= 10;
+        }
+        key.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     }
 
     /// The key below every entry at or after `at` and above every entry before it.
     pub fn floor(at: Timestamp) -> Self {
-        IndexKey(format!("{}:", Self::time_part(at)))
+        Self::with_payload(at, "")
     }
 
     /// The key below every entry (the start of an index).
@@ -244,6 +256,13 @@ mod tests {
 
     #[test]
     fn keys_sort_by_time_and_read_back() {
+        for (time, key) in [
+            ("1970-01-01T00:00:00.000Z", "000000000000000:"),
+            ("2026-01-01T00:00:01.000Z", "001767225601000:"),
+            ("9999-12-31T23:59:59.999Z", "253402300799999:"),
+        ] {
+            assert_eq!(IndexKey::floor(at(time)).as_str(), key);
+        }
         let entry = FinishedEntry {
             ends_at: at("2026-01-01T00:00:01Z"),
             user: "alice".into(),
