@@ -165,3 +165,40 @@ fn loadgen_drives_two_instances_on_one_redis() {
         runtime.block_on(instance.stop()).unwrap();
     }
 }
+
+/// `scripts/cost` (instructions per request under callgrind) runs against the server and
+/// the load generator this test build made, and prints a positive figure per row. No
+/// bound on the figures: they are for comparing builds (docs/performance.md).
+#[test]
+fn the_cost_script_prints_instructions_per_request() {
+    let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_loadgen"));
+    let server = loadgen.with_file_name("heartbeat-server");
+    assert!(
+        server.exists(),
+        "{} is missing: run the workspace's tests (scripts/test), which build it",
+        server.display()
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/cost");
+    let output = Command::new("bash")
+        .arg(script)
+        .args(["--server", server.to_str().unwrap()])
+        .args(["--loadgen", loadgen.to_str().unwrap()])
+        .args(["--rate", "20", "healthz", "memory"])
+        .output()
+        .expect("bash runs scripts/cost");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scripts/cost failed (needs valgrind: scripts/test installs it):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in ["healthz", "memory"] {
+        let figure: u64 = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(row))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|figure| figure.parse().ok())
+            .unwrap_or_else(|| panic!("no {row} row in:\n{stdout}"));
+        assert!(figure > 0, "{row}: {figure}\n{stdout}");
+    }
+}
