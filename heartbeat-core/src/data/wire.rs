@@ -117,7 +117,7 @@ impl Serialize for Known<'_> {
             Known::Id(id) => id.serialize(serializer),
             Known::Str(text) => serializer.serialize_str(text),
             Known::Seconds(seconds) => seconds.to_json().serialize(serializer),
-            Known::Time(at) => serializer.collect_str(at),
+            Known::Time(at) => at.serialize(serializer),
             Known::Count(n) => serializer.serialize_u32(*n),
             Known::Limits(limits) => limits.serialize(serializer),
         }

@@ -1,0 +1,286 @@
+// The heartbeat protocol for web players (docs/web-player.md): heartbeats timed from the
+// answer's arrival, refusals with their reason and the devices playing, "watch here
+// instead", pushed "ended" notices, and stop. No runtime dependency; types in
+// heartbeat.d.ts.
+
+const MAX_BACKOFF_MS = 5000;
+
+/** Why a player stopped, as `stopped` resolves. */
+export const StopReason = Object.freeze({
+  STOPPED: "stopped", // stop() was called
+  REFUSED: "refused", // a 412: onRefused said why
+  ENDED: "ended", // a pushed notice: onEnded said why
+  INVALID_TOKEN: "invalid_token", // a 406: the backend must issue a new token
+  UNREACHABLE: "unreachable", // no answer within cycle + upper tolerance
+});
+
+/** An error handed to `onError`: `kind` says what failed, `fatal` whether it stopped. */
+export class HeartbeatError extends Error {
+  constructor(kind, message, { status, fatal = false, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "HeartbeatError";
+    this.kind = kind;
+    this.status = status;
+    this.fatal = fatal;
+  }
+}
+
+const trimSlash = (url) => url.replace(/\/+$/, "");
+
+/** Seconds to wait from a `Retry-After` header (seconds or an HTTP date), if any. */
+function retryAfterMs(response) {
+  const value = response.headers.get("retry-after");
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+async function bodyOf(response) {
+  try {
+    return await response.json();
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Starts heartbeating `options.token` to `options.url` every `options.cycle` seconds.
+ * See heartbeat.d.ts for every option and callback.
+ */
+export function startHeartbeat(options) {
+  const url = trimSlash(options.url);
+  const cycleMs = Number(options.cycle) * 1000;
+  if (!(cycleMs > 0)) throw new TypeError("cycle must be a positive number of seconds");
+  const toleranceMs = Number(options.upperTolerance ?? options.cycle / 2) * 1000;
+  // Like the Rust player: a little after the cycle, never before it by the server's clock.
+  const delayMs = cycleMs + Math.min(toleranceMs / 4, 250);
+  const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const EventSourceImpl =
+    options.EventSource === undefined ? globalThis.EventSource : options.EventSource;
+  const follow = options.followNotices !== false && typeof EventSourceImpl === "function";
+  const call = (name, ...args) => {
+    try {
+      options[name]?.(...args);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  };
+
+  let token = options.token;
+  let timer;
+  let notices;
+  let running = true;
+  let lastAccepted = Date.now();
+  let resolveStopped;
+  let stopped;
+  const armStopped = () => {
+    stopped = new Promise((resolve) => (resolveStopped = resolve));
+  };
+  armStopped();
+
+  function finish(reason) {
+    if (!running) return;
+    running = false;
+    clearTimeout(timer);
+    notices?.close();
+    notices = undefined;
+    resolveStopped(reason);
+  }
+
+  function progress() {
+    const value = options.progress?.();
+    return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : undefined;
+  }
+
+  function post(path, fields, extra = {}) {
+    const body = { heartbeat_token: token, ...fields };
+    const at = progress();
+    if (at !== undefined) body.progress = at;
+    return fetchImpl(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      ...extra,
+    });
+  }
+
+  function followNotices() {
+    if (!follow || notices || !running) return;
+    const source = new EventSourceImpl(
+      `${url}/heartbeat/events?heartbeat_token=${encodeURIComponent(token)}`,
+    );
+    notices = source;
+    source.addEventListener("ended", (event) => {
+      let notice = {};
+      try {
+        notice = JSON.parse(event.data);
+      } catch {
+        // An unreadable notice still ends the session.
+      }
+      if (!running) return;
+      finish(StopReason.ENDED);
+      call("onEnded", notice);
+    });
+    // The stream closes when the session stops, expires or reaches its lifetime, and is
+    // refused by servers without it (the Node server): the next accepted heartbeat opens
+    // it again with the current token; heartbeats keep telling in the meantime.
+    source.addEventListener("error", () => {
+      if (source.readyState === 2 /* CLOSED */ || source.readyState === undefined) {
+        if (notices === source) notices = undefined;
+      } else {
+        source.close();
+        if (notices === source) notices = undefined;
+      }
+    });
+  }
+
+  // Reads an answer that admits the session (a heartbeat's or a takeover's 200).
+  async function accepted(response) {
+    const body = await bodyOf(response);
+    if (typeof body.heartbeat_token !== "string") {
+      throw new HeartbeatError("protocol", "a 200 answer without heartbeat_token", {
+        status: 200,
+      });
+    }
+    token = body.heartbeat_token;
+    lastAccepted = Date.now();
+    call("onAccepted", token);
+    followNotices();
+  }
+
+  // Handles a final answer (412, 406); returns true when the player stopped.
+  async function refused(response) {
+    if (response.status === 412) {
+      const body = await bodyOf(response);
+      finish(StopReason.REFUSED);
+      call("onRefused", {
+        reason: typeof body.reason === "string" ? body.reason : null,
+        limit: typeof body.limit === "number" ? body.limit : null,
+        sessions: Array.isArray(body.sessions) ? body.sessions : [],
+        message: typeof body.error === "string" ? body.error : "",
+      });
+      return true;
+    }
+    if (response.status === 406) {
+      finish(StopReason.INVALID_TOKEN);
+      call(
+        "onError",
+        new HeartbeatError("invalid_token", "the server cannot use this token (406)", {
+          status: 406,
+          fatal: true,
+        }),
+      );
+      return true;
+    }
+    return false;
+  }
+
+  async function beat(attempt) {
+    if (!running) return;
+    let wait = delayMs;
+    try {
+      const response = await post("/heartbeat", {});
+      if (!running) return;
+      if (response.ok) {
+        await accepted(response);
+        attempt = 0;
+      } else if (await refused(response)) {
+        return;
+      } else {
+        const retryable = response.status >= 500 || response.status === 429;
+        const error = new HeartbeatError(
+          "http",
+          `heartbeat answered ${response.status}`,
+          { status: response.status, fatal: !retryable },
+        );
+        if (!retryable) {
+          finish(StopReason.UNREACHABLE);
+          call("onError", error);
+          return;
+        }
+        call("onError", error);
+        wait = retryAfterMs(response) ?? backoff(attempt);
+        attempt += 1;
+      }
+    } catch (cause) {
+      if (!running) return;
+      call(
+        "onError",
+        new HeartbeatError("network", "the heartbeat could not be sent", { cause }),
+      );
+      wait = backoff(attempt);
+      attempt += 1;
+    }
+    if (attempt > 0 && Date.now() + wait - lastAccepted > cycleMs + toleranceMs) {
+      // The session expires on the server before the next try could arrive.
+      finish(StopReason.UNREACHABLE);
+      call(
+        "onError",
+        new HeartbeatError("unreachable", "no heartbeat was accepted within the tolerance", {
+          fatal: true,
+        }),
+      );
+      return;
+    }
+    timer = setTimeout(() => beat(attempt), wait);
+  }
+
+  function backoff(attempt) {
+    const base = Math.min(MAX_BACKOFF_MS, 250 * 2 ** attempt);
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  queueMicrotask(() => beat(0));
+
+  return {
+    get token() {
+      return token;
+    },
+    get running() {
+      return running;
+    },
+    /** Resolves with a StopReason when the player stops (again after a takeover). */
+    get stopped() {
+      return stopped;
+    },
+    /** Ends the session now and frees its slot (`POST /heartbeat/stop`). */
+    async stop() {
+      const wasRunning = running;
+      finish(StopReason.STOPPED);
+      if (!wasRunning) return;
+      try {
+        await post("/heartbeat/stop", {}, { keepalive: true });
+      } catch (cause) {
+        call("onError", new HeartbeatError("network", "stop could not be sent", { cause }));
+      }
+    },
+    /**
+     * "Watch here instead": ends `sessionId` and plays here, heartbeating again with the
+     * new token. Resolves true when taken over, false when that session is no longer
+     * active (heartbeat again, or start a new playback).
+     */
+    async takeOver(sessionId) {
+      const response = await post("/heartbeat/takeover", { session_id: sessionId });
+      if (response.status === 404) return false;
+      if (!response.ok) {
+        const body = await bodyOf(response);
+        throw new HeartbeatError("http", body.error ?? `takeover answered ${response.status}`, {
+          status: response.status,
+        });
+      }
+      clearTimeout(timer);
+      if (!running) {
+        // A refused player that takes over plays again.
+        running = true;
+        armStopped();
+      }
+      await accepted(response);
+      timer = setTimeout(() => beat(0), delayMs);
+      return true;
+    },
+  };
+}

@@ -1,0 +1,70 @@
+//! The web player client (`clients/web/`) against this server's binary: its Node test
+//! suite (`node --test`) plays, is refused, takes over, stops, retries and gives up against
+//! a real server on loopback, and checks the bundle's size and what `npm pack` ships.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+const SHARED_KEY: &str = "web client test shared key";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_web_client_suite_passes_against_the_server() {
+    let web = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/web"));
+    assert!(
+        web.join("node_modules/esbuild").exists(),
+        "clients/web has no node_modules: run `npm ci --prefix clients/web` (scripts/test does)"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        Command::new(BINARY)
+            .env_clear()
+            .envs([
+                ("SHARED_KEY", SHARED_KEY),
+                ("STORAGE", "memory"),
+                ("HOST", "127.0.0.1"),
+                ("PORT", &port.to_string()),
+                ("LOG", "warn"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = Command::new("node")
+        .args(["--test", "test/client.test.mjs", "test/package.test.mjs"])
+        .current_dir(web)
+        .env("HEARTBEAT_URL", format!("http://127.0.0.1:{port}"))
+        .env("SHARED_KEY", SHARED_KEY)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run node ({error}): install Node 20 or newer (scripts/test does)")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node --test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}
