@@ -1,6 +1,7 @@
 //! The web player client (`clients/web/`) against this server's binary: its Node test
 //! suite (`node --test`) plays, is refused, takes over, stops, retries and gives up against
-//! a real server on loopback, and checks the bundle's size and what `npm pack` ships.
+//! a real server on loopback, checks the bundle's size and what `npm pack` ships, and runs
+//! two tabs of one user in headless Chromium on another origin (`CORS_ORIGINS`).
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -27,11 +28,20 @@ fn the_web_client_suite_passes_against_the_server() {
         web.join("node_modules/esbuild").exists(),
         "clients/web has no node_modules: run `npm ci --prefix clients/web` (scripts/test does)"
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: install Chromium (Debian: apt-get install chromium; scripts/test \
+         does) or set CHROMIUM to its path"
+    );
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, page_port) = (free_port(), free_port());
     let _server = Server(
         Command::new(BINARY)
             .env_clear()
@@ -40,6 +50,7 @@ fn the_web_client_suite_passes_against_the_server() {
                 ("STORAGE", "memory"),
                 ("HOST", "127.0.0.1"),
                 ("PORT", &port.to_string()),
+                ("CORS_ORIGINS", &format!("http://127.0.0.1:{page_port}")),
                 ("LOG", "warn"),
             ])
             .stdout(Stdio::null())
@@ -52,10 +63,17 @@ fn the_web_client_suite_passes_against_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = Command::new("node")
-        .args(["--test", "test/client.test.mjs", "test/package.test.mjs"])
+        .args([
+            "--test",
+            "test/client.test.mjs",
+            "test/package.test.mjs",
+            "test/browser.test.mjs",
+        ])
         .current_dir(web)
         .env("HEARTBEAT_URL", format!("http://127.0.0.1:{port}"))
         .env("SHARED_KEY", SHARED_KEY)
+        .env("PAGE_PORT", page_port.to_string())
+        .env("CHROMIUM", &chromium)
         .output()
         .unwrap_or_else(|error| {
             panic!("cannot run node ({error}): install Node 20 or newer (scripts/test does)")

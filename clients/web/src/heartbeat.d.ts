@@ -63,9 +63,12 @@ export interface HeartbeatOptions {
   followNotices?: boolean;
   /** Every accepted heartbeat, with the token to keep (e.g. in `localStorage`). */
   onAccepted?: (token: string) => void;
-  /** The server refused this player: stop playback and say why; offer `takeOver`. */
+  /** The server refused this player: stop playback and say why; offer `takeOver`. A
+   * pushed `displaced` notice (refused under the limits) arrives here too: the client
+   * heartbeats at once to learn the reason and the devices playing. */
   onRefused?: (refusal: Refusal) => void;
-  /** Someone else ended this session (a pushed notice): stop playback at once. */
+  /** Someone else ended this session (`evicted`, `taken_over`; a pushed notice): stop
+   * playback at once. */
   onEnded?: (notice: EndedNotice) => void;
   /** A failure; retried unless `error.fatal`. */
   onError?: (error: HeartbeatError) => void;

@@ -122,6 +122,15 @@ export function startHeartbeat(options) {
         // An unreadable notice still ends the session.
       }
       if (!running) return;
+      if (notice.reason === "displaced") {
+        // Refused under the limits: a heartbeat now gets the 412 that says which limit
+        // and which devices keep playing (onRefused), instead of a bare notice.
+        source.close();
+        if (notices === source) notices = undefined;
+        clearTimeout(timer);
+        beat(0);
+        return;
+      }
       finish(StopReason.ENDED);
       call("onEnded", notice);
     });

@@ -1,0 +1,139 @@
+// The web client in a real browser (headless Chromium through puppeteer-core), on another
+// origin than the server (CORS_ORIGINS): two tabs of one user on a one-stream plan.
+// HEARTBEAT_URL, SHARED_KEY, PAGE_PORT (the origin the server allows) and CHROMIUM come
+// from heartbeat-http/tests/web_client.rs.
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import { dirname, extname, join, normalize } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { mintBackendToken } from "../../backend/mint.mjs";
+import { startHeartbeat } from "../src/heartbeat.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const { HEARTBEAT_URL: server, SHARED_KEY: sharedKey, PAGE_PORT: pagePort } = process.env;
+const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
+if (!server || !sharedKey || !pagePort) {
+  throw new Error("set HEARTBEAT_URL, SHARED_KEY and PAGE_PORT (web_client.rs does)");
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript" };
+
+/** Serves clients/web (the page and the module) on the page origin. */
+async function pageServer() {
+  const files = createServer(async (request, response) => {
+    const path = normalize(new URL(request.url, "http://x").pathname).replace(/^\/+/, "");
+    try {
+      const body = await readFile(join(root, path));
+      response.writeHead(200, { "content-type": TYPES[extname(path)] ?? "text/plain" });
+      response.end(body);
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => files.listen(Number(pagePort), "127.0.0.1", resolve));
+  return files;
+}
+
+function token(user, device) {
+  return mintBackendToken(sharedKey, {
+    user_id: user,
+    asset_id: 14,
+    heartbeat_cycle: 1,
+    cycle_upper_tolerance: 2,
+    timestamp: new Date().toISOString(),
+    session_limit: 1,
+    checking_threshold: 1,
+    reject_strategy: "MOST_RECENT",
+    device,
+  });
+}
+
+/** Waits until the page has logged `count` events of `kind`; returns them. */
+async function events(page, kind, count = 1, timeout = 6000) {
+  try {
+    await page.waitForFunction(
+      (kind, count) => window.events.filter((event) => event.kind === kind).length >= count,
+      { timeout, polling: 50 },
+      kind,
+      count,
+    );
+  } catch (error) {
+    const seen = await page.evaluate(() => JSON.stringify(window.events));
+    throw new Error(`no ${count} ${kind} event(s) within ${timeout} ms; the page saw ${seen}`, {
+      cause: error,
+    });
+  }
+  return page.evaluate((kind) => window.events.filter((event) => event.kind === kind), kind);
+}
+
+test("two tabs: the second is refused with the first listed, takes over, the first is told at once, stop frees the slot", async () => {
+  let puppeteer;
+  try {
+    puppeteer = await import("puppeteer-core");
+  } catch {
+    throw new Error("puppeteer-core is missing: run `npm ci --prefix clients/web` (scripts/test does)");
+  }
+  const files = await pageServer();
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    const user = 900_000_000 + (Date.now() % 1_000_000);
+    const open = async (device) => {
+      const page = await browser.newPage();
+      page.on("pageerror", (error) => console.error(`${device}: ${error.message}`));
+      const query = new URLSearchParams({ server, token: token(user, device) });
+      await page.goto(`http://127.0.0.1:${pagePort}/test/browser/player.html?${query}`);
+      return page;
+    };
+    const first = await open("Tab one");
+    await events(first, "accepted", 2); // counted from its second heartbeat
+
+    const second = await open("Tab two");
+    const [refused] = await events(second, "refused");
+    assert.equal(refused.value.reason, "over_limit");
+    assert.equal(refused.value.limit, 1);
+    assert.deepEqual(
+      refused.value.sessions.map((session) => session.device),
+      ["Tab one"],
+    );
+
+    // "Watch here instead": the first tab's EventSource tells it within a second.
+    const sessionId = refused.value.sessions[0].session_id;
+    const before = Date.now();
+    const tookOver = await second.evaluate((id) => window.player.takeOver(id), sessionId);
+    assert.equal(tookOver, true);
+    const [ended] = await events(first, "ended", 1, 3000);
+    assert.equal(ended.value.reason, "taken_over");
+    assert.equal(ended.value.by.device, "Tab two");
+    // The pages and this test share the machine's clock.
+    const waited = ended.at - before;
+    assert.ok(waited <= 1000, `the first tab was told ${waited} ms after the takeover began`);
+    assert.equal(await first.evaluate(() => window.player.running), false);
+
+    // Stop frees the slot: a third device plays on past its counted heartbeats.
+    await second.evaluate(() => window.player.stop());
+    const seen = [];
+    const third = startHeartbeat({
+      url: server,
+      token: token(user, "Tablet"),
+      cycle: 1,
+      upperTolerance: 2,
+      EventSource: null,
+      onAccepted: (value) => seen.push(["accepted", value]),
+      onRefused: (value) => seen.push(["refused", value]),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2600));
+    await third.stop();
+    assert.ok(seen.filter(([kind]) => kind === "accepted").length >= 2, JSON.stringify(seen));
+    assert.equal(seen.filter(([kind]) => kind === "refused").length, 0, JSON.stringify(seen));
+  } finally {
+    await browser.close();
+    files.close();
+  }
+});
