@@ -19,12 +19,13 @@ if (!server || !sharedKey || !pagePort) {
   throw new Error("set HEARTBEAT_URL, SHARED_KEY and PAGE_PORT (web_client.rs does)");
 }
 
-const TYPES = { ".html": "text/html", ".js": "text/javascript" };
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".webm": "video/webm" };
 
 /** Serves clients/web (the page and the module) on the page origin. */
 async function pageServer() {
   const files = createServer(async (request, response) => {
-    const path = normalize(new URL(request.url, "http://x").pathname).replace(/^\/+/, "");
+    let path = normalize(new URL(request.url, "http://x").pathname).replace(/^\/+/, "");
+    if (path.endsWith("/") || path === "") path += "index.html";
     try {
       const body = await readFile(join(root, path));
       response.writeHead(200, { "content-type": TYPES[extname(path)] ?? "text/plain" });
@@ -132,6 +133,60 @@ test("two tabs: the second is refused with the first listed, takes over, the fir
     await third.stop();
     assert.ok(seen.filter(([kind]) => kind === "accepted").length >= 2, JSON.stringify(seen));
     assert.equal(seen.filter(([kind]) => kind === "refused").length, 0, JSON.stringify(seen));
+  } finally {
+    await browser.close();
+    files.close();
+  }
+});
+
+test("the demo page shows the devices playing, takes over with its button, and shows who took over", async () => {
+  const puppeteer = await import("puppeteer-core");
+  const files = await pageServer();
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"],
+  });
+  const shots = process.env.SCREENSHOTS_DIR;
+  try {
+    const user = 910_000_000 + (Date.now() % 1_000_000);
+    const open = async (device) => {
+      const page = await browser.newPage();
+      await page.setViewport({ width: 460, height: 420 });
+      const query = new URLSearchParams({ server, token: token(user, device), cycle: 1, tolerance: 2 });
+      await page.goto(`http://127.0.0.1:${pagePort}/demo/?${query}`);
+      return page;
+    };
+    const text = (page, id) => page.$eval(`#${id}`, (element) => element.textContent);
+    const tv = await open("Living-room TV");
+    await tv.waitForFunction(() => document.getElementById("status").textContent === "Playing", {
+      timeout: 6000,
+    });
+    await tv.waitForFunction(() => document.getElementById("video").currentTime > 0, {
+      timeout: 6000,
+    });
+    if (shots) await tv.screenshot({ path: `${shots}/web-player-playing.png` });
+
+    const phone = await open("Phone");
+    await phone.waitForSelector("#refused:not([hidden]) li button", { timeout: 8000 });
+    assert.equal(await text(phone, "refused-text"), "Your plan plays 1 stream at once.");
+    assert.equal(await text(phone, "playing"), "Playing on Living-room TVWatch here instead");
+    assert.equal(await phone.$eval("#video", (video) => video.paused), true);
+    if (shots) await phone.screenshot({ path: `${shots}/web-player-refused.png` });
+
+    await phone.click("#refused li button");
+    await tv.waitForSelector("#ended:not([hidden])", { timeout: 3000 });
+    assert.equal(await text(tv, "ended"), "Now playing on Phone.");
+    assert.equal(await tv.$eval("#video", (video) => video.paused), true);
+    await phone.waitForFunction(() => document.getElementById("status").textContent === "Playing", {
+      timeout: 4000,
+    });
+    if (shots) await tv.screenshot({ path: `${shots}/web-player-taken-over.png` });
+    await phone.click("#stop");
+    await phone.waitForFunction(
+      () => document.getElementById("status").textContent === "Stopped by you",
+      { timeout: 3000 },
+    );
   } finally {
     await browser.close();
     files.close();
