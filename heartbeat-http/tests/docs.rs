@@ -11,6 +11,15 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
+/// The Markdown documents in `dir` (not its images).
+fn markdown_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect()
+}
+
 /// The targets of `[text](target)` links in `markdown`.
 fn links(markdown: &str) -> Vec<String> {
     markdown
@@ -24,9 +33,7 @@ fn links(markdown: &str) -> Vec<String> {
 fn every_relative_link_in_the_docs_resolves() {
     let root = root();
     let mut documents = vec![root.join("README.md"), root.join("CHANGELOG.md")];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        documents.push(entry.unwrap().path());
-    }
+    documents.extend(markdown_in(&root.join("docs")));
     let mut checked = 0;
     for document in &documents {
         let text = std::fs::read_to_string(document).unwrap();
@@ -61,9 +68,7 @@ fn every_relative_link_in_the_docs_resolves() {
 fn every_source_file_the_docs_name_exists() {
     let root = root();
     let mut documents = vec![root.join("README.md")];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        documents.push(entry.unwrap().path());
-    }
+    documents.extend(markdown_in(&root.join("docs")));
     let mut checked = 0;
     for document in &documents {
         let text = std::fs::read_to_string(document).unwrap();
