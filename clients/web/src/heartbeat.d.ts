@@ -39,7 +39,7 @@ export interface EndedNotice {
   by?: { session_id: string; device?: string | null } | null;
 }
 
-/** What failed: `network`, `http` (retried when 5xx/429), `invalid_token` (406),
+/** What failed: `network`, `http` (any status but 412 and 406: retried), `invalid_token` (406),
  * `unreachable` (gave up), `protocol`. `fatal` when the player stopped because of it. */
 export declare class HeartbeatError extends Error {
   readonly kind: "network" | "http" | "invalid_token" | "unreachable" | "protocol";

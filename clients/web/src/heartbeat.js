@@ -200,18 +200,14 @@ export function startHeartbeat(options) {
       } else if (await refused(response)) {
         return;
       } else {
-        const retryable = response.status >= 500 || response.status === 429;
-        const error = new HeartbeatError(
-          "http",
-          `heartbeat answered ${response.status}`,
-          { status: response.status, fatal: !retryable },
+        // Only 412 and 406 stop a player (SPEC §5): any other answer is retried, with
+        // backoff or after Retry-After, until the session's tolerance has passed.
+        call(
+          "onError",
+          new HeartbeatError("http", `heartbeat answered ${response.status}`, {
+            status: response.status,
+          }),
         );
-        if (!retryable) {
-          finish(StopReason.UNREACHABLE);
-          call("onError", error);
-          return;
-        }
-        call("onError", error);
         wait = retryAfterMs(response) ?? backoff(attempt);
         attempt += 1;
       }

@@ -2,6 +2,7 @@
 // and shared key come from HEARTBEAT_URL and SHARED_KEY: heartbeat-http/tests/web_client.rs
 // starts the release-built server and runs these tests against it.
 import assert from "node:assert/strict";
+import { createCipheriv, pbkdf2Sync, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { test } from "node:test";
 
@@ -185,4 +186,109 @@ test("an unreachable server is given up after the tolerance", async () => {
   const kinds = lost.seen.errors.map((error) => error.kind);
   assert.ok(kinds.includes("network"), kinds.join());
   assert.equal(kinds.at(-1), "unreachable");
+});
+
+/** A legacy token as a Node-era backend makes it (crypto-js, heartbeat-core's
+ * token/legacy.rs): hex(salt, 16 B) + hex(iv, 16 B) + base64(AES-256-CBC(json)) with the
+ * key PBKDF2-HMAC-SHA1(SHARED_KEY, salt, 3 iterations, 32 B). */
+function legacyToken(user, device) {
+  const salt = randomBytes(16);
+  const iv = randomBytes(16);
+  const key = pbkdf2Sync(sharedKey, salt, 3, 32, "sha1");
+  const cipher = createCipheriv("aes-256-cbc", key, iv);
+  const json = JSON.stringify({
+    user_id: user,
+    asset_id: 14,
+    heartbeat_cycle: 1,
+    cycle_upper_tolerance: 2,
+    timestamp: new Date().toISOString(),
+    session_limit: 1,
+    checking_threshold: 1,
+    reject_strategy: "MOST_RECENT",
+    device,
+  });
+  const body = Buffer.concat([cipher.update(json), cipher.final()]);
+  return salt.toString("hex") + iv.toString("hex") + body.toString("base64");
+}
+
+test("Node-era legacy tokens play and are refused without the device list: the client degrades", async () => {
+  const user = ++nextUser;
+  const tv = player(legacyToken(user, "Old TV"));
+  await tv.when("accepted");
+  await tv.when("accepted", 3000);
+  const phone = player(legacyToken(user, "Old phone"));
+  const refusal = await phone.when("refused", 5000);
+  assert.equal(refusal.reason, "over_limit");
+  assert.deepEqual(refusal.sessions, [], "a forgeable token is never shown the devices");
+  assert.equal(await phone.handle.stopped, StopReason.REFUSED);
+  await tv.handle.stop();
+});
+
+test("a refusal without a reason (the Node server's 412) reaches onRefused with nulls", async () => {
+  // A proxy in front of the real server that answers as the Node server does: the 412's
+  // body is only its error text.
+  const proxy = createServer(async (request, response) => {
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    const answer = await fetch(`${url}${request.url}`, {
+      method: request.method,
+      headers: { "content-type": "application/json" },
+      body: Buffer.concat(chunks),
+    });
+    let body = Buffer.from(await answer.arrayBuffer());
+    if (answer.status === 412) body = Buffer.from(JSON.stringify({ error: JSON.parse(body).error }));
+    response.writeHead(answer.status, { "content-type": "application/json" });
+    response.end(body);
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const nodeLike = `http://127.0.0.1:${proxy.address().port}`;
+  try {
+    const user = ++nextUser;
+    const tv = player(legacyToken(user, "Old TV"), { url: nodeLike });
+    await tv.when("accepted");
+    await tv.when("accepted", 3000);
+    const phone = player(legacyToken(user, "Old phone"), { url: nodeLike });
+    const refusal = await phone.when("refused", 5000);
+    assert.deepEqual(
+      { reason: refusal.reason, limit: refusal.limit, sessions: refusal.sessions },
+      { reason: null, limit: null, sessions: [] },
+    );
+    assert.match(refusal.message, /exceeded the maximum allowed number of devices/);
+    await tv.handle.stop();
+  } finally {
+    proxy.close();
+  }
+});
+
+test("a 400 is retried like a 5xx, not a reason to stop (only 412 and 406 stop)", async () => {
+  let failures = 1;
+  const proxy = createServer(async (request, response) => {
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    if (failures > 0) {
+      failures -= 1;
+      response.writeHead(400, { "content-type": "application/json" });
+      response.end('{"error":"The body is not valid JSON."}');
+      return;
+    }
+    const answer = await fetch(`${url}${request.url}`, {
+      method: request.method,
+      headers: { "content-type": "application/json" },
+      body: Buffer.concat(chunks),
+    });
+    response.writeHead(answer.status, { "content-type": "application/json" });
+    response.end(Buffer.from(await answer.arrayBuffer()));
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  try {
+    const tv = player(firstToken(++nextUser, "Living-room TV"), {
+      url: `http://127.0.0.1:${proxy.address().port}`,
+    });
+    const error = await tv.when("errors");
+    assert.deepEqual([error.kind, error.status, error.fatal], ["http", 400, false]);
+    await tv.when("accepted", 4000);
+    await tv.handle.stop();
+  } finally {
+    proxy.close();
+  }
 });
