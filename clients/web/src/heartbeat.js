@@ -72,6 +72,10 @@ export function startHeartbeat(options) {
 
   let token = options.token;
   let timer;
+  // Each start of the heartbeat loop (the first, a takeover, a displaced notice) gets a
+  // new generation; an answer that arrives for an older one schedules nothing, so there
+  // is never more than one loop.
+  let generation = 0;
   let notices;
   let running = true;
   let lastAccepted = Date.now();
@@ -128,6 +132,7 @@ export function startHeartbeat(options) {
         source.close();
         if (notices === source) notices = undefined;
         clearTimeout(timer);
+        generation += 1;
         beat(0);
         return;
       }
@@ -188,12 +193,12 @@ export function startHeartbeat(options) {
     return false;
   }
 
-  async function beat(attempt) {
-    if (!running) return;
+  async function beat(attempt, mine = generation) {
+    if (!running || mine !== generation) return;
     let wait = delayMs;
     try {
       const response = await post("/heartbeat", {});
-      if (!running) return;
+      if (!running || mine !== generation) return;
       if (response.ok) {
         await accepted(response);
         attempt = 0;
@@ -212,7 +217,7 @@ export function startHeartbeat(options) {
         attempt += 1;
       }
     } catch (cause) {
-      if (!running) return;
+      if (!running || mine !== generation) return;
       call(
         "onError",
         new HeartbeatError("network", "the heartbeat could not be sent", { cause }),
@@ -231,7 +236,7 @@ export function startHeartbeat(options) {
       );
       return;
     }
-    timer = setTimeout(() => beat(attempt), wait);
+    timer = setTimeout(() => beat(attempt, mine), wait);
   }
 
   function backoff(attempt) {
@@ -278,13 +283,15 @@ export function startHeartbeat(options) {
         });
       }
       clearTimeout(timer);
+      generation += 1;
       if (!running) {
         // A refused player that takes over plays again.
         running = true;
         armStopped();
       }
       await accepted(response);
-      timer = setTimeout(() => beat(0), delayMs);
+      const mine = generation;
+      timer = setTimeout(() => beat(0, mine), delayMs);
       return true;
     },
   };

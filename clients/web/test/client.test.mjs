@@ -292,3 +292,67 @@ test("a 400 is retried like a 5xx, not a reason to stop (only 412 and 406 stop)"
     proxy.close();
   }
 });
+
+test("a takeover while a heartbeat is in flight leaves one heartbeat loop, not two", async () => {
+  // A proxy that holds every heartbeat half a second and counts them.
+  let heartbeats = 0;
+  let arrived;
+  const proxy = createServer(async (request, response) => {
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    if (request.url === "/heartbeat") {
+      heartbeats += 1;
+      arrived?.();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    const answer = await fetch(`${url}${request.url}`, {
+      method: request.method,
+      headers: { "content-type": "application/json" },
+      body: Buffer.concat(chunks),
+    });
+    response.writeHead(answer.status, { "content-type": "application/json" });
+    response.end(Buffer.from(await answer.arrayBuffer()));
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const through = `http://127.0.0.1:${proxy.address().port}`;
+  try {
+    const user = ++nextUser;
+    const two = { session_limit: 2 };
+    const tv = player(firstToken(user, "Living-room TV", two));
+    await tv.when("accepted");
+    const phone = player(firstToken(user, "Phone", two), { url: through });
+    await phone.when("accepted", 4000);
+    // The TV's session id, from the 412 a third device on a one-stream plan gets at its
+    // second heartbeat.
+    const tvSession = await (async () => {
+      const beat = async (token) => {
+        const answer = await fetch(`${url}/heartbeat`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ heartbeat_token: token }),
+        });
+        return answer.json();
+      };
+      const first = await beat(firstToken(user, "Probe"));
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const refused = await beat(first.heartbeat_token);
+      return refused.sessions?.find((session) => session.device === "Living-room TV")
+        ?.session_id;
+    })();
+    assert.ok(tvSession, "the TV's session is listed");
+    // Wait until the phone's next heartbeat is held by the proxy, then take over.
+    await new Promise((resolve) => (arrived = resolve));
+    arrived = undefined;
+    assert.equal(await phone.handle.takeOver(tvSession), true);
+    const before = heartbeats;
+    await new Promise((resolve) => setTimeout(resolve, 6000));
+    const sent = heartbeats - before;
+    // One loop: a heartbeat every 1.25 s plus the proxy's 0.5 s, at most 4 in 6 s (two
+    // loops send 6 or more).
+    assert.ok(sent <= 4, `${sent} heartbeats in 6 s: more than one loop`);
+    await phone.handle.stop();
+    await tv.handle.stop();
+  } finally {
+    proxy.close();
+  }
+});
