@@ -3,11 +3,11 @@
 //! true: each block has only what an earlier block set.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+mod process;
+use process::{BINARY, ServerProcess};
+
 const SHARED_KEY: &str = "change-me-to-a-long-random-key";
 /// The quick start's admin key: the admin block sets the same one, as a reader would.
 const ADMIN_KEY: &str = "change-me-to-a-long-admin-key";
@@ -20,15 +20,6 @@ fn sh_blocks(document: &str) -> Vec<String> {
         .skip(1)
         .map(|block| block.split_once("```").unwrap().0.to_owned())
         .collect()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn has(program: &str) -> bool {
@@ -44,32 +35,15 @@ fn every_shell_example_of_readme_and_the_api_doc_works_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
     std::os::unix::fs::symlink(BINARY, dir.path().join("target/release/heartbeat-server")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server(
-        Command::new(BINARY)
-            .env_clear()
-            .current_dir(dir.path())
-            .envs([
-                ("SHARED_KEY", SHARED_KEY),
-                ("ADMIN_KEY", ADMIN_KEY),
-                ("JOB_TIME", "2000"),
-                ("HOST", "127.0.0.1"),
-                ("PORT", &port.to_string()),
-                ("LOG", "warn"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let server = ServerProcess::start(
+        Some(dir.path()),
+        &[
+            ("SHARED_KEY", SHARED_KEY),
+            ("ADMIN_KEY", ADMIN_KEY),
+            ("JOB_TIME", "2000"),
+        ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = server.port;
     let here = format!("localhost:{port}");
     let run = |script: &str| {
         // A stream in the foreground (`curl -N` without `&`) is read for two seconds.

@@ -4,22 +4,13 @@
 //! two tabs of one user in headless Chromium on another origin (`CORS_ORIGINS`).
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+mod process;
+use process::{ServerProcess, free_port};
+
 const SHARED_KEY: &str = "web client test shared key";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn the_web_client_suite_passes_against_the_server() {
@@ -34,34 +25,16 @@ fn the_web_client_suite_passes_against_the_server() {
         "{chromium} is missing: install Chromium (Debian: apt-get install chromium; scripts/test \
          does) or set CHROMIUM to its path"
     );
-    let free_port = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, page_port) = (free_port(), free_port());
-    let _server = Server(
-        Command::new(BINARY)
-            .env_clear()
-            .envs([
-                ("SHARED_KEY", SHARED_KEY),
-                ("STORAGE", "memory"),
-                ("HOST", "127.0.0.1"),
-                ("PORT", &port.to_string()),
-                ("CORS_ORIGINS", &format!("http://127.0.0.1:{page_port}")),
-                ("LOG", "warn"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let page_port = free_port();
+    let server = ServerProcess::start(
+        None,
+        &[
+            ("SHARED_KEY", SHARED_KEY),
+            ("STORAGE", "memory"),
+            ("CORS_ORIGINS", &format!("http://127.0.0.1:{page_port}")),
+        ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = server.port;
     // One file at a time: the timing tests (one-second cycles) do not share the two cores
     // with Chromium.
     for file in [

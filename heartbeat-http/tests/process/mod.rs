@@ -1,0 +1,62 @@
+//! The `heartbeat-server` binary of this build as a child process on a free loopback port,
+//! killed when the test ends.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary this test build made.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The running server; dropping it kills it.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts the binary with only `envs` (plus `HOST`, `PORT` and `LOG=warn`) in its
+    /// environment, in `dir` when given, and waits until it accepts connections.
+    pub fn start(dir: Option<&Path>, envs: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .envs(envs.iter().copied())
+            .envs([("HOST", "127.0.0.1"), ("LOG", "warn")])
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let server = Self {
+            child: command.spawn().unwrap(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
