@@ -129,8 +129,7 @@ export function startHeartbeat(options) {
       if (notice.reason === "displaced") {
         // Refused under the limits: a heartbeat now gets the 412 that says which limit
         // and which devices keep playing (onRefused), instead of a bare notice.
-        source.close();
-        if (notices === source) notices = undefined;
+        drop(source);
         clearTimeout(timer);
         generation += 1;
         beat(0);
@@ -142,14 +141,13 @@ export function startHeartbeat(options) {
     // The stream closes when the session stops, expires or reaches its lifetime, and is
     // refused by servers without it (the Node server): the next accepted heartbeat opens
     // it again with the current token; heartbeats keep telling in the meantime.
-    source.addEventListener("error", () => {
-      if (source.readyState === 2 /* CLOSED */ || source.readyState === undefined) {
-        if (notices === source) notices = undefined;
-      } else {
-        source.close();
-        if (notices === source) notices = undefined;
-      }
-    });
+    source.addEventListener("error", () => drop(source));
+  }
+
+  /** Closes a notice stream (a no-op when it is closed) and forgets it if it is current. */
+  function drop(source) {
+    source.close();
+    if (notices === source) notices = undefined;
   }
 
   // Reads an answer that admits the session (a heartbeat's or a takeover's 200).
