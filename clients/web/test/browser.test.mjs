@@ -9,8 +9,8 @@ import { dirname, extname, join, normalize } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { mintBackendToken } from "../../backend/mint.mjs";
 import { startHeartbeat } from "../src/heartbeat.js";
+import { firstToken } from "./support.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { HEARTBEAT_URL: server, SHARED_KEY: sharedKey, PAGE_PORT: pagePort } = process.env;
@@ -38,19 +38,8 @@ async function pageServer() {
   return files;
 }
 
-function token(user, device) {
-  return mintBackendToken(sharedKey, {
-    user_id: user,
-    asset_id: 14,
-    heartbeat_cycle: 1,
-    cycle_upper_tolerance: 2,
-    timestamp: new Date().toISOString(),
-    session_limit: 1,
-    checking_threshold: 1,
-    reject_strategy: "MOST_RECENT",
-    device,
-  });
-}
+/** The first token of a test playback (test/support.mjs). */
+const token = (user, device) => firstToken(sharedKey, user, device);
 
 /** Waits until the page has logged `count` events of `kind`; returns them. */
 async function events(page, kind, count = 1, timeout = 6000) {

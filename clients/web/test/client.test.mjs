@@ -6,8 +6,8 @@ import { createCipheriv, pbkdf2Sync, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { test } from "node:test";
 
-import { mintBackendToken } from "../../backend/mint.mjs";
 import { StopReason, startHeartbeat } from "../src/heartbeat.js";
+import { firstToken as firstTokenFor, playback, startProxy } from "./support.mjs";
 
 const url = process.env.HEARTBEAT_URL;
 const sharedKey = process.env.SHARED_KEY;
@@ -19,22 +19,8 @@ if (!url || !sharedKey) {
 }
 
 let nextUser = Date.now() % 1_000_000_000;
-/** A fresh user's first token: a one-stream plan where the device playing first keeps
- * playing (`MOST_RECENT`), a one-second cycle. */
-function firstToken(user, device, extra = {}) {
-  return mintBackendToken(sharedKey, {
-    user_id: user,
-    asset_id: 14,
-    heartbeat_cycle: 1,
-    cycle_upper_tolerance: 2,
-    timestamp: new Date().toISOString(),
-    session_limit: 1,
-    checking_threshold: 1,
-    reject_strategy: "MOST_RECENT",
-    device,
-    ...extra,
-  });
-}
+/** A fresh user's first token (test/support.mjs: a one-stream plan, a one-second cycle). */
+const firstToken = (user, device, extra) => firstTokenFor(sharedKey, user, device, extra);
 
 /** Resolves with the first value `register` hands its callback, or rejects after `ms`. */
 function next(register, ms = 5000) {
@@ -140,30 +126,20 @@ test("an invalid token stops the player with a fatal invalid_token error", async
 test("503 with Retry-After is retried after it, and the player keeps going", async () => {
   // A proxy in front of the real server that answers the first heartbeat 503.
   let failures = 1;
-  const proxy = createServer(async (request, response) => {
-    const chunks = [];
-    for await (const chunk of request) chunks.push(chunk);
-    if (failures > 0) {
+  const proxy = await startProxy(url, {
+    before: () => {
+      if (failures === 0) return undefined;
       failures -= 1;
-      response.writeHead(503, { "retry-after": "1", "content-type": "application/json" });
-      response.end('{"error":"Storage is unavailable; retry shortly."}');
-      return;
-    }
-    const answer = await fetch(`${url}${request.url}`, {
-      method: request.method,
-      headers: { "content-type": request.headers["content-type"] ?? "application/json" },
-      body: Buffer.concat(chunks),
-    });
-    response.writeHead(answer.status, { "content-type": "application/json" });
-    response.end(Buffer.from(await answer.arrayBuffer()));
+      return {
+        status: 503,
+        headers: { "retry-after": "1" },
+        body: '{"error":"Storage is unavailable; retry shortly."}',
+      };
+    },
   });
-  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  const { port } = proxy.address();
   try {
     const started = Date.now();
-    const tv = player(firstToken(++nextUser, "Living-room TV"), {
-      url: `http://127.0.0.1:${port}`,
-    });
+    const tv = player(firstToken(++nextUser, "Living-room TV"), { url: proxy.url });
     const error = await tv.when("errors");
     assert.equal(error.kind, "http");
     assert.equal(error.status, 503);
@@ -196,17 +172,7 @@ function legacyToken(user, device) {
   const iv = randomBytes(16);
   const key = pbkdf2Sync(sharedKey, salt, 3, 32, "sha1");
   const cipher = createCipheriv("aes-256-cbc", key, iv);
-  const json = JSON.stringify({
-    user_id: user,
-    asset_id: 14,
-    heartbeat_cycle: 1,
-    cycle_upper_tolerance: 2,
-    timestamp: new Date().toISOString(),
-    session_limit: 1,
-    checking_threshold: 1,
-    reject_strategy: "MOST_RECENT",
-    device,
-  });
+  const json = JSON.stringify(playback(user, device));
   const body = Buffer.concat([cipher.update(json), cipher.final()]);
   return salt.toString("hex") + iv.toString("hex") + body.toString("base64");
 }
@@ -227,21 +193,11 @@ test("Node-era legacy tokens play and are refused without the device list: the c
 test("a refusal without a reason (the Node server's 412) reaches onRefused with nulls", async () => {
   // A proxy in front of the real server that answers as the Node server does: the 412's
   // body is only its error text.
-  const proxy = createServer(async (request, response) => {
-    const chunks = [];
-    for await (const chunk of request) chunks.push(chunk);
-    const answer = await fetch(`${url}${request.url}`, {
-      method: request.method,
-      headers: { "content-type": "application/json" },
-      body: Buffer.concat(chunks),
-    });
-    let body = Buffer.from(await answer.arrayBuffer());
-    if (answer.status === 412) body = Buffer.from(JSON.stringify({ error: JSON.parse(body).error }));
-    response.writeHead(answer.status, { "content-type": "application/json" });
-    response.end(body);
+  const proxy = await startProxy(url, {
+    after: (_request, status, body) =>
+      status === 412 ? Buffer.from(JSON.stringify({ error: JSON.parse(body).error })) : body,
   });
-  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  const nodeLike = `http://127.0.0.1:${proxy.address().port}`;
+  const nodeLike = proxy.url;
   try {
     const user = ++nextUser;
     const tv = player(legacyToken(user, "Old TV"), { url: nodeLike });
@@ -262,28 +218,15 @@ test("a refusal without a reason (the Node server's 412) reaches onRefused with 
 
 test("a 400 is retried like a 5xx, not a reason to stop (only 412 and 406 stop)", async () => {
   let failures = 1;
-  const proxy = createServer(async (request, response) => {
-    const chunks = [];
-    for await (const chunk of request) chunks.push(chunk);
-    if (failures > 0) {
+  const proxy = await startProxy(url, {
+    before: () => {
+      if (failures === 0) return undefined;
       failures -= 1;
-      response.writeHead(400, { "content-type": "application/json" });
-      response.end('{"error":"The body is not valid JSON."}');
-      return;
-    }
-    const answer = await fetch(`${url}${request.url}`, {
-      method: request.method,
-      headers: { "content-type": "application/json" },
-      body: Buffer.concat(chunks),
-    });
-    response.writeHead(answer.status, { "content-type": "application/json" });
-    response.end(Buffer.from(await answer.arrayBuffer()));
+      return { status: 400, body: '{"error":"The body is not valid JSON."}' };
+    },
   });
-  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
   try {
-    const tv = player(firstToken(++nextUser, "Living-room TV"), {
-      url: `http://127.0.0.1:${proxy.address().port}`,
-    });
+    const tv = player(firstToken(++nextUser, "Living-room TV"), { url: proxy.url });
     const error = await tv.when("errors");
     assert.deepEqual([error.kind, error.status, error.fatal], ["http", 400, false]);
     await tv.when("accepted", 4000);
@@ -297,24 +240,16 @@ test("a takeover while a heartbeat is in flight leaves one heartbeat loop, not t
   // A proxy that holds every heartbeat half a second and counts them.
   let heartbeats = 0;
   let arrived;
-  const proxy = createServer(async (request, response) => {
-    const chunks = [];
-    for await (const chunk of request) chunks.push(chunk);
-    if (request.url === "/heartbeat") {
+  const proxy = await startProxy(url, {
+    before: async (request) => {
+      if (request.url !== "/heartbeat") return undefined;
       heartbeats += 1;
       arrived?.();
       await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-    const answer = await fetch(`${url}${request.url}`, {
-      method: request.method,
-      headers: { "content-type": "application/json" },
-      body: Buffer.concat(chunks),
-    });
-    response.writeHead(answer.status, { "content-type": "application/json" });
-    response.end(Buffer.from(await answer.arrayBuffer()));
+      return undefined;
+    },
   });
-  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  const through = `http://127.0.0.1:${proxy.address().port}`;
+  const through = proxy.url;
   try {
     const user = ++nextUser;
     const two = { session_limit: 2 };
