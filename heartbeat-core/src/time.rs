@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::parsing::Parsed;
-use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// The ISO 8601 forms JavaScript's `Date.parse` reads (SPEC §3.5): a date, optionally a
 /// time after `T`, `t` or a space (minutes, optional seconds, optional fraction of any
@@ -148,35 +148,8 @@ fn lenient_instant(parsed: &Parsed) -> Option<OffsetDateTime> {
     Some(PrimitiveDateTime::new(date, time).assume_offset(offset))
 }
 
-/// Days from 1970-01-01 to the civil date `(year, month, day)` (proleptic Gregorian;
-/// H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The civil date `(year, month, day)` of `days` after 1970-01-01 (`civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+/// The Julian day of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
 /// The digits of `bytes` as a number, if they are all ASCII digits.
 fn digits(bytes: &[u8]) -> Option<i64> {
@@ -223,18 +196,14 @@ fn canonical_millis(text: &[u8]) -> Option<i64> {
     let day = digits(&[d0, d1])?;
     let (hour, minute, second) = (digits(&[h0, h1])?, digits(&[n0, n1])?, digits(&[s0, s1])?);
     let fraction = digits(&[f0, f1, f2])?;
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        1..=12 => 31,
-        _ => return None,
-    };
-    if !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     Some(seconds * 1000 + fraction)
 }
 
@@ -244,11 +213,16 @@ impl Timestamp {
     pub fn iso_bytes(self) -> [u8; 24] {
         let days = self.0.div_euclid(86_400_000);
         let millis_of_day = self.0.rem_euclid(86_400_000);
-        let (year, month, day) = civil_from_days(days);
+        // The range check of every constructor keeps the day in the `time` crate's range.
+        let date = i32::try_from(days + UNIX_EPOCH_JULIAN_DAY)
+            .ok()
+            .and_then(|julian| Date::from_julian_day(julian).ok())
+            .unwrap_or(Date::MIN);
+        let (year, month, day) = date.to_calendar_date();
         let fields = [
-            (year, 4, 0),
-            (month, 2, 5),
-            (day, 2, 8),
+            (i64::from(year), 4, 0),
+            (i64::from(u8::from(month)), 2, 5),
+            (i64::from(day), 2, 8),
             (millis_of_day / 3_600_000, 2, 11),
             (millis_of_day / 60_000 % 60, 2, 14),
             (millis_of_day / 1000 % 60, 2, 17),
