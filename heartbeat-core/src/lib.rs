@@ -38,6 +38,7 @@
 mod clock;
 mod data;
 pub mod jobs;
+pub mod json;
 pub mod live;
 pub mod memory;
 pub mod sessions;

@@ -85,6 +85,30 @@ proptest! {
     }
 
     #[test]
+    fn the_direct_json_writer_writes_serde_jsons_bytes(
+        data in heartbeat_data(),
+        odd_key in "[a-z\"\\\\\n\u{1}é]{1,6}",
+        odd_value in prop_oneof![
+            ".{0,12}".prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |n| n.is_finite()).prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            Just(serde_json::json!({"a": [1, "b\"", null, 2.5], "z": {}})),
+        ],
+        shadowed in proptest::sample::select(vec!["user_id", "device", "session_id", "timestamp", "zzz", ""]),
+    ) {
+        let mut data = data;
+        data.extra.insert(odd_key, odd_value.clone());
+        data.extra.insert(shadowed.to_owned(), odd_value);
+        if let Some(device) = data.device.as_mut() {
+            device.push_str("\"\\\t");
+        }
+        prop_assert_eq!(
+            String::from_utf8(data.to_json_vec()).unwrap(),
+            serde_json::to_string(&data).unwrap()
+        );
+    }
+
+    #[test]
     fn known_fields_win_over_unknown_ones_of_the_same_name(
         data in heartbeat_data(),
         shadowed in proptest::sample::select(vec!["user_id", "reject_strategy", "session_id", "started_at", "zzz"]),

@@ -12,7 +12,7 @@ use super::{
     DataError, HeartbeatData, Id, MAX_DEVICE_LEN, MAX_FAMILIES, MAX_FAMILY_LEN, MAX_ID_LEN,
     Provenance, RejectStrategy, Seconds,
 };
-use crate::Timestamp;
+use crate::{Timestamp, json};
 
 /// A field [`HeartbeatData`] knows. The variants are in byte order of their names: the
 /// order in which the serializer writes them (and `serde_json::Map` keeps keys).
@@ -149,29 +149,124 @@ impl HeartbeatData {
     }
 }
 
-impl Serialize for HeartbeatData {
-    /// A JSON object with keys in sorted order: the known fields, and the unknown ones
+/// One entry of the data's JSON object.
+enum Entry<'a> {
+    Known(Field, Known<'a>),
+    Extra(&'a str, &'a Value),
+}
+
+impl HeartbeatData {
+    /// Calls `f` with each entry of the JSON object in the order they are written: keys in
+    /// sorted order, the known fields and the unknown ones
     /// ([`extra`](HeartbeatData::extra)) but where a known field of the same name has a
-    /// value (the known one wins). Written directly: sealing a token builds no map.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
+    /// value (the known one wins). The one place that order is decided.
+    fn for_each_entry<E>(&self, mut f: impl FnMut(Entry<'_>) -> Result<(), E>) -> Result<(), E> {
         let mut extra = self.extra.iter().peekable();
         for field in Field::ALL {
             let name = field.name();
             while let Some((key, value)) = extra.next_if(|(key, _)| key.as_str() < name) {
-                map.serialize_entry(key, value)?;
+                f(Entry::Extra(key, value))?;
             }
             let shadowed = extra.next_if(|(key, _)| key.as_str() == name);
             match (self.known(field), shadowed) {
-                (Some(known), _) => map.serialize_entry(name, &known)?,
-                (None, Some((key, value))) => map.serialize_entry(key, value)?,
+                (Some(known), _) => f(Entry::Known(field, known))?,
+                (None, Some((key, value))) => f(Entry::Extra(key, value))?,
                 (None, None) => {}
             }
         }
-        for (key, value) in extra {
-            map.serialize_entry(key, value)?;
+        extra.try_for_each(|(key, value)| f(Entry::Extra(key, value)))
+    }
+
+    /// The data as JSON text: the bytes `serde_json::to_vec` writes, written directly
+    /// (sealing a token builds no map and runs no generic escaper over text that needs
+    /// none).
+    ///
+    /// ```
+    /// use heartbeat_core::HeartbeatData;
+    /// let data = HeartbeatData::builder(13, 14).cycle(30.0).build().unwrap();
+    /// assert_eq!(data.to_json_vec(), serde_json::to_vec(&data).unwrap());
+    /// ```
+    pub fn to_json_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(384);
+        out.push(b'{');
+        let mut first = true;
+        let written: Result<(), std::convert::Infallible> = self.for_each_entry(|entry| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            match entry {
+                Entry::Known(field, value) => {
+                    out.push(b'"');
+                    out.extend_from_slice(field.name().as_bytes());
+                    out.extend_from_slice(b"\":");
+                    value.write_json(&mut out);
+                }
+                Entry::Extra(key, value) => {
+                    json::write_str(&mut out, key);
+                    out.push(b':');
+                    write_value(&mut out, value);
+                }
+            }
+            Ok(())
+        });
+        let Ok(()) = written;
+        out.push(b'}');
+        out
+    }
+}
+
+impl Known<'_> {
+    /// Appends the value as JSON, the bytes its `Serialize` gives.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Known::Id(Id::Int(n)) => json::write_int(out, *n),
+            Known::Id(Id::Str(text)) => json::write_str(out, text),
+            Known::Str(text) => json::write_str(out, text),
+            Known::Seconds(seconds) => write_value(out, &seconds.to_json()),
+            Known::Time(at) => {
+                out.push(b'"');
+                out.extend_from_slice(&at.iso_bytes());
+                out.push(b'"');
+            }
+            Known::Count(n) => json::write_int(out, *n),
+            Known::Limits(limits) => {
+                out.push(b'{');
+                for (index, (family, limit)) in limits.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    json::write_str(out, family);
+                    out.push(b':');
+                    json::write_int(out, *limit);
+                }
+                out.push(b'}');
+            }
         }
+    }
+}
+
+/// Appends any JSON value: integers and strings directly, the rest through serde_json.
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Number(n) if let Some(i) = n.as_i64() => json::write_int(out, i),
+        Value::String(text) => json::write_str(out, text),
+        // Writing into a `Vec` cannot fail, and a `Value` always serializes.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+impl Serialize for HeartbeatData {
+    /// A JSON object with keys in sorted order (see [`HeartbeatData::to_json_vec`], which
+    /// writes the same bytes directly).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        self.for_each_entry(|entry| match entry {
+            Entry::Known(field, known) => map.serialize_entry(field.name(), &known),
+            Entry::Extra(key, value) => map.serialize_entry(key, value),
+        })?;
         map.end()
     }
 }

@@ -303,10 +303,7 @@ impl TokenCodec {
 
     /// Seals `data` in the configured format.
     pub fn seal(&self, data: &HeartbeatData) -> Result<String, SealError> {
-        // Plain data always serializes; an error here would be a bug in `Serialize`.
-        let json =
-            serde_json::to_vec(data).map_err(|error| SealError::Encode(error.to_string()))?;
-        self.seal_bytes(&json)
+        self.seal_bytes(&data.to_json_vec())
     }
 
     /// Seals any plaintext in the configured format.

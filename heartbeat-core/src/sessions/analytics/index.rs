@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::sessions::{EndReason, PlayRecord, RejectReason, SessionRecord};
-use crate::{Id, Timestamp};
+use crate::{Id, Timestamp, json};
 
 /// Which analytics index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -155,10 +155,20 @@ impl FinishedEntry {
 
     /// Its key.
     pub fn key(&self) -> IndexKey {
-        let payload = (&self.user, &self.session_id, self.ended_by.code());
-        // A tuple of strings always serializes.
-        let payload = serde_json::to_string(&payload).unwrap_or_default();
-        IndexKey::with_payload(self.ends_at, &payload)
+        // `[user, session_id, ended_by]` as JSON, as `from_key` reads it back.
+        let mut payload = Vec::with_capacity(self.user.len() + self.session_id.len() + 24);
+        payload.push(b'[');
+        json::write_str(&mut payload, &self.user);
+        payload.push(b',');
+        json::write_str(&mut payload, &self.session_id);
+        payload.push(b',');
+        json::write_str(&mut payload, self.ended_by.code());
+        payload.push(b']');
+        // JSON written from `str`s is UTF-8.
+        IndexKey::with_payload(
+            self.ends_at,
+            std::str::from_utf8(&payload).unwrap_or_default(),
+        )
     }
 
     /// Reads a key of the finished index.
@@ -275,6 +285,15 @@ mod tests {
             ..entry.clone()
         };
         assert!(entry.key() < later.key());
+        // Stored keys of earlier builds (serde_json's tuple) are found again.
+        for user in ["alice", "b\\o\tb é", "13"] {
+            let entry = FinishedEntry {
+                user: user.into(),
+                ..entry.clone()
+            };
+            let serde = serde_json::to_string(&(user, "s\"1", "stopped")).unwrap();
+            assert_eq!(entry.key().as_str(), format!("001767225601000:{serde}"));
+        }
         assert!(IndexKey::floor(entry.ends_at) < entry.key());
         assert!(entry.key() < IndexKey::floor(later.ends_at));
         assert_eq!(FinishedEntry::from_key(&entry.key()), Some(entry.clone()));
