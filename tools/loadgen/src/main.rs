@@ -173,6 +173,10 @@ struct HeartbeatArgs {
     /// Open every answer's token and check it continues the player's session.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     check: bool,
+    /// The format of the backend tokens the players start with: `v2`, `b1` or `legacy`
+    /// (CryptoJS, what a Node-era backend mints; the only one the Node server reads).
+    #[arg(long, default_value = "v2")]
+    token_format: heartbeat_core::TokenFormat,
 }
 
 #[derive(Args)]
@@ -376,7 +380,9 @@ async fn beat(
 }
 
 async fn run_heartbeats(args: HeartbeatArgs) {
-    let codec = TokenCodec::new(&args.key).expect("a shared key");
+    let codec = TokenCodec::new(&args.key)
+        .expect("a shared key")
+        .issuing(args.token_format);
     // Users of this run only: sessions of an earlier run against the same server would
     // (rightly) count against the limit.
     let run = format!("lg{}", now_millis());
