@@ -58,8 +58,14 @@ fn loadgen_reports_clean_runs_in_every_mode() {
         ))
         .unwrap();
     let url = server.url().to_owned();
-    let runs: [&[&str]; 5] = [
+    let runs: [&[&str]; 6] = [
         &[BRIEF_HEARTBEATS, &["--players", "50"]].concat(),
+        // Players starting with CryptoJS tokens, as a Node-era backend mints them.
+        &[
+            BRIEF_HEARTBEATS,
+            &["--players", "50", "--token-format", "legacy"],
+        ]
+        .concat(),
         &[
             "heartbeat",
             "--key",
