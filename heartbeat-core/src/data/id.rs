@@ -32,11 +32,22 @@ impl Id {
     /// Reads an id from a JSON value: an integer, or a non-empty string of at most
     /// [`MAX_ID_LEN`] bytes.
     pub fn from_json(value: &Value) -> Result<Self, &'static str> {
-        const EXPECTED: &str = "an integer or a non-empty string of at most 256 bytes";
         match value {
-            Value::Number(n) => n.as_i64().map(Id::Int).ok_or(EXPECTED),
-            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Id::Str(s.clone())),
-            _ => Err(EXPECTED),
+            Value::Number(n) => n.as_i64().map(Id::Int).ok_or(Self::EXPECTED),
+            Value::String(s) => Self::from_text(s),
+            _ => Err(Self::EXPECTED),
+        }
+    }
+
+    /// What an id must be, as an error says it.
+    const EXPECTED: &'static str = "an integer or a non-empty string of at most 256 bytes";
+
+    /// Reads an id given as a JSON string: non-empty, at most [`MAX_ID_LEN`] bytes.
+    pub(crate) fn from_text(text: &str) -> Result<Self, &'static str> {
+        if !text.is_empty() && text.len() <= MAX_ID_LEN {
+            Ok(Id::Str(text.to_owned()))
+        } else {
+            Err(Self::EXPECTED)
         }
     }
 

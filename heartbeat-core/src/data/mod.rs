@@ -162,7 +162,7 @@ impl HeartbeatData {
     /// # Ok::<(), JsonDataError>(())
     /// ```
     pub fn from_json_slice(json: &[u8]) -> Result<Self, JsonDataError> {
-        match serde_json::from_slice::<RawData>(json) {
+        match serde_json::from_slice::<RawData<'_>>(json) {
             Ok(raw) => raw.into_data().map_err(JsonDataError::Data),
             // A type error stops at the first byte: is the rest JSON at all?
             Err(error)

@@ -2,6 +2,7 @@
 //! serializer and one reading path (serde, whether from JSON text or a
 //! [`serde_json::Value`]), with the field checks of SPEC §3.1.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -14,77 +15,64 @@ use super::{
 };
 use crate::{Timestamp, json};
 
-/// A field [`HeartbeatData`] knows. The variants are in byte order of their names: the
-/// order in which the serializer writes them (and `serde_json::Map` keeps keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Field {
-    AssetId,
-    AssetLimit,
-    CheckingThreshold,
-    CycleLowerTolerance,
-    CycleUpperTolerance,
-    Device,
-    DeviceFamily,
-    FamilyLimits,
-    HeartbeatCycle,
-    Provenance,
-    RejectStrategy,
-    SessionId,
-    SessionLimit,
-    SessionsEdge,
-    StartedAt,
-    Timestamp,
-    UserId,
+/// Defines [`Field`] from one table of variants and wire names, in byte order of the
+/// names: the one place the names are written.
+macro_rules! fields {
+    ($($variant:ident => $name:literal,)*) => {
+        /// A field [`HeartbeatData`] knows. The variants are in byte order of their names:
+        /// the order in which the serializer writes them (and `serde_json::Map` keeps keys).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Field {
+            $($variant,)*
+        }
+
+        impl Field {
+            /// Every known field, in the order of their names.
+            pub(crate) const ALL: [Field; FIELD_COUNT] = [$(Field::$variant,)*];
+
+            /// The field's name on the wire.
+            pub(crate) const fn name(self) -> &'static str {
+                match self {
+                    $(Field::$variant => $name,)*
+                }
+            }
+
+            /// The field named `name`, if it is a known one (a `match`: the compiler
+            /// dispatches on the length first).
+            fn from_name(name: &str) -> Option<Field> {
+                match name {
+                    $($name => Some(Field::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+fields! {
+    AssetId => "asset_id",
+    AssetLimit => "asset_limit",
+    CheckingThreshold => "checking_threshold",
+    CycleLowerTolerance => "cycle_lower_tolerance",
+    CycleUpperTolerance => "cycle_upper_tolerance",
+    Device => "device",
+    DeviceFamily => "device_family",
+    FamilyLimits => "family_limits",
+    HeartbeatCycle => "heartbeat_cycle",
+    Provenance => "provenance",
+    RejectStrategy => "reject_strategy",
+    SessionId => "session_id",
+    SessionLimit => "session_limit",
+    SessionsEdge => "sessions_edge",
+    StartedAt => "started_at",
+    Timestamp => "timestamp",
+    UserId => "user_id",
 }
 
 /// How many fields are known.
 pub(crate) const FIELD_COUNT: usize = 17;
 
 impl Field {
-    /// Every known field, in the order of their names.
-    pub(crate) const ALL: [Field; FIELD_COUNT] = [
-        Field::AssetId,
-        Field::AssetLimit,
-        Field::CheckingThreshold,
-        Field::CycleLowerTolerance,
-        Field::CycleUpperTolerance,
-        Field::Device,
-        Field::DeviceFamily,
-        Field::FamilyLimits,
-        Field::HeartbeatCycle,
-        Field::Provenance,
-        Field::RejectStrategy,
-        Field::SessionId,
-        Field::SessionLimit,
-        Field::SessionsEdge,
-        Field::StartedAt,
-        Field::Timestamp,
-        Field::UserId,
-    ];
-
-    /// The field's name on the wire: the one place the names are written.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            Field::AssetId => "asset_id",
-            Field::AssetLimit => "asset_limit",
-            Field::CheckingThreshold => "checking_threshold",
-            Field::CycleLowerTolerance => "cycle_lower_tolerance",
-            Field::CycleUpperTolerance => "cycle_upper_tolerance",
-            Field::Device => "device",
-            Field::DeviceFamily => "device_family",
-            Field::FamilyLimits => "family_limits",
-            Field::HeartbeatCycle => "heartbeat_cycle",
-            Field::Provenance => "provenance",
-            Field::RejectStrategy => "reject_strategy",
-            Field::SessionId => "session_id",
-            Field::SessionLimit => "session_limit",
-            Field::SessionsEdge => "sessions_edge",
-            Field::StartedAt => "started_at",
-            Field::Timestamp => "timestamp",
-            Field::UserId => "user_id",
-        }
-    }
-
     /// The names of every known field, in order.
     pub(crate) const NAMES: [&'static str; FIELD_COUNT] = {
         let mut names = [""; FIELD_COUNT];
@@ -95,10 +83,6 @@ impl Field {
         }
         names
     };
-
-    fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|field| field.name() == name)
-    }
 }
 
 /// A known field's value, serialized without building a JSON tree first.
@@ -281,12 +265,12 @@ impl<'de> Deserialize<'de> for HeartbeatData {
 
 /// One JSON object split into the values of the known fields (by [`Field`]) and every
 /// other field: what every way of reading heartbeat data goes through.
-pub(crate) struct RawData {
-    known: [Option<Value>; FIELD_COUNT],
+pub(crate) struct RawData<'de> {
+    known: [Option<RawValue<'de>>; FIELD_COUNT],
     extra: Map<String, Value>,
 }
 
-impl RawData {
+impl RawData<'_> {
     /// Checks every known field; an unknown `reject_strategy` value goes back to `extra`,
     /// to be carried on as it came.
     pub(crate) fn into_data(self) -> Result<HeartbeatData, DataError> {
@@ -319,9 +303,94 @@ impl RawData {
         if reject_strategy.is_none()
             && let Some(value) = known[Field::RejectStrategy as usize].take()
         {
-            extra.insert(Field::RejectStrategy.name().to_owned(), value);
+            extra.insert(Field::RejectStrategy.name().to_owned(), value.into_value());
         }
         Ok(HeartbeatData { extra, ..data })
+    }
+}
+
+/// A known field's value as read: text borrowed from the JSON where it has no escapes
+/// (copied once, when a field keeps it), any other value as a [`Value`].
+enum RawValue<'de> {
+    Text(Cow<'de, str>),
+    Other(Value),
+}
+
+impl RawValue<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            RawValue::Text(text) => Some(text),
+            RawValue::Other(value) => value.as_str(),
+        }
+    }
+
+    /// As a [`Value`], for the checks written over values and for `extra`.
+    fn into_value(self) -> Value {
+        match self {
+            RawValue::Text(text) => Value::String(text.into_owned()),
+            RawValue::Other(value) => value,
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            RawValue::Text(text) => Value::String(text.to_string()),
+            RawValue::Other(value) => value.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{MapAccess, SeqAccess};
+
+        /// Reads as `Value` does, but text is borrowed where it can be.
+        struct ValueVisitor;
+        impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+            type Value = RawValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Text(Cow::Owned(text)))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Other(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Other(Value::from(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Other(Value::from(n)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<RawValue<'de>, E> {
+                // As `Value` reads it: a number that JSON cannot hold is `null`.
+                Ok(RawValue::Other(Value::from(n)))
+            }
+            fn visit_unit<E>(self) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Other(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<RawValue<'de>, E> {
+                Ok(RawValue::Other(Value::Null))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawValue<'de>, D::Error> {
+                RawValue::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawValue<'de>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(RawValue::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawValue<'de>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(RawValue::Other)
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
     }
 }
 
@@ -348,29 +417,30 @@ impl<'de> Deserialize<'de> for FieldName {
     }
 }
 
-impl<'de> Deserialize<'de> for RawData {
+impl<'de> Deserialize<'de> for RawData<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct RawVisitor;
         impl<'de> serde::de::Visitor<'de> for RawVisitor {
-            type Value = RawData;
+            type Value = RawData<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<RawData, A::Error> {
+            ) -> Result<RawData<'de>, A::Error> {
                 let mut raw = RawData {
                     known: Default::default(),
                     extra: Map::new(),
                 };
                 // A repeated name keeps its last value, as `serde_json::Map` does.
                 while let Some(name) = map.next_key::<FieldName>()? {
-                    let value: Value = map.next_value()?;
                     match name {
-                        FieldName::Known(field) => raw.known[field as usize] = Some(value),
+                        FieldName::Known(field) => {
+                            raw.known[field as usize] = Some(map.next_value()?);
+                        }
                         FieldName::Other(name) => {
-                            raw.extra.insert(name, value);
+                            raw.extra.insert(name, map.next_value()?);
                         }
                     }
                 }
@@ -383,32 +453,36 @@ impl<'de> Deserialize<'de> for RawData {
 
 /// Field readers over the known fields' values; `null` counts as absent, as in
 /// JavaScript's checks.
-struct Fields<'a>(&'a [Option<Value>; FIELD_COUNT]);
+struct Fields<'a, 'de>(&'a [Option<RawValue<'de>>; FIELD_COUNT]);
 
-impl Fields<'_> {
-    fn get(&self, field: Field) -> Option<&Value> {
+impl Fields<'_, '_> {
+    fn get(&self, field: Field) -> Option<&RawValue<'_>> {
         self.0[field as usize]
             .as_ref()
-            .filter(|value| !value.is_null())
+            .filter(|value| !matches!(value, RawValue::Other(Value::Null)))
     }
 
-    fn required(&self, field: Field) -> Result<&Value, DataError> {
+    fn required(&self, field: Field) -> Result<&RawValue<'_>, DataError> {
         self.get(field).ok_or(DataError::Missing {
             field: field.name(),
         })
     }
 
     fn id(&self, field: Field) -> Result<Id, DataError> {
-        Id::from_json(self.required(field)?).map_err(|expected| DataError::Invalid {
+        match self.required(field)? {
+            RawValue::Text(text) => Id::from_text(text),
+            RawValue::Other(value) => Id::from_json(value),
+        }
+        .map_err(|expected| DataError::Invalid {
             field: field.name(),
             expected,
         })
     }
 
     fn session_id(&self) -> Result<Option<String>, DataError> {
-        match self.get(Field::SessionId) {
+        match self.get(Field::SessionId).map(|value| value.as_str()) {
             None => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Some(s.clone())),
+            Some(Some(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Some(s.to_owned())),
             Some(_) => Err(DataError::Invalid {
                 field: Field::SessionId.name(),
                 expected: "a non-empty string of at most 256 bytes",
@@ -421,7 +495,7 @@ impl Fields<'_> {
             field: field.name(),
             expected: "a non-negative number of seconds (a number or a numeric string)",
         };
-        number(self.required(field)?)
+        raw_number(self.required(field)?)
             .and_then(Seconds::new)
             .ok_or(invalid)
     }
@@ -447,22 +521,30 @@ impl Fields<'_> {
 
     /// An optional count: absent or `null` is `None` (no limit, as in the Node server).
     fn count(&self, field: Field) -> Result<Option<u32>, DataError> {
-        self.get(field).map(|value| count(field, value)).transpose()
+        self.get(field)
+            .map(|value| whole(field, raw_number(value)))
+            .transpose()
     }
 
     fn label(&self, field: Field, max_chars: usize) -> Result<Option<String>, DataError> {
-        check_label(field, self.get(field), max_chars)
+        match self.get(field) {
+            Some(RawValue::Text(text)) if is_label(text, max_chars) => Ok(Some(text.to_string())),
+            other => check_label(field, other.map(RawValue::to_value).as_ref(), max_chars),
+        }
     }
 
     fn family_limits(&self) -> Result<Option<BTreeMap<String, u32>>, DataError> {
-        check_family_limits(self.get(Field::FamilyLimits))
+        match self.get(Field::FamilyLimits) {
+            Some(RawValue::Other(value)) => check_family_limits(Some(value)),
+            other => check_family_limits(other.map(RawValue::to_value).as_ref()),
+        }
     }
 
     /// The token's `timestamp`, `None` when absent or unreadable: the Node server never
     /// refuses a token over it (SPEC §3.5).
     fn lenient_timestamp(&self, field: Field) -> Option<Timestamp> {
         self.get(field)
-            .and_then(Value::as_str)
+            .and_then(RawValue::as_str)
             .and_then(|text| text.parse().ok())
     }
 
@@ -471,20 +553,18 @@ impl Fields<'_> {
             field: field.name(),
             expected: "an ISO 8601 date-time like 2018-06-05T16:16:14.418Z",
         };
-        match self.get(field) {
+        match self.get(field).map(RawValue::as_str) {
             None => Ok(None),
-            Some(Value::String(text)) => text.parse().map(Some).map_err(|_| invalid),
-            Some(_) => Err(invalid),
+            Some(Some(text)) => text.parse().map(Some).map_err(|_| invalid),
+            Some(None) => Err(invalid),
         }
     }
 
     /// `provenance`: absent (an authenticated token's data) or `"legacy"`.
     fn provenance(&self) -> Result<Provenance, DataError> {
-        match self.get(Field::Provenance) {
+        match self.get(Field::Provenance).map(RawValue::as_str) {
             None => Ok(Provenance::Authenticated),
-            Some(Value::String(text)) if Some(text.as_str()) == Provenance::Legacy.wire_name() => {
-                Ok(Provenance::Legacy)
-            }
+            Some(text) if text == Provenance::Legacy.wire_name() => Ok(Provenance::Legacy),
             Some(_) => Err(DataError::Invalid {
                 field: Field::Provenance.name(),
                 expected: "absent, or \"legacy\" (the server sets it)",
@@ -494,22 +574,32 @@ impl Fields<'_> {
 
     fn reject_strategy(&self) -> Option<RejectStrategy> {
         self.get(Field::RejectStrategy)
-            .and_then(Value::as_str)
+            .and_then(RawValue::as_str)
             .and_then(RejectStrategy::from_wire)
+    }
+}
+
+/// A known field's value as a number: a JSON number or a numeric string.
+fn raw_number(value: &RawValue<'_>) -> Option<f64> {
+    match value {
+        RawValue::Text(text) => number_text(text),
+        RawValue::Other(value) => number(value),
     }
 }
 
 /// A whole number from 0 to `u32::MAX`, as a number or a numeric string.
 fn count(field: Field, value: &Value) -> Result<u32, DataError> {
-    let invalid = DataError::Invalid {
-        field: field.name(),
-        expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
-    };
-    let n = number(value).ok_or(invalid.clone())?;
-    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
-        Ok(n as u32)
-    } else {
-        Err(invalid)
+    whole(field, number(value))
+}
+
+/// `n` as a count of `field`: a whole number from 0 to `u32::MAX`.
+fn whole(field: Field, n: Option<f64>) -> Result<u32, DataError> {
+    match n {
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+        _ => Err(DataError::Invalid {
+            field: field.name(),
+            expected: "a whole number from 0 to 4294967295 (a number or a numeric string)",
+        }),
     }
 }
 
@@ -568,15 +658,18 @@ fn is_label(text: &str, max_chars: usize) -> bool {
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => {
-            let trimmed = s.trim();
-            if trimmed.is_empty() || trimmed.len() > 64 {
-                return None;
-            }
-            trimmed.parse::<f64>().ok().filter(|n| n.is_finite())
-        }
+        Value::String(text) => number_text(text),
         _ => None,
     }
+}
+
+/// A numeric string as JavaScript's unary `+` reads it (trimmed, no hex).
+fn number_text(text: &str) -> Option<f64> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.len() > 64 {
+        return None;
+    }
+    trimmed.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
 #[cfg(test)]
