@@ -120,6 +120,7 @@ struct Inner {
     sessions_started: Counter,
     sessions_ended: Family<EndedLabels, Counter>,
     active_sessions: Gauge,
+    event_delivery: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,6 +234,14 @@ impl Metrics {
             "Active sessions of all users in the store (every instance reports the same)",
             active_sessions.clone(),
         );
+        // 1 ms to 33 s.
+        let event_delivery = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "event_delivery_seconds",
+            "Time from a job's change to its event reaching an open stream (SSE); events \
+             replayed after a reconnect count from their change too",
+            event_delivery.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -245,6 +254,7 @@ impl Metrics {
                 sessions_started,
                 sessions_ended,
                 active_sessions,
+                event_delivery,
             }),
         }
     }
@@ -265,6 +275,11 @@ impl Metrics {
             .refusals
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Observes a job event reaching an open stream `lag` after the change it tells of.
+    pub fn event_delivered(&self, lag: std::time::Duration) {
+        self.inner.event_delivery.observe(lag.as_secs_f64());
     }
 
     /// Counts a session this instance started.

@@ -6,6 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use heartbeat_core::Timestamp;
 use heartbeat_core::jobs::{Job, JobEvent, JobUpdate, Owner};
 use serde_json::json;
 
@@ -41,7 +43,17 @@ pub(super) async fn event_stream(
         Ok(stream) => stream,
         Err(full) => return Ok(full.into_response()),
     };
-    let events = app.jobs().events(owner, after).await?;
+    let metrics = app.metrics().clone();
+    let events = app
+        .jobs()
+        .events(owner, after)
+        .await?
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                let lag = Timestamp::now().millis_since(event.job.updated_at).max(0);
+                metrics.event_delivered(std::time::Duration::from_millis(lag.unsigned_abs()));
+            }
+        });
     Ok(sse::response(stream, events, to_event).into_response())
 }
 
