@@ -53,7 +53,7 @@ impl SessionStore for Down {
         Err(down())
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<heartbeat_core::store::StoreHealth, StoreError> {
         Err(down())
     }
 

@@ -10,7 +10,7 @@ use heartbeat_core::sessions::SessionWrite;
 use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
-use heartbeat_core::store::Commit;
+use heartbeat_core::store::{Commit, StoreHealth};
 use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
 
 use heartbeat_core::store::kit::encode;
@@ -290,13 +290,36 @@ impl SessionStore for RedisStore {
             .collect()
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self
-            .client()
-            .ping(None)
-            .await
-            .map_err(|error| store_error("ping", error))?;
-        Ok(())
+    async fn ping(&self) -> Result<StoreHealth, StoreError> {
+        use fred::interfaces::ClusterInterface;
+        let client = self.client();
+        let Some(cluster) = client.cached_cluster_state() else {
+            let _: String = client
+                .ping(None)
+                .await
+                .map_err(|error| store_error("ping", error))?;
+            return Ok(StoreHealth::Up);
+        };
+        // On a cluster every master is asked: while one fails over, the others still
+        // serve their users, and the instance is still worth sending requests to.
+        let masters = cluster.unique_primary_nodes();
+        let total = masters.len();
+        let answers =
+            futures_util::future::join_all(masters.into_iter().map(|master| async {
+                client.with_cluster_node(master).ping::<String>(None).await
+            }))
+            .await;
+        let answering = answers.iter().filter(|answer| answer.is_ok()).count();
+        match answers.into_iter().find_map(Result::err) {
+            None => Ok(StoreHealth::Up),
+            Some(error) if answering == 0 => Err(store_error("ping", error)),
+            Some(_) => {
+                // The routing table names a master that does not answer: read it again,
+                // so that a promoted replica is the one asked next time.
+                let _ = client.sync_cluster().await;
+                Ok(StoreHealth::Degraded { answering, total })
+            }
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use heartbeat_core::sessions::SessionWrite;
 use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
 use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
-use heartbeat_core::store::Commit;
 use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
+use heartbeat_core::store::{Commit, StoreHealth};
 use heartbeat_core::{
     Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
 };
@@ -255,9 +255,9 @@ impl SessionStore for SledStore {
         Ok(history)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<StoreHealth, StoreError> {
         self.inner.tree.get(keys::META_FORMAT).map_err(sled_error)?;
-        Ok(())
+        Ok(StoreHealth::Up)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

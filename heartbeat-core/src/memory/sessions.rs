@@ -14,7 +14,7 @@ use crate::sessions::{AnalyticsStore, NoticeBus};
 use crate::sessions::{Loaded, Retention, SessionStore};
 use crate::sessions::{PlayRecord, ProgressRecord, UserSessions};
 use crate::store::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
-use crate::store::{Commit, StoreError};
+use crate::store::{Commit, StoreError, StoreHealth};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -197,8 +197,8 @@ impl SessionStore for MemorySessionStore {
             .unwrap_or_default())
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+    async fn ping(&self) -> Result<StoreHealth, StoreError> {
+        Ok(StoreHealth::Up)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

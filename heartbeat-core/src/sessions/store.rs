@@ -13,7 +13,7 @@ use crate::sessions::SessionWrite;
 use crate::sessions::analytics::{Index, IndexKey};
 use crate::sessions::notice::SessionNotice;
 use crate::sessions::{PlayRecord, ProgressRecord, Retention, UserSessions};
-use crate::store::{Commit, StoreError};
+use crate::store::{Commit, StoreError, StoreHealth};
 
 /// A user's sessions with the version they were loaded at.
 #[derive(Debug, Clone)]
@@ -85,8 +85,9 @@ pub trait SessionStore: NoticeBus + AnalyticsStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<PlayRecord>, StoreError>> + Send + 'a;
 
-    /// Checks the store can be reached (for readiness probes).
-    fn ping<'a>(&'a self) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+    /// Checks the store can be reached (for readiness probes): an error when no part of it
+    /// answers, [`StoreHealth::Degraded`] when only some of it does.
+    fn ping<'a>(&'a self) -> impl Future<Output = Result<StoreHealth, StoreError>> + Send + 'a;
 
     /// Makes every applied write durable now (on shutdown).
     fn flush<'a>(&'a self) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;

@@ -37,7 +37,7 @@ use crate::sessions::SessionWrite;
 use crate::sessions::notice::SessionNotice;
 use crate::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention, SessionStore};
 use crate::sessions::{PlayRecord, ProgressRecord};
-use crate::store::{Commit, StoreError};
+use crate::store::{Commit, StoreError, StoreHealth};
 use crate::{Clock, Heartbeats, Id, Timestamp, TokenCodec};
 
 /// A future boxed for a trait object.
@@ -188,7 +188,7 @@ erase! {
     trait DynSessionStore: DynAnalyticsStore + DynNoticeBus erases SessionStore for SharedSessionStore {
         async fn progress<'a>(user: &'a Id, asset: &'a Id) -> Result<Option<ProgressRecord>, StoreError>;
         async fn history<'a>(user: &'a Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError>;
-        async fn ping<'a>() -> Result<(), StoreError>;
+        async fn ping<'a>() -> Result<StoreHealth, StoreError>;
         async fn flush<'a>() -> Result<(), StoreError>;
     }
     by hand {

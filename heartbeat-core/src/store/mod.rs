@@ -4,6 +4,7 @@
 
 mod erased;
 mod error;
+mod health;
 pub mod kit;
 
 pub use erased::{
@@ -12,3 +13,4 @@ pub use erased::{
     SharedSessionStore, Storage,
 };
 pub use error::{BoxError, Commit, StoreError};
+pub use health::StoreHealth;
