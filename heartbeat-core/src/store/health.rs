@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// What [`SessionStore::ping`](crate::sessions::store::SessionStore::ping) found.
+/// What [`SessionStore::ping`](crate::SessionStore::ping) found.
 ///
 /// ```
 /// use heartbeat_core::store::StoreHealth;

@@ -208,3 +208,52 @@ fn the_cost_script_prints_instructions_per_request() {
         assert!(figure > 0, "{row}: {figure}\n{stdout}");
     }
 }
+
+/// `scripts/fleet` runs two instances behind a real Sentinel group (a master, a replica,
+/// three sentinels) with the binaries of this test build, drives them with the load
+/// generator, and reports the CPU of the Redis processes the sentinels name.
+#[test]
+fn the_fleet_script_runs_behind_sentinel() {
+    let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_loadgen"));
+    let bin = loadgen.parent().unwrap();
+    assert!(
+        bin.join("heartbeat-server").exists(),
+        "{} is missing: run the workspace's tests (scripts/test), which build it",
+        bin.join("heartbeat-server").display()
+    );
+    let group = heartbeat_store_redis::testkit::RedisSentinel::start();
+    let base_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fleet");
+    let output = Command::new("bash")
+        .arg(script)
+        .args(["--redis", "sentinel", "--redis-url", &group.url()])
+        .args(["--bin", bin.to_str().unwrap(), "--instances", "2"])
+        .args(["--base-port", &base_port.to_string(), "--"])
+        .args(["heartbeat", "--concurrency", "4", "--players", "50"])
+        .args(["--duration", "1"])
+        .output()
+        .expect("bash runs scripts/fleet");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scripts/fleet failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "fleet: 2 instance(s) on sentinel Redis",
+        "connection errors 0, wrong answers 0",
+        "fleet: Redis (sentinel) used",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+    // The master and the replica the sentinels name, besides the three sentinels.
+    let ports = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("fleet: Redis CPU counted on ports "))
+        .unwrap_or_else(|| panic!("no ports line in:\n{stdout}"));
+    assert_eq!(ports.split_whitespace().count(), 5, "{stdout}");
+}
