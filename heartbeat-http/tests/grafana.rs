@@ -187,10 +187,11 @@ fn every_metric_the_dashboard_names_is_exported() {
             "the dashboard queries {name}, which the server does not export:\n{metrics}"
         );
     }
-    // The delivery lag was observed for both of the job's events (created, completed).
+    // The delivery lag was observed for the completion the stream received (and for the
+    // creation too when the stream was subscribed before it).
     let delivered = metrics
         .lines()
         .find_map(|line| line.strip_prefix("heartbeat_event_delivery_seconds_count "))
         .and_then(|count| count.parse::<u64>().ok());
-    assert_eq!(delivered, Some(2), "{metrics}");
+    assert!(matches!(delivered, Some(1 | 2)), "{metrics}");
 }
