@@ -315,8 +315,13 @@ impl SessionStore for RedisStore {
             Some(error) if answering == 0 => Err(store_error("ping", error)),
             Some(_) => {
                 // The routing table names a master that does not answer: read it again,
-                // so that a promoted replica is the one asked next time.
-                let _ = client.sync_cluster().await;
+                // so that a promoted replica is the one asked next time. In the
+                // background: while fred reconnects, that waits as long as the failover,
+                // and a probe must answer now.
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _ = client.sync_cluster().await;
+                });
                 Ok(StoreHealth::Degraded { answering, total })
             }
         }
