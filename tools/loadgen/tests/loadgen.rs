@@ -184,19 +184,18 @@ fn the_cost_script_prints_instructions_per_request() {
         "{} is missing: run the workspace's tests (scripts/test), which build it",
         server.display()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/cost");
-    let output = Command::new("bash")
-        .arg(script)
-        .args(["--server", server.to_str().unwrap()])
-        .args(["--loadgen", loadgen.to_str().unwrap()])
-        .args(["--rate", "20", "healthz", "memory"])
-        .output()
-        .expect("bash runs scripts/cost");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "scripts/cost failed (needs valgrind: scripts/test installs it):\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = run_script(
+        "cost",
+        &[
+            "--server",
+            server.to_str().unwrap(),
+            "--loadgen",
+            loadgen.to_str().unwrap(),
+            "--rate",
+            "20",
+            "healthz",
+            "memory",
+        ],
     );
     for row in ["healthz", "memory"] {
         let figure: u64 = stdout
@@ -227,21 +226,29 @@ fn the_fleet_script_runs_behind_sentinel() {
         .local_addr()
         .unwrap()
         .port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fleet");
-    let output = Command::new("bash")
-        .arg(script)
-        .args(["--redis", "sentinel", "--redis-url", &group.url()])
-        .args(["--bin", bin.to_str().unwrap(), "--instances", "2"])
-        .args(["--base-port", &base_port.to_string(), "--"])
-        .args(["heartbeat", "--concurrency", "4", "--players", "50"])
-        .args(["--duration", "1"])
-        .output()
-        .expect("bash runs scripts/fleet");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "scripts/fleet failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (url, base_port) = (group.url(), base_port.to_string());
+    let stdout = run_script(
+        "fleet",
+        &[
+            "--redis",
+            "sentinel",
+            "--redis-url",
+            &url,
+            "--bin",
+            bin.to_str().unwrap(),
+            "--instances",
+            "2",
+            "--base-port",
+            &base_port,
+            "--",
+            "heartbeat",
+            "--concurrency",
+            "4",
+            "--players",
+            "50",
+            "--duration",
+            "1",
+        ],
     );
     for expected in [
         "fleet: 2 instance(s) on sentinel Redis",
@@ -256,4 +263,22 @@ fn the_fleet_script_runs_behind_sentinel() {
         .find_map(|line| line.strip_prefix("fleet: Redis CPU counted on ports "))
         .unwrap_or_else(|| panic!("no ports line in:\n{stdout}"));
     assert_eq!(ports.split_whitespace().count(), 5, "{stdout}");
+}
+
+/// Runs `scripts/<name>` with `args` and returns what it printed; panics with its output
+/// when it fails (`scripts/test` installs what the scripts need: valgrind, redis-server).
+fn run_script(name: &str, args: &[&str]) -> String {
+    let script = format!("{}/../../scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("bash cannot run {script}: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "scripts/{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
