@@ -7,7 +7,6 @@ use std::fmt;
 /// ```
 /// use heartbeat_core::store::StoreHealth;
 /// let health = StoreHealth::Degraded { answering: 2, total: 3 };
-/// assert!(health.is_degraded());
 /// assert_eq!(health.to_string(), "degraded: 2 of 3 store nodes answer");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,13 +22,6 @@ pub enum StoreHealth {
         /// Nodes the store spreads its data over.
         total: usize,
     },
-}
-
-impl StoreHealth {
-    /// True when some part of the store does not answer.
-    pub fn is_degraded(self) -> bool {
-        matches!(self, StoreHealth::Degraded { .. })
-    }
 }
 
 impl fmt::Display for StoreHealth {

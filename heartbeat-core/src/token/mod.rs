@@ -155,9 +155,6 @@ pub enum SealError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
-    /// The heartbeat data could not be written as JSON.
-    #[error("the heartbeat data cannot be written as JSON: {0}")]
-    Encode(String),
 }
 
 /// A shared key that cannot be used.
