@@ -229,15 +229,21 @@ impl Timestamp {
             (millis_of_day % 1000, 3, 20),
         ];
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        for (mut value, width, at) in fields {
-            for place in (at..at + width).rev() {
-                // Every field is in 0..10^width: the range check of every constructor
-                // keeps the year in 0000-9999.
-                out[place] = b'0' + u8::try_from(value % 10).unwrap_or(0);
-                value /= 10;
-            }
+        for (value, width, at) in fields {
+            // Every field is in 0..10^width: the range check of every constructor keeps
+            // the year in 0000-9999.
+            write_padded_digits(&mut out[at..at + width], u64::try_from(value).unwrap_or(0));
         }
         out
+    }
+}
+
+/// Writes the last `out.len()` decimal digits of `value` into `out`, zero-padded on the
+/// left: fixed-width numbers without the formatting machinery.
+pub(crate) fn write_padded_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + u8::try_from(value % 10).unwrap_or(0);
+        value /= 10;
     }
 }
 

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::sessions::{EndReason, PlayRecord, RejectReason, SessionRecord};
+use crate::time::write_padded_digits;
 use crate::{Id, Timestamp, json};
 
 /// Which analytics index.
@@ -44,12 +45,8 @@ impl IndexKey {
     /// Appends the time part: unix milliseconds, zero-padded to [`Self::TIME_DIGITS`]
     /// (every [`Timestamp`] fits: the year 9999 ends at 253402300799999).
     fn push_time(key: &mut String, at: Timestamp) {
-        let mut millis = u64::try_from(at.unix_millis()).unwrap_or(0);
         let mut digits = [b'0'; Self::TIME_DIGITS];
-        for digit in digits.iter_mut().rev() {
-            *digit = b'0' + u8::try_from(millis % 10).unwrap_or(0);
-            millis /= 10;
-        }
+        write_padded_digits(&mut digits, u64::try_from(at.unix_millis()).unwrap_or(0));
         key.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     }
 
