@@ -19,14 +19,20 @@ const BRIEF_HEARTBEATS: &[&str] = &[
 
 /// Runs the `loadgen` binary with `args`, failing the test (with its output) when it fails.
 fn loadgen(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.args(args);
+    stdout_of(command, &format!("loadgen {args:?}"))
+}
+
+/// What `command` printed; fails the test with its output when it cannot run or fails.
+fn stdout_of(mut command: Command, what: &str) -> String {
+    let output = command
         .output()
-        .expect("loadgen runs");
+        .unwrap_or_else(|error| panic!("{what} cannot run: {error}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
-        "loadgen {args:?} failed:\n{stdout}\n{}",
+        "{what} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
@@ -264,17 +270,12 @@ fn the_fleet_script_runs_behind_sentinel() {
 /// Runs `scripts/<name>` with `args` and returns what it printed; panics with its output
 /// when it fails (`scripts/test` installs what the scripts need: valgrind, redis-server).
 fn run_script(name: &str, args: &[&str]) -> String {
-    let script = format!("{}/../../scripts/{name}", env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("bash cannot run {script}: {error}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "scripts/{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut command = Command::new("bash");
+    command
+        .arg(format!(
+            "{}/../../scripts/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args);
+    stdout_of(command, &format!("scripts/{name}"))
 }
