@@ -7,7 +7,7 @@ import { createServer } from "node:http";
 import { test } from "node:test";
 
 import { StopReason, startHeartbeat } from "../src/heartbeat.js";
-import { firstToken as firstTokenFor, playback, startProxy } from "./support.mjs";
+import { answerFirst, firstToken as firstTokenFor, playback, startProxy } from "./support.mjs";
 
 const url = process.env.HEARTBEAT_URL;
 const sharedKey = process.env.SHARED_KEY;
@@ -125,17 +125,12 @@ test("an invalid token stops the player with a fatal invalid_token error", async
 
 test("503 with Retry-After is retried after it, and the player keeps going", async () => {
   // A proxy in front of the real server that answers the first heartbeat 503.
-  let failures = 1;
   const proxy = await startProxy(url, {
-    before: () => {
-      if (failures === 0) return undefined;
-      failures -= 1;
-      return {
-        status: 503,
-        headers: { "retry-after": "1" },
-        body: '{"error":"Storage is unavailable; retry shortly."}',
-      };
-    },
+    before: answerFirst({
+      status: 503,
+      headers: { "retry-after": "1" },
+      body: '{"error":"Storage is unavailable; retry shortly."}',
+    }),
   });
   try {
     const started = Date.now();
@@ -217,13 +212,8 @@ test("a refusal without a reason (the Node server's 412) reaches onRefused with 
 });
 
 test("a 400 is retried like a 5xx, not a reason to stop (only 412 and 406 stop)", async () => {
-  let failures = 1;
   const proxy = await startProxy(url, {
-    before: () => {
-      if (failures === 0) return undefined;
-      failures -= 1;
-      return { status: 400, body: '{"error":"The body is not valid JSON."}' };
-    },
+    before: answerFirst({ status: 400, body: '{"error":"The body is not valid JSON."}' }),
   });
   try {
     const tv = player(firstToken(++nextUser, "Living-room TV"), { url: proxy.url });

@@ -59,3 +59,12 @@ export async function startProxy(target, { before, after } = {}) {
     close: () => proxy.close(),
   };
 }
+
+/**
+ * A `before` for {@link startProxy} that answers the first request with `answer`
+ * (`{ status, headers, body }`) in the server's place and lets every later one through.
+ */
+export function answerFirst(answer) {
+  let left = 1;
+  return () => (left-- > 0 ? answer : undefined);
+}
