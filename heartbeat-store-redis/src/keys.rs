@@ -1,20 +1,104 @@
 //! Key names (see the crate docs for the table).
+//!
+//! A user's own keys (progress, history) and their analytics index entries are written by
+//! the same script as the Node server's session key, so on a Redis Cluster they must hash
+//! to its slot. Node's key name cannot change (a mixed fleet shares it), and a user id may
+//! hold braces that move its hash tag, so the slot is computed from the session key's name
+//! as Redis computes it, and our keys carry a short tag that hashes to that slot
+//! ([`slot_tag`]): `hb_progress:{<tag>}:<user>`.
+
+use std::sync::LazyLock;
 
 use heartbeat_core::Id;
 use heartbeat_core::jobs::{JobId, Owner};
 use heartbeat_core::sessions::analytics::Index;
 
+/// Hash slots of a Redis Cluster.
+pub(crate) const SLOTS: u16 = 16_384;
+
+/// For each hash slot, the first text of the sequence `0, 1, …, 9, a, …, z, 10, …` (base
+/// 36) that hashes to it. Key names depend on it: it must never change.
+static SLOT_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut tags = vec![String::new(); usize::from(SLOTS)];
+    let mut missing = tags.len();
+    let mut n: u32 = 0;
+    while missing > 0 {
+        let tag = base36(n);
+        let slot = usize::from(slot_of(tag.as_bytes()));
+        if tags[slot].is_empty() {
+            tags[slot] = tag;
+            missing -= 1;
+        }
+        n += 1;
+    }
+    tags
+});
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut text = Vec::new();
+    loop {
+        text.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    text.reverse();
+    String::from_utf8(text).expect("ASCII digits")
+}
+
+/// The hash slot of a key, by Redis Cluster's rule (the text of its first non-empty
+/// `{…}` if any, else the whole name).
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    fred::util::redis_keyslot(key)
+}
+
+/// A short tag (`[0-9a-z]+`) that hashes to `slot`: a key named `…{<tag>}…` (with no `{`
+/// before it) lives in that slot.
+pub(crate) fn slot_tag(slot: u16) -> &'static str {
+    &SLOT_TAGS[usize::from(slot % SLOTS)]
+}
+
+/// How the analytics index is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexLayout {
+    /// One sorted set per index (`{hb_history_index}:<index>`): one server reads a page
+    /// with one command.
+    OneKey,
+    /// One sorted set per index and hash slot (`hb_index:{<tag>}:<index>`), written by the
+    /// commit script in the user's slot (Redis Cluster); pages are merged from all of them.
+    PerSlot,
+}
+
 pub(crate) struct Keys {
     namespace: String,
+    index_layout: IndexLayout,
+}
+
+/// A user's keys that one commit script writes, all in the slot of the session key.
+pub(crate) struct UserKeys {
+    pub(crate) sessions: String,
+    pub(crate) progress: String,
+    pub(crate) history: String,
+    pub(crate) finished: String,
+    pub(crate) refusals: String,
 }
 
 impl Keys {
-    pub(crate) fn new(namespace: String) -> Self {
-        Self { namespace }
+    pub(crate) fn new(namespace: String, index_layout: IndexLayout) -> Self {
+        Self {
+            namespace,
+            index_layout,
+        }
     }
 
     pub(crate) fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    pub(crate) fn index_layout(&self) -> IndexLayout {
+        self.index_layout
     }
 
     /// The Node server's key: `<ns>hb_sessions:<user>:active_sessions`.
@@ -22,11 +106,52 @@ impl Keys {
         format!("{}hb_sessions:{user}:active_sessions", self.namespace)
     }
 
+    /// Every key a commit of `user` writes (the Node server's progress hash aside).
+    pub(crate) fn user(&self, user: &Id) -> UserKeys {
+        let sessions = self.sessions(user);
+        let slot = slot_of(sessions.as_bytes());
+        let [finished, refusals] = [Index::Finished, Index::Refusals].map(|index| {
+            match self.index_layout {
+                IndexLayout::OneKey => self.one_index(index),
+                IndexLayout::PerSlot => self.slot_index(index, slot),
+            }
+        });
+        UserKeys {
+            progress: self.tagged("hb_progress", slot, user),
+            history: self.tagged("hb_history", slot, user),
+            sessions,
+            finished,
+            refusals,
+        }
+    }
+
+    /// `<ns><kind>:{<tag of slot>}:<user>`.
+    fn tagged(&self, kind: &str, slot: u16, user: &Id) -> String {
+        format!("{}{kind}:{{{}}}:{user}", self.namespace, slot_tag(slot))
+    }
+
+    fn user_slot(&self, user: &Id) -> u16 {
+        slot_of(self.sessions(user).as_bytes())
+    }
+
+    /// A user's progress hash: asset → progress record.
     pub(crate) fn progress(&self, user: &Id) -> String {
+        self.tagged("hb_progress", self.user_slot(user), user)
+    }
+
+    /// A user's history list, newest first.
+    pub(crate) fn history(&self, user: &Id) -> String {
+        self.tagged("hb_history", self.user_slot(user), user)
+    }
+
+    /// A user's progress hash as builds before the slot tag named it (read until it
+    /// expires: nothing writes it any more).
+    pub(crate) fn untagged_progress(&self, user: &Id) -> String {
         format!("{}hb_progress:{user}", self.namespace)
     }
 
-    pub(crate) fn history(&self, user: &Id) -> String {
+    /// A user's history list as builds before the slot tag named it (read until it expires).
+    pub(crate) fn untagged_history(&self, user: &Id) -> String {
         format!("{}hb_history:{user}", self.namespace)
     }
 
@@ -60,14 +185,21 @@ impl Keys {
         format!("{}{{hb_events}}:owner:{owner}", self.namespace)
     }
 
-    /// An analytics index (SPEC §3.9); both share a hash tag, so that one script writes
-    /// them on a cluster too.
-    pub(crate) fn analytics(&self, index: Index) -> String {
-        let name = match index {
-            Index::Finished => "finished",
-            Index::Refusals => "refusals",
-        };
-        format!("{}{{hb_history_index}}:{name}", self.namespace)
+    /// An analytics index (SPEC §3.9) kept in one key; both indexes share a hash tag. The
+    /// [`IndexLayout::OneKey`] layout, and what builds before [`IndexLayout::PerSlot`]
+    /// wrote on a cluster too (read until it expires).
+    pub(crate) fn one_index(&self, index: Index) -> String {
+        format!("{}{{hb_history_index}}:{}", self.namespace, index_name(index))
+    }
+
+    /// The part of an analytics index kept in `slot` ([`IndexLayout::PerSlot`]).
+    pub(crate) fn slot_index(&self, index: Index, slot: u16) -> String {
+        format!(
+            "{}hb_index:{{{}}}:{}",
+            self.namespace,
+            slot_tag(slot),
+            index_name(index)
+        )
     }
 
     /// The pub/sub channel every instance listens on.
@@ -78,5 +210,74 @@ impl Keys {
     /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on.
     pub(crate) fn notice_channel(&self) -> String {
         format!("{}hb_session_notices", self.namespace)
+    }
+}
+
+fn index_name(index: Index) -> &'static str {
+    match index {
+        Index::Finished => "finished",
+        Index::Refusals => "refusals",
+    }
+}
+
+/// Why a namespace cannot be used with [`IndexLayout::PerSlot`] keys, if it cannot: a `{`
+/// in it would decide the slot of every key instead of the slot tags.
+pub(crate) fn check_cluster_namespace(namespace: &str) -> Result<(), String> {
+    if namespace.contains(['{', '}']) {
+        return Err(format!(
+            "the namespace {namespace:?} holds a brace: on a Redis Cluster a {{…}} in the \
+             namespace would put every key in one hash slot; choose one without braces"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn every_slot_has_a_tag_that_hashes_to_it() {
+        for slot in 0..SLOTS {
+            let tag = slot_tag(slot);
+            assert!(tag.bytes().all(|b| b.is_ascii_alphanumeric()), "{tag}");
+            assert_eq!(slot_of(tag.as_bytes()), slot, "{tag}");
+        }
+    }
+
+    /// Key names of stored data: a change of the sequence would orphan every tagged key.
+    #[test]
+    fn the_tags_are_the_ones_stored_keys_were_named_with() {
+        // 12182 is the slot Redis documents for `foo` (CLUSTER KEYSLOT foo).
+        let tags: Vec<&str> = [0, 1, 866, 12_182, 16_383].map(slot_tag).to_vec();
+        assert_eq!(tags, ["1bz", "emj", "9l2", "foo", "hia"]);
+        let keys = Keys::new("prod:".into(), IndexLayout::PerSlot).user(&Id::Int(13));
+        assert_eq!(keys.progress, "prod:hb_progress:{5kh}:13");
+        assert_eq!(keys.history, "prod:hb_history:{5kh}:13");
+        assert_eq!(keys.finished, "prod:hb_index:{5kh}:finished");
+    }
+
+    #[test]
+    fn a_namespace_with_braces_is_refused_on_a_cluster() {
+        assert!(check_cluster_namespace("prod:").is_ok());
+        let error = check_cluster_namespace("{prod}:").unwrap_err();
+        assert!(error.contains("without braces"), "{error}");
+    }
+
+    proptest! {
+        /// Whatever the user id (braces included), a user's keys share the session key's slot.
+        #[test]
+        fn a_users_keys_share_the_session_keys_slot(
+            user in prop_oneof![any::<i64>().prop_map(Id::Int), "\\PC{1,40}".prop_map(Id::Str)],
+            namespace in "[a-z:]{0,8}",
+        ) {
+            let keys = Keys::new(namespace, IndexLayout::PerSlot).user(&user);
+            let slot = slot_of(keys.sessions.as_bytes());
+            for key in [&keys.progress, &keys.history, &keys.finished, &keys.refusals] {
+                prop_assert_eq!(slot_of(key.as_bytes()), slot, "{}", key);
+            }
+        }
     }
 }

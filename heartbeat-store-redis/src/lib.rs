@@ -21,32 +21,40 @@
 //! # Keys
 //!
 //! Every key starts with [`RedisConfig::namespace`] (the Node server's `REDIS_NAMESPACE`).
+//! `<tag>` is a short text that hashes to the slot of the user's session key (the Node
+//! server's name, which cannot change), so that one script writes all of a user's keys on
+//! a Redis Cluster too.
 //!
 //! | key | type | content | TTL |
 //! |---|---|---|---|
 //! | `hb_sessions:<user>:active_sessions` | hash | session id → `{"timestamp","hit_counter","started_at",…}` (the Node server's key and format) | the longest possible life of its sessions |
-//! | `hb_progress:<user>` | hash | asset id → `{"progress","updated_at","session_id"}` | retention |
-//! | `hb_history:<user>` | list | play records, newest first, capped | retention |
-//! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`]) | retention |
+//! | `hb_progress:{<tag>}:<user>` | hash | asset id → `{"progress","updated_at","session_id"}` | retention |
+//! | `hb_history:{<tag>}:<user>` | list | play records, newest first, capped | retention |
+//! | `{hb_history_index}:finished`, `{hb_history_index}:refusals` | sorted sets | the analytics indexes (one server) | retention |
+//! | `hb_index:{<tag>}:finished`, `hb_index:{<tag>}:refusals` | sorted sets | the analytics indexes, a part per hash slot (Redis Cluster, or [`RedisConfig::one_script_per_key`]) | retention |
+//! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`], one server only) | retention |
 //! | `hb_job:<id>` | string | the job | [`RedisConfig::job_retention`] |
 //! | `hb_jobs:last_id`, `hb_jobs:owner:<owner>`, `hb_jobs:due` | counter, sorted sets | job ids, jobs by owner, jobs the simulator completes | job retention |
 //! | `{hb_events}:last_id`, `{hb_events}:owner:<owner>` | counter, sorted set | event ids, each owner's newest events | job retention |
 //!
-//! On a single Redis server a heartbeat costs two round trips: `HGETALL` of the session
-//! hash, then one script that compares it and, if unchanged, writes the sessions, progress
-//! and history together. On Redis Cluster (`redis-cluster://`) every script touches one
-//! key (or keys sharing the `{hb_events}` hash tag), and progress and history are written
-//! by their own scripts right after the commit.
+//! A heartbeat costs two round trips on one server and on a cluster alike: `HGETALL` of
+//! the session hash, then one script that compares it and, if unchanged, writes the
+//! sessions, progress, history and the analytics index entry together. On a cluster an
+//! export page asks every master once for the index parts of its slots, merged in order.
+//!
+//! Earlier builds (before the slot tag; see CHANGELOG) named progress and history `hb_progress:<user>` and `hb_history:<user>`
+//! and kept the index in `{hb_history_index}:*` on a cluster too. Nothing writes those any
+//! more; they are still read (the newer progress of the two names, history and index
+//! entries merged in order) until their retention ends them, so an upgrade, rolling or
+//! not, loses nothing.
 //!
 //! # Atomicity
 //!
 //! A session commit is one Lua script on the user's hash: it compares the hash with what
 //! was loaded (field by field, so writes of a Node server count too) and applies the change
 //! only if nothing moved; the core retries a bounded number of times. No lock is held
-//! across a round trip. On a single server progress and history are written by the same
-//! script; on a cluster right after an applied commit, so if Redis fails in between, the
-//! heartbeat is answered 503 and the history of a session that ended in that commit may
-//! miss its entry.
+//! across a round trip. Progress, history and the index entry are written by the same
+//! script, on every topology.
 //!
 //! # Failures
 //!
@@ -99,10 +107,14 @@ pub struct RedisConfig {
     pub event_history: usize,
     /// How long jobs and their events are kept after their last change (default 7 days).
     pub job_retention: Duration,
-    /// Also write progress to the Node server's `user_progress` hash (default off).
+    /// Also write progress to the Node server's `user_progress` hash (default off). One
+    /// server only: that hash is one key, which a cluster cannot write in a user's slot
+    /// (and the Node server does not run on a cluster).
     pub node_progress: bool,
-    /// Touch one key per script, as Redis Cluster requires (and some proxies): the commit
-    /// then takes one more round trip. Always on for `redis-cluster://` URLs (default off).
+    /// Lay keys out as on a Redis Cluster (for a proxy that routes by hash slot): the
+    /// analytics index in a part per slot, every script's keys in one slot; then
+    /// [`node_progress`](Self::node_progress) cannot be on, and the namespace cannot hold
+    /// braces. Always on for `redis-cluster://` URLs (default off).
     pub one_script_per_key: bool,
 }
 
@@ -203,7 +215,6 @@ struct Inner {
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
-    single_script: bool,
     /// When a commit also drops the analytics index entries past the retention.
     index_trims: heartbeat_core::store::kit::SweepCadence,
     tasks: Vec<JoinHandle<()>>,
@@ -278,9 +289,22 @@ impl RedisStore {
                 .clone()
                 .filter(|password| !password.is_empty());
         }
-        // One server: a commit is one script over all of a user's keys. A cluster keeps
-        // them in different slots: one script per key.
-        let single_script = !(config.one_script_per_key || redis_config.server.is_clustered());
+        // A cluster (or a proxy that routes by slot) keeps the analytics index in a key
+        // per slot, so that the commit script writes it in the user's slot.
+        let index_layout = if config.one_script_per_key || redis_config.server.is_clustered() {
+            keys::check_cluster_namespace(&config.namespace).map_err(invalid)?;
+            if config.node_progress {
+                return Err(invalid(
+                    "node_progress (REDIS_NODE_PROGRESS) writes the Node server's one \
+                     user_progress hash, which a Redis Cluster cannot write in the user's \
+                     slot, and the Node server does not run on a cluster: turn it off"
+                        .into(),
+                ));
+            }
+            keys::IndexLayout::PerSlot
+        } else {
+            keys::IndexLayout::OneKey
+        };
         let mut builder = Builder::from_config(redis_config);
         builder
             .with_connection_config(|connection| {
@@ -311,7 +335,7 @@ impl RedisStore {
         init(&subscriber, config.connect_timeout)
             .await
             .map_err(unreachable)?;
-        let keys = keys::Keys::new(config.namespace);
+        let keys = keys::Keys::new(config.namespace, index_layout);
         let scripts = scripts::Scripts::new();
         scripts.load(pool.next()).await.map_err(unreachable)?;
         let live = bus::Live {
@@ -338,7 +362,6 @@ impl RedisStore {
                 event_history: config.event_history.max(1),
                 job_retention_millis,
                 node_progress: config.node_progress,
-                single_script,
                 index_trims: heartbeat_core::store::kit::SweepCadence::default(),
                 tasks,
             }),

@@ -1,6 +1,9 @@
 //! [`SessionStore`] on Redis: the Node server's session hash, compared and set by a script.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use fred::types::config::Server;
+use fred::types::{ClusterHash, CustomCommand};
 
 use fred::prelude::{
     ClientLike, HashesInterface, ListInterface, PubsubInterface, SortedSetsInterface,
@@ -15,6 +18,7 @@ use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, U
 
 use heartbeat_core::store::kit::encode;
 
+use crate::keys::{IndexLayout, SLOTS, slot_of};
 use crate::{RedisStore, decode, store_error};
 
 /// A user's session hash as loaded, field by field: the compare-and-set checks it is
@@ -56,6 +60,27 @@ fn index_args(index: &IndexWrite, ttl: &str, trim: bool) -> Option<Vec<String>> 
     Some(args)
 }
 
+/// The first `limit` of two lists of play records, each newest first, newest first (by
+/// when the session ended, or was last seen if it has not).
+fn newest_first(a: Vec<PlayRecord>, b: Vec<PlayRecord>, limit: usize) -> Vec<PlayRecord> {
+    if b.is_empty() {
+        return a;
+    }
+    let when = |record: &PlayRecord| record.ended_at.unwrap_or(record.last_heartbeat);
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    let mut merged = Vec::with_capacity(limit.min(a.len() + b.len()));
+    while merged.len() < limit {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => when(x) >= when(y),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        merged.extend(if take_a { a.next() } else { b.next() });
+    }
+    merged
+}
+
 fn retention_millis(limits: &Retention) -> String {
     limits
         .retention_secs
@@ -64,8 +89,7 @@ fn retention_millis(limits: &Retention) -> String {
         .to_string()
 }
 
-/// What an applied commit writes besides the session hash, encoded once for either way
-/// of writing it (inside the commit script, or by scripts of their own on a cluster).
+/// What an applied commit writes besides the session hash, in the commit script.
 struct Extras {
     /// Retention of progress and history, in milliseconds.
     ttl: String,
@@ -125,62 +149,6 @@ impl Extras {
         // An empty ttl: nothing to write in the indexes.
         args.extend(self.index.unwrap_or_else(|| vec![String::new()]));
     }
-
-    /// Writes them with one script per key (Redis Cluster).
-    async fn write(self, store: &RedisStore, user: &Id) -> Result<(), StoreError> {
-        let (scripts, keys) = (&store.inner.scripts, &store.inner.keys);
-        let hashes = [
-            (keys.progress(user), self.progress),
-            (keys.node_progress(), self.node_progress),
-        ];
-        let progress = async {
-            for (key, pair) in hashes {
-                if let Some(pair) = pair {
-                    let args = std::iter::once(self.ttl.clone()).chain(pair).collect();
-                    store
-                        .eval::<()>("progress write", &scripts.hash_set, vec![key], args)
-                        .await?;
-                }
-            }
-            Ok(())
-        };
-        let history = async {
-            if self.history.is_empty() {
-                return Ok(());
-            }
-            let args = [self.ttl.clone(), self.cap.clone()]
-                .into_iter()
-                .chain(self.history.iter().cloned())
-                .collect();
-            store
-                .eval::<()>(
-                    "history write",
-                    &scripts.list_push,
-                    vec![keys.history(user)],
-                    args,
-                )
-                .await
-        };
-        let index = async {
-            let Some(args) = &self.index else {
-                return Ok(());
-            };
-            let keys = vec![
-                keys.analytics(Index::Finished),
-                keys.analytics(Index::Refusals),
-            ];
-            store
-                .eval::<()>(
-                    "analytics index write",
-                    &scripts.analytics_index,
-                    keys,
-                    args.clone(),
-                )
-                .await
-        };
-        let (progress, history, index) = tokio::join!(progress, history, index);
-        progress.and(history).and(index)
-    }
 }
 
 impl SessionStore for RedisStore {
@@ -222,72 +190,77 @@ impl SessionStore for RedisStore {
             args.push(record.to_json());
         }
         args.push(write.keep_millis.max(1).to_string());
-        let keys = &self.inner.keys;
-        if self.inner.single_script {
-            self.extras(user, write, limits)?.push_args(&mut args);
-            let applied: i64 = self
-                .eval(
-                    "session commit",
-                    &self.inner.scripts.commit_all,
-                    vec![
-                        keys.sessions(user),
-                        keys.progress(user),
-                        keys.history(user),
-                        keys.node_progress(),
-                        keys.analytics(Index::Finished),
-                        keys.analytics(Index::Refusals),
-                    ],
-                    args,
-                )
-                .await?;
-            return Ok(if applied == 1 {
-                Commit::Applied
-            } else {
-                Commit::Conflict
-            });
+        self.extras(user, write, limits)?.push_args(&mut args);
+        let keys = self.inner.keys.user(user);
+        let mut keys = vec![
+            keys.sessions,
+            keys.progress,
+            keys.history,
+            keys.finished,
+            keys.refusals,
+        ];
+        if self.inner.node_progress {
+            keys.push(self.inner.keys.node_progress());
         }
         let applied: i64 = self
-            .eval(
-                "session commit",
-                &self.inner.scripts.commit_sessions,
-                vec![keys.sessions(user)],
-                args,
-            )
+            .eval("session commit", &self.inner.scripts.commit_all, keys, args)
             .await?;
-        if applied != 1 {
-            return Ok(Commit::Conflict);
-        }
-        // Boxed: the cluster path joins three script calls, and held inline their futures
-        // would triple the size of every commit's future (≈ 18 KB, copied into its box on
-        // each heartbeat on one server too).
-        Box::pin(self.extras(user, write, limits)?.write(self, user)).await?;
-        Ok(Commit::Applied)
+        Ok(if applied == 1 {
+            Commit::Applied
+        } else {
+            Commit::Conflict
+        })
     }
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
-        let json: Option<String> = self
-            .client()
-            .hget(self.inner.keys.progress(user), asset.to_string())
-            .await
-            .map_err(|error| store_error("progress read", error))?;
-        json.map(|json| decode("a progress entry", &json))
-            .transpose()
+        let keys = &self.inner.keys;
+        let read = |key: String| async move {
+            let json: Option<String> = self
+                .client()
+                .hget(key, asset.to_string())
+                .await
+                .map_err(|error| store_error("progress read", error))?;
+            json.map(|json| decode::<ProgressRecord>("a progress entry", &json))
+                .transpose()
+        };
+        // Builds before the slot tag wrote the untagged key: until it expires, the newer
+        // of the two is the user's progress (during a rolling upgrade both are written).
+        let (tagged, untagged) = futures_util::try_join!(
+            read(keys.progress(user)),
+            read(keys.untagged_progress(user))
+        )?;
+        Ok(match (tagged, untagged) {
+            (Some(tagged), Some(untagged)) if untagged.updated_at > tagged.updated_at => {
+                Some(untagged)
+            }
+            (tagged, untagged) => tagged.or(untagged),
+        })
     }
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let keys = &self.inner.keys;
         let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
-        let entries: Vec<String> = self
-            .client()
-            .lrange(self.inner.keys.history(user), 0, stop)
-            .await
-            .map_err(|error| store_error("history read", error))?;
-        entries
-            .iter()
-            .map(|json| decode("a history entry", json))
-            .collect()
+        let read = |key: String| async move {
+            let entries: Vec<String> = self
+                .client()
+                .lrange(key, 0, stop)
+                .await
+                .map_err(|error| store_error("history read", error))?;
+            entries
+                .iter()
+                .map(|json| decode::<PlayRecord>("a history entry", json))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        // Builds before the slot tag wrote the untagged list: until it expires, its
+        // entries are merged in by when their sessions ended.
+        let (tagged, untagged) = futures_util::try_join!(
+            read(keys.history(user)),
+            read(keys.untagged_history(user))
+        )?;
+        Ok(newest_first(tagged, untagged, limit))
     }
 
     async fn ping(&self) -> Result<StoreHealth, StoreError> {
@@ -345,16 +318,34 @@ impl AnalyticsStore for RedisStore {
             return Ok(Vec::new());
         }
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
-        let found: Vec<String> = self
-            .client()
-            .zrangebylex(
-                self.inner.keys.analytics(index),
-                format!("({after}"),
-                format!("({before}"),
-                Some((0, count)),
-            )
-            .await
-            .map_err(|error| store_error("analytics index read", error))?;
+        let found: Vec<String> = match self.inner.keys.index_layout() {
+            IndexLayout::OneKey => self
+                .client()
+                .zrangebylex(
+                    self.inner.keys.one_index(index),
+                    format!("({after}"),
+                    format!("({before}"),
+                    Some((0, count)),
+                )
+                .await
+                .map_err(|error| store_error("analytics index read", error))?,
+            IndexLayout::PerSlot => {
+                let pages: Vec<Vec<String>> = self
+                    .on_every_node(
+                        "analytics index read",
+                        &self.inner.scripts.index_range_keys,
+                        index,
+                        vec![after.to_string(), before.to_string(), count.to_string()],
+                    )
+                    .await?;
+                // Each node's page is in order; the first `limit` of all of them is the
+                // page (byte order, as `IndexKey` and sorted sets order).
+                let mut found: Vec<String> = pages.into_iter().flatten().collect();
+                found.sort_unstable();
+                found.truncate(limit);
+                found
+            }
+        };
         Ok(found
             .into_iter()
             .filter_map(IndexKey::from_stored)
@@ -362,10 +353,86 @@ impl AnalyticsStore for RedisStore {
     }
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
-        self.client()
-            .zlexcount(self.inner.keys.analytics(index), format!("[{from}"), "+")
-            .await
-            .map_err(|error| store_error("analytics index count", error))
+        match self.inner.keys.index_layout() {
+            IndexLayout::OneKey => self
+                .client()
+                .zlexcount(self.inner.keys.one_index(index), format!("[{from}"), "+")
+                .await
+                .map_err(|error| store_error("analytics index count", error)),
+            IndexLayout::PerSlot => {
+                let counts: Vec<u64> = self
+                    .on_every_node(
+                        "analytics index count",
+                        &self.inner.scripts.index_count_keys,
+                        index,
+                        vec![from.to_string()],
+                    )
+                    .await?;
+                Ok(counts.into_iter().sum())
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    /// Runs a read script on every node with `head` and then the keys of `index` the node
+    /// serves as its arguments: one per hash slot ([`IndexLayout::PerSlot`]), and the
+    /// one-key index that builds before it wrote on a cluster too (read until it expires).
+    /// Their answers, one per node.
+    async fn on_every_node<R: fred::types::FromValue>(
+        &self,
+        what: &str,
+        script: &fred::types::scripts::Script,
+        index: Index,
+        head: Vec<String>,
+    ) -> Result<Vec<R>, StoreError> {
+        use fred::interfaces::ClusterInterface;
+        let (client, keys) = (self.client(), &self.inner.keys);
+        let one_key = keys.one_index(index);
+        // Each node's arguments, and a slot it serves for the client to route them by.
+        let mut by_node: BTreeMap<Option<Server>, (u16, Vec<String>)> = BTreeMap::new();
+        match client.cached_cluster_state() {
+            // One server (behind a proxy that routes by slot, say): it serves every slot.
+            None => {
+                let mut args = head;
+                args.extend((0..SLOTS).map(|slot| keys.slot_index(index, slot)));
+                args.push(one_key);
+                by_node.insert(None, (0, args));
+            }
+            Some(routing) => {
+                for range in routing.slots() {
+                    by_node
+                        .entry(Some(range.primary.clone()))
+                        .or_insert_with(|| (range.start, head.clone()))
+                        .1
+                        .extend((range.start..=range.end).map(|slot| keys.slot_index(index, slot)));
+                }
+                let server = routing.get_server(slot_of(one_key.as_bytes())).cloned();
+                if let Some((_, args)) = by_node.get_mut(&server) {
+                    args.push(one_key);
+                }
+            }
+        }
+        let answers = futures_util::future::join_all(by_node.into_values().map(|(slot, args)| {
+            // EVALSHA with no declared keys, routed to the node serving `slot`.
+            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
+            let mut command = vec![script.sha1().to_string(), "0".to_owned()];
+            command.extend(args);
+            async move {
+                match client.custom(evalsha.clone(), command.clone()).await {
+                    Err(error) if error.details().starts_with("NOSCRIPT") => {
+                        script.load(client).await?;
+                        client.custom(evalsha, command).await
+                    }
+                    answer => answer,
+                }
+            }
+        }))
+        .await;
+        answers
+            .into_iter()
+            .map(|answer| answer.map_err(|error| store_error(what, error)))
+            .collect()
     }
 }
 

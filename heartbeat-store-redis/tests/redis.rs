@@ -31,7 +31,8 @@ async fn store_with(server: &RedisServer, one_script_per_key: bool) -> RedisStor
     config.namespace = NS.into();
     config.command_timeout = Duration::from_millis(300);
     config.connect_timeout = Duration::from_millis(500);
-    config.node_progress = true;
+    // The Node server's progress hash is one key: not written in a user's slot.
+    config.node_progress = !one_script_per_key;
     RedisStore::connect(config).await.unwrap()
 }
 
@@ -181,18 +182,38 @@ async fn keys_written_have_ttls(one_script_per_key: bool) {
     let redis = raw(&server).await;
     let keys = keys_with_ttls(&redis).await;
     let names: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
-    for expected in [
+    // Progress and history carry a tag of the session key's slot (`{…}`).
+    let user_key = |kind: &str| {
+        let name = names
+            .iter()
+            .find(|name| name.starts_with(&format!("{NS}{kind}:{{")) && name.ends_with("}:u-1"))
+            .unwrap_or_else(|| panic!("{kind} missing: {names:?}"));
+        name[NS.len()..].to_owned()
+    };
+    let (progress, history) = (user_key("hb_progress"), user_key("hb_history"));
+    let index = if one_script_per_key {
+        // The analytics index in the user's slot, with the same tag.
+        let tag = &progress["hb_progress:".len()..progress.len() - ":u-1".len()];
+        format!("hb_index:{tag}:finished")
+    } else {
+        "{hb_history_index}:finished".to_owned()
+    };
+    let mut expected = vec![
         "hb_sessions:u-1:active_sessions",
-        "hb_progress:u-1",
-        "hb_history:u-1",
-        "user_progress",
+        &progress,
+        &history,
+        &index,
         "hb_job:1",
         "hb_jobs:last_id",
         "hb_jobs:owner:ttl-owner",
         "hb_jobs:due",
         "{hb_events}:last_id",
         "{hb_events}:owner:ttl-owner",
-    ] {
+    ];
+    if !one_script_per_key {
+        expected.push("user_progress");
+    }
+    for expected in expected {
         assert!(
             names.contains(&format!("{NS}{expected}").as_str()),
             "{expected} missing: {names:?}"

@@ -1,9 +1,9 @@
 -- The analytics indexes, sorted sets read by lexical range (every score is 0):
--- KEYS[#KEYS - 1] finished sessions, KEYS[#KEYS] refusals. From ARGV[i]: ttl ms, m,
+-- KEYS[4] finished sessions, KEYS[5] refusals (the user's slot on a cluster). From ARGV[i]: ttl ms, m,
 -- m × (the entry to drop or '', the entry to add), the refusal to add or '', the oldest
 -- entry kept (older ones are dropped; '' keeps all). Nothing when the ttl is ''.
 -- An index is trimmed and its TTL refreshed only when this write adds to it.
-local finished, refusals = KEYS[#KEYS - 1], KEYS[#KEYS]
+local finished, refusals = KEYS[4], KEYS[5]
 local ttl = ARGV[i]; i = i + 1
 if ttl == '' then return 1 end
 local moves = tonumber(ARGV[i]); i = i + 1

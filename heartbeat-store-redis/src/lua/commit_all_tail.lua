@@ -6,8 +6,8 @@ for _ = 1, progress do
 end
 local node = tonumber(ARGV[i]); i = i + 1
 for _ = 1, node do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2
-  redis.call('PEXPIRE', KEYS[4], retention)
+  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1]); i = i + 2
+  redis.call('PEXPIRE', KEYS[6], retention)
 end
 local ended = tonumber(ARGV[i]); local cap = tonumber(ARGV[i + 1]); i = i + 2
 if ended > 0 then
