@@ -367,6 +367,22 @@ async fn replay_after_an_id_works_from_a_new_connection() {
     );
 }
 
+/// Settings a cluster cannot honour are refused before anything is connected or written.
+#[tokio::test]
+async fn settings_a_cluster_cannot_honour_are_refused_with_the_reason() {
+    let mut config = RedisConfig::new("redis-cluster://127.0.0.1:1");
+    config.node_progress = true;
+    let error = RedisStore::connect(config).await.unwrap_err();
+    assert!(matches!(error, ConnectError::Invalid { .. }), "{error}");
+    assert!(error.to_string().contains("turn it off"), "{error}");
+
+    let mut config = RedisConfig::new("redis://127.0.0.1:1");
+    config.one_script_per_key = true;
+    config.namespace = "{prod}:".into();
+    let error = RedisStore::connect(config).await.unwrap_err();
+    assert!(error.to_string().contains("without braces"), "{error}");
+}
+
 #[tokio::test]
 async fn connection_problems_are_reported_clearly() {
     let error = RedisStore::connect(RedisConfig::new("http://nope"))
