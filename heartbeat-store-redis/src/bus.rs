@@ -2,6 +2,7 @@
 //! one channel that every instance's subscriber forwards to its local [`Fanout`]. Session
 //! notices (SPEC §3.7) travel the same way on a second channel.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
@@ -13,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use crate::keys::Keys;
+use crate::keys::{Keys, owner_slot};
 use heartbeat_core::store::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
@@ -85,21 +86,101 @@ pub(crate) async fn start_forwarding(
     Ok(vec![forwarding, gaps, resubscribe])
 }
 
+/// The sharded event channels (one per hash slot of the owners this instance's streams
+/// watch) the subscriber listens on (Redis Cluster): subscribed to when a stream of a new
+/// slot opens, left by [`ShardedEvents::leave_unwatched`] when none of its owners is
+/// watched any more.
+#[derive(Default)]
+pub(crate) struct ShardedEvents {
+    slots: tokio::sync::Mutex<BTreeSet<u16>>,
+}
+
+impl ShardedEvents {
+    /// Makes sure the subscriber listens on the channel of `owner`'s slot (before its
+    /// stream replays, so that nothing published in between is missed).
+    async fn join(
+        &self,
+        subscriber: &SubscriberClient,
+        keys: &Keys,
+        owner: &Owner,
+    ) -> Result<(), fred::error::Error> {
+        let slot = owner_slot(owner);
+        let mut slots = self.slots.lock().await;
+        if !slots.contains(&slot) {
+            subscriber.ssubscribe(keys.slot_event_channel(slot)).await?;
+            slots.insert(slot);
+        }
+        Ok(())
+    }
+
+    /// Leaves the channels of slots whose owners no stream watches any more.
+    async fn leave_unwatched(
+        &self,
+        subscriber: &SubscriberClient,
+        keys: &Keys,
+        events: &Fanout<JobEvent>,
+    ) {
+        let mut slots = self.slots.lock().await;
+        let watched: BTreeSet<u16> = events.watched().iter().map(owner_slot).collect();
+        let unwatched: Vec<u16> = slots.difference(&watched).copied().collect();
+        if unwatched.is_empty() {
+            return;
+        }
+        let channels: Vec<String> = unwatched
+            .iter()
+            .map(|slot| keys.slot_event_channel(*slot))
+            .collect();
+        // One command per slot: a cluster refuses channels of several slots in one.
+        for (slot, channel) in unwatched.into_iter().zip(channels) {
+            if subscriber.sunsubscribe(channel).await.is_ok() {
+                slots.remove(&slot);
+            }
+        }
+    }
+}
+
+/// How often an instance leaves the sharded channels nobody here watches any more.
+const LEAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Leaves unwatched sharded channels every [`LEAVE_EVERY`], for as long as the store lives.
+pub(crate) fn start_leaving(store: std::sync::Weak<crate::Inner>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(LEAVE_EVERY);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = store.upgrade() else { return };
+            if let Some(sharded) = &inner.sharded_events {
+                sharded
+                    .leave_unwatched(&inner.subscriber, &inner.keys, &inner.live.events)
+                    .await;
+            }
+        }
+    })
+}
+
 impl EventBus for RedisStore {
     async fn publish(&self, job: &Job) -> Result<JobEvent, BusError> {
         let keys = &self.inner.keys;
+        let (channel, publish) = match self.inner.sharded_events {
+            Some(_) => (keys.slot_event_channel(owner_slot(&job.owner)), "SPUBLISH"),
+            None => (keys.event_channel(), "PUBLISH"),
+        };
         let args = vec![
-            keys.event_channel(),
+            channel,
             encode(job)?,
             self.inner.event_history.to_string(),
             self.inner.job_retention_millis.to_string(),
             EventId::floor_now().to_string(),
+            publish.to_owned(),
         ];
         let id: u64 = self
             .eval(
                 "event publish",
                 &self.inner.scripts.publish_event,
-                vec![keys.event_counter(), keys.owner_events(&job.owner)],
+                vec![
+                    keys.event_counter(&job.owner),
+                    keys.owner_events(&job.owner),
+                ],
                 args,
             )
             .await?;
@@ -110,7 +191,14 @@ impl EventBus for RedisStore {
     }
 
     async fn subscribe(&self, owner: &Owner) -> Result<EventStream, BusError> {
-        Ok(self.inner.live.events.subscribe(owner))
+        let stream = self.inner.live.events.subscribe(owner);
+        if let Some(sharded) = &self.inner.sharded_events {
+            sharded
+                .join(&self.inner.subscriber, &self.inner.keys, owner)
+                .await
+                .map_err(|error| store_error("event subscribe", error))?;
+        }
+        Ok(stream)
     }
 
     async fn replay(
@@ -119,20 +207,31 @@ impl EventBus for RedisStore {
         after: Option<EventId>,
     ) -> Result<Vec<JobEvent>, BusError> {
         let min = after.map_or_else(|| "-inf".to_owned(), |after| format!("({}", after.0));
-        let events: Vec<String> = self
-            .client()
-            .zrangebyscore(
-                self.inner.keys.owner_events(owner),
-                min,
-                "+inf",
-                false,
-                None,
-            )
-            .await
-            .map_err(|error| store_error("event replay", error))?;
-        Ok(events
+        let keys = &self.inner.keys;
+        let read = |key: String| {
+            let min = min.clone();
+            async move {
+                self.client()
+                    .zrangebyscore::<Vec<String>, _, _, _>(key, min, "+inf", false, None)
+                    .await
+                    .map_err(|error| store_error("event replay", error))
+            }
+        };
+        // Builds before the slot tag kept events under the `{hb_events}` tag: until they
+        // expire, theirs are merged in by id.
+        let (tagged, untagged) = futures_util::try_join!(
+            read(keys.owner_events(owner)),
+            read(keys.untagged_owner_events(owner))
+        )?;
+        let mut events = tagged
             .iter()
+            .chain(&untagged)
             .map(|json| decode("a job event", json))
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<Vec<JobEvent>, _>>()?;
+        if !untagged.is_empty() {
+            events.sort_by_key(|event| event.id);
+            events.dedup_by_key(|event| event.id);
+        }
+        Ok(events)
     }
 }

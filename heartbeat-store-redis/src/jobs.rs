@@ -1,30 +1,21 @@
 //! [`JobStore`] on Redis: one string per job (compared and set by a script), a sorted set
-//! of each owner's jobs and one of the jobs the simulator has still to complete.
+//! of each owner's jobs and an index of the jobs the simulator has still to complete, all
+//! in the owner's hash slot (a job's id names its slot: [`job_slot`]).
 
-use fred::prelude::{KeysInterface, SortedSetsInterface};
-use fred::types::Expiration;
+use fred::prelude::SortedSetsInterface;
 use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
 
 use heartbeat_core::store::kit::encode;
 
+use crate::keys::{IndexLayout, job_id, job_slot, owner_slot};
+use crate::per_slot::Range;
 use crate::{RedisStore, decode, store_error};
 
 impl RedisStore {
     fn job_ttl(&self) -> String {
         self.inner.job_retention_millis.to_string()
-    }
-
-    async fn index_add(&self, key: String, score: i64, member: u64) -> Result<(), StoreError> {
-        let args = vec![self.job_ttl(), score.to_string(), member.to_string()];
-        self.eval(
-            "job index write",
-            &self.inner.scripts.index_add,
-            vec![key],
-            args,
-        )
-        .await
     }
 
     /// The jobs still stored among `ids`, each with its version, in the order of `ids`.
@@ -35,6 +26,14 @@ impl RedisStore {
             jobs.extend(job?);
         }
         Ok(jobs)
+    }
+
+    /// The newest `limit` ids of `key` (a sorted set of ids scored by themselves).
+    async fn newest_ids(&self, key: String, limit: usize) -> Result<Vec<u64>, StoreError> {
+        self.client()
+            .zrange(key, 0, limit_stop(limit), None, true, None, false)
+            .await
+            .map_err(|error| store_error("job index read", error))
     }
 }
 
@@ -48,63 +47,87 @@ impl JobStore for RedisStore {
 
     async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
         let keys = &self.inner.keys;
-        let id: u64 = self
+        let slot = owner_slot(&job.owner);
+        let n: u64 = self
             .eval(
                 "job id",
                 &self.inner.scripts.next_id,
-                vec![keys.job_counter()],
+                vec![keys.job_counter(&job.owner)],
                 vec![self.job_ttl()],
             )
             .await?;
-        let job = job.into_job(JobId(id));
-        let _: () = self
-            .client()
-            .set(
-                keys.job(job.id),
-                encode(&job)?,
-                Some(Expiration::PX(self.inner.job_retention_millis)),
-                None,
-                false,
+        let id = job_id(slot, n).ok_or_else(|| {
+            StoreError::backend(
+                format!("Redis job id: the counter of slot {slot} is at {n}, past every id"),
+                "job ids exhausted",
             )
-            .await
-            .map_err(|error| store_error("job write", error))?;
-        let score = i64::try_from(id).unwrap_or(i64::MAX);
-        self.index_add(keys.owner_jobs(&job.owner), score, id)
+        })?;
+        let job = job.into_job(id);
+        let args = vec![
+            encode(&job)?,
+            self.job_ttl(),
+            id.to_string(),
+            job.complete_at
+                .map(|at| at.unix_millis().to_string())
+                .unwrap_or_default(),
+        ];
+        let _: i64 = self
+            .eval(
+                "job write",
+                &self.inner.scripts.create_job,
+                vec![
+                    keys.job(id),
+                    keys.owner_jobs(&job.owner),
+                    keys.due_jobs(slot),
+                ],
+                args,
+            )
             .await?;
-        if let Some(complete_at) = job.complete_at {
-            self.index_add(keys.due_jobs(), complete_at.unix_millis(), id)
-                .await?;
-        }
         Ok(job)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<(Job, String)>, StoreError> {
-        let json: Option<String> = self
-            .client()
-            .get(self.inner.keys.job(id))
-            .await
-            .map_err(|error| store_error("job read", error))?;
+        let json: Option<String> =
+            fred::prelude::KeysInterface::get(self.client(), self.inner.keys.job(id))
+                .await
+                .map_err(|error| store_error("job read", error))?;
         json.map(|json| Ok((decode("a job", &json)?, json)))
             .transpose()
     }
 
     async fn compare_and_set(&self, version: &String, job: &Job) -> Result<Commit, StoreError> {
-        let args = vec![version.clone(), encode(job)?, self.job_ttl()];
+        let keys = &self.inner.keys;
+        let drop_due = job.due_entry_to_drop().is_some();
+        let args = vec![
+            version.clone(),
+            encode(job)?,
+            self.job_ttl(),
+            job.id.to_string(),
+        ];
+        // A job of this build drops its due entry in the same script (one slot); an
+        // earlier build's job, whose key and due entry live in other slots, right after.
+        let (script_keys, drop_after) = match job_slot(job.id) {
+            Some(slot) if drop_due => (vec![keys.job(job.id), keys.due_jobs(slot)], false),
+            _ => (
+                vec![keys.job(job.id)],
+                drop_due && job_slot(job.id).is_none(),
+            ),
+        };
         let applied: i64 = self
             .eval(
                 "job update",
                 &self.inner.scripts.compare_and_set,
-                vec![self.inner.keys.job(job.id)],
+                script_keys,
                 args,
             )
             .await?;
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        if job.due_entry_to_drop().is_some() {
+        if drop_after {
             let _: i64 = self
                 .client()
-                .zrem(self.inner.keys.due_jobs(), job.id.0.to_string())
+                .zrem(keys.one_due_jobs(), job.id.0.to_string())
                 .await
                 .map_err(|error| store_error("job index write", error))?;
         }
@@ -115,19 +138,14 @@ impl JobStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let ids: Vec<u64> = self
-            .client()
-            .zrange(
-                self.inner.keys.owner_jobs(owner),
-                0,
-                limit_stop(limit),
-                None,
-                true,
-                None,
-                false,
-            )
-            .await
-            .map_err(|error| store_error("job index read", error))?;
+        let keys = &self.inner.keys;
+        // Earlier builds' ids are all below this build's: theirs come after, newest first.
+        let (mut ids, earlier) = futures_util::try_join!(
+            self.newest_ids(keys.owner_jobs(owner), limit),
+            self.newest_ids(keys.untagged_owner_jobs(owner), limit)
+        )?;
+        ids.extend(earlier);
+        ids.truncate(limit);
         let jobs = self.jobs_by_id(ids).await?;
         Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
@@ -136,18 +154,36 @@ impl JobStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let count = i64::try_from(limit).unwrap_or(i64::MAX);
-        let ids: Vec<u64> = self
-            .client()
-            .zrangebyscore(
-                self.inner.keys.due_jobs(),
-                "-inf",
-                now.unix_millis(),
-                false,
-                Some((0, count)),
-            )
-            .await
-            .map_err(|error| store_error("job index read", error))?;
+        let keys = &self.inner.keys;
+        let ids: Vec<u64> = match keys.index_layout() {
+            IndexLayout::OneKey => {
+                let count = i64::try_from(limit).unwrap_or(i64::MAX);
+                self.client()
+                    .zrangebyscore(
+                        keys.one_due_jobs(),
+                        "-inf",
+                        now.unix_millis(),
+                        false,
+                        Some((0, count)),
+                    )
+                    .await
+                    .map_err(|error| store_error("job index read", error))?
+            }
+            IndexLayout::PerSlot => self
+                .merged_range(
+                    "job index read",
+                    Range::ScoreUpTo {
+                        max: now.unix_millis(),
+                    },
+                    limit,
+                    |slot| keys.slot_due_jobs(slot),
+                    keys.one_due_jobs(),
+                )
+                .await?
+                .into_iter()
+                .filter_map(|(member, _)| member.parse().ok())
+                .collect(),
+        };
         self.jobs_by_id(ids).await
     }
 }

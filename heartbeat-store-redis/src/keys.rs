@@ -110,12 +110,11 @@ impl Keys {
     pub(crate) fn user(&self, user: &Id) -> UserKeys {
         let sessions = self.sessions(user);
         let slot = slot_of(sessions.as_bytes());
-        let [finished, refusals] = [Index::Finished, Index::Refusals].map(|index| {
-            match self.index_layout {
+        let [finished, refusals] =
+            [Index::Finished, Index::Refusals].map(|index| match self.index_layout {
                 IndexLayout::OneKey => self.one_index(index),
                 IndexLayout::PerSlot => self.slot_index(index, slot),
-            }
-        });
+            });
         UserKeys {
             progress: self.tagged("hb_progress", slot, user),
             history: self.tagged("hb_history", slot, user),
@@ -160,28 +159,77 @@ impl Keys {
         format!("{}user_progress", self.namespace)
     }
 
+    /// A job: in its owner's slot (which its id names, [`job_slot`]), or where an earlier
+    /// build put it (`hb_job:<id>`, ids below [`FIRST_TAGGED_JOB_ID`]).
     pub(crate) fn job(&self, id: JobId) -> String {
-        format!("{}hb_job:{id}", self.namespace)
+        match job_slot(id) {
+            Some(slot) => format!("{}hb_job:{{{}}}:{id}", self.namespace, slot_tag(slot)),
+            None => format!("{}hb_job:{id}", self.namespace),
+        }
     }
 
-    pub(crate) fn job_counter(&self) -> String {
-        format!("{}hb_jobs:last_id", self.namespace)
+    /// The counter job ids are drawn from, one per hash slot: the owner's.
+    pub(crate) fn job_counter(&self, owner: &Owner) -> String {
+        format!("{}hb_jobs:{{{}}}:last_id", self.namespace, owner_tag(owner))
     }
 
+    /// An owner's jobs, by id.
     pub(crate) fn owner_jobs(&self, owner: &Owner) -> String {
+        format!(
+            "{}hb_jobs:{{{}}}:owner:{owner}",
+            self.namespace,
+            owner_tag(owner)
+        )
+    }
+
+    /// An owner's jobs as earlier builds indexed them (read until they expire).
+    pub(crate) fn untagged_owner_jobs(&self, owner: &Owner) -> String {
         format!("{}hb_jobs:owner:{owner}", self.namespace)
     }
 
-    pub(crate) fn due_jobs(&self) -> String {
+    /// The jobs the simulator completes, by due time, that jobs in `slot` go to: one key
+    /// on one server, a part per slot on a cluster ([`IndexLayout`]).
+    pub(crate) fn due_jobs(&self, slot: u16) -> String {
+        match self.index_layout {
+            IndexLayout::OneKey => self.one_due_jobs(),
+            IndexLayout::PerSlot => self.slot_due_jobs(slot),
+        }
+    }
+
+    /// The due index in one key: one server's, and what earlier builds wrote on a cluster.
+    pub(crate) fn one_due_jobs(&self) -> String {
         format!("{}hb_jobs:due", self.namespace)
     }
 
-    /// Event keys share the `{hb_events}` hash tag: one script writes two of them.
-    pub(crate) fn event_counter(&self) -> String {
-        format!("{}{{hb_events}}:last_id", self.namespace)
+    /// The part of the due index kept in `slot` ([`IndexLayout::PerSlot`]).
+    pub(crate) fn slot_due_jobs(&self, slot: u16) -> String {
+        format!("{}hb_jobs:{{{}}}:due", self.namespace, slot_tag(slot))
     }
 
+    /// The counter event ids are drawn from, one per hash slot: the owner's slot, so that
+    /// one script draws the id and stores the event on a cluster, and owners' events
+    /// spread over every master. Ids never go back for an owner (its slot's counter, which
+    /// also never falls behind the time floor).
+    pub(crate) fn event_counter(&self, owner: &Owner) -> String {
+        format!(
+            "{}hb_events:{{{}}}:last_id",
+            self.namespace,
+            owner_tag(owner)
+        )
+    }
+
+    /// An owner's newest events, by id.
     pub(crate) fn owner_events(&self, owner: &Owner) -> String {
+        format!(
+            "{}hb_events:{{{}}}:owner:{owner}",
+            self.namespace,
+            owner_tag(owner)
+        )
+    }
+
+    /// An owner's events as builds before the slot tag kept them, all in the `{hb_events}`
+    /// slot (read until they expire: nothing writes them any more).
+    pub(crate) fn untagged_owner_events(&self, owner: &Owner) -> String {
         format!("{}{{hb_events}}:owner:{owner}", self.namespace)
     }
 
@@ -189,7 +237,11 @@ impl Keys {
     /// [`IndexLayout::OneKey`] layout, and what builds before [`IndexLayout::PerSlot`]
     /// wrote on a cluster too (read until it expires).
     pub(crate) fn one_index(&self, index: Index) -> String {
-        format!("{}{{hb_history_index}}:{}", self.namespace, index_name(index))
+        format!(
+            "{}{{hb_history_index}}:{}",
+            self.namespace,
+            index_name(index)
+        )
     }
 
     /// The part of an analytics index kept in `slot` ([`IndexLayout::PerSlot`]).
@@ -202,15 +254,52 @@ impl Keys {
         )
     }
 
-    /// The pub/sub channel every instance listens on.
+    /// The pub/sub channel of job events every instance listens on (one server; on a
+    /// cluster, earlier builds').
     pub(crate) fn event_channel(&self) -> String {
         format!("{}hb_job_events", self.namespace)
+    }
+
+    /// The sharded channel of the job events of owners in `slot` (Redis Cluster): an
+    /// instance listens only on the slots of the owners its streams watch.
+    pub(crate) fn slot_event_channel(&self, slot: u16) -> String {
+        format!("{}hb_job_events:{{{}}}", self.namespace, slot_tag(slot))
     }
 
     /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on.
     pub(crate) fn notice_channel(&self) -> String {
         format!("{}hb_session_notices", self.namespace)
     }
+}
+
+/// The slot of an owner's keys (the slot of the owner's name).
+pub(crate) fn owner_slot(owner: &Owner) -> u16 {
+    slot_of(owner.to_string().as_bytes())
+}
+
+fn owner_tag(owner: &Owner) -> &'static str {
+    slot_tag(owner_slot(owner))
+}
+
+/// The first job id drawn from a counter in the owner's slot: such an id is
+/// `n × 16384 + slot`, so a job's key is found from its id alone, and ids of one owner
+/// increase. Ids below were drawn by earlier builds from one counter (`hb_jobs:last_id`);
+/// 2^34 leaves their counter 17 billion jobs of room, and keeps ids far below 2^53 (exact
+/// in a JavaScript number) for 5 × 10^11 jobs per slot.
+pub(crate) const FIRST_TAGGED_JOB_ID: u64 = 1 << 34;
+
+/// The slot of a job drawn from its owner's slot's counter; `None` for an earlier build's.
+pub(crate) fn job_slot(id: JobId) -> Option<u16> {
+    (id.0 >= FIRST_TAGGED_JOB_ID).then(|| (id.0 % u64::from(SLOTS)) as u16)
+}
+
+/// The id of the `n`-th job drawn in `slot` (counting from 1).
+pub(crate) fn job_id(slot: u16, n: u64) -> Option<JobId> {
+    let first = FIRST_TAGGED_JOB_ID / u64::from(SLOTS);
+    n.checked_add(first)?
+        .checked_mul(u64::from(SLOTS))?
+        .checked_add(u64::from(slot))
+        .map(JobId)
 }
 
 fn index_name(index: Index) -> &'static str {

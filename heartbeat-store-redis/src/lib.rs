@@ -33,20 +33,31 @@
 //! | `{hb_history_index}:finished`, `{hb_history_index}:refusals` | sorted sets | the analytics indexes (one server) | retention |
 //! | `hb_index:{<tag>}:finished`, `hb_index:{<tag>}:refusals` | sorted sets | the analytics indexes, a part per hash slot (Redis Cluster, or [`RedisConfig::one_script_per_key`]) | retention |
 //! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`], one server only) | retention |
-//! | `hb_job:<id>` | string | the job | [`RedisConfig::job_retention`] |
-//! | `hb_jobs:last_id`, `hb_jobs:owner:<owner>`, `hb_jobs:due` | counter, sorted sets | job ids, jobs by owner, jobs the simulator completes | job retention |
-//! | `{hb_events}:last_id`, `{hb_events}:owner:<owner>` | counter, sorted set | event ids, each owner's newest events | job retention |
+//! | `hb_job:{<tag>}:<id>` | string | the job; its id is `n × 16384 + slot` (≥ 2^34), so the id names the owner's slot | [`RedisConfig::job_retention`] |
+//! | `hb_jobs:{<tag>}:last_id`, `hb_jobs:{<tag>}:owner:<owner>` | counter, sorted set | job ids drawn in a slot, an owner's jobs | job retention |
+//! | `hb_jobs:due` (one server), `hb_jobs:{<tag>}:due` (cluster) | sorted set | jobs the simulator completes, by due time | job retention |
+//! | `hb_events:{<tag>}:last_id`, `hb_events:{<tag>}:owner:<owner>` | counter, sorted set | event ids drawn in a slot, an owner's newest events | job retention |
+//!
+//! For jobs and events `<tag>` hashes to the slot of the owner's name. Job events are
+//! published on `hb_job_events` on one server; on a cluster with `SPUBLISH` on
+//! `hb_job_events:{<tag>}`, and an instance listens (`SSUBSCRIBE`) only on the slots of
+//! the owners its streams watch. Session notices are published on `hb_session_notices`.
 //!
 //! A heartbeat costs two round trips on one server and on a cluster alike: `HGETALL` of
 //! the session hash, then one script that compares it and, if unchanged, writes the
 //! sessions, progress, history and the analytics index entry together. On a cluster an
 //! export page asks every master once for the index parts of its slots, merged in order.
 //!
-//! Earlier builds (before the slot tag; see CHANGELOG) named progress and history `hb_progress:<user>` and `hb_history:<user>`
-//! and kept the index in `{hb_history_index}:*` on a cluster too. Nothing writes those any
-//! more; they are still read (the newer progress of the two names, history and index
-//! entries merged in order) until their retention ends them, so an upgrade, rolling or
-//! not, loses nothing.
+//! Earlier builds (before the slot tag; see CHANGELOG) named progress and history
+//! `hb_progress:<user>` and `hb_history:<user>`, kept the analytics index in
+//! `{hb_history_index}:*` and the due jobs in `hb_jobs:due` on a cluster too, drew job ids
+//! from `hb_jobs:last_id` (ids below 2^34, stored as `hb_job:<id>`, listed in
+//! `hb_jobs:owner:<owner>`) and kept events in `{hb_events}:owner:<owner>`. Nothing
+//! writes those any more; they are still read (the newer progress of the two names,
+//! history, index entries, jobs and events merged in order) until their retention ends
+//! them, so an upgrade loses nothing. During a rolling upgrade on a cluster, a stream held
+//! by an instance of the earlier build sees events published by this build's instances
+//! only once it reconnects to one of them.
 //!
 //! # Atomicity
 //!
@@ -68,6 +79,7 @@
 mod bus;
 mod jobs;
 mod keys;
+mod per_slot;
 mod scripts;
 mod sessions;
 #[cfg(feature = "testkit")]
@@ -212,6 +224,8 @@ struct Inner {
     keys: keys::Keys,
     scripts: scripts::Scripts,
     live: bus::Live,
+    /// The sharded event channels listened on (Redis Cluster); `None` on one server.
+    sharded_events: Option<bus::ShardedEvents>,
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
@@ -342,7 +356,9 @@ impl RedisStore {
             events: Arc::new(Fanout::new()),
             notices: Arc::new(Fanout::new()),
         };
-        let tasks = bus::start_forwarding(
+        let sharded_events =
+            (keys.index_layout() == keys::IndexLayout::PerSlot).then(bus::ShardedEvents::default);
+        let mut tasks = bus::start_forwarding(
             &subscriber,
             &keys,
             bus::Live {
@@ -352,20 +368,25 @@ impl RedisStore {
         )
         .await
         .map_err(unreachable)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
+        let inner = Arc::new_cyclic(|inner| {
+            if sharded_events.is_some() {
+                tasks.push(bus::start_leaving(inner.clone()));
+            }
+            Inner {
                 pool,
                 subscriber,
                 keys,
                 scripts,
                 live,
+                sharded_events,
                 event_history: config.event_history.max(1),
                 job_retention_millis,
                 node_progress: config.node_progress,
                 index_trims: heartbeat_core::store::kit::SweepCadence::default(),
                 tasks,
-            }),
-        })
+            }
+        });
+        Ok(Self { inner })
     }
 
     fn client(&self) -> &fred::clients::Client {

@@ -17,9 +17,10 @@ const COMMIT_ALL: &str = concat!(
     include_str!("lua/analytics_index.lua")
 );
 
-/// A page of an analytics index kept per hash slot, from the sets one node serves.
-/// `ARGV`: after, before, limit, keys. Returns the entries in order.
-const INDEX_RANGE_KEYS: &str = include_str!("lua/index_range_keys.lua");
+/// The first entries of an index kept per hash slot (analytics, due jobs), from the parts
+/// one node serves, merged. `ARGV`: `lex` or `score`, min, max, limit, keys. Returns
+/// member, score pairs in order.
+const MERGE_RANGE: &str = include_str!("lua/merge_range.lua");
 
 /// How many entries of an analytics index kept per hash slot one node holds from an
 /// entry on. `ARGV`: from, keys.
@@ -28,25 +29,28 @@ const INDEX_COUNT_KEYS: &str = include_str!("lua/index_count_keys.lua");
 /// Increments a counter and refreshes its TTL. `ARGV`: ttl ms. Returns the new value.
 const NEXT_ID: &str = include_str!("lua/next_id.lua");
 
-/// Adds a member to a sorted set and refreshes its TTL. `ARGV`: ttl ms, score, member.
-const INDEX_ADD: &str = include_str!("lua/index_add.lua");
+/// Stores a new job and indexes it (owner, due time). `KEYS`: job, owner's jobs, due
+/// index; `ARGV`: job JSON, ttl ms, id, due time or `''`.
+const CREATE_JOB: &str = include_str!("lua/create_job.lua");
 
-/// Compare-and-set of a string. `ARGV`: expected, new value, ttl ms. 1 applied, 0 changed.
+/// Compare-and-set of a job, dropping its due entry when `KEYS[2]` (the due index) is
+/// given. `ARGV`: expected, new value, ttl ms, id. 1 applied, 0 changed.
 const COMPARE_AND_SET: &str = include_str!("lua/compare_and_set.lua");
 
 /// Publishes a job event: draws its id, keeps it in the owner's bounded history and
 /// publishes it, atomically (so every subscriber sees one owner's events in id order).
 /// `KEYS`: event counter, owner's events. `ARGV`: channel, job JSON, history bound, ttl ms,
-/// the id floor of now ([`EventId::floor_now`](heartbeat_core::jobs::EventId::floor_now)).
+/// the id floor of now ([`EventId::floor_now`](heartbeat_core::jobs::EventId::floor_now)),
+/// `PUBLISH` or `SPUBLISH`.
 /// Returns the event id.
 const PUBLISH_EVENT: &str = include_str!("lua/publish_event.lua");
 
 pub(crate) struct Scripts {
     pub(crate) commit_all: Script,
-    pub(crate) index_range_keys: Script,
+    pub(crate) merge_range: Script,
     pub(crate) index_count_keys: Script,
     pub(crate) next_id: Script,
-    pub(crate) index_add: Script,
+    pub(crate) create_job: Script,
     pub(crate) compare_and_set: Script,
     pub(crate) publish_event: Script,
 }
@@ -55,10 +59,10 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
             commit_all: Script::from_lua(COMMIT_ALL),
-            index_range_keys: Script::from_lua(INDEX_RANGE_KEYS),
+            merge_range: Script::from_lua(MERGE_RANGE),
             index_count_keys: Script::from_lua(INDEX_COUNT_KEYS),
             next_id: Script::from_lua(NEXT_ID),
-            index_add: Script::from_lua(INDEX_ADD),
+            create_job: Script::from_lua(CREATE_JOB),
             compare_and_set: Script::from_lua(COMPARE_AND_SET),
             publish_event: Script::from_lua(PUBLISH_EVENT),
         }
@@ -67,10 +71,10 @@ impl Scripts {
     fn all(&self) -> [&Script; 7] {
         [
             &self.commit_all,
-            &self.index_range_keys,
+            &self.merge_range,
             &self.index_count_keys,
             &self.next_id,
-            &self.index_add,
+            &self.create_job,
             &self.compare_and_set,
             &self.publish_event,
         ]

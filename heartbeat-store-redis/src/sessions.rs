@@ -1,16 +1,13 @@
 //! [`SessionStore`] on Redis: the Node server's session hash, compared and set by a script.
 
-use std::collections::{BTreeMap, HashMap};
-
-use fred::types::config::Server;
-use fred::types::{ClusterHash, CustomCommand};
+use std::collections::HashMap;
 
 use fred::prelude::{
     ClientLike, HashesInterface, ListInterface, PubsubInterface, SortedSetsInterface,
 };
 use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
-use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
+use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexReads, IndexWrite};
 use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
 use heartbeat_core::store::{Commit, StoreHealth};
@@ -18,7 +15,8 @@ use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, U
 
 use heartbeat_core::store::kit::encode;
 
-use crate::keys::{IndexLayout, SLOTS, slot_of};
+use crate::keys::IndexLayout;
+use crate::per_slot::Range;
 use crate::{RedisStore, decode, store_error};
 
 /// A user's session hash as loaded, field by field: the compare-and-set checks it is
@@ -256,10 +254,8 @@ impl SessionStore for RedisStore {
         };
         // Builds before the slot tag wrote the untagged list: until it expires, its
         // entries are merged in by when their sessions ended.
-        let (tagged, untagged) = futures_util::try_join!(
-            read(keys.history(user)),
-            read(keys.untagged_history(user))
-        )?;
+        let (tagged, untagged) =
+            futures_util::try_join!(read(keys.history(user)), read(keys.untagged_history(user)))?;
         Ok(newest_first(tagged, untagged, limit))
     }
 
@@ -318,33 +314,33 @@ impl AnalyticsStore for RedisStore {
             return Ok(Vec::new());
         }
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
-        let found: Vec<String> = match self.inner.keys.index_layout() {
+        let keys = &self.inner.keys;
+        let found: Vec<String> = match keys.index_layout() {
             IndexLayout::OneKey => self
                 .client()
                 .zrangebylex(
-                    self.inner.keys.one_index(index),
+                    keys.one_index(index),
                     format!("({after}"),
                     format!("({before}"),
                     Some((0, count)),
                 )
                 .await
                 .map_err(|error| store_error("analytics index read", error))?,
-            IndexLayout::PerSlot => {
-                let pages: Vec<Vec<String>> = self
-                    .on_every_node(
-                        "analytics index read",
-                        &self.inner.scripts.index_range_keys,
-                        index,
-                        vec![after.to_string(), before.to_string(), count.to_string()],
-                    )
-                    .await?;
-                // Each node's page is in order; the first `limit` of all of them is the
-                // page (byte order, as `IndexKey` and sorted sets order).
-                let mut found: Vec<String> = pages.into_iter().flatten().collect();
-                found.sort_unstable();
-                found.truncate(limit);
-                found
-            }
+            IndexLayout::PerSlot => self
+                .merged_range(
+                    "analytics index read",
+                    Range::Lex {
+                        after: after.to_string(),
+                        before: before.to_string(),
+                    },
+                    limit,
+                    |slot| keys.slot_index(index, slot),
+                    keys.one_index(index),
+                )
+                .await?
+                .into_iter()
+                .map(|(member, _)| member)
+                .collect(),
         };
         Ok(found
             .into_iter()
@@ -360,79 +356,26 @@ impl AnalyticsStore for RedisStore {
                 .await
                 .map_err(|error| store_error("analytics index count", error)),
             IndexLayout::PerSlot => {
+                let keys = &self.inner.keys;
                 let counts: Vec<u64> = self
                     .on_every_node(
                         "analytics index count",
                         &self.inner.scripts.index_count_keys,
-                        index,
                         vec![from.to_string()],
+                        |slot| keys.slot_index(index, slot),
+                        keys.one_index(index),
                     )
                     .await?;
                 Ok(counts.into_iter().sum())
             }
         }
     }
-}
 
-impl RedisStore {
-    /// Runs a read script on every node with `head` and then the keys of `index` the node
-    /// serves as its arguments: one per hash slot ([`IndexLayout::PerSlot`]), and the
-    /// one-key index that builds before it wrote on a cluster too (read until it expires).
-    /// Their answers, one per node.
-    async fn on_every_node<R: fred::types::FromValue>(
-        &self,
-        what: &str,
-        script: &fred::types::scripts::Script,
-        index: Index,
-        head: Vec<String>,
-    ) -> Result<Vec<R>, StoreError> {
-        use fred::interfaces::ClusterInterface;
-        let (client, keys) = (self.client(), &self.inner.keys);
-        let one_key = keys.one_index(index);
-        // Each node's arguments, and a slot it serves for the client to route them by.
-        let mut by_node: BTreeMap<Option<Server>, (u16, Vec<String>)> = BTreeMap::new();
-        match client.cached_cluster_state() {
-            // One server (behind a proxy that routes by slot, say): it serves every slot.
-            None => {
-                let mut args = head;
-                args.extend((0..SLOTS).map(|slot| keys.slot_index(index, slot)));
-                args.push(one_key);
-                by_node.insert(None, (0, args));
-            }
-            Some(routing) => {
-                for range in routing.slots() {
-                    by_node
-                        .entry(Some(range.primary.clone()))
-                        .or_insert_with(|| (range.start, head.clone()))
-                        .1
-                        .extend((range.start..=range.end).map(|slot| keys.slot_index(index, slot)));
-                }
-                let server = routing.get_server(slot_of(one_key.as_bytes())).cloned();
-                if let Some((_, args)) = by_node.get_mut(&server) {
-                    args.push(one_key);
-                }
-            }
+    fn index_reads(&self) -> IndexReads {
+        match self.inner.keys.index_layout() {
+            IndexLayout::OneKey => IndexReads::Cheap,
+            IndexLayout::PerSlot => IndexReads::Spread,
         }
-        let answers = futures_util::future::join_all(by_node.into_values().map(|(slot, args)| {
-            // EVALSHA with no declared keys, routed to the node serving `slot`.
-            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
-            let mut command = vec![script.sha1().to_string(), "0".to_owned()];
-            command.extend(args);
-            async move {
-                match client.custom(evalsha.clone(), command.clone()).await {
-                    Err(error) if error.details().starts_with("NOSCRIPT") => {
-                        script.load(client).await?;
-                        client.custom(evalsha, command).await
-                    }
-                    answer => answer,
-                }
-            }
-        }))
-        .await;
-        answers
-            .into_iter()
-            .map(|answer| answer.map_err(|error| store_error(what, error)))
-            .collect()
     }
 }
 

@@ -2,18 +2,22 @@
 //! history and the analytics index entry live in the slot of the user's session key (the
 //! Node server's name, unchanged), and what builds before the slot tag wrote under the
 //! old names is still read, on one server and on a cluster (a rolling upgrade loses
-//! nothing).
+//! nothing). Job events are kept in their owner's slot likewise.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, Config, HashesInterface, ListInterface, SortedSetsInterface};
+use fred::prelude::{
+    ClientLike, Config, HashesInterface, KeysInterface, ListInterface, SortedSetsInterface,
+};
 use fred::types::Builder;
+use futures_util::StreamExt;
+use heartbeat_core::jobs::{EventBus, EventId, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner};
 use heartbeat_core::sessions::analytics::{FinishedEntry, IndexKey};
 use heartbeat_core::{
-    Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord, ProgressRecord,
-    Timestamp, TokenCodec,
+    Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord,
+    ProgressRecord, Timestamp, TokenCodec,
 };
 use heartbeat_store_redis::testkit::{RedisCluster, RedisServer};
 use heartbeat_store_redis::{RedisConfig, RedisStore};
@@ -23,7 +27,9 @@ const NS: &str = "layout:";
 const T0: &str = "2026-03-01T12:00:00.000Z";
 
 fn at(offset_secs: i64) -> Timestamp {
-    T0.parse::<Timestamp>().unwrap().add_millis(offset_secs * 1000)
+    T0.parse::<Timestamp>()
+        .unwrap()
+        .add_millis(offset_secs * 1000)
 }
 
 async fn store(url: &str) -> RedisStore {
@@ -153,8 +159,16 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
                 .unwrap()
         }
     };
-    assert_eq!(progress(100).await.progress, 55.0, "this build's, the newer");
-    assert_eq!(progress(200).await.progress, 25.0, "the earlier build's, the newer");
+    assert_eq!(
+        progress(100).await.progress,
+        55.0,
+        "this build's, the newer"
+    );
+    assert_eq!(
+        progress(200).await.progress,
+        25.0,
+        "the earlier build's, the newer"
+    );
     let history: Vec<String> = heartbeats
         .history(&user, 10)
         .await
@@ -162,7 +176,10 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
         .into_iter()
         .map(|record| record.session_id)
         .collect();
-    assert_eq!(history, ["before-3", after.as_str(), "before-2", "before-1"]);
+    assert_eq!(
+        history,
+        ["before-3", after.as_str(), "before-2", "before-1"]
+    );
     let fan_history = heartbeats.history(&"fan{42}".into(), 10).await.unwrap();
     assert_eq!(fan_history.len(), 2, "{fan_history:?}");
 
@@ -209,10 +226,68 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
     );
 }
 
+/// Job events an earlier build kept under the `{hb_events}` tag are replayed with this
+/// build's, in id order, for as long as they are kept.
+async fn events_of_an_earlier_build_are_replayed_in_order(url: &str) {
+    let (redis, store) = (raw(url).await, store(url).await);
+    let jobs = Jobs::new(store.clone(), store.clone());
+    let owner = Owner::new("studio{7}").unwrap();
+    let job = jobs.create(&owner).await.unwrap();
+    let first = EventBus::replay(&store, &owner, None).await.unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    // An instance of the earlier build publishes the next change.
+    let earlier = EventId(first[0].id.0 + 1);
+    let mut changed = job.clone();
+    changed.progress = 40;
+    let member = format!(
+        r#"{{"id":{},"job":{}}}"#,
+        earlier.0,
+        serde_json::to_string(&changed).unwrap()
+    );
+    let _: () = redis
+        .zadd(
+            format!("{NS}{{hb_events}}:owner:{owner}"),
+            None,
+            None,
+            false,
+            false,
+            (earlier.0 as f64, member),
+        )
+        .await
+        .unwrap();
+    jobs.update(
+        job.id,
+        &JobUpdate {
+            progress: Some(70),
+            ..JobUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let progress = |events: Vec<JobEvent>| -> Vec<(EventId, u8)> {
+        events
+            .into_iter()
+            .map(|event| (event.id, event.job.progress))
+            .collect()
+    };
+    let all = progress(EventBus::replay(&store, &owner, None).await.unwrap());
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[0], (first[0].id, 0));
+    assert_eq!(all[1], (earlier, 40));
+    assert!(all[2].0 > earlier && all[2].1 == 70, "{all:?}");
+    let resumed = progress(
+        EventBus::replay(&store, &owner, Some(first[0].id))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(resumed, all[1..], "resumed after the first");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_upgrade_on_one_server_loses_nothing() {
     let server = RedisServer::start();
     a_rolling_upgrade_loses_nothing(&server.url()).await;
+    events_of_an_earlier_build_are_replayed_in_order(&server.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,6 +296,7 @@ async fn a_rolling_upgrade_on_a_cluster_loses_nothing() {
         .await
         .unwrap();
     a_rolling_upgrade_loses_nothing(&cluster.url()).await;
+    events_of_an_earlier_build_are_replayed_in_order(&cluster.url()).await;
     drop(cluster);
 }
 
@@ -292,6 +368,156 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
         }
         cursor = IndexKey::from_cursor(&page.next.cursor()).unwrap();
     }
-    assert_eq!(exported, ended, "every session once, in the order they ended");
+    assert_eq!(
+        exported, ended,
+        "every session once, in the order they ended"
+    );
+    drop(cluster);
+}
+
+/// A job an earlier build stored (`hb_job:<id>`, indexed under `hb_jobs:owner:<owner>`
+/// and `hb_jobs:due`) is read, listed after this build's, updated and completed by this
+/// build; this build's ids name their owner's slot.
+async fn jobs_of_an_earlier_build_are_served(url: &str) {
+    let (redis, store) = (raw(url).await, store(url).await);
+    let owner = Owner::new("label{3}").unwrap();
+    let earlier = JobId(41);
+    let due_at = at(0);
+    let job = heartbeat_core::jobs::NewJob {
+        owner: owner.clone(),
+        created_at: at(-10),
+        complete_at: Some(due_at),
+    }
+    .into_job(earlier);
+    let _: () = redis
+        .set(
+            format!("{NS}hb_job:{earlier}"),
+            serde_json::to_string(&job).unwrap(),
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    for (key, score) in [
+        (format!("{NS}hb_jobs:owner:{owner}"), earlier.0 as f64),
+        (format!("{NS}hb_jobs:due"), due_at.unix_millis() as f64),
+    ] {
+        let _: () = redis
+            .zadd(
+                key,
+                None,
+                None,
+                false,
+                false,
+                (score, earlier.0.to_string()),
+            )
+            .await
+            .unwrap();
+    }
+
+    let clock = ManualClock::new(at(1));
+    let jobs = Jobs::new(store.clone(), store.clone()).with_clock(clock.clone());
+    let ours = jobs.create(&owner).await.unwrap();
+    assert!(ours.id.0 >= 1 << 34, "{}", ours.id);
+    let again = jobs.create(&owner).await.unwrap();
+    assert!(again.id > ours.id, "ids of one owner increase");
+    let listed: Vec<JobId> = JobStore::list_by_owner(&store, &owner, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(listed, [again.id, ours.id, earlier], "newest first");
+    let due: Vec<JobId> = JobStore::due(&store, at(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(job, _)| job.id)
+        .collect();
+    assert_eq!(due, [earlier]);
+    // The completion loop's step: the earlier build's job completes and leaves the index.
+    jobs.update(
+        earlier,
+        &JobUpdate {
+            state: Some(heartbeat_core::jobs::JobState::Completed),
+            ..JobUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(JobStore::due(&store, at(1), 10).await.unwrap().is_empty());
+    let (stored, _) = JobStore::get(&store, earlier).await.unwrap().unwrap();
+    assert_eq!(stored.state, heartbeat_core::jobs::JobState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_of_an_earlier_build_are_served_on_one_server_and_a_cluster() {
+    let server = RedisServer::start();
+    jobs_of_an_earlier_build_are_served(&server.url()).await;
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    jobs_of_an_earlier_build_are_served(&cluster.url()).await;
+    drop(cluster);
+}
+
+/// Shard channels with a subscriber, over every master (`PUBSUB SHARDCHANNELS`).
+fn shard_channels(cluster: &RedisCluster) -> Vec<String> {
+    let mut channels: Vec<String> = cluster
+        .ports()
+        .iter()
+        .flat_map(|port| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "pubsub", "shardchannels"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    channels.sort();
+    channels.dedup();
+    channels
+}
+
+/// On a cluster an instance listens only on the sharded channels of the owners its
+/// streams watch, and leaves them when nobody watches; events still cross instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (watching, publishing) = (store(&cluster.url()).await, store(&cluster.url()).await);
+    assert!(shard_channels(&cluster).is_empty());
+    let owner = Owner::new("watched").unwrap();
+    let mut stream = EventBus::subscribe(&watching, &owner).await.unwrap();
+    let channels = shard_channels(&cluster);
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert!(channels[0].starts_with(&format!("{NS}hb_job_events:{{")));
+
+    let jobs = Jobs::new(publishing.clone(), publishing.clone());
+    let job = jobs.create(&owner).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the event crosses instances")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.job.id, job.id);
+
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !shard_channels(&cluster).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listening: {:?}",
+            shard_channels(&cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     drop(cluster);
 }

@@ -198,18 +198,42 @@ async fn keys_written_have_ttls(one_script_per_key: bool) {
     } else {
         "{hb_history_index}:finished".to_owned()
     };
+    // Jobs and events carry a tag of the owner's slot.
+    let owner_key = |prefix: &str, suffix: &str| {
+        names
+            .iter()
+            .find(|name| {
+                name.starts_with(&format!("{NS}{prefix}:{{"))
+                    && name.ends_with(&format!("}}:{suffix}"))
+            })
+            .unwrap_or_else(|| panic!("{prefix}:{{…}}:{suffix} missing: {names:?}"))[NS.len()..]
+            .to_owned()
+    };
+    let owner_keys = [
+        owner_key("hb_jobs", "last_id"),
+        owner_key("hb_jobs", "owner:ttl-owner"),
+        owner_key("hb_events", "last_id"),
+        owner_key("hb_events", "owner:ttl-owner"),
+    ];
+    let jobs = names
+        .iter()
+        .filter(|name| name.starts_with(&format!("{NS}hb_job:{{")))
+        .count();
+    assert_eq!(jobs, 2, "{names:?}");
+    let due = if one_script_per_key {
+        let tag = &owner_keys[0]["hb_jobs:".len()..owner_keys[0].len() - ":last_id".len()];
+        format!("hb_jobs:{tag}:due")
+    } else {
+        "hb_jobs:due".to_owned()
+    };
     let mut expected = vec![
         "hb_sessions:u-1:active_sessions",
         &progress,
         &history,
         &index,
-        "hb_job:1",
-        "hb_jobs:last_id",
-        "hb_jobs:owner:ttl-owner",
-        "hb_jobs:due",
-        "{hb_events}:last_id",
-        "{hb_events}:owner:ttl-owner",
+        &due,
     ];
+    expected.extend(owner_keys.iter().map(String::as_str));
     if !one_script_per_key {
         expected.push("user_progress");
     }
@@ -331,7 +355,7 @@ async fn store_with_same_server(server: &RedisServer) -> RedisStore {
 async fn replay_after_an_id_works_from_a_new_connection() {
     let server = RedisServer::start();
     let owner = Owner::new("replayer").unwrap();
-    let ids: Vec<EventId> = {
+    let (job_id, ids): (JobId, Vec<EventId>) = {
         let first = store(&server).await;
         let job = first
             .create(NewJob {
@@ -345,7 +369,7 @@ async fn replay_after_an_id_works_from_a_new_connection() {
         for _ in 0..3 {
             ids.push(first.publish(&job).await.unwrap().id);
         }
-        ids
+        (job.id, ids)
     };
     let second = store(&server).await;
     let replayed: Vec<EventId> = second
@@ -357,7 +381,7 @@ async fn replay_after_an_id_works_from_a_new_connection() {
         .collect();
     assert_eq!(replayed, ids[1..]);
     assert_eq!(
-        JobStore::get(&second, JobId(1))
+        JobStore::get(&second, job_id)
             .await
             .unwrap()
             .unwrap()

@@ -126,6 +126,15 @@ impl<T: Routed> Fanout<T> {
         }
     }
 
+    /// The keys (owners) with at least one live subscriber now.
+    pub fn watched(&self) -> Vec<T::Key> {
+        self.owners
+            .iter()
+            .filter(|entry| entry.value().receiver_count() > 0)
+            .map(|entry| entry.key().clone())
+            .collect()
+    }
+
     /// Forgets the channels of owners nobody listens to any more.
     pub fn prune(&self) {
         self.owners.retain(|_, sender| sender.receiver_count() > 0);

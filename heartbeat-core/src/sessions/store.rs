@@ -10,7 +10,7 @@ use std::future::Future;
 use crate::Id;
 use crate::live::LiveStream;
 use crate::sessions::SessionWrite;
-use crate::sessions::analytics::{Index, IndexKey};
+use crate::sessions::analytics::{Index, IndexKey, IndexReads};
 use crate::sessions::notice::SessionNotice;
 use crate::sessions::{PlayRecord, ProgressRecord, Retention, UserSessions};
 use crate::store::{Commit, StoreError, StoreHealth};
@@ -112,6 +112,13 @@ pub trait AnalyticsStore: Send + Sync + 'static {
         index: Index,
         from: &'a IndexKey,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'a;
+
+    /// What a read of an index costs this store, which sets how often the store-wide
+    /// readers poll it (the session gauges' watch, an open feed). [`IndexReads::Cheap`]
+    /// unless the store says otherwise.
+    fn index_reads(&self) -> IndexReads {
+        IndexReads::Cheap
+    }
 }
 
 /// "Your session ended" notices across the instances that share a store (SPEC §3.7): the

@@ -23,7 +23,7 @@
 //! # Ok::<(), heartbeat_core::KeyError>(())
 //! ```
 
-use crate::sessions::analytics::{Index, IndexKey};
+use crate::sessions::analytics::{Index, IndexKey, IndexReads};
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -171,6 +171,7 @@ erase! {
             limit: usize,
         ) -> Result<Vec<IndexKey>, StoreError>;
         async fn index_count<'a>(index: Index, from: &'a IndexKey) -> Result<u64, StoreError>;
+        fn index_reads() -> IndexReads;
     }
 }
 

@@ -6,7 +6,8 @@ use crate::Clock;
 use crate::sessions::{EndReason, Heartbeats, SessionStore};
 use crate::store::StoreError;
 
-/// How often [`Heartbeats::watch_sessions`] reports.
+/// How often [`Heartbeats::watch_sessions`] reports (on a store whose index reads are
+/// [`Cheap`](super::IndexReads::Cheap)).
 pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What [`Heartbeats::watch_sessions`] saw since its last report, store-wide.
@@ -30,7 +31,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         mut on_error: impl FnMut(StoreError) + Send,
     ) {
         let mut after = self.settled_before(None);
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        let mut tick = tokio::time::interval(self.store().index_reads().interval(WATCH_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

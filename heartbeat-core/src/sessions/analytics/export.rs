@@ -295,7 +295,8 @@ where
     }
 
     /// The live feed as a stream (SPEC §3.9): events after `after`, then new ones as they
-    /// settle, polled every [`FEED_POLL`], each with the key to resume after. Endless; a
+    /// settle, polled every [`FEED_POLL`] (on a store whose index reads are
+    /// [`Cheap`](super::IndexReads::Cheap)), each with the key to resume after. Endless; a
     /// store failure ends it with the error (the client resumes with `Last-Event-ID`).
     pub fn feed_stream(
         &self,
@@ -316,7 +317,10 @@ where
                             (heartbeats, after, true),
                         ));
                     }
-                    Ok(events) if events.is_empty() => tokio::time::sleep(FEED_POLL).await,
+                    Ok(events) if events.is_empty() => {
+                        let poll = heartbeats.store().index_reads().interval(FEED_POLL);
+                        tokio::time::sleep(poll).await;
+                    }
                     Ok(events) => {
                         if let Some((last, _)) = events.last() {
                             after = last.clone();

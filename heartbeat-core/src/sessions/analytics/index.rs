@@ -19,6 +19,40 @@ pub enum Index {
     Refusals,
 }
 
+/// What a read of an analytics index costs a store
+/// ([`AnalyticsStore::index_reads`](crate::sessions::AnalyticsStore::index_reads)), which
+/// sets how often the store-wide readers poll it.
+///
+/// ```
+/// use std::time::Duration;
+/// use heartbeat_core::sessions::analytics::IndexReads;
+///
+/// let every = Duration::from_secs(1);
+/// assert_eq!(IndexReads::Cheap.interval(every), every);
+/// assert_eq!(IndexReads::Spread.interval(every), Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IndexReads {
+    /// A read touches one ordered set (memory, sled, one Redis server).
+    #[default]
+    Cheap,
+    /// A read touches an ordered set per shard (a Redis Cluster keeps a part per hash
+    /// slot): the store-wide readers poll ten times less often.
+    Spread,
+}
+
+impl IndexReads {
+    /// How long a store-wide reader waits between two polls that it would space `cheap`
+    /// apart on a cheap store.
+    pub fn interval(self, cheap: std::time::Duration) -> std::time::Duration {
+        match self {
+            IndexReads::Cheap => cheap,
+            IndexReads::Spread => cheap * 10,
+        }
+    }
+}
+
 /// How long after its time an entry is settled: writes decided by another instance may
 /// still land up to this far in the past (the time between reading the clock and the
 /// commit, plus clock differences between instances). The export and the feed read only

@@ -20,6 +20,6 @@ mod index;
 pub use counts::{SessionCounts, WATCH_INTERVAL};
 pub use export::{ExportItem, ExportPage, FEED_POLL, FeedEvent, FinishedSession};
 pub use index::{
-    FinishedEntry, Index, IndexKey, IndexMove, IndexWrite, InvalidCursor, Refusal, SETTLE_MILLIS,
-    user_id,
+    FinishedEntry, Index, IndexKey, IndexMove, IndexReads, IndexWrite, InvalidCursor, Refusal,
+    SETTLE_MILLIS, user_id,
 };
