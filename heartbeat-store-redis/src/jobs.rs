@@ -1,6 +1,8 @@
-//! [`JobStore`] on Redis: one string per job (compared and set by a script), a sorted set
-//! of each owner's jobs and an index of the jobs the simulator has still to complete, all
-//! in the owner's hash slot (a job's id names its slot: [`job_slot`]).
+//! [`JobStore`] on Redis: one string per job (compared and set by a script) and a sorted
+//! set of each owner's jobs, in the owner's hash slot (a job's id names its slot:
+//! [`job_slot`](crate::keys::job_slot)), and an index of the jobs the simulator has still
+//! to complete (one key on one server, [`DUE_SHARDS`](crate::keys::DUE_SHARDS) on a
+//! cluster).
 
 use fred::prelude::SortedSetsInterface;
 use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
@@ -10,7 +12,6 @@ use heartbeat_core::{StoreError, Timestamp};
 use heartbeat_core::store::kit::encode;
 
 use crate::keys::{IndexLayout, job_id, job_slot, owner_slot};
-use crate::per_slot::Range;
 use crate::{RedisStore, decode, store_error};
 
 impl RedisStore {
@@ -63,26 +64,42 @@ impl JobStore for RedisStore {
             )
         })?;
         let job = job.into_job(id);
+        let due_at = job.complete_at.map(|at| at.unix_millis().to_string());
         let args = vec![
             encode(&job)?,
             self.job_ttl(),
             id.to_string(),
-            job.complete_at
-                .map(|at| at.unix_millis().to_string())
-                .unwrap_or_default(),
+            due_at.clone().unwrap_or_default(),
         ];
+        let mut script_keys = vec![keys.job(id), keys.owner_jobs(&job.owner)];
+        // One server: the due entry in the same script. A cluster: in the owner's shard
+        // of the due index right after (another slot).
+        let due_shard = match keys.index_layout() {
+            IndexLayout::OneKey => {
+                script_keys.push(keys.one_due_jobs());
+                None
+            }
+            IndexLayout::PerSlot => due_at.map(|at| (keys.due_shard(slot), at)),
+        };
         let _: i64 = self
             .eval(
                 "job write",
                 &self.inner.scripts.create_job,
-                vec![
-                    keys.job(id),
-                    keys.owner_jobs(&job.owner),
-                    keys.due_jobs(slot),
-                ],
+                script_keys,
                 args,
             )
             .await?;
+        if let Some((shard, at)) = due_shard {
+            let args = vec![self.job_ttl(), at, id.to_string()];
+            let _: i64 = self
+                .eval(
+                    "job index write",
+                    &self.inner.scripts.index_add,
+                    vec![shard],
+                    args,
+                )
+                .await?;
+        }
         Ok(job)
     }
 
@@ -104,14 +121,14 @@ impl JobStore for RedisStore {
             self.job_ttl(),
             job.id.to_string(),
         ];
-        // A job of this build drops its due entry in the same script (one slot); an
-        // earlier build's job, whose key and due entry live in other slots, right after.
-        let (script_keys, drop_after) = match job_slot(job.id) {
-            Some(slot) if drop_due => (vec![keys.job(job.id), keys.due_jobs(slot)], false),
-            _ => (
-                vec![keys.job(job.id)],
-                drop_due && job_slot(job.id).is_none(),
-            ),
+        // One server: the due entry goes in the same script. A cluster: from the owner's
+        // shard (or, for an earlier build's job, the one-key index) right after.
+        let job_key = keys.job(job.id);
+        let (script_keys, drop_after) = match (drop_due, keys.index_layout(), job_slot(job.id)) {
+            (false, _, _) => (vec![job_key], None),
+            (true, IndexLayout::OneKey, _) => (vec![job_key, keys.one_due_jobs()], None),
+            (true, IndexLayout::PerSlot, Some(slot)) => (vec![job_key], Some(keys.due_shard(slot))),
+            (true, IndexLayout::PerSlot, None) => (vec![job_key], Some(keys.one_due_jobs())),
         };
         let applied: i64 = self
             .eval(
@@ -124,10 +141,10 @@ impl JobStore for RedisStore {
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        if drop_after {
+        if let Some(due) = drop_after {
             let _: i64 = self
                 .client()
-                .zrem(keys.one_due_jobs(), job.id.0.to_string())
+                .zrem(due, job.id.0.to_string())
                 .await
                 .map_err(|error| store_error("job index write", error))?;
         }
@@ -155,35 +172,37 @@ impl JobStore for RedisStore {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
-        let ids: Vec<u64> = match keys.index_layout() {
-            IndexLayout::OneKey => {
-                let count = i64::try_from(limit).unwrap_or(i64::MAX);
-                self.client()
-                    .zrangebyscore(
-                        keys.one_due_jobs(),
-                        "-inf",
-                        now.unix_millis(),
-                        false,
-                        Some((0, count)),
-                    )
-                    .await
-                    .map_err(|error| store_error("job index read", error))?
+        let shards = match keys.index_layout() {
+            IndexLayout::OneKey => vec![keys.one_due_jobs()],
+            // The shards, and the one key earlier builds wrote (read until it expires).
+            IndexLayout::PerSlot => {
+                let mut shards = keys.due_shards();
+                shards.push(keys.one_due_jobs());
+                shards
             }
-            IndexLayout::PerSlot => self
-                .merged_range(
-                    "job index read",
-                    Range::ScoreUpTo {
-                        max: now.unix_millis(),
-                    },
-                    limit,
-                    |slot| keys.slot_due_jobs(slot),
-                    keys.one_due_jobs(),
-                )
-                .await?
-                .into_iter()
-                .filter_map(|(member, _)| member.parse().ok())
-                .collect(),
         };
+        let count = i64::try_from(limit).unwrap_or(i64::MAX);
+        let reads = shards.into_iter().map(|shard| {
+            self.client().zrangebyscore::<Vec<(String, f64)>, _, _, _>(
+                shard,
+                "-inf",
+                now.unix_millis(),
+                true,
+                Some((0, count)),
+            )
+        });
+        let mut due: Vec<(f64, u64)> = Vec::new();
+        for read in futures_util::future::join_all(reads).await {
+            let read = read.map_err(|error| store_error("job index read", error))?;
+            due.extend(
+                read.into_iter()
+                    .filter_map(|(id, at)| Some((at, id.parse().ok()?))),
+            );
+        }
+        // Each shard's answer is in due order; the first `limit` of all of them are due.
+        due.sort_unstable_by(|(a, x), (b, y)| a.total_cmp(b).then(x.cmp(y)));
+        due.truncate(limit);
+        let ids = due.into_iter().map(|(_, id)| id).collect();
         self.jobs_by_id(ids).await
     }
 }

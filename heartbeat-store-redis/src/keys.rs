@@ -187,23 +187,26 @@ impl Keys {
         format!("{}hb_jobs:owner:{owner}", self.namespace)
     }
 
-    /// The jobs the simulator completes, by due time, that jobs in `slot` go to: one key
-    /// on one server, a part per slot on a cluster ([`IndexLayout`]).
-    pub(crate) fn due_jobs(&self, slot: u16) -> String {
-        match self.index_layout {
-            IndexLayout::OneKey => self.one_due_jobs(),
-            IndexLayout::PerSlot => self.slot_due_jobs(slot),
-        }
-    }
-
     /// The due index in one key: one server's, and what earlier builds wrote on a cluster.
     pub(crate) fn one_due_jobs(&self) -> String {
         format!("{}hb_jobs:due", self.namespace)
     }
 
-    /// The part of the due index kept in `slot` ([`IndexLayout::PerSlot`]).
-    pub(crate) fn slot_due_jobs(&self, slot: u16) -> String {
-        format!("{}hb_jobs:{{{}}}:due", self.namespace, slot_tag(slot))
+    /// The shard of the due index that jobs of owners in `slot` go to on a cluster
+    /// ([`IndexLayout::PerSlot`]): one of [`DUE_SHARDS`], each in a slot of its own,
+    /// spread over the slot range (so over the masters).
+    pub(crate) fn due_shard(&self, slot: u16) -> String {
+        let shard = slot % DUE_SHARDS;
+        format!(
+            "{}hb_jobs:due:{{{}}}",
+            self.namespace,
+            slot_tag(shard * (SLOTS / DUE_SHARDS))
+        )
+    }
+
+    /// Every shard of the due index ([`IndexLayout::PerSlot`]).
+    pub(crate) fn due_shards(&self) -> Vec<String> {
+        (0..DUE_SHARDS).map(|shard| self.due_shard(shard)).collect()
     }
 
     /// The counter event ids are drawn from, one per hash slot: the owner's slot, so that
@@ -281,6 +284,11 @@ fn owner_tag(owner: &Owner) -> &'static str {
     slot_tag(owner_slot(owner))
 }
 
+/// Shards of the due index on a cluster. A poll of the JOB_TIME simulator reads every
+/// shard (a command each), and a job's due entry is written beside the job, not in its
+/// script: a few keys spread over the masters, not one per slot.
+pub(crate) const DUE_SHARDS: u16 = 16;
+
 /// The first job id drawn from a counter in the owner's slot: such an id is
 /// `n × 16384 + slot`, so a job's key is found from its id alone, and ids of one owner
 /// increase. Ids below were drawn by earlier builds from one counter (`hb_jobs:last_id`);
@@ -346,6 +354,26 @@ mod tests {
         assert_eq!(keys.progress, "prod:hb_progress:{5kh}:13");
         assert_eq!(keys.history, "prod:hb_history:{5kh}:13");
         assert_eq!(keys.finished, "prod:hb_index:{5kh}:finished");
+    }
+
+    /// The due shards sit in slots spread evenly over the range, so a cluster's masters
+    /// share them (a 3-master cluster: 6, 5 and 5).
+    #[test]
+    fn the_due_shards_spread_over_the_slot_range() {
+        let keys = Keys::new("prod:".into(), IndexLayout::PerSlot);
+        let slots: Vec<u16> = keys
+            .due_shards()
+            .iter()
+            .map(|key| slot_of(key.as_bytes()))
+            .collect();
+        let expected: Vec<u16> = (0..DUE_SHARDS).map(|s| s * (SLOTS / DUE_SHARDS)).collect();
+        assert_eq!(slots, expected);
+        // Every owner's shard is one of them.
+        let owner = Owner::new("alice").unwrap();
+        assert!(
+            keys.due_shards()
+                .contains(&keys.due_shard(owner_slot(&owner)))
+        );
     }
 
     #[test]

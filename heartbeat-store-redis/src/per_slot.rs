@@ -16,51 +16,25 @@ use crate::{RedisStore, store_error};
 /// blocks its node, so a call stays around a millisecond.
 const PARTS_PER_CALL: usize = 1024;
 
-/// Which entries of the parts to merge.
-pub(crate) enum Range {
-    /// Members between two (both excluded), in byte order (every score 0).
-    Lex { after: String, before: String },
-    /// Members scored at most `max`, by score.
-    ScoreUpTo { max: i64 },
-}
-
 impl RedisStore {
-    /// The first `limit` entries of `range` over the parts `part` names for every slot and
-    /// `one_key` (the one-key index earlier builds wrote on a cluster too, read until it
-    /// expires): member and score, by score then member.
+    /// The first `limit` entries strictly between `after` and `before` over the parts
+    /// `part` names for every slot and `one_key` (the one-key index earlier builds wrote on
+    /// a cluster too, read until it expires), in byte order.
     pub(crate) async fn merged_range(
         &self,
         what: &str,
-        range: Range,
+        (after, before): (&str, &str),
         limit: usize,
         part: impl Fn(u16) -> String,
         one_key: String,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let head = match range {
-            Range::Lex { after, before } => {
-                vec!["lex".into(), format!("({after}"), format!("({before}")]
-            }
-            Range::ScoreUpTo { max } => vec!["score".into(), "-inf".into(), max.to_string()],
-        };
-        let head = head.into_iter().chain([limit.to_string()]).collect();
+    ) -> Result<Vec<String>, StoreError> {
+        let head = vec![format!("({after}"), format!("({before}"), limit.to_string()];
         let answers: Vec<Vec<String>> = self
             .on_every_node(what, &self.inner.scripts.merge_range, head, part, one_key)
             .await?;
-        // Each node's answer is in order; the first `limit` of all of them is the range.
-        let mut entries = Vec::new();
-        for answer in answers {
-            let mut pairs = answer.into_iter();
-            while let (Some(member), Some(score)) = (pairs.next(), pairs.next()) {
-                let score = score.parse::<i64>().map_err(|_| {
-                    StoreError::corrupt(
-                        format!("Redis {what}: the score {score:?} is not a whole number"),
-                        "unreadable score",
-                    )
-                })?;
-                entries.push((member, score));
-            }
-        }
-        entries.sort_unstable_by(|(a, x), (b, y)| x.cmp(y).then_with(|| a.cmp(b)));
+        // Each call's answer is in order; the first `limit` of all of them is the range.
+        let mut entries: Vec<String> = answers.into_iter().flatten().collect();
+        entries.sort_unstable();
         entries.truncate(limit);
         Ok(entries)
     }

@@ -17,9 +17,9 @@ const COMMIT_ALL: &str = concat!(
     include_str!("lua/analytics_index.lua")
 );
 
-/// The first entries of an index kept per hash slot (analytics, due jobs), from the parts
-/// one node serves, merged. `ARGV`: `lex` or `score`, min, max, limit, keys. Returns
-/// member, score pairs in order.
+/// The first entries of an index kept per hash slot (the analytics indexes on a cluster),
+/// from the parts one node serves, merged. `ARGV`: min, max, limit, keys. Returns the
+/// members in order.
 const MERGE_RANGE: &str = include_str!("lua/merge_range.lua");
 
 /// How many entries of an analytics index kept per hash slot one node holds from an
@@ -29,9 +29,13 @@ const INDEX_COUNT_KEYS: &str = include_str!("lua/index_count_keys.lua");
 /// Increments a counter and refreshes its TTL. `ARGV`: ttl ms. Returns the new value.
 const NEXT_ID: &str = include_str!("lua/next_id.lua");
 
-/// Stores a new job and indexes it (owner, due time). `KEYS`: job, owner's jobs, due
-/// index; `ARGV`: job JSON, ttl ms, id, due time or `''`.
+/// Stores a new job and indexes it (owner; due time when `KEYS[3]`, the due index, is
+/// given). `KEYS`: job, owner's jobs, [due index]; `ARGV`: job JSON, ttl ms, id, due time
+/// or `''`.
 const CREATE_JOB: &str = include_str!("lua/create_job.lua");
+
+/// Adds a member to a sorted set and refreshes its TTL. `ARGV`: ttl ms, score, member.
+const INDEX_ADD: &str = include_str!("lua/index_add.lua");
 
 /// Compare-and-set of a job, dropping its due entry when `KEYS[2]` (the due index) is
 /// given. `ARGV`: expected, new value, ttl ms, id. 1 applied, 0 changed.
@@ -51,6 +55,7 @@ pub(crate) struct Scripts {
     pub(crate) index_count_keys: Script,
     pub(crate) next_id: Script,
     pub(crate) create_job: Script,
+    pub(crate) index_add: Script,
     pub(crate) compare_and_set: Script,
     pub(crate) publish_event: Script,
 }
@@ -63,18 +68,20 @@ impl Scripts {
             index_count_keys: Script::from_lua(INDEX_COUNT_KEYS),
             next_id: Script::from_lua(NEXT_ID),
             create_job: Script::from_lua(CREATE_JOB),
+            index_add: Script::from_lua(INDEX_ADD),
             compare_and_set: Script::from_lua(COMPARE_AND_SET),
             publish_event: Script::from_lua(PUBLISH_EVENT),
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 8] {
         [
             &self.commit_all,
             &self.merge_range,
             &self.index_count_keys,
             &self.next_id,
             &self.create_job,
+            &self.index_add,
             &self.compare_and_set,
             &self.publish_event,
         ]

@@ -16,7 +16,6 @@ use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, U
 use heartbeat_core::store::kit::encode;
 
 use crate::keys::IndexLayout;
-use crate::per_slot::Range;
 use crate::{RedisStore, decode, store_error};
 
 /// A user's session hash as loaded, field by field: the compare-and-set checks it is
@@ -326,21 +325,16 @@ impl AnalyticsStore for RedisStore {
                 )
                 .await
                 .map_err(|error| store_error("analytics index read", error))?,
-            IndexLayout::PerSlot => self
-                .merged_range(
+            IndexLayout::PerSlot => {
+                self.merged_range(
                     "analytics index read",
-                    Range::Lex {
-                        after: after.to_string(),
-                        before: before.to_string(),
-                    },
+                    (after.as_str(), before.as_str()),
                     limit,
                     |slot| keys.slot_index(index, slot),
                     keys.one_index(index),
                 )
                 .await?
-                .into_iter()
-                .map(|(member, _)| member)
-                .collect(),
+            }
         };
         Ok(found
             .into_iter()

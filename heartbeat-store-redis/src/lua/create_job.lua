@@ -1,10 +1,10 @@
--- A new job, indexed by its owner and, if the simulator completes it, by due time.
--- KEYS: the job, the owner's jobs, the due index. ARGV: job JSON, ttl ms, id, due time
--- (unix ms) or ''.
+-- A new job, indexed by its owner and, on one server, if the simulator completes it, by
+-- due time. KEYS: the job, the owner's jobs, [the due index]. ARGV: job JSON, ttl ms,
+-- id, due time (unix ms) or ''.
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-if ARGV[4] ~= '' then
+if KEYS[3] and ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end

@@ -1,36 +1,22 @@
--- The first entries of an index kept in many sorted sets (a part per hash slot), merged
--- in order. ARGV: 'lex' or 'score', min, max (as ZRANGEBYLEX / ZRANGEBYSCORE take them),
--- limit, then the keys, all served by this node (undeclared: a script may read any key of
--- its node's slots). Returns member, score, member, score, … (the score '0' for 'lex'),
--- at most `limit` pairs, by score then member. Each set is read a few entries at a time,
--- so a page reads about `limit` entries plus a few per set, however many each holds.
-local by_score, min, max = ARGV[1] == 'score', ARGV[2], ARGV[3]
-local limit, batch = tonumber(ARGV[4]), 8
+-- The first entries of an index kept in many sorted sets (a part per hash slot, every
+-- score 0), merged in byte order. ARGV: min, max (as ZRANGEBYLEX takes them), limit, then
+-- the keys, all served by this node (undeclared: a script may read any key of its node's
+-- slots). Returns at most `limit` members. Each set is read a few entries at a time, so
+-- a call reads about `limit` entries plus a few per set, however many each holds.
+local min, max, limit, batch = ARGV[1], ARGV[2], tonumber(ARGV[3]), 8
 -- Byte order, as sorted sets order their members (Lua's `<` follows the locale).
-local function bytes_less(a, b)
+local function less(a, b)
   for j = 1, math.min(#a, #b) do
     local x, y = string.byte(a, j), string.byte(b, j)
     if x ~= y then return x < y end
   end
   return #a < #b
 end
--- An entry: { member, score as a number, score as sent }.
-local function less(x, y)
-  if x[2] ~= y[2] then return x[2] < y[2] end
-  return bytes_less(x[1], y[1])
-end
 local function next_batch(stream)
-  local page = {}
-  if by_score then
-    local flat = redis.call('ZRANGEBYSCORE', stream.key, min, max, 'WITHSCORES', 'LIMIT', stream.offset, batch)
-    for j = 1, #flat, 2 do page[#page + 1] = { flat[j], tonumber(flat[j + 1]), flat[j + 1] } end
-  else
-    local members = redis.call('ZRANGEBYLEX', stream.key, min, max, 'LIMIT', stream.offset, batch)
-    for j = 1, #members do page[j] = { members[j], 0, '0' } end
-  end
-  stream.offset = stream.offset + #page
-  stream.page, stream.at = page, 1
-  return #page > 0
+  stream.page = redis.call('ZRANGEBYLEX', stream.key, min, max, 'LIMIT', stream.offset, batch)
+  stream.offset = stream.offset + #stream.page
+  stream.at = 1
+  return #stream.page > 0
 end
 local streams, heap = {}, {}
 local function head(s) return streams[s].page[streams[s].at] end
@@ -45,7 +31,7 @@ local function sift_down(j)
     j = smallest
   end
 end
-for k = 5, #ARGV do
+for k = 4, #ARGV do
   local stream = { key = ARGV[k], offset = 0 }
   if next_batch(stream) then
     streams[#streams + 1] = stream
@@ -53,13 +39,11 @@ for k = 5, #ARGV do
   end
 end
 for j = math.floor(#heap / 2), 1, -1 do sift_down(j) end
-local found, taken = {}, 0
-while taken < limit and #heap > 0 do
+local found = {}
+while #found < limit and #heap > 0 do
   local s = heap[1]
-  local stream, entry = streams[s], head(s)
-  found[#found + 1] = entry[1]
-  found[#found + 1] = entry[3]
-  taken = taken + 1
+  local stream = streams[s]
+  found[#found + 1] = head(s)
   stream.at = stream.at + 1
   if stream.at > #stream.page and not (#stream.page == batch and next_batch(stream)) then
     heap[1] = heap[#heap]
