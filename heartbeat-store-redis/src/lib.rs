@@ -35,7 +35,7 @@
 //! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`], one server only) | retention |
 //! | `hb_job:{<tag>}:<id>` | string | the job; its id is `n × 16384 + slot` (≥ 2^34), so the id names the owner's slot | [`RedisConfig::job_retention`] |
 //! | `hb_jobs:{<tag>}:last_id`, `hb_jobs:{<tag>}:owner:<owner>` | counter, sorted set | job ids drawn in a slot, an owner's jobs | job retention |
-//! | `hb_jobs:due` (one server), `hb_jobs:{<tag>}:due` (cluster) | sorted set | jobs the simulator completes, by due time | job retention |
+//! | `hb_jobs:due` (one server), `hb_jobs:due:{<shard tag>}` (cluster, 16 shards) | sorted set | jobs the simulator completes, by due time | job retention |
 //! | `hb_events:{<tag>}:last_id`, `hb_events:{<tag>}:owner:<owner>` | counter, sorted set | event ids drawn in a slot, an owner's newest events | job retention |
 //!
 //! For jobs and events `<tag>` hashes to the slot of the owner's name. Job events are
