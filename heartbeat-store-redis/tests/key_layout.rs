@@ -15,6 +15,7 @@ use fred::types::Builder;
 use futures_util::StreamExt;
 use heartbeat_core::jobs::{EventBus, EventId, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner};
 use heartbeat_core::sessions::analytics::{FinishedEntry, IndexKey};
+use heartbeat_core::testkit::sessions::export_all;
 use heartbeat_core::{
     Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord,
     ProgressRecord, Timestamp, TokenCodec,
@@ -76,6 +77,19 @@ async fn play_and_stop(
     clock.advance(Duration::from_secs(10));
     assert!(heartbeats.stop(&token, Some(progress)).await.unwrap());
     accepted.session_id
+}
+
+/// Every finished session the export gives, paged by `page` through the cursor: user and
+/// session id.
+async fn exported(
+    heartbeats: &Heartbeats<RedisStore, ManualClock>,
+    page: usize,
+) -> Vec<(String, String)> {
+    export_all(heartbeats, IndexKey::start(), None, page)
+        .await
+        .into_iter()
+        .map(|s| (s.user_id.to_string(), s.record.session_id))
+        .collect()
 }
 
 /// What a build before the slot tag wrote for a session of `user` that ended at `ended`:
@@ -184,23 +198,7 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
     assert_eq!(fan_history.len(), 2, "{fan_history:?}");
 
     clock.advance(Duration::from_secs(60));
-    let mut exported = Vec::new();
-    let mut cursor = IndexKey::start();
-    loop {
-        let page = heartbeats
-            .finished_sessions(&cursor, None, 2)
-            .await
-            .unwrap();
-        exported.extend(
-            page.sessions
-                .iter()
-                .map(|s| (s.user_id.to_string(), s.record.session_id.clone())),
-        );
-        if page.complete {
-            break;
-        }
-        cursor = IndexKey::from_cursor(&page.next.cursor()).unwrap();
-    }
+    let exported = exported(&heartbeats, 2).await;
     let (seven, fan) = ("7".to_owned(), "fan{42}".to_owned());
     let expected = [
         (&seven, "before-1"),
@@ -351,23 +349,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
         "every master commits for its users: {scripts:?}"
     );
     clock.advance(Duration::from_secs(60));
-    let mut exported = Vec::new();
-    let mut cursor = IndexKey::start();
-    loop {
-        let page = heartbeats
-            .finished_sessions(&cursor, None, 4)
-            .await
-            .unwrap();
-        exported.extend(
-            page.sessions
-                .iter()
-                .map(|s| (s.user_id.to_string(), s.record.session_id.clone())),
-        );
-        if page.complete {
-            break;
-        }
-        cursor = IndexKey::from_cursor(&page.next.cursor()).unwrap();
-    }
+    let exported = exported(&heartbeats, 4).await;
     assert_eq!(
         exported, ended,
         "every session once, in the order they ended"
