@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use heartbeat_core::jobs::{
     EventBus, EventId, JobId, JobStore, JobUpdate, Jobs, JobsConfig, NewJob, Owner,
 };
+use heartbeat_core::sessions::AnalyticsStore;
+use heartbeat_core::sessions::analytics::IndexReads;
 use heartbeat_core::{
     HeartbeatData, HeartbeatError, HeartbeatOutcome, Heartbeats, Id, ManualClock, SessionStore,
     StoreError, Timestamp, TokenCodec,
@@ -135,6 +137,13 @@ async fn every_key_written_has_a_ttl_with_one_script_per_key() {
 async fn keys_written_have_ttls(one_script_per_key: bool) {
     let server = RedisServer::start();
     let store = store_with(&server, one_script_per_key).await;
+    // An index in a part per slot is read part by part: the store-wide readers poll less.
+    let reads = if one_script_per_key {
+        IndexReads::Spread
+    } else {
+        IndexReads::Cheap
+    };
+    assert_eq!(store.index_reads(), reads);
     let clock = ManualClock::new(at("2026-01-01T00:00:00.000Z"));
     let codec = TokenCodec::new("ttl key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
