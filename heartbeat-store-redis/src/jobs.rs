@@ -14,7 +14,56 @@ use heartbeat_core::store::kit::encode;
 use crate::keys::{IndexLayout, job_id, job_slot, owner_slot};
 use crate::{RedisStore, decode, store_error};
 
+/// Ids drawn for one job before giving up when each belongs to a stored job.
+const ID_ATTEMPTS: usize = 8;
+
 impl RedisStore {
+    /// Stores a new job and indexes it; `false` (nothing written) when a job with its id
+    /// is stored already.
+    async fn store_new_job(&self, job: &Job, slot: u16) -> Result<bool, StoreError> {
+        let keys = &self.inner.keys;
+        let due_at = job.complete_at.map(|at| at.unix_millis().to_string());
+        let args = vec![
+            encode(job)?,
+            self.job_ttl(),
+            job.id.to_string(),
+            due_at.clone().unwrap_or_default(),
+        ];
+        let mut script_keys = vec![keys.job(job.id), keys.owner_jobs(&job.owner)];
+        // One server: the due entry in the same script. A cluster: in the owner's shard
+        // of the due index right after (another slot).
+        let due_shard = match keys.index_layout() {
+            IndexLayout::OneKey => {
+                script_keys.push(keys.one_due_jobs());
+                None
+            }
+            IndexLayout::PerSlot => due_at.map(|at| (keys.due_shard(slot), at)),
+        };
+        let stored: i64 = self
+            .eval(
+                "job write",
+                &self.inner.scripts.create_job,
+                script_keys,
+                args,
+            )
+            .await?;
+        if stored != 1 {
+            return Ok(false);
+        }
+        if let Some((shard, at)) = due_shard {
+            let args = vec![self.job_ttl(), at, job.id.to_string()];
+            let _: i64 = self
+                .eval(
+                    "job index write",
+                    &self.inner.scripts.index_add,
+                    vec![shard],
+                    args,
+                )
+                .await?;
+        }
+        Ok(true)
+    }
+
     fn job_ttl(&self) -> String {
         self.inner.job_retention_millis.to_string()
     }
@@ -49,58 +98,39 @@ impl JobStore for RedisStore {
     async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
         let keys = &self.inner.keys;
         let slot = owner_slot(&job.owner);
-        let n: u64 = self
-            .eval(
-                "job id",
-                &self.inner.scripts.next_id,
-                vec![keys.job_counter(&job.owner)],
-                vec![self.job_ttl()],
-            )
-            .await?;
-        let id = job_id(slot, n).ok_or_else(|| {
-            StoreError::backend(
-                format!("Redis job id: the counter of slot {slot} is at {n}, past every id"),
-                "job ids exhausted",
-            )
-        })?;
-        let job = job.into_job(id);
-        let due_at = job.complete_at.map(|at| at.unix_millis().to_string());
-        let args = vec![
-            encode(&job)?,
-            self.job_ttl(),
-            id.to_string(),
-            due_at.clone().unwrap_or_default(),
-        ];
-        let mut script_keys = vec![keys.job(id), keys.owner_jobs(&job.owner)];
-        // One server: the due entry in the same script. A cluster: in the owner's shard
-        // of the due index right after (another slot).
-        let due_shard = match keys.index_layout() {
-            IndexLayout::OneKey => {
-                script_keys.push(keys.one_due_jobs());
-                None
-            }
-            IndexLayout::PerSlot => due_at.map(|at| (keys.due_shard(slot), at)),
-        };
-        let _: i64 = self
-            .eval(
-                "job write",
-                &self.inner.scripts.create_job,
-                script_keys,
-                args,
-            )
-            .await?;
-        if let Some((shard, at)) = due_shard {
-            let args = vec![self.job_ttl(), at, id.to_string()];
-            let _: i64 = self
+        for _ in 0..ID_ATTEMPTS {
+            // Not below the time in seconds: a counter lost or expired (no job in its
+            // slot for the retention) does not hand out the ids of stored jobs again.
+            let floor = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            let n: u64 = self
                 .eval(
-                    "job index write",
-                    &self.inner.scripts.index_add,
-                    vec![shard],
-                    args,
+                    "job id",
+                    &self.inner.scripts.next_id,
+                    vec![keys.job_counter(&job.owner)],
+                    vec![self.job_ttl(), floor.to_string()],
                 )
                 .await?;
+            let id = job_id(slot, n).ok_or_else(|| {
+                StoreError::backend(
+                    format!("Redis job id: the counter of slot {slot} is at {n}, past every id"),
+                    "job ids exhausted",
+                )
+            })?;
+            let job = job.clone().into_job(id);
+            if self.store_new_job(&job, slot).await? {
+                return Ok(job);
+            }
         }
-        Ok(job)
+        Err(StoreError::backend(
+            format!(
+                "Redis job id: {ID_ATTEMPTS} ids in a row drawn in slot {slot} belong to \
+                 stored jobs; its counter `{}` is behind them: set it past the newest id",
+                keys.job_counter(&job.owner)
+            ),
+            "job ids taken",
+        ))
     }
 
     async fn get(&self, id: JobId) -> Result<Option<(Job, String)>, StoreError> {

@@ -34,7 +34,7 @@
 //! | `hb_index:{<tag>}:finished`, `hb_index:{<tag>}:refusals` | sorted sets | the analytics indexes, a part per hash slot (Redis Cluster, or [`RedisConfig::one_script_per_key`]) | retention |
 //! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`], one server only) | retention |
 //! | `hb_job:{<tag>}:<id>` | string | the job; its id is `n × 16384 + slot` (≥ 2^34), so the id names the owner's slot | [`RedisConfig::job_retention`] |
-//! | `hb_jobs:{<tag>}:last_id`, `hb_jobs:{<tag>}:owner:<owner>` | counter, sorted set | job ids drawn in a slot, an owner's jobs | job retention |
+//! | `hb_jobs:{<tag>}:last_id`, `hb_jobs:{<tag>}:owner:<owner>` | counter, sorted set | job ids drawn in a slot (never below the time in seconds; a job is never stored over another: `SET NX`, the next id drawn), an owner's jobs | job retention |
 //! | `hb_jobs:due` (one server), `hb_jobs:due:{<shard tag>}` (cluster, 16 shards) | sorted set | jobs the simulator completes, by due time | job retention |
 //! | `hb_events:{<tag>}:last_id`, `hb_events:{<tag>}:owner:<owner>` | counter, sorted set | event ids drawn in a slot, an owner's newest events | job retention |
 //!

@@ -26,12 +26,13 @@ const MERGE_RANGE: &str = include_str!("lua/merge_range.lua");
 /// entry on. `ARGV`: from, keys.
 const INDEX_COUNT_KEYS: &str = include_str!("lua/index_count_keys.lua");
 
-/// Increments a counter and refreshes its TTL. `ARGV`: ttl ms. Returns the new value.
+/// Increments a counter, not below a floor, and refreshes its TTL. `ARGV`: ttl ms, floor.
+/// Returns the new value.
 const NEXT_ID: &str = include_str!("lua/next_id.lua");
 
 /// Stores a new job and indexes it (owner; due time when `KEYS[3]`, the due index, is
-/// given). `KEYS`: job, owner's jobs, [due index]; `ARGV`: job JSON, ttl ms, id, due time
-/// or `''`.
+/// given), unless a job with its id is stored. `KEYS`: job, owner's jobs, [due index];
+/// `ARGV`: job JSON, ttl ms, id, due time or `''`. 1 stored, 0 the id is taken.
 const CREATE_JOB: &str = include_str!("lua/create_job.lua");
 
 /// Adds a member to a sorted set and refreshes its TTL. `ARGV`: ttl ms, score, member.

@@ -595,3 +595,38 @@ async fn event_ids_never_go_back_when_redis_loses_its_data() {
         .unwrap();
     assert_eq!(next.id, after_restart);
 }
+
+/// A slot's job counter that goes back (lost, or restored from an older backup) never
+/// hands out the id of a stored job again: the job stays as it was and the new one gets
+/// the next free id.
+#[tokio::test]
+async fn a_job_counter_that_goes_back_never_overwrites_a_job() {
+    let server = RedisServer::start();
+    let (store, redis) = (store(&server).await, raw(&server).await);
+    let owner = Owner::new("counted").unwrap();
+    let new_job = || NewJob {
+        owner: owner.clone(),
+        created_at: Timestamp::now(),
+        complete_at: None,
+    };
+    let first = store.create(new_job()).await.unwrap();
+    let counters: Vec<String> = keys_with_ttls(&redis)
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| key.starts_with(&format!("{NS}hb_jobs:")) && key.ends_with(":last_id"))
+        .collect();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    // Back to just before the first job's number.
+    let n = (first.id.0 - (1 << 34)) / 16_384;
+    let _: () = redis
+        .set(&counters[0], n - 1, None, None, false)
+        .await
+        .unwrap();
+    let second = store.create(new_job()).await.unwrap();
+    assert!(second.id > first.id, "{} after {}", second.id, first.id);
+    let (stored, _) = JobStore::get(&store, first.id).await.unwrap().unwrap();
+    assert_eq!(stored, first, "the first job is untouched");
+    let listed = JobStore::list_by_owner(&store, &owner, 10).await.unwrap();
+    assert_eq!(listed, [second, first]);
+}
