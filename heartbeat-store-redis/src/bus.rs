@@ -2,11 +2,13 @@
 //! one channel that every instance's subscriber forwards to its local [`Fanout`]. Session
 //! notices (SPEC §3.7) travel the same way on a second channel.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
+use fred::interfaces::ClusterInterface;
 use fred::prelude::{EventInterface, PubsubInterface, SortedSetsInterface};
+use fred::types::config::Server;
 use heartbeat_core::jobs::{EventBus, EventId, EventStream, Job, JobEvent, Owner};
 use heartbeat_core::live::{BusError, Fanout, Routed};
 use heartbeat_core::sessions::notice::SessionNotice;
@@ -88,11 +90,20 @@ pub(crate) async fn start_forwarding(
 
 /// The sharded event channels (one per hash slot of the owners this instance's streams
 /// watch) the subscriber listens on (Redis Cluster): subscribed to when a stream of a new
-/// slot opens, left by [`ShardedEvents::leave_unwatched`] when none of its owners is
-/// watched any more.
+/// slot opens, left when none of its owners is watched any more, and subscribed to again
+/// when its slot moves to another master (a resharding: Redis drops the subscription
+/// there, and the client does not notice).
 #[derive(Default)]
 pub(crate) struct ShardedEvents {
-    slots: tokio::sync::Mutex<BTreeSet<u16>>,
+    /// Each slot listened on, and the master that served it when subscribed.
+    slots: tokio::sync::Mutex<BTreeMap<u16, Option<Server>>>,
+}
+
+/// The master serving `slot` as the subscriber's routing table has it.
+fn serving(subscriber: &SubscriberClient, slot: u16) -> Option<Server> {
+    subscriber
+        .cached_cluster_state()
+        .and_then(|routing| routing.get_server(slot).cloned())
 }
 
 impl ShardedEvents {
@@ -106,52 +117,86 @@ impl ShardedEvents {
     ) -> Result<(), fred::error::Error> {
         let slot = owner_slot(owner);
         let mut slots = self.slots.lock().await;
-        if !slots.contains(&slot) {
+        if let std::collections::btree_map::Entry::Vacant(entry) = slots.entry(slot) {
             subscriber.ssubscribe(keys.slot_event_channel(slot)).await?;
-            slots.insert(slot);
+            entry.insert(serving(subscriber, slot));
         }
         Ok(())
     }
 
-    /// Leaves the channels of slots whose owners no stream watches any more.
-    async fn leave_unwatched(
+    /// Leaves the channels of slots whose owners no stream watches any more, and
+    /// subscribes again to those whose slot another master serves now; if any moved, the
+    /// streams are told to replay what they may have missed meanwhile.
+    async fn tend(
         &self,
         subscriber: &SubscriberClient,
+        pool: &fred::clients::Pool,
         keys: &Keys,
         events: &Fanout<JobEvent>,
     ) {
         let mut slots = self.slots.lock().await;
         let watched: BTreeSet<u16> = events.watched().iter().map(owner_slot).collect();
-        let unwatched: Vec<u16> = slots.difference(&watched).copied().collect();
-        if unwatched.is_empty() {
-            return;
-        }
-        let channels: Vec<String> = unwatched
-            .iter()
-            .map(|slot| keys.slot_event_channel(*slot))
+        let unwatched: Vec<u16> = slots
+            .keys()
+            .filter(|slot| !watched.contains(slot))
+            .copied()
             .collect();
         // One command per slot: a cluster refuses channels of several slots in one.
-        for (slot, channel) in unwatched.into_iter().zip(channels) {
-            if subscriber.sunsubscribe(channel).await.is_ok() {
+        for slot in unwatched {
+            if subscriber
+                .sunsubscribe(keys.slot_event_channel(slot))
+                .await
+                .is_ok()
+            {
                 slots.remove(&slot);
             }
+        }
+        if slots.is_empty() || subscriber.sync_cluster().await.is_err() {
+            return;
+        }
+        let mut moved = false;
+        for (slot, server) in slots.iter_mut() {
+            let now = serving(subscriber, *slot);
+            if now != *server
+                && subscriber
+                    .ssubscribe(keys.slot_event_channel(*slot))
+                    .await
+                    .is_ok()
+            {
+                *server = now;
+                moved = true;
+            }
+        }
+        if moved {
+            // The replays go to the slots' new masters: the pool learns the routing first
+            // (a command sent to the old one would fail, commands are never resent).
+            for client in pool.clients() {
+                let _ = client.sync_cluster().await;
+            }
+            events.signal_gap();
         }
     }
 }
 
-/// How often an instance leaves the sharded channels nobody here watches any more.
-const LEAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often an instance tends its sharded channels ([`ShardedEvents::tend`]): a moved
+/// slot's events reach its streams (by a replay) at most about this long after the move.
+const TEND_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Leaves unwatched sharded channels every [`LEAVE_EVERY`], for as long as the store lives.
-pub(crate) fn start_leaving(store: std::sync::Weak<crate::Inner>) -> JoinHandle<()> {
+/// Tends the sharded channels every [`TEND_EVERY`], for as long as the store lives.
+pub(crate) fn start_tending(store: std::sync::Weak<crate::Inner>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(LEAVE_EVERY);
+        let mut ticks = tokio::time::interval(TEND_EVERY);
         loop {
             ticks.tick().await;
             let Some(inner) = store.upgrade() else { return };
             if let Some(sharded) = &inner.sharded_events {
                 sharded
-                    .leave_unwatched(&inner.subscriber, &inner.keys, &inner.live.events)
+                    .tend(
+                        &inner.subscriber,
+                        &inner.pool,
+                        &inner.keys,
+                        &inner.live.events,
+                    )
                     .await;
             }
         }

@@ -41,7 +41,10 @@
 //! For jobs and events `<tag>` hashes to the slot of the owner's name. Job events are
 //! published on `hb_job_events` on one server; on a cluster with `SPUBLISH` on
 //! `hb_job_events:{<tag>}`, and an instance listens (`SSUBSCRIBE`) only on the slots of
-//! the owners its streams watch. Session notices are published on `hb_session_notices`.
+//! the owners its streams watch; every 2 s it leaves the slots nobody watches and, when
+//! a resharding moved a watched slot to another master (Redis drops the subscription
+//! there without telling the client), subscribes again and has its streams replay.
+//! Session notices are published on `hb_session_notices`.
 //!
 //! A heartbeat costs two round trips on one server and on a cluster alike: `HGETALL` of
 //! the session hash, then one script that compares it and, if unchanged, writes the
@@ -370,7 +373,7 @@ impl RedisStore {
         .map_err(unreachable)?;
         let inner = Arc::new_cyclic(|inner| {
             if sharded_events.is_some() {
-                tasks.push(bus::start_leaving(inner.clone()));
+                tasks.push(bus::start_tending(inner.clone()));
             }
             Inner {
                 pool,

@@ -503,3 +503,64 @@ async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
     }
     drop(cluster);
 }
+
+/// A resharding moves the slot of a watched owner to another master: Redis drops the
+/// sharded subscription there, and the stream still gets the owner's next event — live,
+/// or by a replay it is told to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_keeps_its_owners_events_when_their_slot_moves() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let (watching, publishing) = (store(&cluster.url()).await, store(&cluster.url()).await);
+    let owner = Owner::new("moving").unwrap();
+    let mut stream = EventBus::subscribe(&watching, &owner).await.unwrap();
+    let jobs = Jobs::new(publishing.clone(), publishing.clone());
+    let before = jobs.create(&owner).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the first event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.job.id, before.id);
+
+    let name = owner.to_string();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.move_slot_of(&name);
+        cluster
+    })
+    .await
+    .unwrap();
+    // The first command on the moved slot may fail (MOVED, and no command is sent twice):
+    // a client retries, as after a 503.
+    let mut after = None;
+    for _ in 0..20 {
+        match jobs.create(&owner).await {
+            Ok(job) => {
+                after = Some(job);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let after = after.expect("jobs are created again after the move");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(event))) if event.job.id == after.id => break,
+            Ok(Some(Ok(_))) => {}
+            // Told to replay: the event is in the owner's history.
+            Ok(Some(Err(_))) => {
+                let replayed = EventBus::replay(&watching, &owner, Some(first.id))
+                    .await
+                    .unwrap();
+                if replayed.iter().any(|event| event.job.id == after.id) {
+                    break;
+                }
+            }
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => panic!("no event and no replay within 30 s of the move"),
+        }
+    }
+    drop(cluster);
+}

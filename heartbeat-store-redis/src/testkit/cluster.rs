@@ -116,6 +116,52 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no master serves slot {slot}:\n{nodes}"))
     }
 
+    /// Moves the hash slot of `key` to another master, with its keys, as a resharding
+    /// does (`CLUSTER SETSLOT … IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT … NODE`): the
+    /// port of the master that serves it now.
+    ///
+    /// # Panics
+    ///
+    /// When a node refuses a step.
+    pub fn move_slot_of(&self, key: &str) -> u16 {
+        let port = self.any_live_port();
+        let slot = redis_cli(port, &["cluster", "keyslot", key])
+            .trim()
+            .to_owned();
+        let from = self.master_of(key);
+        let nodes = redis_cli(port, &["cluster", "nodes"]);
+        let to = masters(&nodes)
+            .map(|master| master.port)
+            .find(|master| *master != from)
+            .expect("another master");
+        let id = |port: u16| redis_cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        let step = |port: u16, args: &[&str]| {
+            let answer = redis_cli(port, args);
+            assert!(
+                answer.trim() == "OK" || answer.trim() == "NOKEY",
+                "{args:?}: {answer}"
+            );
+        };
+        step(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        step(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = redis_cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|key| !key.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to, "", "0", "5000", "keys"];
+            args.extend(keys);
+            step(from, &args);
+        }
+        for master in masters(&nodes).map(|master| master.port) {
+            step(master, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        to
+    }
+
     /// Kills the node on `port` with `kill -9`, as a crashed machine would. Its replica
     /// takes over after [`CLUSTER_NODE_TIMEOUT_MS`] and an election.
     ///
