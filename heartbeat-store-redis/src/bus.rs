@@ -151,9 +151,16 @@ impl ShardedEvents {
                 slots.remove(&slot);
             }
         }
-        if slots.is_empty() || subscriber.sync_cluster().await.is_err() {
+        if slots.is_empty() {
             return;
         }
+        // Not holding the slots meanwhile: during a failover this waits as long as it,
+        // and a stream opening must not.
+        drop(slots);
+        if subscriber.sync_cluster().await.is_err() {
+            return;
+        }
+        let mut slots = self.slots.lock().await;
         let mut moved = false;
         for (slot, server) in slots.iter_mut() {
             let now = serving(subscriber, *slot);
