@@ -86,52 +86,30 @@ fn retention_millis(limits: &Retention) -> String {
         .to_string()
 }
 
-/// What an applied commit writes besides the session hash, in the commit script.
-struct Extras {
-    /// Retention of progress and history, in milliseconds.
-    ttl: String,
-    /// Asset field and progress JSON for the user's progress hash.
-    progress: Option<[String; 2]>,
-    /// `<user>:<asset>` and the position, for the Node server's `user_progress` hash.
-    node_progress: Option<[String; 2]>,
-    /// History entries (oldest first) and the cap.
-    history: Vec<String>,
-    cap: String,
-    /// The analytics index part (`lua/analytics_index.lua`), or none when the write
-    /// moves nothing and refuses nothing.
-    index: Option<Vec<String>>,
-}
-
 impl RedisStore {
-    fn extras(
+    /// Pushes the arguments `COMMIT_ALL` reads after the session part: what an applied
+    /// commit writes besides the session hash (retention, progress, the Node server's
+    /// progress, history, the analytics index part).
+    fn push_commit_tail(
         &self,
+        args: &mut Vec<String>,
         user: &Id,
         write: &SessionWrite,
         limits: &Retention,
-    ) -> Result<Extras, StoreError> {
+    ) -> Result<(), StoreError> {
         let progress = match &write.progress {
-            Some((asset, progress)) => Some((asset, progress, encode(progress)?)),
+            Some((asset, progress)) => Some([asset.to_string(), encode(progress)?]),
             None => None,
         };
+        let node_progress = write
+            .progress
+            .as_ref()
+            .filter(|_| self.inner.node_progress)
+            .map(|(asset, progress)| [format!("{user}:{asset}"), progress.progress.to_string()]);
         let ttl = retention_millis(limits);
-        Ok(Extras {
-            index: index_args(&write.index, &ttl, self.inner.index_trims.sweep_now()),
-            ttl,
-            node_progress: progress.as_ref().filter(|_| self.inner.node_progress).map(
-                |(asset, progress, _)| [format!("{user}:{asset}"), progress.progress.to_string()],
-            ),
-            progress: progress.map(|(asset, _, json)| [asset.to_string(), json]),
-            history: write.ended.iter().map(encode).collect::<Result<_, _>>()?,
-            cap: limits.history_cap.max(1).to_string(),
-        })
-    }
-}
-
-impl Extras {
-    /// The arguments `COMMIT_ALL` reads after the session part.
-    fn push_args(self, args: &mut Vec<String>) {
-        args.push(self.ttl);
-        for pair in [self.progress, self.node_progress] {
+        let index = index_args(&write.index, &ttl, self.inner.index_trims.sweep_now());
+        args.push(ttl);
+        for pair in [progress, node_progress] {
             match pair {
                 Some(pair) => {
                     args.push("1".to_owned());
@@ -140,11 +118,14 @@ impl Extras {
                 None => args.push("0".to_owned()),
             }
         }
-        args.push(self.history.len().to_string());
-        args.push(self.cap);
-        args.extend(self.history);
+        args.push(write.ended.len().to_string());
+        args.push(limits.history_cap.max(1).to_string());
+        for entry in &write.ended {
+            args.push(encode(entry)?);
+        }
         // An empty ttl: nothing to write in the indexes.
-        args.extend(self.index.unwrap_or_else(|| vec![String::new()]));
+        args.extend(index.unwrap_or_else(|| vec![String::new()]));
+        Ok(())
     }
 }
 
@@ -187,7 +168,7 @@ impl SessionStore for RedisStore {
             args.push(record.to_json());
         }
         args.push(write.keep_millis.max(1).to_string());
-        self.extras(user, write, limits)?.push_args(&mut args);
+        self.push_commit_tail(&mut args, user, write, limits)?;
         let keys = self.inner.keys.user(user);
         let mut keys = vec![
             keys.sessions,
