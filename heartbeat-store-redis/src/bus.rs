@@ -1,6 +1,8 @@
 //! [`EventBus`] on Redis: each owner's newest events in a sorted set by id, published on
-//! one channel that every instance's subscriber forwards to its local [`Fanout`]. Session
-//! notices (SPEC §3.7) travel the same way on a second channel.
+//! one channel that every instance's subscriber forwards to its local [`Fanout`] (one
+//! server), or on a sharded channel per hash slot that an instance listens on only while
+//! its streams watch an owner there ([`ShardedEvents`], Redis Cluster). Session notices
+//! (SPEC §3.7) travel on a second channel that every instance hears.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
