@@ -13,7 +13,9 @@ use fred::prelude::{
 };
 use fred::types::Builder;
 use futures_util::StreamExt;
-use heartbeat_core::jobs::{EventBus, EventId, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner};
+use heartbeat_core::jobs::{
+    EventBus, EventId, EventStream, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner,
+};
 use heartbeat_core::sessions::analytics::{FinishedEntry, IndexKey};
 use heartbeat_core::testkit::sessions::export_all;
 use heartbeat_core::{
@@ -31,6 +33,22 @@ fn at(offset_secs: i64) -> Timestamp {
     T0.parse::<Timestamp>()
         .unwrap()
         .add_millis(offset_secs * 1000)
+}
+
+/// A 3+3 cluster of its own, started off the async threads.
+async fn start_cluster() -> RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap()
+}
+
+/// The next event of `stream`, within 10 s.
+async fn next_event(stream: &mut EventStream) -> JobEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream goes on")
+        .expect("an event, not a lag")
 }
 
 async fn store(url: &str) -> RedisStore {
@@ -290,9 +308,7 @@ async fn a_rolling_upgrade_on_one_server_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_upgrade_on_a_cluster_loses_nothing() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     a_rolling_upgrade_loses_nothing(&cluster.url()).await;
     events_of_an_earlier_build_are_replayed_in_order(&cluster.url()).await;
     drop(cluster);
@@ -318,9 +334,7 @@ fn calls(cluster: &RedisCluster, command: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_master() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let store = store(&cluster.url()).await;
     let clock = ManualClock::new(at(0));
     let codec = TokenCodec::new("layout key").unwrap();
@@ -437,9 +451,7 @@ async fn jobs_of_an_earlier_build_are_served(url: &str) {
 async fn jobs_of_an_earlier_build_are_served_on_one_server_and_a_cluster() {
     let server = RedisServer::start();
     jobs_of_an_earlier_build_are_served(&server.url()).await;
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     jobs_of_an_earlier_build_are_served(&cluster.url()).await;
     drop(cluster);
 }
@@ -471,9 +483,7 @@ fn shard_channels(cluster: &RedisCluster) -> Vec<String> {
 /// streams watch, and leaves them when nobody watches; events still cross instances.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (watching, publishing) = (store(&cluster.url()).await, store(&cluster.url()).await);
     assert!(shard_channels(&cluster).is_empty());
     let owner = Owner::new("watched").unwrap();
@@ -484,11 +494,7 @@ async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
 
     let jobs = Jobs::new(publishing.clone(), publishing.clone());
     let job = jobs.create(&owner).await.unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("the event crosses instances")
-        .unwrap()
-        .unwrap();
+    let event = next_event(&mut stream).await;
     assert_eq!(event.job.id, job.id);
 
     drop(stream);
@@ -509,19 +515,13 @@ async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
 /// or by a replay it is told to do.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_keeps_its_owners_events_when_their_slot_moves() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let cluster = start_cluster().await;
     let (watching, publishing) = (store(&cluster.url()).await, store(&cluster.url()).await);
     let owner = Owner::new("moving").unwrap();
     let mut stream = EventBus::subscribe(&watching, &owner).await.unwrap();
     let jobs = Jobs::new(publishing.clone(), publishing.clone());
     let before = jobs.create(&owner).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("the first event")
-        .unwrap()
-        .unwrap();
+    let first = next_event(&mut stream).await;
     assert_eq!(first.job.id, before.id);
 
     let name = owner.to_string();
