@@ -314,17 +314,29 @@ async fn a_rolling_upgrade_on_a_cluster_loses_nothing() {
     drop(cluster);
 }
 
-/// `INFO commandstats` of every node of the cluster: calls of `command`, summed.
-fn calls(cluster: &RedisCluster, command: &str) -> Vec<u64> {
+/// What `redis-cli <args>` prints on each node of the cluster (it must succeed).
+fn on_each_node(cluster: &RedisCluster, args: &[&str]) -> Vec<String> {
     cluster
         .ports()
         .iter()
         .map(|port| {
-            let info = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "info", "commandstats"])
+            let out = Command::new("redis-cli")
+                .arg("-p")
+                .arg(port.to_string())
+                .args(args)
                 .output()
                 .unwrap();
-            let info = String::from_utf8(info.stdout).unwrap();
+            assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect()
+}
+
+/// `INFO commandstats` of every node of the cluster: calls of `command`, per node.
+fn calls(cluster: &RedisCluster, command: &str) -> Vec<u64> {
+    on_each_node(cluster, &["info", "commandstats"])
+        .iter()
+        .map(|info| {
             info.lines()
                 .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
                 .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
@@ -339,13 +351,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
     let clock = ManualClock::new(at(0));
     let codec = TokenCodec::new("layout key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
-    for port in cluster.ports() {
-        let reset = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "config", "resetstat"])
-            .output()
-            .unwrap();
-        assert!(reset.status.success(), "{reset:?}");
-    }
+    on_each_node(&cluster, &["config", "resetstat"]);
     let users = 30;
     let mut ended = Vec::new();
     for user in 0..users {
@@ -458,20 +464,12 @@ async fn jobs_of_an_earlier_build_are_served_on_one_server_and_a_cluster() {
 
 /// Shard channels with a subscriber, over every master (`PUBSUB SHARDCHANNELS`).
 fn shard_channels(cluster: &RedisCluster) -> Vec<String> {
-    let mut channels: Vec<String> = cluster
-        .ports()
+    let mut channels: Vec<String> = on_each_node(cluster, &["pubsub", "shardchannels"])
         .iter()
-        .flat_map(|port| {
-            let out = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "pubsub", "shardchannels"])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
+        .flat_map(|out| {
+            out.lines()
                 .filter(|line| !line.is_empty())
                 .map(str::to_owned)
-                .collect::<Vec<_>>()
         })
         .collect();
     channels.sort();
