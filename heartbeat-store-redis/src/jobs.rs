@@ -11,7 +11,7 @@ use heartbeat_core::{StoreError, Timestamp};
 
 use heartbeat_core::store::kit::encode;
 
-use crate::keys::{IndexLayout, job_id, job_slot, owner_slot};
+use crate::keys::{DueEntry, IndexLayout, job_id, job_slot, owner_slot};
 use crate::{RedisStore, decode, store_error};
 
 /// Ids drawn for one job before giving up when each belongs to a stored job.
@@ -30,14 +30,12 @@ impl RedisStore {
             due_at.clone().unwrap_or_default(),
         ];
         let mut script_keys = vec![keys.job(job.id), keys.owner_jobs(&job.owner)];
-        // One server: the due entry in the same script. A cluster: in the owner's shard
-        // of the due index right after (another slot).
-        let due_shard = match keys.index_layout() {
-            IndexLayout::OneKey => {
-                script_keys.push(keys.one_due_jobs());
+        let due_shard = match keys.due_entry(Some(slot)) {
+            DueEntry::InJobScript(due) => {
+                script_keys.push(due);
                 None
             }
-            IndexLayout::PerSlot => due_at.map(|at| (keys.due_shard(slot), at)),
+            DueEntry::Beside(due) => due_at.map(|at| (due, at)),
         };
         let stored: i64 = self
             .eval(
@@ -151,14 +149,14 @@ impl JobStore for RedisStore {
             self.job_ttl(),
             job.id.to_string(),
         ];
-        // One server: the due entry goes in the same script. A cluster: from the owner's
-        // shard (or, for an earlier build's job, the one-key index) right after.
         let job_key = keys.job(job.id);
-        let (script_keys, drop_after) = match (drop_due, keys.index_layout(), job_slot(job.id)) {
-            (false, _, _) => (vec![job_key], None),
-            (true, IndexLayout::OneKey, _) => (vec![job_key, keys.one_due_jobs()], None),
-            (true, IndexLayout::PerSlot, Some(slot)) => (vec![job_key], Some(keys.due_shard(slot))),
-            (true, IndexLayout::PerSlot, None) => (vec![job_key], Some(keys.one_due_jobs())),
+        let (script_keys, drop_after) = if !drop_due {
+            (vec![job_key], None)
+        } else {
+            match keys.due_entry(job_slot(job.id)) {
+                DueEntry::InJobScript(due) => (vec![job_key, due], None),
+                DueEntry::Beside(due) => (vec![job_key], Some(due)),
+            }
         };
         let applied: i64 = self
             .eval(

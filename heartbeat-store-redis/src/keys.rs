@@ -76,6 +76,14 @@ pub(crate) struct Keys {
     index_layout: IndexLayout,
 }
 
+/// Where a job's due entry lives ([`Keys::due_entry`]).
+pub(crate) enum DueEntry {
+    /// In this key, which the job's own script writes.
+    InJobScript(String),
+    /// In this key, in another slot: written by a command of its own.
+    Beside(String),
+}
+
 /// A user's keys that one commit script writes, all in the slot of the session key.
 pub(crate) struct UserKeys {
     pub(crate) sessions: String,
@@ -202,6 +210,17 @@ impl Keys {
             self.namespace,
             slot_tag(shard * (SLOTS / DUE_SHARDS))
         )
+    }
+
+    /// Where the due entry of a job lives: of a job in `slot`, or of an earlier build's
+    /// job (`None`, in the one-key index). One server: in the one key, which the job's
+    /// own script writes. A cluster: in a shard (another slot), written beside it.
+    pub(crate) fn due_entry(&self, slot: Option<u16>) -> DueEntry {
+        match (self.index_layout, slot) {
+            (IndexLayout::OneKey, _) => DueEntry::InJobScript(self.one_due_jobs()),
+            (IndexLayout::PerSlot, Some(slot)) => DueEntry::Beside(self.due_shard(slot)),
+            (IndexLayout::PerSlot, None) => DueEntry::Beside(self.one_due_jobs()),
+        }
     }
 
     /// Every shard of the due index ([`IndexLayout::PerSlot`]).
