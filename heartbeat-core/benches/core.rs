@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use heartbeat_core::memory::MemorySessionStore;
-use heartbeat_core::sessions::rules::decide;
+use heartbeat_core::sessions::rules::{PlaybackPolicy, decide};
 use heartbeat_core::token::legacy;
 use heartbeat_core::{
     HeartbeatData, HeartbeatOutcome, Heartbeats, SessionRecord, Timestamp, TokenCodec, TokenFormat,
@@ -98,6 +98,8 @@ fn decisions(c: &mut Criterion) {
                     ended_by: None,
                     ended_at: None,
                     taken_over_by: None,
+                    previous: None,
+                    restarted_at: None,
                     device: None,
                     device_family: None,
                     extra: Default::default(),
@@ -105,7 +107,16 @@ fn decisions(c: &mut Criterion) {
             );
         }
         group.bench_with_input(BenchmarkId::from_parameter(count), &stored, |b, stored| {
-            b.iter(|| decide(black_box(now), &token, stored, "fresh", Some(1.0)))
+            b.iter(|| {
+                decide(
+                    &PlaybackPolicy::default(),
+                    black_box(now),
+                    &token,
+                    stored,
+                    "fresh",
+                    Some(1.0),
+                )
+            })
         });
     }
     group.finish();

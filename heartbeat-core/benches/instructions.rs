@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use heartbeat_core::memory::MemorySessionStore;
-use heartbeat_core::sessions::rules::decide;
+use heartbeat_core::sessions::rules::{PlaybackPolicy, decide};
 use heartbeat_core::sessions::{Decision, Loaded, Retention, SessionWrite};
 use heartbeat_core::store::Commit;
 use heartbeat_core::{HeartbeatData, Id, SessionStore, Timestamp, TokenCodec, UserSessions};
@@ -72,6 +72,7 @@ fn json_write(data: HeartbeatData) -> Vec<u8> {
 #[bench::new_session(setup = data)]
 fn rules_decide(token: HeartbeatData) -> Decision {
     black_box(decide(
+        &PlaybackPolicy::default(),
         black_box(now()),
         &token,
         &UserSessions::default(),
@@ -96,7 +97,14 @@ fn commit_case() -> CommitCase {
     let store = MemorySessionStore::new();
     let user = Id::Int(13);
     let loaded = runtime.block_on(store.load(&user)).unwrap();
-    let decision = decide(now(), &data(), &loaded.sessions, "fresh", Some(1.0));
+    let decision = decide(
+        &PlaybackPolicy::default(),
+        now(),
+        &data(),
+        &loaded.sessions,
+        "fresh",
+        Some(1.0),
+    );
     let write = decision
         .write
         .for_store(&user, &loaded.sessions, now(), &Retention::default());

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use heartbeat_core::EndReason;
-use heartbeat_core::sessions::rules::{decide, displaced, expire, ranking, standings, take_over};
+use heartbeat_core::sessions::NewSessionCause;
+use heartbeat_core::sessions::rules::{
+    PlaybackPolicy, decide, displaced, expire, ranking, standings, take_over,
+};
 use heartbeat_core::sessions::{RejectReason, Verdict};
 use heartbeat_core::{
     HeartbeatData, Id, JsonDataError, Provenance, RejectStrategy, Seconds, SessionRecord,
@@ -15,6 +18,10 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn policy() -> PlaybackPolicy {
+    PlaybackPolicy::default()
+}
 
 fn id() -> impl Strategy<Value = Id> {
     prop_oneof![
@@ -277,6 +284,8 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     taken_over_by: None,
                     device: None,
                     device_family: family.map(str::to_owned),
+                    previous: None,
+                    restarted_at: None,
                     extra: Map::new(),
                 };
                 (id, record)
@@ -318,27 +327,35 @@ prop_compose! {
 proptest! {
     #[test]
     fn decision_invariants((stored, token, now) in decision_case(), progress in proptest::option::of(0.0f64..1e6)) {
-        let decision = decide(now, &token, &stored, "fresh", progress);
+        let decision = decide(&policy(), now, &token, &stored, "fresh", progress);
         let life = token.session_life_millis();
         let expired: Vec<&String> = stored.sessions.iter()
             .filter(|(_, r)| r.timestamp.add_millis(life) < now).map(|(id, _)| id).collect();
         let mut active = stored.clone();
         active.sessions.retain(|_, r| r.timestamp.add_millis(life) >= now);
 
-        // Expired sessions never count, are removed and go to the history.
-        for id in &expired {
-            prop_assert!(!decision.write.sessions.sessions.contains_key(*id));
-            prop_assert!(decision.write.remove.contains(*id));
+        // Expired sessions never count, go to the history, and stay as their playback's
+        // end marker (not active).
+        // (The token's own session may resume: its latest token.)
+        for id in expired.iter().filter(|id| token.session_id.as_ref() != Some(**id)) {
+            prop_assert!(!decision.write.sessions.sessions[*id].is_active());
+            prop_assert!(decision.write.upserts.iter().any(|(upserted, r)| upserted == *id && r.ended_by == Some(EndReason::Expired)));
             prop_assert!(decision.write.ended.iter().any(|e| &e.session_id == *id));
+        }
+        let markers = expired.len();
+        // A token its playback has moved past is refused as a replay.
+        let moved_past = token.session_id.as_ref().and_then(|id| stored.sessions.get(id))
+            .is_some_and(|r| Some(r.timestamp) != token.timestamp);
+        if moved_past {
+            prop_assert!(matches!(&decision.verdict, Verdict::Reject(r) if r.reason == RejectReason::Replayed));
         }
         match &decision.verdict {
             Verdict::Reject(refused) => {
                 let reason = &refused.reason;
-                // A rejected heartbeat writes nothing beyond removing expired sessions.
-                prop_assert!(decision.write.upserts.is_empty());
+                // A rejected heartbeat writes nothing beyond ending expired sessions.
+                prop_assert_eq!(decision.write.upserts.len(), markers);
                 prop_assert!(decision.write.progress.is_none());
-                prop_assert_eq!(&decision.write.sessions, &active);
-                prop_assert_eq!(decision.write.remove.len(), expired.len());
+                prop_assert!(decision.write.remove.is_empty());
                 if let RejectReason::OverLimit { position, limit } = reason {
                     prop_assert!(*position >= *limit as usize);
                 }
@@ -347,24 +364,40 @@ proptest! {
                 // Never more active sessions than the edge allows, this one included.
                 let after = decision.write.sessions.sessions.values().filter(|r| r.is_active()).count();
                 prop_assert!(token.sessions_edge.is_none_or(|edge| after <= edge as usize));
-                // A counted session is accepted only within the limit.
-                if let Some(id) = &token.session_id {
-                    let ranked = ranking(&active, &token);
-                    if let Some(position) = ranked.iter().position(|r| r == id) {
-                        prop_assert!(token.session_limit.is_none_or(|limit| position < limit as usize));
-                    }
+                // A continued session is accepted only within the limit as it stood; any
+                // other start but a playback's first within the limit after it.
+                let ranked_before = ranking(&active, &token);
+                let ranked_after = ranking(&decision.write.sessions, &token);
+                let position = match accepted.new_session {
+                    None => ranked_before.iter().position(|r| *r == accepted.session_id),
+                    Some(NewSessionCause::FromBackend) => None,
+                    Some(_) => ranked_after.iter().position(|r| *r == accepted.session_id),
+                };
+                if let Some(position) = position {
+                    prop_assert!(token.session_limit.is_none_or(|limit| position < limit as usize));
                 }
-                let (id, record) = decision.write.upserts[0].clone();
+                let (id, record) = decision.write.upserts.last().unwrap().clone();
                 prop_assert_eq!(&id, &accepted.session_id);
                 prop_assert_eq!(record.timestamp, now);
                 prop_assert_eq!(accepted.token_data.timestamp, Some(now));
-                let previous = token.session_id.as_ref().and_then(|id| active.sessions.get(id));
-                // A session with nothing to inherit starts at 1, or counted at once when its
-                // token was issued more than a session life ago (a token presented again).
-                let stale = token.timestamp.is_some_and(|t| now.millis_since(t) > life);
-                let first = if stale { u64::from(token.threshold()).max(1) } else { 1 };
-                prop_assert_eq!(record.hit_counter, previous.map_or(first, |r| r.hit_counter + 1));
-                prop_assert_eq!(accepted.new_session.is_none(), id == token.session_id.clone().unwrap_or_default());
+                prop_assert_eq!(&id, token.session_id.as_deref().unwrap_or("fresh"));
+                let previous = active.sessions.get(&id);
+                match accepted.new_session {
+                    // Continued: one more heartbeat.
+                    None => prop_assert_eq!(record.hit_counter, previous.unwrap().hit_counter + 1),
+                    // A playback's first session starts at 1, or counted at once when its
+                    // token was issued more than a session life ago.
+                    Some(NewSessionCause::FromBackend) => {
+                        let stale = token.timestamp.is_some_and(|t| now.millis_since(t) > life);
+                        let first = if stale { u64::from(token.threshold()).max(1) } else { 1 };
+                        prop_assert_eq!(record.hit_counter, first);
+                    }
+                    // Any other start: counted at once, ranked newest.
+                    Some(_) => {
+                        prop_assert!(record.hit_counter >= u64::from(token.threshold()));
+                        prop_assert_eq!(record.started_at, Some(now));
+                    }
+                }
                 prop_assert_eq!(decision.write.progress.is_some(), progress.is_some());
             }
         }
@@ -382,7 +415,7 @@ proptest! {
             // The newest counted session, heartbeating with its current token, is accepted.
             token.session_id = Some((*newest).to_owned());
             token.timestamp = Some(active.sessions[*newest].timestamp);
-            let decision = decide(now, &token, &stored, "fresh", None);
+            let decision = decide(&policy(), now, &token, &stored, "fresh", None);
             prop_assert!(matches!(decision.verdict, Verdict::Accept(_)));
             let newest_started = active.sessions[*newest].order_key();
             prop_assert!(active.sessions.values()
@@ -475,7 +508,7 @@ proptest! {
     /// or after any decision; every refused session would exceed one if it played too.
     #[test]
     fn limit_policies_are_never_exceeded((stored, token, now) in policy_case()) {
-        let (active, _) = expire(now, &token, &stored);
+        let (active, _) = expire(&policy(), now, &token, &stored);
         let before = kept(&active, &token);
         within_limits(&active, &token, &before)?;
         for (id, refusal) in standings(&active, &token) {
@@ -485,7 +518,7 @@ proptest! {
                 prop_assert!(within_limits(&active, &token, &with).is_err(), "{} was refused for nothing", id);
             }
         }
-        let decision = decide(now, &token, &stored, "fresh", None);
+        let decision = decide(&policy(), now, &token, &stored, "fresh", None);
         let after = &decision.write.sessions;
         within_limits(after, &token, &kept(after, &token))?;
     }
@@ -494,16 +527,21 @@ proptest! {
     /// the refused one; its reason names the limit that applied.
     #[test]
     fn refusals_name_the_sessions_that_keep_playing((stored, token, now) in policy_case()) {
-        let decision = decide(now, &token, &stored, "fresh", None);
+        let decision = decide(&policy(), now, &token, &stored, "fresh", None);
         if let Verdict::Reject(refused) = decision.verdict {
-            let (active, _) = expire(now, &token, &stored);
+            let (active, _) = expire(&policy(), now, &token, &stored);
             let named: Vec<String> = refused.playing.unwrap().into_iter().map(|s| s.session_id).collect();
-            prop_assert_eq!(&named, &kept(&active, &token).iter().map(|id| id.to_string()).collect::<Vec<_>>());
-            prop_assert!(!named.contains(token.session_id.as_ref().unwrap()));
+            // (A start refused may replace a session that was playing: never named.)
+            let own = token.session_id.as_deref().unwrap_or("fresh");
+            prop_assert_eq!(&named, &kept(&active, &token).iter().filter(|id| **id != own).map(|id| id.to_string()).collect::<Vec<_>>());
+            prop_assert!(!named.iter().any(|id| id == own));
             match refused.reason {
                 RejectReason::FamilyLimit { limit } => {
-                    let family = active.sessions[token.session_id.as_ref().unwrap()].device_family.clone().unwrap();
-                    prop_assert_eq!(Some(limit), token.family_limits.as_ref().unwrap().get(&family).copied());
+                    // The family of the session as ranked: stored, or the token's for a start.
+                    let limits = token.family_limits.as_ref().unwrap();
+                    let stored_family = active.sessions.get(own).and_then(|r| r.device_family.as_ref());
+                    let of = |family: Option<&String>| family.and_then(|f| limits.get(f)).copied();
+                    prop_assert!(of(stored_family) == Some(limit) || of(token.device_family.as_ref()) == Some(limit));
                 }
                 RejectReason::AssetLimit { limit } => prop_assert_eq!(Some(limit), token.asset_limit),
                 RejectReason::OverLimit { limit, .. } => prop_assert_eq!(Some(limit), token.session_limit),
@@ -516,9 +554,9 @@ proptest! {
     /// kept playing before it and are refused after it.
     #[test]
     fn displaced_sessions_are_exactly_those_pushed_out((stored, token, now) in policy_case()) {
-        let decision = decide(now, &token, &stored, "fresh", None);
+        let decision = decide(&policy(), now, &token, &stored, "fresh", None);
         if let Verdict::Accept(accepted) = decision.verdict {
-            let (before, _) = expire(now, &token, &stored);
+            let (before, _) = expire(&policy(), now, &token, &stored);
             let after = &decision.write.sessions;
             let kept_before: BTreeSet<&str> = kept(&before, &token).into_iter().collect();
             let kept_after: BTreeSet<&str> = kept(after, &token).into_iter().collect();
@@ -541,9 +579,9 @@ proptest! {
     /// writes what a plain refusal writes.
     #[test]
     fn takeovers_end_one_session_and_keep_the_limits((stored, token, now) in policy_case(), pick in 0usize..16) {
-        let (active, _) = expire(now, &token, &stored);
-        let Some(target) = active.sessions.keys().nth(pick).cloned() else { return Ok(()) };
-        let Ok(decision) = take_over(now, &token, &stored, &target, "fresh", None) else {
+        let (active, _) = expire(&policy(), now, &token, &stored);
+        let Some(target) = active.sessions.iter().filter(|(_, r)| r.is_active()).map(|(id, _)| id).nth(pick).cloned() else { return Ok(()) };
+        let Ok(decision) = take_over(&policy(), now, &token, &stored, &target, "fresh", None) else {
             prop_assert!(token.session_id.as_deref() == Some(target.as_str()));
             return Ok(());
         };
@@ -559,22 +597,7 @@ proptest! {
                 within_limits(after, &token, &kept(after, &token))?;
             }
             Verdict::Reject(_) => {
-                prop_assert_eq!(decision, decide(now, &token, &stored, "fresh", None));
-            }
-        }
-    }
-}
-
-proptest! {
-    /// `continues_session` says yes only where `decide` continues the token's session, so
-    /// the id a new session would get is never needed when it is skipped.
-    #[test]
-    fn continues_session_never_hides_a_new_session((stored, token, now) in decision_case()) {
-        if heartbeat_core::sessions::rules::continues_session(now, &token, &stored) {
-            let decision = decide(now, &token, &stored, "", None);
-            if let Verdict::Accept(accepted) = decision.verdict {
-                prop_assert_eq!(accepted.new_session, None);
-                prop_assert_eq!(Some(accepted.session_id), token.session_id.clone());
+                prop_assert_eq!(decision, decide(&policy(), now, &token, &stored, "fresh", None));
             }
         }
     }

@@ -68,7 +68,7 @@ const DECISIONS: [Decision; 7] = [
 ];
 
 /// The refusal reasons counted from the start (at 0), so that alert rules see them.
-const REFUSAL_REASONS: [&str; 6] = RejectReason::CODES;
+const REFUSAL_REASONS: [&str; RejectReason::CODES.len()] = RejectReason::CODES;
 
 /// What a heartbeat request came to, as counted in `heartbeat_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -193,6 +193,15 @@ impl HeartbeatData {
     pub fn session_life_millis(&self) -> i64 {
         self.heartbeat_cycle.as_millis() + self.cycle_upper_tolerance.as_millis()
     }
+
+    /// How long a playback restarted by its backend token presented again must play
+    /// before that token may restart it once more: a session's life, and at least two
+    /// cycles, so that two devices sharing one backend token cannot both play in each of
+    /// three consecutive cycles by taking the playback from each other (SPEC §3.2).
+    pub fn restart_spacing_millis(&self) -> i64 {
+        self.session_life_millis()
+            .max(self.heartbeat_cycle.as_millis().saturating_mul(2))
+    }
 }
 
 /// Where a session's tokens come from (SPEC §3.3 "Provenance").

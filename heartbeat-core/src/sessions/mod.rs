@@ -23,8 +23,8 @@ mod write;
 pub use notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 pub use reason::RejectReason;
 pub use record::{
-    EndReason, PlayRecord, ProgressRecord, Retention, SessionRecord, UNKNOWN_SESSION_LIFE_MILLIS,
-    UserSessions,
+    AnsweredToken, EndReason, PlayRecord, ProgressRecord, Retention, SessionRecord,
+    UNKNOWN_SESSION_LIFE_MILLIS, UserSessions,
 };
 pub use rules::{Accepted, Decision, NewSessionCause, PlayingSession, Refused, Verdict};
 pub use service::{

@@ -40,18 +40,30 @@ pub enum RejectReason {
         /// How it was ended.
         by: EndReason,
     },
+    /// The token is one its playback has moved past: a spent rotated token, or a backend
+    /// token presented again sooner than its playback may be restarted (SPEC §3.2 "The
+    /// limit holds against replays"). The player holding the playback's latest token plays
+    /// on; this one must stop.
+    Replayed,
+    /// The token cannot start or resume a playback any more: an authenticated token
+    /// issued outside the start window (or without a `timestamp`), or the last token of a
+    /// playback that ended longer ago than the start window. The backend must issue a
+    /// fresh token.
+    Expired,
 }
 
 impl RejectReason {
     /// Every [`code`](Self::code) a refusal can have, for metrics that show each one from
     /// the start.
-    pub const CODES: [&'static str; 6] = [
+    pub const CODES: [&'static str; 8] = [
         "over_limit",
         "family_limit",
         "asset_limit",
         "sessions_edge",
         "evicted",
         "taken_over",
+        "replayed",
+        "expired",
     ];
 
     /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`,
@@ -64,6 +76,8 @@ impl RejectReason {
             RejectReason::FamilyLimit { .. } => "family_limit",
             RejectReason::AssetLimit { .. } => "asset_limit",
             RejectReason::Ended { by } => by.code(),
+            RejectReason::Replayed => "replayed",
+            RejectReason::Expired => "expired",
         }
     }
 
@@ -75,7 +89,7 @@ impl RejectReason {
             RejectReason::OverLimit { limit, .. }
             | RejectReason::FamilyLimit { limit }
             | RejectReason::AssetLimit { limit } => Some(*limit),
-            RejectReason::Ended { .. } => None,
+            RejectReason::Ended { .. } | RejectReason::Replayed | RejectReason::Expired => None,
         }
     }
 }

@@ -65,6 +65,15 @@ pub struct SessionRecord {
     /// The token's `device_family`, for family limits (SPEC §3.8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_family: Option<String>,
+    /// The token the last accepted heartbeat presented, and the answer it got: when that
+    /// answer was lost, the same token presented again is a retry that continues the
+    /// session (SPEC §3.2 "The limit holds against replays").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<AnsweredToken>,
+    /// When the playback was last restarted by its backend token presented again: it may
+    /// be restarted once more only after [`restart_spacing_millis`](crate::HeartbeatData::restart_spacing_millis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Timestamp>,
     /// Fields written by someone else, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -99,6 +108,24 @@ impl SessionRecord {
     pub fn order_key(&self) -> Timestamp {
         self.started_at.unwrap_or(self.timestamp)
     }
+}
+
+/// The token a session's last accepted heartbeat presented, and the `timestamp` of the
+/// token it was answered with.
+///
+/// The answer is the session's current token while `answered` equals the record's
+/// `timestamp`; until then and within a cycle of `first`, the presented token may come
+/// again (its answer was lost on the way) and continue the session (SPEC §3.2). Stored as
+/// `{"token": …, "answered": …, "first": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnsweredToken {
+    /// The presented token's `timestamp`; `None` for the playback's backend token.
+    #[serde(default)]
+    pub token: Option<Timestamp>,
+    /// The `timestamp` of the token it was answered with.
+    pub answered: Timestamp,
+    /// When it was first answered (a retry answers it again).
+    pub first: Timestamp,
 }
 
 /// A user's active sessions by session id, as loaded from a store.

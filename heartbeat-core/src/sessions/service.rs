@@ -87,6 +87,8 @@ pub struct HeartbeatConfig {
     /// [`HeartbeatError::Store`]: players keep playing through a store outage, without
     /// the limit. Off by default.
     pub fail_open: bool,
+    /// How playbacks are guarded against replays (SPEC §3.2).
+    pub playback: rules::PlaybackPolicy,
 }
 
 impl Default for HeartbeatConfig {
@@ -95,6 +97,7 @@ impl Default for HeartbeatConfig {
             retention: Retention::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             fail_open: false,
+            playback: rules::PlaybackPolicy::default(),
         }
     }
 }
@@ -104,16 +107,18 @@ impl Default for HeartbeatConfig {
 ///
 /// ```
 /// use heartbeat_core::memory::MemorySessionStore;
-/// use heartbeat_core::{HeartbeatData, HeartbeatOutcome, Heartbeats, TokenCodec};
+/// use heartbeat_core::{Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, SystemClock, TokenCodec};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let codec = TokenCodec::new("shared secret")?;
 /// let heartbeats = Heartbeats::new(codec.clone(), MemorySessionStore::new());
 ///
-/// // The backend issues the first token...
-/// let first: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
-///     "heartbeat_cycle":30,"cycle_upper_tolerance":10,"timestamp":"2026-01-01T00:00:00.000Z",
+/// // The backend issues the first token (it starts a playback within an hour of its
+/// // `timestamp`)...
+/// let mut first: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
+///     "heartbeat_cycle":30,"cycle_upper_tolerance":10,
 ///     "session_limit":2,"checking_threshold":3,"sessions_edge":10}"#)?;
+/// first.timestamp = Some(SystemClock.now());
 /// let token = codec.seal(&first)?;
 ///
 /// // ...and the player sends heartbeats with it, then with each rotated token.
@@ -230,9 +235,17 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let data = self.codec.open(token)?;
         let progress = check_progress(progress)?;
+        let policy = &self.config.playback;
         let outcome = self
-            .decide_heartbeat(token, &data, |now, stored, fresh_id| {
-                Ok(rules::decide(now, &data, stored, fresh_id, progress))
+            .decide_heartbeat(token, &data, |now, stored, playback_id| {
+                Ok(rules::decide(
+                    policy,
+                    now,
+                    &data,
+                    stored,
+                    playback_id,
+                    progress,
+                ))
             })
             .await;
         match outcome.map(|outcome| shown_to(&data, outcome)) {
@@ -249,9 +262,9 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// Decides (with `decide`: a heartbeat or a takeover) and stores one heartbeat whose
     /// progress is already checked, then tells the players it displaced or took over.
     ///
-    /// A new session is named by the token that starts it
-    /// ([`TokenCodec::token_session_id`]), so presenting the same token again continues
-    /// that session (SPEC §3.2).
+    /// A backend token's playback is named by the token ([`TokenCodec::token_session_id`]),
+    /// so presenting the same token again finds that playback (SPEC §3.2). The answer is
+    /// sealed before anything is stored: a token that cannot be sealed changes nothing.
     async fn decide_heartbeat(
         &self,
         token: &str,
@@ -260,39 +273,46 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let verdict = self
             .update(&data.user_id, |now, stored| {
-                // Most heartbeats continue their session: only the others need the id a
-                // new one would get (a keyed hash of the token).
-                let fresh_id = if rules::continues_session(now, data, stored) {
+                // Only a backend token needs the id of the playback it starts (a keyed
+                // hash of the token); a session token names its own.
+                let fresh_id = if data.session_id.is_some() {
                     String::new()
                 } else {
                     self.codec.token_session_id(token, data)
                 };
                 let mut decision = match decide(now, stored, &fresh_id) {
                     Ok(decision) => decision,
-                    Err(error) => return (None, Err(error)),
+                    Err(error) => return (None, Err(HeartbeatError::from(error))),
                 };
-                if let Verdict::Reject(refused) = &decision.verdict {
-                    let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
-                    if self
-                        .refusals
-                        .record(&session, now, data.heartbeat_cycle.as_millis())
-                    {
-                        let refusal = Refusal::new(&data.user_id, &refused.reason, now, session);
-                        decision.write.index.refusal = Some(refusal.key());
-                    }
-                }
                 let taken_over = decision.write.ended.iter().find_map(|entry| {
                     entry
                         .taken_over_by
                         .as_ref()
                         .map(|_| entry.session_id.clone())
                 });
-                (Some(decision.write), Ok((decision.verdict, taken_over)))
+                let answer = match decision.verdict {
+                    Verdict::Accept(accepted) => match self.codec.seal(&accepted.token_data) {
+                        Ok(sealed) => Ok((accepted, sealed)),
+                        Err(error) => return (None, Err(HeartbeatError::from(error))),
+                    },
+                    Verdict::Reject(refused) => {
+                        let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
+                        if self
+                            .refusals
+                            .record(&session, now, data.heartbeat_cycle.as_millis())
+                        {
+                            let refusal =
+                                Refusal::new(&data.user_id, &refused.reason, now, session);
+                            decision.write.index.refusal = Some(refusal.key());
+                        }
+                        Err(refused)
+                    }
+                };
+                (Some(decision.write), Ok((answer, taken_over)))
             })
             .await??;
         match verdict {
-            (Verdict::Accept(accepted), taken_over) => {
-                let token = self.codec.seal(&accepted.token_data)?;
+            (Ok((accepted, token)), taken_over) => {
                 let by = EndedBy {
                     session_id: accepted.session_id.clone(),
                     device: data.device.clone(),
@@ -308,7 +328,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                 }
                 Ok(HeartbeatOutcome::Accepted { token, accepted })
             }
-            (Verdict::Reject(refused), _) => Ok(HeartbeatOutcome::Rejected(refused)),
+            (Err(refused), _) => Ok(HeartbeatOutcome::Rejected(refused)),
         }
     }
 
@@ -345,8 +365,17 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
         let data = self.codec.open_authenticated(token)?;
         let progress = check_progress(progress)?;
-        self.decide_heartbeat(token, &data, |now, stored, fresh_id| {
-            rules::take_over(now, &data, stored, session_id, fresh_id, progress)
+        let policy = &self.config.playback;
+        self.decide_heartbeat(token, &data, |now, stored, playback_id| {
+            rules::take_over(
+                policy,
+                now,
+                &data,
+                stored,
+                session_id,
+                playback_id,
+                progress,
+            )
         })
         .await
     }
@@ -359,7 +388,8 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let data = self.codec.open(token)?;
         Ok(self
             .update(&data.user_id, |now, stored| {
-                let (write, stopped) = rules::stop(now, &data, stored, progress);
+                let (write, stopped) =
+                    rules::stop(&self.config.playback, now, &data, stored, progress);
                 (Some(write), stopped)
             })
             .await?)

@@ -83,6 +83,13 @@ pub enum RefusalReason {
     Evicted,
     /// `taken_over`: another device of the user took this session over.
     TakenOver,
+    /// `replayed`: the token is one its playback has moved past (another device plays
+    /// with the playback's latest token, or the backend token was presented again too
+    /// soon). Start again with a fresh backend token.
+    Replayed,
+    /// `expired`: the token is too old to start or resume a playback (outside the
+    /// server's start window). Start again with a fresh backend token.
+    Expired,
     /// A reason this client does not know (or none: a Node.js server's 412), as sent.
     Other(String),
 }
@@ -96,6 +103,8 @@ impl RefusalReason {
             Some("sessions_edge") => RefusalReason::SessionsEdge,
             Some("evicted") => RefusalReason::Evicted,
             Some("taken_over") => RefusalReason::TakenOver,
+            Some("replayed") => RefusalReason::Replayed,
+            Some("expired") => RefusalReason::Expired,
             other => RefusalReason::Other(other.unwrap_or_default().to_owned()),
         }
     }
@@ -473,6 +482,25 @@ async fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefusalReason;
+    use heartbeat_core::sessions::RejectReason;
+
+    /// Every refusal code the server can send is a typed reason here: a new code in the
+    /// core fails this test until the client knows it.
+    #[test]
+    fn every_server_refusal_code_is_typed() {
+        for code in RejectReason::CODES {
+            let reason = RefusalReason::from_wire(Some(code));
+            assert!(
+                !matches!(reason, RefusalReason::Other(_)),
+                "{code} is not typed"
+            );
         }
     }
 }

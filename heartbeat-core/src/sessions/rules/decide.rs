@@ -1,93 +1,14 @@
 //! A heartbeat's verdict and write (SPEC §3.2) and "watch here instead" (SPEC §3.7).
 
 use super::lifecycle::{keep_millis, progress_entry};
+use super::limits::check_session_limit;
+use super::playback::{Presented, Timing, presented};
 use super::*;
-use crate::sessions::{EndReason, PlayRecord, UserSessions};
+use crate::sessions::{AnsweredToken, EndReason, PlayRecord, UserSessions};
 
-/// True when the heartbeat of `token` continues its session as it stands in `stored`
-/// (active, the token current, on time): then it starts none, and the id a new session
-/// would get is not needed. A cheap check before [`decide`], which applies the full rules.
-pub fn continues_session(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> bool {
-    // Not expired by [`expire`]'s rule, which `decide` applies first.
-    let on_time = token
-        .session_id
-        .as_deref()
-        .and_then(|id| stored.sessions.get(id))
-        .is_some_and(|record| record.timestamp.add_millis(token.session_life_millis()) >= now);
-    on_time && session_cause(now, token, stored, Timing::Checked).is_none()
-}
-
-/// Whether [`decide`] checks that a heartbeat is not too early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timing {
-    /// A heartbeat before `heartbeat_cycle - cycle_lower_tolerance` starts a new session.
-    Checked,
-    /// The player acts now, not on its cycle (a takeover): its current token continues
-    /// its session whenever it comes.
-    Unchecked,
-}
-
-fn session_cause(
-    now: Timestamp,
-    token: &HeartbeatData,
-    active: &UserSessions,
-    timing: Timing,
-) -> Option<NewSessionCause> {
-    let Some(session_id) = token.session_id.as_deref() else {
-        return Some(NewSessionCause::FromBackend);
-    };
-    let Some(stored) = active
-        .sessions
-        .get(session_id)
-        .filter(|record| record.is_active())
-    else {
-        return Some(NewSessionCause::Unknown);
-    };
-    if Some(stored.timestamp) != token.timestamp {
-        return Some(NewSessionCause::Replayed);
-    }
-    let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
-    if timing == Timing::Checked && now.millis_since(stored.timestamp) < earliest {
-        return Some(NewSessionCause::TooEarly);
-    }
-    None
-}
-
-/// A token presented again that starts a new session each time it comes (a backend
-/// token, or a token whose session is gone or was cloned), when the session it started
-/// (named `token_session_id`, see
-/// [`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id)) is still stored:
-/// the token's data as the current token of that session, so that the heartbeat continues
-/// it, or is refused as it (SPEC §3.2). `None` otherwise.
-fn resumed_playback(
-    now: Timestamp,
-    token: &HeartbeatData,
-    kept: &UserSessions,
-    token_session_id: &str,
-    timing: Timing,
-) -> Option<HeartbeatData> {
-    let own = token.session_id.as_deref();
-    if own == Some(token_session_id)
-        || own
-            .and_then(|id| kept.sessions.get(id))
-            .is_some_and(|record| !record.is_active())
-    {
-        // Its own session, or one someone else ended: refused as such below.
-        return None;
-    }
-    let record = kept.sessions.get(token_session_id)?;
-    session_cause(now, token, kept, timing)?;
-    let mut resumed = token.clone();
-    resumed.session_id = Some(token_session_id.to_owned());
-    resumed.timestamp = Some(record.timestamp);
-    resumed.started_at = record.started_at;
-    Some(resumed)
-}
-
-/// The hit counter of a session that starts with no session to inherit from: 1, or the
-/// token's `checking_threshold` (counted at once) when the token was issued more than a
-/// session life ago. Such a token is being presented again (its session expired while it
-/// was refused, or it is an old token replayed): re-sending it must not buy a stream the
+/// The hit counter of a playback's first session: 1, or the token's `checking_threshold`
+/// (counted at once) when the token was issued more than a session life ago. Such a token
+/// is being presented late (it was kept, or replayed): it must not buy a stream the
 /// threshold leaves uncounted (SPEC §3.2).
 fn first_hit_counter(now: Timestamp, token: &HeartbeatData) -> u64 {
     let stale = token
@@ -100,16 +21,17 @@ fn first_hit_counter(now: Timestamp, token: &HeartbeatData) -> u64 {
     }
 }
 
-/// Decides one heartbeat (SPEC §3.2): expire, check the limit, identify the session, and
-/// build the accepted record and the rotated token data.
+/// Decides one heartbeat (SPEC §3.2): expire, place the token in its playback
+/// ([`PlaybackPolicy`]), check the limits, and build the accepted record and the rotated
+/// token data.
 ///
-/// `fresh_session_id` is the id a new session gets: the id the token names
-/// ([`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id)). When a session
-/// of that id is stored already, the token is being presented again and continues it (or
-/// is refused as it) instead of starting another. `progress` is what the player reported with the heartbeat.
+/// `playback_id` is the id of the playback a backend token (one without `session_id`)
+/// starts: [`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id), the same
+/// for every presentation of that token. A session token's playback is its `session_id`.
+/// `progress` is what the player reported with the heartbeat.
 ///
 /// ```
-/// use heartbeat_core::sessions::rules::{decide, Verdict};
+/// use heartbeat_core::sessions::rules::{decide, PlaybackPolicy, Verdict};
 /// use heartbeat_core::{HeartbeatData, Timestamp, UserSessions};
 ///
 /// let token: HeartbeatData = serde_json::from_str(r#"{"user_id":13,"asset_id":14,
@@ -117,64 +39,79 @@ fn first_hit_counter(now: Timestamp, token: &HeartbeatData) -> u64 {
 ///     "session_limit":1,"checking_threshold":0,"sessions_edge":10}"#).unwrap();
 /// let now: Timestamp = "2026-01-01T00:00:00.500Z".parse().unwrap();
 ///
-/// let decision = decide(now, &token, &UserSessions::default(), "s-1", Some(42.0));
+/// let policy = PlaybackPolicy::default();
+/// let decision = decide(&policy, now, &token, &UserSessions::default(), "s-1", Some(42.0));
 /// let Verdict::Accept(accepted) = decision.verdict else { panic!() };
 /// assert_eq!(accepted.session_id, "s-1");
 /// assert_eq!(accepted.token_data.timestamp, Some(now));
 /// assert_eq!(decision.write.upserts[0].1.hit_counter, 1);
 /// ```
 pub fn decide(
+    policy: &PlaybackPolicy,
     now: Timestamp,
     token: &HeartbeatData,
     stored: &UserSessions,
-    fresh_session_id: &str,
+    playback_id: &str,
     progress: Option<f64>,
 ) -> Decision {
     decide_timed(
+        policy,
         now,
         token,
         stored,
-        fresh_session_id,
+        playback_id,
         progress,
         Timing::Checked,
     )
 }
 
 fn decide_timed(
+    policy: &PlaybackPolicy,
     now: Timestamp,
     token: &HeartbeatData,
     stored: &UserSessions,
-    fresh_session_id: &str,
+    playback_id: &str,
     progress: Option<f64>,
     timing: Timing,
 ) -> Decision {
-    let (mut kept, mut write) = expire(now, token, stored);
-    let resumed;
-    let (token, timing) = match resumed_playback(now, token, &kept, fresh_session_id, timing) {
-        Some(playback) => {
-            resumed = playback;
-            (&resumed, Timing::Unchecked)
+    let (mut kept, mut write) = expire(policy, now, token, stored);
+    let session_id = token.session_id.as_deref().unwrap_or(playback_id);
+    let placed = presented(policy, now, token, &kept, session_id, timing).and_then(|placed| {
+        let record = accepted_record(now, token, placed, progress);
+        check_placed(policy, &kept, token, session_id, placed, &record)?;
+        Ok((placed.cause(), record, placed_replaces(placed)))
+    });
+    let (cause, record, replaces) = match placed {
+        Ok(placed) => placed,
+        Err(reason) => {
+            // The sessions that keep playing, the refused one never among them (a start
+            // that is refused may replace a session that was playing).
+            let mut playing = playing(&kept, token);
+            playing.retain(|session| session.session_id != session_id);
+            let playing = Some(playing);
+            write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
+            write.sessions = kept;
+            return Decision {
+                verdict: Verdict::Reject(Refused { reason, playing }),
+                write,
+            };
         }
-        None => (token, timing),
     };
-    let cause = session_cause(now, token, &kept, timing);
-    if let Err(reason) = refusal(&kept, token, cause) {
-        let playing = Some(playing(&kept, token));
-        write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
-        write.sessions = kept;
-        return Decision {
-            verdict: Verdict::Reject(Refused { reason, playing }),
-            write,
-        };
-    }
-
-    let (session_id, record) =
-        accepted_record(now, token, &kept, cause, fresh_session_id, progress);
+    let session_id = session_id.to_owned();
     let mut token_data = token.clone();
     token_data.session_id = Some(session_id.clone());
     token_data.timestamp = Some(now);
     token_data.started_at = record.started_at;
 
+    if let Some(previous) = replaces {
+        // A live session started again (restarted, or too early): it ends here.
+        write.ended.push(PlayRecord::ended(
+            &session_id,
+            &previous,
+            now,
+            EndReason::TakenOver,
+        ));
+    }
     let replaced = kept.sessions.insert(session_id.clone(), record.clone());
     let displaced = displaced_by_write(&kept, replaced, token, &session_id);
     write.upserts.push((session_id.clone(), record));
@@ -192,53 +129,103 @@ fn decide_timed(
     }
 }
 
-/// Why the heartbeat is refused, if it is: its session was ended by someone else, or a
-/// limit applies ([`check_limit`]; `cause` says whether it would start a session).
-fn refusal(
-    kept: &UserSessions,
-    token: &HeartbeatData,
-    cause: Option<NewSessionCause>,
-) -> Result<(), RejectReason> {
-    let ended = token
-        .session_id
-        .as_deref()
-        .and_then(|id| kept.sessions.get(id))
-        .and_then(|record| record.ended_by);
-    match ended {
-        Some(by) => Err(RejectReason::Ended { by }),
-        None => check_limit(kept, token, cause.is_some()),
+/// The live session a start replaces (it goes to the history), if any.
+fn placed_replaces(placed: Presented<'_>) -> Option<SessionRecord> {
+    match placed {
+        Presented::Starts {
+            previous: Some(previous),
+            ..
+        } if previous.is_active() => Some(previous.clone()),
+        _ => None,
     }
 }
 
-/// The session an accepted heartbeat belongs to and its new record: the token's session
-/// continued (`cause` is `None`), or a new one named `fresh_session_id` that inherits the
-/// hit counter of the session it was cloned from (or starts at [`first_hit_counter`]).
+/// The limits for a heartbeat placed as `placed`, whose accepted record would be
+/// `record`, in its playback `session_id`.
+///
+/// A heartbeat that continues its session is checked as the session stands (as the Node
+/// server does). A playback's first session is checked against the edges only: its first
+/// heartbeat is answered before it counts. Any other start is checked as it would stand
+/// after the write: counted at once, ranked newest (SPEC §3.2).
+fn check_placed(
+    policy: &PlaybackPolicy,
+    kept: &UserSessions,
+    token: &HeartbeatData,
+    session_id: &str,
+    placed: Presented<'_>,
+    record: &SessionRecord,
+) -> Result<(), RejectReason> {
+    let adds = match placed {
+        Presented::Continues(_) => {
+            return check_session_limit(kept, token, Some(session_id), false);
+        }
+        Presented::Starts { previous, .. } => previous.is_none_or(|previous| !previous.is_active()),
+    };
+    if token.sessions_edge.is_none() && adds {
+        let active = kept.sessions.values().filter(|r| r.is_active()).count() + 1;
+        let edge = policy.default_sessions_edge;
+        if active > edge as usize {
+            return Err(RejectReason::SessionsEdge { active, edge });
+        }
+    }
+    if placed.cause() == Some(NewSessionCause::FromBackend) {
+        return check_session_limit(kept, token, None, true);
+    }
+    let mut after = kept.clone();
+    after.sessions.insert(session_id.to_owned(), record.clone());
+    check_session_limit(&after, token, Some(session_id), false)
+}
+
+/// The record an accepted heartbeat placed as `placed` writes.
+///
+/// A continued session counts one more heartbeat. A playback's first session starts at
+/// [`first_hit_counter`]; any other start is counted at once (at least
+/// `checking_threshold`, inheriting a higher counter) and ranked newest (`started_at` is
+/// now). A backend token presented again marks the restart (`restarted_at`).
 fn accepted_record(
     now: Timestamp,
     token: &HeartbeatData,
-    kept: &UserSessions,
-    cause: Option<NewSessionCause>,
-    fresh_session_id: &str,
+    placed: Presented<'_>,
     progress: Option<f64>,
-) -> (String, SessionRecord) {
-    // Not an ended record: a token of an ended session was refused before.
-    let previous = token
-        .session_id
-        .as_deref()
-        .and_then(|id| kept.sessions.get(id));
-    let hit_counter = previous.map_or_else(
-        || first_hit_counter(now, token),
-        |record| record.hit_counter.saturating_add(1),
-    );
-    let (session_id, started_at) = match (cause, previous) {
-        (None, Some(previous)) => {
-            let started_at = previous.started_at.or(token.started_at).unwrap_or(now);
-            (token.session_id.clone().unwrap_or_default(), started_at)
+) -> SessionRecord {
+    let (hit_counter, started_at, restarted_at, previous, continued) = match placed {
+        Presented::Continues(record) => (
+            record.hit_counter.saturating_add(1),
+            record.started_at.or(token.started_at).unwrap_or(now),
+            record.restarted_at,
+            record
+                .previous
+                .filter(|previous| previous.answered == record.timestamp),
+            Some(record),
+        ),
+        Presented::Starts {
+            cause: NewSessionCause::FromBackend,
+            ..
+        } => (first_hit_counter(now, token), now, None, None, None),
+        Presented::Starts { cause, previous } => {
+            let inherited = previous.map_or(1, |record| record.hit_counter.saturating_add(1));
+            let restarted_at = if cause == NewSessionCause::Restarted {
+                Some(now)
+            } else {
+                previous.and_then(|record| record.restarted_at)
+            };
+            (
+                inherited.max(u64::from(token.threshold())),
+                now,
+                restarted_at,
+                None,
+                None,
+            )
         }
-        _ => (fresh_session_id.to_owned(), now),
     };
-    let continued = previous.filter(|_| cause.is_none());
-    let record = SessionRecord {
+    // The token presented, remembered so that it may come once more within the cycle
+    // of its first answer (a lost answer retried): by its timestamp, or as the backend
+    // token.
+    let presented_key = token.session_id.as_ref().and(token.timestamp);
+    let first_answered = previous
+        .filter(|previous| previous.token == presented_key)
+        .map_or(now, |previous| previous.first);
+    SessionRecord {
         timestamp: now,
         hit_counter,
         started_at: Some(started_at),
@@ -250,11 +237,16 @@ fn accepted_record(
         taken_over_by: None,
         device: token.device.clone(),
         device_family: token.device_family.clone(),
+        previous: Some(AnsweredToken {
+            token: presented_key,
+            answered: now,
+            first: first_answered,
+        }),
+        restarted_at,
         extra: continued
             .map(|record| record.extra.clone())
             .unwrap_or_default(),
-    };
-    (session_id, record)
+    }
 }
 
 /// The sessions the write of `session_id` displaced ([`displaced`]), `after` being the
@@ -314,6 +306,7 @@ pub enum SessionError {
 /// is full, or the token's own session was ended), nothing is taken over: the decision is
 /// the refusal [`decide`] gives on `stored`.
 pub fn take_over(
+    policy: &PlaybackPolicy,
     now: Timestamp,
     token: &HeartbeatData,
     stored: &UserSessions,
@@ -324,7 +317,7 @@ pub fn take_over(
     if token.session_id.as_deref() == Some(target) {
         return Err(SessionError::OwnSession);
     }
-    let (active, _) = expire(now, token, stored);
+    let (active, _) = expire(policy, now, token, stored);
     let record = active
         .sessions
         .get(target)
@@ -336,6 +329,7 @@ pub fn take_over(
     let mut without = stored.clone();
     without.sessions.insert(target.to_owned(), ended.clone());
     let mut decision = decide_timed(
+        policy,
         now,
         token,
         &without,
@@ -345,7 +339,14 @@ pub fn take_over(
     );
     let Verdict::Accept(accepted) = &decision.verdict else {
         // Removing a session never refuses another: refused without it, refused with it.
-        return Ok(decide(now, token, stored, fresh_session_id, progress));
+        return Ok(decide(
+            policy,
+            now,
+            token,
+            stored,
+            fresh_session_id,
+            progress,
+        ));
     };
     ended.taken_over_by = Some(accepted.session_id.clone());
     let write = &mut decision.write;

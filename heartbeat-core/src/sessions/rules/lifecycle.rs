@@ -7,17 +7,24 @@ use crate::sessions::Retention;
 use crate::sessions::notice::{EndedBy, NoticeReason, SessionEnded};
 use crate::sessions::{EndReason, PlayRecord, ProgressRecord, UserSessions};
 
-/// Splits a user's sessions at `now` into the ones still active and the ones that expired
-/// (`timestamp + heartbeat_cycle + cycle_upper_tolerance < now`, with the token's cycle and
-/// tolerance, as the Node.js server does). An expired session goes to the history as
-/// `expired` at that deadline. Records of sessions ended by someone else are kept (not
-/// active) for [`ENDED_SESSION_MEMORY_MILLIS`] (at least until the same deadline), so that
-/// the device is refused even when it comes back late, then removed: they are in the
-/// history already.
-/// Unreadable records are removed without history.
+/// Splits a user's sessions at `now` into the ones still kept and the write that removes
+/// or ends the others, with the token's cycle and tolerance (as the Node.js server does).
+///
+/// - A session that expired (`timestamp + heartbeat_cycle + cycle_upper_tolerance < now`)
+///   goes to the history as `expired` at that deadline, and its record stays as the
+///   playback's end marker (`ended_by: expired`, not active) for the start window
+///   ([`PlaybackPolicy`]), so that its latest token resumes it and no older one does.
+/// - End markers of stopped or expired playbacks are removed after the start window, the
+///   longest-ended first past [`MAX_ENDED_PLAYBACKS`](super::MAX_ENDED_PLAYBACKS).
+/// - Records of sessions ended by someone else are kept (not active) for
+///   [`ENDED_SESSION_MEMORY_MILLIS`] (at least until the same deadline), so that the
+///   device is refused even when it comes back late, then removed: they are in the
+///   history already.
+/// - Unreadable records are removed without history.
 ///
 /// This is the only expiry rule: every path that reads sessions goes through it.
 pub fn expire(
+    policy: &PlaybackPolicy,
     now: Timestamp,
     token: &HeartbeatData,
     stored: &UserSessions,
@@ -28,24 +35,64 @@ pub fn expire(
         remove: stored.unreadable.clone(),
         ..SessionWrite::default()
     };
+    let mut markers = Vec::new();
     for (id, record) in &stored.sessions {
-        let mut deadline = record.timestamp.add_millis(life);
-        if let Some(ended_at) = record.ended_at.filter(|_| !record.is_active()) {
-            deadline = deadline.max(ended_at.add_millis(ENDED_SESSION_MEMORY_MILLIS));
-        }
+        let deadline = match (record.ended_by, record.ended_at) {
+            (None, _) => record.timestamp.add_millis(life),
+            (Some(EndReason::Expired | EndReason::Stopped), Some(ended_at)) => {
+                markers.push((ended_at, id.clone()));
+                policy.forget_ended_at(ended_at)
+            }
+            (Some(_), ended_at) => {
+                let last_token_dies = record.timestamp.add_millis(life);
+                ended_at.map_or(last_token_dies, |at| {
+                    last_token_dies.max(at.add_millis(ENDED_SESSION_MEMORY_MILLIS))
+                })
+            }
+        };
         if deadline >= now {
             kept.sessions.insert(id.clone(), record.clone());
             continue;
         }
-        write.remove.push(id.clone());
-        if record.is_active() {
-            write
-                .ended
-                .push(PlayRecord::ended(id, record, deadline, EndReason::Expired));
+        if !record.is_active() {
+            write.remove.push(id.clone());
+            continue;
+        }
+        write
+            .ended
+            .push(PlayRecord::ended(id, record, deadline, EndReason::Expired));
+        let marker = ended_marker(policy, record, deadline, EndReason::Expired);
+        markers.push((deadline, id.clone()));
+        write.upserts.push((id.clone(), marker.clone()));
+        kept.sessions.insert(id.clone(), marker);
+    }
+    if markers.len() > MAX_ENDED_PLAYBACKS {
+        markers.sort();
+        for (_, id) in markers.drain(..markers.len() - MAX_ENDED_PLAYBACKS) {
+            kept.sessions.remove(&id);
+            write.upserts.retain(|(upserted, _)| *upserted != id);
+            write.remove.push(id);
         }
     }
     write.ended.sort_by_key(|entry| entry.ended_at);
     (kept, write)
+}
+
+/// The record a playback whose session ended at `ended_at` (expired, stopped) keeps: not
+/// active, with its latest `timestamp`, until the start window has passed.
+fn ended_marker(
+    policy: &PlaybackPolicy,
+    record: &SessionRecord,
+    ended_at: Timestamp,
+    by: EndReason,
+) -> SessionRecord {
+    SessionRecord {
+        ended_by: Some(by),
+        ended_at: Some(ended_at),
+        expires_at: Some(policy.forget_ended_at(ended_at)),
+        previous: None,
+        ..record.clone()
+    }
 }
 
 /// Where a watched session stands (`GET /heartbeat/events`, SPEC §3.7).
@@ -61,7 +108,8 @@ pub enum Watched {
 
 /// Where the token's session stands in `stored` at `now`, under the token's limits.
 pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> Watched {
-    let (active, _) = expire(now, token, stored);
+    // Only the sessions still kept are read: how long ended ones are kept does not matter.
+    let (active, _) = expire(&PlaybackPolicy::default(), now, token, stored);
     let Some(session_id) = token.session_id.as_deref() else {
         return Watched::Gone;
     };
@@ -79,6 +127,8 @@ pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> 
         })
     };
     match record.ended_by {
+        // A playback's end marker: its session is gone.
+        Some(EndReason::Expired | EndReason::Stopped) => Watched::Gone,
         Some(EndReason::TakenOver) => {
             ended(NoticeReason::TakenOver, record.taken_over_by.as_deref())
         }
@@ -94,15 +144,17 @@ pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> 
 }
 
 /// Ends the token's session at once (`POST /heartbeat/stop`), if the token is the current
-/// one of an active session; expires the others as [`decide`] would. Returns the write and
+/// one of an active session; expires the others as [`decide`] would. The playback keeps
+/// an end marker, so that its latest token resumes it (SPEC §3.2). Returns the write and
 /// whether a session was stopped.
 pub fn stop(
+    policy: &PlaybackPolicy,
     now: Timestamp,
     token: &HeartbeatData,
     stored: &UserSessions,
     progress: Option<f64>,
 ) -> (SessionWrite, bool) {
-    let (mut active, mut write) = expire(now, token, stored);
+    let (mut active, mut write) = expire(policy, now, token, stored);
     let session_id = token.session_id.as_deref().unwrap_or_default();
     let is_current = active
         .sessions
@@ -115,11 +167,13 @@ pub fn stop(
     };
     if let Some((id, mut record)) = stopped.clone() {
         record.progress = progress.or(record.progress);
-        write.remove.push(id.clone());
         write
             .ended
             .push(PlayRecord::ended(&id, &record, now, EndReason::Stopped));
         write.progress = progress_entry(token, &id, progress, now);
+        let marker = ended_marker(policy, &record, now, EndReason::Stopped);
+        write.upserts.push((id.clone(), marker.clone()));
+        active.sessions.insert(id, marker);
     }
     let stopped = stopped.is_some();
     write.keep_millis = keep_millis(now, &active, token.session_life_millis());

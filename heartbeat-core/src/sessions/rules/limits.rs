@@ -100,6 +100,17 @@ pub fn check_limit(
     token: &HeartbeatData,
     starts_session: bool,
 ) -> Result<(), RejectReason> {
+    check_session_limit(active, token, token.session_id.as_deref(), starts_session)
+}
+
+/// [`check_limit`] for the session `session_id` (none: a session that is not ranked yet,
+/// checked against `sessions_edge` only).
+pub(super) fn check_session_limit(
+    active: &UserSessions,
+    token: &HeartbeatData,
+    session_id: Option<&str>,
+    starts_session: bool,
+) -> Result<(), RejectReason> {
     let count = active
         .sessions
         .values()
@@ -114,7 +125,7 @@ pub fn check_limit(
             edge,
         });
     }
-    let Some(session_id) = token.session_id.as_deref() else {
+    let Some(session_id) = session_id else {
         return Ok(());
     };
     match standings(active, token)

@@ -12,13 +12,17 @@
 mod decide;
 mod lifecycle;
 mod limits;
+mod playback;
 
 pub use crate::sessions::UNKNOWN_SESSION_LIFE_MILLIS;
-pub use decide::{SessionError, continues_session, decide, take_over};
+pub use decide::{SessionError, decide, take_over};
 pub use lifecycle::{
     ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, stop, watched,
 };
 pub use limits::{check_limit, displaced, playing, ranking, standings};
+pub use playback::{
+    DEFAULT_SESSIONS_EDGE, DEFAULT_START_WINDOW_MILLIS, MAX_ENDED_PLAYBACKS, PlaybackPolicy,
+};
 
 use crate::sessions::{RejectReason, SessionRecord, SessionWrite};
 use crate::{HeartbeatData, Id, Timestamp};
@@ -65,17 +69,20 @@ pub struct Refused {
     pub playing: Option<Vec<PlayingSession>>,
 }
 
-/// Why an accepted heartbeat started a new session instead of continuing one.
+/// Why an accepted heartbeat started its playback's session instead of continuing it
+/// (SPEC §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NewSessionCause {
-    /// The token came from the backend (no `session_id`).
+    /// The first use of a backend token (no `session_id`): the playback starts.
     FromBackend,
-    /// The token's session is not (or no longer) active.
+    /// The playback's latest token resumed it after its session ended (expired or
+    /// stopped), or the token's playback is not known.
     Unknown,
-    /// The stored `timestamp` differs from the token's: a replayed or cloned token.
-    Replayed,
-    /// It arrived before `heartbeat_cycle - cycle_lower_tolerance` had passed.
+    /// The playback's backend token was presented again: the playback starts again.
+    Restarted,
+    /// The current token arrived before `heartbeat_cycle - cycle_lower_tolerance` had
+    /// passed: the session starts again.
     TooEarly,
 }
 
@@ -151,54 +158,103 @@ mod tests {
             RejectReason::Ended {
                 by: EndReason::TakenOver,
             },
+            RejectReason::Replayed,
+            RejectReason::Expired,
         ];
         let codes: Vec<&str> = reasons.iter().map(RejectReason::code).collect();
         assert_eq!(codes, RejectReason::CODES);
     }
 
-    /// Tokens without limits (as Node-era backends may send) have no limit, count every
-    /// session and keep any number of them, as the Node server behaves.
+    fn policy() -> PlaybackPolicy {
+        PlaybackPolicy::default()
+    }
+
+    /// Tokens without limits (as Node-era backends may send) have no `session_limit` and
+    /// count every session, as the Node server behaves; without `sessions_edge` the
+    /// server's default edge bounds the sessions a user keeps, refusing only new ones.
     #[test]
-    fn absent_limits_limit_nothing() {
+    fn absent_limits_limit_nothing_but_the_default_edge() {
         let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
         let backend = token(serde_json::json!({
             "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "2026-01-01T00:00:00.000Z",
         }));
+        let edge = policy().default_sessions_edge as usize;
         let mut stored = UserSessions::default();
-        for device in 0..50 {
-            let decision = decide(now, &backend, &stored, &format!("s-{device:02}"), None);
+        for device in 0..edge {
+            let decision = decide(
+                &policy(),
+                now,
+                &backend,
+                &stored,
+                &format!("s-{device:02}"),
+                None,
+            );
             let write = decision.write.clone();
             accepted(decision);
             stored = write.sessions;
         }
-        assert_eq!(stored.sessions.len(), 50);
+        assert_eq!(stored.sessions.len(), edge);
         assert_eq!(
             ranking(&stored, &backend).len(),
-            50,
+            edge,
             "threshold 0: all counted"
         );
+        let one_more = decide(&policy(), now, &backend, &stored, "s-new", None);
+        assert!(matches!(
+            one_more.verdict,
+            Verdict::Reject(Refused {
+                reason: RejectReason::SessionsEdge { edge: 20, .. },
+                ..
+            })
+        ));
+        // The sessions already playing play on.
+        let mut first = backend.clone();
+        first.session_id = Some("s-00".into());
+        first.timestamp = Some(now);
+        accepted(decide(
+            &policy(),
+            now.add_millis(30_000),
+            &first,
+            &stored,
+            "",
+            None,
+        ));
     }
 
     /// A session token whose timestamp is absent or unreadable cannot be matched to the
-    /// stored session: it starts a new session that inherits the hit counter, as a replayed
-    /// token does (the Node server's `Date(undefined)` never equals a stored time either).
+    /// playback's latest token: it is refused as a replay (the Node server started a clone
+    /// that inherited the hit counter).
     #[test]
-    fn a_session_token_without_a_timestamp_starts_an_inheriting_session() {
+    fn a_session_token_without_a_timestamp_is_refused_as_a_replay() {
         let start: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
         let backend = token(serde_json::json!({
             "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
-            "timestamp": "garbage", "session_limit": 1, "checking_threshold": 1,
+            "timestamp": "2026-01-01T00:00:00.000Z", "session_limit": 1, "checking_threshold": 1,
         }));
-        let first = decide(start, &backend, &UserSessions::default(), "s-1", None);
+        let first = decide(
+            &policy(),
+            start,
+            &backend,
+            &UserSessions::default(),
+            "s-1",
+            None,
+        );
         let stored = first.write.sessions.clone();
         let mut next = accepted(first).token_data;
         next.timestamp = None;
         let later = start.add_millis(30_000);
-        let decision = decide(later, &next, &stored, "s-2", None);
-        let (_, record) = decision.write.upserts[0].clone();
-        let again = accepted(decision);
-        assert_eq!(again.new_session, Some(NewSessionCause::Replayed));
-        assert_eq!(again.session_id, "s-2");
-        assert_eq!(record.hit_counter, 2, "the counter is inherited");
+        let decision = decide(&policy(), later, &next, &stored, "", None);
+        assert!(matches!(
+            decision.verdict,
+            Verdict::Reject(Refused {
+                reason: RejectReason::Replayed,
+                ..
+            })
+        ));
+        assert!(
+            decision.write.upserts.is_empty(),
+            "a refusal writes nothing"
+        );
     }
 }

@@ -1,0 +1,222 @@
+//! Playbacks (SPEC §3.2 "The limit holds against replays"): how a presented token stands
+//! to the playback it belongs to, and the server's settings for them.
+//!
+//! A playback is everything that descends from one backend token. Its session is stored
+//! under the playback's id (the keyed hash of the backend token, which the first session
+//! is named after; a session token names it as its `session_id`), so a playback has at
+//! most one session at a time. When it ends (expired, stopped) its record stays as a
+//! marker, not active, for [`PlaybackPolicy::start_window_millis`]: the marker keeps the
+//! playback's latest `timestamp`, so that its latest token resumes it and every older one
+//! is refused.
+
+use super::*;
+use crate::sessions::{EndReason, UserSessions};
+
+/// The default [`PlaybackPolicy::start_window_millis`]: one hour.
+pub const DEFAULT_START_WINDOW_MILLIS: i64 = 3_600_000;
+
+/// The default [`PlaybackPolicy::default_sessions_edge`].
+pub const DEFAULT_SESSIONS_EDGE: u32 = 20;
+
+/// Ended playbacks remembered per user at most; past it the longest-ended are forgotten
+/// (a forgotten playback's latest token can resume it once more, within the start
+/// window).
+pub const MAX_ENDED_PLAYBACKS: usize = 64;
+
+/// The server's settings for playbacks (not the token's: a backend cannot loosen them).
+///
+/// ```
+/// use heartbeat_core::sessions::rules::PlaybackPolicy;
+///
+/// let policy = PlaybackPolicy::default();
+/// assert_eq!(policy.start_window_millis, 3_600_000);
+/// assert_eq!(policy.legacy_start_window_millis, None);
+/// assert_eq!(policy.default_sessions_edge, 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaybackPolicy {
+    /// An authenticated backend token (`v2`, `b1`) starts or restarts a playback only
+    /// while `now` is within this many milliseconds of its `timestamp` (either side); a
+    /// token of an authenticated session resumes an unknown playback only as long after
+    /// its `timestamp`. Ended playbacks are remembered this long. `START_WINDOW`.
+    pub start_window_millis: i64,
+    /// The same window for legacy (CryptoJS) tokens, whose backends of the Node era may
+    /// mint tokens long before use; `None` (the default): no window. `LEGACY_START_WINDOW`.
+    pub legacy_start_window_millis: Option<i64>,
+    /// The `sessions_edge` of tokens that have none: a heartbeat that would start a
+    /// session beyond it is refused (`sessions_edge`); sessions already playing are
+    /// never refused by it. `DEFAULT_SESSIONS_EDGE`.
+    pub default_sessions_edge: u32,
+}
+
+impl Default for PlaybackPolicy {
+    fn default() -> Self {
+        Self {
+            start_window_millis: DEFAULT_START_WINDOW_MILLIS,
+            legacy_start_window_millis: None,
+            default_sessions_edge: DEFAULT_SESSIONS_EDGE,
+        }
+    }
+}
+
+impl PlaybackPolicy {
+    /// The start window for `token`'s provenance, if any.
+    fn window(&self, token: &HeartbeatData) -> Option<i64> {
+        if token.provenance.is_authenticated() {
+            Some(self.start_window_millis)
+        } else {
+            self.legacy_start_window_millis
+        }
+    }
+
+    /// [`RejectReason::Expired`] unless `token` may start a playback at `now`: its
+    /// `timestamp` within the window for its provenance (no window, no check).
+    pub(super) fn check_start(
+        &self,
+        now: Timestamp,
+        token: &HeartbeatData,
+    ) -> Result<(), RejectReason> {
+        let Some(window) = self.window(token) else {
+            return Ok(());
+        };
+        match token.timestamp {
+            Some(issued) if now.millis_since(issued).abs() <= window => Ok(()),
+            _ => Err(RejectReason::Expired),
+        }
+    }
+
+    /// How long the record of a playback that ended at `ended_at` (expired or stopped) is
+    /// kept.
+    pub(super) fn forget_ended_at(&self, ended_at: Timestamp) -> Timestamp {
+        ended_at.add_millis(self.start_window_millis)
+    }
+}
+
+/// How a presented token stands to its playback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Presented<'a> {
+    /// It continues the playback's live session: the current token on time, or the
+    /// token of the last accepted heartbeat again (its answer was lost).
+    Continues(&'a SessionRecord),
+    /// It starts the playback's session, or starts it again (`previous`: the record it
+    /// replaces, live or ended).
+    Starts {
+        /// Why.
+        cause: NewSessionCause,
+        /// The record it replaces.
+        previous: Option<&'a SessionRecord>,
+    },
+}
+
+impl Presented<'_> {
+    /// Why a session starts, `None` when it continues.
+    pub(super) fn cause(&self) -> Option<NewSessionCause> {
+        match self {
+            Presented::Continues(_) => None,
+            Presented::Starts { cause, .. } => Some(*cause),
+        }
+    }
+}
+
+/// Whether [`presented`] checks that a heartbeat is not too early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timing {
+    /// A heartbeat before `heartbeat_cycle - cycle_lower_tolerance` starts the session
+    /// again (counted at once, ranked newest).
+    Checked,
+    /// The player acts now, not on its cycle (a takeover): its current token continues
+    /// its session whenever it comes.
+    Unchecked,
+}
+
+/// How `token`, presented at `now`, stands to its playback in `kept` (sessions already
+/// expired), or why it is refused. `playback` is the playback's id: the token's
+/// `session_id`, or for a backend token the id it starts (see
+/// [`TokenCodec::token_session_id`](crate::TokenCodec::token_session_id)).
+pub(super) fn presented<'a>(
+    policy: &PlaybackPolicy,
+    now: Timestamp,
+    token: &HeartbeatData,
+    kept: &'a UserSessions,
+    playback: &str,
+    timing: Timing,
+) -> Result<Presented<'a>, RejectReason> {
+    let record = kept.sessions.get(playback);
+    let is_backend = token.session_id.is_none();
+    // The key the last accepted heartbeat's token is remembered by (`None`: the
+    // backend token); a session token without a timestamp has none.
+    let key = if is_backend {
+        None
+    } else {
+        Some(token.timestamp.ok_or(RejectReason::Replayed)?)
+    };
+    let Some(record) = record else {
+        // Never started, or ended longer ago than the playback is remembered.
+        policy.check_start(now, token)?;
+        let cause = if is_backend {
+            NewSessionCause::FromBackend
+        } else {
+            NewSessionCause::Unknown
+        };
+        return Ok(Presented::Starts {
+            cause,
+            previous: None,
+        });
+    };
+    if let Some(by) = record.ended_by {
+        return match by {
+            EndReason::Evicted | EndReason::TakenOver => Err(RejectReason::Ended { by }),
+            // Stopped or expired: its latest token resumes it; its backend token
+            // restarts it.
+            _ if is_backend => restart(policy, now, token, record),
+            _ if key == Some(record.timestamp) => Ok(Presented::Starts {
+                cause: NewSessionCause::Unknown,
+                previous: Some(record),
+            }),
+            _ => Err(RejectReason::Replayed),
+        };
+    }
+    if record.previous.is_some_and(|previous| {
+        previous.answered == record.timestamp
+            && previous.token == key
+            && now.millis_since(previous.first) < token.heartbeat_cycle.as_millis()
+    }) {
+        // The last accepted heartbeat again: its answer was lost on the way.
+        return Ok(Presented::Continues(record));
+    }
+    if is_backend {
+        return restart(policy, now, token, record);
+    }
+    if key != Some(record.timestamp) {
+        return Err(RejectReason::Replayed);
+    }
+    let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
+    if timing == Timing::Checked && now.millis_since(record.timestamp) < earliest {
+        return Ok(Presented::Starts {
+            cause: NewSessionCause::TooEarly,
+            previous: Some(record),
+        });
+    }
+    Ok(Presented::Continues(record))
+}
+
+/// A backend token presented again, its playback stored as `record`: it restarts the
+/// playback, unless it did less than [`HeartbeatData::restart_spacing_millis`] ago.
+fn restart<'a>(
+    policy: &PlaybackPolicy,
+    now: Timestamp,
+    token: &HeartbeatData,
+    record: &'a SessionRecord,
+) -> Result<Presented<'a>, RejectReason> {
+    policy.check_start(now, token)?;
+    if record
+        .restarted_at
+        .is_some_and(|at| now.millis_since(at) < token.restart_spacing_millis())
+    {
+        return Err(RejectReason::Replayed);
+    }
+    Ok(Presented::Starts {
+        cause: NewSessionCause::Restarted,
+        previous: Some(record),
+    })
+}
