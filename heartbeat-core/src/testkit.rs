@@ -21,6 +21,7 @@ use crate::jobs::{EventBus, JobStore};
 
 pub mod devices;
 pub mod jobs;
+pub mod replays;
 pub mod sessions;
 
 /// Access to one fresh, isolated storage for one test.
@@ -54,7 +55,7 @@ macro_rules! conformance_tests {
             sessions::unknown_record_fields_survive,
             sessions::first_heartbeat_starts_a_session,
             sessions::rotated_token_continues_the_session,
-            sessions::early_heartbeat_starts_the_session_again_counted,
+            sessions::early_heartbeat_continues_its_session,
             sessions::a_token_presented_twice_continues_one_session,
             sessions::expired_sessions_leave_for_the_history,
             sessions::least_recent_refuses_the_oldest_device,
@@ -74,6 +75,14 @@ macro_rules! conformance_tests {
             sessions::history_and_progress_are_kept_as_long_as_the_retention,
             sessions::concurrent_devices_never_exceed_the_limit,
             sessions::finished_sessions_are_exported_once_in_order,
+            replays::a_spent_token_replayed_is_refused,
+            replays::devices_replaying_each_others_tokens_never_both_play,
+            replays::a_backend_token_resent_after_expiry_is_refused_at_the_limit,
+            replays::backend_tokens_without_an_edge_are_bounded,
+            replays::a_lost_answer_retried_plays_on,
+            replays::an_old_authenticated_token_is_refused_as_expired,
+            replays::honest_flows_play_on,
+            replays::a_session_of_the_previous_build_continues,
             devices::family_and_asset_limits_refuse_with_their_reason,
             devices::a_legacy_refusal_lists_no_sessions,
             devices::a_legacy_begun_session_stays_unauthenticated,

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use heartbeat_core::sessions::rules::PlaybackPolicy;
+
 use crate::streams::StreamCaps;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use heartbeat_core::sessions::Retention;
@@ -329,6 +331,20 @@ pub struct ServerArgs {
         ignore_case = true
     )]
     pub owner_auth: OwnerAuth,
+    /// Seconds after its `timestamp` within which an authenticated backend token (v2, b1)
+    /// starts (or restarts) a playback; later it is refused with reason `expired`. Ended
+    /// playbacks are remembered as long, so that only their latest token resumes them.
+    #[arg(long, env = "START_WINDOW_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub start_window_secs: u32,
+    /// The same window for legacy (CryptoJS) backend tokens; unset: none (Node-era
+    /// backends may mint tokens long before use).
+    #[arg(long, env = "LEGACY_START_WINDOW_SECS", value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub legacy_start_window_secs: Option<u32>,
+    /// The `sessions_edge` of tokens that have none: a heartbeat that would start one
+    /// more session than this is refused (`sessions_edge`); sessions already playing never
+    /// are.
+    #[arg(long, env = "DEFAULT_SESSIONS_EDGE", default_value_t = heartbeat_core::sessions::rules::DEFAULT_SESSIONS_EDGE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub default_sessions_edge: u32,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
     #[arg(long, env = "FAIL_OPEN", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
@@ -477,6 +493,9 @@ pub struct Settings {
     pub issuer_key: Option<String>,
     /// Answer 200 when the store is down.
     pub fail_open: bool,
+    /// `START_WINDOW_SECS`, `LEGACY_START_WINDOW_SECS`, `DEFAULT_SESSIONS_EDGE`: how
+    /// playbacks are guarded against replays (SPEC §3.2).
+    pub playback: PlaybackPolicy,
     /// Largest body accepted.
     pub body_limit: usize,
     /// Longest time to answer a request.
@@ -561,6 +580,7 @@ impl Default for Settings {
             worker_key: None,
             issuer_key: None,
             fail_open: false,
+            playback: PlaybackPolicy::default(),
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
@@ -669,6 +689,13 @@ impl ServerArgs {
             worker_key,
             issuer_key,
             fail_open: self.fail_open,
+            playback: PlaybackPolicy {
+                start_window_millis: i64::from(self.start_window_secs) * 1000,
+                legacy_start_window_millis: self
+                    .legacy_start_window_secs
+                    .map(|secs| i64::from(secs) * 1000),
+                default_sessions_edge: self.default_sessions_edge,
+            },
             access_log: self.access_log,
             body_limit: self.body_limit,
             request_timeout: Duration::from_millis(self.request_timeout_ms),

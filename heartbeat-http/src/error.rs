@@ -11,13 +11,15 @@ use crate::metrics::StoreFailed;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-/// An error answered as JSON `{"error": message}`.
+/// An error answered as JSON `{"error": message}`, plus `details` when there are some.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// The status code.
     pub status: StatusCode,
     /// What went wrong, for the client.
     pub message: String,
+    /// More fields of the body (e.g. `reason` and `field`), after `error`.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -26,7 +28,14 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// The same error with one more field in its body.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
     }
 
     /// 400 Bad Request.
@@ -72,8 +81,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        let mut body = serde_json::Map::with_capacity(1 + self.details.len());
+        body.insert("error".to_owned(), self.message.into());
+        body.extend(self.details);
+        let mut response = (self.status, axum::Json(body)).into_response();
         mark_outage(&mut response);
         response
     }

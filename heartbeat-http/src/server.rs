@@ -88,6 +88,7 @@ pub fn app_on_storage(
         .with_config(HeartbeatConfig {
             retention: settings.retention,
             fail_open: settings.fail_open,
+            playback: settings.playback,
             ..HeartbeatConfig::default()
         })
         .with_clock(Arc::clone(&clock));
@@ -339,6 +340,21 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ("owner_key", on(settings.owner_tokens.is_some())),
         ("cors_origins", format!("{:?}", settings.cors)),
         ("fail_open", settings.fail_open.to_string()),
+        (
+            "start_window_secs",
+            (settings.playback.start_window_millis / 1000).to_string(),
+        ),
+        (
+            "legacy_start_window_secs",
+            settings
+                .playback
+                .legacy_start_window_millis
+                .map_or_else(|| "none".to_owned(), |millis| (millis / 1000).to_string()),
+        ),
+        (
+            "default_sessions_edge",
+            settings.playback.default_sessions_edge.to_string(),
+        ),
         (
             "job_time_ms",
             settings

@@ -8,6 +8,20 @@ export declare const StopReason: {
 };
 export type StopReason = (typeof StopReason)[keyof typeof StopReason];
 
+/** Why the server refused a heartbeat: a 412's `reason`. `REPLAYED` and `EXPIRED` mean
+ * this token cannot play any more: start again with a fresh backend token. */
+export declare const RefusalReason: {
+  readonly OVER_LIMIT: "over_limit";
+  readonly FAMILY_LIMIT: "family_limit";
+  readonly ASSET_LIMIT: "asset_limit";
+  readonly SESSIONS_EDGE: "sessions_edge";
+  readonly EVICTED: "evicted";
+  readonly TAKEN_OVER: "taken_over";
+  readonly REPLAYED: "replayed";
+  readonly EXPIRED: "expired";
+};
+export type RefusalReason = (typeof RefusalReason)[keyof typeof RefusalReason];
+
 /** A session that keeps playing, as a 412 lists it (authenticated sessions only). */
 export interface PlayingSession {
   session_id: string;
@@ -20,10 +34,11 @@ export interface PlayingSession {
 
 /** Why the server refused this player (a 412). */
 export interface Refusal {
-  /** `over_limit`, `family_limit`, `asset_limit`, `sessions_edge`, `evicted`,
-   * `taken_over`; `null` from a server that gives no reason (the Node server). */
-  reason: string | null;
-  /** The limit that is full; `null` for `evicted`, `taken_over` or no reason. */
+  /** One of {@link RefusalReason}; `null` from a server that gives no reason (the Node
+   * server); another string from a newer server. */
+  reason: RefusalReason | string | null;
+  /** The limit that is full; `null` for `evicted`, `taken_over`, `replayed`, `expired` or
+   * no reason. */
   limit: number | null;
   /** The sessions that keep playing: "Playing on: Living-room TV, Phone". Empty when the
    * server lists none (a session begun with a legacy token, the Node server). */
@@ -45,6 +60,10 @@ export declare class HeartbeatError extends Error {
   readonly kind: "network" | "http" | "invalid_token" | "unreachable" | "protocol";
   readonly status?: number;
   readonly fatal: boolean;
+  /** A 406 on an authentic (`v2`, `b1`) token: `missing_field` or `invalid_field`. */
+  readonly reason: string | null;
+  /** With `reason`: the field of the token's data that is wrong. */
+  readonly field: string | null;
 }
 
 export interface HeartbeatOptions {

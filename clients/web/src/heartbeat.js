@@ -14,14 +14,30 @@ export const StopReason = Object.freeze({
   UNREACHABLE: "unreachable", // no answer within cycle + upper tolerance
 });
 
-/** An error handed to `onError`: `kind` says what failed, `fatal` whether it stopped. */
+/** Why the server refused a heartbeat (a 412's `reason`; SPEC §3.2, §3.7, §3.8). */
+export const RefusalReason = Object.freeze({
+  OVER_LIMIT: "over_limit", // more devices than the plan allows
+  FAMILY_LIMIT: "family_limit", // as many devices of this family as the plan allows
+  ASSET_LIMIT: "asset_limit", // this title on as many devices as the plan allows
+  SESSIONS_EDGE: "sessions_edge", // too many sessions open
+  EVICTED: "evicted", // an administrator ended this session
+  TAKEN_OVER: "taken_over", // another device took this session over
+  REPLAYED: "replayed", // a token the playback moved past: start with a fresh backend token
+  EXPIRED: "expired", // too old to start or resume: start with a fresh backend token
+});
+
+/** An error handed to `onError`: `kind` says what failed, `fatal` whether it stopped;
+ * for a 406 on an authentic token, `reason` (`missing_field`, `invalid_field`) and `field`
+ * say what the backend put wrong in it. */
 export class HeartbeatError extends Error {
-  constructor(kind, message, { status, fatal = false, cause } = {}) {
+  constructor(kind, message, { status, fatal = false, cause, reason, field } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = "HeartbeatError";
     this.kind = kind;
     this.status = status;
     this.fatal = fatal;
+    this.reason = reason ?? null;
+    this.field = field ?? null;
   }
 }
 
@@ -178,13 +194,23 @@ export function startHeartbeat(options) {
       return true;
     }
     if (response.status === 406) {
+      const body = await bodyOf(response);
       finish(StopReason.INVALID_TOKEN);
+      const field = typeof body.field === "string" ? body.field : null;
       call(
         "onError",
-        new HeartbeatError("invalid_token", "the server cannot use this token (406)", {
-          status: 406,
-          fatal: true,
-        }),
+        new HeartbeatError(
+          "invalid_token",
+          field === null
+            ? "the server cannot use this token (406)"
+            : `the server cannot use this token (406): ${body.reason} \`${field}\``,
+          {
+            status: 406,
+            fatal: true,
+            reason: typeof body.reason === "string" ? body.reason : null,
+            field,
+          },
+        ),
       );
       return true;
     }

@@ -6,7 +6,7 @@ import { createCipheriv, pbkdf2Sync, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { test } from "node:test";
 
-import { StopReason, startHeartbeat } from "../src/heartbeat.js";
+import { RefusalReason, StopReason, startHeartbeat } from "../src/heartbeat.js";
 import { answerFirst, firstToken as firstTokenFor, playback, startProxy } from "./support.mjs";
 
 const url = process.env.HEARTBEAT_URL;
@@ -104,6 +104,20 @@ test("a second device is refused with the reason, the limit and the device playi
   await tablet.when("accepted", 3000);
   assert.equal(tablet.seen.refused.length, 0);
   await tablet.handle.stop();
+});
+
+test("a spent token replayed by another player is refused as replayed; the first plays on", async () => {
+  const tv = player(firstToken(++nextUser, "Living-room TV"));
+  const spent = await tv.when("accepted");
+  await tv.when("accepted", 3000); // `spent` is now behind the playback's latest token
+  const copy = player(spent);
+  const refusal = await copy.when("refused", 4000);
+  assert.equal(refusal.reason, RefusalReason.REPLAYED);
+  assert.equal(refusal.limit, null);
+  assert.equal(await copy.handle.stopped, StopReason.REFUSED);
+  await tv.when("accepted", 3000);
+  assert.equal(tv.seen.refused.length, 0);
+  await tv.handle.stop();
 });
 
 test("taking over a session that is no longer active resolves false", async () => {

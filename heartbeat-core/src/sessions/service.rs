@@ -138,36 +138,62 @@ pub struct Heartbeats<S, C = SystemClock> {
     refusals: RecentRefusals,
 }
 
-/// The refusals this instance stored lately, by session: a session's refusal is stored at
-/// most once per heartbeat cycle (SPEC §4), so that a refused token replayed in a loop
-/// cannot fill the refusal index. Bounded: past [`RecentRefusals::CAPACITY`] sessions the
-/// oldest half is forgotten (a forgotten session's next refusal is stored again).
+/// The refusals this instance stored lately, by session and by user: a session's refusal
+/// is stored at most once per heartbeat cycle, and a user's at most
+/// [`RecentRefusals::PER_USER`] times per cycle (SPEC §4), so that refused tokens replayed
+/// in a loop, or many refused sessions of one user, cannot fill the refusal index.
+/// Bounded: past [`RecentRefusals::CAPACITY`] keys the stale ones are forgotten (a
+/// forgotten key's next refusal is stored again).
 #[derive(Debug, Clone, Default)]
 struct RecentRefusals {
-    last: std::sync::Arc<dashmap::DashMap<String, i64>>,
+    /// Per session: when its refusal was last stored.
+    sessions: std::sync::Arc<dashmap::DashMap<String, i64>>,
+    /// Per user: when its current window began, and the refusals stored in it.
+    users: std::sync::Arc<dashmap::DashMap<String, (i64, u32)>>,
 }
 
 impl RecentRefusals {
     const CAPACITY: usize = 100_000;
+    /// Refusals of one user stored per heartbeat cycle at most.
+    const PER_USER: u32 = 8;
 
-    /// Whether to store `session`'s refusal at `now`: not when one was stored less than
-    /// `cycle_millis` ago. Records `now` when it says yes.
-    fn record(&self, session: &str, now: Timestamp, cycle_millis: i64) -> bool {
+    /// Whether to store the refusal of `user`'s `session` at `now`: not when one was
+    /// stored for that session less than `cycle_millis` ago, nor when the user's
+    /// allowance for the cycle is used up. Records it when it says yes.
+    fn record(&self, user: &Id, session: &str, now: Timestamp, cycle_millis: i64) -> bool {
         let now = now.unix_millis();
-        if let Some(last) = self.last.get(session)
+        if let Some(last) = self.sessions.get(session)
             && now - *last < cycle_millis
         {
             return false;
         }
-        if self.last.len() >= Self::CAPACITY {
-            let cutoff = now - cycle_millis.max(1);
-            self.last.retain(|_, last| *last >= cutoff);
-            if self.last.len() >= Self::CAPACITY / 2 {
-                self.last.clear();
+        let user = user.to_string();
+        let allowed = match self.users.get(&user).map(|entry| *entry) {
+            Some((since, stored)) if now - since < cycle_millis => {
+                (stored < Self::PER_USER).then_some((since, stored + 1))
             }
-        }
-        self.last.insert(session.to_owned(), now);
+            _ => Some((now, 1)),
+        };
+        let Some(window) = allowed else {
+            return false;
+        };
+        let cutoff = now - cycle_millis.max(1);
+        forget_stale(&self.sessions, cutoff, |last| *last);
+        forget_stale(&self.users, cutoff, |(since, _)| *since);
+        self.sessions.insert(session.to_owned(), now);
+        self.users.insert(user, window);
         true
+    }
+}
+
+/// Keeps `map` under [`RecentRefusals::CAPACITY`] keys: past it, the entries older than
+/// `cutoff` go, and all of them if that is not enough.
+fn forget_stale<V>(map: &dashmap::DashMap<String, V>, cutoff: i64, at: impl Fn(&V) -> i64) {
+    if map.len() >= RecentRefusals::CAPACITY {
+        map.retain(|_, value| at(value) >= cutoff);
+        if map.len() >= RecentRefusals::CAPACITY / 2 {
+            map.clear();
+        }
     }
 }
 
@@ -297,10 +323,12 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                     },
                     Verdict::Reject(refused) => {
                         let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
-                        if self
-                            .refusals
-                            .record(&session, now, data.heartbeat_cycle.as_millis())
-                        {
+                        if self.refusals.record(
+                            &data.user_id,
+                            &session,
+                            now,
+                            data.heartbeat_cycle.as_millis(),
+                        ) {
                             let refusal =
                                 Refusal::new(&data.user_id, &refused.reason, now, session);
                             decision.write.index.refusal = Some(refusal.key());

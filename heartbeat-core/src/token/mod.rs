@@ -129,16 +129,35 @@ impl fmt::Display for Refusal {
 #[error("Heartbeat token is not valid.")]
 pub struct InvalidToken {
     reason: Refusal,
+    /// The token was authentic (an authenticated format that opened under our key): what
+    /// is wrong with its data was written by a key holder, and may be told.
+    authentic: bool,
 }
 
 impl InvalidToken {
     pub(crate) fn new(reason: Refusal) -> Self {
-        Self { reason }
+        Self {
+            reason,
+            authentic: false,
+        }
     }
 
-    /// Why the token was refused (never show this to the sender).
+    /// Why the token was refused (for logs; see [`field_error`](Self::field_error) for
+    /// what may be shown to the sender).
     pub fn reason(&self) -> &Refusal {
         &self.reason
+    }
+
+    /// What is wrong with the data of an authentic token (a `v2.` or `b1.` token that
+    /// opened under the server's key, so only a key holder wrote it): the missing or
+    /// invalid field, which the answer may name without telling a forger anything
+    /// (SPEC §3.2 "Errors that help"). `None` for every other refusal, which stays the
+    /// one uniform 406.
+    pub fn field_error(&self) -> Option<&DataError> {
+        match &self.reason {
+            Refusal::Data(error) if self.authentic => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -319,9 +338,14 @@ impl TokenCodec {
     /// Opens a token to its heartbeat data. The data of a legacy token are
     /// [`Provenance::Legacy`], whatever they say.
     pub fn open(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
-        let mut data = self.open_with(token, |plaintext| {
-            HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
-        })?;
+        let mut data = self
+            .open_with(token, |plaintext| {
+                HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
+            })
+            .map_err(|mut invalid| {
+                invalid.authentic = TokenFormat::of(token).is_authenticated();
+                invalid
+            })?;
         if !TokenFormat::of(token).is_authenticated() {
             data.provenance = Provenance::Legacy;
         }

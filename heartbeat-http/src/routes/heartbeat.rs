@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use heartbeat_core::sessions::notice::SessionEnded;
 use heartbeat_core::sessions::rules::SessionError;
-use heartbeat_core::{HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
+use heartbeat_core::{DataError, HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -94,7 +94,20 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
     match error {
         HeartbeatError::InvalidToken(invalid) => {
             tracing::debug!(reason = ?invalid.reason(), "token refused");
-            invalid_token()
+            let (decision, error) = invalid_token();
+            // An authentic token may be told which field is wrong; any other refusal
+            // stays the one uniform 406 (SPEC §3.3).
+            let error = match invalid.field_error() {
+                Some(DataError::Missing { field }) => {
+                    error.with("reason", "missing_field").with("field", *field)
+                }
+                Some(DataError::Invalid { field, expected }) => error
+                    .with("reason", "invalid_field")
+                    .with("field", *field)
+                    .with("expected", *expected),
+                _ => error,
+            };
+            (decision, error)
         }
         HeartbeatError::InvalidProgress => (Decision::BadRequest, progress_error()),
         HeartbeatError::Session(error @ SessionError::NotActive) => {

@@ -2,7 +2,7 @@
 
 use super::lifecycle::{keep_millis, progress_entry};
 use super::limits::check_session_limit;
-use super::playback::{Presented, Timing, presented};
+use super::playback::{Presented, presented};
 use super::*;
 use crate::sessions::{AnsweredToken, EndReason, PlayRecord, UserSessions};
 
@@ -54,29 +54,9 @@ pub fn decide(
     playback_id: &str,
     progress: Option<f64>,
 ) -> Decision {
-    decide_timed(
-        policy,
-        now,
-        token,
-        stored,
-        playback_id,
-        progress,
-        Timing::Checked,
-    )
-}
-
-fn decide_timed(
-    policy: &PlaybackPolicy,
-    now: Timestamp,
-    token: &HeartbeatData,
-    stored: &UserSessions,
-    playback_id: &str,
-    progress: Option<f64>,
-    timing: Timing,
-) -> Decision {
     let (mut kept, mut write) = expire(policy, now, token, stored);
     let session_id = token.session_id.as_deref().unwrap_or(playback_id);
-    let placed = presented(policy, now, token, &kept, session_id, timing).and_then(|placed| {
+    let placed = presented(policy, now, token, &kept, session_id).and_then(|placed| {
         let record = accepted_record(now, token, placed, progress);
         check_placed(policy, &kept, token, session_id, placed, &record)?;
         Ok((placed.cause(), record, placed_replaces(placed)))
@@ -328,15 +308,7 @@ pub fn take_over(
     ended.ended_at = Some(now);
     let mut without = stored.clone();
     without.sessions.insert(target.to_owned(), ended.clone());
-    let mut decision = decide_timed(
-        policy,
-        now,
-        token,
-        &without,
-        fresh_session_id,
-        progress,
-        Timing::Unchecked,
-    );
+    let mut decision = decide(policy, now, token, &without, fresh_session_id, progress);
     let Verdict::Accept(accepted) = &decision.verdict else {
         // Removing a session never refuses another: refused without it, refused with it.
         return Ok(decide(

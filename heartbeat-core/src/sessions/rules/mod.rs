@@ -81,9 +81,6 @@ pub enum NewSessionCause {
     Unknown,
     /// The playback's backend token was presented again: the playback starts again.
     Restarted,
-    /// The current token arrived before `heartbeat_cycle - cycle_lower_tolerance` had
-    /// passed: the session starts again.
-    TooEarly,
 }
 
 /// An accepted heartbeat.

@@ -118,17 +118,6 @@ impl Presented<'_> {
     }
 }
 
-/// Whether [`presented`] checks that a heartbeat is not too early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Timing {
-    /// A heartbeat before `heartbeat_cycle - cycle_lower_tolerance` starts the session
-    /// again (counted at once, ranked newest).
-    Checked,
-    /// The player acts now, not on its cycle (a takeover): its current token continues
-    /// its session whenever it comes.
-    Unchecked,
-}
-
 /// How `token`, presented at `now`, stands to its playback in `kept` (sessions already
 /// expired), or why it is refused. `playback` is the playback's id: the token's
 /// `session_id`, or for a backend token the id it starts (see
@@ -139,7 +128,6 @@ pub(super) fn presented<'a>(
     token: &HeartbeatData,
     kept: &'a UserSessions,
     playback: &str,
-    timing: Timing,
 ) -> Result<Presented<'a>, RejectReason> {
     let record = kept.sessions.get(playback);
     let is_backend = token.session_id.is_none();
@@ -190,13 +178,9 @@ pub(super) fn presented<'a>(
     if key != Some(record.timestamp) {
         return Err(RejectReason::Replayed);
     }
-    let earliest = token.heartbeat_cycle.as_millis() - token.cycle_lower_tolerance.as_millis();
-    if timing == Timing::Checked && now.millis_since(record.timestamp) < earliest {
-        return Ok(Presented::Starts {
-            cause: NewSessionCause::TooEarly,
-            previous: Some(record),
-        });
-    }
+    // The current token: it continues, however soon it comes (the Node server started a
+    // clone for a heartbeat before `heartbeat_cycle - cycle_lower_tolerance`; a playback
+    // has one session, and a copy of the current token is the retry above).
     Ok(Presented::Continues(record))
 }
 
