@@ -2,6 +2,12 @@
 //! and devices that replay any token they ever saw, over simulated time, for both reject
 //! strategies, thresholds 0 to 3 and several tolerances, on the pure rules.
 //!
+//! Replayers collude: each replays its own tokens (every one it was answered, and its
+//! backend token) and every token of another replayer that the playback has moved past
+//! (spent). A token still current (or still retryable as a lost answer) is the holder's
+//! alone: handing it to another device as it arrives is relaying one session, which no
+//! token can tell from one device.
+//!
 //! - Invariant 1: once every device's first backend token is past its
 //!   `checking_threshold` grace, no more than `session_limit` devices receive a 200 in
 //!   each of three consecutive cycles.
@@ -48,6 +54,26 @@ fn backend_token(case: &Case, issued: i64) -> HeartbeatData {
 struct Held {
     data: HeartbeatData,
     playback: String,
+}
+
+impl Held {
+    /// Whether the token can still continue or resume its playback in `stored` (it is
+    /// not spent): an unused backend token, the current token, the last one presented
+    /// while its answer is the current one, or an ended playback's latest token.
+    fn is_live(&self, stored: &UserSessions) -> bool {
+        let Some(record) = stored.sessions.get(&self.playback) else {
+            return self.data.session_id.is_none();
+        };
+        let key = self.data.session_id.as_ref().and(self.data.timestamp);
+        let retryable = record
+            .previous
+            .is_some_and(|previous| previous.answered == record.timestamp && previous.token == key);
+        if record.is_active() {
+            retryable || key == Some(record.timestamp)
+        } else {
+            key == Some(record.timestamp)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -158,16 +184,21 @@ fn run(case: &Case) -> Result<Vec<Vec<i64>>, TestCaseError> {
             stopped: false,
         })
         .collect();
-    // Every replayer's backend token, then every token any replayer was answered.
-    let mut pool: Vec<Held> = (0..case.replayers)
-        .map(|i| Held {
-            data: backend_token(case, 0),
-            playback: format!("replayer-{i}"),
+    // Every replayer's backend token and every token a replayer was answered, by
+    // replayer.
+    let mut pool: Vec<(usize, Held)> = (0..case.replayers)
+        .map(|i| {
+            let held = Held {
+                data: backend_token(case, 0),
+                playback: format!("replayer-{i}"),
+            };
+            (i, held)
         })
         .collect();
     let mut actions = Vec::new();
     for (i, start) in case.replayer_starts.iter().take(case.replayers).enumerate() {
-        actions.push((*start, i, i));
+        // Its own backend token: the first of its tokens in the pool.
+        actions.push((*start, i, 0));
     }
     let mut t = CYCLE_SECS;
     for (delta, who, pick) in &case.actions {
@@ -214,10 +245,16 @@ fn run(case: &Case) -> Result<Vec<Vec<i64>>, TestCaseError> {
             }
         }
         while let Some((_, who, pick)) = actions.next_if(|(time, _, _)| *time == now) {
-            let held = pool[pick % pool.len()].clone();
+            // Its own tokens, and the others' spent ones.
+            let seen: Vec<&Held> = pool
+                .iter()
+                .filter(|(owner, held)| *owner == who || !held.is_live(&server.stored))
+                .map(|(_, held)| held)
+                .collect();
+            let held = seen[pick % seen.len()].clone();
             if let Ok(next) = server.heartbeat(now, &held) {
                 ok[case.honest + who].push(now);
-                pool.push(next);
+                pool.push((who, next));
             }
         }
     }

@@ -194,10 +194,10 @@ impl HeartbeatData {
         self.heartbeat_cycle.as_millis() + self.cycle_upper_tolerance.as_millis()
     }
 
-    /// How long a playback restarted by its backend token presented again must play
-    /// before that token may restart it once more: a session's life, and at least two
-    /// cycles, so that two devices sharing one backend token cannot both play in each of
-    /// three consecutive cycles by taking the playback from each other (SPEC §3.2).
+    /// How long after one of a user's playbacks started again (restarted by its backend
+    /// token, or resumed by its latest token) the next may: a session's life, and at
+    /// least two cycles, so that devices taking the limit from each other by starting
+    /// playbacks again cannot all play in each of three consecutive cycles (SPEC §3.2).
     pub fn restart_spacing_millis(&self) -> i64 {
         self.session_life_millis()
             .max(self.heartbeat_cycle.as_millis().saturating_mul(2))

@@ -70,8 +70,10 @@ pub struct SessionRecord {
     /// session (SPEC §3.2 "The limit holds against replays").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<AnsweredToken>,
-    /// When the playback was last restarted by its backend token presented again: it may
-    /// be restarted once more only after [`restart_spacing_millis`](crate::HeartbeatData::restart_spacing_millis).
+    /// When the playback last started again (restarted by its backend token presented
+    /// again, or resumed by its latest token): none of the user's playbacks may start
+    /// again before [`restart_spacing_millis`](crate::HeartbeatData::restart_spacing_millis)
+    /// has passed since the latest of these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<Timestamp>,
     /// Fields written by someone else, kept as they are.

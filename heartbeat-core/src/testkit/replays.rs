@@ -217,8 +217,9 @@ pub async fn an_old_authenticated_token_is_refused_as_expired<F: Fixture>(fixtur
 }
 
 /// The honest flows: a pause past the tolerance resumed with the latest token (counted at
-/// once), a page reload that re-sends the same backend token (plays at once), a stop
-/// resumed with the latest token, and two instances taking turns; each keeps one session.
+/// once), a page reload that re-sends the same backend token (plays at once, unless the
+/// user started a playback again within two cycles), a stop resumed with the latest
+/// token, and two instances taking turns; each keeps one session.
 pub async fn honest_flows_play_on<F: Fixture>(fixture: &F) {
     let clock = ManualClock::new(start());
     let one = service(fixture.sessions().await, &clock);
@@ -235,8 +236,11 @@ pub async fn honest_flows_play_on<F: Fixture>(fixture: &F) {
     let (resumed, again) = accept(&two, &token, None).await;
     assert_eq!(again.new_session, Some(NewSessionCause::Unknown));
     assert_eq!(again.session_id, first.session_id);
-    // A page reload re-sends the backend token: it plays at once.
+    // A page reload that re-sends the backend token plays at once; a second start again
+    // within two cycles of the resume is refused (SPEC §3.2: one per spacing, per user).
     clock.advance(Duration::from_secs(10));
+    assert_eq!(reject(&one, &backend).await, RejectReason::Replayed);
+    clock.advance(Duration::from_secs(50));
     let (reloaded, restart) = accept(&one, &backend, None).await;
     assert_eq!(restart.new_session, Some(NewSessionCause::Restarted));
     assert_eq!(reject(&one, &resumed).await, RejectReason::Replayed);
@@ -278,7 +282,7 @@ pub async fn a_session_of_the_previous_build_continues<F: Fixture>(fixture: &F) 
         keep_millis: 60_000,
         ..Default::default()
     };
-    heartbeats
+    let committed = heartbeats
         .store()
         .commit(
             &Id::Int(13),
@@ -288,6 +292,7 @@ pub async fn a_session_of_the_previous_build_continues<F: Fixture>(fixture: &F) 
         )
         .await
         .unwrap();
+    assert_eq!(committed, crate::store::Commit::Applied);
     let mut current = data.clone();
     current.session_id = Some("old-build".into());
     let spent = {

@@ -161,7 +161,7 @@ fn check_placed(
 /// A continued session counts one more heartbeat. A playback's first session starts at
 /// [`first_hit_counter`]; any other start is counted at once (at least
 /// `checking_threshold`, inheriting a higher counter) and ranked newest (`started_at` is
-/// now). A backend token presented again marks the restart (`restarted_at`).
+/// now), and marks when the user last started a playback again (`restarted_at`).
 fn accepted_record(
     now: Timestamp,
     token: &HeartbeatData,
@@ -182,17 +182,12 @@ fn accepted_record(
             cause: NewSessionCause::FromBackend,
             ..
         } => (first_hit_counter(now, token), now, None, None, None),
-        Presented::Starts { cause, previous } => {
+        Presented::Starts { previous, .. } => {
             let inherited = previous.map_or(1, |record| record.hit_counter.saturating_add(1));
-            let restarted_at = if cause == NewSessionCause::Restarted {
-                Some(now)
-            } else {
-                previous.and_then(|record| record.restarted_at)
-            };
             (
                 inherited.max(u64::from(token.threshold())),
                 now,
-                restarted_at,
+                Some(now),
                 None,
                 None,
             )

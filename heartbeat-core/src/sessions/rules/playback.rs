@@ -138,69 +138,67 @@ pub(super) fn presented<'a>(
     } else {
         Some(token.timestamp.ok_or(RejectReason::Replayed)?)
     };
-    let Some(record) = record else {
-        // Never started, or ended longer ago than the playback is remembered.
-        policy.check_start(now, token)?;
-        let cause = if is_backend {
-            NewSessionCause::FromBackend
-        } else {
-            NewSessionCause::Unknown
-        };
-        return Ok(Presented::Starts {
-            cause,
-            previous: None,
-        });
+    match record {
+        Some(record) if record.is_active() => {
+            if record.previous.is_some_and(|previous| {
+                previous.answered == record.timestamp
+                    && previous.token == key
+                    && now.millis_since(previous.first) < token.heartbeat_cycle.as_millis()
+            }) {
+                // The last accepted heartbeat again: its answer was lost on the way.
+                return Ok(Presented::Continues(record));
+            }
+            if !is_backend {
+                // The current token continues, however soon it comes (the Node server
+                // started a clone for a heartbeat before `heartbeat_cycle -
+                // cycle_lower_tolerance`; a copy of the current token is the retry
+                // above). Any other is behind the playback.
+                return if key == Some(record.timestamp) {
+                    Ok(Presented::Continues(record))
+                } else {
+                    Err(RejectReason::Replayed)
+                };
+            }
+        }
+        Some(record) => match record.ended_by {
+            Some(by @ (EndReason::Evicted | EndReason::TakenOver)) => {
+                return Err(RejectReason::Ended { by });
+            }
+            // Stopped or expired: only its latest token resumes it (its backend token
+            // restarts it).
+            _ if !is_backend && key != Some(record.timestamp) => {
+                return Err(RejectReason::Replayed);
+            }
+            _ => {}
+        },
+        None => {}
+    }
+    // The playback starts: a backend token's first use, its backend token presented again
+    // (restarted), or its latest token after its session ended (resumed).
+    let cause = match (is_backend, record) {
+        (true, None) => NewSessionCause::FromBackend,
+        (true, Some(_)) => NewSessionCause::Restarted,
+        (false, _) => NewSessionCause::Unknown,
     };
-    if let Some(by) = record.ended_by {
-        return match by {
-            EndReason::Evicted | EndReason::TakenOver => Err(RejectReason::Ended { by }),
-            // Stopped or expired: its latest token resumes it; its backend token
-            // restarts it.
-            _ if is_backend => restart(policy, now, token, record),
-            _ if key == Some(record.timestamp) => Ok(Presented::Starts {
-                cause: NewSessionCause::Unknown,
-                previous: Some(record),
-            }),
-            _ => Err(RejectReason::Replayed),
-        };
+    if is_backend || record.is_none() {
+        policy.check_start(now, token)?;
     }
-    if record.previous.is_some_and(|previous| {
-        previous.answered == record.timestamp
-            && previous.token == key
-            && now.millis_since(previous.first) < token.heartbeat_cycle.as_millis()
-    }) {
-        // The last accepted heartbeat again: its answer was lost on the way.
-        return Ok(Presented::Continues(record));
-    }
-    if is_backend {
-        return restart(policy, now, token, record);
-    }
-    if key != Some(record.timestamp) {
-        return Err(RejectReason::Replayed);
-    }
-    // The current token: it continues, however soon it comes (the Node server started a
-    // clone for a heartbeat before `heartbeat_cycle - cycle_lower_tolerance`; a playback
-    // has one session, and a copy of the current token is the retry above).
-    Ok(Presented::Continues(record))
-}
-
-/// A backend token presented again, its playback stored as `record`: it restarts the
-/// playback, unless it did less than [`HeartbeatData::restart_spacing_millis`] ago.
-fn restart<'a>(
-    policy: &PlaybackPolicy,
-    now: Timestamp,
-    token: &HeartbeatData,
-    record: &'a SessionRecord,
-) -> Result<Presented<'a>, RejectReason> {
-    policy.check_start(now, token)?;
-    if record
-        .restarted_at
-        .is_some_and(|at| now.millis_since(at) < token.restart_spacing_millis())
+    if cause != NewSessionCause::FromBackend
+        && last_restart(kept)
+            .is_some_and(|at| now.millis_since(at) < token.restart_spacing_millis())
     {
         return Err(RejectReason::Replayed);
     }
     Ok(Presented::Starts {
-        cause: NewSessionCause::Restarted,
-        previous: Some(record),
+        cause,
+        previous: record,
     })
+}
+
+/// When any playback of the user last started again (restarted or resumed).
+fn last_restart(kept: &UserSessions) -> Option<Timestamp> {
+    kept.sessions
+        .values()
+        .filter_map(|record| record.restarted_at)
+        .max()
 }
