@@ -147,7 +147,7 @@ pub async fn serve_router(
         })
     };
     let stop = app.shutdown().clone();
-    crate::listen::serve(listener, router, async move {
+    crate::listen::serve(listener, router, listening(&app), async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests, closing event streams");
         stop.cancel();
@@ -159,6 +159,16 @@ pub async fn serve_router(
         tracing::error!(%error, "flushing the store on shutdown failed");
     }
     tracing::info!("stopped");
+}
+
+/// What a listener of `app` admits connections under and reads client addresses with.
+fn listening(app: &App) -> crate::listen::Listening {
+    let settings = app.settings();
+    crate::listen::Listening {
+        connections: crate::connections::Connections::new(settings.connection_caps),
+        proxies: settings.trusted_proxies.clone(),
+        metrics: app.metrics().clone(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -222,6 +232,7 @@ async fn run_app(
     let operator = tokio::spawn(crate::listen::serve(
         admin,
         app.router_for(Surface::Admin),
+        listening(&app),
         async move { stop.cancelled().await },
     ));
     let public = app.router_for(Surface::Public);
@@ -394,7 +405,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
                 Ok(app(
                     codec,
                     MemorySessionStore::new(),
-                    MemoryJobStore::with_retention(retention),
+                    MemoryJobStore::with_limits(retention, settings.memory_max_jobs),
                     MemoryEventBus::with_limits(
                         heartbeat_core::jobs::DEFAULT_EVENT_HISTORY,
                         retention,
