@@ -367,6 +367,27 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ),
         ("history_cap", settings.retention.history_cap.to_string()),
         ("body_limit", settings.body_limit.to_string()),
+        ("trusted_proxies", settings.trusted_proxies.to_string()),
+        (
+            "connections",
+            format!(
+                "{} in all, {} per address (0: no cap)",
+                settings.connection_caps.total, settings.connection_caps.per_address
+            ),
+        ),
+        (
+            "job_creations",
+            format!(
+                "per owner {}/s burst {}, per address {}/s burst {}, total {}/s burst {} (0: no limit)",
+                settings.job_rates.per_owner.per_second,
+                settings.job_rates.per_owner.burst,
+                settings.job_rates.per_address.per_second,
+                settings.job_rates.per_address.burst,
+                settings.job_rates.total.per_second,
+                settings.job_rates.total.burst
+            ),
+        ),
+        ("memory_max_jobs", settings.memory_max_jobs.to_string()),
         (
             "log",
             format!("{} ({:?})", args.log, args.log_format).to_lowercase(),
