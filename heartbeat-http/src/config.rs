@@ -6,11 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use heartbeat_core::sessions::rules::PlaybackPolicy;
-
+use crate::connections::ConnectionCaps;
+use crate::proxy::TrustedProxies;
+use crate::rate::{JobRates, Rate};
 use crate::streams::StreamCaps;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use heartbeat_core::sessions::Retention;
+use heartbeat_core::sessions::rules::PlaybackPolicy;
 use heartbeat_core::{TokenCodec, TokenFormat};
 
 /// Shortest admin key accepted: a short key is guessable.
@@ -106,7 +108,7 @@ pub struct IssueOwnerTokenArgs {
     pub ttl_secs: i64,
 }
 
-/// `OWNER_AUTH`: whether the `/v1` routes need an owner token.
+/// `OWNER_AUTH`: whether the job routes (`/v1` and HeyGen) need an owner token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OwnerAuth {
     /// A token is checked when given; a plain `uuid` is accepted too.
@@ -115,7 +117,7 @@ pub enum OwnerAuth {
     Required,
 }
 
-/// Owner tokens on the `/v1` routes (`OWNER_KEY`, `OWNER_AUTH`).
+/// Owner tokens on the job routes (`OWNER_KEY`, `OWNER_AUTH`).
 #[derive(Debug, Clone)]
 pub struct OwnerTokens {
     /// The signing key.
@@ -288,6 +290,43 @@ pub struct ServerArgs {
     /// Jobs one owner may create at once before the per-second rate applies (at least 1).
     #[arg(long, env = "JOBS_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs_burst: u32,
+    /// Jobs one client address may create per second, sustained, whatever the owners
+    /// (`POST /create`, `POST /v1/jobs`); past it 429 with Retry-After. Not applied to
+    /// requests carrying the admin or worker key or the owner's token. 0: no limit.
+    #[arg(long, env = "JOBS_PER_ADDRESS_PER_SEC", default_value_t = 20)]
+    pub jobs_per_address_per_sec: u32,
+    /// Jobs one client address may create at once before its per-second rate applies (at
+    /// least 1).
+    #[arg(long, env = "JOBS_PER_ADDRESS_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs_per_address_burst: u32,
+    /// Jobs the whole server may create per second, sustained, for every client and
+    /// backend together; past it 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "JOBS_TOTAL_PER_SEC", default_value_t = 1000)]
+    pub jobs_total_per_sec: u32,
+    /// Jobs the whole server may create at once before its per-second rate applies (at
+    /// least 1).
+    #[arg(long, env = "JOBS_TOTAL_BURST", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs_total_burst: u32,
+    /// Most jobs the memory store keeps (`STORAGE=memory`): past it, finished jobs past
+    /// their retention are dropped, and when none is, a creation is refused (503 with
+    /// Retry-After). At least 1.
+    #[arg(long, env = "MEMORY_MAX_JOBS", default_value_t = heartbeat_core::memory::DEFAULT_MAX_JOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub memory_max_jobs: usize,
+    /// The reverse proxies in front of the server: a comma-separated list of IP addresses
+    /// and CIDR networks (`10.0.0.0/8,192.168.1.7`). From them only, the client address
+    /// is read from X-Forwarded-For (or Forwarded); from any other peer those headers are
+    /// ignored. Unset: no proxy is trusted.
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// Client connections open at once; at the cap the longest-idle connection is closed
+    /// to make room, or the new one when none is idle. 0: no cap. Default: the file
+    /// limit (`ulimit -n`) less a reserve of 64 or a sixteenth of it, whichever is more.
+    #[arg(long, env = "CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Client connections open at once from one address (trusted proxies excepted); a
+    /// new one past it is closed at once. 0: no cap.
+    #[arg(long, env = "CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
+    pub connections_per_address: usize,
     /// Event streams (SSE) open at once on this server; past it a new stream gets 503 with
     /// Retry-After while every other route keeps answering. 0: no cap. Default: the file
     /// limit (`ulimit -n`) less a reserve of 256 or an eighth of it, whichever is more.
@@ -317,12 +356,13 @@ pub struct ServerArgs {
     /// as `https://app.example.com,http://localhost:5173`. Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<CorsOrigins>,
-    /// Key the owner tokens of the `/v1` routes are signed with
+    /// Key the owner tokens of the job routes are signed with
     /// (`owner.<base64url HMAC-SHA256(OWNER_KEY, owner)>`; `issue-owner-token` prints one).
     #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
     pub owner_key: Option<String>,
-    /// `optional`: a token is checked when given; `required`: `/v1` refuses a plain `uuid`
-    /// (401). The HeyGen routes always take a plain `uuid`.
+    /// `optional`: a token is checked when given; `required`: every job route, the HeyGen
+    /// ones (`/create`, `/status`) included, refuses a plain `uuid` (401) unless the
+    /// request carries the owner's token (or the admin or worker key).
     #[arg(
         long,
         env = "OWNER_AUTH",
@@ -518,11 +558,16 @@ pub struct Settings {
     /// `STREAMS_MAX`, `STREAMS_PER_ADDRESS`, `STREAMS_PER_OWNER`,
     /// `STREAM_MAX_LIFETIME_SECS`: caps on open event streams.
     pub stream_caps: StreamCaps,
-    /// `JOBS_PER_OWNER_PER_SEC`: jobs one owner may create per second, sustained; 0: no
-    /// limit.
-    pub jobs_per_owner_per_sec: u32,
-    /// `JOBS_BURST`: jobs one owner may create at once.
-    pub jobs_burst: u32,
+    /// `JOBS_PER_OWNER_PER_SEC`, `JOBS_BURST`, `JOBS_PER_ADDRESS_PER_SEC`,
+    /// `JOBS_PER_ADDRESS_BURST`, `JOBS_TOTAL_PER_SEC`, `JOBS_TOTAL_BURST`: job creation
+    /// rates.
+    pub job_rates: JobRates,
+    /// `TRUSTED_PROXIES`: the proxies whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// `CONNECTIONS_MAX`, `CONNECTIONS_PER_ADDRESS`: caps on open connections.
+    pub connection_caps: ConnectionCaps,
+    /// `MEMORY_MAX_JOBS`: most jobs the memory store keeps.
+    pub memory_max_jobs: usize,
 }
 
 /// Which web origins browsers may call the server from (`CORS_ORIGINS`).
@@ -591,8 +636,10 @@ impl Default for Settings {
             owner_tokens: None,
             access_log: false,
             stream_caps: StreamCaps::default(),
-            jobs_per_owner_per_sec: 10,
-            jobs_burst: 100,
+            job_rates: JobRates::default(),
+            trusted_proxies: TrustedProxies::default(),
+            connection_caps: ConnectionCaps::default(),
+            memory_max_jobs: heartbeat_core::memory::DEFAULT_MAX_JOBS,
         }
     }
 }
@@ -614,7 +661,55 @@ pub fn bearer_key(setting: &'static str, key: Option<&str>) -> Result<Option<Str
     }
 }
 
+/// The soft file descriptor limit of the process (`ulimit -n`), if it can be read.
+fn file_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+}
+
 impl ServerArgs {
+    /// Refuses two equal keys among `SHARED_KEY`, `SHARED_KEY_PREVIOUS`, `ADMIN_KEY`,
+    /// `WORKER_KEY`, `ISSUER_KEY` and `OWNER_KEY`: a key given for one purpose must not
+    /// open another.
+    ///
+    /// # Errors
+    ///
+    /// The later setting of the first equal pair, naming the other.
+    pub fn keys_differ(&self) -> Result<(), ConfigError> {
+        let mut keys: Vec<(&'static str, &str)> = Vec::new();
+        keys.extend(
+            self.tokens
+                .shared_key
+                .as_deref()
+                .map(|key| ("SHARED_KEY", key)),
+        );
+        keys.extend(
+            self.tokens
+                .shared_key_previous
+                .iter()
+                .map(|key| ("SHARED_KEY_PREVIOUS", key.trim())),
+        );
+        for (setting, key) in [
+            ("ADMIN_KEY", &self.admin_key),
+            ("WORKER_KEY", &self.worker_key),
+            ("ISSUER_KEY", &self.issuer_key),
+            ("OWNER_KEY", &self.owner_key),
+        ] {
+            keys.extend(key.as_deref().map(|key| (setting, key)));
+        }
+        keys.retain(|(_, key)| !key.is_empty());
+        for (later, (setting, key)) in keys.iter().enumerate() {
+            if let Some((other, _)) = keys[..later].iter().find(|(_, earlier)| earlier == key) {
+                let reason = if other == setting {
+                    "lists the same key twice".to_owned()
+                } else {
+                    format!("is the same as {other}: give every key its own value")
+                };
+                return Err(ConfigError::new(setting, reason));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every value.
     ///
     /// # Errors
@@ -624,36 +719,7 @@ impl ServerArgs {
         let admin_key = bearer_key("ADMIN_KEY", self.admin_key.as_deref())?;
         let worker_key = bearer_key("WORKER_KEY", self.worker_key.as_deref())?;
         let issuer_key = bearer_key("ISSUER_KEY", self.issuer_key.as_deref())?;
-        for (setting, key, other, others, who) in [
-            (
-                "WORKER_KEY",
-                &worker_key,
-                &admin_key,
-                "ADMIN_KEY",
-                "workers",
-            ),
-            (
-                "ISSUER_KEY",
-                &issuer_key,
-                &admin_key,
-                "ADMIN_KEY",
-                "issuers",
-            ),
-            (
-                "ISSUER_KEY",
-                &issuer_key,
-                &worker_key,
-                "WORKER_KEY",
-                "issuers",
-            ),
-        ] {
-            if key.is_some() && key == other {
-                return Err(ConfigError::new(
-                    setting,
-                    format!("is the same as {others}: give {who} a key of their own"),
-                ));
-            }
-        }
+        self.keys_differ()?;
         let address = SocketAddr::new(self.host, self.port);
         if self.admin_addr == Some(address) {
             return Err(ConfigError::new(
@@ -710,18 +776,38 @@ impl ServerArgs {
             owner_tokens,
             stream_caps: StreamCaps {
                 total: self.streams_max.unwrap_or_else(|| {
-                    rlimit::Resource::NOFILE
-                        .get()
-                        .map_or(StreamCaps::default().total, |(soft, _)| {
-                            StreamCaps::total_for_file_limit(soft)
-                        })
+                    file_limit().map_or(StreamCaps::default().total, |limit| {
+                        StreamCaps::total_for_file_limit(limit)
+                    })
                 }),
                 per_address: self.streams_per_address,
                 per_owner: self.streams_per_owner,
                 max_lifetime: Duration::from_secs(self.stream_max_lifetime_secs),
             },
-            jobs_per_owner_per_sec: self.jobs_per_owner_per_sec,
-            jobs_burst: self.jobs_burst,
+            job_rates: JobRates {
+                per_owner: Rate {
+                    per_second: self.jobs_per_owner_per_sec,
+                    burst: self.jobs_burst,
+                },
+                per_address: Rate {
+                    per_second: self.jobs_per_address_per_sec,
+                    burst: self.jobs_per_address_burst,
+                },
+                total: Rate {
+                    per_second: self.jobs_total_per_sec,
+                    burst: self.jobs_total_burst,
+                },
+            },
+            trusted_proxies: self.trusted_proxies.clone().unwrap_or_default(),
+            connection_caps: ConnectionCaps {
+                total: self.connections_max.unwrap_or_else(|| {
+                    file_limit().map_or(ConnectionCaps::default().total, |limit| {
+                        ConnectionCaps::total_for_file_limit(limit)
+                    })
+                }),
+                per_address: self.connections_per_address,
+            },
+            memory_max_jobs: self.memory_max_jobs,
         })
     }
 }

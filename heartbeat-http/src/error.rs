@@ -4,7 +4,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::StoreError;
 use heartbeat_core::jobs::JobsError;
-use serde_json::json;
 
 use crate::metrics::StoreFailed;
 
@@ -151,6 +150,10 @@ impl From<JobsError> for TextError {
             JobsError::NotFound(_) => TextError::new(StatusCode::NOT_FOUND, "error"),
             JobsError::Forbidden(_) => TextError::new(StatusCode::UNAUTHORIZED, "unauthorized"),
             JobsError::Rule(rule) => TextError::new(StatusCode::BAD_REQUEST, rule.to_string()),
+            JobsError::Store(error @ StoreError::Full { .. }) => {
+                tracing::warn!(%error, "job creation refused");
+                TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage full: retry later")
+            }
             error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
                 outage(&error);
                 TextError::new(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
@@ -160,7 +163,8 @@ impl From<JobsError> for TextError {
     }
 }
 
-/// A jobs failure as the `/v1` API answers it: 404, 403, 409, 400 or 503.
+/// A jobs failure as the `/v1` API answers it: 404, 403, 409, 400 or 503 (the store is
+/// unavailable, or full).
 impl From<JobsError> for ApiError {
     fn from(error: JobsError) -> Self {
         match error {
@@ -173,6 +177,13 @@ impl From<JobsError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, format!("{rule}."))
             }
             JobsError::Rule(rule) => ApiError::bad_request(format!("{rule}.")),
+            JobsError::Store(error @ StoreError::Full { .. }) => {
+                tracing::warn!(%error, "job creation refused");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server keeps as many jobs as it may; retry later.",
+                )
+            }
             error @ (JobsError::Store(_) | JobsError::Bus(_)) => {
                 outage(&error);
                 ApiError::outage()

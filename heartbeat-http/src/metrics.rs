@@ -51,6 +51,23 @@ struct EndedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    cap: &'static str,
+}
+
+/// Why a job creation was refused, counted from the start (at 0): the rate limits and a
+/// full store.
+const CREATION_LIMITS: [&str; 4] = ["owner", "address", "total", "store_full"];
+
+/// The connection caps, counted from the start (at 0).
+const CONNECTION_CAPS: [&str; 2] = ["total", "address"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -121,6 +138,10 @@ struct Inner {
     sessions_ended: Family<EndedLabels, Counter>,
     active_sessions: Gauge,
     event_delivery: Histogram,
+    creations_refused: Family<LimitLabels, Counter>,
+    connections_open: Gauge,
+    connections_refused: Family<CapLabels, Counter>,
+    connections_closed_idle: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -242,6 +263,37 @@ impl Metrics {
              replayed after a reconnect count from their change too",
             event_delivery.clone(),
         );
+        let creations_refused = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "job_creations_refused",
+            "Job creations refused (429 past a rate limit: owner, address, total; 503 when \
+             the store is full: store_full)",
+            creations_refused.clone(),
+        );
+        for limit in CREATION_LIMITS {
+            drop(creations_refused.get_or_create(&LimitLabels { limit }));
+        }
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open client connections",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<CapLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because a cap was reached (total, address)",
+            connections_refused.clone(),
+        );
+        for cap in CONNECTION_CAPS {
+            drop(connections_refused.get_or_create(&CapLabels { cap }));
+        }
+        let connections_closed_idle = Counter::default();
+        registry.register(
+            "connections_closed_idle",
+            "Idle connections closed to make room under the total connection cap",
+            connections_closed_idle.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -255,6 +307,10 @@ impl Metrics {
                 sessions_ended,
                 active_sessions,
                 event_delivery,
+                creations_refused,
+                connections_open,
+                connections_refused,
+                connections_closed_idle,
             }),
         }
     }
@@ -282,6 +338,36 @@ impl Metrics {
         self.inner.event_delivery.observe(lag.as_secs_f64());
     }
 
+    /// Counts a job creation refused by `limit`: `owner`, `address`, `total` (429) or
+    /// `store_full` (503).
+    pub fn creation_refused(&self, limit: &'static str) {
+        self.inner
+            .creations_refused
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection(&self) -> GaugeGuard {
+        self.inner.connections_open.inc();
+        GaugeGuard {
+            gauge: self.inner.connections_open.clone(),
+        }
+    }
+
+    /// Counts a connection closed at once under `cap` (`total` or `address`).
+    pub fn connection_refused(&self, cap: &'static str) {
+        self.inner
+            .connections_refused
+            .get_or_create(&CapLabels { cap })
+            .inc();
+    }
+
+    /// Counts an idle connection closed to make room.
+    pub fn connection_closed_idle(&self) {
+        self.inner.connections_closed_idle.inc();
+    }
+
     /// Counts a session this instance started.
     pub fn session_started(&self) {
         self.inner.sessions_started.inc();
@@ -303,9 +389,9 @@ impl Metrics {
     }
 
     /// Counts an SSE stream as open until the guard is dropped.
-    pub fn sse_connection(&self) -> SseGuard {
+    pub fn sse_connection(&self) -> GaugeGuard {
         self.inner.sse_connections.inc();
-        SseGuard {
+        GaugeGuard {
             gauge: self.inner.sse_connections.clone(),
         }
     }
@@ -326,13 +412,14 @@ impl Metrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreFailed;
 
-/// Keeps an SSE stream counted in `heartbeat_sse_connections` while it lives.
+/// Keeps an SSE stream (`heartbeat_sse_connections`) or a connection
+/// (`heartbeat_connections_open`) counted while it lives.
 #[derive(Debug)]
-pub struct SseGuard {
+pub struct GaugeGuard {
     gauge: Gauge,
 }
 
-impl Drop for SseGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }

@@ -148,7 +148,7 @@ pub async fn serve_router(
         })
     };
     let stop = app.shutdown().clone();
-    crate::listen::serve(listener, router, async move {
+    crate::listen::serve(listener, router, listening(&app), async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests, closing event streams");
         stop.cancel();
@@ -160,6 +160,16 @@ pub async fn serve_router(
         tracing::error!(%error, "flushing the store on shutdown failed");
     }
     tracing::info!("stopped");
+}
+
+/// What a listener of `app` admits connections under and reads client addresses with.
+fn listening(app: &App) -> crate::listen::Listening {
+    let settings = app.settings();
+    crate::listen::Listening {
+        connections: crate::connections::Connections::new(settings.connection_caps),
+        proxies: settings.trusted_proxies.clone(),
+        metrics: app.metrics().clone(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -223,6 +233,7 @@ async fn run_app(
     let operator = tokio::spawn(crate::listen::serve(
         admin,
         app.router_for(Surface::Admin),
+        listening(&app),
         async move { stop.cancelled().await },
     ));
     let public = app.router_for(Surface::Public);
@@ -372,6 +383,27 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ),
         ("history_cap", settings.retention.history_cap.to_string()),
         ("body_limit", settings.body_limit.to_string()),
+        ("trusted_proxies", settings.trusted_proxies.to_string()),
+        (
+            "connections",
+            format!(
+                "{} in all, {} per address (0: no cap)",
+                settings.connection_caps.total, settings.connection_caps.per_address
+            ),
+        ),
+        (
+            "job_creations",
+            format!(
+                "per owner {}/s burst {}, per address {}/s burst {}, total {}/s burst {} (0: no limit)",
+                settings.job_rates.per_owner.per_second,
+                settings.job_rates.per_owner.burst,
+                settings.job_rates.per_address.per_second,
+                settings.job_rates.per_address.burst,
+                settings.job_rates.total.per_second,
+                settings.job_rates.total.burst
+            ),
+        ),
+        ("memory_max_jobs", settings.memory_max_jobs.to_string()),
         (
             "log",
             format!("{} ({:?})", args.log, args.log_format).to_lowercase(),
@@ -410,7 +442,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
                 Ok(app(
                     codec,
                     MemorySessionStore::new(),
-                    MemoryJobStore::with_retention(retention),
+                    MemoryJobStore::with_limits(retention, settings.memory_max_jobs),
                     MemoryEventBus::with_limits(
                         heartbeat_core::jobs::DEFAULT_EVENT_HISTORY,
                         retention,

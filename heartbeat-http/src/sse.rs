@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use heartbeat_core::jobs::EventId;
 
 use crate::error::ApiError;
-use crate::metrics::SseGuard;
+use crate::metrics::GaugeGuard;
 use crate::streams::StreamPermit;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ pub struct StreamContext {
     /// Its place under the stream caps (`STREAMS_*`).
     pub permit: StreamPermit,
     /// Counts it as open in the metrics.
-    pub open: SseGuard,
+    pub open: GaugeGuard,
     /// Ends it when the server shuts down.
     pub shutdown: CancellationToken,
     /// Ends it after this long (`STREAM_MAX_LIFETIME_SECS`); the client reconnects.

@@ -8,9 +8,12 @@ use axum::extract::FromRef;
 use heartbeat_core::{SharedHeartbeats, SharedJobs};
 use tokio_util::sync::CancellationToken;
 
+use heartbeat_core::StoreError;
+use heartbeat_core::jobs::{Job, JobsError, Owner};
+
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::rate::JobCreations;
+use crate::rate::{JobCreations, RateLimited};
 use crate::sse::StreamContext;
 use crate::streams::{StreamSlots, StreamsFull};
 
@@ -46,10 +49,7 @@ impl App {
                 heartbeats,
                 jobs,
                 streams: StreamSlots::new(settings.stream_caps),
-                job_creations: JobCreations::new(
-                    settings.jobs_per_owner_per_sec,
-                    settings.jobs_burst,
-                ),
+                job_creations: JobCreations::new(settings.job_rates),
                 settings,
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
@@ -82,9 +82,30 @@ impl App {
         &self.inner.streams
     }
 
-    /// Each owner's job creation allowance (`JOBS_PER_OWNER_PER_SEC`, `JOBS_BURST`).
+    /// The job creation allowances: per owner, per client address and in total
+    /// (`JOBS_*` settings).
     pub fn job_creations(&self) -> &JobCreations {
         &self.inner.job_creations
+    }
+
+    /// Creates a job for `owner`, if the allowances let it: `address` is the client's
+    /// address, or `None` for a backend that proved who it is (it is not throttled as
+    /// one client). A refusal is counted in the metrics and stores nothing.
+    pub async fn create_job(
+        &self,
+        owner: &Owner,
+        address: Option<IpAddr>,
+    ) -> Result<Job, CreateRefused> {
+        if let Err(limited) = self.inner.job_creations.check(owner, address) {
+            self.inner.metrics.creation_refused(limited.limit.name());
+            return Err(CreateRefused::Limited(limited));
+        }
+        self.inner.jobs.create(owner).await.map_err(|error| {
+            if matches!(error, JobsError::Store(StoreError::Full { .. })) {
+                self.inner.metrics.creation_refused("store_full");
+            }
+            CreateRefused::Jobs(error)
+        })
     }
 
     /// Opens an event stream for a client at `address` following `owner`'s events: its
@@ -105,6 +126,16 @@ impl App {
     pub fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
+}
+
+/// Why [`App::create_job`] created nothing.
+#[derive(Debug)]
+pub enum CreateRefused {
+    /// A rate limit (429 with `Retry-After`).
+    Limited(RateLimited),
+    /// The jobs service refused or failed (a full store is
+    /// [`StoreError::Full`]).
+    Jobs(JobsError),
 }
 
 impl FromRef<App> for Metrics {

@@ -336,22 +336,46 @@ async fn a_worker_key_may_update_jobs_and_nothing_else() {
 }
 
 #[test]
-fn a_worker_key_equal_to_the_admin_key_or_too_short_is_refused() {
+fn a_key_equal_to_another_key_or_too_short_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for (worker, expected) in [
-        (ADMIN_KEY, "WORKER_KEY is the same as ADMIN_KEY"),
-        ("short", "WORKER_KEY must be at least 16 characters"),
+    let other = "another-key-of-32-characters-000";
+    for (envs, expected) in [
+        (
+            vec![("ADMIN_KEY", ADMIN_KEY), ("WORKER_KEY", ADMIN_KEY)],
+            "WORKER_KEY is the same as ADMIN_KEY",
+        ),
+        (
+            vec![("WORKER_KEY", "short")],
+            "WORKER_KEY must be at least 16 characters",
+        ),
+        (
+            vec![("ADMIN_KEY", SHARED_KEY)],
+            "ADMIN_KEY is the same as SHARED_KEY",
+        ),
+        (
+            vec![("ADMIN_KEY", ADMIN_KEY), ("OWNER_KEY", ADMIN_KEY)],
+            "OWNER_KEY is the same as ADMIN_KEY",
+        ),
+        (
+            vec![("WORKER_KEY", other), ("ISSUER_KEY", other)],
+            "ISSUER_KEY is the same as WORKER_KEY",
+        ),
+        (
+            vec![("SHARED_KEY_PREVIOUS", other), ("OWNER_KEY", other)],
+            "OWNER_KEY is the same as SHARED_KEY_PREVIOUS",
+        ),
+        (
+            vec![("SHARED_KEY_PREVIOUS", SHARED_KEY)],
+            "SHARED_KEY_PREVIOUS is the same as SHARED_KEY",
+        ),
     ] {
         let output = command(dir.path())
-            .envs([
-                ("SHARED_KEY", SHARED_KEY),
-                ("ADMIN_KEY", ADMIN_KEY),
-                ("WORKER_KEY", worker),
-            ])
+            .env("SHARED_KEY", SHARED_KEY)
+            .envs(envs)
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(2));
         let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{expected}: {stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }
 }

@@ -1,6 +1,7 @@
 //! Owner tokens (SPEC §4, optional): with `OWNER_KEY`, the `/v1` routes take
 //! `owner.<base64url HMAC-SHA256(OWNER_KEY, owner)>` as a bearer token or `?owner_token=`,
-//! and with `OWNER_AUTH=required` refuse a plain `uuid`. The HeyGen routes keep plain `uuid`.
+//! and with `OWNER_AUTH=required` every job route, the HeyGen ones included, refuses a
+//! plain `uuid`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -117,7 +118,7 @@ async fn tokens_are_checked_when_given_and_forgeries_learn_nothing() {
 }
 
 #[tokio::test]
-async fn required_mode_refuses_a_plain_uuid_on_v1_only() {
+async fn required_mode_refuses_a_plain_uuid_on_every_job_route() {
     use reqwest::Method;
     let (server, _backing) = start_with(Kind::Memory, settings(true)).await;
     for (method, path) in [
@@ -141,25 +142,28 @@ async fn required_mode_refuses_a_plain_uuid_on_v1_only() {
             .0,
         200
     );
-    // The HeyGen routes serve the unchanged TypeScript client with a plain uuid.
+    // The HeyGen routes too: the unchanged TypeScript client appends `&owner_token=`.
+    for (method, path) in [
+        (Method::POST, "/create?uuid=carol"),
+        (Method::GET, "/status/1?uuid=carol"),
+        (Method::GET, "/status?uuid=carol"),
+    ] {
+        assert_eq!(status(&server, method, path, None).await.0, 401, "{path}");
+    }
     assert_eq!(
-        status(&server, Method::POST, "/create?uuid=carol", None)
-            .await
-            .0,
-        201
-    );
-    assert_eq!(
-        status(&server, Method::GET, "/status?uuid=carol", None)
+        status(&server, Method::GET, "/status?uuid=carol", Some(&carol))
             .await
             .0,
         200
     );
     // Another owner's job is an unknown one on both route families: a 401 or 403 would
     // confirm that it exists.
-    let (_, created) = status(&server, Method::POST, "/create?uuid=carol", None).await;
+    let create = format!("/create?uuid=carol&owner_token={carol}");
+    let (code, created) = status(&server, Method::POST, &create, None).await;
+    assert_eq!(code, 201);
     let id = created.trim();
     for (path, bearer) in [
-        (format!("/status/{id}?uuid=mallory"), None),
+        (format!("/status/{id}?uuid=mallory"), Some(token("mallory"))),
         (
             format!("/v1/jobs/{id}?uuid=mallory"),
             Some(token("mallory")),

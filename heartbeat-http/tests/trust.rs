@@ -423,8 +423,13 @@ async fn event_streams_are_capped_and_the_rest_keeps_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_creation_is_rate_limited_per_owner() {
     let settings = heartbeat_http::Settings {
-        jobs_per_owner_per_sec: 1,
-        jobs_burst: 3,
+        job_rates: heartbeat_http::rate::JobRates {
+            per_owner: heartbeat_http::rate::Rate {
+                per_second: 1,
+                burst: 3,
+            },
+            ..Default::default()
+        },
         ..common::settings()
     };
     let (server, _backing) = common::start_with(Kind::Memory, settings).await;

@@ -7,7 +7,7 @@ mod jobs;
 mod sessions;
 
 pub use bus::MemoryEventBus;
-pub use jobs::MemoryJobStore;
+pub use jobs::{DEFAULT_MAX_JOBS, MemoryJobStore};
 pub use sessions::MemorySessionStore;
 
 use std::sync::atomic::{AtomicU64, Ordering};

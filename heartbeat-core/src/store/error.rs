@@ -37,6 +37,14 @@ pub enum StoreError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The store holds as much as it is allowed to (the memory store's job cap): nothing
+    /// was written. Worth a retry later, once finished jobs have been dropped: the server
+    /// answers 503 with `Retry-After`.
+    #[error("store full: {message}")]
+    Full {
+        /// What is full, and its cap.
+        message: String,
+    },
     /// Any other failure of the backing store.
     #[error("store failed: {message}")]
     Backend {
@@ -77,7 +85,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::Contention { .. }
+            StoreError::Unavailable { .. }
+                | StoreError::Contention { .. }
+                | StoreError::Full { .. }
         )
     }
 }

@@ -1,5 +1,5 @@
 //! Who may do what: the admin, worker and issuer keys (bearer keys compared in constant
-//! time) and the owner of a `/v1` request (its owner token). The one place a request's
+//! time) and the owner of a request (its owner token, or a backend's key). The one place a request's
 //! credentials are read.
 
 use axum::extract::rejection::QueryRejection;
@@ -143,30 +143,105 @@ pub(crate) fn owner_of(
     Ok((owner, query))
 }
 
-/// The owner of a `/v1` request: its `uuid`, proven by an owner token when `OWNER_KEY`
-/// is set and a token is given (`Authorization: Bearer owner.…` or `?owner_token=`), and
-/// required to be when `OWNER_AUTH=required`. A refusal says nothing of the owner.
+/// How a request proved that it may act for its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proof {
+    /// The admin or the worker key: a backend acting for many owners.
+    Key,
+    /// The owner's own token.
+    Token,
+    /// Nothing: a plain `uuid` (accepted unless `OWNER_AUTH=required`).
+    Nothing,
+}
+
+impl Proof {
+    /// Whether the request counts against its client address's allowances: a backend
+    /// that proved who it is (a key, an owner token) serves many users from one address
+    /// and is not throttled as one client.
+    pub(crate) fn counts_by_address(self) -> bool {
+        self == Proof::Nothing
+    }
+}
+
+/// Why a request's owner was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnerRefused {
+    /// The query is unreadable or has no valid `uuid` (400).
+    BadRequest(String),
+    /// The owner token is missing (`OWNER_AUTH=required`), wrong or expired (401). It
+    /// says nothing of the owner.
+    Unauthorized,
+}
+
+impl From<OwnerRefused> for ApiError {
+    fn from(refused: OwnerRefused) -> Self {
+        match refused {
+            OwnerRefused::BadRequest(reason) => ApiError::bad_request(reason),
+            OwnerRefused::Unauthorized => ApiError::unauthorized_owner(),
+        }
+    }
+}
+
+/// The HeyGen routes' plain text: the reason (400), or `unauthorized` (401).
+impl From<OwnerRefused> for crate::error::TextError {
+    fn from(refused: OwnerRefused) -> Self {
+        match refused {
+            OwnerRefused::BadRequest(reason) => Self::new(StatusCode::BAD_REQUEST, reason),
+            OwnerRefused::Unauthorized => Self::new(StatusCode::UNAUTHORIZED, "unauthorized"),
+        }
+    }
+}
+
+/// The owner of a request (`/v1` and HeyGen routes alike): its `uuid`, and how the request
+/// proved it may act for it. The admin or worker key as the bearer acts for any owner;
+/// with `OWNER_KEY` set, an owner token (`Authorization: Bearer owner.…` or
+/// `?owner_token=`) is checked when given, and required when `OWNER_AUTH=required`.
+pub(crate) fn prove_owner(
+    app: &App,
+    headers: &HeaderMap,
+    query: Result<Query<OwnerQuery>, QueryRejection>,
+) -> Result<(Owner, OwnerQuery, Proof), OwnerRefused> {
+    let (owner, query) = owner_of(query).map_err(OwnerRefused::BadRequest)?;
+    let settings = app.settings();
+    if bearer(headers).is_some()
+        && authorize(
+            &[
+                settings.admin_key.as_deref(),
+                settings.worker_key.as_deref(),
+            ],
+            headers,
+        )
+        .is_ok()
+    {
+        return Ok((owner, query, Proof::Key));
+    }
+    let Some(tokens) = &settings.owner_tokens else {
+        return Ok((owner, query, Proof::Nothing));
+    };
+    let proof = match bearer(headers).or(query.owner_token.as_deref()) {
+        Some(token) => {
+            let now = heartbeat_core::Timestamp::now().unix_millis() / 1000;
+            tokens
+                .key
+                .verify(&owner, token.trim(), now)
+                .then_some(Proof::Token)
+        }
+        None => (!tokens.required).then_some(Proof::Nothing),
+    };
+    proof
+        .map(|proof| (owner, query, proof))
+        .ok_or(OwnerRefused::Unauthorized)
+}
+
+/// The owner of a `/v1` request, as [`prove_owner`] accepts it, answered as JSON when
+/// refused.
 pub(crate) fn proven_owner(
     app: &App,
     headers: &HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(Owner, OwnerQuery), ApiError> {
-    let (owner, query) = owner_of(query).map_err(ApiError::bad_request)?;
-    let Some(tokens) = &app.settings().owner_tokens else {
-        return Ok((owner, query));
-    };
-    let proven = match bearer(headers).or(query.owner_token.as_deref()) {
-        Some(token) => {
-            let now = heartbeat_core::Timestamp::now().unix_millis() / 1000;
-            tokens.key.verify(&owner, token.trim(), now)
-        }
-        None => !tokens.required,
-    };
-    if proven {
-        Ok((owner, query))
-    } else {
-        Err(ApiError::unauthorized_owner())
-    }
+    let (owner, query, _) = prove_owner(app, headers, query)?;
+    Ok((owner, query))
 }
 
 /// With `OWNER_AUTH=required`, another owner's job is answered as an unknown one (404,

@@ -11,9 +11,8 @@ use serde_json::json;
 
 use super::jobs::event_stream;
 use crate::error::{ApiError, TextError};
-use crate::extract::auth::{OwnerQuery, concealed, owner_of};
-use crate::rate::RateLimited;
-use crate::state::App;
+use crate::extract::auth::{OwnerQuery, concealed, prove_owner, proven_owner};
+use crate::state::{App, CreateRefused};
 use crate::streams::ClientAddress;
 
 /// The HeyGen status text of a state: the mock knows `pending` and `completed`; a running
@@ -26,35 +25,36 @@ pub(crate) fn heygen_state(state: JobState) -> &'static str {
     }
 }
 
-/// `POST /create?uuid=<owner>`: 201 with the new job's id as text.
-/// 429 `too many jobs: retry later` past the owner's rate (`JOBS_PER_OWNER_PER_SEC`).
+/// `POST /create?uuid=<owner>`: 201 with the new job's id as text. 401 `unauthorized`
+/// without the owner's token when `OWNER_AUTH=required` (checked before any allowance is
+/// used); 429 `too many jobs: retry later` past a creation rate (per owner, per client
+/// address, in total).
 pub(crate) async fn create(
     State(app): State<App>,
+    address: ClientAddress,
+    headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, String), Response> {
-    let (owner, _) = owner_of(query)
-        .map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason).into_response())?;
-    app.job_creations()
-        .check(&owner)
-        .map_err(RateLimited::text)?;
-    let job = app
-        .jobs()
-        .create(&owner)
-        .await
-        .map_err(|error| TextError::from(error).into_response())?;
-    Ok((StatusCode::CREATED, job.id.to_string()))
+    let (owner, _, proof) = prove_owner(&app, &headers, query)
+        .map_err(|refused| TextError::from(refused).into_response())?;
+    let address = proof.counts_by_address().then_some(address.0);
+    match app.create_job(&owner, address).await {
+        Ok(job) => Ok((StatusCode::CREATED, job.id.to_string())),
+        Err(CreateRefused::Limited(limited)) => Err(limited.text()),
+        Err(CreateRefused::Jobs(error)) => Err(TextError::from(error).into_response()),
+    }
 }
 
 /// `GET /status/{id}?uuid=<owner>`: `pending` / `completed` (text); 404 `error` for an
 /// unknown id (also one that is not a job id at all), 401 `unauthorized` for another
-/// owner's job.
+/// owner's job, or without the owner's token when `OWNER_AUTH=required`.
 pub(crate) async fn status(
     State(app): State<App>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<&'static str, TextError> {
-    let (owner, _) =
-        owner_of(query).map_err(|reason| TextError::new(StatusCode::BAD_REQUEST, reason))?;
+    let (owner, _, _) = prove_owner(&app, &headers, query)?;
     let id: JobId = id
         .parse()
         .map_err(|_| TextError::new(StatusCode::NOT_FOUND, "error"))?;
@@ -77,13 +77,14 @@ fn heygen_event(event: &JobEvent) -> Option<Event> {
 }
 
 /// `GET /status?uuid=<owner>`: SSE, `event: status_<id>` with
-/// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs.
+/// `data: {"id":<id>,"message":"completed"}` for each of the owner's finished jobs. 401
+/// without the owner's token when `OWNER_AUTH=required` (before a stream place is taken).
 pub(crate) async fn events(
     State(app): State<App>,
     address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let owner = owner_of(query).map_err(ApiError::bad_request)?;
+    let owner = proven_owner(&app, &headers, query)?;
     event_stream(&app, address, &headers, owner, heygen_event).await
 }

@@ -12,12 +12,11 @@ use heartbeat_core::jobs::{Job, JobEvent, JobUpdate, Owner};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::extract::auth::{OwnerQuery, Worker, concealed, proven_owner};
+use crate::extract::auth::{OwnerQuery, Worker, concealed, prove_owner, proven_owner};
 use crate::extract::body::{LimitedBody, json_body};
 use crate::extract::query::job_id;
-use crate::rate::RateLimited;
 use crate::sse;
-use crate::state::App;
+use crate::state::{App, CreateRefused};
 use crate::streams::ClientAddress;
 
 /// Most jobs one list returns.
@@ -68,22 +67,22 @@ pub(crate) async fn events(
     event_stream(&app, address, &headers, owner, job_event).await
 }
 
-/// `POST /v1/jobs?uuid=<owner>`: 201 with the job.
+/// `POST /v1/jobs?uuid=<owner>`: 201 with the job; 401 without a proof of the owner
+/// when one is required (before any allowance is used), 429 past a creation rate.
 pub(crate) async fn create(
     State(app): State<App>,
+    address: ClientAddress,
     headers: HeaderMap,
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Job>), Response> {
-    let (owner, _) = proven_owner(&app, &headers, query).map_err(IntoResponse::into_response)?;
-    app.job_creations()
-        .check(&owner)
-        .map_err(RateLimited::json)?;
-    let job = app
-        .jobs()
-        .create(&owner)
-        .await
-        .map_err(|error| ApiError::from(error).into_response())?;
-    Ok((StatusCode::CREATED, Json(job)))
+    let (owner, _, proof) = prove_owner(&app, &headers, query)
+        .map_err(|refused| ApiError::from(refused).into_response())?;
+    let address = proof.counts_by_address().then_some(address.0);
+    match app.create_job(&owner, address).await {
+        Ok(job) => Ok((StatusCode::CREATED, Json(job))),
+        Err(CreateRefused::Limited(limited)) => Err(limited.json()),
+        Err(CreateRefused::Jobs(error)) => Err(ApiError::from(error).into_response()),
+    }
 }
 
 /// `GET /v1/jobs?uuid=<owner>&limit=N`: the owner's jobs, newest first.
