@@ -83,6 +83,7 @@ macro_rules! conformance_tests {
             replays::an_old_authenticated_token_is_refused_as_expired,
             replays::honest_flows_play_on,
             replays::a_session_of_the_previous_build_continues,
+            replays::a_heartbeat_whose_answer_cannot_be_sealed_stores_nothing,
             devices::family_and_asset_limits_refuse_with_their_reason,
             devices::a_legacy_refusal_lists_no_sessions,
             devices::a_legacy_begun_session_stays_unauthenticated,

@@ -305,3 +305,30 @@ pub async fn a_session_of_the_previous_build_continues<F: Fixture>(fixture: &F) 
     assert_eq!(continued.new_session, None);
     assert_eq!(reject(&heartbeats, &spent).await, RejectReason::Replayed);
 }
+
+/// A heartbeat whose answer cannot be given (the rotated token would be longer than any
+/// token the server opens) fails with the seal error, and nothing is stored (SPEC §4).
+pub async fn a_heartbeat_whose_answer_cannot_be_sealed_stores_nothing<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let mut data = backend_data(13, 1, 1, 10, "MOST_RECENT");
+    // The longest padding whose backend token still seals: its answer, which adds the
+    // session's id and times, cannot.
+    let mut pad = 5_000;
+    let token = loop {
+        data.extra.insert("pad".into(), json!("x".repeat(pad + 1)));
+        if heartbeats.codec().seal(&data).is_err() {
+            data.extra.insert("pad".into(), json!("x".repeat(pad)));
+            break seal(&heartbeats, &data);
+        }
+        pad += 1;
+    };
+    let outcome = heartbeats.heartbeat(&token, Some(5.0)).await;
+    assert!(
+        matches!(outcome, Err(crate::HeartbeatError::Seal(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(counted(&heartbeats).await, 0);
+    assert!(heartbeats.history(&Id::Int(13), 10).await.unwrap().is_empty());
+    assert!(heartbeats.progress(&Id::Int(13), &Id::Int(14)).await.unwrap().is_none());
+}
