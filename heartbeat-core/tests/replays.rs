@@ -92,44 +92,30 @@ struct Case {
     actions: Vec<(i64, usize, usize)>,
 }
 
-fn case() -> impl Strategy<Value = Case> {
-    (
-        prop_oneof![
-            Just(RejectStrategy::MostRecent),
-            Just(RejectStrategy::LeastRecent)
-        ],
-        0u32..=3,
-        1u32..=2,
-        prop::sample::select(vec![0i64, 1, 5, 10, 30]),
-        1usize..=2,
-        prop::collection::vec(prop::bool::weighted(0.2), 64),
-        1usize..=3,
-        prop::collection::vec(5i64..CYCLE_SECS, 3),
-        prop::collection::vec((0i64..20, 0usize..3, 0usize..64), 0..120),
-    )
-        .prop_map(
-            |(
-                strategy,
-                threshold,
-                limit,
-                upper_tolerance,
-                honest,
-                lost,
-                replayers,
-                replayer_starts,
-                actions,
-            )| Case {
-                strategy,
-                threshold,
-                limit,
-                upper_tolerance,
-                honest,
-                lost,
-                replayers,
-                replayer_starts,
-                actions,
-            },
-        )
+prop_compose! {
+    fn case()(
+        strategy in prop_oneof![Just(RejectStrategy::MostRecent), Just(RejectStrategy::LeastRecent)],
+        threshold in 0u32..=3,
+        limit in 1u32..=2,
+        upper_tolerance in prop::sample::select(vec![0i64, 1, 5, 10, 30]),
+        honest in 1usize..=2,
+        lost in prop::collection::vec(prop::bool::weighted(0.2), 64),
+        replayers in 1usize..=3,
+        replayer_starts in prop::collection::vec(5i64..CYCLE_SECS, 3),
+        actions in prop::collection::vec((0i64..20, 0usize..3, 0usize..64), 0..120),
+    ) -> Case {
+        Case {
+            strategy,
+            threshold,
+            limit,
+            upper_tolerance,
+            honest,
+            lost,
+            replayers,
+            replayer_starts,
+            actions,
+        }
+    }
 }
 
 /// One user's stored sessions and the rules, applied as a store would.

@@ -35,10 +35,7 @@ impl ConnectionCaps {
     /// The total cap for a process allowed `file_limit` descriptors: the limit less
     /// [`RESERVED_DESCRIPTORS`] or a sixteenth of it, whichever is more.
     pub fn total_for_file_limit(file_limit: u64) -> usize {
-        let limit = usize::try_from(file_limit).unwrap_or(usize::MAX);
-        limit
-            .saturating_sub(RESERVED_DESCRIPTORS.max(limit / 16))
-            .max(1)
+        crate::streams::below_file_limit(file_limit, RESERVED_DESCRIPTORS, 16)
     }
 }
 

@@ -38,11 +38,15 @@ impl StreamCaps {
     /// The total cap for a process allowed `file_limit` descriptors: the limit less
     /// [`RESERVED_DESCRIPTORS`] or an eighth of it, whichever is more.
     pub fn total_for_file_limit(file_limit: u64) -> usize {
-        let limit = usize::try_from(file_limit).unwrap_or(usize::MAX);
-        limit
-            .saturating_sub(RESERVED_DESCRIPTORS.max(limit / 8))
-            .max(1)
+        below_file_limit(file_limit, RESERVED_DESCRIPTORS, 8)
     }
+}
+
+/// What a cap on descriptors leaves of `file_limit`: the limit less `reserve` or
+/// `1/fraction` of it, whichever is more (at least one).
+pub(crate) fn below_file_limit(file_limit: u64, reserve: usize, fraction: usize) -> usize {
+    let limit = usize::try_from(file_limit).unwrap_or(usize::MAX);
+    limit.saturating_sub(reserve.max(limit / fraction)).max(1)
 }
 
 impl Default for StreamCaps {

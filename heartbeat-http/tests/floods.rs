@@ -65,16 +65,10 @@ async fn create_until_refused(
 
 /// The owner `uuid`'s jobs, as `/v1/jobs` lists them.
 async fn jobs_of(server: &TestServer, uuid: &str) -> usize {
-    let listed: Value = server
-        .http
-        .get(format!("{}/v1/jobs?uuid={uuid}", server.url))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, listed) = server
+        .admin(reqwest::Method::GET, &format!("/v1/jobs?uuid={uuid}"))
+        .await;
+    assert_eq!(status, 200, "{listed}");
     listed["jobs"].as_array().unwrap().len()
 }
 

@@ -59,10 +59,17 @@ async fn old_and_incomplete_tokens_say_why(kind: Kind) {
     });
     let old = key.seal(data.to_string().as_bytes()).unwrap();
     let (status, body) = server.heartbeat(&old).await;
-    assert_eq!((status, &body["reason"]), (412, &json!("expired")), "{body}");
+    assert_eq!(
+        (status, &body["reason"]),
+        (412, &json!("expired")),
+        "{body}"
+    );
 
     let mut incomplete = data.clone();
-    incomplete.as_object_mut().unwrap().remove("heartbeat_cycle");
+    incomplete
+        .as_object_mut()
+        .unwrap()
+        .remove("heartbeat_cycle");
     let (status, body) = server
         .heartbeat(&key.seal(incomplete.to_string().as_bytes()).unwrap())
         .await;
@@ -79,7 +86,9 @@ async fn old_and_incomplete_tokens_say_why(kind: Kind) {
     let legacy = TokenCodec::new(SHARED_KEY)
         .unwrap()
         .issuing(TokenFormat::Legacy);
-    let forged_incomplete = legacy.seal_bytes(incomplete.to_string().as_bytes()).unwrap();
+    let forged_incomplete = legacy
+        .seal_bytes(incomplete.to_string().as_bytes())
+        .unwrap();
     let (status, body) = server.heartbeat(&forged_incomplete).await;
     assert_eq!(
         (status, body),
@@ -87,7 +96,7 @@ async fn old_and_incomplete_tokens_say_why(kind: Kind) {
     );
 }
 
-common::for_each_store!(
+for_each_store!(
     a_replayed_token_is_refused_and_a_retry_plays_on,
     old_and_incomplete_tokens_say_why
 );

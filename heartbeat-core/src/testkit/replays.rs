@@ -329,6 +329,18 @@ pub async fn a_heartbeat_whose_answer_cannot_be_sealed_stores_nothing<F: Fixture
         "{outcome:?}"
     );
     assert_eq!(counted(&heartbeats).await, 0);
-    assert!(heartbeats.history(&Id::Int(13), 10).await.unwrap().is_empty());
-    assert!(heartbeats.progress(&Id::Int(13), &Id::Int(14)).await.unwrap().is_none());
+    assert!(
+        heartbeats
+            .history(&Id::Int(13), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        heartbeats
+            .progress(&Id::Int(13), &Id::Int(14))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
