@@ -10,8 +10,9 @@
 //! file limit, so accepting never fails for lack of descriptors and `/healthz`, `/readyz`
 //! and heartbeats keep getting through.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
@@ -78,10 +79,15 @@ pub struct Admitted {
 }
 
 /// The open connections of one listener. Clones share them.
+///
+/// The table is locked when a connection opens or closes; a request only touches its own
+/// connection's counters, so answering costs no lock.
 #[derive(Debug, Clone)]
 pub struct Connections {
     caps: ConnectionCaps,
     table: Arc<Mutex<Table>>,
+    /// The sequence that orders when connections became idle.
+    clock: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -89,8 +95,6 @@ struct Table {
     next: u64,
     open: HashMap<u64, Entry>,
     by_address: HashMap<IpAddr, usize>,
-    /// Idle connections, `(idle since, id)`: the first one is idle the longest.
-    idle: BTreeSet<(u64, u64)>,
     /// Connections told to close that have not closed yet (not counted under the cap).
     closing: usize,
 }
@@ -98,31 +102,41 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     address: IpAddr,
-    /// Requests being answered (their response bodies not yet finished).
-    requests: usize,
-    /// When it became idle (a sequence number), while idle.
-    idle_since: Option<u64>,
+    state: Arc<State>,
     closing: bool,
-    close: Arc<Notify>,
+}
+
+/// What a connection and its requests share.
+#[derive(Debug, Default)]
+struct State {
+    /// Requests being answered (their response bodies not yet finished).
+    requests: AtomicUsize,
+    /// When it last became idle, from [`Connections::clock`].
+    idle_since: AtomicU64,
+    close: Notify,
+}
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.requests.load(Ordering::Acquire) == 0
+    }
 }
 
 impl Table {
-    fn tick(&mut self) -> u64 {
-        self.next += 1;
-        self.next
-    }
-
-    /// Tells the connection idle the longest to close; whether there was one.
+    /// Tells the connection idle the longest to close; whether there was one. (A scan,
+    /// only at the total cap.)
     fn close_oldest_idle(&mut self) -> bool {
-        let Some((_, id)) = self.idle.pop_first() else {
+        let oldest = self
+            .open
+            .values_mut()
+            .filter(|entry| !entry.closing && entry.state.is_idle())
+            .min_by_key(|entry| entry.state.idle_since.load(Ordering::Acquire));
+        let Some(entry) = oldest else {
             return false;
         };
-        if let Some(entry) = self.open.get_mut(&id) {
-            entry.idle_since = None;
-            entry.closing = true;
-            entry.close.notify_one();
-            self.closing += 1;
-        }
+        entry.closing = true;
+        entry.state.close.notify_one();
+        self.closing += 1;
         true
     }
 }
@@ -133,6 +147,7 @@ impl Connections {
         Self {
             caps,
             table: Arc::new(Mutex::new(Table::default())),
+            clock: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -140,6 +155,10 @@ impl Connections {
         // Every change keeps the table whole: a panic elsewhere cannot leave it
         // half-written.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Connections open now (those told to close included, until they have).
@@ -166,25 +185,25 @@ impl Connections {
             }
             closed_idle = true;
         }
-        let id = table.tick();
-        let since = table.tick();
-        let close = Arc::new(Notify::new());
+        table.next += 1;
+        let id = table.next;
+        let state = Arc::new(State {
+            idle_since: AtomicU64::new(self.tick()),
+            ..State::default()
+        });
         table.open.insert(
             id,
             Entry {
                 address,
-                requests: 0,
-                idle_since: Some(since),
+                state: state.clone(),
                 closing: false,
-                close: close.clone(),
             },
         );
-        table.idle.insert((since, id));
         *table.by_address.entry(address).or_default() += 1;
         Ok(Admitted {
             connection: Connection {
                 id,
-                close,
+                state,
                 connections: self.clone(),
             },
             closed_idle,
@@ -195,13 +214,11 @@ impl Connections {
     /// ones after their answer.
     pub fn close_all(&self) {
         let mut table = self.lock();
-        table.idle.clear();
         let mut closing = 0;
         for entry in table.open.values_mut() {
-            entry.idle_since = None;
             closing += usize::from(!entry.closing);
             entry.closing = true;
-            entry.close.notify_one();
+            entry.state.close.notify_one();
         }
         table.closing += closing;
     }
@@ -211,40 +228,28 @@ impl Connections {
 #[derive(Debug)]
 pub struct Connection {
     id: u64,
-    close: Arc<Notify>,
+    state: Arc<State>,
     connections: Connections,
 }
 
 impl Connection {
     /// Resolves when the connection should close (to make room, or at shutdown).
     pub async fn told_to_close(&self) {
-        self.close.notified().await;
+        self.state.close.notified().await;
     }
 
     /// Whether no request of the connection is being answered.
     pub fn is_idle(&self) -> bool {
-        self.connections
-            .lock()
-            .open
-            .get(&self.id)
-            .is_none_or(|entry| entry.requests == 0)
+        self.state.is_idle()
     }
 
     /// Marks a request as being answered until the returned guard is dropped (with the
     /// response body, once written): the connection is busy meanwhile.
     pub fn request(&self) -> Request {
-        let mut table = self.connections.lock();
-        let mut since = None;
-        if let Some(entry) = table.open.get_mut(&self.id) {
-            entry.requests += 1;
-            since = entry.idle_since.take();
-        }
-        if let Some(since) = since {
-            table.idle.remove(&(since, self.id));
-        }
+        self.state.requests.fetch_add(1, Ordering::AcqRel);
         Request {
-            id: self.id,
-            connections: self.connections.clone(),
+            state: self.state.clone(),
+            clock: self.connections.clock.clone(),
         }
     }
 }
@@ -255,9 +260,6 @@ impl Drop for Connection {
         let Some(entry) = table.open.remove(&self.id) else {
             return;
         };
-        if let Some(since) = entry.idle_since {
-            table.idle.remove(&(since, self.id));
-        }
         if entry.closing {
             table.closing = table.closing.saturating_sub(1);
         }
@@ -274,22 +276,15 @@ impl Drop for Connection {
 /// request's guard is dropped.
 #[derive(Debug)]
 pub struct Request {
-    id: u64,
-    connections: Connections,
+    state: Arc<State>,
+    clock: Arc<AtomicU64>,
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
-        let mut table = self.connections.lock();
-        let table = &mut *table;
-        let Some(entry) = table.open.get_mut(&self.id) else {
-            return;
-        };
-        entry.requests = entry.requests.saturating_sub(1);
-        if entry.requests == 0 && !entry.closing {
-            table.next += 1;
-            entry.idle_since = Some(table.next);
-            table.idle.insert((table.next, self.id));
+        if self.state.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = self.clock.fetch_add(1, Ordering::AcqRel) + 1;
+            self.state.idle_since.store(now, Ordering::Release);
         }
     }
 }

@@ -117,17 +117,49 @@ impl SessionRecord {
 ///
 /// The answer is the session's current token while `answered` equals the record's
 /// `timestamp`; until then and within a cycle of `first`, the presented token may come
-/// again (its answer was lost on the way) and continue the session (SPEC §3.2). Stored as
-/// `{"token": …, "answered": …, "first": …}`.
+/// again (its answer was lost on the way) and continue the session (SPEC §3.2). Stored
+/// compactly, as it is read and written at every heartbeat: `[token, answered, first]` in
+/// unix milliseconds (`token` is `null` for the playback's backend token).
+///
+/// ```
+/// use heartbeat_core::sessions::AnsweredToken;
+///
+/// let at = |millis| heartbeat_core::Timestamp::from_unix_millis(millis).unwrap();
+/// let answered = AnsweredToken { token: None, answered: at(1_000), first: at(1_000) };
+/// assert_eq!(serde_json::to_string(&answered).unwrap(), "[null,1000,1000]");
+/// assert_eq!(serde_json::from_str::<AnsweredToken>("[null,1000,1000]").unwrap(), answered);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "(Option<i64>, i64, i64)", into = "(Option<i64>, i64, i64)")]
 pub struct AnsweredToken {
     /// The presented token's `timestamp`; `None` for the playback's backend token.
-    #[serde(default)]
     pub token: Option<Timestamp>,
     /// The `timestamp` of the token it was answered with.
     pub answered: Timestamp,
     /// When it was first answered (a retry answers it again).
     pub first: Timestamp,
+}
+
+impl From<AnsweredToken> for (Option<i64>, i64, i64) {
+    fn from(answered: AnsweredToken) -> Self {
+        (
+            answered.token.map(Timestamp::unix_millis),
+            answered.answered.unix_millis(),
+            answered.first.unix_millis(),
+        )
+    }
+}
+
+impl TryFrom<(Option<i64>, i64, i64)> for AnsweredToken {
+    type Error = crate::TimestampError;
+
+    fn try_from((token, answered, first): (Option<i64>, i64, i64)) -> Result<Self, Self::Error> {
+        Ok(AnsweredToken {
+            token: token.map(Timestamp::from_unix_millis).transpose()?,
+            answered: Timestamp::from_unix_millis(answered)?,
+            first: Timestamp::from_unix_millis(first)?,
+        })
+    }
 }
 
 /// A user's active sessions by session id, as loaded from a store.
