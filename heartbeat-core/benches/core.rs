@@ -100,6 +100,7 @@ fn decisions(c: &mut Criterion) {
                     taken_over_by: None,
                     previous: None,
                     restarted_at: None,
+                    restarted_before: None,
                     device: None,
                     device_family: None,
                     extra: Default::default(),

@@ -286,6 +286,7 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     device_family: family.map(str::to_owned),
                     previous: None,
                     restarted_at: None,
+                    restarted_before: None,
                     extra: Map::new(),
                 };
                 (id, record)

@@ -193,15 +193,6 @@ impl HeartbeatData {
     pub fn session_life_millis(&self) -> i64 {
         self.heartbeat_cycle.as_millis() + self.cycle_upper_tolerance.as_millis()
     }
-
-    /// How long after one of a user's playbacks started again (restarted by its backend
-    /// token, or resumed by its latest token) the next may: a session's life, and at
-    /// least two cycles, so that devices taking the limit from each other by starting
-    /// playbacks again cannot all play in each of three consecutive cycles (SPEC §3.2).
-    pub fn restart_spacing_millis(&self) -> i64 {
-        self.session_life_millis()
-            .max(self.heartbeat_cycle.as_millis().saturating_mul(2))
-    }
 }
 
 /// Where a session's tokens come from (SPEC §3.3 "Provenance").

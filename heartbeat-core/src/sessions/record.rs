@@ -70,12 +70,14 @@ pub struct SessionRecord {
     /// session (SPEC §3.2 "The limit holds against replays").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<AnsweredToken>,
-    /// When the playback last started again (restarted by its backend token presented
-    /// again, or resumed by its latest token): none of the user's playbacks may start
-    /// again before [`restart_spacing_millis`](crate::HeartbeatData::restart_spacing_millis)
-    /// has passed since the latest of these.
+    /// When the playback last started again: restarted by its backend token presented
+    /// again, resumed by its latest token, or handed on by a lost answer's retry. A user's
+    /// playbacks start again at most twice in three cycles (SPEC §3.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<Timestamp>,
+    /// The playback's start again before `restarted_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_before: Option<Timestamp>,
     /// Fields written by someone else, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -136,7 +136,7 @@ fn check_placed(
     record: &SessionRecord,
 ) -> Result<(), RejectReason> {
     let adds = match placed {
-        Presented::Continues(_) => {
+        Presented::Continues(_) | Presented::Retried(_) => {
             return check_session_limit(kept, token, Some(session_id), false);
         }
         Presented::Starts { previous, .. } => previous.is_none_or(|previous| !previous.is_active()),
@@ -168,31 +168,39 @@ fn accepted_record(
     placed: Presented<'_>,
     progress: Option<f64>,
 ) -> SessionRecord {
-    let (hit_counter, started_at, restarted_at, previous, continued) = match placed {
-        Presented::Continues(record) => (
-            record.hit_counter.saturating_add(1),
-            record.started_at.or(token.started_at).unwrap_or(now),
-            record.restarted_at,
-            record
-                .previous
-                .filter(|previous| previous.answered == record.timestamp),
-            Some(record),
-        ),
-        Presented::Starts {
-            cause: NewSessionCause::FromBackend,
-            ..
-        } => (first_hit_counter(now, token), now, None, None, None),
-        Presented::Starts { previous, .. } => {
-            let inherited = previous.map_or(1, |record| record.hit_counter.saturating_add(1));
-            (
-                inherited.max(u64::from(token.threshold())),
-                now,
-                Some(now),
-                None,
-                None,
-            )
-        }
-    };
+    // A start again (and a lost answer's first retry) is marked on the playback.
+    let marked = |record: Option<&SessionRecord>| (Some(now), record.and_then(|r| r.restarted_at));
+    let (hit_counter, started_at, (restarted_at, restarted_before), previous, continued) =
+        match placed {
+            Presented::Continues(record) | Presented::Retried(record) => (
+                record.hit_counter.saturating_add(1),
+                record.started_at.or(token.started_at).unwrap_or(now),
+                // A lost answer's first retry counts as the user's latest start again.
+                if matches!(placed, Presented::Retried(_)) {
+                    marked(Some(record))
+                } else {
+                    (record.restarted_at, record.restarted_before)
+                },
+                record
+                    .previous
+                    .filter(|previous| previous.answered == record.timestamp),
+                Some(record),
+            ),
+            Presented::Starts {
+                cause: NewSessionCause::FromBackend,
+                ..
+            } => (first_hit_counter(now, token), now, (None, None), None, None),
+            Presented::Starts { previous, .. } => {
+                let inherited = previous.map_or(1, |record| record.hit_counter.saturating_add(1));
+                (
+                    inherited.max(u64::from(token.threshold())),
+                    now,
+                    marked(previous),
+                    None,
+                    None,
+                )
+            }
+        };
     // The token presented, remembered so that it may come once more within the cycle
     // of its first answer (a lost answer retried): by its timestamp, or as the backend
     // token.
@@ -218,6 +226,7 @@ fn accepted_record(
             first: first_answered,
         }),
         restarted_at,
+        restarted_before,
         extra: continued
             .map(|record| record.extra.clone())
             .unwrap_or_default(),

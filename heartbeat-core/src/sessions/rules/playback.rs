@@ -95,9 +95,11 @@ impl PlaybackPolicy {
 /// How a presented token stands to its playback.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Presented<'a> {
-    /// It continues the playback's live session: the current token on time, or the
-    /// token of the last accepted heartbeat again (its answer was lost).
+    /// It continues the playback's live session: the current token.
     Continues(&'a SessionRecord),
+    /// It continues the playback's live session as a retry of the last accepted
+    /// heartbeat's token (its answer was lost): marked as a start again.
+    Retried(&'a SessionRecord),
     /// It starts the playback's session, or starts it again (`previous`: the record it
     /// replaces, live or ended).
     Starts {
@@ -112,7 +114,7 @@ impl Presented<'_> {
     /// Why a session starts, `None` when it continues.
     pub(super) fn cause(&self) -> Option<NewSessionCause> {
         match self {
-            Presented::Continues(_) => None,
+            Presented::Continues(_) | Presented::Retried(_) => None,
             Presented::Starts { cause, .. } => Some(*cause),
         }
     }
@@ -145,8 +147,12 @@ pub(super) fn presented<'a>(
                     && previous.token == key
                     && now.millis_since(previous.first) < token.heartbeat_cycle.as_millis()
             }) {
-                // The last accepted heartbeat again: its answer was lost on the way.
-                return Ok(Presented::Continues(record));
+                // The last accepted heartbeat again: its answer was lost on the way. A
+                // retry hands the playback to whoever sends it, which a second device
+                // holding the token just sent could do too: it draws on the user's
+                // starts again.
+                check_starts_again(now, token, kept)?;
+                return Ok(Presented::Retried(record));
             }
             if !is_backend {
                 // The current token continues, however soon it comes (the Node server
@@ -183,11 +189,8 @@ pub(super) fn presented<'a>(
     if is_backend || record.is_none() {
         policy.check_start(now, token)?;
     }
-    if cause != NewSessionCause::FromBackend
-        && last_restart(kept)
-            .is_some_and(|at| now.millis_since(at) < token.restart_spacing_millis())
-    {
-        return Err(RejectReason::Replayed);
+    if cause != NewSessionCause::FromBackend {
+        check_starts_again(now, token, kept)?;
     }
     Ok(Presented::Starts {
         cause,
@@ -195,10 +198,28 @@ pub(super) fn presented<'a>(
     })
 }
 
-/// When any playback of the user last started again (restarted or resumed).
-fn last_restart(kept: &UserSessions) -> Option<Timestamp> {
-    kept.sessions
+/// [`RejectReason::Replayed`] when two of the user's playbacks started again (restarted,
+/// resumed, or handed on by a lost answer's retry) within the last three cycles: each
+/// start again can give a device that does not hold a playback's latest token one 200,
+/// so with at most two in any three cycles no device beyond the limit gets a 200 in each
+/// of three cycles (SPEC §3.2). The user's two latest are among each record's two
+/// (`restarted_at`, `restarted_before`).
+fn check_starts_again(
+    now: Timestamp,
+    token: &HeartbeatData,
+    kept: &UserSessions,
+) -> Result<(), RejectReason> {
+    let span = token.heartbeat_cycle.as_millis().saturating_mul(3);
+    let recent = kept
+        .sessions
         .values()
-        .filter_map(|record| record.restarted_at)
-        .max()
+        .flat_map(|record| [record.restarted_at, record.restarted_before])
+        .flatten()
+        .filter(|at| now.millis_since(*at) < span)
+        .count();
+    if recent >= 2 {
+        Err(RejectReason::Replayed)
+    } else {
+        Ok(())
+    }
 }
