@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Fixture;
-use super::sessions::{accept, backend_data, reject, seal, service, start};
+use super::sessions::{accept, active_count, backend_data, reject, seal, service, start};
 use crate::sessions::{NewSessionCause, RejectReason};
 use crate::{HeartbeatOutcome, Heartbeats, Id, ManualClock, SessionStore};
 
@@ -22,12 +22,9 @@ fn fresh_token<S: SessionStore>(
     seal(heartbeats, &data)
 }
 
+/// User 13's active sessions.
 async fn counted<S: SessionStore>(heartbeats: &Heartbeats<S, ManualClock>) -> usize {
-    heartbeats
-        .active_sessions(&Id::Int(13))
-        .await
-        .unwrap()
-        .len()
+    active_count(heartbeats, 13).await
 }
 
 /// A second device that replays a spent rotated token of the first device (limit 1,

@@ -62,7 +62,7 @@ pub async fn accept<S: SessionStore>(
 }
 
 /// How many active sessions `user` has.
-async fn active_count<S: SessionStore>(
+pub(super) async fn active_count<S: SessionStore>(
     heartbeats: &Heartbeats<S, ManualClock>,
     user: i64,
 ) -> usize {
