@@ -254,4 +254,43 @@ mod tests {
             "a refusal writes nothing"
         );
     }
+
+    /// Ended playbacks are remembered for the start window, at most
+    /// [`MAX_ENDED_PLAYBACKS`] per user: the longest-ended are forgotten first.
+    #[test]
+    fn ended_playbacks_are_bounded_per_user() {
+        let start: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let backend = token(serde_json::json!({
+            "user_id": 13, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": "2026-01-01T00:00:00.000Z", "sessions_edge": 1000,
+        }));
+        let mut stored = UserSessions::default();
+        for playback in 0..70 {
+            let decision = decide(
+                &policy(),
+                start,
+                &backend,
+                &stored,
+                &format!("p-{playback:02}"),
+                None,
+            );
+            stored = decision.write.sessions;
+        }
+        // All seventy expire at once; sixty-four end markers stay, six are removed.
+        let later = start.add_millis(200_000);
+        let (kept, write) = expire(&policy(), later, &backend, &stored);
+        assert_eq!(kept.sessions.len(), MAX_ENDED_PLAYBACKS);
+        assert!(kept.sessions.values().all(|record| !record.is_active()));
+        assert!(!kept.sessions.contains_key("p-05") && kept.sessions.contains_key("p-06"));
+        assert_eq!(write.ended.len(), 70, "every one is in the history");
+        assert_eq!(write.remove.len(), 6);
+        // An hour after they ended, none is left.
+        let (kept, _) = expire(
+            &policy(),
+            later.add_millis(DEFAULT_START_WINDOW_MILLIS),
+            &backend,
+            &kept,
+        );
+        assert!(kept.sessions.is_empty());
+    }
 }
