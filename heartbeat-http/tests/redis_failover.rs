@@ -85,6 +85,39 @@ async fn a_cluster_master_failover_under_load_recovers_without_breaking_a_rule()
     );
 }
 
+/// `REDIS_URL` naming one node of the cluster, whose master is then killed: the instances
+/// find the cluster again through the nodes they learnt of (fred's `UseCache` discovery),
+/// instead of asking the dead seed forever (SPEC §6: whichever node dies, the one
+/// `REDIS_URL` names included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cluster, user, master) = tokio::task::spawn_blocking(|| {
+        let cluster = RedisCluster::start();
+        let master = cluster.master_of(&format!("{NAMESPACE}{{hb_events}}:last_id"));
+        let user = (1..)
+            .find(|user| {
+                cluster.master_of(&format!("{NAMESPACE}hb_sessions:{user}:active_sessions"))
+                    == master
+            })
+            .unwrap();
+        (cluster, user, master)
+    })
+    .await
+    .unwrap();
+    let url = format!("redis-cluster://127.0.0.1:{master}");
+    let cluster = Arc::new(Mutex::new(cluster));
+    let report = outage_under_load(&url, user, {
+        let cluster = Arc::clone(&cluster);
+        move || cluster.lock().unwrap().kill(master)
+    })
+    .await;
+    report.check();
+    eprintln!(
+        "single seed, its master killed (node timeout {CLUSTER_NODE_TIMEOUT_MS} ms): {report:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_under_load_recovers_without_breaking_a_rule() {
     let _turn = ONE_AT_A_TIME.lock().await;

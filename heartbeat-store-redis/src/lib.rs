@@ -306,6 +306,15 @@ impl RedisStore {
                 .clone()
                 .filter(|password| !password.is_empty());
         }
+        // Rediscover a cluster from every node it last knew, not only from the ones the
+        // URL names: a single seed whose master dies would otherwise keep every instance
+        // away from the whole cluster, even once its replica has taken over. The URL's
+        // nodes (a configuration endpoint behind DNS included) are still tried too.
+        if let fred::types::config::ServerConfig::Clustered { policy, .. } =
+            &mut redis_config.server
+        {
+            *policy = fred::types::config::ClusterDiscoveryPolicy::UseCache;
+        }
         // A cluster (or a proxy that routes by slot) keeps the analytics index in a key
         // per slot, so that the commit script writes it in the user's slot.
         let index_layout = if config.one_script_per_key || redis_config.server.is_clustered() {
