@@ -49,21 +49,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_failover_under_load_recovers_without_breaking_a_rule() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    // Kill the master that holds both the job events and the user's sessions, so that
-    // the failover hits every path under test.
-    let (cluster, user, master) = tokio::task::spawn_blocking(|| {
-        let cluster = RedisCluster::start();
-        let master = cluster.master_of(&format!("{NAMESPACE}{{hb_events}}:last_id"));
-        let user = (1..)
-            .find(|user| {
-                cluster.master_of(&format!("{NAMESPACE}hb_sessions:{user}:active_sessions"))
-                    == master
-            })
-            .unwrap();
-        (cluster, user, master)
-    })
-    .await
-    .unwrap();
+    let (cluster, user, master) = cluster_and_user_on_one_master().await;
     let url = cluster.url();
     let cluster = Arc::new(Mutex::new(cluster));
     let report = outage_under_load(&url, user, {
@@ -85,14 +71,10 @@ async fn a_cluster_master_failover_under_load_recovers_without_breaking_a_rule()
     );
 }
 
-/// `REDIS_URL` naming one node of the cluster, whose master is then killed: the instances
-/// find the cluster again through the nodes they learnt of (fred's `UseCache` discovery),
-/// instead of asking the dead seed forever (SPEC §6: whichever node dies, the one
-/// `REDIS_URL` names included).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let (cluster, user, master) = tokio::task::spawn_blocking(|| {
+/// A fresh 3+3 cluster, a user whose sessions live on the master that holds the job
+/// events, and that master's port: killing it hits every path under test.
+async fn cluster_and_user_on_one_master() -> (RedisCluster, i64, u16) {
+    tokio::task::spawn_blocking(|| {
         let cluster = RedisCluster::start();
         let master = cluster.master_of(&format!("{NAMESPACE}{{hb_events}}:last_id"));
         let user = (1..)
@@ -104,7 +86,17 @@ async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
         (cluster, user, master)
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// `REDIS_URL` naming one node of the cluster, whose master is then killed: the instances
+/// find the cluster again through the nodes they learnt of (fred's `UseCache` discovery),
+/// instead of asking the dead seed forever (SPEC §6: whichever node dies, the one
+/// `REDIS_URL` names included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cluster, user, master) = cluster_and_user_on_one_master().await;
     let url = format!("redis-cluster://127.0.0.1:{master}");
     let cluster = Arc::new(Mutex::new(cluster));
     let report = outage_under_load(&url, user, {
