@@ -38,10 +38,10 @@ pub struct PlaybackPolicy {
     /// An authenticated backend token (`v2`, `b1`) starts or restarts a playback only
     /// while `now` is within this many milliseconds of its `timestamp` (either side); a
     /// token of an authenticated session resumes an unknown playback only as long after
-    /// its `timestamp`. Ended playbacks are remembered this long. `START_WINDOW`.
+    /// its `timestamp`. Ended playbacks are remembered this long. `START_WINDOW_SECS`.
     pub start_window_millis: i64,
     /// The same window for legacy (CryptoJS) tokens, whose backends of the Node era may
-    /// mint tokens long before use; `None` (the default): no window. `LEGACY_START_WINDOW`.
+    /// mint tokens long before use; `None` (the default): no window. `LEGACY_START_WINDOW_SECS`.
     pub legacy_start_window_millis: Option<i64>,
     /// The `sessions_edge` of tokens that have none: a heartbeat that would start a
     /// session beyond it is refused (`sessions_edge`); sessions already playing are
