@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::ClusterInterface;
-use fred::prelude::{EventInterface, PubsubInterface, SortedSetsInterface};
+use fred::prelude::{EventInterface, PubsubInterface};
 use fred::types::config::Server;
 use heartbeat_core::jobs::{EventBus, EventId, EventStream, Job, JobEvent, Owner};
 use heartbeat_core::live::{BusError, Fanout, Routed};
@@ -132,7 +132,7 @@ impl ShardedEvents {
     async fn tend(
         &self,
         subscriber: &SubscriberClient,
-        pool: &fred::clients::Pool,
+        nodes: &crate::nodes::Nodes,
         keys: &Keys,
         events: &Fanout<JobEvent>,
     ) {
@@ -177,11 +177,9 @@ impl ShardedEvents {
             }
         }
         if moved {
-            // The replays go to the slots' new masters: the pool learns the routing first
-            // (a command sent to the old one would fail, commands are never resent).
-            for client in pool.clients() {
-                let _ = client.sync_cluster().await;
-            }
+            // The replays go to the slots' new masters: the routing is read first (a
+            // command sent to the old one would be redirected, one round trip more).
+            nodes.refresh().await;
             events.signal_gap();
         }
     }
@@ -202,7 +200,7 @@ pub(crate) fn start_tending(store: std::sync::Weak<crate::Inner>) -> JoinHandle<
                 sharded
                     .tend(
                         &inner.subscriber,
-                        &inner.pool,
+                        &inner.nodes,
                         &inner.keys,
                         &inner.live.events,
                     )
@@ -265,10 +263,13 @@ impl EventBus for RedisStore {
         let read = |key: String| {
             let min = min.clone();
             async move {
-                self.client()
-                    .zrangebyscore::<Vec<String>, _, _, _>(key, min, "+inf", false, None)
-                    .await
-                    .map_err(|error| store_error("event replay", error))
+                self.run::<Vec<String>>(
+                    "event replay",
+                    &key,
+                    "ZRANGEBYSCORE",
+                    vec![key.as_str().into(), min.into(), "+inf".into()],
+                )
+                .await
             }
         };
         // Builds before the slot tag kept events under the `{hb_events}` tag: until they

@@ -4,7 +4,6 @@
 //! to complete (one key on one server, [`DUE_SHARDS`](crate::keys::DUE_SHARDS) on a
 //! cluster).
 
-use fred::prelude::SortedSetsInterface;
 use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::store::Commit;
 use heartbeat_core::{StoreError, Timestamp};
@@ -12,7 +11,7 @@ use heartbeat_core::{StoreError, Timestamp};
 use heartbeat_core::store::kit::encode;
 
 use crate::keys::{DueEntry, IndexLayout, job_id, job_slot, owner_slot};
-use crate::{RedisStore, decode, store_error};
+use crate::{RedisStore, decode};
 
 /// Ids drawn for one job before giving up when each belongs to a stored job.
 const ID_ATTEMPTS: usize = 8;
@@ -78,10 +77,18 @@ impl RedisStore {
 
     /// The newest `limit` ids of `key` (a sorted set of ids scored by themselves).
     async fn newest_ids(&self, key: String, limit: usize) -> Result<Vec<u64>, StoreError> {
-        self.client()
-            .zrange(key, 0, limit_stop(limit), None, true, None, false)
-            .await
-            .map_err(|error| store_error("job index read", error))
+        self.run(
+            "job index read",
+            &key,
+            "ZRANGE",
+            vec![
+                key.as_str().into(),
+                0.into(),
+                limit_stop(limit).into(),
+                "REV".into(),
+            ],
+        )
+        .await
     }
 }
 
@@ -132,10 +139,10 @@ impl JobStore for RedisStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<(Job, String)>, StoreError> {
-        let json: Option<String> =
-            fred::prelude::KeysInterface::get(self.client(), self.inner.keys.job(id))
-                .await
-                .map_err(|error| store_error("job read", error))?;
+        let key = self.inner.keys.job(id);
+        let json: Option<String> = self
+            .run("job read", &key, "GET", vec![key.as_str().into()])
+            .await?;
         json.map(|json| Ok((decode("a job", &json)?, json)))
             .transpose()
     }
@@ -171,10 +178,13 @@ impl JobStore for RedisStore {
         }
         if let Some(due) = drop_after {
             let _: i64 = self
-                .client()
-                .zrem(due, job.id.0.to_string())
-                .await
-                .map_err(|error| store_error("job index write", error))?;
+                .run(
+                    "job index write",
+                    &due,
+                    "ZREM",
+                    vec![due.as_str().into(), job.id.0.to_string().into()],
+                )
+                .await?;
         }
         Ok(Commit::Applied)
     }
@@ -210,18 +220,25 @@ impl JobStore for RedisStore {
             }
         };
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
-        let reads = shards.into_iter().map(|shard| {
-            self.client().zrangebyscore::<Vec<(String, f64)>, _, _, _>(
+        let reads = shards.iter().map(|shard| {
+            self.run::<Vec<(String, f64)>>(
+                "job index read",
                 shard,
-                "-inf",
-                now.unix_millis(),
-                true,
-                Some((0, count)),
+                "ZRANGEBYSCORE",
+                vec![
+                    shard.as_str().into(),
+                    "-inf".into(),
+                    now.unix_millis().into(),
+                    "WITHSCORES".into(),
+                    "LIMIT".into(),
+                    0.into(),
+                    count.into(),
+                ],
             )
         });
         let mut due: Vec<(f64, u64)> = Vec::new();
         for read in futures_util::future::join_all(reads).await {
-            let read = read.map_err(|error| store_error("job index read", error))?;
+            let read = read?;
             due.extend(
                 read.into_iter()
                     .filter_map(|(id, at)| Some((at, id.parse().ok()?))),

@@ -82,6 +82,7 @@
 mod bus;
 mod jobs;
 mod keys;
+mod nodes;
 mod per_slot;
 mod scripts;
 mod sessions;
@@ -92,8 +93,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
-use fred::prelude::{ClientLike, Config, ErrorKind, ReconnectPolicy};
-use fred::types::Builder;
+use fred::prelude::{ClientLike, Config, ErrorKind};
 use heartbeat_core::StoreError;
 use heartbeat_core::live::Fanout;
 use tokio::task::JoinHandle;
@@ -222,7 +222,7 @@ fn plain_reason(error: &fred::error::Error) -> String {
 }
 
 struct Inner {
-    pool: fred::clients::Pool,
+    nodes: nodes::Nodes,
     subscriber: SubscriberClient,
     keys: keys::Keys,
     scripts: scripts::Scripts,
@@ -242,11 +242,12 @@ impl Drop for Inner {
         for task in &self.tasks {
             task.abort();
         }
-        let (pool, subscriber) = (self.pool.clone(), self.subscriber.clone());
+        let nodes = self.nodes.clone();
+        let subscriber = self.subscriber.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = subscriber.quit().await;
-                let _ = pool.quit().await;
+                nodes.quit().await;
             });
         }
     }
@@ -331,61 +332,71 @@ impl RedisStore {
         } else {
             keys::IndexLayout::OneKey
         };
-        let mut builder = Builder::from_config(redis_config);
-        builder
-            .with_connection_config(|connection| {
-                connection.connection_timeout = config.connect_timeout;
-                connection.internal_command_timeout = config.command_timeout;
-                // A resent compare-and-set could apply twice: fail instead, the caller retries.
-                connection.max_command_attempts = 1;
-            })
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = config.command_timeout;
-                performance.broadcast_channel_capacity = 4096;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let clustered = redis_config.server.is_clustered();
+        let connector = nodes::Connector {
+            config: redis_config,
+            pool_size: config.pool_size,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+        };
         let unreachable = |source: fred::error::Error| ConnectError::Unreachable {
             url: redact_url(&config.url),
             reason: plain_reason(&source),
             source,
         };
-        let pool = builder
-            .build_pool(config.pool_size)
-            .map_err(|error| invalid(error.to_string()))?;
-        let subscriber = builder
+        let subscriber = connector
+            .builder(None)
             .build_subscriber_client()
             .map_err(|error| invalid(error.to_string()))?;
-        init(&pool, config.connect_timeout)
-            .await
-            .map_err(unreachable)?;
+        let mut tasks = Vec::new();
+        let nodes = if clustered {
+            // A pool per master, each reconnecting by itself: a failover stops only the
+            // commands of its own master's slots.
+            let cluster = nodes::Cluster::connect(connector)
+                .await
+                .map_err(unreachable)?;
+            tasks.push(nodes::start_refreshing(Arc::downgrade(&cluster)));
+            nodes::Nodes::Cluster(cluster)
+        } else {
+            let pool = connector
+                .builder(None)
+                .build_pool(config.pool_size)
+                .map_err(|error| invalid(error.to_string()))?;
+            init(&pool, config.connect_timeout)
+                .await
+                .map_err(unreachable)?;
+            nodes::Nodes::One(pool)
+        };
         init(&subscriber, config.connect_timeout)
             .await
             .map_err(unreachable)?;
         let keys = keys::Keys::new(config.namespace, index_layout);
         let scripts = scripts::Scripts::new();
-        scripts.load(pool.next()).await.map_err(unreachable)?;
+        nodes.load(&scripts.all()).await.map_err(unreachable)?;
         let live = bus::Live {
             events: Arc::new(Fanout::new()),
             notices: Arc::new(Fanout::new()),
         };
         let sharded_events =
             (keys.index_layout() == keys::IndexLayout::PerSlot).then(bus::ShardedEvents::default);
-        let mut tasks = bus::start_forwarding(
-            &subscriber,
-            &keys,
-            bus::Live {
-                events: Arc::clone(&live.events),
-                notices: Arc::clone(&live.notices),
-            },
-        )
-        .await
-        .map_err(unreachable)?;
+        tasks.extend(
+            bus::start_forwarding(
+                &subscriber,
+                &keys,
+                bus::Live {
+                    events: Arc::clone(&live.events),
+                    notices: Arc::clone(&live.notices),
+                },
+            )
+            .await
+            .map_err(unreachable)?,
+        );
         let inner = Arc::new_cyclic(|inner| {
             if sharded_events.is_some() {
                 tasks.push(bus::start_tending(inner.clone()));
             }
             Inner {
-                pool,
+                nodes,
                 subscriber,
                 keys,
                 scripts,
@@ -399,10 +410,6 @@ impl RedisStore {
             }
         });
         Ok(Self { inner })
-    }
-
-    fn client(&self) -> &fred::clients::Client {
-        self.inner.pool.next()
     }
 }
 
@@ -460,7 +467,8 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, S
 }
 
 impl RedisStore {
-    /// Runs a script (reloading it if Redis forgot it, as after a restart).
+    /// Runs a script (reloading it if Redis forgot it, as after a restart) on the node
+    /// serving its first key.
     async fn eval<R: fred::types::FromValue>(
         &self,
         what: &str,
@@ -468,8 +476,24 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, StoreError> {
-        script
-            .evalsha_with_reload(self.client(), keys, args)
+        self.inner
+            .nodes
+            .eval(script, keys, args)
+            .await
+            .map_err(|error| store_error(what, error))
+    }
+
+    /// Sends `command` with `args` to the node serving `key` (the first key of `args`).
+    async fn run<R: fred::types::FromValue>(
+        &self,
+        what: &str,
+        key: &str,
+        command: &'static str,
+        args: Vec<fred::types::Value>,
+    ) -> Result<R, StoreError> {
+        self.inner
+            .nodes
+            .run(key, command, args)
             .await
             .map_err(|error| store_error(what, error))
     }

@@ -1,15 +1,11 @@
 //! Reading an index kept in a part per hash slot (Redis Cluster): one script per node over
 //! the parts it serves, the nodes' answers merged.
 
-use std::collections::BTreeMap;
-
-use fred::prelude::ClientLike;
-use fred::types::config::Server;
+use fred::types::FromValue;
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, CustomCommand, FromValue};
 use heartbeat_core::StoreError;
 
-use crate::keys::{SLOTS, slot_of};
+use crate::keys::slot_of;
 use crate::{RedisStore, store_error};
 
 /// Parts one script call reads: each costs the node about a microsecond, and a script
@@ -50,54 +46,33 @@ impl RedisStore {
         part: impl Fn(u16) -> String,
         one_key: String,
     ) -> Result<Vec<R>, StoreError> {
-        use fred::interfaces::ClusterInterface;
-        let client = self.client();
-        // Each node's parts, and a slot it serves for the client to route them by.
-        let mut by_node: BTreeMap<Option<Server>, (u16, Vec<String>)> = BTreeMap::new();
-        match client.cached_cluster_state() {
-            // One server (behind a proxy that routes by slot, say): it serves every slot.
-            None => {
-                let mut parts: Vec<String> = (0..SLOTS).map(&part).collect();
-                parts.push(one_key);
-                by_node.insert(None, (0, parts));
+        let nodes = &self.inner.nodes;
+        // Each master's parts, and a slot it serves to route them by. The one-key index
+        // goes with the master serving its slot.
+        let one_key_slot = slot_of(one_key.as_bytes());
+        let mut one_key = Some(one_key);
+        let by_node = nodes.masters().into_iter().map(|(_, slots)| {
+            let mut parts: Vec<String> = slots.iter().map(|slot| part(*slot)).collect();
+            if slots.binary_search(&one_key_slot).is_ok() {
+                parts.extend(one_key.take());
             }
-            Some(routing) => {
-                for range in routing.slots() {
-                    by_node
-                        .entry(Some(range.primary.clone()))
-                        .or_insert_with(|| (range.start, Vec::new()))
-                        .1
-                        .extend((range.start..=range.end).map(&part));
-                }
-                let server = routing.get_server(slot_of(one_key.as_bytes())).cloned();
-                if let Some((_, args)) = by_node.get_mut(&server) {
-                    args.push(one_key);
-                }
-            }
-        }
+            (slots[0], parts)
+        });
         // A node's parts in calls of at most `PARTS_PER_CALL`: a script blocks its node,
         // and each part is a command in it.
-        let calls = by_node.into_values().flat_map(|(slot, parts)| {
-            parts
-                .chunks(PARTS_PER_CALL)
-                .map(|chunk| (slot, head.iter().chain(chunk).cloned().collect::<Vec<_>>()))
-                .collect::<Vec<_>>()
-        });
-        let answers = futures_util::future::join_all(calls.map(|(slot, args)| {
-            // EVALSHA with no declared keys, routed to the node serving `slot`.
-            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
-            let mut command = vec![script.sha1().to_string(), "0".to_owned()];
-            command.extend(args);
-            async move {
-                match client.custom(evalsha.clone(), command.clone()).await {
-                    Err(error) if error.details().starts_with("NOSCRIPT") => {
-                        script.load(client).await?;
-                        client.custom(evalsha, command).await
-                    }
-                    answer => answer,
-                }
-            }
-        }))
+        let calls: Vec<(u16, Vec<String>)> = by_node
+            .flat_map(|(slot, parts)| {
+                parts
+                    .chunks(PARTS_PER_CALL)
+                    .map(|chunk| (slot, head.iter().chain(chunk).cloned().collect::<Vec<_>>()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let answers = futures_util::future::join_all(
+            calls
+                .into_iter()
+                .map(|(slot, args)| nodes.eval_at(slot, script, args)),
+        )
         .await;
         answers
             .into_iter()

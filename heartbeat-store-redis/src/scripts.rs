@@ -1,7 +1,6 @@
 //! The Lua scripts (`src/lua/*.lua`). The keys a script writes share one hash slot; the
 //! scripts that read an analytics index kept per slot read the keys one node serves.
 
-use fred::clients::Client;
 use fred::types::scripts::Script;
 
 /// The whole commit in one round trip, its keys all in the slot of the user's session
@@ -75,7 +74,8 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 8] {
+    /// Every script.
+    pub(crate) fn all(&self) -> [&Script; 8] {
         [
             &self.commit_all,
             &self.merge_range,
@@ -86,13 +86,5 @@ impl Scripts {
             &self.compare_and_set,
             &self.publish_event,
         ]
-    }
-
-    /// Loads every script (they are reloaded by themselves after a Redis restart).
-    pub(crate) async fn load(&self, client: &Client) -> Result<(), fred::error::Error> {
-        for script in self.all() {
-            script.load(client).await?;
-        }
-        Ok(())
     }
 }

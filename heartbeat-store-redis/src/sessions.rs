@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::{
-    ClientLike, HashesInterface, ListInterface, PubsubInterface, SortedSetsInterface,
-};
+use fred::prelude::ClientLike;
 use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
 use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexReads, IndexWrite};
@@ -133,11 +131,10 @@ impl SessionStore for RedisStore {
     type Version = HashSnapshot;
 
     async fn load(&self, user: &Id) -> Result<Loaded<HashSnapshot>, StoreError> {
+        let key = self.inner.keys.sessions(user);
         let fields: HashMap<String, String> = self
-            .client()
-            .hgetall(self.inner.keys.sessions(user))
-            .await
-            .map_err(|error| store_error("session load", error))?;
+            .run("session load", &key, "HGETALL", vec![key.as_str().into()])
+            .await?;
         let fields: Vec<(String, String)> = fields.into_iter().collect();
         let sessions =
             UserSessions::from_stored(fields.iter().map(|(id, json)| (id.as_str(), json.as_str())));
@@ -194,10 +191,13 @@ impl SessionStore for RedisStore {
         let keys = &self.inner.keys;
         let read = |key: String| async move {
             let json: Option<String> = self
-                .client()
-                .hget(key, asset.to_string())
-                .await
-                .map_err(|error| store_error("progress read", error))?;
+                .run(
+                    "progress read",
+                    &key,
+                    "HGET",
+                    vec![key.as_str().into(), asset.to_string().into()],
+                )
+                .await?;
             json.map(|json| decode::<ProgressRecord>("a progress entry", &json))
                 .transpose()
         };
@@ -223,10 +223,13 @@ impl SessionStore for RedisStore {
         let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
         let read = |key: String| async move {
             let entries: Vec<String> = self
-                .client()
-                .lrange(key, 0, stop)
-                .await
-                .map_err(|error| store_error("history read", error))?;
+                .run(
+                    "history read",
+                    &key,
+                    "LRANGE",
+                    vec![key.as_str().into(), 0.into(), stop.into()],
+                )
+                .await?;
             entries
                 .iter()
                 .map(|json| decode::<PlayRecord>("a history entry", json))
@@ -240,37 +243,24 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<StoreHealth, StoreError> {
-        use fred::interfaces::ClusterInterface;
-        let client = self.client();
-        let Some(cluster) = client.cached_cluster_state() else {
-            let _: String = client
-                .ping(None)
-                .await
-                .map_err(|error| store_error("ping", error))?;
-            return Ok(StoreHealth::Up);
-        };
         // On a cluster every master is asked: while one fails over, the others still
         // serve their users, and the instance is still worth sending requests to.
-        let masters = cluster.unique_primary_nodes();
+        let masters = self.inner.nodes.masters();
         let total = masters.len();
-        let answers =
-            futures_util::future::join_all(masters.into_iter().map(|master| async {
-                client.with_cluster_node(master).ping::<String>(None).await
-            }))
-            .await;
+        let answers = futures_util::future::join_all(
+            masters
+                .iter()
+                .map(|(client, _)| client.ping::<String>(None)),
+        )
+        .await;
         let answering = answers.iter().filter(|answer| answer.is_ok()).count();
         match answers.into_iter().find_map(Result::err) {
             None => Ok(StoreHealth::Up),
             Some(error) if answering == 0 => Err(store_error("ping", error)),
             Some(_) => {
-                // The routing table names a master that does not answer: read it again,
-                // so that a promoted replica is the one asked next time. In the
-                // background: while fred reconnects, that waits as long as the failover,
-                // and a probe must answer now.
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let _ = client.sync_cluster().await;
-                });
+                // A master does not answer: the routing table is read again, so that a
+                // promoted replica is the one asked next time.
+                self.inner.nodes.refresh_soon();
                 Ok(StoreHealth::Degraded { answering, total })
             }
         }
@@ -296,16 +286,23 @@ impl AnalyticsStore for RedisStore {
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
         let keys = &self.inner.keys;
         let found: Vec<String> = match keys.index_layout() {
-            IndexLayout::OneKey => self
-                .client()
-                .zrangebylex(
-                    keys.one_index(index),
-                    format!("({after}"),
-                    format!("({before}"),
-                    Some((0, count)),
+            IndexLayout::OneKey => {
+                let key = keys.one_index(index);
+                self.run(
+                    "analytics index read",
+                    &key,
+                    "ZRANGEBYLEX",
+                    vec![
+                        key.as_str().into(),
+                        format!("({after}").into(),
+                        format!("({before}").into(),
+                        "LIMIT".into(),
+                        0.into(),
+                        count.into(),
+                    ],
                 )
-                .await
-                .map_err(|error| store_error("analytics index read", error))?,
+                .await?
+            }
             IndexLayout::PerSlot => {
                 self.merged_range(
                     "analytics index read",
@@ -325,11 +322,16 @@ impl AnalyticsStore for RedisStore {
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
         match self.inner.keys.index_layout() {
-            IndexLayout::OneKey => self
-                .client()
-                .zlexcount(self.inner.keys.one_index(index), format!("[{from}"), "+")
+            IndexLayout::OneKey => {
+                let key = self.inner.keys.one_index(index);
+                self.run(
+                    "analytics index count",
+                    &key,
+                    "ZLEXCOUNT",
+                    vec![key.as_str().into(), format!("[{from}").into(), "+".into()],
+                )
                 .await
-                .map_err(|error| store_error("analytics index count", error)),
+            }
             IndexLayout::PerSlot => {
                 let keys = &self.inner.keys;
                 let counts: Vec<u64> = self
@@ -356,11 +358,15 @@ impl AnalyticsStore for RedisStore {
 
 impl NoticeBus for RedisStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
+        let channel = self.inner.keys.notice_channel();
         let _: i64 = self
-            .client()
-            .publish(self.inner.keys.notice_channel(), encode(notice)?)
-            .await
-            .map_err(|error| store_error("session notice", error))?;
+            .run(
+                "session notice",
+                &channel,
+                "PUBLISH",
+                vec![channel.as_str().into(), encode(notice)?.into()],
+            )
+            .await?;
         Ok(())
     }
 
