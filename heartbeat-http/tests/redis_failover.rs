@@ -6,12 +6,14 @@
 //! takes longer than [`HANG`]; no round of heartbeats lets more sessions of the user go
 //! on than its limit; the instances recover by themselves within [`RECOVERY`]; and a job
 //! stream that resumes with `Last-Event-ID` receives every acknowledged job's completion,
-//! with event ids that never go back.
+//! with event ids that never go back. On the cluster, users whose keys live on the
+//! masters that stayed up see no error at all, the dead master's users are answered again
+//! within the failover's own time plus 1 s, and every acknowledged progress is kept.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,28 +49,102 @@ const NAMESPACE: &str = "http-test:";
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_master_failover_under_load_recovers_without_breaking_a_rule() {
+async fn a_cluster_master_failover_touches_only_its_own_shard() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let (cluster, user, master) = cluster_and_user_on_one_master().await;
     let url = cluster.url();
+    cluster_outage(cluster, &url, user, master).await;
+}
+
+/// `REDIS_URL` naming one node of the cluster, whose master is then killed: the instances
+/// find the cluster again through the nodes they learnt of, instead of asking the dead
+/// seed forever (SPEC §6: whichever node dies, the one `REDIS_URL` names included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cluster, user, master) = cluster_and_user_on_one_master().await;
+    let url = format!("redis-cluster://127.0.0.1:{master}");
+    cluster_outage(cluster, &url, user, master).await;
+}
+
+/// Kills `master` under load from two instances on `url`, with bystanders on every
+/// master, and checks the failover stayed on its own shard.
+async fn cluster_outage(cluster: RedisCluster, url: &str, user: i64, master: u16) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,heartbeat_store_redis=debug")
+        .with_test_writer()
+        .try_init();
+    let bystanders = tokio::task::block_in_place(|| bystanders_on_every_master(&cluster, user));
     let cluster = Arc::new(Mutex::new(cluster));
-    let report = outage_under_load(&url, user, {
-        let cluster = Arc::clone(&cluster);
-        move || cluster.lock().unwrap().kill(master)
+    let failover = Arc::new(Mutex::new(None));
+    let report = outage_under_load(url, user, bystanders, {
+        let (cluster, failover) = (Arc::clone(&cluster), Arc::clone(&failover));
+        move || {
+            cluster.lock().unwrap().kill(master);
+            // The failover's own time: until a live master serves every slot again.
+            std::thread::spawn(move || {
+                let healthy = cluster.lock().unwrap().wait_until_healthy();
+                *failover.lock().unwrap() = Some(healthy);
+            });
+        }
     })
     .await;
     report.check();
-    // fred stalls every command of the client while it reconnects to the dead master
-    // (all three masters' pings time out then), so `/readyz` may say 503 for a few
-    // seconds; a master that stops answering without a broken connection is the degraded
-    // case (heartbeat-store-redis/tests/cluster_health.rs).
-    eprintln!("degraded seen: {}", report.degraded_seen);
-    let healthy = tokio::task::spawn_blocking(move || cluster.lock().unwrap().wait_until_healthy())
-        .await
-        .unwrap();
+    let failover = loop {
+        if let Some(failover) = *failover.lock().unwrap() {
+            break failover.expect("the cluster served every slot again within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     eprintln!(
-        "cluster (node timeout {CLUSTER_NODE_TIMEOUT_MS} ms): {report:?}; every slot served again after {healthy:?}"
+        "cluster (node timeout {CLUSTER_NODE_TIMEOUT_MS} ms), master {master} killed: failover {failover:?}; {report:?}"
     );
+    for (port, statuses) in &report.per_master {
+        if *port != master {
+            assert_eq!(
+                statuses.unavailable, 0,
+                "users on master {port}, which stayed up, saw errors: {report:?}"
+            );
+            assert!(statuses.ok > 0, "{report:?}");
+        }
+    }
+    // `/readyz` stays 200 while two masters answer: "degraded", then whole again.
+    assert_eq!(report.readiness, BTreeSet::from([200]), "{report:?}");
+    assert!(report.degraded_seen, "{report:?}");
+    assert!(
+        report
+            .per_master
+            .get(&master)
+            .is_some_and(|dead| dead.unavailable > 0),
+        "the dead master's users saw the outage: {report:?}"
+    );
+    assert!(
+        report.recovered_after <= failover + Duration::from_secs(1),
+        "the dead master's users were answered again {:?} after the kill, the failover took {failover:?}",
+        report.recovered_after
+    );
+}
+
+/// Two users (not `user`) on each master of `cluster`.
+fn bystanders_on_every_master(cluster: &RedisCluster, user: i64) -> Vec<(u16, i64)> {
+    let mut found: BTreeMap<u16, Vec<i64>> = BTreeMap::new();
+    for candidate in (user + 1..).take(1000) {
+        let port = cluster.master_of(&format!(
+            "{NAMESPACE}hb_sessions:{candidate}:active_sessions"
+        ));
+        let users = found.entry(port).or_default();
+        if users.len() < 2 {
+            users.push(candidate);
+        }
+        if found.len() == 3 && found.values().all(|users| users.len() == 2) {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 3, "users on every master: {found:?}");
+    found
+        .into_iter()
+        .flat_map(|(port, users)| users.into_iter().map(move |user| (port, user)))
+        .collect()
 }
 
 /// A fresh 3+3 cluster, a user whose sessions live on the master that holds the job
@@ -89,27 +165,6 @@ async fn cluster_and_user_on_one_master() -> (RedisCluster, i64, u16) {
     .unwrap()
 }
 
-/// `REDIS_URL` naming one node of the cluster, whose master is then killed: the instances
-/// find the cluster again through the nodes they learnt of (fred's `UseCache` discovery),
-/// instead of asking the dead seed forever (SPEC §6: whichever node dies, the one
-/// `REDIS_URL` names included).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_recovers_when_the_only_seed_of_its_url_dies() {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let (cluster, user, master) = cluster_and_user_on_one_master().await;
-    let url = format!("redis-cluster://127.0.0.1:{master}");
-    let cluster = Arc::new(Mutex::new(cluster));
-    let report = outage_under_load(&url, user, {
-        let cluster = Arc::clone(&cluster);
-        move || cluster.lock().unwrap().kill(master)
-    })
-    .await;
-    report.check();
-    eprintln!(
-        "single seed, its master killed (node timeout {CLUSTER_NODE_TIMEOUT_MS} ms): {report:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_under_load_recovers_without_breaking_a_rule() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -118,7 +173,7 @@ async fn a_sentinel_failover_under_load_recovers_without_breaking_a_rule() {
         .unwrap();
     let url = group.url();
     let group = Arc::new(Mutex::new(group));
-    let report = outage_under_load(&url, 41, {
+    let report = outage_under_load(&url, 41, Vec::new(), {
         let group = Arc::clone(&group);
         move || group.lock().unwrap().kill_master()
     })
@@ -150,6 +205,8 @@ struct Report {
     readiness: BTreeSet<u16>,
     /// Whether `/readyz` said part of the store did not answer (a cluster master down).
     degraded_seen: bool,
+    /// The bystanders' heartbeat answers, by the port of the master their keys live on.
+    per_master: BTreeMap<u16, Statuses>,
 }
 
 impl Report {
@@ -210,7 +267,12 @@ async fn answer(what: &str, request: reqwest::RequestBuilder) -> reqwest::Respon
 
 /// Two instances on `url`; heartbeats of `user`'s devices and jobs of [`OWNER`] flow
 /// through both while `kill` takes the master down.
-async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 'static) -> Report {
+async fn outage_under_load(
+    url: &str,
+    user: i64,
+    bystanders: Vec<(u16, i64)>,
+    kill: impl FnOnce() + Send + 'static,
+) -> Report {
     let clock = ManualClock::new(heartbeat_core::Timestamp::now());
     let instances = Arc::new([
         redis_instance(url, settings(), clock.clone()).await,
@@ -238,7 +300,7 @@ async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 's
         );
     }
     // Load flows for a while, then the master dies.
-    let mut devices = Devices::new(user, clock);
+    let mut devices = Devices::new(user, clock, bystanders);
     devices.play_for(Duration::from_secs(2), &instances).await;
     tokio::task::spawn_blocking(kill).await.unwrap();
     let killed = Instant::now();
@@ -322,6 +384,7 @@ async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 's
         "the stream missed completions of acknowledged jobs: {:?}",
         created.difference(&followed.completed).collect::<Vec<_>>()
     );
+    devices.check_progress(&instances[0]).await;
     let Ok(instances) = Arc::try_unwrap(instances) else {
         panic!("the job creator still holds the instances");
     };
@@ -337,7 +400,19 @@ async fn outage_under_load(url: &str, user: i64, kill: impl FnOnce() + Send + 's
         resumes: followed.resumes,
         readiness,
         degraded_seen,
+        per_master: devices.per_master(),
     }
+}
+
+/// A user with one device whose keys live on a given master, playing beside the user
+/// under test.
+struct Bystander {
+    master: u16,
+    user: i64,
+    token: Option<String>,
+    /// The progress of the last heartbeat answered 200.
+    acknowledged: Option<u64>,
+    statuses: Statuses,
 }
 
 /// The devices of one user, each playing through the instances in turn.
@@ -351,10 +426,11 @@ struct Devices {
     round_had_no_outage: bool,
     /// The longest a heartbeat took to be answered.
     slowest: Duration,
+    bystanders: Vec<Bystander>,
 }
 
 impl Devices {
-    fn new(user: i64, clock: ManualClock) -> Self {
+    fn new(user: i64, clock: ManualClock, bystanders: Vec<(u16, i64)>) -> Self {
         Self {
             user,
             clock,
@@ -363,6 +439,91 @@ impl Devices {
             heartbeats: Statuses::default(),
             round_had_no_outage: false,
             slowest: Duration::ZERO,
+            bystanders: bystanders
+                .into_iter()
+                .map(|(master, user)| Bystander {
+                    master,
+                    user,
+                    token: None,
+                    acknowledged: None,
+                    statuses: Statuses::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn per_master(&self) -> BTreeMap<u16, Statuses> {
+        let mut per_master: BTreeMap<u16, Statuses> = BTreeMap::new();
+        for bystander in &self.bystanders {
+            let total = per_master.entry(bystander.master).or_default();
+            total.ok += bystander.statuses.ok;
+            total.refused += bystander.statuses.refused;
+            total.unavailable += bystander.statuses.unavailable;
+        }
+        per_master
+    }
+
+    /// Every bystander's progress is the last one a heartbeat was answered 200 with.
+    async fn check_progress(&self, server: &TestServer) {
+        for bystander in &self.bystanders {
+            let (status, progress) = server
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/admin/users/{}/progress/1", bystander.user),
+                )
+                .await;
+            assert_eq!(
+                (status, progress["progress"].as_f64()),
+                (200, bystander.acknowledged.map(|progress| progress as f64)),
+                "user {} (master {}): the last acknowledged progress is kept",
+                bystander.user,
+                bystander.master
+            );
+        }
+    }
+
+    /// Each bystander beats once, through the instances in turn, with the round as its
+    /// progress; one that is not answered 200 starts a new playback next round.
+    async fn bystanders_round(&mut self, instances: &[TestServer; 2]) {
+        let rounds = self.rounds;
+        let progress = u64::try_from(rounds).unwrap();
+        let requests = self
+            .bystanders
+            .iter()
+            .enumerate()
+            .map(|(index, bystander)| {
+                let token = bystander
+                    .token
+                    .clone()
+                    .unwrap_or_else(|| self.token_of(bystander.user));
+                let server = &instances[(index + rounds) % 2];
+                async move {
+                    let sent = Instant::now();
+                    let response = answer(
+                        "a bystander's heartbeat",
+                        server
+                            .http
+                            .post(format!("{}/heartbeat", server.url))
+                            .json(&json!({ "heartbeat_token": token, "progress": progress })),
+                    )
+                    .await;
+                    (response, sent.elapsed())
+                }
+            });
+        let answers = futures_util::future::join_all(requests).await;
+        for (bystander, (response, took)) in self.bystanders.iter_mut().zip(answers) {
+            self.slowest = self.slowest.max(took);
+            bystander
+                .statuses
+                .count("a bystander's heartbeat", 200, &response);
+            bystander.token = None;
+            if response.status() == 200 {
+                let body: Value = response.json().await.unwrap();
+                bystander.token = Some(body["heartbeat_token"].as_str().unwrap().into());
+                bystander.acknowledged = Some(progress);
+            } else {
+                self.round_had_no_outage = false;
+            }
         }
     }
 
@@ -400,6 +561,7 @@ impl Devices {
         let answers = futures_util::future::join_all(requests).await;
         let mut continued = 0;
         self.round_had_no_outage = true;
+        self.bystanders_round(instances).await;
         for (device, (continuing, response, took)) in answers.into_iter().enumerate() {
             self.slowest = self.slowest.max(took);
             self.heartbeats.count("a heartbeat", 200, &response);
@@ -422,8 +584,12 @@ impl Devices {
     }
 
     fn backend_token(&self) -> String {
+        self.token_of(self.user)
+    }
+
+    fn token_of(&self, user: i64) -> String {
         let data = HeartbeatData::from_json(json!({
-            "user_id": self.user, "asset_id": 1, "heartbeat_cycle": 30,
+            "user_id": user, "asset_id": 1, "heartbeat_cycle": 30,
             "cycle_upper_tolerance": 10, "timestamp": self.clock.now().to_string(),
             "session_limit": LIMIT, "checking_threshold": 1, "sessions_edge": 100,
         }))

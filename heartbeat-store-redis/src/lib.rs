@@ -460,6 +460,8 @@ fn is_transient(error: &fred::error::Error) -> bool {
     ) || FAILOVER_REPLIES
         .iter()
         .any(|reply| error.details().trim_start().starts_with(reply))
+        // The client had no connection to write the command on (it reconnects).
+        || error.details().starts_with("Failed to route command")
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> {
@@ -525,6 +527,7 @@ mod tests {
             reply(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
             reply(ErrorKind::IO, "connection reset"),
             reply(ErrorKind::Timeout, "Request timed out."),
+            reply(ErrorKind::Unknown, "Failed to route command."),
         ] {
             assert!(is_transient(&transient), "{transient:?}");
         }

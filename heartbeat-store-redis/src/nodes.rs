@@ -10,7 +10,8 @@
 //! (then of the URL's nodes): every few seconds, and soon after a command to a master
 //! failed or was redirected. A `MOVED` or `ASK` answer means the command did not run: it
 //! is sent where the answer says (`ASK` with `ASKING` before it, on the same connection),
-//! at most [`MAX_REDIRECTS`] times. A command whose outcome is unknown (a timeout, a lost
+//! at most [`MAX_REDIRECTS`] times; a `TRYAGAIN` (a slot half moved) is sent again
+//! shortly. A command whose outcome is unknown (a timeout, a lost
 //! connection) is never sent again: its caller reads the state again.
 
 use std::collections::HashMap;
@@ -28,9 +29,13 @@ use tokio::task::JoinHandle;
 
 use crate::keys::{SLOTS, slot_of};
 
-/// Redirections followed for one command before giving up: a slot moves once at a time,
-/// and a redirection names its new master.
-const MAX_REDIRECTS: usize = 5;
+/// Redirections (and `TRYAGAIN` answers) followed for one command before giving up: a
+/// slot moves once at a time, and a redirection names its new master.
+const MAX_REDIRECTS: usize = 8;
+
+/// How long to wait before sending again a command answered `TRYAGAIN` (its keys were
+/// being moved between two masters).
+const TRY_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 /// How often the routing table is read when nothing asks for it sooner.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -84,34 +89,30 @@ impl Connector {
         builder
     }
 
-    /// A connected pool for `server`, or an error once the connect timeout passed.
-    async fn pool(&self, server: &Server) -> Result<Pool, Error> {
+    /// A pool for `server`, once connected. When it is not connected within the connect
+    /// timeout: an error if `must_connect` (the pool closed), else the pool, still
+    /// trying in the background (a master learnt of while serving: commands sent to it
+    /// wait for its connection, up to their timeout).
+    async fn pool(&self, server: &Server, must_connect: bool) -> Result<Pool, Error> {
         let pool = self.builder(Some(server)).build_pool(self.pool_size)?;
         let _connection = pool.connect();
-        match tokio::time::timeout(self.connect_timeout, pool.wait_for_connect()).await {
-            Ok(Ok(())) => Ok(pool),
-            Ok(Err(error)) => {
-                let _ = pool.quit().await;
-                Err(error)
-            }
-            Err(_) => {
-                let _ = pool.quit().await;
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no connection to {server} within {:?}",
-                        self.connect_timeout
-                    ),
-                ))
-            }
+        let error = match tokio::time::timeout(self.connect_timeout, pool.wait_for_connect()).await
+        {
+            Ok(Ok(())) => return Ok(pool),
+            Ok(Err(error)) => error,
+            Err(_) => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no connection to {server} within {:?}",
+                    self.connect_timeout
+                ),
+            ),
+        };
+        if must_connect {
+            let _ = pool.quit().await;
+            return Err(error);
         }
-    }
-
-    /// A pool for `server` that connects in the background (a master learnt of while
-    /// serving: commands to it wait for its connection, up to their timeout).
-    fn pool_in_background(&self, server: &Server) -> Result<Pool, Error> {
-        let pool = self.builder(Some(server)).build_pool(self.pool_size)?;
-        let _connection = pool.connect();
+        tracing::warn!(%server, %error, "a Redis Cluster master does not answer yet");
         Ok(pool)
     }
 }
@@ -304,7 +305,7 @@ impl Cluster {
         };
         let mut masters = Vec::new();
         for server in table.unique_primary_nodes() {
-            match connector.pool(&server).await {
+            match connector.pool(&server, true).await {
                 Ok(pool) => masters.push(Master { server, pool }),
                 Err(error) => {
                     for master in masters {
@@ -397,6 +398,10 @@ impl Cluster {
                 }
             } else if let (Some(script), true) = (script, error.details().starts_with("NOSCRIPT")) {
                 script.load(&client).await?;
+            } else if error.details().starts_with("TRYAGAIN") {
+                // A slot half migrated: some of the command's keys are on each side. It
+                // did not run; the migration moves the rest in a moment.
+                tokio::time::sleep(TRY_AGAIN_AFTER).await;
             } else {
                 if crate::is_transient(&error) {
                     self.wake.notify_one();
@@ -432,7 +437,7 @@ impl Cluster {
         if routing.index_of(server).is_some() {
             return Ok(());
         }
-        let pool = self.connector.pool_in_background(server)?;
+        let pool = self.connector.pool(server, false).await?;
         let mut masters: Vec<Master> = routing
             .masters
             .iter()
@@ -504,7 +509,7 @@ impl Cluster {
         for server in table.unique_primary_nodes() {
             let pool = match kept.remove(&server) {
                 Some(pool) => pool,
-                None => match self.connector.pool_in_background(&server) {
+                None => match self.connector.pool(&server, false).await {
                     Ok(pool) => pool,
                     Err(error) => {
                         tracing::warn!(%server, %error, "cannot reach a Redis Cluster master");

@@ -11,8 +11,8 @@ pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 2_000;
 /// How long forming the cluster (or a failover) may take before the testkit gives up.
 const FORM_WAIT: Duration = Duration::from_secs(60);
 
-/// Three masters and three replicas (`redis-cli --cluster create … --cluster-replicas 1`)
-/// on free loopback ports, each node with its own directory and `nodes.conf`. Every node
+/// Three masters and three replicas (`redis-cli --cluster create … --cluster-replicas 1`,
+/// `cluster-require-full-coverage no`) on free loopback ports, each node with its own directory and `nodes.conf`. Every node
 /// is killed, and the directory removed, when this is dropped, and also when the test
 /// process ends without dropping it (a cluster shared through a `static`).
 ///
@@ -52,6 +52,12 @@ impl RedisCluster {
                             "nodes.conf",
                             "--cluster-node-timeout",
                             &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                            // As docs/scaling.md asks of a production cluster: the
+                            // masters that are up keep serving their slots while one
+                            // fails over (by default every node answers CLUSTERDOWN
+                            // until each slot has a master again).
+                            "--cluster-require-full-coverage",
+                            "no",
                         ],
                     )
                 })
