@@ -125,6 +125,47 @@ async fn cluster_outage(cluster: RedisCluster, url: &str, user: i64, master: u16
     );
 }
 
+/// Two slots move to another master while two instances serve: the user's sessions and
+/// the job owner's jobs and events. No client sees an error (a command sent to the old
+/// master is redirected, `MOVED` or `ASK`: it did not run there), and nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_under_load_costs_no_error() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,heartbeat_store_redis=debug")
+        .with_test_writer()
+        .try_init();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (cluster, user, _) = cluster_and_user_on_one_master().await;
+    let url = cluster.url();
+    let bystanders = tokio::task::block_in_place(|| bystanders_on_every_master(&cluster, user));
+    let cluster = Arc::new(cluster);
+    let report = outage_under_load(&url, user, bystanders, {
+        let cluster = Arc::clone(&cluster);
+        move || {
+            let session_key = format!("{NAMESPACE}hb_sessions:{user}:active_sessions");
+            let from = cluster.master_of(&session_key);
+            let to = cluster.move_slot_of(&session_key);
+            eprintln!("the user's slot moved from master {from} to {to}");
+            let to = cluster.move_slot_of(OWNER);
+            eprintln!("the job owner's slot moved to master {to}");
+        }
+    })
+    .await;
+    eprintln!("resharding: {report:?}");
+    assert_eq!(report.heartbeats.unavailable, 0, "{report:?}");
+    assert_eq!(report.creations.unavailable, 0, "{report:?}");
+    assert!(
+        report
+            .per_master
+            .values()
+            .all(|statuses| statuses.unavailable == 0 && statuses.ok > 0),
+        "{report:?}"
+    );
+    assert_eq!(report.readiness, BTreeSet::from([200]), "{report:?}");
+    assert!(report.completed >= report.creations.ok, "{report:?}");
+}
+
 /// Two users (not `user`) on each master of `cluster`.
 fn bystanders_on_every_master(cluster: &RedisCluster, user: i64) -> Vec<(u16, i64)> {
     let mut found: BTreeMap<u16, Vec<i64>> = BTreeMap::new();
@@ -302,7 +343,8 @@ async fn outage_under_load(
     // Load flows for a while, then the master dies.
     let mut devices = Devices::new(user, clock, bystanders);
     devices.play_for(Duration::from_secs(2), &instances).await;
-    tokio::task::spawn_blocking(kill).await.unwrap();
+    // The disruption runs while the devices play (a resharding takes a while).
+    let disruption = tokio::task::spawn_blocking(kill);
     let killed = Instant::now();
     // As a browser whose connection dropped, the stream resumes on the other instance.
     move_stream.notify_one();
@@ -331,6 +373,8 @@ async fn outage_under_load(
     // Heartbeats keep working after the failover.
     let unavailable = devices.heartbeats.unavailable;
     devices.play_for(Duration::from_secs(3), &instances).await;
+    disruption.await.unwrap();
+    devices.play_for(Duration::from_secs(1), &instances).await;
     assert_eq!(
         devices.heartbeats.unavailable, unavailable,
         "no 503 once the failover is over"

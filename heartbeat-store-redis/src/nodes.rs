@@ -387,6 +387,7 @@ impl Cluster {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
+            tracing::debug!(slot, %error, "a Redis Cluster command was not applied");
             if let Some((kind, slot, server)) = redirection(&error) {
                 match kind {
                     Redirection::Moved => {
