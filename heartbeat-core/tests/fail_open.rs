@@ -83,8 +83,8 @@ impl NoticeBus for Down {
         Err(down())
     }
 
-    fn watch(&self, _: &Id, _: &str) -> LiveStream<SessionNotice> {
-        Box::pin(futures_util::stream::empty())
+    async fn watch(&self, _: &Id, _: &str) -> Result<LiveStream<SessionNotice>, StoreError> {
+        Err(down())
     }
 }
 

@@ -1,8 +1,9 @@
 //! [`EventBus`] on Redis: each owner's newest events in a sorted set by id, published on
 //! one channel that every instance's subscriber forwards to its local [`Fanout`] (one
 //! server), or on a sharded channel per hash slot that an instance listens on only while
-//! its streams watch an owner there ([`ShardedEvents`], Redis Cluster). Session notices
-//! (SPEC §3.7) travel on a second channel that every instance hears.
+//! its streams watch an owner there ([`ShardedChannels`], Redis Cluster). Session notices
+//! (SPEC §3.7) travel the same way: on a second channel that every instance hears (one
+//! server), or on the sharded notice channel of the user's slot (Redis Cluster).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use fred::clients::SubscriberClient;
 use fred::interfaces::ClusterInterface;
 use fred::prelude::{EventInterface, PubsubInterface};
 use fred::types::config::Server;
+use heartbeat_core::StoreError;
 use heartbeat_core::jobs::{EventBus, EventId, EventStream, Job, JobEvent, Owner};
 use heartbeat_core::live::{BusError, Fanout, Routed};
 use heartbeat_core::sessions::notice::SessionNotice;
@@ -67,7 +69,7 @@ pub(crate) async fn start_forwarding(
                 match messages.recv().await {
                     Ok(message) => {
                         let json = message.value.as_str();
-                        if *message.channel == *notice_channel {
+                        if message.channel.starts_with(&*notice_channel) {
                             forward(&live.notices, json.as_deref(), "session notice");
                         } else {
                             forward(&live.events, json.as_deref(), "job event");
@@ -90,15 +92,34 @@ pub(crate) async fn start_forwarding(
     Ok(vec![forwarding, gaps, resubscribe])
 }
 
-/// The sharded event channels (one per hash slot of the owners this instance's streams
-/// watch) the subscriber listens on (Redis Cluster): subscribed to when a stream of a new
-/// slot opens, left when none of its owners is watched any more, and subscribed to again
-/// when its slot moves to another master (a resharding: Redis drops the subscription
-/// there, and the client does not notice).
+/// What a sharded channel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Carries {
+    /// The job events of owners in its slot.
+    Events,
+    /// The session notices of users in its slot.
+    Notices,
+}
+
+impl Carries {
+    fn channel(self, keys: &Keys, slot: u16) -> String {
+        match self {
+            Carries::Events => keys.slot_event_channel(slot),
+            Carries::Notices => keys.slot_notice_channel(slot),
+        }
+    }
+}
+
+/// The sharded channels (one per hash slot and kind: job events of the owners, session
+/// notices of the users this instance's streams watch) the subscriber listens on (Redis
+/// Cluster): subscribed to when a stream of a new slot opens, left when nothing there is
+/// watched any more, and subscribed to again when its slot moves to another master (a
+/// resharding or a failover: Redis drops the subscription there, and the client does not
+/// notice).
 #[derive(Default)]
-pub(crate) struct ShardedEvents {
-    /// Each slot listened on, and the master that served it when subscribed.
-    slots: tokio::sync::Mutex<BTreeMap<u16, Option<Server>>>,
+pub(crate) struct ShardedChannels {
+    /// Each channel listened on, and the master that served its slot when subscribed.
+    slots: tokio::sync::Mutex<BTreeMap<(Carries, u16), Option<Server>>>,
 }
 
 /// The master serving `slot` as the subscriber's routing table has it.
@@ -108,49 +129,60 @@ fn serving(subscriber: &SubscriberClient, slot: u16) -> Option<Server> {
         .and_then(|routing| routing.get_server(slot).cloned())
 }
 
-impl ShardedEvents {
-    /// Makes sure the subscriber listens on the channel of `owner`'s slot (before its
-    /// stream replays, so that nothing published in between is missed).
+impl ShardedChannels {
+    /// Makes sure the subscriber listens on the channel of `slot` that `carries` (before
+    /// the stream reads what was stored, so that nothing published in between is missed).
     async fn join(
         &self,
         subscriber: &SubscriberClient,
         keys: &Keys,
-        owner: &Owner,
+        carries: Carries,
+        slot: u16,
     ) -> Result<(), fred::error::Error> {
-        let slot = owner_slot(owner);
         let mut slots = self.slots.lock().await;
-        if let std::collections::btree_map::Entry::Vacant(entry) = slots.entry(slot) {
-            subscriber.ssubscribe(keys.slot_event_channel(slot)).await?;
+        if let std::collections::btree_map::Entry::Vacant(entry) = slots.entry((carries, slot)) {
+            subscriber.ssubscribe(carries.channel(keys, slot)).await?;
             entry.insert(serving(subscriber, slot));
         }
         Ok(())
     }
 
-    /// Leaves the channels of slots whose owners no stream watches any more, and
-    /// subscribes again to those whose slot another master serves now; if any moved, the
-    /// streams are told to replay what they may have missed meanwhile.
+    /// Leaves the channels of slots where nothing is watched any more, and subscribes
+    /// again to those whose slot another master serves now; if any moved, the streams are
+    /// told to replay (or re-read) what they may have missed meanwhile.
     async fn tend(
         &self,
         subscriber: &SubscriberClient,
         nodes: &crate::nodes::Nodes,
         keys: &Keys,
-        events: &Fanout<JobEvent>,
+        live: &Live,
     ) {
         let mut slots = self.slots.lock().await;
-        let watched: BTreeSet<u16> = events.watched().iter().map(owner_slot).collect();
-        let unwatched: Vec<u16> = slots
+        let watched: BTreeSet<(Carries, u16)> = live
+            .events
+            .watched()
+            .iter()
+            .map(|owner| (Carries::Events, owner_slot(owner)))
+            .chain(
+                live.notices
+                    .watched()
+                    .iter()
+                    .map(|(user, _)| (Carries::Notices, keys.user_slot(user))),
+            )
+            .collect();
+        let unwatched: Vec<(Carries, u16)> = slots
             .keys()
-            .filter(|slot| !watched.contains(slot))
+            .filter(|channel| !watched.contains(channel))
             .copied()
             .collect();
         // One command per slot: a cluster refuses channels of several slots in one.
-        for slot in unwatched {
+        for (carries, slot) in unwatched {
             if subscriber
-                .sunsubscribe(keys.slot_event_channel(slot))
+                .sunsubscribe(carries.channel(keys, slot))
                 .await
                 .is_ok()
             {
-                slots.remove(&slot);
+                slots.remove(&(carries, slot));
             }
         }
         if slots.is_empty() {
@@ -164,11 +196,11 @@ impl ShardedEvents {
         }
         let mut slots = self.slots.lock().await;
         let mut moved = false;
-        for (slot, server) in slots.iter_mut() {
+        for ((carries, slot), server) in slots.iter_mut() {
             let now = serving(subscriber, *slot);
             if now != *server
                 && subscriber
-                    .ssubscribe(keys.slot_event_channel(*slot))
+                    .ssubscribe(carries.channel(keys, *slot))
                     .await
                     .is_ok()
             {
@@ -180,13 +212,14 @@ impl ShardedEvents {
             // The replays go to the slots' new masters: the routing is read first (a
             // command sent to the old one would be redirected, one round trip more).
             nodes.refresh().await;
-            events.signal_gap();
+            live.signal_gap();
         }
     }
 }
 
-/// How often an instance tends its sharded channels ([`ShardedEvents::tend`]): a moved
-/// slot's events reach its streams (by a replay) at most about this long after the move.
+/// How often an instance tends its sharded channels ([`ShardedChannels::tend`]): a
+/// moved slot's events reach its streams (by a replay) at most about this long after the
+/// move.
 const TEND_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Tends the sharded channels every [`TEND_EVERY`], for as long as the store lives.
@@ -196,24 +229,33 @@ pub(crate) fn start_tending(store: std::sync::Weak<crate::Inner>) -> JoinHandle<
         loop {
             ticks.tick().await;
             let Some(inner) = store.upgrade() else { return };
-            if let Some(sharded) = &inner.sharded_events {
+            if let Some(sharded) = &inner.sharded {
                 sharded
-                    .tend(
-                        &inner.subscriber,
-                        &inner.nodes,
-                        &inner.keys,
-                        &inner.live.events,
-                    )
+                    .tend(&inner.subscriber, &inner.nodes, &inner.keys, &inner.live)
                     .await;
             }
         }
     })
 }
 
+impl RedisStore {
+    /// Listens on the sharded channel of `slot` that `carries`, on a cluster (on one
+    /// server every instance hears the one channel of each kind already).
+    pub(crate) async fn listen(&self, carries: Carries, slot: u16) -> Result<(), StoreError> {
+        match &self.inner.sharded {
+            Some(sharded) => sharded
+                .join(&self.inner.subscriber, &self.inner.keys, carries, slot)
+                .await
+                .map_err(|error| store_error("subscribe", error)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl EventBus for RedisStore {
     async fn publish(&self, job: &Job) -> Result<JobEvent, BusError> {
         let keys = &self.inner.keys;
-        let (channel, publish) = match self.inner.sharded_events {
+        let (channel, publish) = match self.inner.sharded {
             Some(_) => (keys.slot_event_channel(owner_slot(&job.owner)), "SPUBLISH"),
             None => (keys.event_channel(), "PUBLISH"),
         };
@@ -244,12 +286,7 @@ impl EventBus for RedisStore {
 
     async fn subscribe(&self, owner: &Owner) -> Result<EventStream, BusError> {
         let stream = self.inner.live.events.subscribe(owner);
-        if let Some(sharded) = &self.inner.sharded_events {
-            sharded
-                .join(&self.inner.subscriber, &self.inner.keys, owner)
-                .await
-                .map_err(|error| store_error("event subscribe", error))?;
-        }
+        self.listen(Carries::Events, owner_slot(owner)).await?;
         Ok(stream)
     }
 

@@ -137,10 +137,6 @@ impl Keys {
         format!("{}{kind}:{{{}}}:{user}", self.namespace, slot_tag(slot))
     }
 
-    fn user_slot(&self, user: &Id) -> u16 {
-        slot_of(self.sessions(user).as_bytes())
-    }
-
     /// A user's progress hash: asset → progress record.
     pub(crate) fn progress(&self, user: &Id) -> String {
         self.tagged("hb_progress", self.user_slot(user), user)
@@ -288,9 +284,25 @@ impl Keys {
         format!("{}hb_job_events:{{{}}}", self.namespace, slot_tag(slot))
     }
 
-    /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on.
+    /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on
+    /// (one server; on a cluster earlier builds publish there).
     pub(crate) fn notice_channel(&self) -> String {
         format!("{}hb_session_notices", self.namespace)
+    }
+
+    /// The sharded channel of the session notices of users in `slot` (Redis Cluster): an
+    /// instance listens only on the slots of the users its streams watch.
+    pub(crate) fn slot_notice_channel(&self, slot: u16) -> String {
+        format!(
+            "{}hb_session_notices:{{{}}}",
+            self.namespace,
+            slot_tag(slot)
+        )
+    }
+
+    /// The slot of `user`'s keys (the slot of the Node server's session key).
+    pub(crate) fn user_slot(&self, user: &Id) -> u16 {
+        slot_of(self.sessions(user).as_bytes())
     }
 }
 

@@ -227,8 +227,9 @@ struct Inner {
     keys: keys::Keys,
     scripts: scripts::Scripts,
     live: bus::Live,
-    /// The sharded event channels listened on (Redis Cluster); `None` on one server.
-    sharded_events: Option<bus::ShardedEvents>,
+    /// The sharded event and notice channels listened on (Redis Cluster); `None` on one
+    /// server.
+    sharded: Option<bus::ShardedChannels>,
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
@@ -377,8 +378,8 @@ impl RedisStore {
             events: Arc::new(Fanout::new()),
             notices: Arc::new(Fanout::new()),
         };
-        let sharded_events =
-            (keys.index_layout() == keys::IndexLayout::PerSlot).then(bus::ShardedEvents::default);
+        let sharded =
+            (keys.index_layout() == keys::IndexLayout::PerSlot).then(bus::ShardedChannels::default);
         tasks.extend(
             bus::start_forwarding(
                 &subscriber,
@@ -392,7 +393,7 @@ impl RedisStore {
             .map_err(unreachable)?,
         );
         let inner = Arc::new_cyclic(|inner| {
-            if sharded_events.is_some() {
+            if sharded.is_some() {
                 tasks.push(bus::start_tending(inner.clone()));
             }
             Inner {
@@ -401,7 +402,7 @@ impl RedisStore {
                 keys,
                 scripts,
                 live,
-                sharded_events,
+                sharded,
                 event_history: config.event_history.max(1),
                 job_retention_millis,
                 node_progress: config.node_progress,

@@ -358,19 +358,38 @@ impl AnalyticsStore for RedisStore {
 
 impl NoticeBus for RedisStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
-        let channel = self.inner.keys.notice_channel();
+        let keys = &self.inner.keys;
+        // On a cluster the user's slot channel (only the instances watching a user there
+        // listen); on one server the one channel every instance hears.
+        let (channel, publish) = match self.inner.sharded {
+            Some(_) => (
+                keys.slot_notice_channel(keys.user_slot(&notice.user_id)),
+                "SPUBLISH",
+            ),
+            None => (keys.notice_channel(), "PUBLISH"),
+        };
         let _: i64 = self
             .run(
                 "session notice",
                 &channel,
-                "PUBLISH",
+                publish,
                 vec![channel.as_str().into(), encode(notice)?.into()],
             )
             .await?;
         Ok(())
     }
 
-    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
-        self.inner.live.notices.watch(user, session_id)
+    async fn watch(
+        &self,
+        user: &Id,
+        session_id: &str,
+    ) -> Result<LiveStream<SessionNotice>, StoreError> {
+        let stream = self.inner.live.notices.watch(user, session_id);
+        self.listen(
+            crate::bus::Carries::Notices,
+            self.inner.keys.user_slot(user),
+        )
+        .await?;
+        Ok(stream)
     }
 }

@@ -16,7 +16,9 @@ use futures_util::StreamExt;
 use heartbeat_core::jobs::{
     EventBus, EventId, EventStream, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner,
 };
+use heartbeat_core::sessions::NoticeBus;
 use heartbeat_core::sessions::analytics::{FinishedEntry, IndexKey};
+use heartbeat_core::sessions::notice::{NoticeReason, SessionEnded, SessionNotice};
 use heartbeat_core::testkit::sessions::export_all;
 use heartbeat_core::{
     Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord,
@@ -508,6 +510,63 @@ async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
     drop(cluster);
 }
 
+/// On a cluster a session notice travels on the sharded channel of the user's slot
+/// (`SPUBLISH`), which an instance listens on only while one of its streams watches a
+/// session of a user there; the watch is listening once it returns, so a notice sent
+/// right after reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_notices_travel_on_the_users_shard_channel() {
+    let cluster = start_cluster().await;
+    let (watching, publishing) = (store(&cluster.url()).await, store(&cluster.url()).await);
+    assert!(shard_channels(&cluster).is_empty());
+    let user = Id::Int(77);
+    let mut stream = NoticeBus::watch(&watching, &user, "s1").await.unwrap();
+    let channels = shard_channels(&cluster);
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert!(
+        channels[0].starts_with(&format!("{NS}hb_session_notices:{{")),
+        "{channels:?}"
+    );
+    let spublished = calls(&cluster, "spublish").iter().sum::<u64>();
+    let published = calls(&cluster, "publish").iter().sum::<u64>();
+    let notice = SessionNotice {
+        user_id: user.clone(),
+        ended: SessionEnded {
+            session_id: "s1".into(),
+            reason: NoticeReason::Evicted,
+            by: None,
+        },
+    };
+    NoticeBus::notify(&publishing, &notice).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the notice within 10 s")
+        .expect("the stream goes on")
+        .expect("a notice, not a lag");
+    assert_eq!(received, notice);
+    assert_eq!(
+        calls(&cluster, "spublish").iter().sum::<u64>(),
+        spublished + 1
+    );
+    assert_eq!(
+        calls(&cluster, "publish").iter().sum::<u64>(),
+        published,
+        "nothing on the classic channel"
+    );
+
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !shard_channels(&cluster).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listening: {:?}",
+            shard_channels(&cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(cluster);
+}
+
 /// A resharding moves the slot of a watched owner to another master: Redis drops the
 /// sharded subscription there, and the stream still gets the owner's next event — live,
 /// or by a replay it is told to do.
@@ -529,19 +588,12 @@ async fn a_stream_keeps_its_owners_events_when_their_slot_moves() {
     })
     .await
     .unwrap();
-    // The first command on the moved slot may fail (MOVED, and no command is sent twice):
-    // a client retries, as after a 503.
-    let mut after = None;
-    for _ in 0..20 {
-        match jobs.create(&owner).await {
-            Ok(job) => {
-                after = Some(job);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-    let after = after.expect("jobs are created again after the move");
+    // The first command on the moved slot is answered MOVED: the store follows it (the
+    // command did not run), so the caller sees no error.
+    let after = jobs
+        .create(&owner)
+        .await
+        .expect("a moved slot costs no error");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {

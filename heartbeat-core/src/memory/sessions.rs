@@ -239,7 +239,11 @@ impl NoticeBus for MemorySessionStore {
         Ok(())
     }
 
-    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice> {
-        self.inner.notices.watch(user, session_id)
+    async fn watch(
+        &self,
+        user: &Id,
+        session_id: &str,
+    ) -> Result<LiveStream<SessionNotice>, StoreError> {
+        Ok(self.inner.notices.watch(user, session_id))
     }
 }

@@ -132,9 +132,20 @@ pub trait NoticeBus: Send + Sync + 'static {
         notice: &'a SessionNotice,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
-    /// Live notices for `session_id` of `user` from now on; [`BusError::Lagged`] when some
-    /// may have been missed.
+    /// Live notices for `session_id` of `user` from the moment the returned future
+    /// completes (a store whose notices travel between instances is listening by then,
+    /// so a caller that reads the session afterwards misses nothing);
+    /// [`BusError::Lagged`] when some may have been missed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the store cannot listen for the user's notices
+    /// now (a Redis Cluster node that does not answer).
     ///
     /// [`BusError::Lagged`]: crate::live::BusError::Lagged
-    fn watch(&self, user: &Id, session_id: &str) -> LiveStream<SessionNotice>;
+    fn watch<'a>(
+        &'a self,
+        user: &'a Id,
+        session_id: &'a str,
+    ) -> impl Future<Output = Result<LiveStream<SessionNotice>, StoreError>> + Send + 'a;
 }

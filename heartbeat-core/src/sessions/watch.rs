@@ -38,7 +38,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let data = self.codec.open_authenticated(token)?;
         let session_id = data.session_id.clone().ok_or(SessionError::NotActive)?;
         // Listen first, then read: a notice sent in between is not missed.
-        let live = self.store.watch(&data.user_id, &session_id);
+        let live = self.store.watch(&data.user_id, &session_id).await?;
         match watched(&self.store, &self.clock, &data).await? {
             Watched::Playing => {}
             Watched::Ended(ended) => return Ok(Box::pin(futures_util::stream::iter([ended]))),

@@ -179,7 +179,7 @@ erase! {
     /// [`NoticeBus`] as a trait object.
     trait DynNoticeBus erases NoticeBus for SharedSessionStore {
         async fn notify<'a>(notice: &'a SessionNotice) -> Result<(), StoreError>;
-        fn watch(user: &Id, session_id: &str) -> LiveStream<SessionNotice>;
+        async fn watch<'a>(user: &'a Id, session_id: &'a str) -> Result<LiveStream<SessionNotice>, StoreError>;
     }
 }
 
