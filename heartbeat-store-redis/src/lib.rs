@@ -44,7 +44,8 @@
 //! the owners its streams watch; every 2 s it leaves the slots nobody watches and, when
 //! a resharding moved a watched slot to another master (Redis drops the subscription
 //! there without telling the client), subscribes again and has its streams replay.
-//! Session notices are published on `hb_session_notices`.
+//! Session notices are published on `hb_session_notices` on one server, and on a cluster
+//! on `hb_session_notices:{<tag>}` of the user's slot, listened on the same way.
 //!
 //! A heartbeat costs two round trips on one server and on a cluster alike: `HGETALL` of
 //! the session hash, then one script that compares it and, if unchanged, writes the
@@ -77,6 +78,13 @@
 //! compare-and-set could apply twice). The client reconnects by itself, forever, with
 //! backoff; subscribers are told to replay (a lag) after a reconnection, since events
 //! published meanwhile did not reach them.
+//!
+//! On a Redis Cluster each master has a pool of its own and the store routes every
+//! command by its hash slot, so while one master fails over only the users of its slots
+//! wait (set `cluster-require-full-coverage no` on the cluster, or Redis itself refuses
+//! every command meanwhile). `MOVED` and `ASK` answers are followed (the command did not
+//! run there), and the routing is read again from any master, or the URL's nodes, after
+//! a failure.
 #![deny(missing_docs)]
 
 mod bus;
