@@ -15,6 +15,7 @@
 //! connection) is never sent again: its caller reads the state again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,12 +94,17 @@ impl Connector {
     /// timeout: an error if `must_connect` (the pool closed), else the pool, still
     /// trying in the background (a master learnt of while serving: commands sent to it
     /// wait for its connection, up to their timeout).
-    async fn pool(&self, server: &Server, must_connect: bool) -> Result<Pool, Error> {
+    async fn master(&self, server: &Server, must_connect: bool) -> Result<Master, Error> {
         let pool = self.builder(Some(server)).build_pool(self.pool_size)?;
-        let _connection = pool.connect();
-        let error = match tokio::time::timeout(self.connect_timeout, pool.wait_for_connect()).await
+        let master = Master {
+            server: server.clone(),
+            stop: pool.connect().abort_handle(),
+            pool,
+        };
+        let error = match tokio::time::timeout(self.connect_timeout, master.pool.wait_for_connect())
+            .await
         {
-            Ok(Ok(())) => return Ok(pool),
+            Ok(Ok(())) => return Ok(master),
             Ok(Err(error)) => error,
             Err(_) => Error::new(
                 ErrorKind::Timeout,
@@ -109,11 +115,32 @@ impl Connector {
             ),
         };
         if must_connect {
-            let _ = pool.quit().await;
+            master.close();
             return Err(error);
         }
         tracing::warn!(%server, %error, "a Redis Cluster master does not answer yet");
-        Ok(pool)
+        Ok(master)
+    }
+
+    /// A client for one question to `server` (`CLUSTER SLOTS` of a seed): it does not
+    /// reconnect, and gives up after the connect timeout.
+    fn probe(&self, server: &Server) -> Result<Client, Error> {
+        let mut config = self.config.clone();
+        config.server = ServerConfig::Centralized {
+            server: server.clone(),
+        };
+        config.fail_fast = true;
+        let (connect_timeout, command_timeout) = (self.connect_timeout, self.command_timeout);
+        Builder::from_config(config)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = connect_timeout;
+                connection.internal_command_timeout = command_timeout;
+                connection.max_command_attempts = 1;
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = command_timeout;
+            })
+            .build()
     }
 }
 
@@ -152,32 +179,10 @@ impl Nodes {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, Error> {
-        let slot = |keys: &[String]| keys.first().map_or(0, |key| slot_of(key.as_bytes()));
-        self.evalsha(slot, script, keys, args).await
-    }
-
-    /// Runs `script`, declaring no keys, on the master serving `slot` (a script that reads
-    /// the keys one node serves, named in `args`).
-    pub(crate) async fn eval_at<R: FromValue>(
-        &self,
-        slot: u16,
-        script: &Script,
-        args: Vec<String>,
-    ) -> Result<R, Error> {
-        self.evalsha(|_| slot, script, Vec::new(), args).await
-    }
-
-    async fn evalsha<R: FromValue>(
-        &self,
-        slot: impl FnOnce(&[String]) -> u16,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<R, Error> {
         match self {
             Nodes::One(pool) => script.evalsha_with_reload(pool.next(), keys, args).await,
             Nodes::Cluster(cluster) => {
-                let slot = slot(&keys);
+                let slot = keys.first().map_or(0, |key| slot_of(key.as_bytes()));
                 let mut command = Vec::with_capacity(2 + keys.len() + args.len());
                 command.push(Value::from(script.sha1().clone()));
                 command.push(Value::from(keys.len() as i64));
@@ -192,11 +197,25 @@ impl Nodes {
         }
     }
 
-    /// A client of each master, and the slots it serves (one server: every slot).
-    pub(crate) fn masters(&self) -> Vec<(Client, Vec<u16>)> {
+    /// A client of each master, and the slots it serves (one server: every slot); an
+    /// error while some slot of a cluster has no master.
+    pub(crate) fn masters(&self) -> Result<Vec<(Client, Vec<u16>)>, Error> {
         match self {
-            Nodes::One(pool) => vec![(pool.next().clone(), (0..SLOTS).collect())],
+            Nodes::One(pool) => Ok(vec![(pool.next().clone(), (0..SLOTS).collect())]),
             Nodes::Cluster(cluster) => cluster.masters(),
+        }
+    }
+
+    /// A client of each master (one server: of the pool).
+    pub(crate) fn each_master(&self) -> Vec<Client> {
+        match self {
+            Nodes::One(pool) => vec![pool.next().clone()],
+            Nodes::Cluster(cluster) => cluster
+                .routing()
+                .masters
+                .iter()
+                .map(|master| master.pool.next().clone())
+                .collect(),
         }
     }
 
@@ -216,7 +235,7 @@ impl Nodes {
 
     /// Loads `scripts` on every master.
     pub(crate) async fn load(&self, scripts: &[&Script]) -> Result<(), Error> {
-        for (client, _) in self.masters() {
+        for (client, _) in self.masters()? {
             for script in scripts {
                 script.load(&client).await?;
             }
@@ -234,6 +253,7 @@ impl Nodes {
                 let routing = cluster.routing();
                 for master in &routing.masters {
                     let _ = master.pool.quit().await;
+                    master.stop.abort();
                 }
             }
         }
@@ -241,9 +261,23 @@ impl Nodes {
 }
 
 /// A master and its pool.
+#[derive(Clone)]
 struct Master {
     server: Server,
     pool: Pool,
+    /// Stops the pool's connection task (which reconnects forever otherwise: a pool told
+    /// to quit while it connects would go on).
+    stop: tokio::task::AbortHandle,
+}
+
+impl Master {
+    /// Closes the pool's connections, in the background.
+    fn close(self) {
+        tokio::spawn(async move {
+            let _ = self.pool.quit().await;
+            self.stop.abort();
+        });
+    }
 }
 
 /// A routing table: which master serves each slot.
@@ -262,6 +296,10 @@ impl Routing {
         self.masters.get(usize::from(owner))
     }
 
+    fn find(&self, server: &Server) -> Option<&Master> {
+        self.masters.iter().find(|master| master.server == *server)
+    }
+
     fn index_of(&self, server: &Server) -> Option<u16> {
         self.masters
             .iter()
@@ -276,7 +314,10 @@ pub(crate) struct Cluster {
     /// The nodes the URL names (a configuration endpoint behind DNS among them).
     seeds: Vec<Server>,
     routing: RwLock<Arc<Routing>>,
-    /// Held while the routing table changes (one change at a time, a pool per master).
+    /// Counts the routing tables installed: a table read before another change is not
+    /// installed over it.
+    generation: AtomicU64,
+    /// Held while the routing table changes (one change at a time).
     changing: tokio::sync::Mutex<()>,
     /// Wakes the task that reads the routing table ([`start_refreshing`]).
     wake: Arc<tokio::sync::Notify>,
@@ -305,12 +346,10 @@ impl Cluster {
         };
         let mut masters = Vec::new();
         for server in table.unique_primary_nodes() {
-            match connector.pool(&server, true).await {
-                Ok(pool) => masters.push(Master { server, pool }),
+            match connector.master(&server, true).await {
+                Ok(master) => masters.push(master),
                 Err(error) => {
-                    for master in masters {
-                        let _ = master.pool.quit().await;
-                    }
+                    masters.into_iter().for_each(Master::close);
                     return Err(error);
                 }
             }
@@ -320,6 +359,7 @@ impl Cluster {
             connector,
             seeds,
             routing: RwLock::new(Arc::new(routing)),
+            generation: AtomicU64::new(0),
             changing: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
         }))
@@ -334,25 +374,43 @@ impl Cluster {
         )
     }
 
-    fn masters(&self) -> Vec<(Client, Vec<u16>)> {
+    fn install(&self, routing: Routing) {
+        *self
+            .routing
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(routing);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A client of each master and the slots it serves; an error while some slot has no
+    /// master (a read over every slot would miss its part).
+    fn masters(&self) -> Result<Vec<(Client, Vec<u16>)>, Error> {
         let routing = self.routing();
         let mut slots: Vec<Vec<u16>> = vec![Vec::new(); routing.masters.len()];
         for (slot, owner) in (0..SLOTS).zip(routing.owners.iter()) {
-            if let Some(slots) = slots.get_mut(usize::from(*owner)) {
-                slots.push(slot);
+            match slots.get_mut(usize::from(*owner)) {
+                Some(slots) => slots.push(slot),
+                None => {
+                    self.wake.notify_one();
+                    return Err(Error::new(
+                        ErrorKind::Cluster,
+                        format!("CLUSTERDOWN no master serves hash slot {slot} yet"),
+                    ));
+                }
             }
         }
-        routing
+        Ok(routing
             .masters
             .iter()
             .zip(slots)
             .filter(|(_, slots)| !slots.is_empty())
             .map(|(master, slots)| (master.pool.next().clone(), slots))
-            .collect()
+            .collect())
     }
 
     /// Sends a command to the master of `slot`, following `MOVED` and `ASK` (the command
-    /// did not run), and loading `script` where a node answers `NOSCRIPT` (neither).
+    /// did not run), and loading `script` where a node answers `NOSCRIPT` (neither), for
+    /// at most twice the command timeout in all.
     async fn run(
         &self,
         slot: u16,
@@ -360,12 +418,16 @@ impl Cluster {
         args: Vec<Value>,
         script: Option<&Script>,
     ) -> Result<Value, Error> {
+        let deadline = tokio::time::Instant::now() + 2 * self.connector.command_timeout;
         let mut target = Target::Slot(slot);
         let mut last_error = None;
         for _ in 0..=MAX_REDIRECTS {
-            let (client, asking) = match &target {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let (server, client, asking) = match &target {
                 Target::Slot(slot) => match self.routing().master(*slot) {
-                    Some(master) => (master.pool.next().clone(), false),
+                    Some(master) => (master.server.clone(), master.pool.next().clone(), false),
                     None => {
                         self.wake.notify_one();
                         return Err(Error::new(
@@ -374,7 +436,7 @@ impl Cluster {
                         ));
                     }
                 },
-                Target::Asked(server) => (self.client_of(server).await?, true),
+                Target::Asked(server) => (server.clone(), self.client_of(server).await?, true),
             };
             let answer = if asking {
                 asked(&client, command, args.clone()).await
@@ -387,15 +449,15 @@ impl Cluster {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            tracing::debug!(slot, %error, "a Redis Cluster command was not applied");
-            if let Some((kind, slot, server)) = redirection(&error) {
+            tracing::debug!(slot, %server, %error, "a Redis Cluster command was not applied");
+            if let Some((kind, slot, to)) = redirection(&error, &server) {
                 match kind {
                     Redirection::Moved => {
-                        self.learn(slot, &server).await;
+                        self.learn(slot, &to).await;
                         self.wake.notify_one();
                         target = Target::Slot(slot);
                     }
-                    Redirection::Ask => target = Target::Asked(server),
+                    Redirection::Ask => target = Target::Asked(to),
                 }
             } else if let (Some(script), true) = (script, error.details().starts_with("NOSCRIPT")) {
                 script.load(&client).await?;
@@ -417,40 +479,34 @@ impl Cluster {
     /// A client of `server`'s pool (a master's, or a new pool for a node that is not one
     /// in the routing table yet: an `ASK` to a slot's importing node).
     async fn client_of(&self, server: &Server) -> Result<Client, Error> {
-        if let Some(index) = self.routing().index_of(server) {
-            return Ok(self.routing().masters[usize::from(index)]
-                .pool
-                .next()
-                .clone());
-        }
-        self.learn_master(server).await?;
-        let routing = self.routing();
+        let routing = match self.routing().find(server) {
+            Some(master) => return Ok(master.pool.next().clone()),
+            None => {
+                self.learn_master(server).await?;
+                self.routing()
+            }
+        };
         routing
-            .index_of(server)
-            .map(|index| routing.masters[usize::from(index)].pool.next().clone())
+            .find(server)
+            .map(|master| master.pool.next().clone())
             .ok_or_else(|| Error::new(ErrorKind::Cluster, format!("no pool for {server}")))
     }
 
-    /// Adds a pool for `server` if the routing table has none.
+    /// Adds a pool for `server` if the routing table has none (connecting outside the
+    /// lock: commands that change the routing do not wait for it).
     async fn learn_master(&self, server: &Server) -> Result<(), Error> {
-        let _changing = self.changing.lock().await;
-        let routing = self.routing();
-        if routing.index_of(server).is_some() {
+        if self.routing().find(server).is_some() {
             return Ok(());
         }
-        let pool = self.connector.pool(server, false).await?;
-        let mut masters: Vec<Master> = routing
-            .masters
-            .iter()
-            .map(|master| Master {
-                server: master.server.clone(),
-                pool: master.pool.clone(),
-            })
-            .collect();
-        masters.push(Master {
-            server: server.clone(),
-            pool,
-        });
+        let master = self.connector.master(server, false).await?;
+        let _changing = self.changing.lock().await;
+        let routing = self.routing();
+        if routing.find(server).is_some() {
+            master.close();
+            return Ok(());
+        }
+        let mut masters = routing.masters.clone();
+        masters.push(master);
         self.install(Routing {
             masters,
             owners: routing.owners.clone(),
@@ -473,67 +529,66 @@ impl Cluster {
             *owner = index;
         }
         self.install(Routing {
-            masters: routing
-                .masters
-                .iter()
-                .map(|master| Master {
-                    server: master.server.clone(),
-                    pool: master.pool.clone(),
-                })
-                .collect(),
+            masters: routing.masters.clone(),
             owners,
         });
     }
 
-    fn install(&self, routing: Routing) {
-        *self
-            .routing
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(routing);
-    }
-
     /// Reads the routing table again (from the first master that answers, else from the
     /// URL's nodes) and connects to masters it did not know; pools of nodes that are no
-    /// longer masters are closed.
+    /// longer masters are closed. A table that covers no slot is not installed, nor one
+    /// read while the routing changed otherwise (a `MOVED` learnt meanwhile is newer).
     pub(crate) async fn refresh(&self) {
+        let read_at = self.generation.load(Ordering::Acquire);
         let Some(table) = self.ask_table().await else {
             return;
         };
-        let _changing = self.changing.lock().await;
-        let routing = self.routing();
-        let mut kept: HashMap<Server, Pool> = routing
-            .masters
-            .iter()
-            .map(|master| (master.server.clone(), master.pool.clone()))
-            .collect();
-        let mut masters = Vec::new();
-        for server in table.unique_primary_nodes() {
-            let pool = match kept.remove(&server) {
-                Some(pool) => pool,
-                None => match self.connector.pool(&server, false).await {
-                    Ok(pool) => pool,
-                    Err(error) => {
-                        tracing::warn!(%server, %error, "cannot reach a Redis Cluster master");
-                        continue;
-                    }
-                },
-            };
-            masters.push(Master { server, pool });
+        if table.slots().is_empty() {
+            tracing::warn!("a Redis Cluster node answered an empty CLUSTER SLOTS: ignored");
+            return;
         }
-        let changed = masters.len() != routing.masters.len() || !kept.is_empty();
+        let known = self.routing();
+        let new: Vec<Server> = table
+            .unique_primary_nodes()
+            .into_iter()
+            .filter(|server| known.find(server).is_none())
+            .collect();
+        let mut connected = Vec::new();
+        for server in new {
+            match self.connector.master(&server, false).await {
+                Ok(master) => connected.push(master),
+                Err(error) => {
+                    tracing::warn!(%server, %error, "cannot reach a Redis Cluster master");
+                }
+            }
+        }
+        let _changing = self.changing.lock().await;
+        if self.generation.load(Ordering::Acquire) != read_at {
+            connected.into_iter().for_each(Master::close);
+            self.wake.notify_one();
+            return;
+        }
+        let routing = self.routing();
+        let mut masters = Vec::new();
+        let mut closed = Vec::new();
+        for master in routing.masters.iter().cloned().chain(connected) {
+            if table.unique_primary_nodes().contains(&master.server) {
+                masters.push(master);
+            } else {
+                closed.push(master);
+            }
+        }
         let new = build_routing(&table, masters);
-        if changed || new.owners != routing.owners {
+        if !closed.is_empty() || new.owners != routing.owners {
             tracing::info!(
                 masters = new.masters.len(),
                 "the Redis Cluster's routing changed"
             );
         }
         self.install(new);
-        for (server, pool) in kept {
-            tracing::info!(%server, "no longer a Redis Cluster master: its connections close");
-            tokio::spawn(async move {
-                let _ = pool.quit().await;
-            });
+        for master in closed {
+            tracing::info!(server = %master.server, "no longer a Redis Cluster master: its connections close");
+            master.close();
         }
     }
 
@@ -578,8 +633,9 @@ enum Redirection {
     Ask,
 }
 
-/// The redirection `error` is (`MOVED <slot> <host>:<port>` or `ASK …`), if it is one.
-fn redirection(error: &Error) -> Option<(Redirection, u16, Server)> {
+/// The redirection `error` is (`MOVED <slot> <host>:<port>` or `ASK …`), if it is one;
+/// an empty host (or `?`) is the host of `answering`, the node that answered.
+fn redirection(error: &Error, answering: &Server) -> Option<(Redirection, u16, Server)> {
     let mut words = error.details().split_whitespace();
     let kind = match words.next()? {
         "MOVED" => Redirection::Moved,
@@ -588,8 +644,13 @@ fn redirection(error: &Error) -> Option<(Redirection, u16, Server)> {
     };
     let slot = words.next()?.parse().ok()?;
     let (host, port) = words.next()?.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((kind, slot, Server::new(host, port.parse().ok()?)))
+    let port = port.parse().ok()?;
+    let host = match host {
+        "" | "?" => answering.host.to_string(),
+        // fred reaches `host:port` as written: an IPv6 address keeps its brackets.
+        host => host.to_owned(),
+    };
+    Some((kind, slot, Server::new(host, port)))
 }
 
 /// `ASKING` and then the command, together on one connection (the pipeline sends them
@@ -615,7 +676,7 @@ async fn cluster_slots(client: &Client) -> Result<Value, Error> {
 
 /// `CLUSTER SLOTS` asked of `seed` over a connection made for it.
 async fn ask_seed(connector: &Connector, seed: &Server) -> Result<ClusterRouting, Error> {
-    let client = connector.builder(Some(seed)).build()?;
+    let client = connector.probe(seed)?;
     let asked = async {
         client.init().await?;
         let answer = cluster_slots(&client).await?;
@@ -675,13 +736,16 @@ pub(crate) fn start_refreshing(cluster: std::sync::Weak<Cluster>) -> JoinHandle<
 mod tests {
     use fred::error::{Error, ErrorKind};
 
+    use fred::types::config::Server;
+
     use super::{Redirection, redirection};
 
     #[test]
     fn redirections_are_read_and_other_errors_are_not() {
         let error = |details: &str| Error::new(ErrorKind::Cluster, details.to_owned());
+        let answering = Server::new("10.0.0.9", 7001);
         let Some((Redirection::Moved, 3999, server)) =
-            redirection(&error("MOVED 3999 127.0.0.1:6381"))
+            redirection(&error("MOVED 3999 127.0.0.1:6381"), &answering)
         else {
             panic!("a MOVED answer is a redirection");
         };
@@ -689,17 +753,32 @@ mod tests {
             (server.host.to_string(), server.port),
             ("127.0.0.1".into(), 6381)
         );
-        assert!(matches!(
-            redirection(&error("ASK 12 [::1]:7000")),
-            Some((Redirection::Ask, 12, _))
-        ));
+        let Some((Redirection::Ask, 12, server)) =
+            redirection(&error("ASK 12 [::1]:7000"), &answering)
+        else {
+            panic!("an ASK answer is a redirection");
+        };
+        assert_eq!(
+            (server.host.to_string(), server.port),
+            ("[::1]".into(), 7000)
+        );
+        // An empty host: the node that answered, on the port given.
+        let Some((Redirection::Moved, 5, server)) =
+            redirection(&error("MOVED 5 :7002"), &answering)
+        else {
+            panic!("a MOVED answer with an empty host is a redirection");
+        };
+        assert_eq!(
+            (server.host.to_string(), server.port),
+            ("10.0.0.9".into(), 7002)
+        );
         for other in [
             "CLUSTERDOWN The cluster is down",
             "MOVED x 127.0.0.1:1",
             "MOVED 1 nohost",
             "ASK",
         ] {
-            assert!(redirection(&error(other)).is_none(), "{other}");
+            assert!(redirection(&error(other), &answering).is_none(), "{other}");
         }
     }
 }

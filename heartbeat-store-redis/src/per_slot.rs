@@ -46,34 +46,35 @@ impl RedisStore {
         part: impl Fn(u16) -> String,
         one_key: String,
     ) -> Result<Vec<R>, StoreError> {
-        let nodes = &self.inner.nodes;
-        // Each master's parts, and a slot it serves to route them by. The one-key index
-        // goes with the master serving its slot.
+        let masters = self
+            .inner
+            .nodes
+            .masters()
+            .map_err(|error| store_error(what, error))?;
+        // Each master's parts (the one-key index with the master serving its slot), read
+        // through that master's client: no routing in between, so each call reads the
+        // parts of the node it runs on.
         let one_key_slot = slot_of(one_key.as_bytes());
         let mut one_key = Some(one_key);
-        let by_node = nodes.masters().into_iter().map(|(_, slots)| {
+        let mut calls: Vec<(fred::clients::Client, Vec<String>)> = Vec::new();
+        for (client, slots) in masters {
             let mut parts: Vec<String> = slots.iter().map(|slot| part(*slot)).collect();
             if slots.binary_search(&one_key_slot).is_ok() {
                 parts.extend(one_key.take());
             }
-            (slots[0], parts)
-        });
-        // A node's parts in calls of at most `PARTS_PER_CALL`: a script blocks its node,
-        // and each part is a command in it.
-        let calls: Vec<(u16, Vec<String>)> = by_node
-            .flat_map(|(slot, parts)| {
-                parts
-                    .chunks(PARTS_PER_CALL)
-                    .map(|chunk| (slot, head.iter().chain(chunk).cloned().collect::<Vec<_>>()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let answers = futures_util::future::join_all(
-            calls
-                .into_iter()
-                .map(|(slot, args)| nodes.eval_at(slot, script, args)),
-        )
-        .await;
+            // At most `PARTS_PER_CALL` a call: a script blocks its node, and each part is
+            // a command in it.
+            for chunk in parts.chunks(PARTS_PER_CALL) {
+                calls.push((client.clone(), head.iter().chain(chunk).cloned().collect()));
+            }
+        }
+        let answers =
+            futures_util::future::join_all(calls.into_iter().map(|(client, args)| async move {
+                script
+                    .evalsha_with_reload::<R, _, _>(&client, Vec::<String>::new(), args)
+                    .await
+            }))
+            .await;
         answers
             .into_iter()
             .map(|answer| answer.map_err(|error| store_error(what, error)))

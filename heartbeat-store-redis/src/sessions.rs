@@ -245,12 +245,10 @@ impl SessionStore for RedisStore {
     async fn ping(&self) -> Result<StoreHealth, StoreError> {
         // On a cluster every master is asked: while one fails over, the others still
         // serve their users, and the instance is still worth sending requests to.
-        let masters = self.inner.nodes.masters();
+        let masters = self.inner.nodes.each_master();
         let total = masters.len();
         let answers = futures_util::future::join_all(
-            masters
-                .iter()
-                .map(|(client, _)| client.ping::<String>(None)),
+            masters.iter().map(|client| client.ping::<String>(None)),
         )
         .await;
         let answering = answers.iter().filter(|answer| answer.is_ok()).count();
