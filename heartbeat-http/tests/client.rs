@@ -404,6 +404,35 @@ async fn a_player_beats_reports_progress_and_stops() {
     server.stop().await;
 }
 
+/// A player dropped without `stop` lets go of its session (its task tells the server), so
+/// the next device of a one-stream plan plays at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_player_lets_go_of_its_session() {
+    let (server, _backing) = start(Kind::Memory).await;
+    let (dropped, mut events) = Player::start(player(&server.url, player_token(63, 1), None));
+    assert!(matches!(
+        next_event(&mut events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    drop(dropped);
+    // A heartbeat in flight when it was dropped is answered first.
+    loop {
+        match next_event(&mut events).await {
+            PlayerEvent::Accepted { .. } => {}
+            PlayerEvent::Stopped(reason) => {
+                assert_eq!(reason, StopReason::Closed, "the task stops the session");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (_, sessions) = server
+        .admin(reqwest::Method::GET, "/admin/users/63/sessions")
+        .await;
+    assert_eq!(sessions["sessions"], json!([]), "the slot is free");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_older_player_stops_with_412_and_a_bad_token_with_406() {
     let (server, _backing) = start(Kind::Memory).await;

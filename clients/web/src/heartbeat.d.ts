@@ -80,6 +80,13 @@ export interface HeartbeatOptions {
   progress?: () => number | undefined;
   /** Follow `/heartbeat/events` with `EventSource` when there is one (default true). */
   followNotices?: boolean;
+  /** Stop the session when the page goes away (`pagehide`: the tab closed, reloaded or
+   * navigated from), with a `keepalive` request that outlives the page, so that another
+   * device of the user may play at once (default true). Without it the slot frees itself
+   * `cycle + upperTolerance` after the last heartbeat. */
+  releaseOnPageHide?: boolean;
+  /** Where `pagehide` is listened for (default: the global object, the window). */
+  page?: Pick<EventTarget, "addEventListener" | "removeEventListener"> | null;
   /** Every accepted heartbeat, with the token to keep (e.g. in `localStorage`). */
   onAccepted?: (token: string) => void;
   /** The server refused this player: stop playback and say why; offer `takeOver`. A

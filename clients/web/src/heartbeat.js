@@ -76,6 +76,10 @@ export function startHeartbeat(options) {
   const EventSourceImpl =
     options.EventSource === undefined ? globalThis.EventSource : options.EventSource;
   const follow = options.followNotices !== false && typeof EventSourceImpl === "function";
+  // The page's own events (`pagehide`); tests give a stand-in.
+  const page = options.page === undefined ? globalThis : options.page;
+  const letGo =
+    options.releaseOnPageHide !== false && typeof page?.addEventListener === "function";
   const call = (name, ...args) => {
     try {
       options[name]?.(...args);
@@ -108,7 +112,25 @@ export function startHeartbeat(options) {
     clearTimeout(timer);
     notices?.close();
     notices = undefined;
+    if (letGo) page.removeEventListener("pagehide", onPageHide);
     resolveStopped(reason);
+  }
+
+  // The page is going away (closed, reloaded, navigated from): free the slot now, not a
+  // cycle and its tolerance later. `keepalive` lets the request outlive the page.
+  function onPageHide() {
+    stop();
+  }
+
+  async function stop() {
+    const wasRunning = running;
+    finish(StopReason.STOPPED);
+    if (!wasRunning) return;
+    try {
+      await post("/heartbeat/stop", {}, { keepalive: true });
+    } catch (cause) {
+      call("onError", new HeartbeatError("network", "stop could not be sent", { cause }));
+    }
   }
 
   function progress() {
@@ -268,6 +290,7 @@ export function startHeartbeat(options) {
     return base / 2 + Math.random() * (base / 2);
   }
 
+  if (letGo) page.addEventListener("pagehide", onPageHide);
   queueMicrotask(() => beat(0));
 
   return {
@@ -282,16 +305,7 @@ export function startHeartbeat(options) {
       return stopped;
     },
     /** Ends the session now and frees its slot (`POST /heartbeat/stop`). */
-    async stop() {
-      const wasRunning = running;
-      finish(StopReason.STOPPED);
-      if (!wasRunning) return;
-      try {
-        await post("/heartbeat/stop", {}, { keepalive: true });
-      } catch (cause) {
-        call("onError", new HeartbeatError("network", "stop could not be sent", { cause }));
-      }
-    },
+    stop,
     /**
      * "Watch here instead": ends `sessionId` and plays here, heartbeating again with the
      * new token. Resolves true when taken over, false when that session is no longer
@@ -312,6 +326,7 @@ export function startHeartbeat(options) {
         // A refused player that takes over plays again.
         running = true;
         armStopped();
+        if (letGo) page.addEventListener("pagehide", onPageHide);
       }
       await accepted(response);
       const mine = generation;

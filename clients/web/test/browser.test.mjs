@@ -181,3 +181,66 @@ test("the demo page shows the devices playing, takes over with its button, and s
     files.close();
   }
 });
+
+/** Sends a heartbeat with `token` from this process, every 100 ms until one is answered
+ * 200: how long that took. */
+async function admittedAfter(token, limitMs) {
+  const start = Date.now();
+  for (;;) {
+    const response = await fetch(`${server}/heartbeat`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ heartbeat_token: token }),
+    });
+    if (response.status === 200) return Date.now() - start;
+    assert.equal(response.status, 412, `a device at the limit is refused, not ${response.status}`);
+    if (Date.now() - start > limitMs) return Date.now() - start;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+test("a closed tab frees its slot at once (pagehide, keepalive, cross-origin); a reload with a fresh token plays on", async () => {
+  const puppeteer = await import("puppeteer-core");
+  const files = await pageServer();
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    const user = 920_000_000 + (Date.now() % 1_000_000);
+    const open = async (device) => {
+      const page = await browser.newPage();
+      const query = new URLSearchParams({ server, token: token(user, device) });
+      await page.goto(`http://127.0.0.1:${pagePort}/test/browser/player.html?${query}`);
+      return page;
+    };
+    // The tab is closed: the phone at the limit (one stream, the device playing first
+    // keeps it) is admitted within a second, not after the tab's cycle and tolerance (3 s).
+    const tab = await open("Tab");
+    await events(tab, "accepted", 2);
+    await tab.close();
+    const waited = await admittedAfter(token(user, "Phone"), 5000);
+    assert.ok(waited <= 1000, `the phone was admitted ${waited} ms after the tab closed`);
+
+    // A reload: the page that goes away lets go, and the page that comes back with a
+    // fresh backend token plays (with a stuck slot it would be refused as a second device).
+    const second = 930_000_000 + (Date.now() % 1_000_000);
+    const reloading = await browser.newPage();
+    const at = (device) =>
+      `http://127.0.0.1:${pagePort}/test/browser/player.html?${new URLSearchParams({
+        server,
+        token: firstToken(sharedKey, second, device),
+      })}`;
+    await reloading.goto(at("Laptop"));
+    await events(reloading, "accepted", 2);
+    await reloading.goto(at("Laptop"));
+    const accepted = await events(reloading, "accepted", 3);
+    assert.equal(accepted.length >= 3, true);
+    const refused = await reloading.evaluate(() => window.events.filter((e) => e.kind === "refused"));
+    assert.deepEqual(refused, []);
+  } finally {
+    await browser.close();
+    files.close();
+  }
+});

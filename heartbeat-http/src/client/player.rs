@@ -161,8 +161,13 @@ pub enum PlayerEvent {
     Stopped(StopReason),
 }
 
-/// A running player. Dropping it stops sending heartbeats (without telling the server;
-/// use [`stop`](Self::stop) for that).
+/// A running player.
+///
+/// Dropping it lets go of the session as [`stop`](Self::stop) does, without waiting: the
+/// player's task sends `POST /heartbeat/stop` and ends, so another device of the user may
+/// play at once. That request is sent only while the tokio runtime runs; a runtime that
+/// shuts down (the end of `main`) ends the task first, so await [`stop`](Self::stop)
+/// before a program exits.
 #[derive(Debug)]
 pub struct Player {
     stop: Option<oneshot::Sender<()>>,
@@ -186,8 +191,9 @@ impl Stream for PlayerEvents {
 
 impl Drop for Player {
     fn drop(&mut self) {
-        if self.stop.is_some() {
-            self.task.abort();
+        // The task tells the server and ends (`run` stops on this, or on the sender gone).
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
     }
 }
