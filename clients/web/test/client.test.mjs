@@ -302,25 +302,38 @@ test("a takeover while a heartbeat is in flight leaves one heartbeat loop, not t
 test("the player lets go when the page goes away (pagehide): another device plays at once; the switch turns it off", async () => {
   const user = ++nextUser;
   const page = new EventTarget();
-  const tv = player(firstToken(user, "Living-room TV"), { page });
-  await tv.when("accepted");
-  await tv.when("accepted", 3000);
-  page.dispatchEvent(new Event("pagehide"));
-  assert.equal(await tv.handle.stopped, StopReason.STOPPED);
-  // The stop is a keepalive request: the next device is admitted at its first counted
-  // heartbeat, long before the TV's session would have expired (cycle + tolerance, 3 s).
-  const phone = player(firstToken(user, "Phone"));
-  await phone.when("accepted");
-  await phone.when("accepted", 3000);
-  assert.deepEqual(phone.seen.refused, []);
-  await phone.handle.stop();
-
-  // Off: the page going away leaves the player (and its slot) alone.
   const kept = new EventTarget();
-  const radio = player(firstToken(++nextUser, "Radio"), { page: kept, releaseOnPageHide: false });
-  await radio.when("accepted");
-  kept.dispatchEvent(new Event("pagehide"));
-  await radio.when("accepted", 3000);
-  assert.equal(radio.handle.running, true);
-  await radio.handle.stop();
+  const players = [];
+  const play = (...args) => {
+    const started = player(...args);
+    players.push(started);
+    return started;
+  };
+  try {
+    const tv = play(firstToken(user, "Living-room TV"), { page });
+    await tv.when("accepted");
+    await tv.when("accepted", 3000);
+    page.dispatchEvent(new Event("pagehide"));
+    const stopped = await Promise.race([
+      tv.handle.stopped,
+      new Promise((resolve) => setTimeout(() => resolve("still running 2 s after pagehide"), 2000)),
+    ]);
+    assert.equal(stopped, StopReason.STOPPED);
+    // The stop is a keepalive request: the next device is admitted at its first counted
+    // heartbeat, long before the TV's session would have expired (cycle + tolerance, 3 s).
+    const phone = play(firstToken(user, "Phone"));
+    await phone.when("accepted");
+    await phone.when("accepted", 3000);
+    assert.deepEqual(phone.seen.refused, []);
+
+    // Off: the page going away leaves the player (and its slot) alone.
+    const radio = play(firstToken(++nextUser, "Radio"), { page: kept, releaseOnPageHide: false });
+    await radio.when("accepted");
+    kept.dispatchEvent(new Event("pagehide"));
+    await radio.when("accepted", 3000);
+    assert.equal(radio.handle.running, true);
+  } finally {
+    // A failed check must not leave a player beating (the test process would not end).
+    await Promise.all(players.map(({ handle }) => handle.stop()));
+  }
 });
