@@ -42,8 +42,11 @@ fn the_web_client_suite_passes_against_the_server() {
         "test/package.test.mjs",
         "test/browser.test.mjs",
     ] {
+        // A failed check can leave a player's timers running: `--test-force-exit` ends the
+        // file once its tests are done, and `--test-timeout` fails a test that hangs, so
+        // a failure is reported instead of hanging the suite.
         let output = Command::new("node")
-            .args(["--test", file])
+            .args(["--test", "--test-force-exit", "--test-timeout=120000", file])
             .current_dir(web)
             .env("HEARTBEAT_URL", format!("http://127.0.0.1:{port}"))
             .env("SHARED_KEY", SHARED_KEY)
