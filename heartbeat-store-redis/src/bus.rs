@@ -122,6 +122,9 @@ pub(crate) struct ShardedChannels {
     slots: tokio::sync::Mutex<BTreeMap<(Carries, u16), Option<Server>>>,
 }
 
+/// Times a sharded subscription is sent before [`ShardedChannels::join`] gives up.
+const SUBSCRIBE_ATTEMPTS: u32 = 3;
+
 /// The master serving `slot` as the subscriber's routing table has it.
 fn serving(subscriber: &SubscriberClient, slot: u16) -> Option<Server> {
     subscriber
@@ -141,7 +144,16 @@ impl ShardedChannels {
     ) -> Result<(), fred::error::Error> {
         let mut slots = self.slots.lock().await;
         if let std::collections::btree_map::Entry::Vacant(entry) = slots.entry((carries, slot)) {
-            subscriber.ssubscribe(carries.channel(keys, slot)).await?;
+            // Subscribing twice is harmless (unlike a compare-and-set), so a subscription
+            // whose answer was slow or lost is sent again, a few times.
+            let channel = carries.channel(keys, slot);
+            let mut attempt = 1;
+            while let Err(error) = subscriber.ssubscribe(channel.clone()).await {
+                if attempt == SUBSCRIBE_ATTEMPTS || !crate::is_transient(&error) {
+                    return Err(error);
+                }
+                attempt += 1;
+            }
             entry.insert(serving(subscriber, slot));
         }
         Ok(())
