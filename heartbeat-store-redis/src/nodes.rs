@@ -70,6 +70,15 @@ impl Connector {
             // A node learnt of later may be down for now: its pool keeps trying.
             config.fail_fast = false;
         }
+        let mut builder = self.configured(config);
+        builder.set_policy(fred::prelude::ReconnectPolicy::new_exponential(
+            0, 50, 2_000, 2,
+        ));
+        builder
+    }
+
+    /// A builder for `config` with the timeouts, and no command ever sent twice.
+    fn configured(&self, config: Config) -> Builder {
         let (connect_timeout, command_timeout) = (self.connect_timeout, self.command_timeout);
         let mut builder = Builder::from_config(config);
         builder
@@ -83,10 +92,7 @@ impl Connector {
             .with_performance_config(|performance| {
                 performance.default_command_timeout = command_timeout;
                 performance.broadcast_channel_capacity = 4096;
-            })
-            .set_policy(fred::prelude::ReconnectPolicy::new_exponential(
-                0, 50, 2_000, 2,
-            ));
+            });
         builder
     }
 
@@ -130,17 +136,8 @@ impl Connector {
             server: server.clone(),
         };
         config.fail_fast = true;
-        let (connect_timeout, command_timeout) = (self.connect_timeout, self.command_timeout);
-        Builder::from_config(config)
-            .with_connection_config(|connection| {
-                connection.connection_timeout = connect_timeout;
-                connection.internal_command_timeout = command_timeout;
-                connection.max_command_attempts = 1;
-            })
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = command_timeout;
-            })
-            .build()
+        // No reconnection policy: the client gives up with its first connection.
+        self.configured(config).build()
     }
 }
 
@@ -628,6 +625,7 @@ enum Target {
 }
 
 /// A redirection's kind.
+#[derive(Debug, PartialEq, Eq)]
 enum Redirection {
     Moved,
     Ask,
@@ -744,33 +742,22 @@ mod tests {
     fn redirections_are_read_and_other_errors_are_not() {
         let error = |details: &str| Error::new(ErrorKind::Cluster, details.to_owned());
         let answering = Server::new("10.0.0.9", 7001);
-        let Some((Redirection::Moved, 3999, server)) =
-            redirection(&error("MOVED 3999 127.0.0.1:6381"), &answering)
-        else {
-            panic!("a MOVED answer is a redirection");
+        let read = |details: &str| {
+            redirection(&error(details), &answering)
+                .map(|(kind, slot, server)| (kind, slot, server.host.to_string(), server.port))
         };
         assert_eq!(
-            (server.host.to_string(), server.port),
-            ("127.0.0.1".into(), 6381)
+            read("MOVED 3999 127.0.0.1:6381"),
+            Some((Redirection::Moved, 3999, "127.0.0.1".into(), 6381))
         );
-        let Some((Redirection::Ask, 12, server)) =
-            redirection(&error("ASK 12 [::1]:7000"), &answering)
-        else {
-            panic!("an ASK answer is a redirection");
-        };
         assert_eq!(
-            (server.host.to_string(), server.port),
-            ("[::1]".into(), 7000)
+            read("ASK 12 [::1]:7000"),
+            Some((Redirection::Ask, 12, "[::1]".into(), 7000))
         );
         // An empty host: the node that answered, on the port given.
-        let Some((Redirection::Moved, 5, server)) =
-            redirection(&error("MOVED 5 :7002"), &answering)
-        else {
-            panic!("a MOVED answer with an empty host is a redirection");
-        };
         assert_eq!(
-            (server.host.to_string(), server.port),
-            ("10.0.0.9".into(), 7002)
+            read("MOVED 5 :7002"),
+            Some((Redirection::Moved, 5, "10.0.0.9".into(), 7002))
         );
         for other in [
             "CLUSTERDOWN The cluster is down",

@@ -479,6 +479,20 @@ fn shard_channels(cluster: &RedisCluster) -> Vec<String> {
     channels
 }
 
+/// Waits (at most 30 s) until no shard channel has a subscriber: an instance leaves
+/// those nobody watches every few seconds.
+async fn until_no_shard_channels(cluster: &RedisCluster) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !shard_channels(cluster).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listening: {:?}",
+            shard_channels(cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// On a cluster an instance listens only on the sharded channels of the owners its
 /// streams watch, and leaves them when nobody watches; events still cross instances.
 #[tokio::test(flavor = "multi_thread")]
@@ -498,15 +512,7 @@ async fn on_a_cluster_an_instance_hears_only_the_owners_it_watches() {
     assert_eq!(event.job.id, job.id);
 
     drop(stream);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !shard_channels(&cluster).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still listening: {:?}",
-            shard_channels(&cluster)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_no_shard_channels(&cluster).await;
     drop(cluster);
 }
 
@@ -555,15 +561,7 @@ async fn on_a_cluster_notices_travel_on_the_users_shard_channel() {
     );
 
     drop(stream);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !shard_channels(&cluster).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still listening: {:?}",
-            shard_channels(&cluster)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_no_shard_channels(&cluster).await;
     drop(cluster);
 }
 
