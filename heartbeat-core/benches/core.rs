@@ -101,6 +101,7 @@ fn decisions(c: &mut Criterion) {
                     previous: None,
                     restarted_at: None,
                     restarted_before: None,
+                    would_refuse: None,
                     device: None,
                     device_family: None,
                     extra: Default::default(),

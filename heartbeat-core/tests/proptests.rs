@@ -67,6 +67,7 @@ prop_compose! {
         device_family in proptest::option::of("[a-z]{1,32}"),
         family_limits in proptest::option::of(proptest::collection::btree_map("[a-z]{1,32}", any::<u32>(), 0..5)),
         asset_limit in proptest::option::of(any::<u32>()),
+        enforce in proptest::option::of(any::<bool>()),
         legacy_begun in any::<bool>(),
         extra in extra(),
     ) -> HeartbeatData {
@@ -75,7 +76,7 @@ prop_compose! {
             user_id, asset_id, session_id, heartbeat_cycle: cycle, cycle_lower_tolerance: lower,
             cycle_upper_tolerance: upper, reject_strategy: strategy, timestamp, started_at,
             session_limit, checking_threshold, sessions_edge, device, device_family, family_limits,
-            asset_limit, provenance, extra,
+            asset_limit, enforce, provenance, extra,
         }
     }
 }
@@ -287,6 +288,7 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     previous: None,
                     restarted_at: None,
                     restarted_before: None,
+                    would_refuse: None,
                     extra: Map::new(),
                 };
                 (id, record)

@@ -91,6 +91,10 @@ pub struct ExportHistoryArgs {
     /// Continue after an earlier export (the `cursor` of its last line).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Write refusals instead of sessions (the NDJSON of `GET /admin/refusals`): refused
+    /// heartbeats, and those report-only limits would have refused (`"enforced": false`).
+    #[arg(long)]
+    pub refusals: bool,
 }
 
 /// `issue-owner-token` options.
@@ -385,6 +389,12 @@ pub struct ServerArgs {
     /// are.
     #[arg(long, env = "DEFAULT_SESSIONS_EDGE", default_value_t = heartbeat_core::sessions::rules::DEFAULT_SESSIONS_EDGE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub default_sessions_edge: u32,
+    /// Enforce the limits of tokens without an `enforce` field. `false` makes them
+    /// report-only (SPEC §3.8): a heartbeat they would refuse is answered 200 with
+    /// `would_refuse`, counted in `heartbeat_would_refuse_total` and exported by
+    /// `GET /admin/refusals` with `enforced: false`. `sessions_edge` is enforced either way.
+    #[arg(long, env = "ENFORCE_LIMITS", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub enforce_limits: bool,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
     #[arg(long, env = "FAIL_OPEN", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
@@ -534,7 +544,8 @@ pub struct Settings {
     /// Answer 200 when the store is down.
     pub fail_open: bool,
     /// `START_WINDOW_SECS`, `LEGACY_START_WINDOW_SECS`, `DEFAULT_SESSIONS_EDGE`: how
-    /// playbacks are guarded against replays (SPEC §3.2).
+    /// playbacks are guarded against replays (SPEC §3.2); `ENFORCE_LIMITS`: whether the
+    /// limits of tokens without `enforce` are enforced (SPEC §3.8).
     pub playback: PlaybackPolicy,
     /// Largest body accepted.
     pub body_limit: usize,
@@ -761,6 +772,7 @@ impl ServerArgs {
                     .legacy_start_window_secs
                     .map(|secs| i64::from(secs) * 1000),
                 default_sessions_edge: self.default_sessions_edge,
+                enforce_limits: self.enforce_limits,
             },
             access_log: self.access_log,
             body_limit: self.body_limit,

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use heartbeat_core::Timestamp;
-use heartbeat_core::sessions::analytics::{ExportItem, IndexKey};
+use heartbeat_core::sessions::analytics::{Export, ExportItem, IndexKey};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -75,20 +75,23 @@ pub(crate) fn ndjson_line(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(line)
 }
 
-/// The NDJSON lines of the export `query` asks for (SPEC §3.9), for `GET /admin/history`
-/// and `heartbeat-server export-history`: one finished session per line, then
-/// `{"cursor": "…", "complete": true|false}`, or `{"error": "…"}` if the store fails
-/// midway. An invalid query is a 400 error naming what is wrong.
+/// The NDJSON lines of the export `query` asks for (SPEC §3.9), for `GET /admin/history`,
+/// `GET /admin/refusals` and `heartbeat-server export-history`: one finished session (or
+/// refusal, as `what` says) per line, then `{"cursor": "…", "complete": true|false}`, or
+/// `{"error": "…"}` if the store fails midway. An invalid query is a 400 error naming what
+/// is wrong.
 pub fn export_lines(
     app: &App,
+    what: Export,
     query: &ExportQuery,
 ) -> Result<impl futures_util::Stream<Item = Bytes> + Send + 'static, ApiError> {
     let (after, until, limit) = export_range(query)?;
     Ok(app
         .heartbeats()
-        .export(after, until, limit)
+        .export(what, after, until, limit)
         .map(|item| match item {
             Ok(ExportItem::Session(session)) => ndjson_line(&session),
+            Ok(ExportItem::Refusal(refusal)) => ndjson_line(&refusal),
             Ok(ExportItem::End { next, complete }) => {
                 ndjson_line(&json!({ "cursor": next.cursor(), "complete": complete }))
             }

@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 
 use futures_util::StreamExt;
 use heartbeat_core::SessionStore;
+use heartbeat_core::sessions::analytics::Export;
 use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
     ServerArgs, StoreKind,
@@ -102,12 +103,18 @@ fn check_config(server: &ServerArgs) -> ExitCode {
     })
 }
 
-/// `export-history`: the NDJSON of `GET /admin/history`, from the configured store.
+/// `export-history`: the NDJSON of `GET /admin/history` (or, with `--refusals`, of
+/// `GET /admin/refusals`), from the configured store.
 fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
+    let (what, route) = if args.refusals {
+        (Export::Refusals, "/admin/refusals")
+    } else {
+        (Export::Sessions, "/admin/history")
+    };
     if server.storage == StoreKind::Memory {
         eprintln!(
             "error: STORAGE is `memory`: a memory store lives in its server's process. \
-             Export over HTTP instead: GET /admin/history"
+             Export over HTTP instead: GET {route}"
         );
         return ExitCode::from(2);
     }
@@ -118,7 +125,7 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         cursor: args.cursor,
     };
     with_app(server, async |app| {
-        let lines = match export::export_lines(&app, &query) {
+        let lines = match export::export_lines(&app, what, &query) {
             Ok(lines) => lines,
             Err(error) => {
                 eprintln!("error: {}", error.message);

@@ -87,7 +87,7 @@ const DECISIONS: [Decision; 7] = [
 /// The refusal reasons counted from the start (at 0), so that alert rules see them.
 const REFUSAL_REASONS: [&str; RejectReason::CODES.len()] = RejectReason::CODES;
 
-/// What a heartbeat request came to, as counted in `heartbeat_decisions_total`.
+/// What a heartbeat request came to, as counted in `heartbeat_heartbeat_decisions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// 200.
@@ -134,6 +134,7 @@ struct Inner {
     sse_connections: Gauge,
     store_errors: Family<RouteLabels, Counter>,
     refusals: Family<ReasonLabels, Counter>,
+    would_refuse: Family<ReasonLabels, Counter>,
     sessions_started: Counter,
     sessions_ended: Family<EndedLabels, Counter>,
     active_sessions: Gauge,
@@ -230,6 +231,16 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             drop(refusals.get_or_create(&ReasonLabels { reason }));
         }
+        let would_refuse = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "would_refuse",
+            "Heartbeats this instance accepted that report-only limits would have refused \
+             (SPEC §3.8: enforce false), by reason",
+            would_refuse.clone(),
+        );
+        for reason in RejectReason::LIMIT_CODES {
+            drop(would_refuse.get_or_create(&ReasonLabels { reason }));
+        }
         let sessions_started = Counter::default();
         registry.register(
             "sessions_started",
@@ -303,6 +314,7 @@ impl Metrics {
                 sse_connections,
                 store_errors,
                 refusals,
+                would_refuse,
                 sessions_started,
                 sessions_ended,
                 active_sessions,
@@ -329,6 +341,15 @@ impl Metrics {
     pub fn refusal(&self, reason: &'static str) {
         self.inner
             .refusals
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a heartbeat accepted that report-only limits would have refused for
+    /// `reason` (SPEC §3.8).
+    pub fn would_refuse(&self, reason: &'static str) {
+        self.inner
+            .would_refuse
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

@@ -102,6 +102,7 @@ impl App {
         if operator {
             routes
                 .add("/admin/history", get(analytics::export))
+                .add("/admin/refusals", get(analytics::refusals))
                 .add("/admin/history/events", get(analytics::events));
         }
         metrics.count_routes(&routes.paths);

@@ -367,6 +367,10 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
             settings.playback.default_sessions_edge.to_string(),
         ),
         (
+            "enforce_limits",
+            settings.playback.enforce_limits.to_string(),
+        ),
+        (
             "job_time_ms",
             settings
                 .job_time

@@ -113,6 +113,11 @@ pub struct HeartbeatData {
     pub family_limits: Option<BTreeMap<String, u32>>,
     /// Counted sessions allowed on the same `asset_id` (SPEC §3.8); `None`: no such limit.
     pub asset_limit: Option<u32>,
+    /// Whether the limits are enforced (SPEC §3.8 "Watch before you enforce"): `false`
+    /// makes them report-only, so a heartbeat they would refuse is accepted and reported
+    /// instead; `None` (absent): the server's setting
+    /// ([`PlaybackPolicy::enforce_limits`](crate::sessions::rules::PlaybackPolicy::enforce_limits)).
+    pub enforce: Option<bool>,
     /// Whether the session these data belong to was begun with an authenticated token
     /// (SPEC §3.3). [`TokenCodec::open`](crate::TokenCodec::open) sets it to
     /// [`Provenance::Legacy`] for every legacy token; a sealed token carries it inside
@@ -126,7 +131,7 @@ pub struct HeartbeatData {
 impl HeartbeatData {
     /// The names of the fields this crate reads; any other field is kept in
     /// [`extra`](Self::extra).
-    pub const FIELDS: [&'static str; 17] = Field::NAMES;
+    pub const FIELDS: [&'static str; 18] = Field::NAMES;
 
     /// The reject strategy in force: the token's, or [`RejectStrategy::LeastRecent`].
     pub fn strategy(&self) -> RejectStrategy {
@@ -295,6 +300,7 @@ pub struct HeartbeatDataBuilder {
     device_family: Option<String>,
     family_limits: Option<BTreeMap<String, u32>>,
     asset_limit: Option<u32>,
+    enforce: Option<bool>,
     extra: Map<String, Value>,
 }
 
@@ -319,6 +325,7 @@ impl HeartbeatData {
             device_family: None,
             family_limits: None,
             asset_limit: None,
+            enforce: None,
             extra: Map::new(),
         }
     }
@@ -399,6 +406,13 @@ impl HeartbeatDataBuilder {
         self
     }
 
+    /// `enforce`: `false` makes the limits report-only (SPEC §3.8); unset, the server's
+    /// setting applies.
+    pub fn enforce(mut self, enforce: bool) -> Self {
+        self.enforce = Some(enforce);
+        self
+    }
+
     /// A field of the backend's own, carried into every re-issued token.
     pub fn extra(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.extra.insert(name.into(), value.into());
@@ -473,6 +487,7 @@ impl HeartbeatDataBuilder {
             device_family: self.device_family,
             family_limits,
             asset_limit: self.asset_limit,
+            enforce: self.enforce,
             provenance: Provenance::Authenticated,
             extra,
         })

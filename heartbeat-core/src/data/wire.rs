@@ -57,6 +57,7 @@ fields! {
     CycleUpperTolerance => "cycle_upper_tolerance",
     Device => "device",
     DeviceFamily => "device_family",
+    Enforce => "enforce",
     FamilyLimits => "family_limits",
     HeartbeatCycle => "heartbeat_cycle",
     Provenance => "provenance",
@@ -70,7 +71,7 @@ fields! {
 }
 
 /// How many fields are known.
-pub(crate) const FIELD_COUNT: usize = 17;
+pub(crate) const FIELD_COUNT: usize = 18;
 
 impl Field {
     /// The names of every known field, in order.
@@ -92,6 +93,7 @@ enum Known<'a> {
     Seconds(Seconds),
     Time(Timestamp),
     Count(u32),
+    Flag(bool),
     Limits(&'a BTreeMap<String, u32>),
 }
 
@@ -103,6 +105,7 @@ impl Serialize for Known<'_> {
             Known::Seconds(seconds) => seconds.to_json().serialize(serializer),
             Known::Time(at) => at.serialize(serializer),
             Known::Count(n) => serializer.serialize_u32(*n),
+            Known::Flag(flag) => serializer.serialize_bool(*flag),
             Known::Limits(limits) => limits.serialize(serializer),
         }
     }
@@ -119,6 +122,7 @@ impl HeartbeatData {
             Field::CycleUpperTolerance => Some(Known::Seconds(self.cycle_upper_tolerance)),
             Field::Device => self.device.as_deref().map(Known::Str),
             Field::DeviceFamily => self.device_family.as_deref().map(Known::Str),
+            Field::Enforce => self.enforce.map(Known::Flag),
             Field::FamilyLimits => self.family_limits.as_ref().map(Known::Limits),
             Field::HeartbeatCycle => Some(Known::Seconds(self.heartbeat_cycle)),
             Field::Provenance => self.provenance.wire_name().map(Known::Str),
@@ -213,6 +217,7 @@ impl Known<'_> {
                 out.push(b'"');
             }
             Known::Count(n) => json::write_int(out, *n),
+            Known::Flag(flag) => out.extend_from_slice(if *flag { b"true" } else { b"false" }),
             Known::Limits(limits) => {
                 out.push(b'{');
                 for (index, (family, limit)) in limits.iter().enumerate() {
@@ -297,6 +302,7 @@ impl RawData<'_> {
             device_family: fields.label(Field::DeviceFamily, MAX_FAMILY_LEN)?,
             family_limits: fields.family_limits()?,
             asset_limit: fields.count(Field::AssetLimit)?,
+            enforce: fields.flag(Field::Enforce)?,
             provenance: fields.provenance()?,
             extra: Map::new(),
         };
@@ -524,6 +530,23 @@ impl Fields<'_, '_> {
         self.get(field)
             .map(|value| whole(field, raw_number(value)))
             .transpose()
+    }
+
+    /// A yes/no field: `true` or `false`, as JSON or as a string (backends in other
+    /// languages send `"false"`).
+    fn flag(&self, field: Field) -> Result<Option<bool>, DataError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        match (value, value.as_str()) {
+            (RawValue::Other(Value::Bool(flag)), _) => Ok(Some(*flag)),
+            (_, Some("true")) => Ok(Some(true)),
+            (_, Some("false")) => Ok(Some(false)),
+            _ => Err(DataError::Invalid {
+                field: field.name(),
+                expected: "true or false",
+            }),
+        }
     }
 
     fn label(&self, field: Field, max_chars: usize) -> Result<Option<String>, DataError> {

@@ -24,7 +24,7 @@ pub use notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 pub use reason::RejectReason;
 pub use record::{
     AnsweredToken, EndReason, PlayRecord, ProgressRecord, Retention, SessionRecord,
-    UNKNOWN_SESSION_LIFE_MILLIS, UserSessions,
+    UNKNOWN_SESSION_LIFE_MILLIS, UserSessions, WouldRefuse,
 };
 pub use rules::{Accepted, Decision, NewSessionCause, PlayingSession, Refused, Verdict};
 pub use service::{

@@ -1,6 +1,6 @@
 //! Why a heartbeat is refused.
 
-use crate::sessions::EndReason;
+use crate::sessions::{EndReason, WouldRefuse};
 
 /// Why a heartbeat was refused (the server answers 412).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +66,10 @@ impl RejectReason {
         "expired",
     ];
 
+    /// The codes of the refusals that [`is_limit`](Self::is_limit): those a report-only
+    /// policy reports instead of making (SPEC §3.8).
+    pub const LIMIT_CODES: [&'static str; 3] = ["over_limit", "family_limit", "asset_limit"];
+
     /// The `reason` a 412 answer names (SPEC §3.7): `sessions_edge`, `over_limit`,
     /// `family_limit`, `asset_limit`, or how the session was ended (`evicted`,
     /// `taken_over`).
@@ -78,6 +82,28 @@ impl RejectReason {
             RejectReason::Ended { by } => by.code(),
             RejectReason::Replayed => "replayed",
             RejectReason::Expired => "expired",
+        }
+    }
+
+    /// Whether a limit on counted sessions made the refusal (`session_limit`,
+    /// `family_limits`, `asset_limit`): the refusals a report-only policy reports instead
+    /// of making (SPEC §3.8). `sessions_edge` bounds what the server keeps per user and
+    /// is not one of them.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            RejectReason::OverLimit { .. }
+                | RejectReason::FamilyLimit { .. }
+                | RejectReason::AssetLimit { .. }
+        )
+    }
+
+    /// How a device is told the refusal: the `reason` and `limit` of the 412 answer (or,
+    /// report-only, of the 200 answer's `would_refuse`).
+    pub fn told(&self) -> WouldRefuse {
+        WouldRefuse {
+            reason: self.code().to_owned(),
+            limit: self.limit(),
         }
     }
 

@@ -78,6 +78,10 @@ pub struct SessionRecord {
     /// The playback's start again before `restarted_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_before: Option<Timestamp>,
+    /// What its last heartbeat would have been told under limits that are report-only
+    /// (SPEC §3.8): it was accepted, and would have been refused were they enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_refuse: Option<WouldRefuse>,
     /// Fields written by someone else, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -352,4 +356,15 @@ impl Default for Retention {
             retention_secs: 30 * 86_400,
         }
     }
+}
+
+/// A refusal as a device is told it: the `reason` and `limit` of a 412 answer. Under a
+/// report-only policy (SPEC §3.8) it is the 200 answer's `would_refuse`, and the session
+/// record keeps the last one its heartbeats were told (the admin API shows it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WouldRefuse {
+    /// The refusal's code ([`RejectReason::code`](crate::sessions::RejectReason::code)).
+    pub reason: String,
+    /// The limit that applied ([`RejectReason::limit`](crate::sessions::RejectReason::limit)).
+    pub limit: Option<u32>,
 }

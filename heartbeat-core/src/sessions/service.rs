@@ -310,6 +310,20 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                     Ok(decision) => decision,
                     Err(error) => return (None, Err(HeartbeatError::from(error))),
                 };
+                // A refusal, or a report-only limit's would-be refusal, goes to the
+                // refusal index (at most once per session and cycle).
+                let refusal = match &decision.verdict {
+                    Verdict::Accept(accepted) => accepted.would_refuse.map(|r| (r, false)),
+                    Verdict::Reject(refused) => Some((refused.reason, true)),
+                };
+                if let Some((reason, enforced)) = refusal {
+                    let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
+                    let cycle = data.heartbeat_cycle.as_millis();
+                    if self.refusals.record(&data.user_id, &session, now, cycle) {
+                        let refusal = Refusal::new(&data.user_id, &reason, now, session);
+                        decision.write.index.refusal = Some(refusal.enforced(enforced).key());
+                    }
+                }
                 let taken_over = decision.write.ended.iter().find_map(|entry| {
                     entry
                         .taken_over_by
@@ -321,20 +335,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                         Ok(sealed) => Ok((accepted, sealed)),
                         Err(error) => return (None, Err(HeartbeatError::from(error))),
                     },
-                    Verdict::Reject(refused) => {
-                        let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
-                        if self.refusals.record(
-                            &data.user_id,
-                            &session,
-                            now,
-                            data.heartbeat_cycle.as_millis(),
-                        ) {
-                            let refusal =
-                                Refusal::new(&data.user_id, &refused.reason, now, session);
-                            decision.write.index.refusal = Some(refusal.key());
-                        }
-                        Err(refused)
-                    }
+                    Verdict::Reject(refused) => Err(refused),
                 };
                 (Some(decision.write), Ok((answer, taken_over)))
             })

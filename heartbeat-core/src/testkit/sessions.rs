@@ -132,6 +132,7 @@ fn record(at: Timestamp, hits: u64) -> SessionRecord {
         previous: None,
         restarted_at: None,
         restarted_before: None,
+        would_refuse: None,
         extra: Default::default(),
     }
 }

@@ -9,9 +9,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use heartbeat_core::sessions::analytics::{self, FeedEvent, IndexKey};
+use heartbeat_core::sessions::analytics::{Export, FeedEvent, IndexKey};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::export::{ExportQuery, export_lines};
@@ -29,8 +28,28 @@ pub(crate) async fn export(
     State(app): State<App>,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    ndjson(&app, Export::Sessions, query)
+}
+
+/// `GET /admin/refusals?since=&until=&limit=&cursor=`: refused heartbeats of all users,
+/// and those report-only limits would have refused (`"enforced": false`, SPEC §3.8), as
+/// NDJSON in the order they were decided; pages like `GET /admin/history`.
+pub(crate) async fn refusals(
+    _: Admin,
+    State(app): State<App>,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    ndjson(&app, Export::Refusals, query)
+}
+
+/// The NDJSON answer of an export.
+fn ndjson(
+    app: &App,
+    what: Export,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let query = read_query(query)?;
-    let lines = export_lines(&app, &query)?.map(Ok::<_, Infallible>);
+    let lines = export_lines(app, what, &query)?.map(Ok::<_, Infallible>);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
@@ -71,12 +90,9 @@ pub(crate) async fn events(
 fn feed_event((key, event): &(IndexKey, FeedEvent)) -> Option<Event> {
     let event = match event {
         FeedEvent::Finished(session) => Event::default().event("session").json_data(session),
-        FeedEvent::Refused(refusal) => Event::default().event("refusal").json_data(json!({
-            "user_id": analytics::user_id(&refusal.user_id).to_json(),
-            "reason": refusal.reason,
-            "limit": refusal.limit,
-            "at": refusal.at,
-        })),
+        FeedEvent::Refused(refusal) => Event::default()
+            .event("refusal")
+            .json_data(refusal.clone().record()),
     };
     Some(event.ok()?.id(key.cursor()))
 }

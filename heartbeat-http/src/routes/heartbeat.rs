@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use heartbeat_core::sessions::RejectReason;
 use heartbeat_core::sessions::notice::SessionEnded;
 use heartbeat_core::sessions::rules::SessionError;
 use heartbeat_core::{DataError, HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
@@ -203,12 +204,19 @@ pub(crate) async fn takeover(
 
 /// `200 {"heartbeat_token":"<token>"}`, the body written directly: the tokens this server
 /// seals (`v2.` base64url, or base64) hold no character JSON escapes, so no generic
-/// serializer has to look at them (`json::write_str` escapes what would need it).
-fn token_answer(token: &str) -> Response {
+/// serializer has to look at them (`json::write_str` escapes what would need it). Under
+/// report-only limits (SPEC §3.8) a heartbeat they would have refused is answered with
+/// `"would_refuse": {"reason", "limit"}` too.
+fn token_answer(token: &str, would_refuse: Option<&RejectReason>) -> Response {
     const HEAD: &[u8] = br#"{"heartbeat_token":"#;
     let mut body = Vec::with_capacity(HEAD.len() + token.len() + 3);
     body.extend_from_slice(HEAD);
     heartbeat_core::json::write_str(&mut body, token);
+    if let Some(reason) = would_refuse {
+        body.extend_from_slice(br#","would_refuse":"#);
+        // A struct of a string and a number always serializes.
+        body.extend(serde_json::to_vec(&reason.told()).unwrap_or_default());
+    }
     body.push(b'}');
     (
         [(
@@ -228,7 +236,11 @@ fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) 
             if accepted.new_session.is_some() {
                 metrics.session_started();
             }
-            token_answer(&token)
+            if let Some(reason) = &accepted.would_refuse {
+                tracing::debug!(?reason, "would refuse (report-only)");
+                metrics.would_refuse(reason.code());
+            }
+            token_answer(&token, accepted.would_refuse.as_ref())
         }
         Ok(HeartbeatOutcome::Rejected(refused)) => {
             let reason = refused.reason;
@@ -248,7 +260,7 @@ fn answer(metrics: &Metrics, outcome: Result<HeartbeatOutcome, HeartbeatError>) 
         Ok(HeartbeatOutcome::FailedOpen { token, cause }) => {
             tracing::warn!(error = %cause, "store unavailable: failing open");
             metrics.decision(Decision::StoreUnavailable);
-            let mut response = token_answer(&token);
+            let mut response = token_answer(&token, None);
             response.extensions_mut().insert(StoreFailed);
             response
         }
@@ -358,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn the_token_answer_is_the_json_serde_writes() {
         for token in ["v2.AbC-_x09", "U2FsdGVkX1+/abc=", "odd\"token\\"] {
-            let response = token_answer(token);
+            let response = token_answer(token, None);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
             let body = axum::body::to_bytes(response.into_body(), 1024)
                 .await

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{FinishedEntry, Index, IndexKey, Refusal, SETTLE_MILLIS, user_id};
+use super::{FinishedEntry, Index, IndexKey, Refusal, RefusalRecord, SETTLE_MILLIS, user_id};
 use crate::sessions::{Heartbeats, PlayRecord, SessionStore};
 use crate::store::StoreError;
 use crate::{Clock, Id, Timestamp};
@@ -82,6 +82,38 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             next,
             complete,
         })
+    }
+
+    /// One page of an export: its items, where the next page starts, and whether
+    /// nothing is left before `until` now.
+    async fn export_page(
+        &self,
+        what: Export,
+        after: &IndexKey,
+        until: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<(Vec<ExportItem>, IndexKey, bool), StoreError> {
+        match what {
+            Export::Sessions => {
+                let page = self.finished_sessions(after, until, limit).await?;
+                let items = page.sessions.into_iter().map(ExportItem::Session);
+                Ok((items.collect(), page.next, page.complete))
+            }
+            Export::Refusals => {
+                let before = self.settled_before(until);
+                let keys = self
+                    .store()
+                    .index_range(Index::Refusals, after, &before, limit)
+                    .await?;
+                let complete = keys.len() < limit;
+                let next = keys.last().cloned().unwrap_or_else(|| after.clone());
+                let items = keys
+                    .iter()
+                    .filter_map(Refusal::from_key)
+                    .map(|refusal| ExportItem::Refusal(refusal.record()));
+                Ok((items.collect(), next, complete))
+            }
+        }
     }
 
     /// The live feed's events strictly after `after`, settled, in order, at most `limit`:
@@ -203,11 +235,26 @@ pub(super) const FEED_PAGE: usize = 500;
 /// Index entries an export reads per page.
 const EXPORT_PAGE: usize = 500;
 
-/// One item of an export stream: the sessions, then one [`ExportItem::End`].
+/// What an export lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Export {
+    /// Finished sessions, in the order they finished (`GET /admin/history`).
+    #[default]
+    Sessions,
+    /// Refused heartbeats, and the refusals report-only limits would have made, in the
+    /// order they were decided (`GET /admin/refusals`).
+    Refusals,
+}
+
+/// One item of an export stream: the sessions (or refusals), then one
+/// [`ExportItem::End`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExportItem {
     /// A finished session.
     Session(FinishedSession),
+    /// A refusal (of [`Export::Refusals`]).
+    Refusal(RefusalRecord),
     /// The end of this export: where the next one continues.
     End {
         /// The cursor to continue from.
@@ -232,11 +279,13 @@ where
     S: SessionStore + Clone,
     C: Clock + Clone,
 {
-    /// The bulk export as a stream (SPEC §3.9): finished sessions after `after` and before
-    /// `until`, at most `limit`, read a page at a time (memory does not grow with the
-    /// range), then one [`ExportItem::End`]. A store failure ends the stream with the error.
+    /// The bulk export as a stream (SPEC §3.9): finished sessions (or refusals, as `what`
+    /// says) after `after` and before `until`, at most `limit`, read a page at a time
+    /// (memory does not grow with the range), then one [`ExportItem::End`]. A store
+    /// failure ends the stream with the error.
     pub fn export(
         &self,
+        what: Export,
         after: IndexKey,
         until: Option<Timestamp>,
         limit: usize,
@@ -253,15 +302,11 @@ where
             }
             let page = state.left.min(EXPORT_PAGE);
             let found = if page == 0 {
-                Ok(ExportPage {
-                    sessions: Vec::new(),
-                    next: state.after.clone(),
-                    complete: false,
-                })
+                Ok((Vec::new(), state.after.clone(), false))
             } else {
                 state
                     .heartbeats
-                    .finished_sessions(&state.after, until, page)
+                    .export_page(what, &state.after, until, page)
                     .await
             };
             let items = match found {
@@ -269,21 +314,17 @@ where
                     state.done = true;
                     vec![Err(error)]
                 }
-                Ok(found) => {
+                Ok((found, next, complete)) => {
                     // Counted in index entries read, so that entries left out cannot keep
                     // an export going past its limit.
                     state.left -= page;
-                    state.after = found.next;
-                    state.done = found.complete || state.left == 0;
-                    let mut items: Vec<_> = found
-                        .sessions
-                        .into_iter()
-                        .map(|session| Ok(ExportItem::Session(session)))
-                        .collect();
+                    state.after = next;
+                    state.done = complete || state.left == 0;
+                    let mut items: Vec<_> = found.into_iter().map(Ok).collect();
                     if state.done {
                         items.push(Ok(ExportItem::End {
                             next: state.after.clone(),
-                            complete: found.complete,
+                            complete,
                         }));
                     }
                     items

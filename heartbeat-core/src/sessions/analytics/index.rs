@@ -229,6 +229,18 @@ pub struct Refusal {
     /// The refused session (or the session its token would have started): tells
     /// refusals of one user in the same millisecond apart.
     pub nonce: String,
+    /// `false` for a refusal a report-only limit would have made: the heartbeat was
+    /// accepted (SPEC §3.8). Absent from the stored entry when `true`.
+    #[serde(default = "enforced", skip_serializing_if = "is_enforced")]
+    pub enforced: bool,
+}
+
+fn enforced() -> bool {
+    true
+}
+
+fn is_enforced(enforced: &bool) -> bool {
+    *enforced
 }
 
 impl Refusal {
@@ -240,6 +252,24 @@ impl Refusal {
             limit: reason.limit(),
             at: now,
             nonce,
+            enforced: true,
+        }
+    }
+
+    /// The same refusal, made (`true`) or only reported (`false`, SPEC §3.8).
+    pub fn enforced(self, enforced: bool) -> Self {
+        Refusal { enforced, ..self }
+    }
+
+    /// The refusal as the export and the live feed give it.
+    pub fn record(self) -> RefusalRecord {
+        RefusalRecord {
+            user_id: user_id(&self.user_id),
+            session_id: self.nonce,
+            reason: self.reason,
+            limit: self.limit,
+            at: self.at,
+            enforced: self.enforced,
         }
     }
 
@@ -253,6 +283,25 @@ impl Refusal {
     pub fn from_key(key: &IndexKey) -> Option<Self> {
         serde_json::from_str(key.payload()).ok()
     }
+}
+
+/// A refused heartbeat as the export (`GET /admin/refusals`) and the live feed
+/// (`event: refusal`) give it (SPEC §3.9).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusalRecord {
+    /// The user (a number when the user's id is one).
+    pub user_id: Id,
+    /// The refused session, or the session a refused backend token would have started.
+    pub session_id: String,
+    /// Why (SPEC §3.7 `reason`).
+    pub reason: String,
+    /// The limit that applied, if one did.
+    pub limit: Option<u32>,
+    /// When.
+    pub at: Timestamp,
+    /// `false` when a report-only limit would have made the refusal and the heartbeat
+    /// was accepted (SPEC §3.8).
+    pub enforced: bool,
 }
 
 /// One move in the finished index: drop `from` (the session's previous place, if it had
@@ -346,6 +395,13 @@ mod tests {
         };
         let refusal = Refusal::new(&Id::Int(7), &reason, at("2026-01-01T00:00:00Z"), "n".into());
         assert_eq!(Refusal::from_key(&refusal.key()), Some(refusal.clone()));
+        assert!(
+            !refusal.key().as_str().contains("enforced"),
+            "as earlier builds wrote it"
+        );
+        let reported = refusal.clone().enforced(false);
+        assert!(reported.key().as_str().ends_with(r#","enforced":false}"#));
+        assert_eq!(Refusal::from_key(&reported.key()), Some(reported));
         assert_eq!(
             (refusal.reason.as_str(), refusal.limit),
             ("over_limit", Some(2))

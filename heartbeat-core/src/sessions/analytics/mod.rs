@@ -7,7 +7,8 @@
 //!   session moves its entry in the same atomic step as the history, so the entries at or
 //!   before `now` are exactly the finished sessions, in the order they finished, with no
 //!   sweeper and no later visit of the user; the ones after `now` are the active sessions.
-//! - The **refusal index** holds one entry per refused heartbeat.
+//! - The **refusal index** holds one entry per refused heartbeat, and per heartbeat a
+//!   report-only limit would have refused (SPEC §3.8; marked `enforced: false`).
 //!
 //! Entries are [`IndexKey`]s: strings that sort by time first, so that every store keeps
 //! them in one ordered structure (a Redis sorted set read by lexical range, a sled key
@@ -18,8 +19,8 @@ mod export;
 mod index;
 
 pub use counts::{SessionCounts, WATCH_INTERVAL};
-pub use export::{ExportItem, ExportPage, FEED_POLL, FeedEvent, FinishedSession};
+pub use export::{Export, ExportItem, ExportPage, FEED_POLL, FeedEvent, FinishedSession};
 pub use index::{
     FinishedEntry, Index, IndexKey, IndexMove, IndexReads, IndexWrite, InvalidCursor, Refusal,
-    SETTLE_MILLIS, user_id,
+    RefusalRecord, SETTLE_MILLIS, user_id,
 };

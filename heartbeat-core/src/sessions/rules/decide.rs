@@ -57,11 +57,23 @@ pub fn decide(
     let (mut kept, mut write) = expire(policy, now, token, stored);
     let session_id = token.session_id.as_deref().unwrap_or(playback_id);
     let placed = presented(policy, now, token, &kept, session_id).and_then(|placed| {
-        let record = accepted_record(now, token, placed, progress);
-        check_placed(policy, &kept, token, session_id, placed, &record)?;
-        Ok((placed.cause(), record, placed_replaces(placed)))
+        let mut record = accepted_record(now, token, placed, progress);
+        // Report-only limits (SPEC §3.8): the refusal they would make is reported, and
+        // the heartbeat accepted as if they allowed it.
+        let would_refuse = match check_placed(policy, &kept, token, session_id, placed, &record) {
+            Ok(()) => None,
+            Err(reason) if policy.enforces(token, &reason) => return Err(reason),
+            Err(reason) => Some(reason),
+        };
+        record.would_refuse = would_refuse.as_ref().map(RejectReason::told);
+        Ok((
+            placed.cause(),
+            record,
+            placed_replaces(placed),
+            would_refuse,
+        ))
     });
-    let (cause, record, replaces) = match placed {
+    let (cause, record, replaces, would_refuse) = match placed {
         Ok(placed) => placed,
         Err(reason) => {
             // The sessions that keep playing, the refused one never among them (a start
@@ -93,7 +105,12 @@ pub fn decide(
         ));
     }
     let replaced = kept.sessions.insert(session_id.clone(), record.clone());
-    let displaced = displaced_by_write(&kept, replaced, token, &session_id);
+    // Under report-only limits nobody is told to stop: each hears at its own heartbeat.
+    let displaced = if policy.enforces_limits(token) {
+        displaced_by_write(&kept, replaced, token, &session_id)
+    } else {
+        Vec::new()
+    };
     write.upserts.push((session_id.clone(), record));
     write.progress = progress_entry(token, &session_id, progress, now);
     write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
@@ -104,6 +121,7 @@ pub fn decide(
             new_session: cause,
             token_data,
             displaced,
+            would_refuse,
         }),
         write,
     }
@@ -227,6 +245,7 @@ fn accepted_record(
         }),
         restarted_at,
         restarted_before,
+        would_refuse: None,
         extra: continued
             .map(|record| record.extra.clone())
             .unwrap_or_default(),

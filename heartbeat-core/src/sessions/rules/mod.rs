@@ -94,8 +94,11 @@ pub struct Accepted {
     pub token_data: HeartbeatData,
     /// Sessions that kept playing before this heartbeat and are refused after it (a newer
     /// device took the last slot under `LEAST_RECENT`): their players are told at once
-    /// (SPEC §3.7), see [`displaced`].
+    /// (SPEC §3.7), see [`displaced`]. Empty under report-only limits.
     pub displaced: Vec<String>,
+    /// Under report-only limits (SPEC §3.8), the refusal the limits would have made:
+    /// the heartbeat is accepted all the same, and its answer says so.
+    pub would_refuse: Option<RejectReason>,
 }
 
 /// What [`decide`] concluded.
@@ -160,6 +163,12 @@ mod tests {
         ];
         let codes: Vec<&str> = reasons.iter().map(RejectReason::code).collect();
         assert_eq!(codes, RejectReason::CODES);
+        let limits: Vec<&str> = reasons
+            .iter()
+            .filter(|reason| reason.is_limit())
+            .map(RejectReason::code)
+            .collect();
+        assert_eq!(limits, RejectReason::LIMIT_CODES);
     }
 
     fn policy() -> PlaybackPolicy {

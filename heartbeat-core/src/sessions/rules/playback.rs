@@ -32,6 +32,7 @@ pub const MAX_ENDED_PLAYBACKS: usize = 64;
 /// assert_eq!(policy.start_window_millis, 3_600_000);
 /// assert_eq!(policy.legacy_start_window_millis, None);
 /// assert_eq!(policy.default_sessions_edge, 20);
+/// assert!(policy.enforce_limits);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlaybackPolicy {
@@ -47,6 +48,12 @@ pub struct PlaybackPolicy {
     /// session beyond it is refused (`sessions_edge`); sessions already playing are
     /// never refused by it. `DEFAULT_SESSIONS_EDGE`.
     pub default_sessions_edge: u32,
+    /// Whether the limits (`session_limit`, `family_limits`, `asset_limit`) refuse the
+    /// heartbeats they would refuse, for tokens without an `enforce` field; `false`
+    /// makes them report-only (SPEC §3.8): such a heartbeat is accepted and reported as
+    /// [`Accepted::would_refuse`]. `sessions_edge` and the replay rules are enforced
+    /// either way. `ENFORCE_LIMITS`.
+    pub enforce_limits: bool,
 }
 
 impl Default for PlaybackPolicy {
@@ -55,11 +62,25 @@ impl Default for PlaybackPolicy {
             start_window_millis: DEFAULT_START_WINDOW_MILLIS,
             legacy_start_window_millis: None,
             default_sessions_edge: DEFAULT_SESSIONS_EDGE,
+            enforce_limits: true,
         }
     }
 }
 
 impl PlaybackPolicy {
+    /// Whether `reason`, the refusal of a heartbeat with `token`, is made: always, but
+    /// for a limit's refusal when the token (or, without its `enforce` field, this
+    /// policy) makes the limits report-only.
+    pub fn enforces(&self, token: &HeartbeatData, reason: &RejectReason) -> bool {
+        !reason.is_limit() || self.enforces_limits(token)
+    }
+
+    /// Whether `token`'s limits are enforced: its `enforce` field, or this policy's
+    /// [`enforce_limits`](Self::enforce_limits).
+    pub fn enforces_limits(&self, token: &HeartbeatData) -> bool {
+        token.enforce.unwrap_or(self.enforce_limits)
+    }
+
     /// The start window for `token`'s provenance, if any.
     fn window(&self, token: &HeartbeatData) -> Option<i64> {
         if token.provenance.is_authenticated() {
