@@ -433,6 +433,45 @@ async fn a_dropped_player_lets_go_of_its_session() {
     server.stop().await;
 }
 
+/// On a server whose limits are report-only (SPEC §3.8), the player the limits would
+/// refuse plays on and reports [`PlayerEvent::WouldRefuse`] after each such heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_over_report_only_limits_plays_on_and_hears_it() {
+    let report_only = heartbeat_http::Settings {
+        playback: heartbeat_core::sessions::rules::PlaybackPolicy {
+            enforce_limits: false,
+            ..Default::default()
+        },
+        ..settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, report_only).await;
+    let (old, mut old_events) = Player::start(player(&server.url, player_token(64, 1), None));
+    assert!(matches!(
+        next_event(&mut old_events).await,
+        PlayerEvent::Accepted { beat: 1, .. }
+    ));
+    let (new, mut new_events) = Player::start(player(&server.url, player_token(64, 1), None));
+    assert!(matches!(
+        next_event(&mut new_events).await,
+        PlayerEvent::Accepted { .. }
+    ));
+    // LEAST_RECENT: the older player would be refused; it is accepted and told so.
+    let mut reported = 0;
+    while reported < 2 {
+        match next_event(&mut old_events).await {
+            PlayerEvent::Accepted { .. } => {}
+            PlayerEvent::WouldRefuse { reason, limit, .. } => {
+                assert_eq!((reason, limit), (RefusalReason::OverLimit, Some(1)));
+                reported += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(old.stop().await, StopReason::Closed);
+    new.stop().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_older_player_stops_with_412_and_a_bad_token_with_406() {
     let (server, _backing) = start(Kind::Memory).await;

@@ -66,6 +66,14 @@ export declare class HeartbeatError extends Error {
   readonly field: string | null;
 }
 
+/** What enforced limits would have told a player that report-only limits let play. */
+export interface WouldRefuse {
+  /** `over_limit`, `family_limit` or `asset_limit`. */
+  readonly reason: string;
+  /** The limit that applied. */
+  readonly limit: number | null;
+}
+
 export interface HeartbeatOptions {
   /** The heartbeat server, e.g. `https://heartbeat.example.com`. */
   url: string;
@@ -93,6 +101,9 @@ export interface HeartbeatOptions {
    * pushed `displaced` notice (refused under the limits) arrives here too: the client
    * heartbeats at once to learn the reason and the devices playing. */
   onRefused?: (refusal: Refusal) => void;
+  /** The server's limits are report-only (SPEC §3.8) and would have refused this
+   * heartbeat: playback goes on; log it to measure sharing before limits are enforced. */
+  onWouldRefuse?: (wouldRefuse: WouldRefuse) => void;
   /** Someone else ended this session (`evicted`, `taken_over`; a pushed notice): stop
    * playback at once. */
   onEnded?: (notice: EndedNotice) => void;

@@ -199,6 +199,14 @@ export function startHeartbeat(options) {
     token = body.heartbeat_token;
     lastAccepted = Date.now();
     call("onAccepted", token);
+    // Report-only limits (SPEC §3.8): accepted, but enforced limits would refuse it.
+    const would = body.would_refuse;
+    if (would !== null && typeof would === "object" && typeof would.reason === "string") {
+      call("onWouldRefuse", {
+        reason: would.reason,
+        limit: typeof would.limit === "number" ? would.limit : null,
+      });
+    }
     followNotices();
   }
 

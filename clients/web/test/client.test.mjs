@@ -106,6 +106,28 @@ test("a second device is refused with the reason, the limit and the device playi
   await tablet.handle.stop();
 });
 
+test("report-only limits (enforce: false): the device over the limit plays on and hears onWouldRefuse", async () => {
+  const user = ++nextUser;
+  const reportOnly = { enforce: false };
+  const tv = player(firstToken(user, "Living-room TV", reportOnly));
+  await tv.when("accepted");
+  await tv.when("accepted", 3000); // counted from its second heartbeat on
+  const would = [];
+  const phone = player(firstToken(user, "Phone", reportOnly), {
+    onWouldRefuse: (value) => would.push(value),
+  });
+  await phone.when("accepted");
+  for (let beat = 0; beat < 3; beat++) await phone.when("accepted", 3000);
+  assert.equal(phone.seen.refused.length, 0);
+  assert.ok(phone.handle.running);
+  assert.ok(would.length >= 2, `reported ${would.length} times`);
+  assert.deepEqual(would[0], { reason: "over_limit", limit: 1 });
+  // Enforced, the phone (the newer device: MOST_RECENT) would have stopped; the TV plays on.
+  assert.equal(tv.seen.refused.length, 0);
+  await phone.handle.stop();
+  await tv.handle.stop();
+});
+
 test("a spent token replayed by another player is refused as replayed; the first plays on", async () => {
   const tv = player(firstToken(++nextUser, "Living-room TV"));
   const spent = await tv.when("accepted");

@@ -150,6 +150,17 @@ pub enum PlayerEvent {
         /// The progress sent with it.
         progress: Option<f64>,
     },
+    /// The heartbeat just accepted would have been refused were the server's limits
+    /// enforced: they are report-only (SPEC §3.8), and playback goes on. Log it to
+    /// measure sharing before limits are enforced.
+    WouldRefuse {
+        /// Which heartbeat.
+        beat: u64,
+        /// The `reason` enforced limits would have given.
+        reason: RefusalReason,
+        /// The limit that applied.
+        limit: Option<u32>,
+    },
     /// A heartbeat failed for a reason worth retrying.
     Retrying {
         /// Attempts so far for this heartbeat.
@@ -232,7 +243,7 @@ impl Player {
         }
         let sent_at = Instant::now();
         match send(&http, &url, &body).await {
-            Answer::Accepted(token) => {
+            Answer::Accepted(token, _) => {
                 options.token = token;
                 let next = Instant::now() + options.cycle + margin(&options);
                 Ok(Self::start_at(options, next, Some(sent_at)))
@@ -298,7 +309,8 @@ impl Player {
 
 /// How a heartbeat request ended.
 enum Answer {
-    Accepted(String),
+    /// 200: the rotated token, and what report-only limits would have refused it for.
+    Accepted(String, Option<(RefusalReason, Option<u32>)>),
     Stop(StopReason),
     Transient(String),
 }
@@ -331,6 +343,13 @@ fn heartbeat_body(token: &str, progress: Option<f64>) -> Value {
     body
 }
 
+/// The `limit` of a refusal (or of a `would_refuse`), when it names one.
+fn limit_of(refusal: &Value) -> Option<u32> {
+    refusal["limit"]
+        .as_u64()
+        .and_then(|limit| u32::try_from(limit).ok())
+}
+
 async fn send(http: &reqwest::Client, url: &Url, body: &Value) -> Answer {
     let response = match http.post(url.clone()).json(body).send().await {
         Ok(response) => response,
@@ -339,20 +358,27 @@ async fn send(http: &reqwest::Client, url: &Url, body: &Value) -> Answer {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     match status {
-        200 => match serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|body| body["heartbeat_token"].as_str().map(str::to_owned))
-        {
-            Some(token) => Answer::Accepted(token),
-            None => Answer::Transient(format!("200 without a token: {text}")),
-        },
+        200 => {
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            match body["heartbeat_token"].as_str() {
+                Some(token) => {
+                    let would_refuse = &body["would_refuse"];
+                    let would_refuse = would_refuse["reason"].as_str().map(|reason| {
+                        (
+                            RefusalReason::from_wire(Some(reason)),
+                            limit_of(would_refuse),
+                        )
+                    });
+                    Answer::Accepted(token.to_owned(), would_refuse)
+                }
+                None => Answer::Transient(format!("200 without a token: {text}")),
+            }
+        }
         412 => {
             let body: Value = serde_json::from_str(&text).unwrap_or_default();
             Answer::Stop(StopReason::Refused {
                 reason: RefusalReason::from_wire(body["reason"].as_str()),
-                limit: body["limit"]
-                    .as_u64()
-                    .and_then(|limit| u32::try_from(limit).ok()),
+                limit: limit_of(&body),
                 sessions: serde_json::from_value(body["sessions"].clone()).unwrap_or_default(),
             })
         }
@@ -460,7 +486,7 @@ async fn run(
             let sent_at = Instant::now();
             let progress = options.progress.as_ref().and_then(|source| source());
             match send(&http, &beat_url, &heartbeat_body(&current(), progress)).await {
-                Answer::Accepted(rotated) => {
+                Answer::Accepted(rotated, would_refuse) => {
                     if options.follow_notices && notices.is_none() {
                         notices = open_notices(&notices_url, &rotated).await;
                     }
@@ -472,6 +498,13 @@ async fn run(
                     last_accepted = Some(sent_at);
                     next = Instant::now() + options.cycle + margin;
                     let _ = events.send(PlayerEvent::Accepted { beat, progress });
+                    if let Some((reason, limit)) = would_refuse {
+                        let _ = events.send(PlayerEvent::WouldRefuse {
+                            beat,
+                            reason,
+                            limit,
+                        });
+                    }
                     break;
                 }
                 Answer::Stop(reason) => return finish(reason),
