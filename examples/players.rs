@@ -70,9 +70,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         PlayerEvent::Retrying { attempt, error } => {
                             println!("[{at:6.2}s] device {device}: retry {attempt}: {error}")
                         }
+                        PlayerEvent::WouldRefuse { beat, reason, .. } => {
+                            println!(
+                                "[{at:6.2}s] device {device}: heartbeat {beat} would be refused \
+                                 ({reason:?}; the limits are report-only)"
+                            )
+                        }
                         PlayerEvent::Stopped(reason) => {
                             println!("[{at:6.2}s] device {device}: stopped: {reason:?}")
                         }
+                        other => println!("[{at:6.2}s] device {device}: {other:?}"),
                     }
                 }
             });

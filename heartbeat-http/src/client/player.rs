@@ -142,6 +142,7 @@ pub enum StopReason {
 
 /// What happens, for the application.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PlayerEvent {
     /// A heartbeat was accepted (`beat` counts from 1).
     Accepted {
