@@ -102,6 +102,8 @@ fn decisions(c: &mut Criterion) {
                     restarted_at: None,
                     restarted_before: None,
                     would_refuse: None,
+                    notice_stream: None,
+                    gone_at: None,
                     device: None,
                     device_family: None,
                     extra: Default::default(),

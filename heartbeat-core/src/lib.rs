@@ -55,9 +55,9 @@ pub use data::{
     MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
 pub use sessions::{
-    ActiveSession, DEFAULT_MAX_ATTEMPTS, EndReason, HeartbeatConfig, HeartbeatError,
-    HeartbeatOutcome, Heartbeats, PlayRecord, ProgressRecord, SessionRecord, SessionStore,
-    UserSessions,
+    ActiveSession, DEFAULT_GONE_GRACE, DEFAULT_MAX_ATTEMPTS, EndReason, HeartbeatConfig,
+    HeartbeatError, HeartbeatOutcome, Heartbeats, PlayRecord, ProgressRecord, SessionRecord,
+    SessionStore, UserSessions,
 };
 pub use store::{SharedClock, SharedHeartbeats, SharedJobs, Storage, StoreError};
 pub use time::{Timestamp, TimestampError};

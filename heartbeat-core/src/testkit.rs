@@ -20,6 +20,7 @@ use crate::SessionStore;
 use crate::jobs::{EventBus, JobStore};
 
 pub mod devices;
+pub mod gone;
 pub mod jobs;
 pub mod replays;
 pub mod report_only;
@@ -91,6 +92,7 @@ macro_rules! conformance_tests {
             devices::a_takeover_ends_the_other_session_and_admits,
             devices::racing_takeovers_keep_the_limit,
             devices::notices_reach_the_watched_session,
+            gone::a_session_whose_stream_closed_ends_as_gone,
             report_only::report_only_limits_report_what_enforcing_refuses,
             report_only::the_admin_view_shows_what_devices_would_be_told,
             jobs::ids_increase_and_unknown_ids_are_absent,

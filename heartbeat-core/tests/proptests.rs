@@ -289,6 +289,8 @@ fn stored_sessions() -> impl Strategy<Value = UserSessions> {
                     restarted_at: None,
                     restarted_before: None,
                     would_refuse: None,
+                    notice_stream: None,
+                    gone_at: None,
                     extra: Map::new(),
                 };
                 (id, record)

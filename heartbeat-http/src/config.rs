@@ -395,6 +395,15 @@ pub struct ServerArgs {
     /// `GET /admin/refusals` with `enforced: false`. `sessions_edge` is enforced either way.
     #[arg(long, env = "ENFORCE_LIMITS", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub enforce_limits: bool,
+    /// End a session as `gone` when its notice stream's client went away and no heartbeat
+    /// came within `GONE_GRACE_SECS` (SPEC §3.8): a crashed or killed player frees its
+    /// slot in seconds. `false`: it frees it when it expires (cycle + tolerance).
+    #[arg(long, env = "GONE_SESSIONS", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub gone_sessions: bool,
+    /// Seconds a session whose notice stream closed has to heartbeat or reconnect its
+    /// stream before it ends as `gone` (1 to 3600; more than `EventSource`'s 2 s retry).
+    #[arg(long, env = "GONE_GRACE_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gone_grace_secs: u64,
     /// Answer 200 with a rotated token when the store is down, instead of 503.
     #[arg(long, env = "FAIL_OPEN", default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
@@ -543,6 +552,9 @@ pub struct Settings {
     pub issuer_key: Option<String>,
     /// Answer 200 when the store is down.
     pub fail_open: bool,
+    /// `GONE_SESSIONS`, `GONE_GRACE_SECS`: how long after its notice stream's client went
+    /// away a session ends as `gone`; `None`: never (SPEC §3.8).
+    pub gone_grace: Option<Duration>,
     /// `START_WINDOW_SECS`, `LEGACY_START_WINDOW_SECS`, `DEFAULT_SESSIONS_EDGE`: how
     /// playbacks are guarded against replays (SPEC §3.2); `ENFORCE_LIMITS`: whether the
     /// limits of tokens without `enforce` are enforced (SPEC §3.8).
@@ -636,6 +648,7 @@ impl Default for Settings {
             worker_key: None,
             issuer_key: None,
             fail_open: false,
+            gone_grace: Some(heartbeat_core::DEFAULT_GONE_GRACE),
             playback: PlaybackPolicy::default(),
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
@@ -766,6 +779,9 @@ impl ServerArgs {
             worker_key,
             issuer_key,
             fail_open: self.fail_open,
+            gone_grace: self
+                .gone_sessions
+                .then(|| Duration::from_secs(self.gone_grace_secs)),
             playback: PlaybackPolicy {
                 start_window_millis: i64::from(self.start_window_secs) * 1000,
                 legacy_start_window_millis: self

@@ -89,6 +89,7 @@ pub fn app_on_storage(
             retention: settings.retention,
             fail_open: settings.fail_open,
             playback: settings.playback,
+            gone_grace: settings.gone_grace,
             ..HeartbeatConfig::default()
         })
         .with_clock(Arc::clone(&clock));
@@ -369,6 +370,12 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         (
             "enforce_limits",
             settings.playback.enforce_limits.to_string(),
+        ),
+        (
+            "gone_grace_secs",
+            settings
+                .gone_grace
+                .map_or_else(|| "off".to_owned(), |grace| grace.as_secs().to_string()),
         ),
         (
             "job_time_ms",

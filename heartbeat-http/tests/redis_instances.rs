@@ -57,7 +57,72 @@ macro_rules! on_server_and_cluster {
 on_server_and_cluster!(
     devices_spread_over_two_instances_never_exceed_the_limit,
     a_job_created_on_one_instance_completes_a_stream_on_the_other,
+    a_player_gone_from_one_instance_frees_its_slot_on_the_other,
 );
+
+/// SPEC §3.8: a player follows its notices on instance A and crashes (its stream's
+/// connection closes, no `stop`); the next device of the user, on instance B, is refused
+/// while the grace runs and plays once it is over, and the history says `gone`.
+async fn a_player_gone_from_one_instance_frees_its_slot_on_the_other(redis: &str) {
+    let clock = ManualClock::new(heartbeat_core::Timestamp::now());
+    let a = redis_instance(redis, settings(), clock.clone()).await;
+    let b = redis_instance(redis, settings(), clock.clone()).await;
+    let most_recent = |at| {
+        let mut data = codec().open(&token_at(91, 1, at)).unwrap();
+        data.reject_strategy = Some(heartbeat_core::RejectStrategy::MostRecent);
+        codec().seal(&data).unwrap()
+    };
+    let (status, tv) = a.heartbeat(&most_recent(clock.now())).await;
+    assert_eq!(status, 200);
+    let tv = tv["heartbeat_token"].as_str().unwrap().to_owned();
+    let stream = Sse::open(&a, &format!("/heartbeat/events?heartbeat_token={tv}"), None).await;
+    drop(stream);
+    // A records the closed stream on the session (the admin view shows `gone_at`).
+    let gone_at = loop {
+        let (_, sessions) = b
+            .admin(reqwest::Method::GET, "/admin/users/91/sessions")
+            .await;
+        if let Some(at) = sessions["sessions"][0]["gone_at"].as_str() {
+            break at.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(gone_at, clock.now().add_millis(5_000).to_string());
+
+    // Within the grace the TV holds the slot: a phone on B is refused once it counts.
+    clock.advance(Duration::from_secs(1));
+    let (status, phone) = b.heartbeat(&most_recent(clock.now())).await;
+    assert_eq!(
+        status, 200,
+        "a playback's first heartbeat is answered before it counts"
+    );
+    let (status, refused) = b
+        .heartbeat(phone["heartbeat_token"].as_str().unwrap())
+        .await;
+    assert_eq!((status, &refused["reason"]), (412, &json!("over_limit")));
+
+    // The grace is over: the next phone plays on B, past its counted heartbeats.
+    clock.advance(Duration::from_secs(4) + Duration::from_millis(1));
+    let mut token = most_recent(clock.now());
+    for beat in 0..3 {
+        let (status, answer) = b.heartbeat(&token).await;
+        assert_eq!(status, 200, "beat {beat}: {answer}");
+        token = answer["heartbeat_token"].as_str().unwrap().to_owned();
+        clock.advance(Duration::from_secs(30));
+    }
+    let (_, history) = b
+        .admin(reqwest::Method::GET, "/admin/users/91/history")
+        .await;
+    let ends: Vec<&Value> = history["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .map(|entry| &entry["ended_by"])
+        .collect();
+    assert!(ends.contains(&&json!("gone")), "{history}");
+    a.stop().await;
+    b.stop().await;
+}
 
 async fn devices_spread_over_two_instances_never_exceed_the_limit(redis: &str) {
     let clock = ManualClock::new(heartbeat_core::Timestamp::now());

@@ -28,9 +28,9 @@ pub use record::{
 };
 pub use rules::{Accepted, Decision, NewSessionCause, PlayingSession, Refused, Verdict};
 pub use service::{
-    ActiveSession, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError, HeartbeatOutcome,
-    Heartbeats,
+    ActiveSession, DEFAULT_GONE_GRACE, DEFAULT_MAX_ATTEMPTS, HeartbeatConfig, HeartbeatError,
+    HeartbeatOutcome, Heartbeats,
 };
 pub use store::{AnalyticsStore, Loaded, NoticeBus, SessionStore};
-pub use watch::NoticeStream;
+pub use watch::{NoticeStream, StreamRelease};
 pub use write::{SessionWrite, finished_moves};

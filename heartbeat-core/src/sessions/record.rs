@@ -78,6 +78,15 @@ pub struct SessionRecord {
     /// The playback's start again before `restarted_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_before: Option<Timestamp>,
+    /// The notice stream (`GET /heartbeat/events`) that opened last for the session, by
+    /// the id the server gave it: only that stream's closing may end the session as
+    /// `gone` (SPEC §3.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_stream: Option<String>,
+    /// When the session ends as `gone`: its notice stream closed, and no heartbeat came
+    /// and no stream opened since (SPEC §3.8). A heartbeat or a new stream clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_at: Option<Timestamp>,
     /// What its last heartbeat would have been told under limits that are report-only
     /// (SPEC §3.8): it was accepted, and would have been refused were they enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,12 +113,30 @@ impl SessionRecord {
         self.ended_by.is_none()
     }
 
+    /// When the session ends without another heartbeat: [`ends`](Self::ends) with its
+    /// [`expiry`](Self::expiry). The one rule the admin list, the history and the export
+    /// share.
+    pub fn deadline(&self) -> Timestamp {
+        self.ends(self.expiry()).0
+    }
+
     /// When the session expires without another heartbeat: its `expires_at`, or for a
     /// record of the Node.js server (which has none) [`UNKNOWN_SESSION_LIFE_MILLIS`] after
-    /// its last heartbeat. The one rule the admin list, the history and the export share.
-    pub fn deadline(&self) -> Timestamp {
+    /// its last heartbeat.
+    pub fn expiry(&self) -> Timestamp {
         self.expires_at
             .unwrap_or(self.timestamp.add_millis(UNKNOWN_SESSION_LIFE_MILLIS))
+    }
+
+    /// When and how an active session that expires at `expiry` ends if nothing else
+    /// happens: as [`EndReason::Gone`] at its `gone_at` when that comes first (its notice
+    /// stream closed and no heartbeat came since, SPEC §3.8), else as
+    /// [`EndReason::Expired`] at `expiry`.
+    pub fn ends(&self, expiry: Timestamp) -> (Timestamp, EndReason) {
+        match self.gone_at {
+            Some(gone_at) if gone_at < expiry => (gone_at, EndReason::Gone),
+            _ => (expiry, EndReason::Expired),
+        }
     }
 
     /// The instant the session is ordered by: `started_at`, or `timestamp` when missing.
@@ -212,24 +239,29 @@ pub enum EndReason {
     Evicted,
     /// Another device of the user took its place (`POST /heartbeat/takeover`).
     TakenOver,
+    /// Its player went away: its notice stream closed and no heartbeat came within the
+    /// grace (SPEC §3.8, `GONE_GRACE_SECS`).
+    Gone,
 }
 
 impl EndReason {
     /// Every reason, for metrics that show each one from the start.
-    pub const ALL: [EndReason; 4] = [
+    pub const ALL: [EndReason; 5] = [
         EndReason::Expired,
         EndReason::Stopped,
         EndReason::Evicted,
         EndReason::TakenOver,
+        EndReason::Gone,
     ];
 
-    /// The name on the wire: `expired`, `stopped`, `evicted`, `taken_over`.
+    /// The name on the wire: `expired`, `stopped`, `evicted`, `taken_over`, `gone`.
     pub fn code(self) -> &'static str {
         match self {
             EndReason::Expired => "expired",
             EndReason::Stopped => "stopped",
             EndReason::Evicted => "evicted",
             EndReason::TakenOver => "taken_over",
+            EndReason::Gone => "gone",
         }
     }
 }

@@ -89,7 +89,16 @@ pub struct HeartbeatConfig {
     pub fail_open: bool,
     /// How playbacks are guarded against replays (SPEC §3.2).
     pub playback: rules::PlaybackPolicy,
+    /// How long after its notice stream's client went away a session that does not
+    /// heartbeat ends as `gone` (SPEC §3.8, [`Heartbeats::stream_closed`]); `None`: never
+    /// (it expires after its cycle and tolerance). `GONE_GRACE_SECS`, default
+    /// [`DEFAULT_GONE_GRACE`].
+    pub gone_grace: Option<std::time::Duration>,
 }
+
+/// The default [`HeartbeatConfig::gone_grace`]: 5 s, more than the 2 s an `EventSource`
+/// waits before it reconnects.
+pub const DEFAULT_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
@@ -98,6 +107,7 @@ impl Default for HeartbeatConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             fail_open: false,
             playback: rules::PlaybackPolicy::default(),
+            gone_grace: Some(DEFAULT_GONE_GRACE),
         }
     }
 }
@@ -508,7 +518,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
 
     /// The compare-and-set loop: load, decide with `now`, commit if unchanged, retry.
     /// `decide` returns the write (none: nothing to store) and the result to hand back.
-    async fn update<T>(
+    pub(super) async fn update<T>(
         &self,
         user: &Id,
         mut decide: impl FnMut(Timestamp, &UserSessions) -> (Option<SessionWrite>, T),

@@ -41,9 +41,16 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let live = self.store.watch(&data.user_id, &session_id).await?;
         match watched(&self.store, &self.clock, &data).await? {
             Watched::Playing => {}
-            Watched::Ended(ended) => return Ok(Box::pin(futures_util::stream::iter([ended]))),
-            Watched::Gone => return Err(SessionError::NotActive.into()),
+            Watched::Ended(ended) => {
+                return Ok(NoticeStream::new(futures_util::stream::iter([ended]), None));
+            }
+            Watched::NotActive => return Err(SessionError::NotActive.into()),
         }
+        // The session's latest stream, whose closing lets the session go (SPEC §3.8).
+        let release = match self.config().gone_grace {
+            Some(_) => self.stream_opened(&data).await?,
+            None => None,
+        };
         let recheck = Duration::from_millis(
             u64::try_from(data.session_life_millis().clamp(1_000, 60_000)).unwrap_or(60_000),
         );
@@ -56,19 +63,110 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             live,
             recheck,
         };
-        Ok(Box::pin(futures_util::stream::unfold(
-            Some(watch),
-            |watch| async move {
-                let mut watch = watch?;
-                let ended = watch.next_ending().await?;
-                Some((ended, None))
-            },
-        )))
+        let ended = futures_util::stream::unfold(Some(watch), |watch| async move {
+            let mut watch = watch?;
+            let ended = watch.next_ending().await?;
+            Some((ended, None))
+        });
+        Ok(NoticeStream::new(ended, release))
+    }
+
+    /// Marks a new notice stream of the session of `data` as its latest (SPEC §3.8),
+    /// clearing a pending `gone_at`; `None` when the session is not active.
+    async fn stream_opened(
+        &self,
+        data: &HeartbeatData,
+    ) -> Result<Option<StreamRelease>, StoreError> {
+        let stream = uuid::Uuid::new_v4().simple().to_string();
+        let policy = &self.config().playback;
+        let opened = self
+            .update(&data.user_id, |now, stored| {
+                let write = rules::stream_opened(policy, now, data, stored, &stream);
+                let opened = write.is_some();
+                (write, opened)
+            })
+            .await?;
+        Ok(opened.then(|| StreamRelease {
+            data: data.clone(),
+            stream,
+        }))
+    }
+
+    /// The notice stream `release` names closed (its client went away, SPEC §3.8): unless
+    /// a heartbeat comes or another stream of the session opens within
+    /// [`HeartbeatConfig::gone_grace`](crate::HeartbeatConfig::gone_grace), the session
+    /// ends as `gone` and its slot is free. Returns whether the session was marked (it is
+    /// active, and no other stream opened since this one).
+    pub async fn stream_closed(&self, release: StreamRelease) -> Result<bool, StoreError> {
+        let Some(grace) = self.config().gone_grace else {
+            return Ok(false);
+        };
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let policy = &self.config().playback;
+        let data = &release.data;
+        self.update(&data.user_id, |now, stored| {
+            let write = rules::stream_closed(policy, now, data, stored, &release.stream, grace);
+            let marked = write.is_some();
+            (write, marked)
+        })
+        .await
     }
 }
 
-/// The stream [`Heartbeats::watch`] returns.
-pub type NoticeStream = Pin<Box<dyn Stream<Item = SessionEnded> + Send>>;
+/// The stream [`Heartbeats::watch`] returns: the session's ending, if someone else ends
+/// it. When its client goes away, hand [`take_release`](Self::take_release)'s value to
+/// [`Heartbeats::stream_closed`] (not when the server closes it: its client reconnects).
+pub struct NoticeStream {
+    ended: Pin<Box<dyn Stream<Item = SessionEnded> + Send>>,
+    release: Option<StreamRelease>,
+}
+
+impl NoticeStream {
+    fn new(
+        ended: impl Stream<Item = SessionEnded> + Send + 'static,
+        release: Option<StreamRelease>,
+    ) -> Self {
+        NoticeStream {
+            ended: Box::pin(ended),
+            release,
+        }
+    }
+
+    /// What [`Heartbeats::stream_closed`] needs once the stream's client has gone away;
+    /// `None` when the session cannot end as `gone` (the setting is off, or the session
+    /// had already ended when the stream opened).
+    pub fn take_release(&mut self) -> Option<StreamRelease> {
+        self.release.take()
+    }
+}
+
+impl Stream for NoticeStream {
+    type Item = SessionEnded;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SessionEnded>> {
+        self.ended.as_mut().poll_next(cx)
+    }
+}
+
+impl std::fmt::Debug for NoticeStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoticeStream")
+            .field("release", &self.release)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A notice stream as the session's record names it: what
+/// [`Heartbeats::stream_closed`] needs to let the session go when the stream's client has
+/// gone away (SPEC §3.8).
+#[derive(Debug, Clone)]
+pub struct StreamRelease {
+    data: HeartbeatData,
+    stream: String,
+}
 
 /// Where the session of `data` stands now in `store` (SPEC §3.7).
 async fn watched<S: SessionStore, C: Clock>(
@@ -114,7 +212,7 @@ impl<S: SessionStore, C: Clock> Watch<S, C> {
             }
             match watched(&self.store, &self.clock, &self.data).await {
                 Ok(Watched::Ended(ended)) => return Some(ended),
-                Ok(Watched::Gone) => return None,
+                Ok(Watched::NotActive) => return None,
                 // A store failure: the session is still watched; try again later.
                 Ok(Watched::Playing) | Err(_) => {}
             }

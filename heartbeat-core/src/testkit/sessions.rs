@@ -133,6 +133,8 @@ fn record(at: Timestamp, hits: u64) -> SessionRecord {
         restarted_at: None,
         restarted_before: None,
         would_refuse: None,
+        notice_stream: None,
+        gone_at: None,
         extra: Default::default(),
     }
 }

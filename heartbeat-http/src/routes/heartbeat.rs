@@ -10,6 +10,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use heartbeat_core::sessions::RejectReason;
+use heartbeat_core::sessions::StreamRelease;
 use heartbeat_core::sessions::notice::SessionEnded;
 use heartbeat_core::sessions::rules::SessionError;
 use heartbeat_core::{DataError, HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
@@ -321,14 +322,51 @@ pub(crate) async fn events(
         Err(full) => return full.into_response(),
     };
     match app.heartbeats().watch(token).await {
-        Ok(notices) => {
-            let notices = notices.map(Ok::<_, std::convert::Infallible>);
+        Ok(mut notices) => {
+            // The stream's body owns the release: dropped, the session may go (SPEC §3.8).
+            let release = notices.take_release().map(|release| ReleaseOnClose {
+                app: app.clone(),
+                release: Some(release),
+            });
+            let notices = notices.map(move |ended| {
+                let _release = &release;
+                Ok::<_, std::convert::Infallible>(ended)
+            });
             sse::response(stream, notices, ended_event).into_response()
         }
         Err(error) => {
             let (decision, error) = failure(error);
             counted(metrics, decision, error)
         }
+    }
+}
+
+/// Tells the core that a notice stream's client went away when its response is dropped
+/// ([`Heartbeats::stream_closed`](heartbeat_core::Heartbeats::stream_closed)), unless the
+/// server is shutting down (its clients reconnect, to another instance or to this one
+/// restarted).
+struct ReleaseOnClose {
+    app: App,
+    release: Option<StreamRelease>,
+}
+
+impl Drop for ReleaseOnClose {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        if self.app.shutdown().is_cancelled() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let app = self.app.clone();
+        runtime.spawn(async move {
+            if let Err(error) = app.heartbeats().stream_closed(release).await {
+                tracing::warn!(%error, "a closed notice stream could not be recorded");
+            }
+        });
     }
 }
 

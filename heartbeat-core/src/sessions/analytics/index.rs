@@ -164,7 +164,7 @@ impl FinishedEntry {
     pub fn of(user: &Id, session_id: &str, record: &SessionRecord) -> Self {
         let (ends_at, ended_by) = match (record.ended_at, record.ended_by) {
             (Some(at), Some(by)) => (at, by),
-            _ => (record.deadline(), EndReason::Expired),
+            _ => record.ends(record.expiry()),
         };
         FinishedEntry {
             ends_at,

@@ -245,6 +245,9 @@ fn accepted_record(
         }),
         restarted_at,
         restarted_before,
+        // A heartbeat says the player is there: its stream's mark stays, `gone_at` goes.
+        notice_stream: continued.and_then(|record| record.notice_stream.clone()),
+        gone_at: None,
         would_refuse: None,
         extra: continued
             .map(|record| record.extra.clone())

@@ -38,8 +38,8 @@ pub fn expire(
     let mut markers = Vec::new();
     for (id, record) in &stored.sessions {
         let deadline = match (record.ended_by, record.ended_at) {
-            (None, _) => record.timestamp.add_millis(life),
-            (Some(EndReason::Expired | EndReason::Stopped), Some(ended_at)) => {
+            (None, _) => record.ends(record.timestamp.add_millis(life)).0,
+            (Some(EndReason::Expired | EndReason::Stopped | EndReason::Gone), Some(ended_at)) => {
                 markers.push((ended_at, id.clone()));
                 policy.forget_ended_at(ended_at)
             }
@@ -58,10 +58,11 @@ pub fn expire(
             write.remove.push(id.clone());
             continue;
         }
+        let (_, ended_by) = record.ends(record.timestamp.add_millis(life));
         write
             .ended
-            .push(PlayRecord::ended(id, record, deadline, EndReason::Expired));
-        let marker = ended_marker(policy, record, deadline, EndReason::Expired);
+            .push(PlayRecord::ended(id, record, deadline, ended_by));
+        let marker = ended_marker(policy, record, deadline, ended_by);
         markers.push((deadline, id.clone()));
         write.upserts.push((id.clone(), marker.clone()));
         kept.sessions.insert(id.clone(), marker);
@@ -102,8 +103,8 @@ pub enum Watched {
     Playing,
     /// Someone else ended it, or it is refused under the limits: its player must stop.
     Ended(SessionEnded),
-    /// It is not active (it expired, was stopped, or never existed).
-    Gone,
+    /// It is not active (it expired, was stopped, went away, or never existed).
+    NotActive,
 }
 
 /// Where the token's session stands in `stored` at `now`, under the token's limits.
@@ -111,10 +112,10 @@ pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> 
     // Only the sessions still kept are read: how long ended ones are kept does not matter.
     let (active, _) = expire(&PlaybackPolicy::default(), now, token, stored);
     let Some(session_id) = token.session_id.as_deref() else {
-        return Watched::Gone;
+        return Watched::NotActive;
     };
     let Some(record) = active.sessions.get(session_id) else {
-        return Watched::Gone;
+        return Watched::NotActive;
     };
     let ended = |reason, by: Option<&str>| {
         Watched::Ended(SessionEnded {
@@ -128,7 +129,7 @@ pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> 
     };
     match record.ended_by {
         // A playback's end marker: its session is gone.
-        Some(EndReason::Expired | EndReason::Stopped) => Watched::Gone,
+        Some(EndReason::Expired | EndReason::Stopped | EndReason::Gone) => Watched::NotActive,
         Some(EndReason::TakenOver) => {
             ended(NoticeReason::TakenOver, record.taken_over_by.as_deref())
         }
@@ -210,6 +211,69 @@ pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<
     })
 }
 
+/// The notice stream `stream` of the token's session opened at `now` (SPEC §3.8): it is
+/// the session's latest stream from now on (only its closing can end the session as
+/// `gone`), and a pending `gone_at` is cleared (a stream that reconnects within the grace
+/// changes nothing). `None` when the session is not active (at `now`, after expiry).
+pub fn stream_opened(
+    policy: &PlaybackPolicy,
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    stream: &str,
+) -> Option<SessionWrite> {
+    mark_stream(policy, now, token, stored, |record| {
+        record.notice_stream = Some(stream.to_owned());
+        record.gone_at = None;
+        true
+    })
+}
+
+/// The notice stream `stream` of the token's session closed at `now` (SPEC §3.8): unless
+/// a heartbeat comes or another stream opens first, the session ends as `gone` at
+/// `now + grace_millis`. `None` (nothing changes) when the session is not active, or when
+/// `stream` is not its latest stream (another opened since: a reconnect).
+pub fn stream_closed(
+    policy: &PlaybackPolicy,
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    stream: &str,
+    grace_millis: i64,
+) -> Option<SessionWrite> {
+    mark_stream(policy, now, token, stored, |record| {
+        if record.notice_stream.as_deref() != Some(stream) || record.gone_at.is_some() {
+            return false;
+        }
+        record.gone_at = Some(now.add_millis(grace_millis));
+        true
+    })
+}
+
+/// The write that changes the token's active session with `mark` (which says whether it
+/// changed anything), after expiry.
+fn mark_stream(
+    policy: &PlaybackPolicy,
+    now: Timestamp,
+    token: &HeartbeatData,
+    stored: &UserSessions,
+    mark: impl FnOnce(&mut SessionRecord) -> bool,
+) -> Option<SessionWrite> {
+    let session_id = token.session_id.as_deref()?;
+    let (mut kept, mut write) = expire(policy, now, token, stored);
+    let record = kept
+        .sessions
+        .get_mut(session_id)
+        .filter(|record| record.is_active())?;
+    if !mark(record) {
+        return None;
+    }
+    write.upserts.push((session_id.to_owned(), record.clone()));
+    write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
+    write.sessions = kept;
+    Some(write)
+}
+
 /// A user's play history as of `now` (SPEC §3.6): the finished sessions the store keeps
 /// (`ended`, newest first), the sessions still in the user's set that expired without
 /// anyone seeing it (as `expired` at their deadline: no later visit is needed), and the
@@ -227,9 +291,9 @@ pub fn history_view(
         .iter()
         .filter(|(_, record)| record.is_active())
         .map(|(id, record)| {
-            let deadline = record.deadline();
+            let (deadline, ended_by) = record.ends(record.expiry());
             if deadline < now {
-                PlayRecord::ended(id, record, deadline, EndReason::Expired)
+                PlayRecord::ended(id, record, deadline, ended_by)
             } else {
                 PlayRecord::active(id, record)
             }

@@ -6,8 +6,8 @@
 //! - [`decide`] and [`take_over`]: a heartbeat's verdict and write (`decide.rs`);
 //! - [`ranking`], [`check_limit`], [`displaced`]: who keeps playing under the limits
 //!   (`limits.rs`);
-//! - [`expire`], [`stop`], [`evict`], [`watched`], [`history_view`]: a session's life and
-//!   end (`lifecycle.rs`).
+//! - [`expire`], [`stop`], [`evict`], [`watched`], [`stream_opened`], [`stream_closed`],
+//!   [`history_view`]: a session's life and end (`lifecycle.rs`).
 
 mod decide;
 mod lifecycle;
@@ -17,7 +17,8 @@ mod playback;
 pub use crate::sessions::UNKNOWN_SESSION_LIFE_MILLIS;
 pub use decide::{SessionError, decide, take_over};
 pub use lifecycle::{
-    ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, stop, watched,
+    ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, stop, stream_closed,
+    stream_opened, watched,
 };
 pub use limits::{check_limit, displaced, playing, ranking, standings};
 pub use playback::{

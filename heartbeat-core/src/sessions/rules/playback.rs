@@ -191,7 +191,7 @@ pub(super) fn presented<'a>(
             Some(by @ (EndReason::Evicted | EndReason::TakenOver)) => {
                 return Err(RejectReason::Ended { by });
             }
-            // Stopped or expired: only its latest token resumes it (its backend token
+            // Stopped, expired or gone: only its latest token resumes it (its backend token
             // restarts it).
             _ if !is_backend && key != Some(record.timestamp) => {
                 return Err(RejectReason::Replayed);
