@@ -32,6 +32,9 @@ fn the_web_client_suite_passes_against_the_server() {
             ("SHARED_KEY", SHARED_KEY),
             ("STORAGE", "memory"),
             ("CORS_ORIGINS", &format!("http://127.0.0.1:{page_port}")),
+            // browser.test.mjs's GRACE_MS: a crashed tab's session ends 2 s after its
+            // notice stream closed.
+            ("GONE_GRACE_SECS", "2"),
         ],
     );
     let port = server.port;

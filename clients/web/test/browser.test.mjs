@@ -19,6 +19,9 @@ if (!server || !sharedKey || !pagePort) {
   throw new Error("set HEARTBEAT_URL, SHARED_KEY and PAGE_PORT (web_client.rs does)");
 }
 
+/** GONE_GRACE_SECS of the server web_client.rs starts, in milliseconds. */
+const GRACE_MS = 2000;
+
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".webm": "video/webm" };
 
 /** Serves clients/web (the page and the module) on the page origin. */
@@ -239,6 +242,63 @@ test("a closed tab frees its slot at once (pagehide, keepalive, cross-origin); a
     assert.equal(accepted.length >= 3, true);
     const refused = await reloading.evaluate(() => window.events.filter((e) => e.kind === "refused"));
     assert.deepEqual(refused, []);
+  } finally {
+    await browser.close();
+    files.close();
+  }
+});
+
+/** Resolves once the server counts an open notice stream (its /metrics). */
+async function aStreamIsOpen(limitMs = 6000) {
+  const start = Date.now();
+  while (Date.now() - start < limitMs) {
+    const metrics = await (await fetch(`${server}/metrics`)).text();
+    const open = Number(/^heartbeat_sse_connections (\d+)/m.exec(metrics)?.[1] ?? 0);
+    if (open >= 1) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`no notice stream opened within ${limitMs} ms`);
+}
+
+test("a crashed tab (renderer killed, no pagehide) frees its slot within the grace plus a second", async () => {
+  const puppeteer = await import("puppeteer-core");
+  const files = await pageServer();
+  const browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    // A 10 s cycle and 20 s tolerance: without the grace the slot would stay 30 s.
+    const user = 940_000_000 + (Date.now() % 1_000_000);
+    const long = { heartbeat_cycle: 10, cycle_upper_tolerance: 20 };
+    const tab = await browser.newPage();
+    const query = new URLSearchParams({ server, token: firstToken(sharedKey, user, "Tab", long) });
+    await tab.goto(`http://127.0.0.1:${pagePort}/test/browser/player.html?${query}`);
+    await events(tab, "accepted", 1);
+    await aStreamIsOpen();
+    const phone = firstToken(sharedKey, user, "Phone", long);
+    const tryPhone = async () =>
+      (
+        await fetch(`${server}/heartbeat`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ heartbeat_token: phone }),
+        })
+      ).status;
+    assert.equal(await tryPhone(), 412, "the tab holds the one slot");
+
+    // Kill the tab's renderer process: no pagehide, no stop; its stream's connection closes.
+    const cdp = await browser.target().createCDPSession();
+    const { processInfo } = await cdp.send("SystemInfo.getProcessInfo");
+    const renderers = processInfo.filter((info) => info.type === "renderer");
+    assert.ok(renderers.length >= 1, JSON.stringify(processInfo));
+    for (const renderer of renderers) process.kill(renderer.id, "SIGKILL");
+    const killed = Date.now();
+    assert.equal(await tryPhone(), 412, "the slot is held while the grace runs");
+    await admittedAfter(phone, GRACE_MS + 5000);
+    const since = Date.now() - killed;
+    assert.ok(since <= GRACE_MS + 1000, `the phone was admitted ${since} ms after the crash`);
   } finally {
     await browser.close();
     files.close();
