@@ -131,6 +131,11 @@ impl Fleet {
         self.sum(rss_kib)
     }
 
+    /// The servers' open file descriptors, summed; `None` likewise.
+    fn fds(&self) -> Option<u64> {
+        self.sum(|pid| Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64))
+    }
+
     /// `read` of every server, summed; `None` without pids or when one cannot be read.
     fn sum<T: std::iter::Sum<T>>(&self, read: fn(u32) -> Option<T>) -> Option<T> {
         if self.server_pids.is_empty() {
@@ -177,6 +182,13 @@ struct HeartbeatArgs {
     /// (CryptoJS, what a Node-era backend mints; the only one the Node server reads).
     #[arg(long, default_value = "v2")]
     token_format: heartbeat_core::TokenFormat,
+    /// Each player also holds its session's notice stream (`/heartbeat/events`), as the
+    /// web client does by default: opened after its first heartbeat, held through the
+    /// run. Prints the server's memory and descriptors per stream.
+    #[arg(long)]
+    notice_streams: bool,
+    #[command(flatten)]
+    sources: Sources,
 }
 
 #[derive(Args)]
@@ -402,6 +414,11 @@ async fn run_heartbeats(args: HeartbeatArgs) {
             })
             .collect(),
     );
+    let streams = if args.notice_streams {
+        Some(hold_notice_streams(&args, &players).await)
+    } else {
+        None
+    };
     let check = args.check.then_some(codec);
     println!("{} players, {}", players.len(), describe(&args.target));
     let (stats, elapsed) = drive(&args.target, move |http, index| {
@@ -421,6 +438,116 @@ async fn run_heartbeats(args: HeartbeatArgs) {
     })
     .await;
     stats.report("heartbeats", elapsed);
+    if let Some(streams) = streams {
+        streams.report(&args.target.fleet);
+    }
+}
+
+/// The notice streams the players hold during a heartbeat run.
+struct HeldStreams {
+    held: u64,
+    /// Streams that ended before the run did.
+    ended: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldStreams {
+    /// Prints the streams still open, the servers' descriptors and memory, and closes
+    /// them; exits with 1 when one ended early or failed to open.
+    fn report(self, fleet: &Fleet) {
+        let ended = self.ended.load(Ordering::Relaxed);
+        println!(
+            "notice streams: {} held through the run, {ended} ended early; server RSS {} KiB, \
+             descriptors {}",
+            self.held - ended,
+            fleet.rss_kib().map_or("?".into(), |kib| kib.to_string()),
+            fleet.fds().map_or("?".into(), |fds| fds.to_string()),
+        );
+        for task in self.tasks {
+            task.abort();
+        }
+        if ended > 0 {
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Gives every player its first heartbeat (64 in flight), then opens each one's notice
+/// stream with its rotated token and holds it; prints what the streams cost the servers.
+async fn hold_notice_streams(args: &HeartbeatArgs, players: &Arc<Vec<Player>>) -> HeldStreams {
+    let http = http_client();
+    let fleet = &args.target.fleet;
+    let first: Vec<(Option<u16>, bool)> = futures_util::stream::iter(0..players.len())
+        .map(|index| {
+            let (http, players) = (http.clone(), Arc::clone(players));
+            let url = reqwest::Url::parse(&format!("{}/heartbeat", fleet.base(index)))
+                .expect("a valid --url");
+            async move { beat(&http, &url, None, &players[index]).await }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let failed = first
+        .iter()
+        .filter(|(status, _)| *status != Some(200))
+        .count();
+    assert!(failed == 0, "{failed} first heartbeats failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_before, fds_before) = (fleet.rss_kib(), fleet.fds());
+    let clients = stream_clients(players.len(), &args.sources);
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let ended = Arc::new(AtomicU64::new(0));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..players.len())
+        .map(|index| {
+            let http = clients[index % clients.len()].clone();
+            let token = lock(&players[index].token).0.clone();
+            let url = format!("{}/heartbeat/events", fleet.base(index));
+            let (gate, ready, ended) = (Arc::clone(&gate), ready_tx.clone(), Arc::clone(&ended));
+            tokio::spawn(async move {
+                let Ok(permit) = gate.acquire_owned().await else {
+                    return;
+                };
+                let opened = http.get(url).bearer_auth(token).send().await;
+                let response = match opened {
+                    Ok(response) if response.status() == 200 => response,
+                    Ok(response) => {
+                        let _ = ready.send(Err(format!("answered {}", response.status())));
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = ready.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                drop(permit);
+                let _ = ready.send(Ok(()));
+                let mut events = response.bytes_stream().eventsource();
+                while let Some(Ok(_)) = events.next().await {}
+                ended.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    drop(ready_tx);
+    let refused = count_refused(&mut ready_rx, players.len(), "a notice stream").await;
+    let held = (players.len() - refused) as u64;
+    println!(
+        "{held} notice streams open (in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle
+    report_rss(rss_before, fleet.rss_kib(), held, "stream");
+    if let (Some(before), Some(open)) = (fds_before, fleet.fds()) {
+        println!(
+            "server descriptors {before} before, {open} with the streams open: {:.2} per stream",
+            open.saturating_sub(before) as f64 / held.max(1) as f64
+        );
+    }
+    if refused > 0 {
+        std::process::exit(1);
+    }
+    HeldStreams { held, ended, tasks }
 }
 
 fn describe(target: &Target) -> String {
