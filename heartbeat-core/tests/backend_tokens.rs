@@ -15,6 +15,15 @@ fn text<'a>(vector: &'a Value, name: &str) -> &'a str {
     vector[name].as_str().unwrap()
 }
 
+/// `made_by` names the script that made the vectors, which the repository ships.
+#[test]
+fn the_script_that_made_the_vectors_exists() {
+    let made_by = text(&vectors(), "made_by").to_owned();
+    let script = made_by.rsplit(", ").next().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    assert!(root.join(script).is_file(), "{script} (made_by) is not in the repository");
+}
+
 #[test]
 fn the_rust_codec_seals_what_node_seals_and_opens_it() {
     for vector in vectors()["tokens"].as_array().unwrap() {

@@ -336,8 +336,8 @@ pub struct ServerArgs {
     /// limit (`ulimit -n`) less a reserve of 256 or an eighth of it, whichever is more.
     #[arg(long, env = "STREAMS_MAX")]
     pub streams_max: Option<usize>,
-    /// Event streams open at once from one client address (behind a proxy every client
-    /// has its address: raise this or set 0 there). 0: no cap.
+    /// Event streams open at once from one client address. Behind a reverse proxy, set
+    /// `TRUSTED_PROXIES` so that each client counts by its own address. 0: no cap.
     #[arg(long, env = "STREAMS_PER_ADDRESS", default_value_t = 100)]
     pub streams_per_address: usize,
     /// Event streams open at once per owner: a job owner, one user's notice streams, or
@@ -360,8 +360,9 @@ pub struct ServerArgs {
     /// as `https://app.example.com,http://localhost:5173`. Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<CorsOrigins>,
-    /// Key the owner tokens of the job routes are signed with
-    /// (`owner.<base64url HMAC-SHA256(OWNER_KEY, owner)>`; `issue-owner-token` prints one).
+    /// Key the owner tokens of the job routes are signed with (at least 16 characters):
+    /// `owner.<expiry>.<base64url HMAC-SHA256(OWNER_KEY, owner + "\n" + expiry)>`, the
+    /// expiry in unix seconds; `issue-owner-token` prints one.
     #[arg(long, env = "OWNER_KEY", hide_env_values = true)]
     pub owner_key: Option<String>,
     /// `optional`: a token is checked when given; `required`: every job route, the HeyGen
