@@ -21,7 +21,10 @@ fn the_script_that_made_the_vectors_exists() {
     let made_by = text(&vectors(), "made_by").to_owned();
     let script = made_by.rsplit(", ").next().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(root.join(script).is_file(), "{script} (made_by) is not in the repository");
+    assert!(
+        root.join(script).is_file(),
+        "{script} (made_by) is not in the repository"
+    );
 }
 
 #[test]

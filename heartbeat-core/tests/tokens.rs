@@ -168,4 +168,12 @@ fn token_format_names() {
             .unwrap_err()
             .contains("expected `v2`, `b1` or `legacy`")
     );
+    // Each format's name parses back to it (`TOKEN_FORMAT`, check-config).
+    for format in [
+        TokenFormat::Sealed,
+        TokenFormat::Backend,
+        TokenFormat::Legacy,
+    ] {
+        assert_eq!(format.name().parse::<TokenFormat>().unwrap(), format);
+    }
 }

@@ -141,26 +141,6 @@ pub enum StoreKind {
     Redis,
 }
 
-/// `TOKEN_FORMAT`: the token format a server issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TokenFormatArg {
-    /// Authenticated `v2.` tokens.
-    #[value(name = "v2", alias = "sealed")]
-    V2,
-    /// CryptoJS tokens, readable by Node.js servers.
-    #[value(name = "legacy", alias = "cryptojs")]
-    Legacy,
-}
-
-impl From<TokenFormatArg> for TokenFormat {
-    fn from(format: TokenFormatArg) -> Self {
-        match format {
-            TokenFormatArg::V2 => TokenFormat::Sealed,
-            TokenFormatArg::Legacy => TokenFormat::Legacy,
-        }
-    }
-}
-
 /// The token settings both the server and `issue-token` need.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -178,16 +158,12 @@ pub struct TokenArgs {
         value_delimiter = ','
     )]
     pub shared_key_previous: Vec<String>,
-    /// Format of the tokens this server issues: `v2` (authenticated) or `legacy` (CryptoJS,
-    /// readable by Node.js servers running beside this one).
-    #[arg(
-        long,
-        env = "TOKEN_FORMAT",
-        value_enum,
-        default_value = "v2",
-        ignore_case = true
-    )]
-    pub token_format: TokenFormatArg,
+    /// Format of the tokens this server issues: `v2` (authenticated, the default), `b1`
+    /// (authenticated, AES-256-GCM: `issue-token` and `POST /admin/tokens` mint it, the
+    /// heartbeat answers stay `v2`) or `legacy` (CryptoJS, readable by Node.js servers
+    /// running beside this one).
+    #[arg(long, env = "TOKEN_FORMAT", default_value = "v2", value_parser = clap::value_parser!(TokenFormat))]
+    pub token_format: TokenFormat,
     /// Accept legacy CryptoJS tokens (as backends of the Node.js server issue them).
     #[arg(long, env = "ACCEPT_LEGACY", default_value = "true", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub accept_legacy: bool,
@@ -214,7 +190,7 @@ impl TokenArgs {
             .map_err(|error| ConfigError::new("SHARED_KEY", error.to_string()))?
             .with_previous_keys(previous)
             .map_err(|error| ConfigError::new("SHARED_KEY_PREVIOUS", error.to_string()))?
-            .issuing(self.token_format.into())
+            .issuing(self.token_format)
             .accepting_legacy(self.accept_legacy))
     }
 }
@@ -603,6 +579,16 @@ pub enum CorsOrigins {
     List(Vec<String>),
 }
 
+impl std::fmt::Display for CorsOrigins {
+    /// As `CORS_ORIGINS` takes it: `*`, or the origins comma-separated.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorsOrigins::Any => f.write_str("*"),
+            CorsOrigins::List(origins) => f.write_str(&origins.join(",")),
+        }
+    }
+}
+
 impl std::str::FromStr for CorsOrigins {
     type Err = String;
 
@@ -733,6 +719,22 @@ impl ServerArgs {
             }
         }
         Ok(())
+    }
+
+    /// What is allowed but unwise in these settings, one sentence each saying what to do:
+    /// `check-config` prints them and the server logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(key) = &self.tokens.shared_key
+            && key.chars().count() < MIN_ADMIN_KEY_LEN
+        {
+            warnings.push(format!(
+                "SHARED_KEY is shorter than {MIN_ADMIN_KEY_LEN} characters: a short key can be \
+                 guessed. It is accepted because Node-era backends may use one; move to a \
+                 longer key with SHARED_KEY_PREVIOUS (docs/operations.md, \"Rotating SHARED_KEY\")"
+            ));
+        }
+        warnings
     }
 
     /// Checks every value.

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             init_logs(&cli.server);
+            for warning in cli.server.warnings() {
+                tracing::warn!("{warning}");
+            }
             let runtime = match runtime() {
                 Ok(runtime) => runtime,
                 Err(code) => return code,
@@ -90,6 +93,54 @@ fn with_app(server: &ServerArgs, command: impl AsyncFnOnce(App) -> ExitCode) -> 
 /// `check-config`: every setting checked, the store opened and pinged, the effective
 /// configuration printed.
 fn check_config(server: &ServerArgs) -> ExitCode {
+    for warning in server.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    if server.storage == StoreKind::Sled && !server.sled_path.exists() {
+        // Opening sled would create the database: check what can be checked without it.
+        let settings = match server.settings().and_then(|settings| {
+            server.tokens.codec()?;
+            Ok(settings)
+        }) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        let parent = server
+            .sled_path
+            .ancestors()
+            .skip(1)
+            .find(|dir| dir.as_os_str().is_empty() || dir.exists())
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    dir
+                }
+            });
+        let writable = parent.is_some_and(|dir| {
+            std::fs::metadata(dir).is_ok_and(|meta| meta.is_dir() && !meta.permissions().readonly())
+        });
+        if !writable {
+            eprintln!(
+                "error: SLED_PATH {} does not exist and cannot be created: its nearest existing \
+                 parent is not a writable directory",
+                server.sled_path.display()
+            );
+            return ExitCode::from(2);
+        }
+        for (name, value) in server::configuration(server, &settings) {
+            println!("{name}: {value}");
+        }
+        println!(
+            "ok: the configuration is valid; SLED_PATH {} does not exist yet: the server creates \
+             it when it starts",
+            server.sled_path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
     with_app(server, async |app| {
         if let Err(error) = app.heartbeats().store().ping().await {
             eprintln!("error: the store does not answer: {error}");

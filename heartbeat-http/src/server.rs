@@ -336,10 +336,7 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
                 |address| address.to_string(),
             ),
         ),
-        (
-            "token_format",
-            format!("{:?}", args.tokens.token_format).to_lowercase(),
-        ),
+        ("token_format", args.tokens.token_format.name().to_owned()),
         ("accept_legacy", args.tokens.accept_legacy.to_string()),
         ("shared_key", on(args.tokens.shared_key.is_some())),
         (
@@ -350,7 +347,13 @@ pub fn configuration(args: &ServerArgs, settings: &Settings) -> Vec<(&'static st
         ("worker_key", on(settings.worker_key.is_some())),
         ("issuer_key", on(settings.issuer_key.is_some())),
         ("owner_key", on(settings.owner_tokens.is_some())),
-        ("cors_origins", format!("{:?}", settings.cors)),
+        (
+            "cors_origins",
+            settings
+                .cors
+                .as_ref()
+                .map_or_else(|| "unset (no CORS headers)".to_owned(), ToString::to_string),
+        ),
         ("fail_open", settings.fail_open.to_string()),
         (
             "start_window_secs",

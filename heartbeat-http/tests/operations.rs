@@ -380,6 +380,22 @@ fn a_key_equal_to_another_key_or_too_short_is_refused() {
     }
 }
 
+/// `TOKEN_FORMAT` takes every format the core reads (one parser): `b1` tokens are what
+/// `issue-token` mints under it, in any case.
+#[test]
+fn token_format_b1_issues_b1_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["b1", "B1", "backend"] {
+        let output = command(dir.path())
+            .envs([("SHARED_KEY", SHARED_KEY), ("TOKEN_FORMAT", value)])
+            .args(["issue-token", "--user", "1", "--asset", "2"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{value}");
+        assert!(String::from_utf8(output.stdout).unwrap().starts_with("b1."));
+    }
+}
+
 #[test]
 fn an_invalid_value_names_the_variable_and_the_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +414,22 @@ fn an_invalid_value_names_the_variable_and_the_flag() {
             "FAIL_OPEN",
             "perhaps",
             "invalid value 'perhaps' for FAIL_OPEN (--fail-open)",
+        ),
+        (
+            "TOKEN_FORMAT",
+            "v3",
+            "invalid value 'v3' for TOKEN_FORMAT (--token-format): unknown token format `v3`: \
+             expected `v2`, `b1` or `legacy`",
+        ),
+        (
+            "GONE_GRACE_SECS",
+            "0",
+            "invalid value '0' for GONE_GRACE_SECS (--gone-grace-secs)",
+        ),
+        (
+            "ENFORCE_LIMITS",
+            "sometimes",
+            "invalid value 'sometimes' for ENFORCE_LIMITS (--enforce-limits)",
         ),
     ] {
         let output = command(dir.path())
@@ -426,10 +458,61 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("store: sled at state/db"), "{stdout}");
     assert!(stdout.contains("admin_key: set"), "{stdout}");
-    assert!(stdout.ends_with("ok: the configuration is valid and the store answers\n"));
+    assert!(
+        stdout.contains("cors_origins: unset (no CORS headers)\n"),
+        "{stdout}"
+    );
+    // A database that does not exist yet is not created by checking it.
+    assert!(
+        stdout.ends_with(
+            "ok: the configuration is valid; SLED_PATH state/db does not exist yet: the server \
+             creates it when it starts\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("state").exists());
     assert!(
         !stdout.contains(SHARED_KEY) && !stdout.contains(ADMIN_KEY),
         "{stdout}"
+    );
+    // An existing one is opened and asked; a short SHARED_KEY is allowed (Node-era
+    // backends may have one) with a warning, CORS origins print as they are set.
+    std::fs::create_dir_all(dir.path().join("state/db")).unwrap();
+    let output = command(dir.path())
+        .envs([
+            ("SHARED_KEY", "x"),
+            ("SLED_PATH", "state/db"),
+            ("CORS_ORIGINS", "https://a.example,http://localhost:5173"),
+        ])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.ends_with("ok: the configuration is valid and the store answers\n"));
+    assert!(
+        stdout.contains("cors_origins: https://a.example,http://localhost:5173\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: SHARED_KEY is shorter than 16 characters"),
+        "{stderr}"
+    );
+    // A path under a file cannot be created: a clear error, exit code 2.
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let output = command(dir.path())
+        .envs([("SHARED_KEY", SHARED_KEY), ("SLED_PATH", "file/db")])
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("SLED_PATH file/db does not exist and cannot be created"),
+        "{stderr}"
     );
 
     let url = format!("redis://:hidden-pass@127.0.0.1:{}", free_port());

@@ -2,7 +2,8 @@
 // `npm pack` ships, and that the types declare what the module exports.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -69,5 +70,33 @@ test("the types declare every export of the module", () => {
   const types = readFileSync(join(root, "src/heartbeat.d.ts"), "utf8");
   for (const name of Object.keys(client)) {
     assert.match(types, new RegExp(`export declare (const|class|function) ${name}\\b`), name);
+  }
+});
+
+test("every export of the packed package resolves once installed (`.` and `./min`)", () => {
+  const work = mkdtempSync(join(tmpdir(), "web-player-"));
+  try {
+    // `npm pack` builds the bundle first (prepack), as publishing would.
+    const [packed] = JSON.parse(
+      execFileSync("npm", ["pack", "--json", "--pack-destination", work], {
+        cwd: root,
+        encoding: "utf8",
+      }),
+    );
+    writeFileSync(join(work, "package.json"), JSON.stringify({ type: "module", private: true }));
+    execFileSync(
+      "npm",
+      ["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error", `./${packed.filename}`],
+      { cwd: work, encoding: "utf8" },
+    );
+    const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    for (const entry of Object.keys(manifest.exports)) {
+      const specifier = join(manifest.name, entry);
+      const probe = `const m = await import(${JSON.stringify(specifier)}); ` +
+        `if (typeof m.startHeartbeat !== "function") throw new Error("no startHeartbeat");`;
+      execFileSync("node", ["--input-type=module", "-e", probe], { cwd: work, encoding: "utf8" });
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
   }
 });

@@ -1,7 +1,7 @@
 //! Heartbeat tokens: the encrypted `heartbeat_data` that backends, players and the server
 //! pass around (SPEC §3.3).
 //!
-//! Two formats exist:
+//! Three formats exist:
 //!
 //! - [`legacy`]: the CryptoJS `AES.encrypt(json, passphrase)` format of the Node.js server.
 //!   Backends issue it today. It has no integrity check: see the module's docs.
@@ -57,6 +57,15 @@ impl TokenFormat {
             TokenFormat::Backend
         } else {
             TokenFormat::Legacy
+        }
+    }
+
+    /// The name `TOKEN_FORMAT` gives it: `v2`, `b1` or `legacy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenFormat::Sealed => "v2",
+            TokenFormat::Backend => "b1",
+            TokenFormat::Legacy => "legacy",
         }
     }
 
