@@ -48,7 +48,6 @@ pub fn last_event_id(
 /// under the stream caps, its count in `heartbeat_sse_connections`, when to end and how
 /// often to keep the connection alive. [`App::open_stream`](crate::App::open_stream)
 /// makes one.
-#[derive(Debug)]
 pub struct StreamContext {
     /// Its place under the stream caps (`STREAMS_*`).
     pub permit: StreamPermit,
@@ -60,6 +59,36 @@ pub struct StreamContext {
     pub max_lifetime: Duration,
     /// How often a keep-alive comment is sent (`SSE_KEEPALIVE_SECS`).
     pub keep_alive: Duration,
+    /// Called when the client goes away: the stream is dropped before it ended by itself
+    /// (not at the server's shutdown, its lifetime or the end of its events).
+    pub on_client_gone: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for StreamContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("permit", &self.permit)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds [`StreamContext::on_client_gone`] while a stream is open, and calls it when the
+/// stream is dropped unfinished.
+struct ClientGone {
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hook: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::Acquire)
+            && let Some(hook) = self.hook.take()
+        {
+            hook();
+        }
+    }
 }
 
 /// An SSE response: a first event with `retry:`, then `events` mapped by `to_event`
@@ -82,7 +111,13 @@ where
         shutdown,
         max_lifetime,
         keep_alive,
+        on_client_gone,
     } = context;
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gone = ClientGone {
+        finished: std::sync::Arc::clone(&finished),
+        hook: on_client_gone,
+    };
     let hello = Event::default().retry(RETRY).comment("connected");
     let shutdown = shutdown.cancelled_owned();
     let lifetime = tokio::time::sleep(max_lifetime);
@@ -102,12 +137,101 @@ where
                 }
             }
         });
+    // Polled once the events end (shutdown, lifetime, source done): the stream finished by
+    // itself, so dropping it afterwards is not its client going away.
+    let ended = futures_util::stream::poll_fn(move |_| {
+        finished.store(true, std::sync::atomic::Ordering::Release);
+        std::task::Poll::Ready(None)
+    });
     let stream = futures_util::stream::once(async move { hello })
         .chain(events)
+        .chain(ended)
         .map(move |event| {
             // The stream owns the guards: the connection counts until it is dropped.
-            let _open = (&open, &permit);
+            let _open = (&open, &permit, &gone);
             Ok(event)
         });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::streams::{StreamCaps, StreamSlots};
+
+    /// A stream context whose `on_client_gone` raises the returned flag.
+    fn stream_context(max_lifetime: Duration) -> (StreamContext, Arc<AtomicBool>) {
+        let gone = Arc::new(AtomicBool::new(false));
+        let raised = Arc::clone(&gone);
+        let slots = StreamSlots::new(StreamCaps::default());
+        let context = StreamContext {
+            permit: slots
+                .acquire("127.0.0.1".parse().unwrap(), "owner")
+                .unwrap(),
+            open: Metrics::new().sse_connection(),
+            shutdown: CancellationToken::new(),
+            max_lifetime,
+            keep_alive: Duration::from_secs(60),
+            on_client_gone: Some(Box::new(move || raised.store(true, Ordering::SeqCst))),
+        };
+        (context, gone)
+    }
+
+    fn event(text: &&'static str) -> Option<Event> {
+        Some(Event::default().data(*text))
+    }
+
+    /// Reads `frames` frames of the response body, or all of them (`None`), then drops it.
+    async fn read(
+        events: impl Stream<Item = Result<&'static str, Infallible>> + Send + 'static,
+        context: StreamContext,
+        frames: Option<usize>,
+    ) {
+        let body = response(context, events, event).into_response().into_body();
+        let mut data = body.into_data_stream();
+        let mut read = 0;
+        while frames.is_none_or(|frames| read < frames) {
+            match data.next().await {
+                Some(chunk) => drop(chunk.unwrap()),
+                None => break,
+            }
+            read += 1;
+        }
+    }
+
+    /// `on_client_gone` runs when the body is dropped before the stream ended, and not
+    /// when it ended by itself: its events done (a session's `ended` notice), or its
+    /// lifetime over.
+    #[tokio::test]
+    async fn the_client_going_away_is_told_apart_from_the_stream_ending() {
+        let (context, gone) = stream_context(Duration::from_secs(60));
+        read(
+            futures_util::stream::iter([Ok("a"), Ok("b")]),
+            context,
+            None,
+        )
+        .await;
+        assert!(!gone.load(Ordering::SeqCst), "the events ended");
+
+        let (context, gone) = stream_context(Duration::from_millis(50));
+        let endless = futures_util::stream::iter([Ok("a")]).chain(futures_util::stream::pending());
+        read(endless, context, None).await;
+        assert!(!gone.load(Ordering::SeqCst), "its lifetime ended it");
+
+        let (context, gone) = stream_context(Duration::from_secs(60));
+        let endless = futures_util::stream::iter([Ok("a")]).chain(futures_util::stream::pending());
+        read(endless, context, Some(2)).await;
+        assert!(
+            gone.load(Ordering::SeqCst),
+            "dropped while open: its client went away"
+        );
+    }
 }

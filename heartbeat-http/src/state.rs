@@ -119,6 +119,7 @@ impl App {
             shutdown: self.inner.shutdown.clone(),
             max_lifetime: self.inner.streams.caps().max_lifetime,
             keep_alive: self.inner.settings.sse_keepalive,
+            on_client_gone: None,
         })
     }
 

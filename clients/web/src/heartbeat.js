@@ -4,6 +4,10 @@
 // heartbeat.d.ts.
 
 const MAX_BACKOFF_MS = 5000;
+// A notice stream that was open and closed is opened again this soon, with the current
+// token: within the server's grace (GONE_GRACE_SECS, 5 s by default), so a network blip
+// does not let the session go.
+const REOPEN_NOTICES_MS = 1000;
 
 /** Why a player stopped, as `stopped` resolves. */
 export const StopReason = Object.freeze({
@@ -97,6 +101,7 @@ export function startHeartbeat(options) {
   // is never more than one loop.
   let generation = 0;
   let notices;
+  let reopen;
   let running = true;
   let lastAccepted = Date.now();
   let resolveStopped;
@@ -110,6 +115,7 @@ export function startHeartbeat(options) {
     if (!running) return;
     running = false;
     clearTimeout(timer);
+    clearTimeout(reopen);
     notices?.close();
     notices = undefined;
     if (letGo) page.removeEventListener("pagehide", onPageHide);
@@ -176,10 +182,21 @@ export function startHeartbeat(options) {
       finish(StopReason.ENDED);
       call("onEnded", notice);
     });
-    // The stream closes when the session stops, expires or reaches its lifetime, and is
-    // refused by servers without it (the Node server): the next accepted heartbeat opens
-    // it again with the current token; heartbeats keep telling in the meantime.
-    source.addEventListener("error", () => drop(source));
+    // The stream closes when the session stops, expires or reaches its lifetime, or the
+    // network fails: one that was open is opened again soon with the current token. One
+    // that never opened (a server without it, such as the Node server) is tried again at
+    // the next accepted heartbeat; heartbeats keep telling in the meantime.
+    let opened = false;
+    source.addEventListener("open", () => {
+      opened = true;
+    });
+    source.addEventListener("error", () => {
+      drop(source);
+      if (opened && running) {
+        clearTimeout(reopen);
+        reopen = setTimeout(followNotices, REOPEN_NOTICES_MS);
+      }
+    });
   }
 
   /** Closes a notice stream (a no-op when it is closed) and forgets it if it is current. */

@@ -128,6 +128,49 @@ test("report-only limits (enforce: false): the device over the limit plays on an
   await tv.handle.stop();
 });
 
+test("a notice stream that was open and failed is opened again within a second with the current token; one that never opened waits for the next heartbeat", async () => {
+  const sources = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = url;
+      this.listeners = {};
+      this.closed = false;
+      sources.push(this);
+    }
+    addEventListener(kind, listener) {
+      (this.listeners[kind] ??= []).push(listener);
+    }
+    emit(kind) {
+      for (const listener of this.listeners[kind] ?? []) listener({});
+    }
+    close() {
+      this.closed = true;
+    }
+  }
+  const tokenOf = (source) => new URL(source.url).searchParams.get("heartbeat_token");
+  const tv = player(firstToken(++nextUser, "TV"), { EventSource: FakeEventSource, cycle: 4 });
+  await tv.when("accepted");
+  assert.equal(sources.length, 1);
+  // Open, then failed (a network blip): opened again soon, not at the next heartbeat (4 s).
+  sources[0].emit("open");
+  sources[0].emit("error");
+  assert.ok(sources[0].closed);
+  const started = Date.now();
+  while (sources.length < 2 && Date.now() - started < 3000) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.equal(sources.length, 2, "reopened");
+  assert.ok(Date.now() - started < 2000, `reopened after ${Date.now() - started} ms`);
+  assert.equal(tokenOf(sources[1]), tv.handle.token, "with the current token");
+  // Failed before it ever opened (a server without notices): tried again by the next
+  // accepted heartbeat, with that heartbeat's token (not on its own, with the older one).
+  sources[1].emit("error");
+  const next = await tv.when("accepted", 8000);
+  assert.equal(sources.length, 3);
+  assert.equal(tokenOf(sources[2]), next);
+  await tv.handle.stop();
+});
+
 test("a spent token replayed by another player is refused as replayed; the first plays on", async () => {
   const tv = player(firstToken(++nextUser, "Living-room TV"));
   const spent = await tv.when("accepted");

@@ -80,6 +80,15 @@ pub async fn a_session_whose_stream_closed_ends_as_gone<F: Fixture>(fixture: &F)
         page.sessions
     );
 
+    // A token the playback has moved past may watch, but its stream cannot let the
+    // session go (nor keep it): only the current token's can.
+    let spent = phone.clone();
+    clock.advance(Duration::from_secs(30));
+    let (phone, _) = accept(&b, &phone, None).await;
+    assert!(
+        release_of(&a, &spent).await.is_none(),
+        "a spent token's stream cannot release"
+    );
     // A heartbeat within the grace keeps the phone, as does a stream that reconnects.
     let mut first = a.watch(&phone).await.unwrap();
     let first = release(&mut first);

@@ -317,21 +317,19 @@ pub(crate) async fn events(
         .open(token)
         .map(|data| format!("user:{}", data.user_id))
         .unwrap_or_default();
-    let stream = match app.open_stream(address.0, &owner) {
+    let mut stream = match app.open_stream(address.0, &owner) {
         Ok(stream) => stream,
         Err(full) => return full.into_response(),
     };
     match app.heartbeats().watch(token).await {
         Ok(mut notices) => {
-            // The stream's body owns the release: dropped, the session may go (SPEC §3.8).
-            let release = notices.take_release().map(|release| ReleaseOnClose {
-                app: app.clone(),
-                release: Some(release),
-            });
-            let notices = notices.map(move |ended| {
-                let _release = &release;
-                Ok::<_, std::convert::Infallible>(ended)
-            });
+            // The client going away may let the session go (SPEC §3.8); the stream ending by
+            // itself (the session's end, its lifetime, the server's shutdown) does not.
+            if let Some(release) = notices.take_release() {
+                let app = app.clone();
+                stream.on_client_gone = Some(Box::new(move || release_session(app, release)));
+            }
+            let notices = notices.map(Ok::<_, std::convert::Infallible>);
             sse::response(stream, notices, ended_event).into_response()
         }
         Err(error) => {
@@ -341,33 +339,22 @@ pub(crate) async fn events(
     }
 }
 
-/// Tells the core that a notice stream's client went away when its response is dropped
+/// Tells the core that a notice stream's client went away
 /// ([`Heartbeats::stream_closed`](heartbeat_core::Heartbeats::stream_closed)), unless the
 /// server is shutting down (its clients reconnect, to another instance or to this one
 /// restarted).
-struct ReleaseOnClose {
-    app: App,
-    release: Option<StreamRelease>,
-}
-
-impl Drop for ReleaseOnClose {
-    fn drop(&mut self) {
-        let Some(release) = self.release.take() else {
-            return;
-        };
-        if self.app.shutdown().is_cancelled() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let app = self.app.clone();
-        runtime.spawn(async move {
-            if let Err(error) = app.heartbeats().stream_closed(release).await {
-                tracing::warn!(%error, "a closed notice stream could not be recorded");
-            }
-        });
+fn release_session(app: App, release: StreamRelease) {
+    if app.shutdown().is_cancelled() {
+        return;
     }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(error) = app.heartbeats().stream_closed(release).await {
+            tracing::warn!(%error, "a closed notice stream could not be recorded");
+        }
+    });
 }
 
 fn ended_event(ended: &SessionEnded) -> Option<Event> {

@@ -214,7 +214,9 @@ pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<
 /// The notice stream `stream` of the token's session opened at `now` (SPEC §3.8): it is
 /// the session's latest stream from now on (only its closing can end the session as
 /// `gone`), and a pending `gone_at` is cleared (a stream that reconnects within the grace
-/// changes nothing). `None` when the session is not active (at `now`, after expiry).
+/// changes nothing). `None` when the session is not active (at `now`, after expiry), and
+/// when the token is not the session's current one: a token the playback has moved past
+/// may watch, but its stream can neither let the session go nor keep it.
 pub fn stream_opened(
     policy: &PlaybackPolicy,
     now: Timestamp,
@@ -223,6 +225,9 @@ pub fn stream_opened(
     stream: &str,
 ) -> Option<SessionWrite> {
     mark_stream(policy, now, token, stored, |record| {
+        if token.timestamp != Some(record.timestamp) {
+            return false;
+        }
         record.notice_stream = Some(stream.to_owned());
         record.gone_at = None;
         true
