@@ -163,11 +163,20 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     use axum::http::{HeaderName, HeaderValue, Method, header};
     let allow_origin = match origins {
         CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(origins) => AllowOrigin::list(
-            origins
+        CorsOrigins::List(origins) => {
+            let allowed: Vec<HeaderValue> = origins
                 .iter()
-                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-        ),
+                .filter_map(|origin| HeaderValue::from_str(origin).ok())
+                .collect();
+            let refused = RefusedOrigins::default();
+            AllowOrigin::predicate(move |origin, _| {
+                let allowed = allowed.contains(origin);
+                if !allowed {
+                    refused.note(origin);
+                }
+                allowed
+            })
+        }
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -186,6 +195,33 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
         ])
         .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// The origins CORS refused, each logged once: a browser shows a refused origin only as a
+/// network error, so the server's log is where a wrong `CORS_ORIGINS` shows. Bounded:
+/// past [`RefusedOrigins::MAX`] distinct origins (forged `Origin` headers) no more are
+/// logged.
+#[derive(Debug, Clone, Default)]
+struct RefusedOrigins(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl RefusedOrigins {
+    const MAX: usize = 100;
+
+    fn note(&self, origin: &axum::http::HeaderValue) {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() < Self::MAX && seen.insert(origin.clone()) {
+            tracing::warn!(
+                %origin,
+                "CORS refused a request from an origin CORS_ORIGINS does not list (browsers \
+                 report it as a network error); add it to CORS_ORIGINS if it is yours \
+                 (logged once per origin)"
+            );
+        }
+    }
 }
 
 /// The fixed paths of the Node server and the HeyGen mock, which Express matches in any

@@ -380,6 +380,46 @@ fn a_key_equal_to_another_key_or_too_short_is_refused() {
     }
 }
 
+/// A request from an origin `CORS_ORIGINS` does not list is logged once per origin (a
+/// browser reports it only as a network error): what a wrong setting looks like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_cors_origin_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        dir.path(),
+        &[
+            ("SHARED_KEY", SHARED_KEY),
+            ("CORS_ORIGINS", "https://app.example"),
+        ],
+        &[],
+    )
+    .await;
+    for origin in [
+        "https://evil.example",
+        "https://evil.example",
+        "https://app.example",
+        "http://localhost:5173",
+    ] {
+        let response = running
+            .server
+            .http
+            .get(format!("{}/healthz", running.server.url))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let log = running.stop();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("CORS refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    assert!(refused[0].contains("https://evil.example"), "{log}");
+    assert!(refused[1].contains("http://localhost:5173"), "{log}");
+}
+
 /// `TOKEN_FORMAT` takes every format the core reads (one parser): `b1` tokens are what
 /// `issue-token` mints under it, in any case.
 #[test]
