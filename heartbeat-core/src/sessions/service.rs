@@ -1,7 +1,6 @@
 //! [`Heartbeats`]: codec + decision rules + store, the whole heartbeat use case in one type.
 
 use crate::sessions::SessionWrite;
-use crate::sessions::analytics::Refusal;
 use crate::sessions::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 use crate::sessions::rules::{self, Accepted, Refused, SessionError, Verdict};
 use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
@@ -320,19 +319,14 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                     Ok(decision) => decision,
                     Err(error) => return (None, Err(HeartbeatError::from(error))),
                 };
-                // A refusal, or a report-only limit's would-be refusal, goes to the
-                // refusal index (at most once per session and cycle).
-                let refusal = match &decision.verdict {
-                    Verdict::Accept(accepted) => accepted.would_refuse.map(|r| (r, false)),
-                    Verdict::Reject(refused) => Some((refused.reason, true)),
-                };
-                if let Some((reason, enforced)) = refusal {
-                    let session = data.session_id.clone().unwrap_or_else(|| fresh_id.clone());
-                    let cycle = data.heartbeat_cycle.as_millis();
-                    if self.refusals.record(&data.user_id, &session, now, cycle) {
-                        let refusal = Refusal::new(&data.user_id, &reason, now, session);
-                        decision.write.index.refusal = Some(refusal.enforced(enforced).key());
-                    }
+                // The refusal index keeps a session's refusal at most once per cycle.
+                let cycle = data.heartbeat_cycle.as_millis();
+                if let Some(refusal) = &decision.write.refusal
+                    && !self
+                        .refusals
+                        .record(&data.user_id, &refusal.nonce, now, cycle)
+                {
+                    decision.write.refusal = None;
                 }
                 let taken_over = decision.write.ended.iter().find_map(|entry| {
                     entry

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::sessions::analytics::{FinishedEntry, IndexMove, IndexWrite};
+use crate::sessions::analytics::{FinishedEntry, IndexMove, IndexWrite, Refusal};
 use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord};
 use crate::sessions::{Retention, UserSessions};
 use crate::{Id, Timestamp};
@@ -25,7 +25,12 @@ pub struct SessionWrite {
     /// the rules build it, until the longest-lived session of `sessions` can stay active;
     /// once [`for_store`](Self::for_store) completed it, that plus the retention.
     pub keep_millis: i64,
-    /// The analytics indexes' changes (SPEC §3.9), applied in the same atomic step.
+    /// The refusal the decision made, or that report-only limits would have made (SPEC
+    /// §3.8), for the refusal index; the service drops it when the same session's was
+    /// stored lately (SPEC §4).
+    pub refusal: Option<Refusal>,
+    /// The analytics indexes' changes (SPEC §3.9), applied in the same atomic step:
+    /// completed by [`for_store`](Self::for_store).
     pub index: IndexWrite,
 }
 
@@ -34,7 +39,8 @@ impl SessionWrite {
     /// (`before`) at `now`: the finished-index moves of the sessions it ends, the
     /// indexes' retention floor, and the sessions kept past their expiry for as long as
     /// the history is, so that a session that times out is in the history without a
-    /// later visit (SPEC §3.6). The one place a write is completed.
+    /// later visit (SPEC §3.6), and the refusal's index entry. The one place a write is
+    /// completed.
     pub fn for_store(
         mut self,
         user: &Id,
@@ -43,6 +49,7 @@ impl SessionWrite {
         retention: &Retention,
     ) -> Self {
         self.index.finished = finished_moves(user, before, &self);
+        self.index.refusal = self.refusal.as_ref().map(Refusal::key);
         self.index.keep_from = crate::sessions::analytics::IndexKey::floor(
             now.add_millis(-retention.retention_millis()),
         );
@@ -57,7 +64,7 @@ impl SessionWrite {
         self.upserts.is_empty()
             && self.remove.is_empty()
             && self.progress.is_none()
-            && self.index.refusal.is_none()
+            && self.refusal.is_none()
     }
 }
 

@@ -4,6 +4,7 @@ use super::lifecycle::{keep_millis, progress_entry};
 use super::limits::check_session_limit;
 use super::playback::{Presented, presented};
 use super::*;
+use crate::sessions::analytics::Refusal;
 use crate::sessions::{AnsweredToken, EndReason, PlayRecord, UserSessions};
 
 /// The hit counter of a playback's first session: 1, or the token's `checking_threshold`
@@ -83,6 +84,12 @@ pub fn decide(
             let playing = Some(playing);
             write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
             write.sessions = kept;
+            write.refusal = Some(Refusal::new(
+                &token.user_id,
+                &reason,
+                now,
+                session_id.to_owned(),
+            ));
             return Decision {
                 verdict: Verdict::Reject(Refused { reason, playing }),
                 write,
@@ -115,6 +122,9 @@ pub fn decide(
     write.progress = progress_entry(token, &session_id, progress, now);
     write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
     write.sessions = kept;
+    write.refusal = would_refuse.map(|reason| {
+        Refusal::new(&token.user_id, &reason, now, session_id.clone()).enforced(false)
+    });
     Decision {
         verdict: Verdict::Accept(Accepted {
             session_id,
