@@ -106,6 +106,19 @@ fn every_source_file_the_docs_name_exists() {
     );
 }
 
+/// docs/performance.md holds the current figures and how to measure them; every earlier
+/// round lives in docs/performance-history.md, so the page a reader opens stays short.
+#[test]
+fn the_performance_page_holds_the_current_figures_only() {
+    let page = std::fs::read_to_string(root().join("docs/performance.md")).unwrap();
+    assert!(
+        page.len() < 12 * 1024,
+        "docs/performance.md is {} bytes: move rounds to docs/performance-history.md",
+        page.len()
+    );
+    assert!(page.contains("## Current figures"));
+}
+
 /// Each measured figure lives in one place, docs/performance.md (or the doc of the round
 /// that measured it): README links there and states none, so the two cannot disagree.
 #[test]

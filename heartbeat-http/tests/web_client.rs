@@ -12,6 +12,26 @@ use process::{ServerProcess, free_port};
 
 const SHARED_KEY: &str = "web client test shared key";
 
+/// Every refusal code the server can send is in the web client's `RefusalReason` (a
+/// code the client does not list would reach players untyped), and nothing else is.
+#[test]
+fn the_web_client_lists_every_refusal_code() {
+    let module = include_str!("../../clients/web/src/heartbeat.js");
+    let block = module
+        .split("export const RefusalReason = Object.freeze({")
+        .nth(1)
+        .and_then(|rest| rest.split("});").next())
+        .expect("heartbeat.js exports RefusalReason");
+    let mut listed: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.split('"').nth(1))
+        .collect();
+    listed.sort_unstable();
+    let mut codes = heartbeat_core::sessions::RejectReason::CODES.to_vec();
+    codes.sort_unstable();
+    assert_eq!(listed, codes);
+}
+
 #[test]
 fn the_web_client_suite_passes_against_the_server() {
     let web = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/web"));
