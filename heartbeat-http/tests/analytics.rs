@@ -249,11 +249,21 @@ async fn the_export_command_writes_what_the_http_export_answers() {
         let (token, _) = play(&server, &backend_token(user, 2, "MOST_RECENT")).await;
         stop(&server, &token).await;
     }
-    // Settled (past the settle time), so both exports see the same entries.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (status, _, lines) = export(&server, "").await;
-    assert_eq!(status, 200);
-    assert_eq!(lines.len(), 3);
+    // Settled (past the settle time): both sessions and the cursor line, so both exports
+    // see the same entries.
+    let deadline = Instant::now() + common::EVENT_WAIT;
+    let lines = loop {
+        let (status, _, lines) = export(&server, "").await;
+        assert_eq!(status, 200);
+        if lines.len() == 3 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two sessions did not settle: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_heartbeat-server"))

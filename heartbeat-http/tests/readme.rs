@@ -46,20 +46,35 @@ fn every_shell_example_of_readme_and_the_api_doc_works_as_printed() {
     let port = server.port;
     let here = format!("localhost:{port}");
     let run = |script: &str| {
-        // A stream in the foreground (`curl -N` without `&`) is read for two seconds.
+        // A stream in the foreground (`curl -N` without `&`) is read for two seconds. One in
+        // the background writes to a file, printed once it holds an event (at most 10 s).
+        let mut background = 0;
         let script: Vec<String> = script
             .replace("localhost:3000", &here)
             .lines()
-            .map(|line| match line.split_once(" -N ") {
-                Some(_) if !line.contains(" &") => {
-                    let command = line.split_once(" #").map_or(line, |(command, _)| command);
-                    format!("{command} --max-time 2 || true")
+            .map(|line| {
+                let command = line.split_once(" #").map_or(line, |(command, _)| command);
+                let streams = line.contains(" -N ") || line.contains(" -sN ");
+                match command.trim_end().strip_suffix(" &") {
+                    Some(command) if streams => {
+                        background += 1;
+                        format!("{command} > stream-{background}.out 2>&1 &")
+                    }
+                    None if line.contains(" -N ") => format!("{command} --max-time 2 || true"),
+                    _ => line.to_owned(),
                 }
-                _ => line.to_owned(),
+            })
+            .collect();
+        let events: String = (1..=background)
+            .map(|n| {
+                format!(
+                    "for _ in $(seq 100); do grep -q '^event:' stream-{n}.out && break; \
+                     sleep 0.1; done\ncat stream-{n}.out\n"
+                )
             })
             .collect();
         let script = format!(
-            "set -e\n{}\nsleep 3\nkill $(jobs -p) 2>/dev/null || true\n",
+            "set -e\n{}\n{events}kill $(jobs -p) 2>/dev/null || true\n",
             script.join("\n")
         );
         let output = Command::new("bash")
