@@ -137,10 +137,26 @@ async fn a_job_finished_before_listening_still_resolves() {
     server.stop().await;
 }
 
+/// Completes job `id` as a worker does (`PATCH /v1/jobs/{id}` with the admin key).
+async fn complete(server: &TestServer, id: JobId) {
+    let response = server
+        .http
+        .patch(format!("{}/v1/jobs/{}", server.url, id.0))
+        .bearer_auth(common::ADMIN_KEY)
+        .json(&json!({ "state": "completed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Jobs completed while the client waits over SSE, after it switched to polling, and after
+/// it switched back, all reach their waiters (the jobs complete when the test says, as a
+/// worker completes them: no timing involved).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_backends_mid_wait_loses_nothing() {
     let settings = Settings {
-        job_time: Some(Duration::from_millis(800)),
+        job_time: None,
         ..settings()
     };
     let (server, _backing) = common::start_with(Kind::Memory, settings).await;
@@ -148,22 +164,34 @@ async fn switching_backends_mid_wait_loses_nothing() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(client.create_job().await.unwrap());
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let waits = {
         let client = Arc::clone(&client);
         let ids = ids.clone();
         tokio::spawn(async move { wait_all(&client, &ids).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first completes over the stream.
+    assert_eq!(streams_settle_at(&server, 1).await, 1, "the stream is open");
+    complete(&server, ids[0]).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, client.wait_for_job(ids[0]))
+            .await
+            .unwrap(),
+        Ok(JobStatus::Completed)
+    );
+    // The second while polling.
     client.change_backend(Mode::Poll);
     assert_eq!(
         streams_settle_at(&server, 0).await,
         0,
         "polling closed the stream"
     );
+    complete(&server, ids[1]).await;
     let more = client.create_job().await.unwrap();
+    // The rest after switching back.
     client.change_backend(Mode::Sse);
+    complete(&server, ids[2]).await;
+    complete(&server, more).await;
     let results = waits.await.unwrap();
     assert!(
         results
@@ -274,8 +302,13 @@ async fn a_server_restart_on_sled_is_survived_with_fallback() {
         let client = Arc::clone(&client);
         tokio::spawn(async move { tokio::time::timeout(WAIT, client.wait_for_job(id)).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        streams_settle_at(&first, 1).await,
+        1,
+        "the client's stream is open"
+    );
     first.stop().await; // the stream drops; the job is not done yet
+    // The server stays down for a moment: the gap the client rides out.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = common::serve_on(open(), port).await;
     assert_eq!(wait.await.unwrap().unwrap(), Ok(JobStatus::Completed));
@@ -322,7 +355,11 @@ async fn wrong_owner_unknown_job_and_stop_are_typed_errors() {
     let client = JobsClient::new(options(&slow, Mode::Sse)).unwrap();
     let id = client.create_job().await.unwrap();
     let mut listener = client.listen(id);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        streams_settle_at(&slow, 1).await,
+        1,
+        "the listener's stream is open"
+    );
     assert_eq!(client.stop(id), Ok(()));
     assert_eq!(listener.next().await, Some(Err(ClientError::Closed)));
     let mut orphan = client.listen(id);
