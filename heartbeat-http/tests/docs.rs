@@ -146,3 +146,45 @@ fn readme_states_no_measured_figure() {
         }
     }
 }
+
+/// Every setting `heartbeat-server --help` lists (by its environment variable) has a row
+/// in docs/configuration.md, and every row is a setting the server has: the two cannot
+/// drift apart.
+#[test]
+fn the_configuration_doc_lists_exactly_the_settings_of_the_help() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_heartbeat-server"))
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let mut in_help: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                .next()
+                .unwrap()
+        })
+        .collect();
+    in_help.sort_unstable();
+    in_help.dedup();
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let mut in_doc: Vec<&str> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter_map(|line| line.split(" |").next())
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    in_doc.sort_unstable();
+    in_doc.dedup();
+    assert!(
+        in_help.len() > 40,
+        "the help's settings were not read: {in_help:?}"
+    );
+    assert_eq!(
+        in_help, in_doc,
+        "--help (left) and docs/configuration.md (right) differ"
+    );
+}

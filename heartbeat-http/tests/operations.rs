@@ -482,6 +482,64 @@ fn an_invalid_value_names_the_variable_and_the_flag() {
     }
 }
 
+/// compose.yaml's settings for the server pass `check-config` (with the Redis it names
+/// replaced by a throwaway one), and the proxy's fixed address is the one they trust.
+#[test]
+fn the_compose_settings_pass_check_config() {
+    let compose = include_str!("../../compose.yaml");
+    let block = compose.split("  environment:\n").nth(1).unwrap();
+    let mut env: Vec<(String, String)> = block
+        .lines()
+        .take_while(|line| line.starts_with("    "))
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.split_once(": ").unwrap();
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    let redis = RedisServer::start();
+    for (name, value) in &mut env {
+        match name.as_str() {
+            // The values an operator gives `docker compose up`.
+            "SHARED_KEY" => *value = SHARED_KEY.to_owned(),
+            "ADMIN_KEY" => *value = ADMIN_KEY.to_owned(),
+            "REDIS_URL" => {
+                assert_eq!(value, "redis://redis:6379");
+                *value = redis.url();
+            }
+            _ => assert!(!value.contains("${"), "{name}: {value}"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .envs(
+            env.iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let proxy = compose
+        .split("ipv4_address: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap();
+    let trusted = &env
+        .iter()
+        .find(|(name, _)| name == "TRUSTED_PROXIES")
+        .unwrap()
+        .1;
+    assert_eq!(trusted, proxy, "the proxy's address is the trusted one");
+    assert!(
+        stdout.contains(&format!("trusted_proxies: {proxy}")),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
