@@ -42,6 +42,7 @@ pub mod json;
 pub mod live;
 pub mod memory;
 pub mod sessions;
+pub mod storage;
 pub mod store;
 mod time;
 pub mod token;
@@ -59,7 +60,8 @@ pub use sessions::{
     HeartbeatError, HeartbeatOutcome, Heartbeats, PlayRecord, ProgressRecord, SessionRecord,
     SessionStore, UserSessions,
 };
-pub use store::{SharedClock, SharedHeartbeats, SharedJobs, Storage, StoreError};
+pub use storage::{SharedClock, SharedHeartbeats, SharedJobs, Storage};
+pub use store::StoreError;
 pub use time::{Timestamp, TimestampError};
 pub use token::{InvalidToken, KeyError, SealError, TokenCodec, TokenFormat};
 

@@ -1,16 +1,11 @@
-//! What both sides' stores share: the one [`StoreError`], the compare-and-set answer
-//! [`Commit`], helpers for store implementations ([`kit`]), and the stores behind trait
-//! objects ([`Storage`]) for applications that choose their store at run time.
+//! What both sides' stores share, at the bottom of the crate: the one [`StoreError`], the
+//! compare-and-set answer [`Commit`], the [`StoreHealth`] a ping reports, and helpers for
+//! store implementations ([`kit`]). The stores behind trait objects, for applications
+//! that choose their store at run time, are at the top: [`crate::storage`].
 
-mod erased;
 mod error;
 mod health;
 pub mod kit;
 
-pub use erased::{
-    AnyVersion, BoxFuture, DynAnalyticsStore, DynEventBus, DynJobStore, DynNoticeBus,
-    DynSessionStore, SharedClock, SharedEventBus, SharedHeartbeats, SharedJobStore, SharedJobs,
-    SharedSessionStore, Storage,
-};
 pub use error::{BoxError, Commit, StoreError};
 pub use health::StoreHealth;
