@@ -8,9 +8,11 @@
 //! - records (`record.rs`): what is stored: sessions, progress, history;
 //! - [`SessionStore`] and its capabilities (`store.rs`): what a store must do;
 //! - [`notice`]: "your session ended" notices (SPEC §3.7);
-//! - [`analytics`]: the indexes the export and the live feed read (SPEC §3.9).
+//! - [`analytics`]: the indexes the export and the live feed read (SPEC §3.9), pure; the
+//!   reads through `Heartbeats` are in `feed.rs`.
 
 pub mod analytics;
+mod feed;
 pub mod notice;
 mod reason;
 mod record;
