@@ -6,18 +6,18 @@
 //!   reading path;
 //! - here: [`HeartbeatData`], its errors and [`HeartbeatDataBuilder`] for backends.
 
+mod builder;
 mod id;
 mod seconds;
 mod wire;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub use builder::HeartbeatDataBuilder;
 pub use id::{Id, MAX_ID_LEN};
 pub use seconds::{RejectStrategy, Seconds};
-use wire::{Field, RawData};
 
 use crate::Timestamp;
 
@@ -129,10 +129,6 @@ pub struct HeartbeatData {
 }
 
 impl HeartbeatData {
-    /// The names of the fields this crate reads; any other field is kept in
-    /// [`extra`](Self::extra).
-    pub const FIELDS: [&'static str; 18] = Field::NAMES;
-
     /// The reject strategy in force: the token's, or [`RejectStrategy::LeastRecent`].
     pub fn strategy(&self) -> RejectStrategy {
         self.reject_strategy.unwrap_or_default()
@@ -141,51 +137,6 @@ impl HeartbeatData {
     /// True for a token made by the backend (no `session_id` yet).
     pub fn is_from_backend(&self) -> bool {
         self.session_id.is_none()
-    }
-
-    /// Reads heartbeat data from a JSON object, saying which field is wrong when it fails.
-    pub fn from_json_object(object: Map<String, Value>) -> Result<Self, DataError> {
-        // The same reading path as JSON text: serde over the object.
-        RawData::deserialize(Value::Object(object))
-            .map_err(|_| DataError::NotAnObject)?
-            .into_data()
-    }
-
-    /// Reads heartbeat data straight from JSON text, as a token's plaintext holds it:
-    /// the same rules as [`from_json_object`](Self::from_json_object) without building the
-    /// whole object first (known field names are matched, not copied).
-    ///
-    /// ```
-    /// use heartbeat_core::{HeartbeatData, JsonDataError};
-    ///
-    /// let json = br#"{"user_id": 13, "asset_id": 14, "heartbeat_cycle": 3,
-    ///     "cycle_upper_tolerance": 1, "timestamp": "2018-06-05T16:16:14.418Z",
-    ///     "session_limit": 1, "checking_threshold": 3, "sessions_edge": 10}"#;
-    /// assert_eq!(HeartbeatData::from_json_slice(json)?.session_limit, Some(1));
-    /// assert_eq!(HeartbeatData::from_json_slice(b"[1]"), Err(JsonDataError::NotAnObject));
-    /// assert_eq!(HeartbeatData::from_json_slice(b"{"), Err(JsonDataError::NotJson));
-    /// # Ok::<(), JsonDataError>(())
-    /// ```
-    pub fn from_json_slice(json: &[u8]) -> Result<Self, JsonDataError> {
-        match serde_json::from_slice::<RawData<'_>>(json) {
-            Ok(raw) => raw.into_data().map_err(JsonDataError::Data),
-            // A type error stops at the first byte: is the rest JSON at all?
-            Err(error)
-                if error.classify() == serde_json::error::Category::Data
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok() =>
-            {
-                Err(JsonDataError::NotAnObject)
-            }
-            Err(_) => Err(JsonDataError::NotJson),
-        }
-    }
-
-    /// Reads heartbeat data from any JSON value; only an object can succeed.
-    pub fn from_json(value: Value) -> Result<Self, DataError> {
-        match value {
-            Value::Object(object) => Self::from_json_object(object),
-            _ => Err(DataError::NotAnObject),
-        }
     }
 
     /// Heartbeats a session must have before it is counted (absent: 0).
@@ -259,237 +210,4 @@ pub enum JsonDataError {
     /// An object that is not valid heartbeat data.
     #[error(transparent)]
     Data(DataError),
-}
-
-/// Builds the heartbeat data of a new playback, as a backend issues it (no `session_id`).
-///
-/// Every setter takes the value as the wire has it; [`build`](Self::build) checks them all
-/// with the same rules as reading a token.
-///
-/// ```
-/// use heartbeat_core::{HeartbeatData, RejectStrategy, TokenCodec};
-///
-/// let data = HeartbeatData::builder(13, "movie-14")
-///     .cycle(30.0)
-///     .upper_tolerance(10.0)
-///     .session_limit(2)
-///     .checking_threshold(1)
-///     .strategy(RejectStrategy::MostRecent)
-///     .extra("tenant", "acme")
-///     .build()?;
-/// assert!(data.is_from_backend());
-/// assert_eq!(data.sessions_edge, Some(12));
-/// let token = TokenCodec::new("shared key")?.seal(&data)?;
-/// # let _ = token;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct HeartbeatDataBuilder {
-    user_id: Id,
-    asset_id: Id,
-    cycle: f64,
-    lower_tolerance: f64,
-    upper_tolerance: f64,
-    strategy: Option<RejectStrategy>,
-    timestamp: Option<Timestamp>,
-    session_limit: u32,
-    checking_threshold: u32,
-    sessions_edge: Option<u32>,
-    device: Option<String>,
-    device_family: Option<String>,
-    family_limits: Option<BTreeMap<String, u32>>,
-    asset_limit: Option<u32>,
-    enforce: Option<bool>,
-    extra: Map<String, Value>,
-}
-
-impl HeartbeatData {
-    /// A builder for `user` playing `asset`, with the defaults of
-    /// [`HeartbeatDataBuilder`]: a 30 s cycle, 10 s upper and 0 s lower tolerance, the
-    /// default strategy, one session, counted from the first heartbeat, at most
-    /// `session_limit + 10` sessions kept, issued now.
-    pub fn builder(user: impl Into<Id>, asset: impl Into<Id>) -> HeartbeatDataBuilder {
-        HeartbeatDataBuilder {
-            user_id: user.into(),
-            asset_id: asset.into(),
-            cycle: 30.0,
-            lower_tolerance: 0.0,
-            upper_tolerance: 10.0,
-            strategy: None,
-            timestamp: None,
-            session_limit: 1,
-            checking_threshold: 1,
-            sessions_edge: None,
-            device: None,
-            device_family: None,
-            family_limits: None,
-            asset_limit: None,
-            enforce: None,
-            extra: Map::new(),
-        }
-    }
-}
-
-impl HeartbeatDataBuilder {
-    /// `heartbeat_cycle`: seconds between heartbeats (greater than zero).
-    pub fn cycle(mut self, seconds: f64) -> Self {
-        self.cycle = seconds;
-        self
-    }
-
-    /// `cycle_lower_tolerance`: seconds a heartbeat may come early.
-    pub fn lower_tolerance(mut self, seconds: f64) -> Self {
-        self.lower_tolerance = seconds;
-        self
-    }
-
-    /// `cycle_upper_tolerance`: seconds a heartbeat may come late.
-    pub fn upper_tolerance(mut self, seconds: f64) -> Self {
-        self.upper_tolerance = seconds;
-        self
-    }
-
-    /// `reject_strategy`: which sessions lose over the limit.
-    pub fn strategy(mut self, strategy: RejectStrategy) -> Self {
-        self.strategy = Some(strategy);
-        self
-    }
-
-    /// `timestamp`: when the token is issued (default: now).
-    pub fn timestamp(mut self, at: Timestamp) -> Self {
-        self.timestamp = Some(at);
-        self
-    }
-
-    /// `session_limit`: counted sessions the user may play at once.
-    pub fn session_limit(mut self, limit: u32) -> Self {
-        self.session_limit = limit;
-        self
-    }
-
-    /// `checking_threshold`: heartbeats a session needs before it counts.
-    pub fn checking_threshold(mut self, threshold: u32) -> Self {
-        self.checking_threshold = threshold;
-        self
-    }
-
-    /// `sessions_edge`: most active sessions kept per user (default: the limit + 10).
-    pub fn sessions_edge(mut self, edge: u32) -> Self {
-        self.sessions_edge = Some(edge);
-        self
-    }
-
-    /// `device`: the label the user's other devices see ("Living-room TV").
-    pub fn device(mut self, label: impl Into<String>) -> Self {
-        self.device = Some(label.into());
-        self
-    }
-
-    /// `device_family`: the device's class for family limits (`"tv"`, `"mobile"`…).
-    pub fn device_family(mut self, family: impl Into<String>) -> Self {
-        self.device_family = Some(family.into());
-        self
-    }
-
-    /// `family_limits`: counted sessions allowed per device family.
-    pub fn family_limit(mut self, family: impl Into<String>, limit: u32) -> Self {
-        self.family_limits
-            .get_or_insert_with(BTreeMap::new)
-            .insert(family.into(), limit);
-        self
-    }
-
-    /// `asset_limit`: counted sessions allowed on the same asset.
-    pub fn asset_limit(mut self, limit: u32) -> Self {
-        self.asset_limit = Some(limit);
-        self
-    }
-
-    /// `enforce`: `false` makes the limits report-only (SPEC §3.8); unset, the server's
-    /// setting applies.
-    pub fn enforce(mut self, enforce: bool) -> Self {
-        self.enforce = Some(enforce);
-        self
-    }
-
-    /// A field of the backend's own, carried into every re-issued token.
-    pub fn extra(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extra.insert(name.into(), value.into());
-        self
-    }
-
-    /// The data.
-    ///
-    /// # Errors
-    ///
-    /// [`DataError::Invalid`] naming the first field whose value is not allowed (a cycle
-    /// that is not above zero, a negative or infinite tolerance, a string id that is
-    /// empty or longer than [`MAX_ID_LEN`] bytes).
-    pub fn build(self) -> Result<HeartbeatData, DataError> {
-        let seconds = |field: Field, value: f64| {
-            Seconds::new(value).ok_or(DataError::Invalid {
-                field: field.name(),
-                expected: "a non-negative number of seconds",
-            })
-        };
-        let heartbeat_cycle = seconds(Field::HeartbeatCycle, self.cycle)?;
-        if heartbeat_cycle.get() <= 0.0 {
-            return Err(DataError::Invalid {
-                field: Field::HeartbeatCycle.name(),
-                expected: "greater than zero",
-            });
-        }
-        for (field, id) in [
-            (Field::UserId, &self.user_id),
-            (Field::AssetId, &self.asset_id),
-        ] {
-            Id::from_json(&id.to_json()).map_err(|expected| DataError::Invalid {
-                field: field.name(),
-                expected,
-            })?;
-        }
-        for (field, label, max_chars) in [
-            (Field::Device, &self.device, MAX_DEVICE_LEN),
-            (Field::DeviceFamily, &self.device_family, MAX_FAMILY_LEN),
-        ] {
-            let value = label.clone().map(Value::String);
-            wire::check_label(field, value.as_ref(), max_chars)?;
-        }
-        let family_limits = self.family_limits.map(|limits| {
-            limits
-                .into_iter()
-                .map(|(family, limit)| (family, Value::from(limit)))
-                .collect::<Map<_, _>>()
-        });
-        let family_limits = wire::check_family_limits(family_limits.map(Value::Object).as_ref())?;
-        let mut extra = self.extra;
-        for name in HeartbeatData::FIELDS {
-            extra.remove(name);
-        }
-        Ok(HeartbeatData {
-            user_id: self.user_id,
-            asset_id: self.asset_id,
-            session_id: None,
-            heartbeat_cycle,
-            cycle_lower_tolerance: seconds(Field::CycleLowerTolerance, self.lower_tolerance)?,
-            cycle_upper_tolerance: seconds(Field::CycleUpperTolerance, self.upper_tolerance)?,
-            reject_strategy: self.strategy,
-            timestamp: Some(self.timestamp.unwrap_or_else(Timestamp::now)),
-            started_at: None,
-            session_limit: Some(self.session_limit),
-            checking_threshold: Some(self.checking_threshold),
-            sessions_edge: Some(
-                self.sessions_edge
-                    .unwrap_or_else(|| self.session_limit.saturating_add(10)),
-            ),
-            device: self.device,
-            device_family: self.device_family,
-            family_limits,
-            asset_limit: self.asset_limit,
-            enforce: self.enforce,
-            provenance: Provenance::Authenticated,
-            extra,
-        })
-    }
 }

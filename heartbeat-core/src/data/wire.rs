@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::{
-    DataError, HeartbeatData, Id, MAX_DEVICE_LEN, MAX_FAMILIES, MAX_FAMILY_LEN, MAX_ID_LEN,
-    Provenance, RejectStrategy, Seconds,
+    DataError, HeartbeatData, Id, JsonDataError, MAX_DEVICE_LEN, MAX_FAMILIES, MAX_FAMILY_LEN,
+    MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
 use crate::{Timestamp, json};
 
@@ -107,6 +107,57 @@ impl Serialize for Known<'_> {
             Known::Count(n) => serializer.serialize_u32(*n),
             Known::Flag(flag) => serializer.serialize_bool(*flag),
             Known::Limits(limits) => limits.serialize(serializer),
+        }
+    }
+}
+
+impl HeartbeatData {
+    /// The names of the fields this crate reads; any other field is kept in
+    /// [`extra`](Self::extra).
+    pub const FIELDS: [&'static str; 18] = Field::NAMES;
+
+    /// Reads heartbeat data from a JSON object, saying which field is wrong when it fails.
+    pub fn from_json_object(object: Map<String, Value>) -> Result<Self, DataError> {
+        // The same reading path as JSON text: serde over the object.
+        RawData::deserialize(Value::Object(object))
+            .map_err(|_| DataError::NotAnObject)?
+            .into_data()
+    }
+
+    /// Reads heartbeat data straight from JSON text, as a token's plaintext holds it:
+    /// the same rules as [`from_json_object`](Self::from_json_object) without building the
+    /// whole object first (known field names are matched, not copied).
+    ///
+    /// ```
+    /// use heartbeat_core::{HeartbeatData, JsonDataError};
+    ///
+    /// let json = br#"{"user_id": 13, "asset_id": 14, "heartbeat_cycle": 3,
+    ///     "cycle_upper_tolerance": 1, "timestamp": "2018-06-05T16:16:14.418Z",
+    ///     "session_limit": 1, "checking_threshold": 3, "sessions_edge": 10}"#;
+    /// assert_eq!(HeartbeatData::from_json_slice(json)?.session_limit, Some(1));
+    /// assert_eq!(HeartbeatData::from_json_slice(b"[1]"), Err(JsonDataError::NotAnObject));
+    /// assert_eq!(HeartbeatData::from_json_slice(b"{"), Err(JsonDataError::NotJson));
+    /// # Ok::<(), JsonDataError>(())
+    /// ```
+    pub fn from_json_slice(json: &[u8]) -> Result<Self, JsonDataError> {
+        match serde_json::from_slice::<RawData<'_>>(json) {
+            Ok(raw) => raw.into_data().map_err(JsonDataError::Data),
+            // A type error stops at the first byte: is the rest JSON at all?
+            Err(error)
+                if error.classify() == serde_json::error::Category::Data
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok() =>
+            {
+                Err(JsonDataError::NotAnObject)
+            }
+            Err(_) => Err(JsonDataError::NotJson),
+        }
+    }
+
+    /// Reads heartbeat data from any JSON value; only an object can succeed.
+    pub fn from_json(value: Value) -> Result<Self, DataError> {
+        match value {
+            Value::Object(object) => Self::from_json_object(object),
+            _ => Err(DataError::NotAnObject),
         }
     }
 }
