@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use crate::sessions::analytics::{
     Export, ExportItem, ExportPage, FEED_POLL, FeedEvent, FinishedEntry, FinishedSession, Index,
-    IndexKey, Refusal, SETTLE_MILLIS, SessionCounts, WATCH_INTERVAL, user_id,
+    IndexKey, RefusalEntry, SETTLE_MILLIS, SessionCounts, WATCH_INTERVAL, user_id,
 };
 use crate::sessions::{Heartbeats, SessionStore};
 use crate::store::StoreError;
@@ -88,7 +88,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
                 let next = keys.last().cloned().unwrap_or_else(|| after.clone());
                 let items = keys
                     .iter()
-                    .filter_map(Refusal::from_key)
+                    .filter_map(RefusalEntry::from_key)
                     .map(|refusal| ExportItem::Refusal(refusal.record()));
                 Ok((items.collect(), next, complete))
             }
@@ -128,7 +128,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let mut events = Vec::with_capacity(keys.len());
         for (key, index) in keys {
             let event = match index {
-                Index::Refusals => Refusal::from_key(&key).map(FeedEvent::Refused),
+                Index::Refusals => RefusalEntry::from_key(&key).map(FeedEvent::Refused),
                 Index::Finished => sessions
                     .next_if(|(resolved, _)| *resolved == key)
                     .map(|(_, session)| FeedEvent::Finished(session)),

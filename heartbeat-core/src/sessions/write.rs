@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::sessions::analytics::{FinishedEntry, IndexMove, IndexWrite, Refusal};
+use crate::sessions::analytics::{FinishedEntry, IndexMove, IndexWrite, RefusalEntry};
 use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord};
 use crate::sessions::{Retention, UserSessions};
 use crate::{Id, Timestamp};
@@ -28,7 +28,7 @@ pub struct SessionWrite {
     /// The refusal the decision made, or that report-only limits would have made (SPEC
     /// §3.8), for the refusal index; the service drops it when the same session's was
     /// stored lately (SPEC §4).
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<RefusalEntry>,
     /// The analytics indexes' changes (SPEC §3.9), applied in the same atomic step:
     /// completed by [`for_store`](Self::for_store).
     pub index: IndexWrite,
@@ -49,7 +49,7 @@ impl SessionWrite {
         retention: &Retention,
     ) -> Self {
         self.index.finished = finished_moves(user, before, &self);
-        self.index.refusal = self.refusal.as_ref().map(Refusal::key);
+        self.index.refusal = self.refusal.as_ref().map(RefusalEntry::key);
         self.index.keep_from = crate::sessions::analytics::IndexKey::floor(
             now.add_millis(-retention.retention_millis()),
         );

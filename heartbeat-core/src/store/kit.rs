@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::sessions::PlayRecord;
 use crate::store::StoreError;
 
 /// A stored value with the Unix millisecond after which it reads as absent.
@@ -89,8 +88,9 @@ pub fn decode<T: DeserializeOwned>(what: &str, json: &[u8]) -> Result<T, StoreEr
 }
 
 /// Puts `ended` sessions (oldest first) at the head of a newest-first `history` and keeps
-/// its newest `cap` entries.
-pub fn prepend_history(history: &mut VecDeque<PlayRecord>, ended: &[PlayRecord], cap: usize) {
+/// its newest `cap` entries (the records are
+/// [`PlayRecord`](crate::sessions::PlayRecord)s).
+pub fn prepend_history<T: Clone>(history: &mut VecDeque<T>, ended: &[T], cap: usize) {
     for entry in ended {
         history.push_front(entry.clone());
     }

@@ -20,115 +20,21 @@
 
 mod aead_body;
 pub mod backend;
+mod format;
 pub mod legacy;
+mod refusal;
 pub mod sealed;
 mod session_id;
+
+pub use format::TokenFormat;
+pub use refusal::{KeyError, MAX_TOKEN_LEN, Refusal, SealError};
+use refusal::{parse_object, random_bytes};
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::{DataError, HeartbeatData, JsonDataError, Provenance};
-
-/// Longest token accepted, in bytes. Longer input is refused before any other work, so no
-/// work is proportional to the size of a hostile input.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// Which format [`TokenCodec::seal`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum TokenFormat {
-    /// The authenticated `v2.` format. The default.
-    #[default]
-    Sealed,
-    /// The CryptoJS format, for fleets that still run Node.js servers beside this one.
-    Legacy,
-    /// The `b1.` backend format (AES-256-GCM): what backends without XChaCha20 mint. A
-    /// Rust backend may issue it too; the server answers in [`Sealed`](Self::Sealed).
-    Backend,
-}
-
-impl TokenFormat {
-    /// The format a token is written in, by its prefix (`v2.`, `b1.` or neither); says
-    /// nothing of whether it opens.
-    pub fn of(token: &str) -> TokenFormat {
-        if token.starts_with(sealed::PREFIX) {
-            TokenFormat::Sealed
-        } else if token.starts_with(backend::PREFIX) {
-            TokenFormat::Backend
-        } else {
-            TokenFormat::Legacy
-        }
-    }
-
-    /// The name `TOKEN_FORMAT` gives it: `v2`, `b1` or `legacy`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TokenFormat::Sealed => "v2",
-            TokenFormat::Backend => "b1",
-            TokenFormat::Legacy => "legacy",
-        }
-    }
-
-    /// True for the formats that refuse any tampering (`v2.` and `b1.`).
-    pub fn is_authenticated(self) -> bool {
-        self != TokenFormat::Legacy
-    }
-}
-
-impl std::str::FromStr for TokenFormat {
-    type Err = String;
-
-    /// `v2` (or `sealed`) and `legacy`, as `TOKEN_FORMAT` takes them.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "v2" | "sealed" => Ok(TokenFormat::Sealed),
-            "legacy" | "cryptojs" => Ok(TokenFormat::Legacy),
-            "b1" | "backend" => Ok(TokenFormat::Backend),
-            other => Err(format!(
-                "unknown token format `{other}`: expected `v2`, `b1` or `legacy`"
-            )),
-        }
-    }
-}
-
-/// Why a token was refused. For logs and tests only: the outside world sees one
-/// [`InvalidToken`], whatever the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// Longer than [`MAX_TOKEN_LEN`].
-    TooLong,
-    /// Not the layout of any accepted format (bad hex, bad base64, wrong lengths, a legacy
-    /// token where legacy tokens are not accepted).
-    Malformed,
-    /// Decryption failed: bad padding (legacy) or failed authentication (v2).
-    Decryption,
-    /// The plaintext is not UTF-8 JSON.
-    NotJson,
-    /// The plaintext is JSON but not an object.
-    NotAnObject,
-    /// The object is not valid heartbeat data.
-    Data(DataError),
-    /// A call that needs an authenticated session got a token of a session a legacy
-    /// token began (SPEC §3.3 "Provenance").
-    Unauthenticated,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::TooLong => write!(f, "longer than {MAX_TOKEN_LEN} bytes"),
-            Refusal::Malformed => f.write_str("not the layout of an accepted token format"),
-            Refusal::Decryption => f.write_str("decryption or authentication failed"),
-            Refusal::NotJson => f.write_str("plaintext is not UTF-8 JSON"),
-            Refusal::NotAnObject => f.write_str("plaintext is not a JSON object"),
-            Refusal::Data(error) => write!(f, "invalid heartbeat data: {error}"),
-            Refusal::Unauthenticated => {
-                f.write_str("the session was begun with a legacy token, not an authenticated one")
-            }
-        }
-    }
-}
+use crate::{DataError, HeartbeatData, Provenance};
 
 /// A token that cannot be opened or does not hold valid heartbeat data.
 ///
@@ -168,36 +74,6 @@ impl InvalidToken {
             _ => None,
         }
     }
-}
-
-/// A token that could not be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SealError {
-    /// The token would be longer than [`MAX_TOKEN_LEN`] and so could never be opened.
-    #[error("the token would be {len} bytes, longer than the {MAX_TOKEN_LEN} bytes accepted")]
-    TooLarge {
-        /// The length it would have had.
-        len: usize,
-    },
-    /// The operating system's random number generator failed.
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
-}
-
-/// A shared key that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// The key is empty.
-    #[error("the shared key is empty")]
-    Empty,
-    /// The operating system's random number generator failed.
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
-    /// The heartbeat data could not be written as JSON.
-    #[error("the heartbeat data cannot be written as JSON: {0}")]
-    Encode(String),
 }
 
 /// Opens and seals heartbeat tokens with one shared key.
@@ -438,33 +314,4 @@ impl TokenCodec {
             first_refusal.unwrap_or(Refusal::Malformed),
         ))
     }
-}
-
-impl From<JsonDataError> for Refusal {
-    fn from(error: JsonDataError) -> Self {
-        match error {
-            JsonDataError::NotJson => Refusal::NotJson,
-            JsonDataError::NotAnObject => Refusal::NotAnObject,
-            JsonDataError::Data(error) => Refusal::Data(error),
-        }
-    }
-}
-
-/// Parses plaintext as a JSON object. Used by both formats, after decryption, on every path.
-fn parse_object(plaintext: &[u8]) -> Result<Map<String, Value>, Refusal> {
-    match serde_json::from_slice::<Value>(plaintext) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(Refusal::NotAnObject),
-        Err(_) => Err(Refusal::NotJson),
-    }
-}
-
-/// Fills `buf` from the operating system's random number generator.
-/// Nonces, IVs and salts: from the thread's CSPRNG (ChaCha12, seeded and periodically
-/// reseeded from the operating system), so sealing costs no system call.
-fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
-    use rand::TryRngCore;
-    rand::rng()
-        .try_fill_bytes(buf)
-        .map_err(|error| error.to_string())
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{IndexKey, Refusal, RefusalRecord};
+use super::{IndexKey, RefusalEntry, RefusalRecord};
 use crate::Id;
 use crate::sessions::PlayRecord;
 
@@ -24,7 +24,7 @@ pub enum FeedEvent {
     /// A session finished.
     Finished(FinishedSession),
     /// A heartbeat was refused.
-    Refused(Refusal),
+    Refused(RefusalEntry),
 }
 
 /// A page of the bulk export.

@@ -215,9 +215,10 @@ impl FinishedEntry {
     }
 }
 
-/// A refused heartbeat, as the live feed reports it.
+/// A refused heartbeat as its refusal index entry holds it (the export and the feed give
+/// it as a [`RefusalRecord`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Refusal {
+pub struct RefusalEntry {
     /// The user.
     pub user_id: String,
     /// Why (SPEC §3.7 `reason`).
@@ -243,10 +244,10 @@ fn is_enforced(enforced: &bool) -> bool {
     *enforced
 }
 
-impl Refusal {
+impl RefusalEntry {
     /// The refusal of `user`'s heartbeat at `now` for `reason`.
     pub fn new(user: &Id, reason: &RejectReason, now: Timestamp, nonce: String) -> Self {
-        Refusal {
+        RefusalEntry {
             user_id: user.to_string(),
             reason: reason.code().to_owned(),
             limit: reason.limit(),
@@ -258,7 +259,7 @@ impl Refusal {
 
     /// The same refusal, made (`true`) or only reported (`false`, SPEC §3.8).
     pub fn enforced(self, enforced: bool) -> Self {
-        Refusal { enforced, ..self }
+        RefusalEntry { enforced, ..self }
     }
 
     /// The refusal as the export and the live feed give it.
@@ -393,15 +394,19 @@ mod tests {
             position: 2,
             limit: 2,
         };
-        let refusal = Refusal::new(&Id::Int(7), &reason, at("2026-01-01T00:00:00Z"), "n".into());
-        assert_eq!(Refusal::from_key(&refusal.key()), Some(refusal.clone()));
+        let refusal =
+            RefusalEntry::new(&Id::Int(7), &reason, at("2026-01-01T00:00:00Z"), "n".into());
+        assert_eq!(
+            RefusalEntry::from_key(&refusal.key()),
+            Some(refusal.clone())
+        );
         assert!(
             !refusal.key().as_str().contains("enforced"),
             "as earlier builds wrote it"
         );
         let reported = refusal.clone().enforced(false);
         assert!(reported.key().as_str().ends_with(r#","enforced":false}"#));
-        assert_eq!(Refusal::from_key(&reported.key()), Some(reported));
+        assert_eq!(RefusalEntry::from_key(&reported.key()), Some(reported));
         assert_eq!(
             (refusal.reason.as_str(), refusal.limit),
             ("over_limit", Some(2))

@@ -21,6 +21,6 @@ mod index;
 pub use counts::{SessionCounts, WATCH_INTERVAL};
 pub use export::{Export, ExportItem, ExportPage, FEED_POLL, FeedEvent, FinishedSession};
 pub use index::{
-    FinishedEntry, Index, IndexKey, IndexMove, IndexReads, IndexWrite, InvalidCursor, Refusal,
+    FinishedEntry, Index, IndexKey, IndexMove, IndexReads, IndexWrite, InvalidCursor, RefusalEntry,
     RefusalRecord, SETTLE_MILLIS, user_id,
 };

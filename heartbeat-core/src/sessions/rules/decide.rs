@@ -4,7 +4,7 @@ use super::lifecycle::{keep_millis, progress_entry};
 use super::limits::check_session_limit;
 use super::playback::{Presented, presented};
 use super::*;
-use crate::sessions::analytics::Refusal;
+use crate::sessions::analytics::RefusalEntry;
 use crate::sessions::{AnsweredToken, EndReason, PlayRecord, UserSessions};
 
 /// The hit counter of a playback's first session: 1, or the token's `checking_threshold`
@@ -84,7 +84,7 @@ pub fn decide(
             let playing = Some(playing);
             write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
             write.sessions = kept;
-            write.refusal = Some(Refusal::new(
+            write.refusal = Some(RefusalEntry::new(
                 &token.user_id,
                 &reason,
                 now,
@@ -123,7 +123,7 @@ pub fn decide(
     write.keep_millis = keep_millis(now, &kept, token.session_life_millis());
     write.sessions = kept;
     write.refusal = would_refuse.map(|reason| {
-        Refusal::new(&token.user_id, &reason, now, session_id.clone()).enforced(false)
+        RefusalEntry::new(&token.user_id, &reason, now, session_id.clone()).enforced(false)
     });
     Decision {
         verdict: Verdict::Accept(Accepted {

@@ -1,0 +1,60 @@
+//! [`TokenFormat`]: the formats a token is written in, told apart by their prefix.
+
+use super::{backend, sealed};
+
+/// Which format [`TokenCodec::seal`](super::TokenCodec::seal) writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TokenFormat {
+    /// The authenticated `v2.` format. The default.
+    #[default]
+    Sealed,
+    /// The CryptoJS format, for fleets that still run Node.js servers beside this one.
+    Legacy,
+    /// The `b1.` backend format (AES-256-GCM): what backends without XChaCha20 mint. A
+    /// Rust backend may issue it too; the server answers in [`Sealed`](Self::Sealed).
+    Backend,
+}
+
+impl TokenFormat {
+    /// The format a token is written in, by its prefix (`v2.`, `b1.` or neither); says
+    /// nothing of whether it opens.
+    pub fn of(token: &str) -> TokenFormat {
+        if token.starts_with(sealed::PREFIX) {
+            TokenFormat::Sealed
+        } else if token.starts_with(backend::PREFIX) {
+            TokenFormat::Backend
+        } else {
+            TokenFormat::Legacy
+        }
+    }
+
+    /// The name `TOKEN_FORMAT` gives it: `v2`, `b1` or `legacy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenFormat::Sealed => "v2",
+            TokenFormat::Backend => "b1",
+            TokenFormat::Legacy => "legacy",
+        }
+    }
+
+    /// True for the formats that refuse any tampering (`v2.` and `b1.`).
+    pub fn is_authenticated(self) -> bool {
+        self != TokenFormat::Legacy
+    }
+}
+
+impl std::str::FromStr for TokenFormat {
+    type Err = String;
+
+    /// `v2` (or `sealed`) and `legacy`, as `TOKEN_FORMAT` takes them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v2" | "sealed" => Ok(TokenFormat::Sealed),
+            "legacy" | "cryptojs" => Ok(TokenFormat::Legacy),
+            "b1" | "backend" => Ok(TokenFormat::Backend),
+            other => Err(format!(
+                "unknown token format `{other}`: expected `v2`, `b1` or `legacy`"
+            )),
+        }
+    }
+}
