@@ -313,6 +313,15 @@ async fn notices_over_sse(kind: Kind) {
         ))
         .await;
     assert_eq!(status, 406);
+    // A token the session has moved past opens no stream (SPEC §3.8): 404, saying which
+    // token does.
+    clock.advance(Duration::from_secs(30));
+    let (_, _) = play(&server, &clock, &fresh).await;
+    let (status, body) = server
+        .get_text(&format!("/heartbeat/events?heartbeat_token={fresh}"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not the session's current one"), "{body}");
     let (status, _) = server.get_text("/heartbeat/events").await;
     assert_eq!(status, 406);
     server.stop().await;

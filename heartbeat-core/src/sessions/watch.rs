@@ -29,7 +29,10 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     /// # Errors
     ///
     /// [`HeartbeatError::InvalidToken`] for a legacy or invalid token;
-    /// [`SessionError::NotActive`] when the token names no active session.
+    /// [`SessionError::NotActive`] when the token names no active session;
+    /// [`SessionError::Spent`] when the session has moved past the token (only its
+    /// current token opens a stream; the stream then lasts across the heartbeats that
+    /// follow).
     pub async fn watch(&self, token: &str) -> Result<NoticeStream, HeartbeatError>
     where
         S: Clone,
@@ -39,7 +42,11 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let session_id = data.session_id.clone().ok_or(SessionError::NotActive)?;
         // Listen first, then read: a notice sent in between is not missed.
         let live = self.store.watch(&data.user_id, &session_id).await?;
-        match watched(&self.store, &self.clock, &data).await? {
+        let loaded = self.store.load(&data.user_id).await?;
+        match rules::watched(self.clock.now(), &data, &loaded.sessions) {
+            Watched::Playing if !rules::is_current(&data, &loaded.sessions) => {
+                return Err(SessionError::Spent.into());
+            }
             Watched::Playing => {}
             Watched::Ended(ended) => {
                 return Ok(NoticeStream::new(futures_util::stream::iter([ended]), None));

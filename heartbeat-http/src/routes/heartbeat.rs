@@ -112,7 +112,7 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
             (decision, error)
         }
         HeartbeatError::InvalidProgress => (Decision::BadRequest, progress_error()),
-        HeartbeatError::Session(error @ SessionError::NotActive) => {
+        HeartbeatError::Session(error @ (SessionError::NotActive | SessionError::Spent)) => {
             (Decision::BadRequest, ApiError::not_found(error.to_string()))
         }
         HeartbeatError::Session(error) => (

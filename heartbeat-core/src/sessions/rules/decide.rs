@@ -313,6 +313,13 @@ pub enum SessionError {
     /// A takeover named the token's own session.
     #[error("A session cannot take itself over: name another session of the user.")]
     OwnSession,
+    /// A notice stream was asked for with a token the session has moved past: only its
+    /// current token (the last one a heartbeat was answered with) opens one.
+    #[error(
+        "The token is not the session's current one: open the stream with the token of the \
+         last answered heartbeat."
+    )]
+    Spent,
 }
 
 /// "Watch here instead" (`POST /heartbeat/takeover`, SPEC §3.7): ends `target` as

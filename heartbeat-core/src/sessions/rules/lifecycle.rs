@@ -107,6 +107,18 @@ pub enum Watched {
     NotActive,
 }
 
+/// Whether `token` is its session's current token in `stored`: the one the last accepted
+/// heartbeat was answered with. Only it opens a notice stream (SPEC §3.8): a token the
+/// playback has moved past could otherwise hold streams that let the session go, or use
+/// up the user's stream slots.
+pub fn is_current(token: &HeartbeatData, stored: &UserSessions) -> bool {
+    token
+        .session_id
+        .as_deref()
+        .and_then(|session_id| stored.sessions.get(session_id))
+        .is_some_and(|record| Some(record.timestamp) == token.timestamp)
+}
+
 /// Where the token's session stands in `stored` at `now`, under the token's limits.
 pub fn watched(now: Timestamp, token: &HeartbeatData, stored: &UserSessions) -> Watched {
     // Only the sessions still kept are read: how long ended ones are kept does not matter.

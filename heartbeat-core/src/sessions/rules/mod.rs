@@ -17,8 +17,8 @@ mod playback;
 pub use crate::sessions::UNKNOWN_SESSION_LIFE_MILLIS;
 pub use decide::{SessionError, decide, take_over};
 pub use lifecycle::{
-    ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, stop, stream_closed,
-    stream_opened, watched,
+    ENDED_SESSION_MEMORY_MILLIS, Watched, evict, expire, history_view, is_current, stop,
+    stream_closed, stream_opened, watched,
 };
 pub use limits::{check_limit, displaced, playing, ranking, standings};
 pub use playback::{
