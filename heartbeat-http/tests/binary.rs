@@ -3,24 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod process;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{SHARED_KEY, Sse, TestServer};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
-
-/// A command with a clean environment (no settings leak in from the machine) in `dir`.
-fn command(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(dir);
-    command
-}
+use process::{command, free_port, terminate, wait_for_exit};
 
 fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     command(dir)
@@ -28,14 +18,6 @@ fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -287,28 +269,6 @@ async fn start_binary(dir: &std::path::Path, job_time: &str) -> Running {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("heartbeat-server did not answer on port {port}");
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

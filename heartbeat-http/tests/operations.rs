@@ -4,35 +4,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod process;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_KEY, SHARED_KEY, TestServer, codec, redis_store, serve, settings};
 use heartbeat_http::{Settings, server};
 use heartbeat_store_redis::testkit::RedisServer;
+use process::{BINARY, command, free_port, terminate, wait_for_exit};
 use serde_json::Value;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_heartbeat-server");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn command(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(dir);
-    command
-}
 
 /// The binary on sled in `dir` with `env` and `args`, its standard error in a file.
 struct Running {
@@ -73,17 +55,9 @@ impl Running {
     }
 
     /// Stops the server (SIGTERM) and returns what it logged.
-    fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    async fn stop(mut self) -> String {
+        terminate(&self.child);
+        wait_for_exit(&mut self.child).await;
         let mut text = String::new();
         std::fs::File::open(&self.log)
             .unwrap()
@@ -115,7 +89,7 @@ async fn json_logs_carry_the_startup_line_and_one_access_line_per_request() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 406);
-    let log = running.stop();
+    let log = running.stop().await;
     assert!(!log.contains('\u{1b}'), "no colour codes in a file: {log}");
     assert!(
         !log.contains(ADMIN_KEY) && !log.contains(SHARED_KEY),
@@ -153,7 +127,7 @@ async fn text_logs_warn_once_about_a_short_shared_key_and_log_no_requests_by_def
     let running = Running::start(dir.path(), &[("SHARED_KEY", "short")], &[]).await;
     let (status, metrics) = running.server.get_text("/metrics").await;
     assert_eq!(status, 200);
-    let log = running.stop();
+    let log = running.stop().await;
     assert_eq!(
         log.matches("SHARED_KEY is shorter than 16 bytes").count(),
         1,
@@ -286,7 +260,7 @@ async fn admin_addr_serves_the_admin_api_and_metrics_apart_from_the_public_port(
         .post_json("/heartbeat", &serde_json::json!({ "heartbeat_token": "x" }))
         .await;
     assert_eq!(heartbeat.status(), 404, "players use the public port only");
-    let log = running.stop();
+    let log = running.stop().await;
     assert!(log.contains("admin API and metrics listening"), "{log}");
 }
 
@@ -410,7 +384,7 @@ async fn a_refused_cors_origin_is_logged_once() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let log = running.stop();
+    let log = running.stop().await;
     let refused: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("CORS refused"))

@@ -8,10 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fred::prelude::{
-    ClientLike, Config, HashesInterface, KeysInterface, ListInterface, SortedSetsInterface,
-};
-use fred::types::Builder;
+use fred::prelude::{HashesInterface, KeysInterface, ListInterface, SortedSetsInterface};
 use futures_util::StreamExt;
 use heartbeat_core::jobs::{
     EventBus, EventId, EventStream, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner,
@@ -24,7 +21,7 @@ use heartbeat_core::{
     Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord,
     ProgressRecord, Timestamp, TokenCodec,
 };
-use heartbeat_store_redis::testkit::{RedisCluster, RedisServer};
+use heartbeat_store_redis::testkit::{RedisCluster, RedisServer, plain_client};
 use heartbeat_store_redis::{RedisConfig, RedisStore};
 use serde_json::json;
 
@@ -57,14 +54,6 @@ async fn store(url: &str) -> RedisStore {
     let mut config = RedisConfig::new(url);
     config.namespace = NS.into();
     RedisStore::connect(config).await.unwrap()
-}
-
-async fn raw(url: &str) -> fred::clients::Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
 }
 
 fn backend_token(codec: &TokenCodec, user: &Id, asset: i64, now: Timestamp) -> String {
@@ -167,7 +156,7 @@ async fn write_as_an_earlier_build(
 /// in a rolling upgrade (the earlier build still writing after this one started), all
 /// come back: progress (the newer of the two names), history and the export.
 async fn a_rolling_upgrade_loses_nothing(url: &str) {
-    let (redis, store) = (raw(url).await, store(url).await);
+    let (redis, store) = (plain_client(url).await, store(url).await);
     let clock = ManualClock::new(at(0));
     let codec = TokenCodec::new("layout key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
@@ -247,7 +236,7 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
 /// Job events an earlier build kept under the `{hb_events}` tag are replayed with this
 /// build's, in id order, for as long as they are kept.
 async fn events_of_an_earlier_build_are_replayed_in_order(url: &str) {
-    let (redis, store) = (raw(url).await, store(url).await);
+    let (redis, store) = (plain_client(url).await, store(url).await);
     let jobs = Jobs::new(store.clone(), store.clone());
     let owner = Owner::new("studio{7}").unwrap();
     let job = jobs.create(&owner).await.unwrap();
@@ -383,7 +372,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
 /// and `hb_jobs:due`) is read, listed after this build's, updated and completed by this
 /// build; this build's ids name their owner's slot.
 async fn jobs_of_an_earlier_build_are_served(url: &str) {
-    let (redis, store) = (raw(url).await, store(url).await);
+    let (redis, store) = (plain_client(url).await, store(url).await);
     let owner = Owner::new("label{3}").unwrap();
     let earlier = JobId(41);
     let due_at = at(0);

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, Config, HashesInterface, KeysInterface};
-use fred::types::{Builder, ClusterHash, CustomCommand};
+use fred::prelude::{ClientLike, HashesInterface, KeysInterface};
+use fred::types::{ClusterHash, CustomCommand};
 use futures_util::StreamExt;
 use heartbeat_core::jobs::{
     EventBus, EventId, JobId, JobStore, JobUpdate, Jobs, JobsConfig, NewJob, Owner,
@@ -17,7 +17,7 @@ use heartbeat_core::{
     HeartbeatData, HeartbeatError, HeartbeatOutcome, Heartbeats, Id, ManualClock, SessionStore,
     StoreError, Timestamp, TokenCodec,
 };
-use heartbeat_store_redis::testkit::RedisServer;
+use heartbeat_store_redis::testkit::{RedisServer, plain_client};
 use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
 use serde_json::{Value, json};
 
@@ -38,15 +38,6 @@ async fn store_with(server: &RedisServer, one_script_per_key: bool) -> RedisStor
     RedisStore::connect(config).await.unwrap()
 }
 
-/// A plain client, as the Node server (or an operator's redis-cli) would use.
-async fn raw(server: &RedisServer) -> fred::clients::Client {
-    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
-
 fn token(codec: &TokenCodec, data: Value) -> String {
     codec
         .seal(&HeartbeatData::from_json(data).unwrap())
@@ -60,7 +51,7 @@ fn at(text: &str) -> Timestamp {
 #[tokio::test]
 async fn sessions_written_by_the_node_server_are_read_and_ours_are_readable_by_it() {
     let server = RedisServer::start();
-    let redis = raw(&server).await;
+    let redis = plain_client(&server.url()).await;
     let key = format!("{NS}hb_sessions:13:active_sessions");
     // Exactly what the Node server's setSession writes (hit_counter sometimes a string).
     let node_record = r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":"4","started_at":"2025-12-31T23:59:00.000Z"}"#;
@@ -188,7 +179,7 @@ async fn keys_written_have_ttls(one_script_per_key: bool) {
     // The worker took that one over (it left the due index); this one is still due.
     jobs.create(&owner).await.unwrap();
 
-    let redis = raw(&server).await;
+    let redis = plain_client(&server.url()).await;
     let keys = keys_with_ttls(&redis).await;
     let names: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
     // Progress and history carry a tag of the session key's slot (`{…}`).
@@ -448,7 +439,7 @@ async fn connection_problems_are_reported_clearly() {
 #[tokio::test]
 async fn keys_of_another_namespace_are_left_alone() {
     let server = RedisServer::start();
-    let redis = raw(&server).await;
+    let redis = plain_client(&server.url()).await;
     let _: () = redis
         .set("hb_sessions:13:active_sessions", "other", None, None, false)
         .await
@@ -463,7 +454,7 @@ async fn keys_of_another_namespace_are_left_alone() {
 #[tokio::test]
 async fn a_password_beside_the_url_authenticates() {
     let server = RedisServer::start();
-    let admin = raw(&server).await;
+    let admin = plain_client(&server.url()).await;
     let _: String = admin
         .custom(
             CustomCommand::new_static("CONFIG", ClusterHash::FirstKey, false),
@@ -494,7 +485,7 @@ async fn a_password_beside_the_url_authenticates() {
 #[tokio::test]
 async fn a_session_the_node_server_writes_last_outlives_our_ttl() {
     let server = RedisServer::start();
-    let redis = raw(&server).await;
+    let redis = plain_client(&server.url()).await;
     let store = store(&server).await;
     let clock = ManualClock::new(at("2026-01-01T00:00:00.000Z"));
     let codec = TokenCodec::new("mixed fleet key").unwrap();
@@ -541,7 +532,7 @@ async fn a_session_the_node_server_writes_last_outlives_our_ttl() {
 async fn event_ids_never_go_back_when_redis_loses_its_data() {
     let mut server = RedisServer::start();
     let store = store(&server).await;
-    let redis = raw(&server).await;
+    let redis = plain_client(&server.url()).await;
     let owner = Owner::new("survivor").unwrap();
     let job = store
         .create(NewJob {
@@ -602,7 +593,7 @@ async fn event_ids_never_go_back_when_redis_loses_its_data() {
 #[tokio::test]
 async fn a_job_counter_that_goes_back_never_overwrites_a_job() {
     let server = RedisServer::start();
-    let (store, redis) = (store(&server).await, raw(&server).await);
+    let (store, redis) = (store(&server).await, plain_client(&server.url()).await);
     let owner = Owner::new("counted").unwrap();
     let new_job = || NewJob {
         owner: owner.clone(),

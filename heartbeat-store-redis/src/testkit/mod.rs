@@ -104,3 +104,19 @@ fn answers_ping(port: u16) -> bool {
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
 }
+
+/// A plain fred client of the Redis at `url`, as the Node server (or an operator's
+/// `redis-cli`) would use it: for tests that read or write keys behind the store's back.
+///
+/// # Panics
+///
+/// When `url` is not a Redis URL or the server does not answer.
+pub async fn plain_client(url: &str) -> fred::clients::Client {
+    use fred::interfaces::ClientLike;
+    let config = fred::types::config::Config::from_url(url).expect("a Redis URL");
+    let client = fred::types::Builder::from_config(config)
+        .build()
+        .expect("a fred client");
+    client.init().await.expect("the Redis answers");
+    client
+}
