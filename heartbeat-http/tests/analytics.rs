@@ -10,20 +10,18 @@ use std::time::{Duration, Instant};
 use common::{
     ADMIN_KEY, Kind, SHARED_KEY, Sse, TestServer, backend_token, codec, settings, start_on_clock,
 };
-use heartbeat_core::{Clock, HeartbeatData, ManualClock, SystemClock, Timestamp};
+use heartbeat_core::{Clock, ManualClock, SystemClock, Timestamp};
 use heartbeat_store_redis::testkit::RedisServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A backend token whose session expires one second after each heartbeat.
 fn short_token(user: i64) -> String {
-    let data = HeartbeatData::from_json(json!({
+    common::seal(json!({
         "user_id": user, "asset_id": 7, "heartbeat_cycle": 1, "cycle_upper_tolerance": 0,
         "timestamp": Timestamp::now().to_string(),
         "session_limit": 5, "checking_threshold": 1, "sessions_edge": 50,
     }))
-    .unwrap();
-    codec().seal(&data).unwrap()
 }
 
 /// The export's lines, parsed.

@@ -10,21 +10,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Kind, Sse, TestServer, codec};
-use heartbeat_core::{HeartbeatData, ManualClock, Timestamp, TokenFormat};
+use heartbeat_core::{ManualClock, Timestamp, TokenFormat};
 use heartbeat_http::OVER_LIMIT_MESSAGE;
 use heartbeat_store_redis::testkit::RedisServer;
 use serde_json::{Value, json};
 
 /// A backend token of `user` on `device` (`family`), plan `{"tv": 1, "mobile": 2}`.
 fn device_token(user: i64, device: &str, family: &str, limit: u32, strategy: &str) -> String {
-    let data = HeartbeatData::from_json(json!({
+    common::seal(json!({
         "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
         "reject_strategy": strategy, "timestamp": Timestamp::now().to_string(),
         "session_limit": limit, "checking_threshold": 1, "sessions_edge": 50,
         "device": device, "device_family": family, "family_limits": {"tv": 1, "mobile": 2},
     }))
-    .unwrap();
-    codec().seal(&data).unwrap()
 }
 
 /// The same data as `token`, sealed as a legacy (CryptoJS) token, as a Node-era fleet

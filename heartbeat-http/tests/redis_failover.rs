@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, codec, redis_instance, settings};
+use common::{TestServer, redis_instance, settings};
 use futures_util::StreamExt;
-use heartbeat_core::{Clock, HeartbeatData, ManualClock};
+use heartbeat_core::{Clock, ManualClock};
 use heartbeat_store_redis::testkit::{CLUSTER_NODE_TIMEOUT_MS, RedisCluster, RedisSentinel};
 use serde_json::{Value, json};
 
@@ -632,13 +632,11 @@ impl Devices {
     }
 
     fn token_of(&self, user: i64) -> String {
-        let data = HeartbeatData::from_json(json!({
+        common::seal(json!({
             "user_id": user, "asset_id": 1, "heartbeat_cycle": 30,
             "cycle_upper_tolerance": 10, "timestamp": self.clock.now().to_string(),
             "session_limit": LIMIT, "checking_threshold": 1, "sessions_edge": 100,
         }))
-        .unwrap();
-        codec().seal(&data).unwrap()
     }
 }
 

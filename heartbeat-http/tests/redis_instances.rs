@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Sse, codec, redis_instance, settings};
 use futures_util::future::join_all;
-use heartbeat_core::{Clock, HeartbeatData, ManualClock, SystemClock};
+use heartbeat_core::{Clock, ManualClock, SystemClock};
 use heartbeat_http::Settings;
 use heartbeat_store_redis::testkit::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
@@ -19,13 +19,11 @@ fn quick_token(user: i64, limit: u32) -> String {
 }
 
 fn token_at(user: i64, limit: u32, at: heartbeat_core::Timestamp) -> String {
-    let data = HeartbeatData::from_json(json!({
+    common::seal(json!({
         "user_id": user, "asset_id": 1, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
         "timestamp": at.to_string(),
         "session_limit": limit, "checking_threshold": 1, "sessions_edge": 100,
     }))
-    .unwrap();
-    codec().seal(&data).unwrap()
 }
 
 /// Each scenario on one redis-server and on a Redis Cluster.

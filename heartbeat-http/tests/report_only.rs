@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ADMIN_KEY, Kind, TestServer, codec, settings, start_on_clock};
+use common::{ADMIN_KEY, Kind, TestServer, settings, start_on_clock};
 use heartbeat_core::sessions::rules::PlaybackPolicy;
-use heartbeat_core::{Clock, HeartbeatData, ManualClock, Timestamp};
+use heartbeat_core::{Clock, ManualClock, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -22,14 +22,12 @@ use serde_json::{Value, json};
 const USERS: [(i64, usize, u32); 3] = [(1, 2, 1), (2, 3, 2), (3, 1, 1)];
 
 fn backend_token(user: i64, device: usize, limit: u32, issued: Timestamp) -> String {
-    let data = HeartbeatData::from_json(json!({
+    common::seal(json!({
         "user_id": user, "asset_id": device, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
         "reject_strategy": "LEAST_RECENT", "timestamp": issued.to_string(),
         "session_limit": limit, "checking_threshold": 1, "sessions_edge": 10,
         "device": format!("device {device}"),
     }))
-    .unwrap();
-    codec().seal(&data).unwrap()
 }
 
 /// Every device of [`USERS`] (user ids `+ offset`) starts, one second apart, then beats

@@ -248,13 +248,11 @@ pub async fn start(kind: Kind) -> (TestServer, Backing) {
 
 /// A backend token for a new playback of `user`.
 pub fn backend_token(user: i64, limit: u32, strategy: &str) -> String {
-    let data = HeartbeatData::from_json(json!({
+    seal(json!({
         "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
         "reject_strategy": strategy, "timestamp": heartbeat_core::Timestamp::now().to_string(),
         "session_limit": limit, "checking_threshold": 1, "sessions_edge": 50,
     }))
-    .unwrap();
-    codec().seal(&data).unwrap()
 }
 
 /// Generates one test per store from `async fn name(kind: Kind)`.
@@ -369,4 +367,11 @@ impl Sse {
             Ok(None)
         )
     }
+}
+
+/// A token sealed with the tests' shared key over heartbeat data given as JSON.
+pub fn seal(data: Value) -> String {
+    codec()
+        .seal(&HeartbeatData::from_json(data).unwrap())
+        .unwrap()
 }
