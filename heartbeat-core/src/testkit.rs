@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             devices::racing_takeovers_keep_the_limit,
             devices::notices_reach_the_watched_session,
             gone::a_session_whose_stream_closed_ends_as_gone,
+            gone::a_stopped_session_closes_its_streams_at_once,
             report_only::report_only_limits_report_what_enforcing_refuses,
             report_only::the_admin_view_shows_what_devices_would_be_told,
             jobs::ids_increase_and_unknown_ids_are_absent,

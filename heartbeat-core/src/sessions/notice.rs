@@ -27,15 +27,20 @@ pub enum NoticeReason {
     /// A newer device took the last slot under the limits (`LEAST_RECENT`), or a session
     /// ranked before it became counted.
     Displaced,
+    /// Its player stopped it (`POST /heartbeat/stop`, or another device with its token):
+    /// its streams close at once, without an event.
+    Stopped,
 }
 
 impl NoticeReason {
-    /// The name on the wire: `evicted`, `taken_over`, `displaced`.
+    /// The name on the wire: `evicted`, `taken_over`, `displaced`, `stopped` (never sent
+    /// to a player: the stream closes).
     pub fn code(self) -> &'static str {
         match self {
             NoticeReason::Evicted => "evicted",
             NoticeReason::TakenOver => "taken_over",
             NoticeReason::Displaced => "displaced",
+            NoticeReason::Stopped => "stopped",
         }
     }
 }

@@ -419,13 +419,19 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
     pub async fn stop(&self, token: &str, progress: Option<f64>) -> Result<bool, HeartbeatError> {
         let progress = check_progress(progress)?;
         let data = self.codec.open(token)?;
-        Ok(self
+        let stopped = self
             .update(&data.user_id, |now, stored| {
                 let (write, stopped) =
                     rules::stop(&self.config.playback, now, &data, stored, progress);
                 (Some(write), stopped)
             })
-            .await?)
+            .await?;
+        // Its notice streams (on any instance) close now, not at their next re-read.
+        if let (true, Some(session_id)) = (stopped, &data.session_id) {
+            self.tell(&data.user_id, session_id, NoticeReason::Stopped, None)
+                .await;
+        }
+        Ok(stopped)
     }
 
     /// Removes one of the user's sessions (an administrator's eviction). Returns whether it

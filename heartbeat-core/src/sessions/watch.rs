@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 
 use crate::live::LiveStream;
-use crate::sessions::notice::{SessionEnded, SessionNotice};
+use crate::sessions::notice::{NoticeReason, SessionEnded, SessionNotice};
 use crate::sessions::rules::{self, SessionError, Watched};
 use crate::sessions::{HeartbeatError, Heartbeats, SessionStore};
 use crate::store::StoreError;
@@ -210,6 +210,10 @@ impl<S: SessionStore, C: Clock> Watch<S, C> {
             };
             tokio::select! {
                 delivered = notice => match delivered {
+                    // Stopped: the session is over, and its player knows.
+                    Some(Ok(notice)) if notice.ended.reason == NoticeReason::Stopped => {
+                        return None;
+                    }
                     Some(Ok(notice)) => return Some(notice.ended),
                     // Notices may have been missed: read the state below.
                     Some(Err(_)) => {}

@@ -138,3 +138,21 @@ async fn release_of<S: SessionStore + Clone>(
 ) -> Option<StreamRelease> {
     heartbeats.watch(token).await.unwrap().take_release()
 }
+
+/// A session stopped on instance B closes its notice streams on instance A at once,
+/// without an event (its player knows), not at their next re-read of the session (a
+/// session life later).
+pub async fn a_stopped_session_closes_its_streams_at_once<F: Fixture>(fixture: &F) {
+    use futures_util::StreamExt;
+    let clock = ManualClock::new(start());
+    let a = service(fixture.sessions().await, &clock);
+    let b = service(fixture.sessions().await, &clock);
+    let data = backend_data(21, 1, 1, 10, "MOST_RECENT");
+    let (tv, _) = accept(&a, &seal(&a, &data), None).await;
+    let mut stream = a.watch(&tv).await.unwrap();
+    assert!(b.stop(&tv, None).await.unwrap());
+    let ended = tokio::time::timeout(super::EVENT_WAIT, stream.next())
+        .await
+        .expect("the stream closes at once, not at its re-read (40 s)");
+    assert_eq!(ended, None, "without an event");
+}
