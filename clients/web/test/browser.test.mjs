@@ -62,7 +62,9 @@ async function events(page, kind, count = 1, timeout = 6000) {
   return page.evaluate((kind) => window.events.filter((event) => event.kind === kind), kind);
 }
 
-test("two tabs: the second is refused with the first listed, takes over, the first is told at once, stop frees the slot", async () => {
+/** Runs `run(browser)` with headless Chromium (launched with `args` besides the usual
+ * ones) and the page server up, and closes both whatever happens. */
+async function withBrowser(run, args = []) {
   let puppeteer;
   try {
     puppeteer = await import("puppeteer-core");
@@ -73,9 +75,18 @@ test("two tabs: the second is refused with the first listed, takes over, the fir
   const browser = await puppeteer.launch({
     executablePath: chromium,
     headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    args: ["--no-sandbox", "--disable-dev-shm-usage", ...args],
   });
   try {
+    await run(browser);
+  } finally {
+    await browser.close();
+    files.close();
+  }
+}
+
+test("two tabs: the second is refused with the first listed, takes over, the first is told at once, stop frees the slot", async () => {
+  await withBrowser(async (browser) => {
     const user = 900_000_000 + (Date.now() % 1_000_000);
     const open = async (device) => {
       const page = await browser.newPage();
@@ -125,22 +136,12 @@ test("two tabs: the second is refused with the first listed, takes over, the fir
     await third.stop();
     assert.ok(seen.filter(([kind]) => kind === "accepted").length >= 2, JSON.stringify(seen));
     assert.equal(seen.filter(([kind]) => kind === "refused").length, 0, JSON.stringify(seen));
-  } finally {
-    await browser.close();
-    files.close();
-  }
+  });
 });
 
 test("the demo page shows the devices playing, takes over with its button, and shows who took over", async () => {
-  const puppeteer = await import("puppeteer-core");
-  const files = await pageServer();
-  const browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"],
-  });
   const shots = process.env.SCREENSHOTS_DIR;
-  try {
+  await withBrowser(async (browser) => {
     const user = 910_000_000 + (Date.now() % 1_000_000);
     const open = async (device) => {
       const page = await browser.newPage();
@@ -179,10 +180,7 @@ test("the demo page shows the devices playing, takes over with its button, and s
       () => document.getElementById("status").textContent === "Stopped by you",
       { timeout: 3000 },
     );
-  } finally {
-    await browser.close();
-    files.close();
-  }
+  }, ["--autoplay-policy=no-user-gesture-required"]);
 });
 
 /** One heartbeat of `token` from this process. */
@@ -223,14 +221,7 @@ async function admittedAfter(device, limitMs) {
 }
 
 test("a closed tab frees its slot at once (pagehide, keepalive, cross-origin); a reload with a fresh token plays on", async () => {
-  const puppeteer = await import("puppeteer-core");
-  const files = await pageServer();
-  const browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
-  try {
+  await withBrowser(async (browser) => {
     const user = 920_000_000 + (Date.now() % 1_000_000);
     const open = async (device) => {
       const page = await browser.newPage();
@@ -264,10 +255,7 @@ test("a closed tab frees its slot at once (pagehide, keepalive, cross-origin); a
     assert.equal(accepted.length >= 3, true);
     const refused = await reloading.evaluate(() => window.events.filter((e) => e.kind === "refused"));
     assert.deepEqual(refused, []);
-  } finally {
-    await browser.close();
-    files.close();
-  }
+  });
 });
 
 /** Resolves once the server counts an open notice stream (its /metrics). */
@@ -283,14 +271,7 @@ async function aStreamIsOpen(limitMs = 6000) {
 }
 
 test("a crashed tab (renderer killed, no pagehide) frees its slot within the grace plus a second", async () => {
-  const puppeteer = await import("puppeteer-core");
-  const files = await pageServer();
-  const browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
-  try {
+  await withBrowser(async (browser) => {
     // A 10 s cycle and 20 s tolerance: without the grace the slot would stay 30 s.
     const user = 940_000_000 + (Date.now() % 1_000_000);
     const long = { heartbeat_cycle: 10, cycle_upper_tolerance: 20 };
@@ -313,8 +294,5 @@ test("a crashed tab (renderer killed, no pagehide) frees its slot within the gra
     await admittedAfter(phone, GRACE_MS + 5000);
     const since = Date.now() - killed;
     assert.ok(since <= GRACE_MS + 1000, `the phone was admitted ${since} ms after the crash`);
-  } finally {
-    await browser.close();
-    files.close();
-  }
+  });
 });
