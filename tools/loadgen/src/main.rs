@@ -509,21 +509,15 @@ async fn hold_notice_streams(args: &HeartbeatArgs, players: &Arc<Vec<Player>>) -
                 let Ok(permit) = gate.acquire_owned().await else {
                     return;
                 };
-                let opened = http.get(url).bearer_auth(token).send().await;
-                let response = match opened {
-                    Ok(response) if response.status() == 200 => response,
-                    Ok(response) => {
-                        let _ = ready.send(Err(format!("answered {}", response.status())));
-                        return;
-                    }
+                let mut events = match open_notice_stream(&http, &url, &token).await {
+                    Ok(events) => events,
                     Err(error) => {
-                        let _ = ready.send(Err(error.to_string()));
+                        let _ = ready.send(Err(error));
                         return;
                     }
                 };
                 drop(permit);
                 let _ = ready.send(Ok(()));
-                let mut events = response.bytes_stream().eventsource();
                 while let Some(Ok(_)) = events.next().await {}
                 ended.fetch_add(1, Ordering::Relaxed);
             })
@@ -922,6 +916,33 @@ fn device_token(codec: &TokenCodec, run: &str, user: usize, device: &str) -> Str
     codec.seal(&data).expect("a sealed token")
 }
 
+/// Opens the notice stream at `url` (`/heartbeat/events`) with `token`: its events, or
+/// why it did not open.
+async fn open_notice_stream(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<
+    impl futures_util::Stream<
+        Item = Result<
+            eventsource_stream::Event,
+            eventsource_stream::EventStreamError<reqwest::Error>,
+        >,
+    > + use<>,
+    String,
+> {
+    let response = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    if response.status() != 200 {
+        return Err(format!("answered {}", response.status()));
+    }
+    Ok(response.bytes_stream().eventsource())
+}
+
 /// The token of the answer to a first heartbeat.
 async fn first_heartbeat(
     http: &reqwest::Client,
@@ -978,16 +999,7 @@ async fn run_notices(args: NoticesArgs) {
             let permit = gate.acquire_owned().await.ok()?;
             let opened = async {
                 let token = session?;
-                let response = stream_http
-                    .get(format!("{base}/heartbeat/events"))
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map_err(|error| error.to_string())?;
-                if response.status() != 200 {
-                    return Err(format!("answered {}", response.status()));
-                }
-                Ok(response.bytes_stream().eventsource())
+                open_notice_stream(&stream_http, &format!("{base}/heartbeat/events"), &token).await
             };
             let mut events = match opened.await {
                 Ok(events) => events,
