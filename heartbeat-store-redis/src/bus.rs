@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use crate::keys::{Keys, owner_slot};
+use crate::layout::{Layout, Topology, owner_slot};
 use heartbeat_core::store::kit::encode;
 
 use crate::{RedisStore, decode, store_error};
@@ -51,16 +51,17 @@ fn forward<T: Routed + DeserializeOwned>(fanout: &Fanout<T>, json: Option<&str>,
 /// replay (or re-read).
 pub(crate) async fn start_forwarding(
     subscriber: &SubscriberClient,
-    keys: &Keys,
+    keys: &Layout,
     live: Live,
 ) -> Result<Vec<JoinHandle<()>>, fred::error::Error> {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     let resubscribe = subscriber.manage_subscriptions();
     let notice_channel = keys.notice_channel();
-    subscriber
-        .subscribe(vec![keys.event_channel(), notice_channel.clone()])
-        .await?;
+    let shared = keys.shared_channels();
+    if !shared.is_empty() {
+        subscriber.subscribe(shared).await?;
+    }
     let live = Arc::new(live);
     let forwarding = {
         let live = Arc::clone(&live);
@@ -102,7 +103,7 @@ pub(crate) enum Carries {
 }
 
 impl Carries {
-    fn channel(self, keys: &Keys, slot: u16) -> String {
+    fn channel(self, keys: &Layout, slot: u16) -> String {
         match self {
             Carries::Events => keys.slot_event_channel(slot),
             Carries::Notices => keys.slot_notice_channel(slot),
@@ -138,7 +139,7 @@ impl ShardedChannels {
     async fn join(
         &self,
         subscriber: &SubscriberClient,
-        keys: &Keys,
+        keys: &Layout,
         carries: Carries,
         slot: u16,
     ) -> Result<(), fred::error::Error> {
@@ -166,7 +167,7 @@ impl ShardedChannels {
         &self,
         subscriber: &SubscriberClient,
         nodes: &crate::nodes::Nodes,
-        keys: &Keys,
+        keys: &Layout,
         live: &Live,
     ) {
         let mut slots = self.slots.lock().await;
@@ -241,11 +242,10 @@ pub(crate) fn start_tending(store: std::sync::Weak<crate::Inner>) -> JoinHandle<
         loop {
             ticks.tick().await;
             let Some(inner) = store.upgrade() else { return };
-            if let Some(sharded) = &inner.sharded {
-                sharded
-                    .tend(&inner.subscriber, &inner.nodes, &inner.keys, &inner.live)
-                    .await;
-            }
+            inner
+                .sharded
+                .tend(&inner.subscriber, &inner.nodes, &inner.layout, &inner.live)
+                .await;
         }
     })
 }
@@ -254,23 +254,22 @@ impl RedisStore {
     /// Listens on the sharded channel of `slot` that `carries`, on a cluster (on one
     /// server every instance hears the one channel of each kind already).
     pub(crate) async fn listen(&self, carries: Carries, slot: u16) -> Result<(), StoreError> {
-        match &self.inner.sharded {
-            Some(sharded) => sharded
-                .join(&self.inner.subscriber, &self.inner.keys, carries, slot)
+        match self.inner.layout.topology() {
+            Topology::Cluster => self
+                .inner
+                .sharded
+                .join(&self.inner.subscriber, &self.inner.layout, carries, slot)
                 .await
                 .map_err(|error| store_error("subscribe", error)),
-            None => Ok(()),
+            Topology::OneServer => Ok(()),
         }
     }
 }
 
 impl EventBus for RedisStore {
     async fn publish(&self, job: &Job) -> Result<JobEvent, BusError> {
-        let keys = &self.inner.keys;
-        let (channel, publish) = match self.inner.sharded {
-            Some(_) => (keys.slot_event_channel(owner_slot(&job.owner)), "SPUBLISH"),
-            None => (keys.event_channel(), "PUBLISH"),
-        };
+        let keys = &self.inner.layout;
+        let (channel, publish) = keys.event_route(&job.owner);
         let args = vec![
             channel,
             encode(job)?,
@@ -308,7 +307,7 @@ impl EventBus for RedisStore {
         after: Option<EventId>,
     ) -> Result<Vec<JobEvent>, BusError> {
         let min = after.map_or_else(|| "-inf".to_owned(), |after| format!("({}", after.0));
-        let keys = &self.inner.keys;
+        let layout = &self.inner.layout;
         let read = |key: String| {
             let min = min.clone();
             async move {
@@ -321,18 +320,22 @@ impl EventBus for RedisStore {
                 .await
             }
         };
-        // Builds before the slot tag kept events under the `{hb_events}` tag: until they
-        // expire, theirs are merged in by id.
-        let (tagged, untagged) = futures_util::try_join!(
-            read(keys.owner_events(owner)),
-            read(keys.untagged_owner_events(owner))
-        )?;
-        let mut events = tagged
-            .iter()
-            .chain(&untagged)
-            .map(|json| decode("a job event", json))
-            .collect::<Result<Vec<JobEvent>, _>>()?;
+        let decode_all = |stored: &[String]| {
+            stored
+                .iter()
+                .map(|json| decode("a job event", json))
+                .collect::<Result<Vec<JobEvent>, _>>()
+        };
+        let Some(earlier) = layout.earlier_owner_events(owner) else {
+            return Ok(decode_all(&read(layout.owner_events(owner)).await?)?);
+        };
+        // Layout version 1: events an earlier build kept under the `{hb_events}` tag are
+        // merged in by id.
+        let (tagged, untagged) =
+            futures_util::try_join!(read(layout.owner_events(owner)), read(earlier))?;
+        let mut events = decode_all(&tagged)?;
         if !untagged.is_empty() {
+            events.extend(decode_all(&untagged)?);
             events.sort_by_key(|event| event.id);
             events.dedup_by_key(|event| event.id);
         }

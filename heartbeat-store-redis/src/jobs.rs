@@ -1,7 +1,7 @@
 //! [`JobStore`] on Redis: one string per job (compared and set by a script) and a sorted
 //! set of each owner's jobs, in the owner's hash slot (a job's id names its slot:
-//! [`job_slot`](crate::keys::job_slot)), and an index of the jobs the simulator has still
-//! to complete (one key on one server, [`DUE_SHARDS`](crate::keys::DUE_SHARDS) on a
+//! [`job_slot`](crate::layout::job_slot)), and an index of the jobs the simulator has still
+//! to complete (one key on one server, [`DUE_SHARDS`](crate::layout::DUE_SHARDS) on a
 //! cluster).
 
 use heartbeat_core::jobs::{Job, JobId, JobStore, NewJob, Owner};
@@ -10,7 +10,7 @@ use heartbeat_core::{StoreError, Timestamp};
 
 use heartbeat_core::store::kit::encode;
 
-use crate::keys::{DueEntry, IndexLayout, job_id, job_slot, owner_slot};
+use crate::layout::{DueEntry, job_id, job_slot, owner_slot};
 use crate::{RedisStore, decode};
 
 /// Ids drawn for one job before giving up when each belongs to a stored job.
@@ -20,7 +20,7 @@ impl RedisStore {
     /// Stores a new job and indexes it; `false` (nothing written) when a job with its id
     /// is stored already.
     async fn store_new_job(&self, job: &Job, slot: u16) -> Result<bool, StoreError> {
-        let keys = &self.inner.keys;
+        let keys = &self.inner.layout;
         let due_at = job.complete_at.map(|at| at.unix_millis().to_string());
         let args = vec![
             encode(job)?,
@@ -29,7 +29,7 @@ impl RedisStore {
             due_at.clone().unwrap_or_default(),
         ];
         let mut script_keys = vec![keys.job(job.id), keys.owner_jobs(&job.owner)];
-        let due_shard = match keys.due_entry(Some(slot)) {
+        let due_shard = match keys.due_entry(slot) {
             DueEntry::InJobScript(due) => {
                 script_keys.push(due);
                 None
@@ -66,7 +66,7 @@ impl RedisStore {
     }
 
     /// The jobs still stored among `ids`, each with its version, in the order of `ids`.
-    async fn jobs_by_id(&self, ids: Vec<u64>) -> Result<Vec<(Job, String)>, StoreError> {
+    async fn jobs_by_id(&self, ids: Vec<u64>) -> Result<Vec<(Job, StoredJob)>, StoreError> {
         let mut jobs = Vec::with_capacity(ids.len());
         let reads = ids.into_iter().map(|id| JobStore::get(self, JobId(id)));
         for job in futures_util::future::join_all(reads).await {
@@ -92,16 +92,34 @@ impl RedisStore {
     }
 }
 
+/// A job as loaded, for its compare-and-set: its JSON, and the key it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJob {
+    key: String,
+    json: String,
+}
+
+impl RedisStore {
+    /// The job stored in `key`, if any.
+    async fn read_job(&self, key: String) -> Result<Option<(Job, StoredJob)>, StoreError> {
+        let json: Option<String> = self
+            .run("job read", &key, "GET", vec![key.as_str().into()])
+            .await?;
+        json.map(|json| Ok((decode("a job", &json)?, StoredJob { key, json })))
+            .transpose()
+    }
+}
+
 fn limit_stop(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX) - 1
 }
 
 impl JobStore for RedisStore {
-    /// The job's JSON as loaded: the compare-and-set checks it is unchanged.
-    type Version = String;
+    /// The job's JSON as loaded, and where: the compare-and-set checks it is unchanged.
+    type Version = StoredJob;
 
     async fn create(&self, job: NewJob) -> Result<Job, StoreError> {
-        let keys = &self.inner.keys;
+        let keys = &self.inner.layout;
         let slot = owner_slot(&job.owner);
         for _ in 0..ID_ATTEMPTS {
             // Not below the time in seconds: a counter lost or expired (no job in its
@@ -138,33 +156,38 @@ impl JobStore for RedisStore {
         ))
     }
 
-    async fn get(&self, id: JobId) -> Result<Option<(Job, String)>, StoreError> {
-        let key = self.inner.keys.job(id);
-        let json: Option<String> = self
-            .run("job read", &key, "GET", vec![key.as_str().into()])
-            .await?;
-        json.map(|json| Ok((decode("a job", &json)?, json)))
-            .transpose()
+    async fn get(&self, id: JobId) -> Result<Option<(Job, StoredJob)>, StoreError> {
+        let layout = &self.inner.layout;
+        // Layout version 1: the earlier name first. The migration copies a job and then
+        // deletes it there only if unchanged, so whatever is there is the newest.
+        if let Some(earlier) = layout.earlier_job(id)
+            && let Some(found) = self.read_job(earlier).await?
+        {
+            return Ok(Some(found));
+        }
+        self.read_job(layout.job(id)).await
     }
 
-    async fn compare_and_set(&self, version: &String, job: &Job) -> Result<Commit, StoreError> {
-        let keys = &self.inner.keys;
-        let drop_due = job.due_entry_to_drop().is_some();
+    async fn compare_and_set(&self, version: &StoredJob, job: &Job) -> Result<Commit, StoreError> {
+        let layout = &self.inner.layout;
         let args = vec![
-            version.clone(),
+            version.json.clone(),
             encode(job)?,
             self.job_ttl(),
             job.id.to_string(),
         ];
-        let job_key = keys.job(job.id);
-        let (script_keys, drop_after) = if !drop_due {
-            (vec![job_key], None)
-        } else {
-            match keys.due_entry(job_slot(job.id)) {
-                DueEntry::InJobScript(due) => (vec![job_key, due], None),
-                DueEntry::Beside(due) => (vec![job_key], Some(due)),
+        let mut script_keys = vec![version.key.clone()];
+        let mut drop_after = Vec::new();
+        if job.due_entry_to_drop().is_some() {
+            match layout.due_entry(job_slot(job.id)) {
+                DueEntry::InJobScript(due) => script_keys.push(due),
+                DueEntry::Beside(due) => drop_after.push(due),
             }
-        };
+            // Layout version 1 on a cluster: an earlier build's entry may be in its one key.
+            if job.id.0 < crate::layout::FIRST_TAGGED_JOB_ID {
+                drop_after.extend(layout.earlier_due_jobs());
+            }
+        }
         let applied: i64 = self
             .eval(
                 "job update",
@@ -176,7 +199,7 @@ impl JobStore for RedisStore {
         if applied != 1 {
             return Ok(Commit::Conflict);
         }
-        if let Some(due) = drop_after {
+        for due in drop_after {
             let _: i64 = self
                 .run(
                     "job index write",
@@ -193,32 +216,32 @@ impl JobStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
-        // Earlier builds' ids are all below this build's: theirs come after, newest first.
-        let (mut ids, earlier) = futures_util::try_join!(
-            self.newest_ids(keys.owner_jobs(owner), limit),
-            self.newest_ids(keys.untagged_owner_jobs(owner), limit)
-        )?;
-        ids.extend(earlier);
+        let layout = &self.inner.layout;
+        let mut ids = match layout.earlier_owner_jobs(owner) {
+            None => self.newest_ids(layout.owner_jobs(owner), limit).await?,
+            Some(earlier) => {
+                // Layout version 1: both, newest (highest id) first.
+                let (mut ids, earlier) = futures_util::try_join!(
+                    self.newest_ids(layout.owner_jobs(owner), limit),
+                    self.newest_ids(earlier, limit)
+                )?;
+                ids.extend(earlier);
+                // A job the migration is moving is in both for a moment.
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids.dedup();
+                ids
+            }
+        };
         ids.truncate(limit);
         let jobs = self.jobs_by_id(ids).await?;
         Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Job, String)>, StoreError> {
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<(Job, StoredJob)>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
-        let shards = match keys.index_layout() {
-            IndexLayout::OneKey => vec![keys.one_due_jobs()],
-            // The shards, and the one key earlier builds wrote (read until it expires).
-            IndexLayout::PerSlot => {
-                let mut shards = keys.due_shards();
-                shards.push(keys.one_due_jobs());
-                shards
-            }
-        };
+        let shards = self.inner.layout.due_keys();
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
         let reads = shards.iter().map(|shard| {
             self.run::<Vec<(String, f64)>>(
@@ -246,6 +269,8 @@ impl JobStore for RedisStore {
         }
         // Each shard's answer is in due order; the first `limit` of all of them are due.
         due.sort_unstable_by(|(a, x), (b, y)| a.total_cmp(b).then(x.cmp(y)));
+        // An entry the migration is moving is in two keys for a moment.
+        due.dedup();
         due.truncate(limit);
         let ids = due.into_iter().map(|(_, id)| id).collect();
         self.jobs_by_id(ids).await

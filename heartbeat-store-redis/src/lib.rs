@@ -89,7 +89,8 @@
 
 mod bus;
 mod jobs;
-mod keys;
+mod layout;
+mod migrate;
 mod nodes;
 mod per_slot;
 mod scripts;
@@ -107,6 +108,8 @@ use heartbeat_core::live::Fanout;
 use tokio::task::JoinHandle;
 
 pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
+pub use jobs::StoredJob;
+pub use migrate::{MigrateOptions, MigrationReport};
 
 /// How to reach Redis and how long to keep things.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +142,10 @@ pub struct RedisConfig {
     /// [`node_progress`](Self::node_progress) cannot be on, and the namespace cannot hold
     /// braces. Always on for `redis-cluster://` URLs (default off).
     pub one_script_per_key: bool,
+    /// How often an instance reads the layout version while earlier builds' key names
+    /// may still be there, to read one name per call as soon as `migrate-redis` has
+    /// finished (default 60 s).
+    pub layout_check_every: Duration,
 }
 
 impl RedisConfig {
@@ -161,6 +168,7 @@ impl RedisConfig {
             job_retention: Duration::from_secs(7 * 86_400),
             node_progress: false,
             one_script_per_key: false,
+            layout_check_every: Duration::from_secs(60),
         }
     }
 }
@@ -175,6 +183,14 @@ pub enum ConnectError {
         /// The URL given.
         url: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// The Redis holds a layout this build cannot serve (a newer build's).
+    #[error("the Redis at {url} cannot be served by this build: {reason}")]
+    Layout {
+        /// The URL given, its password replaced by `***`.
+        url: String,
+        /// What is wrong, and what to do.
         reason: String,
     },
     /// Redis did not answer.
@@ -232,12 +248,12 @@ fn plain_reason(error: &fred::error::Error) -> String {
 struct Inner {
     nodes: nodes::Nodes,
     subscriber: SubscriberClient,
-    keys: keys::Keys,
+    layout: layout::Layout,
     scripts: scripts::Scripts,
     live: bus::Live,
-    /// The sharded event and notice channels listened on (Redis Cluster); `None` on one
-    /// server.
-    sharded: Option<bus::ShardedChannels>,
+    /// The sharded event and notice channels listened on (Redis Cluster; none on one
+    /// server).
+    sharded: bus::ShardedChannels,
     event_history: usize,
     job_retention_millis: i64,
     node_progress: bool,
@@ -271,7 +287,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("namespace", &self.inner.keys.namespace())
+            .field("namespace", &self.inner.layout.namespace())
             .finish_non_exhaustive()
     }
 }
@@ -299,7 +315,10 @@ impl RedisStore {
         if config.pool_size == 0 {
             return Err(invalid("the pool needs at least one connection".into()));
         }
-        if config.command_timeout.is_zero() || config.connect_timeout.is_zero() {
+        if config.command_timeout.is_zero()
+            || config.connect_timeout.is_zero()
+            || config.layout_check_every.is_zero()
+        {
             return Err(invalid("timeouts must be longer than zero".into()));
         }
         let job_retention_millis = i64::try_from(config.job_retention.as_millis())
@@ -327,8 +346,8 @@ impl RedisStore {
         }
         // A cluster (or a proxy that routes by slot) keeps the analytics index in a key
         // per slot, so that the commit script writes it in the user's slot.
-        let index_layout = if config.one_script_per_key || redis_config.server.is_clustered() {
-            keys::check_cluster_namespace(&config.namespace).map_err(invalid)?;
+        let topology = if config.one_script_per_key || redis_config.server.is_clustered() {
+            layout::check_cluster_namespace(&config.namespace).map_err(invalid)?;
             if config.node_progress {
                 return Err(invalid(
                     "node_progress (REDIS_NODE_PROGRESS) writes the Node server's one \
@@ -337,9 +356,9 @@ impl RedisStore {
                         .into(),
                 ));
             }
-            keys::IndexLayout::PerSlot
+            layout::Topology::Cluster
         } else {
-            keys::IndexLayout::OneKey
+            layout::Topology::OneServer
         };
         let clustered = redis_config.server.is_clustered();
         let connector = nodes::Connector {
@@ -379,19 +398,35 @@ impl RedisStore {
         init(&subscriber, config.connect_timeout)
             .await
             .map_err(unreachable)?;
-        let keys = keys::Keys::new(config.namespace, index_layout);
+        let layout = layout::Layout::new(config.namespace, topology);
+        match Self::read_layout(&nodes, &layout)
+            .await
+            .map_err(unreachable)?
+        {
+            Ok(layout::version::Stored::Current) => layout.migrated(),
+            Ok(layout::version::Stored::Earlier) => tracing::warn!(
+                "the Redis may hold keys of builds before the slot tag (layout version 1): \
+                 reads consult their names too until `heartbeat-server migrate-redis` has \
+                 moved them (docs/operations.md)"
+            ),
+            Err(reason) => {
+                nodes.quit().await;
+                return Err(ConnectError::Layout {
+                    url: redact_url(&config.url),
+                    reason,
+                });
+            }
+        }
         let scripts = scripts::Scripts::new();
         nodes.load(&scripts.all()).await.map_err(unreachable)?;
         let live = bus::Live {
             events: Arc::new(Fanout::new()),
             notices: Arc::new(Fanout::new()),
         };
-        let sharded =
-            (keys.index_layout() == keys::IndexLayout::PerSlot).then(bus::ShardedChannels::default);
         tasks.extend(
             bus::start_forwarding(
                 &subscriber,
-                &keys,
+                &layout,
                 bus::Live {
                     events: Arc::clone(&live.events),
                     notices: Arc::clone(&live.notices),
@@ -401,16 +436,22 @@ impl RedisStore {
             .map_err(unreachable)?,
         );
         let inner = Arc::new_cyclic(|inner| {
-            if sharded.is_some() {
+            if topology == layout::Topology::Cluster {
                 tasks.push(bus::start_tending(inner.clone()));
+            }
+            if layout.reads_earlier() {
+                tasks.push(migrate::start_watching(
+                    inner.clone(),
+                    config.layout_check_every,
+                ));
             }
             Inner {
                 nodes,
                 subscriber,
-                keys,
+                layout,
                 scripts,
                 live,
-                sharded,
+                sharded: bus::ShardedChannels::default(),
                 event_history: config.event_history.max(1),
                 job_retention_millis,
                 node_progress: config.node_progress,

@@ -28,7 +28,7 @@ use fred::types::scripts::Script;
 use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, Value};
 use tokio::task::JoinHandle;
 
-use crate::keys::{SLOTS, slot_of};
+use crate::layout::{SLOTS, slot_of};
 
 /// Redirections (and `TRYAGAIN` answers) followed for one command before giving up: a
 /// slot moves once at a time, and a redirection names its new master.

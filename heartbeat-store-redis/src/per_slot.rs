@@ -5,7 +5,7 @@ use fred::types::FromValue;
 use fred::types::scripts::Script;
 use heartbeat_core::StoreError;
 
-use crate::keys::slot_of;
+use crate::layout::slot_of;
 use crate::{RedisStore, store_error};
 
 /// Parts one script call reads: each costs the node about a microsecond, and a script
@@ -14,29 +14,31 @@ const PARTS_PER_CALL: usize = 1024;
 
 impl RedisStore {
     /// The first `limit` entries strictly between `after` and `before` over the parts
-    /// `part` names for every slot and `one_key` (the one-key index earlier builds wrote on
-    /// a cluster too, read until it expires), in byte order.
+    /// `part` names for every slot and `earlier` (the one-key index earlier builds wrote
+    /// on a cluster too, while the layout is version 1), in byte order, each once.
     pub(crate) async fn merged_range(
         &self,
         what: &str,
         (after, before): (&str, &str),
         limit: usize,
         part: impl Fn(u16) -> String,
-        one_key: String,
+        earlier: Option<String>,
     ) -> Result<Vec<String>, StoreError> {
         let head = vec![format!("({after}"), format!("({before}"), limit.to_string()];
         let answers: Vec<Vec<String>> = self
-            .on_every_node(what, &self.inner.scripts.merge_range, head, part, one_key)
+            .on_every_node(what, &self.inner.scripts.merge_range, head, part, earlier)
             .await?;
         // Each call's answer is in order; the first `limit` of all of them is the range.
         let mut entries: Vec<String> = answers.into_iter().flatten().collect();
         entries.sort_unstable();
+        // An entry the migration is moving is in two keys for a moment.
+        entries.dedup();
         entries.truncate(limit);
         Ok(entries)
     }
 
     /// Runs a read script on every node with `head` and then the parts (`part(slot)`) the
-    /// node serves, plus `one_key` on the node that serves it, as its arguments, at most
+    /// node serves, plus `earlier` on the node that serves it, as its arguments, at most
     /// [`PARTS_PER_CALL`] parts a call. Their answers, one per call.
     pub(crate) async fn on_every_node<R: FromValue>(
         &self,
@@ -44,23 +46,23 @@ impl RedisStore {
         script: &Script,
         head: Vec<String>,
         part: impl Fn(u16) -> String,
-        one_key: String,
+        earlier: Option<String>,
     ) -> Result<Vec<R>, StoreError> {
         let masters = self
             .inner
             .nodes
             .masters()
             .map_err(|error| store_error(what, error))?;
-        // Each master's parts (the one-key index with the master serving its slot), read
-        // through that master's client: no routing in between, so each call reads the
-        // parts of the node it runs on.
-        let one_key_slot = slot_of(one_key.as_bytes());
-        let mut one_key = Some(one_key);
+        // Each master's parts (the earlier one-key index with the master serving its
+        // slot), read through that master's client: no routing in between, so each call
+        // reads the parts of the node it runs on.
+        let earlier_slot = earlier.as_ref().map(|key| slot_of(key.as_bytes()));
+        let mut earlier = earlier;
         let mut calls: Vec<(fred::clients::Client, Vec<String>)> = Vec::new();
         for (client, slots) in masters {
             let mut parts: Vec<String> = slots.iter().map(|slot| part(*slot)).collect();
-            if slots.binary_search(&one_key_slot).is_ok() {
-                parts.extend(one_key.take());
+            if earlier_slot.is_some_and(|slot| slots.binary_search(&slot).is_ok()) {
+                parts.extend(earlier.take());
             }
             // At most `PARTS_PER_CALL` a call: a script blocks its node, and each part is
             // a command in it.

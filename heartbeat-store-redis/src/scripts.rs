@@ -49,6 +49,26 @@ const COMPARE_AND_SET: &str = include_str!("lua/compare_and_set.lua");
 /// Returns the event id.
 const PUBLISH_EVENT: &str = include_str!("lua/publish_event.lua");
 
+/// The migration's merges (`migrate-redis`), each on today's key (`KEYS[1]`) with the
+/// earlier build's key's PTTL first in `ARGV`, which the key keeps if it is the longer.
+const MIGRATE_HASH_FIELDS: &str = concat!(
+    include_str!("lua/keep_longest_ttl.lua"),
+    include_str!("lua/migrate_hash_fields.lua")
+);
+/// See [`MIGRATE_HASH_FIELDS`].
+const MIGRATE_LIST: &str = concat!(
+    include_str!("lua/keep_longest_ttl.lua"),
+    include_str!("lua/migrate_list.lua")
+);
+/// See [`MIGRATE_HASH_FIELDS`].
+const MIGRATE_ZSET: &str = concat!(
+    include_str!("lua/keep_longest_ttl.lua"),
+    include_str!("lua/migrate_zset.lua")
+);
+
+/// Deletes a string only if it holds what was copied (the migration's move of a job).
+const DELETE_IF: &str = include_str!("lua/delete_if.lua");
+
 pub(crate) struct Scripts {
     pub(crate) commit_all: Script,
     pub(crate) merge_range: Script,
@@ -58,6 +78,10 @@ pub(crate) struct Scripts {
     pub(crate) index_add: Script,
     pub(crate) compare_and_set: Script,
     pub(crate) publish_event: Script,
+    pub(crate) migrate_hash_fields: Script,
+    pub(crate) migrate_list: Script,
+    pub(crate) migrate_zset: Script,
+    pub(crate) delete_if: Script,
 }
 
 impl Scripts {
@@ -71,11 +95,15 @@ impl Scripts {
             index_add: Script::from_lua(INDEX_ADD),
             compare_and_set: Script::from_lua(COMPARE_AND_SET),
             publish_event: Script::from_lua(PUBLISH_EVENT),
+            migrate_hash_fields: Script::from_lua(MIGRATE_HASH_FIELDS),
+            migrate_list: Script::from_lua(MIGRATE_LIST),
+            migrate_zset: Script::from_lua(MIGRATE_ZSET),
+            delete_if: Script::from_lua(DELETE_IF),
         }
     }
 
     /// Every script.
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 12] {
         [
             &self.commit_all,
             &self.merge_range,
@@ -85,6 +113,10 @@ impl Scripts {
             &self.index_add,
             &self.compare_and_set,
             &self.publish_event,
+            &self.migrate_hash_fields,
+            &self.migrate_list,
+            &self.migrate_zset,
+            &self.delete_if,
         ]
     }
 }

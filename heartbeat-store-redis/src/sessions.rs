@@ -13,7 +13,7 @@ use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, U
 
 use heartbeat_core::store::kit::encode;
 
-use crate::keys::IndexLayout;
+use crate::layout::Topology;
 use crate::{RedisStore, decode, store_error};
 
 /// A user's session hash as loaded, field by field: the compare-and-set checks it is
@@ -56,12 +56,21 @@ fn index_args(index: &IndexWrite, ttl: &str, trim: bool) -> Option<Vec<String>> 
 }
 
 /// The first `limit` of two lists of play records, each newest first, newest first (by
-/// when the session ended, or was last seen if it has not).
-fn newest_first(a: Vec<PlayRecord>, b: Vec<PlayRecord>, limit: usize) -> Vec<PlayRecord> {
+/// when the session ended, or was last seen if it has not); a record in both (while the
+/// migration copies one list into the other) once.
+pub(crate) fn newest_first<T: PartialEq>(
+    a: Vec<T>,
+    b: Vec<T>,
+    limit: usize,
+    record: impl Fn(&T) -> &PlayRecord,
+) -> Vec<T> {
     if b.is_empty() {
         return a;
     }
-    let when = |record: &PlayRecord| record.ended_at.unwrap_or(record.last_heartbeat);
+    let when = |item: &T| {
+        let record = record(item);
+        record.ended_at.unwrap_or(record.last_heartbeat)
+    };
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     let mut merged = Vec::with_capacity(limit.min(a.len() + b.len()));
     while merged.len() < limit {
@@ -71,7 +80,17 @@ fn newest_first(a: Vec<PlayRecord>, b: Vec<PlayRecord>, limit: usize) -> Vec<Pla
             (None, Some(_)) => false,
             (None, None) => break,
         };
-        merged.extend(if take_a { a.next() } else { b.next() });
+        let Some(next) = (if take_a { a.next() } else { b.next() }) else {
+            break;
+        };
+        let duplicate = merged
+            .iter()
+            .rev()
+            .take_while(|earlier| when(earlier) == when(&next))
+            .any(|earlier| *earlier == next);
+        if !duplicate {
+            merged.push(next);
+        }
     }
     merged
 }
@@ -131,7 +150,7 @@ impl SessionStore for RedisStore {
     type Version = HashSnapshot;
 
     async fn load(&self, user: &Id) -> Result<Loaded<HashSnapshot>, StoreError> {
-        let key = self.inner.keys.sessions(user);
+        let key = self.inner.layout.sessions(user);
         let fields: HashMap<String, String> = self
             .run("session load", &key, "HGETALL", vec![key.as_str().into()])
             .await?;
@@ -166,7 +185,7 @@ impl SessionStore for RedisStore {
         }
         args.push(write.keep_millis.max(1).to_string());
         self.push_commit_tail(&mut args, user, write, limits)?;
-        let keys = self.inner.keys.user(user);
+        let keys = self.inner.layout.user(user);
         let mut keys = vec![
             keys.sessions,
             keys.progress,
@@ -175,7 +194,7 @@ impl SessionStore for RedisStore {
             keys.refusals,
         ];
         if self.inner.node_progress {
-            keys.push(self.inner.keys.node_progress());
+            keys.push(self.inner.layout.node_progress());
         }
         let applied: i64 = self
             .eval("session commit", &self.inner.scripts.commit_all, keys, args)
@@ -188,7 +207,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
-        let keys = &self.inner.keys;
+        let layout = &self.inner.layout;
         let read = |key: String| async move {
             let json: Option<String> = self
                 .run(
@@ -201,12 +220,12 @@ impl SessionStore for RedisStore {
             json.map(|json| decode::<ProgressRecord>("a progress entry", &json))
                 .transpose()
         };
-        // Builds before the slot tag wrote the untagged key: until it expires, the newer
-        // of the two is the user's progress (during a rolling upgrade both are written).
-        let (tagged, untagged) = futures_util::try_join!(
-            read(keys.progress(user)),
-            read(keys.untagged_progress(user))
-        )?;
+        let Some(earlier) = layout.earlier_progress(user) else {
+            return read(layout.progress(user)).await;
+        };
+        // Layout version 1: the newer of the two names is the user's progress.
+        let (tagged, untagged) =
+            futures_util::try_join!(read(layout.progress(user)), read(earlier))?;
         Ok(match (tagged, untagged) {
             (Some(tagged), Some(untagged)) if untagged.updated_at > tagged.updated_at => {
                 Some(untagged)
@@ -219,7 +238,7 @@ impl SessionStore for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
+        let layout = &self.inner.layout;
         let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
         let read = |key: String| async move {
             let entries: Vec<String> = self
@@ -235,11 +254,13 @@ impl SessionStore for RedisStore {
                 .map(|json| decode::<PlayRecord>("a history entry", json))
                 .collect::<Result<Vec<_>, _>>()
         };
-        // Builds before the slot tag wrote the untagged list: until it expires, its
-        // entries are merged in by when their sessions ended.
+        let Some(earlier) = layout.earlier_history(user) else {
+            return read(layout.history(user)).await;
+        };
+        // Layout version 1: the earlier name's entries merged in by when sessions ended.
         let (tagged, untagged) =
-            futures_util::try_join!(read(keys.history(user)), read(keys.untagged_history(user)))?;
-        Ok(newest_first(tagged, untagged, limit))
+            futures_util::try_join!(read(layout.history(user)), read(earlier))?;
+        Ok(newest_first(tagged, untagged, limit, |record| record))
     }
 
     async fn ping(&self) -> Result<StoreHealth, StoreError> {
@@ -282,9 +303,9 @@ impl AnalyticsStore for RedisStore {
             return Ok(Vec::new());
         }
         let count = i64::try_from(limit).unwrap_or(i64::MAX);
-        let keys = &self.inner.keys;
-        let found: Vec<String> = match keys.index_layout() {
-            IndexLayout::OneKey => {
+        let keys = &self.inner.layout;
+        let found: Vec<String> = match keys.topology() {
+            Topology::OneServer => {
                 let key = keys.one_index(index);
                 self.run(
                     "analytics index read",
@@ -301,13 +322,13 @@ impl AnalyticsStore for RedisStore {
                 )
                 .await?
             }
-            IndexLayout::PerSlot => {
+            Topology::Cluster => {
                 self.merged_range(
                     "analytics index read",
                     (after.as_str(), before.as_str()),
                     limit,
                     |slot| keys.slot_index(index, slot),
-                    keys.one_index(index),
+                    keys.earlier_index(index),
                 )
                 .await?
             }
@@ -319,9 +340,9 @@ impl AnalyticsStore for RedisStore {
     }
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
-        match self.inner.keys.index_layout() {
-            IndexLayout::OneKey => {
-                let key = self.inner.keys.one_index(index);
+        match self.inner.layout.topology() {
+            Topology::OneServer => {
+                let key = self.inner.layout.one_index(index);
                 self.run(
                     "analytics index count",
                     &key,
@@ -330,15 +351,15 @@ impl AnalyticsStore for RedisStore {
                 )
                 .await
             }
-            IndexLayout::PerSlot => {
-                let keys = &self.inner.keys;
+            Topology::Cluster => {
+                let keys = &self.inner.layout;
                 let counts: Vec<u64> = self
                     .on_every_node(
                         "analytics index count",
                         &self.inner.scripts.index_count_keys,
                         vec![from.to_string()],
                         |slot| keys.slot_index(index, slot),
-                        keys.one_index(index),
+                        keys.earlier_index(index),
                     )
                     .await?;
                 Ok(counts.into_iter().sum())
@@ -347,25 +368,13 @@ impl AnalyticsStore for RedisStore {
     }
 
     fn index_reads(&self) -> IndexReads {
-        match self.inner.keys.index_layout() {
-            IndexLayout::OneKey => IndexReads::Cheap,
-            IndexLayout::PerSlot => IndexReads::Spread,
-        }
+        self.inner.layout.index_reads()
     }
 }
 
 impl NoticeBus for RedisStore {
     async fn notify(&self, notice: &SessionNotice) -> Result<(), StoreError> {
-        let keys = &self.inner.keys;
-        // On a cluster the user's slot channel (only the instances watching a user there
-        // listen); on one server the one channel every instance hears.
-        let (channel, publish) = match self.inner.sharded {
-            Some(_) => (
-                keys.slot_notice_channel(keys.user_slot(&notice.user_id)),
-                "SPUBLISH",
-            ),
-            None => (keys.notice_channel(), "PUBLISH"),
-        };
+        let (channel, publish) = self.inner.layout.notice_route(&notice.user_id);
         let _: i64 = self
             .run(
                 "session notice",
@@ -385,7 +394,7 @@ impl NoticeBus for RedisStore {
         let stream = self.inner.live.notices.watch(user, session_id);
         self.listen(
             crate::bus::Carries::Notices,
-            self.inner.keys.user_slot(user),
+            self.inner.layout.user_slot(user),
         )
         .await?;
         Ok(stream)

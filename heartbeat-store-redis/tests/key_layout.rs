@@ -50,6 +50,16 @@ async fn next_event(stream: &mut EventStream) -> JobEvent {
         .expect("an event, not a lag")
 }
 
+/// Says the Redis at `url` may hold keys of earlier builds (layout version 1), as a Redis
+/// they ran on does: this build then reads their names too, until `migrate-redis`.
+async fn as_an_earlier_builds_redis(url: &str) {
+    let _: () = plain_client(url)
+        .await
+        .set(format!("{NS}hb_layout:version"), "1", None, None, false)
+        .await
+        .unwrap();
+}
+
 async fn store(url: &str) -> RedisStore {
     let mut config = RedisConfig::new(url);
     config.namespace = NS.into();
@@ -156,6 +166,7 @@ async fn write_as_an_earlier_build(
 /// in a rolling upgrade (the earlier build still writing after this one started), all
 /// come back: progress (the newer of the two names), history and the export.
 async fn a_rolling_upgrade_loses_nothing(url: &str) {
+    as_an_earlier_builds_redis(url).await;
     let (redis, store) = (plain_client(url).await, store(url).await);
     let clock = ManualClock::new(at(0));
     let codec = TokenCodec::new("layout key").unwrap();
@@ -236,6 +247,7 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
 /// Job events an earlier build kept under the `{hb_events}` tag are replayed with this
 /// build's, in id order, for as long as they are kept.
 async fn events_of_an_earlier_build_are_replayed_in_order(url: &str) {
+    as_an_earlier_builds_redis(url).await;
     let (redis, store) = (plain_client(url).await, store(url).await);
     let jobs = Jobs::new(store.clone(), store.clone());
     let owner = Owner::new("studio{7}").unwrap();
@@ -372,6 +384,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
 /// and `hb_jobs:due`) is read, listed after this build's, updated and completed by this
 /// build; this build's ids name their owner's slot.
 async fn jobs_of_an_earlier_build_are_served(url: &str) {
+    as_an_earlier_builds_redis(url).await;
     let (redis, store) = (plain_client(url).await, store(url).await);
     let owner = Owner::new("label{3}").unwrap();
     let earlier = JobId(41);

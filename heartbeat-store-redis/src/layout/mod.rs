@@ -1,4 +1,8 @@
-//! Key names (see the crate docs for the table).
+//! The Redis layout: every key name, which keys a read consults, and the channel and
+//! command (`PUBLISH` or `SPUBLISH`) events and notices travel on (see the crate docs for
+//! the table). One [`Layout`] value answers all of it, from the topology and the layout
+//! version the Redis holds ([`version`]); the names earlier builds wrote sit in
+//! [`earlier`], read only until `migrate-redis` has moved them.
 //!
 //! A user's own keys (progress, history) and their analytics index entries are written by
 //! the same script as the Node server's session key, so on a Redis Cluster they must hash
@@ -7,7 +11,12 @@
 //! as Redis computes it, and our keys carry a short tag that hashes to that slot
 //! ([`slot_tag`]): `hb_progress:{<tag>}:<user>`.
 
+pub(crate) mod earlier;
+pub(crate) mod version;
+
+use std::fmt::Display;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use heartbeat_core::Id;
 use heartbeat_core::jobs::{JobId, Owner};
@@ -60,23 +69,30 @@ pub(crate) fn slot_tag(slot: u16) -> &'static str {
     &SLOT_TAGS[usize::from(slot % SLOTS)]
 }
 
-/// How the analytics index is kept.
+/// How keys are spread: what the scripts may touch together, and where events travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IndexLayout {
-    /// One sorted set per index (`{hb_history_index}:<index>`): one server reads a page
-    /// with one command.
-    OneKey,
-    /// One sorted set per index and hash slot (`hb_index:{<tag>}:<index>`), written by the
-    /// commit script in the user's slot (Redis Cluster); pages are merged from all of them.
-    PerSlot,
+pub(crate) enum Topology {
+    /// One server (or Sentinel's master): one analytics index key per index
+    /// (`{hb_history_index}:<index>`) and one due index, read with one command; events
+    /// and notices on one channel each that every instance hears (`PUBLISH`).
+    OneServer,
+    /// A Redis Cluster (or a proxy that routes by slot): every script's keys in one slot,
+    /// the analytics index in a part per slot (`hb_index:{<tag>}:<index>`), the due index
+    /// in [`DUE_SHARDS`], and events and notices on a sharded channel per slot
+    /// (`SPUBLISH`), heard only by the instances watching there.
+    Cluster,
 }
 
-pub(crate) struct Keys {
+/// Every key name, which keys each read consults, and where events travel.
+pub(crate) struct Layout {
     namespace: String,
-    index_layout: IndexLayout,
+    topology: Topology,
+    /// Whether keys an earlier build wrote may still be there (layout version 1, until
+    /// `migrate-redis` has moved them): reads consult their names too ([`earlier`]).
+    reads_earlier: AtomicBool,
 }
 
-/// Where a job's due entry lives ([`Keys::due_entry`]).
+/// Where a job's due entry lives ([`Layout::due_entry`]).
 pub(crate) enum DueEntry {
     /// In this key, which the job's own script writes.
     InJobScript(String),
@@ -93,11 +109,14 @@ pub(crate) struct UserKeys {
     pub(crate) refusals: String,
 }
 
-impl Keys {
-    pub(crate) fn new(namespace: String, index_layout: IndexLayout) -> Self {
+impl Layout {
+    /// The layout of `topology`, reading earlier builds' names too until
+    /// [`migrated`](Self::migrated) says otherwise.
+    pub(crate) fn new(namespace: String, topology: Topology) -> Self {
         Self {
             namespace,
-            index_layout,
+            topology,
+            reads_earlier: AtomicBool::new(true),
         }
     }
 
@@ -105,12 +124,32 @@ impl Keys {
         &self.namespace
     }
 
-    pub(crate) fn index_layout(&self) -> IndexLayout {
-        self.index_layout
+    pub(crate) fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// Whether reads still consult earlier builds' names (layout version 1).
+    pub(crate) fn reads_earlier(&self) -> bool {
+        self.reads_earlier.load(Ordering::Relaxed)
+    }
+
+    /// The Redis holds only this build's names (layout version 2): from now on each read
+    /// consults one key. Never undone.
+    pub(crate) fn migrated(&self) {
+        self.reads_earlier.store(false, Ordering::Relaxed);
+    }
+
+    /// What analytics index reads cost here.
+    pub(crate) fn index_reads(&self) -> heartbeat_core::sessions::analytics::IndexReads {
+        use heartbeat_core::sessions::analytics::IndexReads;
+        match self.topology {
+            Topology::OneServer => IndexReads::Cheap,
+            Topology::Cluster => IndexReads::Spread,
+        }
     }
 
     /// The Node server's key: `<ns>hb_sessions:<user>:active_sessions`.
-    pub(crate) fn sessions(&self, user: &Id) -> String {
+    pub(crate) fn sessions(&self, user: &(impl Display + ?Sized)) -> String {
         format!("{}hb_sessions:{user}:active_sessions", self.namespace)
     }
 
@@ -119,9 +158,9 @@ impl Keys {
         let sessions = self.sessions(user);
         let slot = slot_of(sessions.as_bytes());
         let [finished, refusals] =
-            [Index::Finished, Index::Refusals].map(|index| match self.index_layout {
-                IndexLayout::OneKey => self.one_index(index),
-                IndexLayout::PerSlot => self.slot_index(index, slot),
+            [Index::Finished, Index::Refusals].map(|index| match self.topology {
+                Topology::OneServer => self.one_index(index),
+                Topology::Cluster => self.slot_index(index, slot),
             });
         UserKeys {
             progress: self.tagged("hb_progress", slot, user),
@@ -133,29 +172,18 @@ impl Keys {
     }
 
     /// `<ns><kind>:{<tag of slot>}:<user>`.
-    fn tagged(&self, kind: &str, slot: u16, user: &Id) -> String {
+    fn tagged(&self, kind: &str, slot: u16, user: &(impl Display + ?Sized)) -> String {
         format!("{}{kind}:{{{}}}:{user}", self.namespace, slot_tag(slot))
     }
 
     /// A user's progress hash: asset → progress record.
-    pub(crate) fn progress(&self, user: &Id) -> String {
+    pub(crate) fn progress(&self, user: &(impl Display + ?Sized)) -> String {
         self.tagged("hb_progress", self.user_slot(user), user)
     }
 
     /// A user's history list, newest first.
-    pub(crate) fn history(&self, user: &Id) -> String {
+    pub(crate) fn history(&self, user: &(impl Display + ?Sized)) -> String {
         self.tagged("hb_history", self.user_slot(user), user)
-    }
-
-    /// A user's progress hash as builds before the slot tag named it (read until it
-    /// expires: nothing writes it any more).
-    pub(crate) fn untagged_progress(&self, user: &Id) -> String {
-        format!("{}hb_progress:{user}", self.namespace)
-    }
-
-    /// A user's history list as builds before the slot tag named it (read until it expires).
-    pub(crate) fn untagged_history(&self, user: &Id) -> String {
-        format!("{}hb_history:{user}", self.namespace)
     }
 
     /// The Node server's progress hash.
@@ -163,22 +191,22 @@ impl Keys {
         format!("{}user_progress", self.namespace)
     }
 
-    /// A job: in its owner's slot (which its id names, [`job_slot`]), or where an earlier
-    /// build put it (`hb_job:<id>`, ids below [`FIRST_TAGGED_JOB_ID`]).
+    /// A job: in the slot its id names ([`job_slot`]).
     pub(crate) fn job(&self, id: JobId) -> String {
-        match job_slot(id) {
-            Some(slot) => format!("{}hb_job:{{{}}}:{id}", self.namespace, slot_tag(slot)),
-            None => format!("{}hb_job:{id}", self.namespace),
-        }
+        format!(
+            "{}hb_job:{{{}}}:{id}",
+            self.namespace,
+            slot_tag(job_slot(id))
+        )
     }
 
     /// The counter job ids are drawn from, one per hash slot: the owner's.
-    pub(crate) fn job_counter(&self, owner: &Owner) -> String {
+    pub(crate) fn job_counter(&self, owner: &(impl Display + ?Sized)) -> String {
         format!("{}hb_jobs:{{{}}}:last_id", self.namespace, owner_tag(owner))
     }
 
     /// An owner's jobs, by id.
-    pub(crate) fn owner_jobs(&self, owner: &Owner) -> String {
+    pub(crate) fn owner_jobs(&self, owner: &(impl Display + ?Sized)) -> String {
         format!(
             "{}hb_jobs:{{{}}}:owner:{owner}",
             self.namespace,
@@ -186,18 +214,13 @@ impl Keys {
         )
     }
 
-    /// An owner's jobs as earlier builds indexed them (read until they expire).
-    pub(crate) fn untagged_owner_jobs(&self, owner: &Owner) -> String {
-        format!("{}hb_jobs:owner:{owner}", self.namespace)
-    }
-
-    /// The due index in one key: one server's, and what earlier builds wrote on a cluster.
+    /// The due index in one key (one server).
     pub(crate) fn one_due_jobs(&self) -> String {
         format!("{}hb_jobs:due", self.namespace)
     }
 
     /// The shard of the due index that jobs of owners in `slot` go to on a cluster
-    /// ([`IndexLayout::PerSlot`]): one of [`DUE_SHARDS`], each in a slot of its own,
+    /// ([`Topology::Cluster`]): one of [`DUE_SHARDS`], each in a slot of its own,
     /// spread over the slot range (so over the masters).
     pub(crate) fn due_shard(&self, slot: u16) -> String {
         let shard = slot % DUE_SHARDS;
@@ -208,27 +231,33 @@ impl Keys {
         )
     }
 
-    /// Where the due entry of a job lives: of a job in `slot`, or of an earlier build's
-    /// job (`None`, in the one-key index). One server: in the one key, which the job's
-    /// own script writes. A cluster: in a shard (another slot), written beside it.
-    pub(crate) fn due_entry(&self, slot: Option<u16>) -> DueEntry {
-        match (self.index_layout, slot) {
-            (IndexLayout::OneKey, _) => DueEntry::InJobScript(self.one_due_jobs()),
-            (IndexLayout::PerSlot, Some(slot)) => DueEntry::Beside(self.due_shard(slot)),
-            (IndexLayout::PerSlot, None) => DueEntry::Beside(self.one_due_jobs()),
+    /// Where the due entry of a job of `slot` lives. One server: in the one key, which
+    /// the job's own script writes. A cluster: in a shard (another slot), written beside.
+    pub(crate) fn due_entry(&self, slot: u16) -> DueEntry {
+        match self.topology {
+            Topology::OneServer => DueEntry::InJobScript(self.one_due_jobs()),
+            Topology::Cluster => DueEntry::Beside(self.due_shard(slot)),
         }
     }
 
-    /// Every shard of the due index ([`IndexLayout::PerSlot`]).
-    pub(crate) fn due_shards(&self) -> Vec<String> {
-        (0..DUE_SHARDS).map(|shard| self.due_shard(shard)).collect()
+    /// Every key of the due index a poll reads.
+    pub(crate) fn due_keys(&self) -> Vec<String> {
+        match self.topology {
+            Topology::OneServer => vec![self.one_due_jobs()],
+            Topology::Cluster => {
+                let mut keys: Vec<String> =
+                    (0..DUE_SHARDS).map(|shard| self.due_shard(shard)).collect();
+                keys.extend(self.earlier_due_jobs());
+                keys
+            }
+        }
     }
 
     /// The counter event ids are drawn from, one per hash slot: the owner's slot, so that
     /// one script draws the id and stores the event on a cluster, and owners' events
     /// spread over every master. Ids never go back for an owner (its slot's counter, which
     /// also never falls behind the time floor).
-    pub(crate) fn event_counter(&self, owner: &Owner) -> String {
+    pub(crate) fn event_counter(&self, owner: &(impl Display + ?Sized)) -> String {
         format!(
             "{}hb_events:{{{}}}:last_id",
             self.namespace,
@@ -237,7 +266,7 @@ impl Keys {
     }
 
     /// An owner's newest events, by id.
-    pub(crate) fn owner_events(&self, owner: &Owner) -> String {
+    pub(crate) fn owner_events(&self, owner: &(impl Display + ?Sized)) -> String {
         format!(
             "{}hb_events:{{{}}}:owner:{owner}",
             self.namespace,
@@ -245,15 +274,8 @@ impl Keys {
         )
     }
 
-    /// An owner's events as builds before the slot tag kept them, all in the `{hb_events}`
-    /// slot (read until they expire: nothing writes them any more).
-    pub(crate) fn untagged_owner_events(&self, owner: &Owner) -> String {
-        format!("{}{{hb_events}}:owner:{owner}", self.namespace)
-    }
-
-    /// An analytics index (SPEC §3.9) kept in one key; both indexes share a hash tag. The
-    /// [`IndexLayout::OneKey`] layout, and what builds before [`IndexLayout::PerSlot`]
-    /// wrote on a cluster too (read until it expires).
+    /// An analytics index (SPEC §3.9) kept in one key ([`Topology::OneServer`]); both
+    /// indexes share a hash tag.
     pub(crate) fn one_index(&self, index: Index) -> String {
         format!(
             "{}{{hb_history_index}}:{}",
@@ -262,7 +284,7 @@ impl Keys {
         )
     }
 
-    /// The part of an analytics index kept in `slot` ([`IndexLayout::PerSlot`]).
+    /// The part of an analytics index kept in `slot` ([`Topology::Cluster`]).
     pub(crate) fn slot_index(&self, index: Index, slot: u16) -> String {
         format!(
             "{}hb_index:{{{}}}:{}",
@@ -272,8 +294,7 @@ impl Keys {
         )
     }
 
-    /// The pub/sub channel of job events every instance listens on (one server; on a
-    /// cluster, earlier builds').
+    /// The pub/sub channel of job events every instance listens on (one server).
     pub(crate) fn event_channel(&self) -> String {
         format!("{}hb_job_events", self.namespace)
     }
@@ -285,7 +306,7 @@ impl Keys {
     }
 
     /// The pub/sub channel of session notices (SPEC §3.7), which every instance listens on
-    /// (one server; on a cluster earlier builds publish there).
+    /// (one server).
     pub(crate) fn notice_channel(&self) -> String {
         format!("{}hb_session_notices", self.namespace)
     }
@@ -300,18 +321,43 @@ impl Keys {
         )
     }
 
+    /// Where `owner`'s job events go, and with which command.
+    pub(crate) fn event_route(&self, owner: &Owner) -> (String, &'static str) {
+        match self.topology {
+            Topology::OneServer => (self.event_channel(), "PUBLISH"),
+            Topology::Cluster => (self.slot_event_channel(owner_slot(owner)), "SPUBLISH"),
+        }
+    }
+
+    /// Where `user`'s session notices go, and with which command.
+    pub(crate) fn notice_route(&self, user: &Id) -> (String, &'static str) {
+        match self.topology {
+            Topology::OneServer => (self.notice_channel(), "PUBLISH"),
+            Topology::Cluster => (self.slot_notice_channel(self.user_slot(user)), "SPUBLISH"),
+        }
+    }
+
+    /// The channels every instance listens on from its start: one server's two; on a
+    /// cluster, where earlier builds publish ([`earlier`]), or none.
+    pub(crate) fn shared_channels(&self) -> Vec<String> {
+        match self.topology {
+            Topology::OneServer => vec![self.event_channel(), self.notice_channel()],
+            Topology::Cluster => self.earlier_channels(),
+        }
+    }
+
     /// The slot of `user`'s keys (the slot of the Node server's session key).
-    pub(crate) fn user_slot(&self, user: &Id) -> u16 {
+    pub(crate) fn user_slot(&self, user: &(impl Display + ?Sized)) -> u16 {
         slot_of(self.sessions(user).as_bytes())
     }
 }
 
 /// The slot of an owner's keys (the slot of the owner's name).
-pub(crate) fn owner_slot(owner: &Owner) -> u16 {
+pub(crate) fn owner_slot(owner: &(impl Display + ?Sized)) -> u16 {
     slot_of(owner.to_string().as_bytes())
 }
 
-fn owner_tag(owner: &Owner) -> &'static str {
+fn owner_tag(owner: &(impl Display + ?Sized)) -> &'static str {
     slot_tag(owner_slot(owner))
 }
 
@@ -327,9 +373,11 @@ pub(crate) const DUE_SHARDS: u16 = 16;
 /// in a JavaScript number) for 5 × 10^11 jobs per slot.
 pub(crate) const FIRST_TAGGED_JOB_ID: u64 = 1 << 34;
 
-/// The slot of a job drawn from its owner's slot's counter; `None` for an earlier build's.
-pub(crate) fn job_slot(id: JobId) -> Option<u16> {
-    (id.0 >= FIRST_TAGGED_JOB_ID).then(|| (id.0 % u64::from(SLOTS)) as u16)
+/// The slot a job's key is in: `id mod 16384`, the owner's slot for ids this build draws
+/// (an earlier build's job, moved by `migrate-redis`, keeps its id in whatever slot that
+/// names).
+pub(crate) fn job_slot(id: JobId) -> u16 {
+    (id.0 % u64::from(SLOTS)) as u16
 }
 
 /// The id of the `n`-th job drawn in `slot` (counting from 1).
@@ -348,7 +396,7 @@ fn index_name(index: Index) -> &'static str {
     }
 }
 
-/// Why a namespace cannot be used with [`IndexLayout::PerSlot`] keys, if it cannot: a `{`
+/// Why a namespace cannot be used with [`Topology::Cluster`] keys, if it cannot: a `{`
 /// in it would decide the slot of every key instead of the slot tags.
 pub(crate) fn check_cluster_namespace(namespace: &str) -> Result<(), String> {
     if namespace.contains(['{', '}']) {
@@ -381,7 +429,7 @@ mod tests {
         // 12182 is the slot Redis documents for `foo` (CLUSTER KEYSLOT foo).
         let tags: Vec<&str> = [0, 1, 866, 12_182, 16_383].map(slot_tag).to_vec();
         assert_eq!(tags, ["1bz", "emj", "9l2", "foo", "hia"]);
-        let keys = Keys::new("prod:".into(), IndexLayout::PerSlot).user(&Id::Int(13));
+        let keys = Layout::new("prod:".into(), Topology::Cluster).user(&Id::Int(13));
         assert_eq!(keys.progress, "prod:hb_progress:{5kh}:13");
         assert_eq!(keys.history, "prod:hb_history:{5kh}:13");
         assert_eq!(keys.finished, "prod:hb_index:{5kh}:finished");
@@ -391,10 +439,11 @@ mod tests {
     /// share them (a 3-master cluster: 6, 5 and 5).
     #[test]
     fn the_due_shards_spread_over_the_slot_range() {
-        let keys = Keys::new("prod:".into(), IndexLayout::PerSlot);
+        let keys = Layout::new("prod:".into(), Topology::Cluster);
         let slots: Vec<u16> = keys
-            .due_shards()
+            .due_keys()
             .iter()
+            .take(usize::from(DUE_SHARDS))
             .map(|key| slot_of(key.as_bytes()))
             .collect();
         let expected: Vec<u16> = (0..DUE_SHARDS).map(|s| s * (SLOTS / DUE_SHARDS)).collect();
@@ -402,7 +451,7 @@ mod tests {
         // Every owner's shard is one of them.
         let owner = Owner::new("alice").unwrap();
         assert!(
-            keys.due_shards()
+            keys.due_keys()
                 .contains(&keys.due_shard(owner_slot(&owner)))
         );
     }
@@ -421,7 +470,7 @@ mod tests {
             user in prop_oneof![any::<i64>().prop_map(Id::Int), "\\PC{1,40}".prop_map(Id::Str)],
             namespace in "[a-z:]{0,8}",
         ) {
-            let keys = Keys::new(namespace, IndexLayout::PerSlot).user(&user);
+            let keys = Layout::new(namespace, Topology::Cluster).user(&user);
             let slot = slot_of(keys.sessions.as_bytes());
             for key in [&keys.progress, &keys.history, &keys.finished, &keys.refusals] {
                 prop_assert_eq!(slot_of(key.as_bytes()), slot, "{}", key);
