@@ -5,41 +5,21 @@
 //! nothing). Job events are kept in their owner's slot likewise.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use fred::prelude::{HashesInterface, KeysInterface, ListInterface, SortedSetsInterface};
 use futures_util::StreamExt;
 use heartbeat_core::jobs::{
     EventBus, EventId, EventStream, JobEvent, JobId, JobStore, JobUpdate, Jobs, Owner,
 };
 use heartbeat_core::sessions::NoticeBus;
-use heartbeat_core::sessions::analytics::{FinishedEntry, IndexKey};
 use heartbeat_core::sessions::notice::{NoticeReason, SessionEnded, SessionNotice};
-use heartbeat_core::testkit::sessions::export_all;
-use heartbeat_core::{
-    Clock, HeartbeatData, HeartbeatOutcome, Heartbeats, Id, ManualClock, PlayRecord,
-    ProgressRecord, Timestamp, TokenCodec,
-};
-use heartbeat_store_redis::testkit::{RedisCluster, RedisServer, plain_client};
-use heartbeat_store_redis::{RedisConfig, RedisStore};
-use serde_json::json;
+use heartbeat_core::{Heartbeats, Id, ManualClock, Timestamp, TokenCodec};
 
-const NS: &str = "layout:";
-const T0: &str = "2026-03-01T12:00:00.000Z";
+use heartbeat_store_redis::testkit::{RedisCluster, RedisServer, earlier, plain_client};
 
-fn at(offset_secs: i64) -> Timestamp {
-    T0.parse::<Timestamp>()
-        .unwrap()
-        .add_millis(offset_secs * 1000)
-}
+mod support;
 
-/// A 3+3 cluster of its own, started off the async threads.
-async fn start_cluster() -> RedisCluster {
-    tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap()
-}
+use support::{NS, at, calls, exported, on_each_node, play_and_stop, start_cluster, store};
 
 /// The next event of `stream`, within 10 s.
 async fn next_event(stream: &mut EventStream) -> JobEvent {
@@ -53,68 +33,10 @@ async fn next_event(stream: &mut EventStream) -> JobEvent {
 /// Says the Redis at `url` may hold keys of earlier builds (layout version 1), as a Redis
 /// they ran on does: this build then reads their names too, until `migrate-redis`.
 async fn as_an_earlier_builds_redis(url: &str) {
-    let _: () = plain_client(url)
-        .await
-        .set(format!("{NS}hb_layout:version"), "1", None, None, false)
-        .await
-        .unwrap();
+    earlier::mark_layout_1(&plain_client(url).await, NS).await;
 }
 
-async fn store(url: &str) -> RedisStore {
-    let mut config = RedisConfig::new(url);
-    config.namespace = NS.into();
-    RedisStore::connect(config).await.unwrap()
-}
-
-fn backend_token(codec: &TokenCodec, user: &Id, asset: i64, now: Timestamp) -> String {
-    let data = json!({
-        "user_id": user.to_json(), "asset_id": asset, "heartbeat_cycle": 30,
-        "cycle_upper_tolerance": 10, "timestamp": now.to_string(), "session_limit": 3,
-        "checking_threshold": 2, "sessions_edge": 4,
-    });
-    codec
-        .seal(&HeartbeatData::from_json(data).unwrap())
-        .unwrap()
-}
-
-/// Plays one session of `user` from `start` for `secs`, reporting `progress` on its last
-/// heartbeat, and stops it then; its session id.
-async fn play_and_stop(
-    heartbeats: &Heartbeats<RedisStore, ManualClock>,
-    clock: &ManualClock,
-    codec: &TokenCodec,
-    user: &Id,
-    asset: i64,
-    progress: f64,
-) -> String {
-    let token = backend_token(codec, user, asset, clock.now());
-    let HeartbeatOutcome::Accepted { token, accepted } =
-        heartbeats.heartbeat(&token, Some(0.0)).await.unwrap()
-    else {
-        panic!("refused")
-    };
-    clock.advance(Duration::from_secs(10));
-    assert!(heartbeats.stop(&token, Some(progress)).await.unwrap());
-    accepted.session_id
-}
-
-/// Every finished session the export gives, paged by `page` through the cursor: user and
-/// session id.
-async fn exported(
-    heartbeats: &Heartbeats<RedisStore, ManualClock>,
-    page: usize,
-) -> Vec<(String, String)> {
-    export_all(heartbeats, IndexKey::start(), None, page)
-        .await
-        .into_iter()
-        .map(|s| (s.user_id.to_string(), s.record.session_id))
-        .collect()
-}
-
-/// What a build before the slot tag wrote for a session of `user` that ended at `ended`:
-/// its progress in `hb_progress:<user>`, its history entry in `hb_history:<user>` and,
-/// on a cluster, its index entry in `{hb_history_index}:finished` (one server keeps that
-/// name).
+/// What a build before the slot tag wrote for a session of `user` that ended at `ended`.
 async fn write_as_an_earlier_build(
     redis: &fred::clients::Client,
     user: &Id,
@@ -123,43 +45,7 @@ async fn write_as_an_earlier_build(
     progress: f64,
     ended: Timestamp,
 ) {
-    let record: PlayRecord = serde_json::from_value(json!({
-        "session_id": session_id, "asset_id": asset, "started_at": ended.add_millis(-60_000).to_string(),
-        "last_heartbeat": ended.to_string(), "ended_at": ended.to_string(), "ended_by": "stopped",
-        "hit_counter": 3, "progress": progress,
-    }))
-    .unwrap();
-    let entry = ProgressRecord {
-        progress,
-        updated_at: ended,
-        session_id: session_id.into(),
-    };
-    let _: () = redis
-        .hset(
-            format!("{NS}hb_progress:{user}"),
-            (asset.to_string(), serde_json::to_string(&entry).unwrap()),
-        )
-        .await
-        .unwrap();
-    let _: () = redis
-        .lpush(
-            format!("{NS}hb_history:{user}"),
-            serde_json::to_string(&record).unwrap(),
-        )
-        .await
-        .unwrap();
-    let index_entry = FinishedEntry::of_history(user, &record).unwrap().key();
-    let _: () = redis
-        .zadd(
-            format!("{NS}{{hb_history_index}}:finished"),
-            None,
-            None,
-            false,
-            false,
-            (0.0, index_entry.to_string()),
-        )
-        .await
-        .unwrap();
+    earlier::write_session(redis, NS, user, session_id, asset, progress, ended).await;
 }
 
 /// Sessions an earlier build recorded and sessions this build records, side by side as
@@ -258,22 +144,7 @@ async fn events_of_an_earlier_build_are_replayed_in_order(url: &str) {
     let earlier = EventId(first[0].id.0 + 1);
     let mut changed = job.clone();
     changed.progress = 40;
-    let member = format!(
-        r#"{{"id":{},"job":{}}}"#,
-        earlier.0,
-        serde_json::to_string(&changed).unwrap()
-    );
-    let _: () = redis
-        .zadd(
-            format!("{NS}{{hb_events}}:owner:{owner}"),
-            None,
-            None,
-            false,
-            false,
-            (earlier.0 as f64, member),
-        )
-        .await
-        .unwrap();
+    earlier::write_event(&redis, NS, earlier.0, &changed).await;
     jobs.update(
         job.id,
         &JobUpdate {
@@ -318,35 +189,6 @@ async fn a_rolling_upgrade_on_a_cluster_loses_nothing() {
 }
 
 /// What `redis-cli <args>` prints on each node of the cluster (it must succeed).
-fn on_each_node(cluster: &RedisCluster, args: &[&str]) -> Vec<String> {
-    cluster
-        .ports()
-        .iter()
-        .map(|port| {
-            let out = Command::new("redis-cli")
-                .arg("-p")
-                .arg(port.to_string())
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-            String::from_utf8(out.stdout).unwrap()
-        })
-        .collect()
-}
-
-/// `INFO commandstats` of every node of the cluster: calls of `command`, per node.
-fn calls(cluster: &RedisCluster, command: &str) -> Vec<u64> {
-    on_each_node(cluster, &["info", "commandstats"])
-        .iter()
-        .map(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-                .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_master() {
     let cluster = start_cluster().await;
@@ -354,7 +196,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
     let clock = ManualClock::new(at(0));
     let codec = TokenCodec::new("layout key").unwrap();
     let heartbeats = Heartbeats::new(codec.clone(), store.clone()).with_clock(clock.clone());
-    on_each_node(&cluster, &["config", "resetstat"]);
+    on_each_node(&cluster.ports(), &["config", "resetstat"]);
     let users = 30;
     let mut ended = Vec::new();
     for user in 0..users {
@@ -364,7 +206,7 @@ async fn on_a_cluster_a_heartbeat_is_one_script_and_the_export_merges_every_mast
     }
     // Each heartbeat and each stop: one script (progress, history and the index entry
     // written by scripts of their own would each count here too).
-    let scripts = calls(&cluster, "evalsha");
+    let scripts = calls(&cluster.ports(), "evalsha");
     assert_eq!(scripts.iter().sum::<u64>(), 2 * users, "{scripts:?}");
     assert_eq!(
         scripts.iter().filter(|calls| **calls > 0).count(),
@@ -395,32 +237,7 @@ async fn jobs_of_an_earlier_build_are_served(url: &str) {
         complete_at: Some(due_at),
     }
     .into_job(earlier);
-    let _: () = redis
-        .set(
-            format!("{NS}hb_job:{earlier}"),
-            serde_json::to_string(&job).unwrap(),
-            None,
-            None,
-            false,
-        )
-        .await
-        .unwrap();
-    for (key, score) in [
-        (format!("{NS}hb_jobs:owner:{owner}"), earlier.0 as f64),
-        (format!("{NS}hb_jobs:due"), due_at.unix_millis() as f64),
-    ] {
-        let _: () = redis
-            .zadd(
-                key,
-                None,
-                None,
-                false,
-                false,
-                (score, earlier.0.to_string()),
-            )
-            .await
-            .unwrap();
-    }
+    earlier::write_job(&redis, NS, &job).await;
 
     let clock = ManualClock::new(at(1));
     let jobs = Jobs::new(store.clone(), store.clone()).with_clock(clock.clone());
@@ -468,7 +285,7 @@ async fn jobs_of_an_earlier_build_are_served_on_one_server_and_a_cluster() {
 
 /// Shard channels with a subscriber, over every master (`PUBSUB SHARDCHANNELS`).
 fn shard_channels(cluster: &RedisCluster) -> Vec<String> {
-    let mut channels: Vec<String> = on_each_node(cluster, &["pubsub", "shardchannels"])
+    let mut channels: Vec<String> = on_each_node(&cluster.ports(), &["pubsub", "shardchannels"])
         .iter()
         .flat_map(|out| {
             out.lines()
@@ -535,8 +352,8 @@ async fn on_a_cluster_notices_travel_on_the_users_shard_channel() {
         channels[0].starts_with(&format!("{NS}hb_session_notices:{{")),
         "{channels:?}"
     );
-    let spublished = calls(&cluster, "spublish").iter().sum::<u64>();
-    let published = calls(&cluster, "publish").iter().sum::<u64>();
+    let spublished = calls(&cluster.ports(), "spublish").iter().sum::<u64>();
+    let published = calls(&cluster.ports(), "publish").iter().sum::<u64>();
     let notice = SessionNotice {
         user_id: user.clone(),
         ended: SessionEnded {
@@ -553,11 +370,11 @@ async fn on_a_cluster_notices_travel_on_the_users_shard_channel() {
         .expect("a notice, not a lag");
     assert_eq!(received, notice);
     assert_eq!(
-        calls(&cluster, "spublish").iter().sum::<u64>(),
+        calls(&cluster.ports(), "spublish").iter().sum::<u64>(),
         spublished + 1
     );
     assert_eq!(
-        calls(&cluster, "publish").iter().sum::<u64>(),
+        calls(&cluster.ports(), "publish").iter().sum::<u64>(),
         published,
         "nothing on the classic channel"
     );

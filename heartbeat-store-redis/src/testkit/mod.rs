@@ -11,6 +11,7 @@
 #![allow(clippy::missing_panics_doc, clippy::expect_used)]
 
 mod cluster;
+pub mod earlier;
 mod guarded;
 mod sentinel;
 
