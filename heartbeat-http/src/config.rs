@@ -70,6 +70,10 @@ pub enum Command {
     /// Write finished sessions of all users as NDJSON to standard output, read from the
     /// store the settings name (as `GET /admin/history` does).
     ExportHistory(ExportHistoryArgs),
+    /// Move what builds before the slot tag wrote in Redis to today's key names, then
+    /// set the layout version to 2 (every instance then reads one name per call).
+    /// Resumable and safe while instances serve: see docs/operations.md.
+    MigrateRedis(MigrateRedisArgs),
     /// Check every setting and that the store opens and answers, then print the
     /// effective configuration without secrets. Exit code 0, or 2 (a setting) or 1 (the
     /// store) with the error.
@@ -95,6 +99,17 @@ pub struct ExportHistoryArgs {
     /// heartbeats, and those report-only limits would have refused (`"enforced": false`).
     #[arg(long)]
     pub refusals: bool,
+}
+
+/// `migrate-redis` options.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateRedisArgs {
+    /// Stop (resumable: run the command again) once about this many keys have moved.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_keys: Option<u64>,
+    /// Keys each `SCAN` asks a master for (1 to 100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub scan_count: u32,
 }
 
 /// `issue-owner-token` options.

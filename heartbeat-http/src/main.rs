@@ -11,7 +11,7 @@ use heartbeat_core::SessionStore;
 use heartbeat_core::sessions::analytics::Export;
 use heartbeat_http::config::{
     Cli, Command, ConfigError, ExportHistoryArgs, IssueOwnerTokenArgs, IssueTokenArgs, LogFormat,
-    ServerArgs, StoreKind,
+    MigrateRedisArgs, ServerArgs, StoreKind,
 };
 use heartbeat_http::export::{self, ExportQuery};
 use heartbeat_http::{App, server};
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some(Command::IssueToken(args)) => print_token(issue_token(&args)),
         Some(Command::IssueOwnerToken(args)) => print_token(issue_owner_token(&args)),
         Some(Command::ExportHistory(args)) => export_history(&cli.server, args),
+        Some(Command::MigrateRedis(args)) => migrate_redis(&cli.server, &args),
         Some(Command::CheckConfig) => check_config(&cli.server),
         None => {
             // Every setting is checked before anything starts (and before the port is bound).
@@ -198,6 +199,75 @@ fn export_history(server: &ServerArgs, args: ExportHistoryArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// `migrate-redis`: earlier builds' keys moved to today's names, the layout version set.
+fn migrate_redis(server: &ServerArgs, args: &MigrateRedisArgs) -> ExitCode {
+    if server.storage != StoreKind::Redis {
+        eprintln!(
+            "error: STORAGE is `{}`: migrate-redis moves the keys of a Redis store; set \
+             STORAGE=redis and REDIS_URL (and REDIS_NAMESPACE) as the servers have them",
+            format!("{:?}", server.storage).to_lowercase()
+        );
+        return ExitCode::from(2);
+    }
+    let settings = match server.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    #[cfg(feature = "redis")]
+    {
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        runtime.block_on(async {
+            let store = match server::connect_redis(server, settings.job_retention).await {
+                Ok(store) => store,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(error.exit_code());
+                }
+            };
+            let mut options = heartbeat_store_redis::MigrateOptions::default();
+            options.max_keys = args.max_keys;
+            options.scan_count = args.scan_count;
+            match store.migrate_layout(&options).await {
+                Ok(report) if report.finished => {
+                    println!(
+                        "ok: {} keys moved and {} index entries spread ({} keys scanned); the \
+                         Redis layout is version 2: every instance reads one name per call \
+                         within a minute",
+                        report.moved, report.spread_entries, report.scanned
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    println!(
+                        "stopped after {} keys moved and {} index entries spread (--max-keys): \
+                         run migrate-redis again to go on from there",
+                        report.moved, report.spread_entries
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!(
+                        "error: {error}; what moved stays moved: run migrate-redis again to resume"
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        })
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (args, settings);
+        eprintln!("error: this build has no Redis store (the `redis` feature)");
+        ExitCode::from(2)
+    }
 }
 
 /// Ends the process on a command-line error. An invalid value names the environment

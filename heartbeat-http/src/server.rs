@@ -437,6 +437,35 @@ fn redact(url: &str) -> String {
     url.to_owned()
 }
 
+/// Connects to the Redis the `REDIS_*` settings name, keeping jobs for `job_retention`.
+///
+/// # Errors
+///
+/// [`StartError::Config`] for a bad URL or setting, [`StartError::Store`] when Redis does
+/// not answer or holds a layout this build cannot serve.
+#[cfg(feature = "redis")]
+pub async fn connect_redis(
+    args: &ServerArgs,
+    job_retention: std::time::Duration,
+) -> Result<heartbeat_store_redis::RedisStore, StartError> {
+    use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
+    let mut config = RedisConfig::new(args.redis_url.clone());
+    config.namespace = args.redis_namespace.clone();
+    config.password = args.redis_password.clone();
+    config.command_timeout = std::time::Duration::from_millis(args.redis_timeout_ms);
+    config.node_progress = args.redis_node_progress;
+    config.pool_size = args.redis_pool_size;
+    config.job_retention = job_retention;
+    RedisStore::connect(config)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Invalid { reason, .. } => {
+                StartError::Config(ConfigError::new("REDIS_URL", reason))
+            }
+            other => StartError::Store(other.to_string()),
+        })
+}
+
 /// Checks the settings and opens the store `STORAGE` names, with the application over
 /// it; binds nothing and starts no background work (the `export-history` command reads
 /// through it).
@@ -483,22 +512,7 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
         StoreKind::Redis => {
             #[cfg(feature = "redis")]
             {
-                use heartbeat_store_redis::{ConnectError, RedisConfig, RedisStore};
-                let mut config = RedisConfig::new(args.redis_url.clone());
-                config.namespace = args.redis_namespace.clone();
-                config.password = args.redis_password.clone();
-                config.command_timeout = std::time::Duration::from_millis(args.redis_timeout_ms);
-                config.node_progress = args.redis_node_progress;
-                config.pool_size = args.redis_pool_size;
-                config.job_retention = settings.job_retention;
-                let store = RedisStore::connect(config)
-                    .await
-                    .map_err(|error| match error {
-                        ConnectError::Invalid { reason, .. } => {
-                            StartError::Config(ConfigError::new("REDIS_URL", reason))
-                        }
-                        other => StartError::Store(other.to_string()),
-                    })?;
+                let store = connect_redis(args, settings.job_retention).await?;
                 Ok(app(codec, store.clone(), store.clone(), store, settings))
             }
             #[cfg(not(feature = "redis"))]
