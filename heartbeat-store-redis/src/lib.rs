@@ -33,10 +33,11 @@
 //! | `{hb_history_index}:finished`, `{hb_history_index}:refusals` | sorted sets | the analytics indexes (one server) | retention |
 //! | `hb_index:{<tag>}:finished`, `hb_index:{<tag>}:refusals` | sorted sets | the analytics indexes, a part per hash slot (Redis Cluster, or [`RedisConfig::one_script_per_key`]) | retention |
 //! | `user_progress` | hash | `<user>:<asset>` → progress (the Node server's key; only with [`RedisConfig::node_progress`], one server only) | retention |
-//! | `hb_job:{<tag>}:<id>` | string | the job; its id is `n × 16384 + slot` (≥ 2^34), so the id names the owner's slot | [`RedisConfig::job_retention`] |
+//! | `hb_job:{<tag>}:<id>` | string | the job; its id is `n × 16384 + slot` (≥ 2^34), so the id names the owner's slot (an earlier build's job, id below 2^34, moved here by the migration: the slot `id mod 16384`) | [`RedisConfig::job_retention`] |
 //! | `hb_jobs:{<tag>}:last_id`, `hb_jobs:{<tag>}:owner:<owner>` | counter, sorted set | job ids drawn in a slot (never below the time in seconds; a job is never stored over another: `SET NX`, the next id drawn), an owner's jobs | job retention |
 //! | `hb_jobs:due` (one server), `hb_jobs:due:{<shard tag>}` (cluster, 16 shards) | sorted set | jobs the simulator completes, by due time | job retention |
 //! | `hb_events:{<tag>}:last_id`, `hb_events:{<tag>}:owner:<owner>` | counter, sorted set | event ids drawn in a slot, an owner's newest events | job retention |
+//! | `hb_layout:version` | string | the layout version (no TTL); `hb_layout:migration` holds a running migration's cursors | none |
 //!
 //! For jobs and events `<tag>` hashes to the slot of the owner's name. Job events are
 //! published on `hb_job_events` on one server; on a cluster with `SPUBLISH` on
@@ -52,16 +53,21 @@
 //! sessions, progress, history and the analytics index entry together. On a cluster an
 //! export page asks every master once for the index parts of its slots, merged in order.
 //!
+//! One value, the crate's `Layout`, names every key, says which keys a read consults
+//! and where events travel; the table above is its answer at layout version 2.
+//!
 //! Earlier builds (before the slot tag; see CHANGELOG) named progress and history
 //! `hb_progress:<user>` and `hb_history:<user>`, kept the analytics index in
 //! `{hb_history_index}:*` and the due jobs in `hb_jobs:due` on a cluster too, drew job ids
 //! from `hb_jobs:last_id` (ids below 2^34, stored as `hb_job:<id>`, listed in
 //! `hb_jobs:owner:<owner>`) and kept events in `{hb_events}:owner:<owner>`. Nothing
-//! writes those any more; they are still read (the newer progress of the two names,
-//! history, index entries, jobs and events merged in order) until their retention ends
-//! them, so an upgrade loses nothing. During a rolling upgrade on a cluster, a stream held
-//! by an instance of the earlier build sees events published by this build's instances
-//! only once it reconnects to one of them.
+//! writes those any more. While the Redis is at layout version 1 they are read too (the
+//! newer progress of the two names, history, index entries, jobs and events merged in
+//! order); [`RedisStore::migrate_layout`] (`heartbeat-server migrate-redis`) moves them
+//! and sets version 2, after which each read consults one key. A Redis without any key
+//! starts at version 2; a version above 2 is refused ([`ConnectError::Layout`]). During a
+//! rolling upgrade on a cluster, a stream held by an instance of the earlier build sees
+//! events published by this build's instances only once it reconnects to one of them.
 //!
 //! # Atomicity
 //!
