@@ -235,7 +235,18 @@ fn migrate_redis(server: &ServerArgs, args: &MigrateRedisArgs) -> ExitCode {
             let mut options = heartbeat_store_redis::MigrateOptions::default();
             options.max_keys = args.max_keys;
             options.scan_count = args.scan_count;
-            match store.migrate_layout(&options).await {
+            let report = store.migrate_layout(&options).await;
+            if let Ok(report) = &report
+                && !report.skipped.is_empty()
+            {
+                eprintln!(
+                    "warning: left {} keys named like an earlier build's but of another type \
+                     (not heartbeat's): {}",
+                    report.skipped.len(),
+                    report.skipped.join(", ")
+                );
+            }
+            match report {
                 Ok(report) if report.finished => {
                     println!(
                         "ok: {} keys moved and {} index entries spread ({} keys scanned); the \

@@ -55,6 +55,9 @@ pub struct MigrationReport {
     pub moved: u64,
     /// Entries moved out of the one-key indexes earlier builds kept on a cluster.
     pub spread_entries: u64,
+    /// Keys named like an earlier build's but holding another type (not written by
+    /// heartbeat): left as they are.
+    pub skipped: Vec<String>,
     /// Whether the migration is complete: the layout version is 2 and no earlier name is
     /// read any more. `false` when [`MigrateOptions::max_keys`] stopped it; run it again
     /// to resume.
@@ -232,8 +235,11 @@ impl RedisStore {
                     let Some(earlier) = key.as_str().and_then(|key| layout.classify(&key)) else {
                         continue;
                     };
-                    self.move_earlier(&earlier).await?;
-                    report.moved += 1;
+                    if self.move_earlier(&earlier).await? {
+                        report.moved += 1;
+                    } else {
+                        report.skipped.push(earlier.from().to_owned());
+                    }
                 }
                 cursor = if next == "0" { "done".to_owned() } else { next };
                 let _: i64 = self
@@ -303,11 +309,27 @@ impl RedisStore {
         Ok((pttl != -2).then_some(pttl))
     }
 
-    /// Merges one earlier key into today's and deletes it.
-    async fn move_earlier(&self, earlier: &EarlierKey) -> Result<(), StoreError> {
+    /// Merges one earlier key into today's and deletes it; `false` (nothing done) when
+    /// it holds another type than the earlier build wrote there.
+    async fn move_earlier(&self, earlier: &EarlierKey) -> Result<bool, StoreError> {
         let from = earlier.from();
+        let expected = match earlier {
+            EarlierKey::Progress { .. } => "hash",
+            EarlierKey::History { .. } => "list",
+            EarlierKey::OwnerJobs { .. } | EarlierKey::OwnerEvents { .. } => "zset",
+            EarlierKey::Job { .. } => "string",
+        };
+        let found: String = self
+            .run("migration read", from, "TYPE", vec![from.into()])
+            .await?;
+        if found == "none" {
+            return Ok(true);
+        }
+        if found != expected {
+            return Ok(false);
+        }
         let Some(pttl) = self.pttl(from).await? else {
-            return Ok(());
+            return Ok(true);
         };
         match earlier {
             EarlierKey::Progress { to, .. } => self.merge_progress(from, to, pttl).await?,
@@ -323,12 +345,15 @@ impl RedisStore {
                     .await?;
                 self.add_to_zset(to, pttl, pairs).await?;
             }
-            EarlierKey::Job { to, .. } => return self.move_job(from, to, pttl).await,
+            EarlierKey::Job { to, .. } => {
+                self.move_job(from, to, pttl).await?;
+                return Ok(true);
+            }
         }
         let _: i64 = self
             .run("migration", from, "DEL", vec![from.into()])
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn add_to_zset(
@@ -372,16 +397,24 @@ impl RedisStore {
             }
         };
         let earlier = read(from).await?;
-        let updated_at =
-            |json: &str| decode::<ProgressRecord>("a progress entry", json).map(|p| p.updated_at);
+        let updated_at = |json: &str| {
+            decode::<ProgressRecord>("a progress entry", json)
+                .ok()
+                .map(|p| p.updated_at)
+        };
         for _ in 0..MERGE_ATTEMPTS {
             let today = read(to).await?;
             let mut args = vec![pttl.to_string()];
             for (asset, json) in &earlier {
+                // Today's entry stays unless the earlier one is readable and newer (an
+                // unreadable earlier entry is kept only where today's has none).
                 let expected = match today.get(asset) {
-                    Some(current) if updated_at(current)? >= updated_at(json)? => continue,
-                    Some(current) => current.clone(),
                     None => String::new(),
+                    Some(current) => match (updated_at(current), updated_at(json)) {
+                        (Some(today), Some(earlier)) if earlier > today => current.clone(),
+                        (None, Some(_)) => current.clone(),
+                        _ => continue,
+                    },
                 };
                 args.extend([asset.clone(), expected, json.clone()]);
             }
@@ -418,23 +451,35 @@ impl RedisStore {
                 .await
             }
         };
+        // Readable entries in time order; an unreadable one (kept, not lost) after them.
         let records = |entries: &[String]| {
-            entries
-                .iter()
-                .map(|json| Ok((decode::<PlayRecord>("a history entry", json)?, json.clone())))
-                .collect::<Result<Vec<_>, StoreError>>()
+            let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
+            for json in entries {
+                match decode::<PlayRecord>("a history entry", json) {
+                    Ok(record) => readable.push((record, json.clone())),
+                    Err(_) => unreadable.push(json.clone()),
+                }
+            }
+            (readable, unreadable)
         };
-        let earlier = records(&read(from).await?)?;
+        let (earlier, earlier_unreadable) = records(&read(from).await?);
         for _ in 0..MERGE_ATTEMPTS {
             let today_entries = read(to).await?;
-            let today = records(&today_entries)?;
+            let (today, mut unreadable) = records(&today_entries);
+            unreadable.extend(
+                earlier_unreadable
+                    .iter()
+                    .filter(|json| !today_entries.contains(json))
+                    .cloned(),
+            );
             let merged =
                 crate::sessions::newest_first(today, earlier.clone(), usize::MAX, |(record, _)| {
                     record
                 })
                 .into_iter()
-                .map(|(_, json)| json);
-            let mut args = Vec::with_capacity(3 + merged.len());
+                .map(|(_, json)| json)
+                .chain(unreadable);
+            let mut args = Vec::with_capacity(3 + today_entries.len() + earlier.len());
             args.push(pttl.to_string());
             args.push(today_entries.first().cloned().unwrap_or_default());
             args.push(today_entries.len().to_string());

@@ -385,3 +385,64 @@ async fn a_newer_layout_is_refused_with_what_to_do() {
     let version: String = redis.get(format!("{NS}hb_layout:version")).await.unwrap();
     assert_eq!(version, "two");
 }
+
+/// An earlier key whose entries do not read is moved as it is (nothing is dropped), and a
+/// key named like an earlier build's but of another type is left alone and reported:
+/// neither stops the migration.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_entries_and_foreign_keys_do_not_stop_the_migration() {
+    use fred::prelude::{HashesInterface, ListInterface};
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    let user = Id::Int(9);
+    earlier::write_session(&redis, NS, &user, "readable", 100, 12.0, at(0)).await;
+    let _: () = redis
+        .hset(format!("{NS}hb_progress:9"), ("200", "not json"))
+        .await
+        .unwrap();
+    let _: () = redis
+        .rpush(format!("{NS}hb_history:9"), "not json either")
+        .await
+        .unwrap();
+    let _: () = redis
+        .set(
+            format!("{NS}hb_progress:intruder"),
+            "a string",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    earlier::mark_layout_1(&redis, NS).await;
+    let migrator = store(&url).await;
+    let report = migrator
+        .migrate_layout(&MigrateOptions::default())
+        .await
+        .unwrap();
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.skipped, [format!("{NS}hb_progress:intruder")]);
+    let foreign: String = redis
+        .get(format!("{NS}hb_progress:intruder"))
+        .await
+        .unwrap();
+    assert_eq!(foreign, "a string", "left as it was");
+    let progress = migrator
+        .progress(&user, &Id::Int(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(progress.progress, 12.0);
+    // The unreadable entries came along: reading them fails as it did before.
+    assert!(migrator.progress(&user, &Id::Int(200)).await.is_err());
+    assert!(migrator.history(&user, 10).await.is_err());
+    let earlier_left: i64 = redis
+        .exists(vec![
+            format!("{NS}hb_progress:9"),
+            format!("{NS}hb_history:9"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(earlier_left, 0);
+}
