@@ -29,6 +29,24 @@ fn links(markdown: &str) -> Vec<String> {
         .collect()
 }
 
+/// GitHub's anchors of the headings of `markdown`: lowercase, punctuation dropped, spaces
+/// as hyphens.
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .map(|line| {
+            line.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn every_relative_link_in_the_docs_resolves() {
     let root = root();
@@ -43,16 +61,28 @@ fn every_relative_link_in_the_docs_resolves() {
             document.display()
         );
         for link in links(&text) {
-            if link.starts_with("http") || link.starts_with('#') || link.starts_with("mailto:") {
+            if link.starts_with("http") || link.starts_with("mailto:") {
                 continue;
             }
-            let path = link.split('#').next().unwrap();
-            let target = document.parent().unwrap().join(path);
+            let (path, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if path.is_empty() {
+                document.clone()
+            } else {
+                document.parent().unwrap().join(path)
+            };
             assert!(
                 target.exists(),
                 "{} links to {link}, which does not exist",
                 document.display()
             );
+            if !anchor.is_empty() && target.extension().is_some_and(|e| e == "md") {
+                let headings = anchors(&std::fs::read_to_string(&target).unwrap());
+                assert!(
+                    headings.iter().any(|heading| heading == anchor),
+                    "{} links to {link}, whose heading does not exist: {headings:?}",
+                    document.display()
+                );
+            }
             checked += 1;
         }
     }
