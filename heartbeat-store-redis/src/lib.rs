@@ -405,7 +405,7 @@ impl RedisStore {
             .await
             .map_err(unreachable)?;
         let layout = layout::Layout::new(config.namespace, topology);
-        match Self::read_layout(&nodes, &layout)
+        match Self::read_layout(&nodes, &layout, true)
             .await
             .map_err(unreachable)?
         {

@@ -55,14 +55,27 @@ pub struct MigrationReport {
     pub moved: u64,
     /// Entries moved out of the one-key indexes earlier builds kept on a cluster.
     pub spread_entries: u64,
-    /// Keys named like an earlier build's but holding another type (not written by
-    /// heartbeat): left as they are.
+    /// Keys named like an earlier build's that hold, or whose today's name holds, another
+    /// type than heartbeat writes there: left as they are.
     pub skipped: Vec<String>,
     /// Whether the migration is complete: the layout version is 2 and no earlier name is
     /// read any more. `false` when [`MigrateOptions::max_keys`] stopped it; run it again
     /// to resume.
     pub finished: bool,
 }
+
+/// What became of an earlier key.
+enum Outcome {
+    /// Merged into today's key and deleted.
+    Moved,
+    /// Gone before it was read (expired, or moved by another run).
+    Gone,
+    /// It, or today's key, holds another type than heartbeat writes: left alone.
+    Skipped,
+}
+
+/// Members of an earlier sorted set copied per round trip.
+const ZSET_BATCH: i64 = 1000;
 
 /// Entries read from a one-key index per step of its spreading.
 const SPREAD_BATCH: i64 = 500;
@@ -111,15 +124,18 @@ async fn run_id(client: &Client) -> Result<String, StoreError> {
 }
 
 impl RedisStore {
-    /// Reads the layout version the Redis holds; on a Redis with no key at all, sets it to
-    /// [`version::CURRENT`] (nothing to migrate).
+    /// Reads the layout version the Redis holds. When `claim_empty` (an instance
+    /// starting), a Redis with no key at all gets [`version::CURRENT`]: a new deployment
+    /// has nothing to migrate. Not later: a Redis emptied while instances of earlier
+    /// builds still run (a restart without persistence) would then hide what they write.
     pub(crate) async fn read_layout(
         nodes: &crate::nodes::Nodes,
         layout: &Layout,
+        claim_empty: bool,
     ) -> Result<Result<Stored, String>, fred::error::Error> {
         let key = layout.version_key();
         let value: Option<String> = nodes.run(&key, "GET", vec![key.as_str().into()]).await?;
-        if value.is_some() {
+        if value.is_some() || !claim_empty {
             return Ok(version::parse(value.as_deref()));
         }
         let mut empty = true;
@@ -182,13 +198,10 @@ impl RedisStore {
                 vec![version_key.as_str().into()],
             )
             .await?;
-        let stored = version::parse(stored.as_deref())
+        // At version 2 too the scan runs: it moves what a build before the slot tag may
+        // still have written since (and finds nothing otherwise).
+        version::parse(stored.as_deref())
             .map_err(|reason| StoreError::backend(reason, "layout"))?;
-        if stored == Stored::Current {
-            layout.migrated();
-            report.finished = true;
-            return Ok(report);
-        }
         let over = |report: &MigrationReport| {
             options
                 .max_keys
@@ -235,10 +248,15 @@ impl RedisStore {
                     let Some(earlier) = key.as_str().and_then(|key| layout.classify(&key)) else {
                         continue;
                     };
-                    if self.move_earlier(&earlier).await? {
-                        report.moved += 1;
-                    } else {
-                        report.skipped.push(earlier.from().to_owned());
+                    match self.move_earlier(&earlier).await.map_err(|error| {
+                        StoreError::backend(
+                            format!("migrating `{}`: {error}", earlier.from()),
+                            error,
+                        )
+                    })? {
+                        Outcome::Moved => report.moved += 1,
+                        Outcome::Gone => {}
+                        Outcome::Skipped => report.skipped.push(earlier.from().to_owned()),
                     }
                 }
                 cursor = if next == "0" { "done".to_owned() } else { next };
@@ -269,17 +287,41 @@ impl RedisStore {
                 }
             }
         }
-        let _: Value = self
-            .run(
+        // Only over the version read at the start: one written meanwhile (a newer build's)
+        // is not overwritten.
+        let set: i64 = self
+            .eval(
                 "migration",
-                &version_key,
-                "SET",
+                &self.inner.scripts.replace_if,
+                vec![version_key.clone()],
                 vec![
-                    version_key.as_str().into(),
-                    version::CURRENT.to_string().into(),
+                    stored.clone().unwrap_or_default(),
+                    version::CURRENT.to_string(),
+                    String::new(),
                 ],
             )
             .await?;
+        if set != 1 {
+            let now: Option<String> = self
+                .run(
+                    "migration",
+                    &version_key,
+                    "GET",
+                    vec![version_key.as_str().into()],
+                )
+                .await?;
+            // Another run finished first: the same end.
+            if version::parse(now.as_deref()) != Ok(Stored::Current) {
+                return Err(StoreError::backend(
+                    format!(
+                        "the layout version changed during the migration (from {stored:?} \
+                         to {now:?}); it was left as it is: find out who wrote it before \
+                         running the migration again"
+                    ),
+                    "layout version changed",
+                ));
+            }
+        }
         let _: i64 = self
             .run("migration", &cursors, "DEL", vec![cursors.as_str().into()])
             .await?;
@@ -309,51 +351,79 @@ impl RedisStore {
         Ok((pttl != -2).then_some(pttl))
     }
 
-    /// Merges one earlier key into today's and deletes it; `false` (nothing done) when
-    /// it holds another type than the earlier build wrote there.
-    async fn move_earlier(&self, earlier: &EarlierKey) -> Result<bool, StoreError> {
-        let from = earlier.from();
+    /// Merges one earlier key into today's and deletes it, unless either holds another
+    /// type than heartbeat writes there.
+    async fn move_earlier(&self, earlier: &EarlierKey) -> Result<Outcome, StoreError> {
+        let (from, to) = (earlier.from(), earlier.to());
         let expected = match earlier {
             EarlierKey::Progress { .. } => "hash",
             EarlierKey::History { .. } => "list",
             EarlierKey::OwnerJobs { .. } | EarlierKey::OwnerEvents { .. } => "zset",
             EarlierKey::Job { .. } => "string",
         };
-        let found: String = self
-            .run("migration read", from, "TYPE", vec![from.into()])
-            .await?;
+        let type_of = |key: &str| {
+            let key = key.to_owned();
+            async move {
+                self.run::<String>("migration read", &key, "TYPE", vec![key.as_str().into()])
+                    .await
+            }
+        };
+        let found = type_of(from).await?;
         if found == "none" {
-            return Ok(true);
+            return Ok(Outcome::Gone);
         }
-        if found != expected {
-            return Ok(false);
+        let today = type_of(to).await?;
+        if found != expected || !(today == "none" || today == expected) {
+            return Ok(Outcome::Skipped);
         }
         let Some(pttl) = self.pttl(from).await? else {
-            return Ok(true);
+            return Ok(Outcome::Gone);
         };
         match earlier {
-            EarlierKey::Progress { to, .. } => self.merge_progress(from, to, pttl).await?,
-            EarlierKey::History { to, .. } => self.merge_history(from, to, pttl).await?,
-            EarlierKey::OwnerJobs { to, .. } | EarlierKey::OwnerEvents { to, .. } => {
-                let pairs: Vec<(String, f64)> = self
-                    .run(
-                        "migration read",
-                        from,
-                        "ZRANGE",
-                        vec![from.into(), 0.into(), (-1).into(), "WITHSCORES".into()],
-                    )
-                    .await?;
-                self.add_to_zset(to, pttl, pairs).await?;
+            EarlierKey::Progress { .. } => self.merge_progress(from, to, pttl).await?,
+            EarlierKey::History { .. } => self.merge_history(from, to, pttl).await?,
+            EarlierKey::OwnerJobs { .. } | EarlierKey::OwnerEvents { .. } => {
+                self.merge_zset(from, to, pttl).await?;
             }
-            EarlierKey::Job { to, .. } => {
-                self.move_job(from, to, pttl).await?;
-                return Ok(true);
-            }
+            EarlierKey::Job { .. } => return self.move_job(from, to, pttl).await,
         }
-        let _: i64 = self
-            .run("migration", from, "DEL", vec![from.into()])
+        // UNLINK: a large key is freed in the background, not while Redis serves. Gone
+        // already: another run moved it too (merges are idempotent), and counts it.
+        let deleted: i64 = self
+            .run("migration", from, "UNLINK", vec![from.into()])
             .await?;
-        Ok(true)
+        Ok(if deleted == 1 {
+            Outcome::Moved
+        } else {
+            Outcome::Gone
+        })
+    }
+
+    /// Adds every member of the sorted set `from` to `to`, a batch at a time (nothing
+    /// writes `from` any more, so its ranks stay put).
+    async fn merge_zset(&self, from: &str, to: &str, pttl: i64) -> Result<(), StoreError> {
+        let mut start = 0_i64;
+        loop {
+            let pairs: Vec<(String, f64)> = self
+                .run(
+                    "migration read",
+                    from,
+                    "ZRANGE",
+                    vec![
+                        from.into(),
+                        start.into(),
+                        (start + ZSET_BATCH - 1).into(),
+                        "WITHSCORES".into(),
+                    ],
+                )
+                .await?;
+            let read = i64::try_from(pairs.len()).unwrap_or(i64::MAX);
+            self.add_to_zset(to, pttl, pairs).await?;
+            if read < ZSET_BATCH {
+                return Ok(());
+            }
+            start += ZSET_BATCH;
+        }
     }
 
     async fn add_to_zset(
@@ -499,21 +569,46 @@ impl RedisStore {
         Err(self.busy(to))
     }
 
-    /// Copies a job to today's name and deletes the earlier one if it is unchanged;
-    /// instances of layout version 1 read the earlier name first, so until then nobody
-    /// writes today's.
-    async fn move_job(&self, from: &str, to: &str, pttl: i64) -> Result<(), StoreError> {
+    /// Copies a job to today's name and deletes the earlier one if it is unchanged.
+    ///
+    /// While the earlier key exists every instance reads and updates the job there (it is
+    /// read first, and it is never written again once deleted), so a value under today's
+    /// name that differs from it is a stale copy: it is replaced, but only if it is still
+    /// what was read, so that a concurrent run's late copy never overwrites an update made
+    /// after the earlier key went.
+    async fn move_job(&self, from: &str, to: &str, pttl: i64) -> Result<Outcome, StoreError> {
+        let get = |key: &str| {
+            let key = key.to_owned();
+            async move {
+                self.run::<Option<String>>("migration read", &key, "GET", vec![key.as_str().into()])
+                    .await
+            }
+        };
         let mut pttl = pttl;
         for _ in 0..MERGE_ATTEMPTS {
-            let json: Option<String> = self
-                .run("migration read", from, "GET", vec![from.into()])
-                .await?;
-            let Some(json) = json else { return Ok(()) };
-            let mut args: Vec<Value> = vec![to.into(), json.as_str().into()];
-            if pttl > 0 {
-                args.extend(["PX".into(), pttl.into()]);
+            let Some(json) = get(from).await? else {
+                return Ok(Outcome::Gone);
+            };
+            let today = get(to).await?;
+            if today.as_ref() != Some(&json) {
+                // A TTL read as 0 is about to end: not "no TTL".
+                let ttl = if pttl < 0 {
+                    String::new()
+                } else {
+                    pttl.max(1).to_string()
+                };
+                let set: i64 = self
+                    .eval(
+                        "migration write",
+                        &self.inner.scripts.replace_if,
+                        vec![to.to_owned()],
+                        vec![today.unwrap_or_default(), json.clone(), ttl],
+                    )
+                    .await?;
+                if set != 1 {
+                    continue;
+                }
             }
-            let _: Value = self.run("migration write", to, "SET", args).await?;
             let deleted: i64 = self
                 .eval(
                     "migration write",
@@ -523,12 +618,12 @@ impl RedisStore {
                 )
                 .await?;
             if deleted == 1 {
-                return Ok(());
+                return Ok(Outcome::Moved);
             }
             // Updated meanwhile (which refreshes its TTL): copy the update.
             match self.pttl(from).await? {
                 Some(now) => pttl = now,
-                None => return Ok(()),
+                None => return Ok(Outcome::Gone),
             }
         }
         Err(self.busy(from))
@@ -627,7 +722,7 @@ pub(crate) fn start_watching(
             ticks.tick().await;
             let Some(inner) = store.upgrade() else { return };
             let store = RedisStore { inner };
-            match RedisStore::read_layout(&store.inner.nodes, &store.inner.layout).await {
+            match RedisStore::read_layout(&store.inner.nodes, &store.inner.layout, false).await {
                 Ok(Ok(Stored::Current)) => {
                     store.layout_migrated().await;
                     tracing::info!(

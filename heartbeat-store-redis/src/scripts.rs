@@ -69,6 +69,10 @@ const MIGRATE_ZSET: &str = concat!(
 /// Deletes a string only if it holds what was copied (the migration's move of a job).
 const DELETE_IF: &str = include_str!("lua/delete_if.lua");
 
+/// Sets a string only if it holds what was read (`''`: absent). `ARGV`: expected, new
+/// value, ttl ms (`''`: none). 1 set, 0 changed.
+const REPLACE_IF: &str = include_str!("lua/replace_if.lua");
+
 pub(crate) struct Scripts {
     pub(crate) commit_all: Script,
     pub(crate) merge_range: Script,
@@ -82,6 +86,7 @@ pub(crate) struct Scripts {
     pub(crate) migrate_list: Script,
     pub(crate) migrate_zset: Script,
     pub(crate) delete_if: Script,
+    pub(crate) replace_if: Script,
 }
 
 impl Scripts {
@@ -99,11 +104,12 @@ impl Scripts {
             migrate_list: Script::from_lua(MIGRATE_LIST),
             migrate_zset: Script::from_lua(MIGRATE_ZSET),
             delete_if: Script::from_lua(DELETE_IF),
+            replace_if: Script::from_lua(REPLACE_IF),
         }
     }
 
     /// Every script.
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.commit_all,
             &self.merge_range,
@@ -117,6 +123,7 @@ impl Scripts {
             &self.migrate_list,
             &self.migrate_zset,
             &self.delete_if,
+            &self.replace_if,
         ]
     }
 }

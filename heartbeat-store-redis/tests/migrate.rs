@@ -386,6 +386,21 @@ async fn a_newer_layout_is_refused_with_what_to_do() {
     assert_eq!(version, "two");
 }
 
+/// Today's name of `user`'s progress, as a store of this build writes it.
+async fn migrator_layout_progress_key(server: &RedisServer, user: &Id) -> String {
+    let server_side = store(&server.url()).await;
+    let clock = ManualClock::new(at(0));
+    let codec = TokenCodec::new("layout key").unwrap();
+    let heartbeats = Heartbeats::new(codec.clone(), server_side).with_clock(clock.clone());
+    play_and_stop(&heartbeats, &clock, &codec, user, 999, 1.0).await;
+    let pattern = format!("{NS}hb_progress:{{*}}:{user}");
+    let keys = on_each_node(&[server.port()], &["--scan", "--pattern", &pattern]).concat();
+    keys.lines()
+        .next()
+        .expect("today's progress key")
+        .to_owned()
+}
+
 /// An earlier key whose entries do not read is moved as it is (nothing is dropped), and a
 /// key named like an earlier build's but of another type is left alone and reported:
 /// neither stops the migration.
@@ -415,6 +430,13 @@ async fn unreadable_entries_and_foreign_keys_do_not_stop_the_migration() {
         )
         .await
         .unwrap();
+    // Today's name of user 10's progress holds a string: the earlier hash stays.
+    earlier::write_session(&redis, NS, &Id::Int(10), "x", 100, 1.0, at(0)).await;
+    let ten = migrator_layout_progress_key(&server, &Id::Int(10)).await;
+    let _: () = redis
+        .set(&ten, "not a hash", None, None, false)
+        .await
+        .unwrap();
     earlier::mark_layout_1(&redis, NS).await;
     let migrator = store(&url).await;
     let report = migrator
@@ -422,7 +444,15 @@ async fn unreadable_entries_and_foreign_keys_do_not_stop_the_migration() {
         .await
         .unwrap();
     assert!(report.finished, "{report:?}");
-    assert_eq!(report.skipped, [format!("{NS}hb_progress:intruder")]);
+    let mut skipped = report.skipped.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            format!("{NS}hb_progress:10"),
+            format!("{NS}hb_progress:intruder")
+        ]
+    );
     let foreign: String = redis
         .get(format!("{NS}hb_progress:intruder"))
         .await
@@ -445,4 +475,172 @@ async fn unreadable_entries_and_foreign_keys_do_not_stop_the_migration() {
         .await
         .unwrap();
     assert_eq!(earlier_left, 0);
+}
+
+/// Two migrations at once, while an instance updates every earlier job: no acknowledged
+/// update is undone by a run's late copy, and each key moves once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_migrations_at_once_undo_no_update() {
+    const JOBS: u64 = 150;
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    for id in 1..=JOBS {
+        earlier::write_job(&redis, NS, &earlier_job(id, JOB_OWNER, false)).await;
+    }
+    earlier::mark_layout_1(&redis, NS).await;
+    let serving = store(&url).await;
+    let jobs = Jobs::new(serving.clone(), serving.clone());
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut options = MigrateOptions::default();
+                options.scan_count = 5;
+                store(&url).await.migrate_layout(&options).await.unwrap()
+            })
+        })
+        .collect();
+    for round in 1..=3_u8 {
+        for id in 1..=JOBS {
+            jobs.update(
+                JobId(id),
+                &JobUpdate {
+                    progress: Some(round * 10),
+                    ..JobUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let mut moved = 0;
+    for run in runs {
+        let report = run.await.unwrap();
+        assert!(report.finished, "{report:?}");
+        moved += report.moved;
+    }
+    assert!(moved <= JOBS + 1, "each key counted once: {moved}");
+    for id in 1..=JOBS {
+        let (job, _) = JobStore::get(&serving, JobId(id)).await.unwrap().unwrap();
+        assert_eq!(job.progress, 30, "job {id}");
+    }
+}
+
+/// A version written while a migration runs (a newer build's) is not overwritten: the
+/// run ends with an error that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_written_during_the_migration_is_kept() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    for n in 0..300 {
+        earlier::write_session(&redis, NS, &Id::Int(n), "before", 100, 5.0, at(0)).await;
+    }
+    earlier::mark_layout_1(&redis, NS).await;
+    let migrator = store(&url).await;
+    let mut options = MigrateOptions::default();
+    options.max_keys = Some(10);
+    options.scan_count = 5;
+    assert!(!migrator.migrate_layout(&options).await.unwrap().finished);
+    let _: () = redis
+        .set(format!("{NS}hb_layout:version"), "3", None, None, false)
+        .await
+        .unwrap();
+    let refused = migrator
+        .migrate_layout(&MigrateOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("upgrade this instance"),
+        "{refused}"
+    );
+    // Between the start of a run and its end: its last step finds the change.
+    let _: () = redis
+        .set(format!("{NS}hb_layout:version"), "1", None, None, false)
+        .await
+        .unwrap();
+    let run = tokio::spawn({
+        let migrator = migrator.clone();
+        async move {
+            let mut options = MigrateOptions::default();
+            options.scan_count = 1;
+            migrator.migrate_layout(&options).await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cursors: i64 = redis
+            .exists(format!("{NS}hb_layout:migration"))
+            .await
+            .unwrap();
+        let left: i64 = redis.exists(format!("{NS}hb_progress:299")).await.unwrap();
+        if cursors == 1 && left == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _: () = redis
+        .set(format!("{NS}hb_layout:version"), "7", None, None, false)
+        .await
+        .unwrap();
+    let error = run.await.unwrap().unwrap_err();
+    assert!(
+        error.to_string().contains("changed during the migration"),
+        "{error}"
+    );
+    let version: String = redis.get(format!("{NS}hb_layout:version")).await.unwrap();
+    assert_eq!(version, "7");
+}
+
+/// A Redis emptied under a running instance (a restart without persistence) keeps no
+/// version: instances of earlier builds may still be writing there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_emptied_while_serving_is_not_taken_for_a_new_one() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    earlier::write_session(&redis, NS, &Id::Int(1), "before", 100, 5.0, at(0)).await;
+    earlier::mark_layout_1(&redis, NS).await;
+    let mut config = RedisConfig::new(url.clone());
+    config.namespace = NS.into();
+    config.layout_check_every = Duration::from_millis(20);
+    let serving = RedisStore::connect(config).await.unwrap();
+    on_each_node(&[server.port()], &["flushall"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let version: Option<String> = redis.get(format!("{NS}hb_layout:version")).await.unwrap();
+    assert_eq!(version, None);
+    assert!(serving.reads_earlier_layout());
+}
+
+/// An owner's job index of many thousands moves in batches, every id kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_sorted_set_moves_in_batches() {
+    use fred::prelude::SortedSetsInterface;
+    const IDS: u64 = 4_500;
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    let key = format!("{NS}hb_jobs:owner:{JOB_OWNER}");
+    let members: Vec<(f64, String)> = (1..=IDS).map(|id| (id as f64, id.to_string())).collect();
+    let _: () = redis
+        .zadd(&key, None, None, false, false, members)
+        .await
+        .unwrap();
+    earlier::mark_layout_1(&redis, NS).await;
+    let migrator = store(&url).await;
+    let report = migrator
+        .migrate_layout(&MigrateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.moved, 1, "{report:?}");
+    let exists: i64 = redis.exists(&key).await.unwrap();
+    assert_eq!(exists, 0);
+    let pattern = format!("{NS}hb_jobs:{{*}}:owner:*");
+    let keys = on_each_node(&[server.port()], &["--scan", "--pattern", &pattern]).concat();
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let count: u64 = redis.zcard(keys[0]).await.unwrap();
+    assert_eq!(count, IDS);
 }

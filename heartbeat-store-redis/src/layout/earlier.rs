@@ -39,6 +39,17 @@ impl EarlierKey {
             | EarlierKey::Job { from, .. } => from,
         }
     }
+
+    /// Today's key its content goes to.
+    pub(crate) fn to(&self) -> &str {
+        match self {
+            EarlierKey::Progress { to, .. }
+            | EarlierKey::History { to, .. }
+            | EarlierKey::OwnerJobs { to, .. }
+            | EarlierKey::OwnerEvents { to, .. }
+            | EarlierKey::Job { to, .. } => to,
+        }
+    }
 }
 
 /// A key of one name where an earlier build kept entries that this build spreads over
@@ -139,12 +150,11 @@ impl Layout {
                 to: self.owner_events(owner),
             });
         }
-        let id: u64 = name
-            .strip_prefix("hb_job:")
-            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))?
-            .parse()
-            .ok()?;
-        (id < FIRST_TAGGED_JOB_ID).then(|| EarlierKey::Job {
+        // Only an id as earlier builds wrote it (no leading zeros): `hb_job:0041` was never
+        // a job's key, and must not overwrite job 41.
+        let text = name.strip_prefix("hb_job:")?;
+        let id: u64 = text.parse().ok()?;
+        (id < FIRST_TAGGED_JOB_ID && id.to_string() == text).then(|| EarlierKey::Job {
             from,
             to: self.job(JobId(id)),
         })
@@ -188,6 +198,8 @@ mod tests {
             layout.owner_jobs("studio"),
             layout.owner_events("studio"),
             layout.one_index(Index::Finished),
+            "ns:hb_job:0041".to_owned(),
+            "ns:hb_job:+41".to_owned(),
             layout.sessions(&user),
             "other:hb_progress:7".to_owned(),
         ];
@@ -205,12 +217,7 @@ mod tests {
         for (earlier, to) in cases {
             let found = layout.classify(earlier).expect(earlier);
             assert_eq!(found.from(), earlier);
-            let (EarlierKey::Progress { to: found, .. }
-            | EarlierKey::History { to: found, .. }
-            | EarlierKey::OwnerJobs { to: found, .. }
-            | EarlierKey::OwnerEvents { to: found, .. }
-            | EarlierKey::Job { to: found, .. }) = found;
-            assert_eq!(found, to, "{earlier}");
+            assert_eq!(found.to(), to, "{earlier}");
         }
     }
 

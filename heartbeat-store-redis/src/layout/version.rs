@@ -27,10 +27,15 @@ pub(crate) fn parse(value: Option<&str>) -> Result<Stored, String> {
     let Some(value) = value else {
         return Ok(Stored::Earlier);
     };
-    match value.trim().parse::<u32>() {
-        Ok(1) => Ok(Stored::Earlier),
-        Ok(CURRENT) => Ok(Stored::Current),
-        Ok(newer) if newer > CURRENT => Err(format!(
+    // Exactly as builds write it: a number without sign or leading zeros.
+    let number = value.trim();
+    let canonical = !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && !(number.len() > 1 && number.starts_with('0'));
+    match number {
+        "1" => Ok(Stored::Earlier),
+        "2" => Ok(Stored::Current),
+        newer if canonical && newer != "0" => Err(format!(
             "the Redis holds keys of layout version {newer}, written by a newer heartbeat; \
              this build knows versions up to {CURRENT}: upgrade this instance to the build \
              the others run"
@@ -69,5 +74,15 @@ mod tests {
         let garbage = parse(Some("two")).unwrap_err();
         assert!(garbage.contains("\"two\""), "{garbage}");
         assert!(parse(Some("0")).is_err());
+        assert_eq!(parse(Some("2\n")), Ok(Stored::Current));
+        for not_written in ["02", "+2", "2.0", "-1", ""] {
+            let error = parse(Some(not_written)).unwrap_err();
+            assert!(
+                error.contains("no heartbeat build writes"),
+                "{not_written}: {error}"
+            );
+        }
+        let huge = parse(Some("99999999999999999999")).unwrap_err();
+        assert!(huge.contains("upgrade this instance"), "{huge}");
     }
 }
