@@ -17,6 +17,7 @@ use std::time::Duration;
 use fred::interfaces::ClientLike;
 use fred::prelude::Client;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use heartbeat_core::jobs::Job;
 use heartbeat_core::sessions::analytics::{FinishedEntry, Index, IndexKey, RefusalEntry, user_id};
 use heartbeat_core::{PlayRecord, ProgressRecord, StoreError};
 
@@ -572,10 +573,10 @@ impl RedisStore {
     /// Copies a job to today's name and deletes the earlier one if it is unchanged.
     ///
     /// While the earlier key exists every instance reads and updates the job there (it is
-    /// read first, and it is never written again once deleted), so a value under today's
-    /// name that differs from it is a stale copy: it is replaced, but only if it is still
-    /// what was read, so that a concurrent run's late copy never overwrites an update made
-    /// after the earlier key went.
+    /// read first, and it is never written again once deleted). Today's value is replaced
+    /// only if it is absent, or a version of the job the earlier one supersedes (a copy
+    /// an interrupted run left), and only if it is still what was read: a run whose reads
+    /// straddle another run's move then finds today's value newer, and leaves it.
     async fn move_job(&self, from: &str, to: &str, pttl: i64) -> Result<Outcome, StoreError> {
         let get = |key: &str| {
             let key = key.to_owned();
@@ -584,13 +585,21 @@ impl RedisStore {
                     .await
             }
         };
+        let supersedes = |json: &str, other: &str| {
+            let read = |json: &str| decode::<Job>("a job", json).ok();
+            matches!((read(json), read(other)), (Some(job), Some(other)) if job.supersedes(&other))
+        };
         let mut pttl = pttl;
         for _ in 0..MERGE_ATTEMPTS {
             let Some(json) = get(from).await? else {
                 return Ok(Outcome::Gone);
             };
             let today = get(to).await?;
-            if today.as_ref() != Some(&json) {
+            let replace = match &today {
+                None => true,
+                Some(today) => *today != json && supersedes(&json, today),
+            };
+            if replace {
                 // A TTL read as 0 is about to end: not "no TTL".
                 let ttl = if pttl < 0 {
                     String::new()
@@ -620,7 +629,7 @@ impl RedisStore {
             if deleted == 1 {
                 return Ok(Outcome::Moved);
             }
-            // Updated meanwhile (which refreshes its TTL): copy the update.
+            // Updated meanwhile (which refreshes its TTL), or moved by another run.
             match self.pttl(from).await? {
                 Some(now) => pttl = now,
                 None => return Ok(Outcome::Gone),

@@ -644,3 +644,58 @@ async fn a_large_sorted_set_moves_in_batches() {
     let count: u64 = redis.zcard(keys[0]).await.unwrap();
     assert_eq!(count, IDS);
 }
+
+/// The race an attack found: run B reads the earlier job, stalls before it reads today's
+/// copy, and meanwhile run A moves the job and an instance updates it there. B must
+/// leave the update alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_run_leaves_an_update_made_after_another_runs_move() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let redis = plain_client(&url).await;
+    earlier::write_job(&redis, NS, &earlier_job(41, JOB_OWNER, false)).await;
+    earlier::mark_layout_1(&redis, NS).await;
+    let serving = store(&url).await;
+    let held = std::sync::Arc::new(tokio::sync::Notify::new());
+    // B's read of today's copy of the job (`GET …hb_job:{…}:41`) waits 1.5 s.
+    let proxy = support::delaying_proxy(
+        server.port(),
+        &[b"$3\r\nGET\r\n", b"hb_job:{"],
+        Duration::from_millis(1500),
+        std::sync::Arc::clone(&held),
+    )
+    .await;
+    let mut config = RedisConfig::new(format!("redis://127.0.0.1:{proxy}"));
+    config.namespace = NS.into();
+    config.command_timeout = Duration::from_secs(5);
+    let stalled = RedisStore::connect(config).await.unwrap();
+    let run_b = tokio::spawn(async move {
+        stalled
+            .migrate_layout(&MigrateOptions::default())
+            .await
+            .unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(10), held.notified())
+        .await
+        .expect("B reached the job");
+    let run_a = store(&url)
+        .await
+        .migrate_layout(&MigrateOptions::default())
+        .await
+        .unwrap();
+    assert!(run_a.finished, "{run_a:?}");
+    let jobs = Jobs::new(serving.clone(), serving.clone());
+    jobs.update(
+        JobId(41),
+        &JobUpdate {
+            progress: Some(60),
+            ..JobUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let run_b = run_b.await.unwrap();
+    assert!(run_b.finished, "{run_b:?}");
+    let (job, _) = JobStore::get(&serving, JobId(41)).await.unwrap().unwrap();
+    assert_eq!(job.progress, 60, "the acknowledged update stays");
+}

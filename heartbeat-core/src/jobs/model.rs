@@ -257,6 +257,28 @@ impl Job {
         self.state.is_final() && self.updated_at + retention < now
     }
 
+    /// Whether this is a later version of the same job than `other`: further along (a
+    /// job's state and progress never move back, [`apply`](Self::apply), whatever the
+    /// clocks of the instances that changed it), or as far along and changed later. A
+    /// copy of a job is replaced by another only if the other supersedes it.
+    ///
+    /// ```
+    /// use heartbeat_core::jobs::{JobId, JobState, NewJob, Owner};
+    ///
+    /// let at = "2026-03-01T12:00:00Z".parse().unwrap();
+    /// let job = NewJob { owner: Owner::new("studio").unwrap(), created_at: at, complete_at: None }
+    ///     .into_job(JobId(1));
+    /// let mut running = job.clone();
+    /// running.state = JobState::Running;
+    /// assert!(running.supersedes(&job));
+    /// assert!(!job.supersedes(&running));
+    /// assert!(!job.supersedes(&job));
+    /// ```
+    pub fn supersedes(&self, other: &Job) -> bool {
+        (self.state.rank(), self.progress, self.updated_at)
+            > (other.state.rank(), other.progress, other.updated_at)
+    }
+
     /// The due-index entry (its `complete_at`) that this version of the job no longer
     /// needs: a finished job is never due again, and a job a worker touched is left to the
     /// worker. A store drops the entry when it stores this version.

@@ -109,3 +109,50 @@ pub fn calls(ports: &[u16], command: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// A TCP proxy on a free loopback port to the Redis at `target`, that holds back, by
+/// `delay`, every chunk a client sends that holds all of `parts`; `held` is told each
+/// time it starts holding one. For tests of races between two clients.
+pub async fn delaying_proxy(
+    target: u16,
+    parts: &'static [&'static [u8]],
+    delay: Duration,
+    held: std::sync::Arc<tokio::sync::Notify>,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                .await
+                .unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let held = std::sync::Arc::clone(&held);
+            tokio::spawn(async move {
+                let mut buffer = vec![0_u8; 64 * 1024];
+                while let Ok(read) = client_read.read(&mut buffer).await {
+                    if read == 0 {
+                        return;
+                    }
+                    let chunk = &buffer[..read];
+                    let holds = |part: &&[u8]| chunk.windows(part.len()).any(|w| w == *part);
+                    if parts.iter().all(holds) {
+                        held.notify_one();
+                        tokio::time::sleep(delay).await;
+                    }
+                    if server_write.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+        }
+    });
+    port
+}
