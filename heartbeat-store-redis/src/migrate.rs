@@ -84,6 +84,11 @@ const SPREAD_BATCH: i64 = 500;
 /// Times a merge is tried again when today's key changed between its read and its write.
 const MERGE_ATTEMPTS: usize = 16;
 
+/// A version key's value as a person reads it.
+fn shown(value: Option<&str>) -> String {
+    value.map_or_else(|| "none".to_owned(), |value| format!("{value:?}"))
+}
+
 /// `text` with the glob characters of `SCAN … MATCH` escaped.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 1);
@@ -315,9 +320,11 @@ impl RedisStore {
             if version::parse(now.as_deref()) != Ok(Stored::Current) {
                 return Err(StoreError::backend(
                     format!(
-                        "the layout version changed during the migration (from {stored:?} \
-                         to {now:?}); it was left as it is: find out who wrote it before \
-                         running the migration again"
+                        "the layout version changed during the migration (from {} to {}); \
+                         it was left as it is: find out who wrote it before running the \
+                         migration again",
+                        shown(stored.as_deref()),
+                        shown(now.as_deref())
                     ),
                     "layout version changed",
                 ));
