@@ -14,7 +14,9 @@ use heartbeat_core::memory::MemorySessionStore;
 use heartbeat_core::sessions::rules::{PlaybackPolicy, decide};
 use heartbeat_core::sessions::{Decision, Loaded, Retention, SessionWrite};
 use heartbeat_core::store::Commit;
-use heartbeat_core::{HeartbeatData, Id, SessionStore, Timestamp, TokenCodec, UserSessions};
+use heartbeat_core::{
+    HeartbeatData, Id, SessionStore, Timestamp, TokenCodec, TokenFormat, UserSessions,
+};
 
 const DATA: &str = r#"{"user_id":13,"asset_id":14,"heartbeat_cycle":3,"reject_strategy":"LEAST_RECENT",
     "cycle_lower_tolerance":0.3,"cycle_upper_tolerance":0.8,"timestamp":"2018-06-05T16:16:14.418Z",
@@ -34,6 +36,19 @@ fn codec_and_token() -> (TokenCodec, String) {
     (codec, token)
 }
 
+/// A codec issuing `b1.` (AES-256-GCM) tokens, and its data.
+fn b1_codec_and_data() -> (TokenCodec, HeartbeatData) {
+    let (codec, data) = codec_and_data();
+    (codec.issuing(TokenFormat::Backend), data)
+}
+
+/// A codec issuing `b1.` tokens, and one it sealed.
+fn b1_codec_and_token() -> (TokenCodec, String) {
+    let (codec, data) = b1_codec_and_data();
+    let token = codec.seal(&data).unwrap();
+    (codec, token)
+}
+
 fn json_text() -> Vec<u8> {
     serde_json::to_vec(&data()).unwrap()
 }
@@ -44,12 +59,14 @@ fn now() -> Timestamp {
 
 #[library_benchmark]
 #[bench::v2(setup = codec_and_data)]
+#[bench::b1(setup = b1_codec_and_data)]
 fn token_seal((codec, data): (TokenCodec, HeartbeatData)) -> String {
     black_box(codec.seal(black_box(&data)).unwrap())
 }
 
 #[library_benchmark]
 #[bench::v2(setup = codec_and_token)]
+#[bench::b1(setup = b1_codec_and_token)]
 fn token_open((codec, token): (TokenCodec, String)) -> HeartbeatData {
     black_box(codec.open(black_box(&token)).unwrap())
 }

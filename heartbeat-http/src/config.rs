@@ -173,10 +173,11 @@ pub struct TokenArgs {
         value_delimiter = ','
     )]
     pub shared_key_previous: Vec<String>,
-    /// Format of the tokens this server issues: `v2` (authenticated, the default), `b1`
-    /// (authenticated, AES-256-GCM: `issue-token` and `POST /admin/tokens` mint it, the
-    /// heartbeat answers stay `v2`) or `legacy` (CryptoJS, readable by Node.js servers
-    /// running beside this one).
+    /// Format of the tokens this server issues, in its heartbeat answers and from
+    /// `issue-token` and `POST /admin/tokens`: `v2` (authenticated, XChaCha20-Poly1305, the
+    /// default), `b1` (authenticated, AES-256-GCM: cheaper on CPUs with AES-NI) or `legacy`
+    /// (CryptoJS, readable by Node.js servers running beside this one). Every format is
+    /// read whatever this says.
     #[arg(long, env = "TOKEN_FORMAT", default_value = "v2", value_parser = clap::value_parser!(TokenFormat))]
     pub token_format: TokenFormat,
     /// Accept legacy CryptoJS tokens (as backends of the Node.js server issue them).

@@ -272,3 +272,39 @@ async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     strict.stop().await;
     open.stop().await;
 }
+
+/// Moving a fleet to `TOKEN_FORMAT=b1` (AES-256-GCM, cheaper on CPUs with AES-NI: docs/
+/// performance.md) one instance at a time: every build reads both formats, so a player
+/// whose heartbeats alternate between a `v2` instance and a `b1` one plays on, each
+/// answer in its instance's format, started by either kind of backend token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_half_moved_to_b1_tokens_plays_on() {
+    use heartbeat_core::TokenFormat;
+    let redis = RedisServer::start();
+    let clock = ManualClock::new(heartbeat_core::Timestamp::now());
+    let instances = [
+        common::redis_instance_issuing(&redis.url(), clock.clone(), TokenFormat::Sealed).await,
+        common::redis_instance_issuing(&redis.url(), clock.clone(), TokenFormat::Backend).await,
+    ];
+    let prefixes = ["v2.", "b1."];
+    for (user, format) in [(501, TokenFormat::Sealed), (502, TokenFormat::Backend)] {
+        let data = codec().open(&token_at(user, 1, clock.now())).unwrap();
+        let mut token = codec().issuing(format).seal(&data).unwrap();
+        let mut session = None;
+        for beat in 0..6 {
+            let instance = (beat + user as usize) % 2;
+            let (status, body) = instances[instance].heartbeat(&token).await;
+            assert_eq!(status, 200, "user {user}, beat {beat}: {body}");
+            token = body["heartbeat_token"].as_str().unwrap().to_owned();
+            assert!(
+                token.starts_with(prefixes[instance]),
+                "beat {beat}: {token}"
+            );
+            // Either instance opens either format.
+            let id = codec().open(&token).unwrap().session_id;
+            assert!(id.is_some(), "{body}");
+            assert_eq!(*session.get_or_insert(id.clone()), id, "one session");
+            clock.advance(Duration::from_secs(30));
+        }
+    }
+}

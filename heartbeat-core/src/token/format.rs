@@ -11,7 +11,8 @@ pub enum TokenFormat {
     /// The CryptoJS format, for fleets that still run Node.js servers beside this one.
     Legacy,
     /// The `b1.` backend format (AES-256-GCM): what backends without XChaCha20 mint. A
-    /// Rust backend may issue it too; the server answers in [`Sealed`](Self::Sealed).
+    /// server issuing it answers in it too (`TOKEN_FORMAT=b1`): cheaper than
+    /// [`Sealed`](Self::Sealed) where the CPU has AES-NI.
     Backend,
 }
 

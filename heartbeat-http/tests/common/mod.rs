@@ -197,7 +197,7 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
             let dir = tempfile::tempdir().unwrap();
             let store = SledStore::open(SledConfig::new(dir.path().join("db"))).unwrap();
             (
-                serve_one_store(store, settings, clock).await,
+                serve_one_store(store, settings, clock, codec()).await,
                 Backing::Dir(dir),
             )
         }
@@ -205,7 +205,7 @@ pub async fn start_on_clock<C: heartbeat_core::Clock + Clone>(
             let redis = RedisServer::start();
             let store = redis_store(&redis.url()).await;
             (
-                serve_one_store(store, settings, clock).await,
+                serve_one_store(store, settings, clock, codec()).await,
                 Backing::Redis(redis),
             )
         }
@@ -219,11 +219,31 @@ pub async fn redis_instance<C: heartbeat_core::Clock + Clone>(
     settings: Settings,
     clock: C,
 ) -> TestServer {
-    serve_one_store(redis_store(url).await, settings, clock).await
+    serve_one_store(redis_store(url).await, settings, clock, codec()).await
+}
+
+/// An instance on the Redis at `url` that issues tokens in `format` (`TOKEN_FORMAT`).
+pub async fn redis_instance_issuing<C: heartbeat_core::Clock + Clone>(
+    url: &str,
+    clock: C,
+    format: heartbeat_core::TokenFormat,
+) -> TestServer {
+    serve_one_store(
+        redis_store(url).await,
+        settings(),
+        clock,
+        codec().issuing(format),
+    )
+    .await
 }
 
 /// Serves a store that keeps sessions, jobs and events alike (sled, Redis).
-async fn serve_one_store<T, C>(store: T, settings: Settings, clock: C) -> TestServer
+async fn serve_one_store<T, C>(
+    store: T,
+    settings: Settings,
+    clock: C,
+    codec: TokenCodec,
+) -> TestServer
 where
     T: heartbeat_core::SessionStore
         + heartbeat_core::jobs::JobStore
@@ -231,14 +251,7 @@ where
         + Clone,
     C: heartbeat_core::Clock + Clone,
 {
-    let app = server::app_with_clock(
-        codec(),
-        store.clone(),
-        store.clone(),
-        store,
-        settings,
-        clock,
-    );
+    let app = server::app_with_clock(codec, store.clone(), store.clone(), store, settings, clock);
     serve(app).await
 }
 
