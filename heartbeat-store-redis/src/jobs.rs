@@ -183,10 +183,7 @@ impl JobStore for RedisStore {
                 DueEntry::InJobScript(due) => script_keys.push(due),
                 DueEntry::Beside(due) => drop_after.push(due),
             }
-            // Layout version 1 on a cluster: an earlier build's entry may be in its one key.
-            if job.id.0 < crate::layout::FIRST_TAGGED_JOB_ID {
-                drop_after.extend(layout.earlier_due_jobs());
-            }
+            drop_after.extend(layout.earlier_due_entry(job.id));
         }
         let applied: i64 = self
             .eval(

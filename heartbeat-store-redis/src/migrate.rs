@@ -21,7 +21,7 @@ use heartbeat_core::jobs::Job;
 use heartbeat_core::sessions::analytics::{FinishedEntry, Index, IndexKey, RefusalEntry, user_id};
 use heartbeat_core::{PlayRecord, ProgressRecord, StoreError};
 
-use crate::layout::earlier::{EarlierKey, Spread};
+use crate::layout::earlier::{Earlier, EarlierKey, Spread};
 use crate::layout::version::{self, Stored};
 use crate::layout::{Layout, job_slot};
 use crate::{RedisStore, decode, store_error};
@@ -196,14 +196,7 @@ impl RedisStore {
         let layout = &self.inner.layout;
         let mut report = MigrationReport::default();
         let version_key = layout.version_key();
-        let stored: Option<String> = self
-            .run(
-                "migration",
-                &version_key,
-                "GET",
-                vec![version_key.as_str().into()],
-            )
-            .await?;
+        let stored: Option<String> = self.on_key("GET", &version_key, Vec::new()).await?;
         // At version 2 too the scan runs: it moves what a build before the slot tag may
         // still have written since (and finds nothing otherwise).
         version::parse(stored.as_deref())
@@ -223,12 +216,7 @@ impl RedisStore {
         for (client, _) in masters {
             let id = run_id(&client).await?;
             let saved: Option<String> = self
-                .run(
-                    "migration",
-                    &cursors,
-                    "HGET",
-                    vec![cursors.as_str().into(), id.as_str().into()],
-                )
+                .on_key("HGET", &cursors, vec![id.as_str().into()])
                 .await?;
             let mut cursor = match saved.as_deref() {
                 Some("done") => continue,
@@ -255,27 +243,19 @@ impl RedisStore {
                         continue;
                     };
                     match self.move_earlier(&earlier).await.map_err(|error| {
-                        StoreError::backend(
-                            format!("migrating `{}`: {error}", earlier.from()),
-                            error,
-                        )
+                        StoreError::backend(format!("migrating `{}`: {error}", earlier.from), error)
                     })? {
                         Outcome::Moved => report.moved += 1,
                         Outcome::Gone => {}
-                        Outcome::Skipped => report.skipped.push(earlier.from().to_owned()),
+                        Outcome::Skipped => report.skipped.push(earlier.from.clone()),
                     }
                 }
                 cursor = if next == "0" { "done".to_owned() } else { next };
                 let _: i64 = self
-                    .run(
-                        "migration",
-                        &cursors,
+                    .on_key(
                         "HSET",
-                        vec![
-                            cursors.as_str().into(),
-                            id.as_str().into(),
-                            cursor.as_str().into(),
-                        ],
+                        &cursors,
+                        vec![id.as_str().into(), cursor.as_str().into()],
                     )
                     .await?;
                 if cursor == "done" {
@@ -296,10 +276,9 @@ impl RedisStore {
         // Only over the version read at the start: one written meanwhile (a newer build's)
         // is not overwritten.
         let set: i64 = self
-            .eval(
-                "migration",
+            .on_key_script(
                 &self.inner.scripts.replace_if,
-                vec![version_key.clone()],
+                &version_key,
                 vec![
                     stored.clone().unwrap_or_default(),
                     version::CURRENT.to_string(),
@@ -308,14 +287,7 @@ impl RedisStore {
             )
             .await?;
         if set != 1 {
-            let now: Option<String> = self
-                .run(
-                    "migration",
-                    &version_key,
-                    "GET",
-                    vec![version_key.as_str().into()],
-                )
-                .await?;
+            let now: Option<String> = self.on_key("GET", &version_key, Vec::new()).await?;
             // Another run finished first: the same end.
             if version::parse(now.as_deref()) != Ok(Stored::Current) {
                 return Err(StoreError::backend(
@@ -330,9 +302,7 @@ impl RedisStore {
                 ));
             }
         }
-        let _: i64 = self
-            .run("migration", &cursors, "DEL", vec![cursors.as_str().into()])
-            .await?;
+        let _: i64 = self.on_key("DEL", &cursors, Vec::new()).await?;
         self.layout_migrated().await;
         report.finished = true;
         Ok(report)
@@ -352,54 +322,63 @@ impl RedisStore {
         }
     }
 
+    /// Runs `command` on `key`, with `rest` after it: each read and plain write of the
+    /// migration.
+    async fn on_key<R: fred::types::FromValue>(
+        &self,
+        command: &'static str,
+        key: &str,
+        rest: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let mut args = Vec::with_capacity(1 + rest.len());
+        args.push(Value::from(key));
+        args.extend(rest);
+        self.run("migration", key, command, args).await
+    }
+
+    /// Runs a migration script on `key` (today's key it writes, or the one it deletes).
+    async fn on_key_script<R: fred::types::FromValue>(
+        &self,
+        script: &fred::types::scripts::Script,
+        key: &str,
+        args: Vec<String>,
+    ) -> Result<R, StoreError> {
+        self.eval("migration write", script, vec![key.to_owned()], args)
+            .await
+    }
+
     /// The PTTL of `key` as the migration scripts take it: -1 for none; `None` when the
     /// key is gone.
     async fn pttl(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        let pttl: i64 = self.run("migration", key, "PTTL", vec![key.into()]).await?;
+        let pttl: i64 = self.on_key("PTTL", key, Vec::new()).await?;
         Ok((pttl != -2).then_some(pttl))
     }
 
     /// Merges one earlier key into today's and deletes it, unless either holds another
     /// type than heartbeat writes there.
     async fn move_earlier(&self, earlier: &EarlierKey) -> Result<Outcome, StoreError> {
-        let (from, to) = (earlier.from(), earlier.to());
-        let expected = match earlier {
-            EarlierKey::Progress { .. } => "hash",
-            EarlierKey::History { .. } => "list",
-            EarlierKey::OwnerJobs { .. } | EarlierKey::OwnerEvents { .. } => "zset",
-            EarlierKey::Job { .. } => "string",
-        };
-        let type_of = |key: &str| {
-            let key = key.to_owned();
-            async move {
-                self.run::<String>("migration read", &key, "TYPE", vec![key.as_str().into()])
-                    .await
-            }
-        };
-        let found = type_of(from).await?;
+        let (from, to) = (earlier.from.as_str(), earlier.to.as_str());
+        let expected = earlier.kind.redis_type();
+        let found: String = self.on_key("TYPE", from, Vec::new()).await?;
         if found == "none" {
             return Ok(Outcome::Gone);
         }
-        let today = type_of(to).await?;
+        let today: String = self.on_key("TYPE", to, Vec::new()).await?;
         if found != expected || !(today == "none" || today == expected) {
             return Ok(Outcome::Skipped);
         }
         let Some(pttl) = self.pttl(from).await? else {
             return Ok(Outcome::Gone);
         };
-        match earlier {
-            EarlierKey::Progress { .. } => self.merge_progress(from, to, pttl).await?,
-            EarlierKey::History { .. } => self.merge_history(from, to, pttl).await?,
-            EarlierKey::OwnerJobs { .. } | EarlierKey::OwnerEvents { .. } => {
-                self.merge_zset(from, to, pttl).await?;
-            }
-            EarlierKey::Job { .. } => return self.move_job(from, to, pttl).await,
+        match earlier.kind {
+            Earlier::Progress => self.merge_progress(from, to, pttl).await?,
+            Earlier::History => self.merge_history(from, to, pttl).await?,
+            Earlier::OwnerJobs | Earlier::OwnerEvents => self.merge_zset(from, to, pttl).await?,
+            Earlier::Job => return self.move_job(from, to, pttl).await,
         }
         // UNLINK: a large key is freed in the background, not while Redis serves. Gone
         // already: another run moved it too (merges are idempotent), and counts it.
-        let deleted: i64 = self
-            .run("migration", from, "UNLINK", vec![from.into()])
-            .await?;
+        let deleted: i64 = self.on_key("UNLINK", from, Vec::new()).await?;
         Ok(if deleted == 1 {
             Outcome::Moved
         } else {
@@ -413,12 +392,10 @@ impl RedisStore {
         let mut start = 0_i64;
         loop {
             let pairs: Vec<(String, f64)> = self
-                .run(
-                    "migration read",
-                    from,
+                .on_key(
                     "ZRANGE",
+                    from,
                     vec![
-                        from.into(),
                         start.into(),
                         (start + ZSET_BATCH - 1).into(),
                         "WITHSCORES".into(),
@@ -450,30 +427,14 @@ impl RedisStore {
             args.push(member);
         }
         let _: i64 = self
-            .eval(
-                "migration write",
-                &self.inner.scripts.migrate_zset,
-                vec![to.to_owned()],
-                args,
-            )
+            .on_key_script(&self.inner.scripts.migrate_zset, to, args)
             .await?;
         Ok(())
     }
 
     /// Each asset's newer entry of the two hashes goes to today's.
     async fn merge_progress(&self, from: &str, to: &str, pttl: i64) -> Result<(), StoreError> {
-        let read = |key: &str| {
-            let key = key.to_owned();
-            async move {
-                self.run::<BTreeMap<String, String>>(
-                    "migration read",
-                    &key,
-                    "HGETALL",
-                    vec![key.as_str().into()],
-                )
-                .await
-            }
-        };
+        let read = |key| self.on_key::<BTreeMap<String, String>>("HGETALL", key, Vec::new());
         let earlier = read(from).await?;
         let updated_at = |json: &str| {
             decode::<ProgressRecord>("a progress entry", json)
@@ -501,12 +462,7 @@ impl RedisStore {
                 return Ok(());
             }
             let set: usize = self
-                .eval(
-                    "migration write",
-                    &self.inner.scripts.migrate_hash_fields,
-                    vec![to.to_owned()],
-                    args,
-                )
+                .on_key_script(&self.inner.scripts.migrate_hash_fields, to, args)
                 .await?;
             if set == wanted {
                 return Ok(());
@@ -517,18 +473,7 @@ impl RedisStore {
 
     /// Both lists merged, newest first, each entry once, in place of today's.
     async fn merge_history(&self, from: &str, to: &str, pttl: i64) -> Result<(), StoreError> {
-        let read = |key: &str| {
-            let key = key.to_owned();
-            async move {
-                self.run::<Vec<String>>(
-                    "migration read",
-                    &key,
-                    "LRANGE",
-                    vec![key.as_str().into(), 0.into(), (-1).into()],
-                )
-                .await
-            }
-        };
+        let read = |key| self.on_key::<Vec<String>>("LRANGE", key, vec![0.into(), (-1).into()]);
         // Readable entries in time order; an unreadable one (kept, not lost) after them.
         let records = |entries: &[String]| {
             let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
@@ -563,12 +508,7 @@ impl RedisStore {
             args.push(today_entries.len().to_string());
             args.extend(merged);
             let replaced: i64 = self
-                .eval(
-                    "migration write",
-                    &self.inner.scripts.migrate_list,
-                    vec![to.to_owned()],
-                    args,
-                )
+                .on_key_script(&self.inner.scripts.migrate_list, to, args)
                 .await?;
             if replaced == 1 {
                 return Ok(());
@@ -585,13 +525,7 @@ impl RedisStore {
     /// an interrupted run left), and only if it is still what was read: a run whose reads
     /// straddle another run's move then finds today's value newer, and leaves it.
     async fn move_job(&self, from: &str, to: &str, pttl: i64) -> Result<Outcome, StoreError> {
-        let get = |key: &str| {
-            let key = key.to_owned();
-            async move {
-                self.run::<Option<String>>("migration read", &key, "GET", vec![key.as_str().into()])
-                    .await
-            }
-        };
+        let get = |key| self.on_key::<Option<String>>("GET", key, Vec::new());
         let supersedes = |json: &str, other: &str| {
             let read = |json: &str| decode::<Job>("a job", json).ok();
             matches!((read(json), read(other)), (Some(job), Some(other)) if job.supersedes(&other))
@@ -614,10 +548,9 @@ impl RedisStore {
                     pttl.max(1).to_string()
                 };
                 let set: i64 = self
-                    .eval(
-                        "migration write",
+                    .on_key_script(
                         &self.inner.scripts.replace_if,
-                        vec![to.to_owned()],
+                        to,
                         vec![today.unwrap_or_default(), json.clone(), ttl],
                     )
                     .await?;
@@ -626,12 +559,7 @@ impl RedisStore {
                 }
             }
             let deleted: i64 = self
-                .eval(
-                    "migration write",
-                    &self.inner.scripts.delete_if,
-                    vec![from.to_owned()],
-                    vec![json],
-                )
+                .on_key_script(&self.inner.scripts.delete_if, from, vec![json])
                 .await?;
             if deleted == 1 {
                 return Ok(Outcome::Moved);
@@ -657,16 +585,10 @@ impl RedisStore {
             return Ok(false);
         };
         let batch: Vec<(String, f64)> = self
-            .run(
-                "migration read",
-                key,
+            .on_key(
                 "ZRANGE",
-                vec![
-                    key.into(),
-                    0.into(),
-                    (SPREAD_BATCH - 1).into(),
-                    "WITHSCORES".into(),
-                ],
+                key,
+                vec![0.into(), (SPREAD_BATCH - 1).into(), "WITHSCORES".into()],
             )
             .await?;
         if batch.is_empty() {
@@ -684,9 +606,8 @@ impl RedisStore {
         for (part, pairs) in parts {
             self.add_to_zset(&part, pttl, pairs).await?;
         }
-        let mut args: Vec<Value> = vec![key.into()];
-        args.extend(batch.iter().map(|(member, _)| Value::from(member.as_str())));
-        let _: i64 = self.run("migration write", key, "ZREM", args).await?;
+        let members = batch.iter().map(|(member, _)| Value::from(member.as_str()));
+        let _: i64 = self.on_key("ZREM", key, members.collect()).await?;
         report.spread_entries += batch.len() as u64;
         Ok(true)
     }

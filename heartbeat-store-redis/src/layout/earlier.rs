@@ -13,43 +13,42 @@ use heartbeat_core::sessions::analytics::Index;
 
 use super::{FIRST_TAGGED_JOB_ID, Layout, Topology, slot_tag};
 
-/// A key an earlier build wrote, found by a scan, and the key its content goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum EarlierKey {
+/// What an earlier build's key holds, and so how it is moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Earlier {
     /// A user's progress hash (`hb_progress:<user>`): merged, the newer entry of each asset.
-    Progress { from: String, to: String },
+    Progress,
     /// A user's history list (`hb_history:<user>`): merged by when sessions ended.
-    History { from: String, to: String },
+    History,
     /// An owner's job ids (`hb_jobs:owner:<owner>`): a sorted set, merged.
-    OwnerJobs { from: String, to: String },
+    OwnerJobs,
     /// An owner's newest events (`{hb_events}:owner:<owner>`): a sorted set, merged.
-    OwnerEvents { from: String, to: String },
+    OwnerEvents,
     /// A job with an id below 2^34 (`hb_job:<id>`): moved to the slot its id names.
-    Job { from: String, to: String },
+    Job,
 }
 
-impl EarlierKey {
-    /// The earlier build's key.
-    pub(crate) fn from(&self) -> &str {
+impl Earlier {
+    /// The Redis type (as `TYPE` names it) an earlier build wrote under such a name.
+    pub(crate) fn redis_type(self) -> &'static str {
         match self {
-            EarlierKey::Progress { from, .. }
-            | EarlierKey::History { from, .. }
-            | EarlierKey::OwnerJobs { from, .. }
-            | EarlierKey::OwnerEvents { from, .. }
-            | EarlierKey::Job { from, .. } => from,
+            Earlier::Progress => "hash",
+            Earlier::History => "list",
+            Earlier::OwnerJobs | Earlier::OwnerEvents => "zset",
+            Earlier::Job => "string",
         }
     }
+}
 
+/// A key an earlier build wrote, found by a scan, and the key its content goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EarlierKey {
+    /// What it holds.
+    pub(crate) kind: Earlier,
+    /// The earlier build's key.
+    pub(crate) from: String,
     /// Today's key its content goes to.
-    pub(crate) fn to(&self) -> &str {
-        match self {
-            EarlierKey::Progress { to, .. }
-            | EarlierKey::History { to, .. }
-            | EarlierKey::OwnerJobs { to, .. }
-            | EarlierKey::OwnerEvents { to, .. }
-            | EarlierKey::Job { to, .. } => to,
-        }
-    }
+    pub(crate) to: String,
 }
 
 /// A key of one name where an earlier build kept entries that this build spreads over
@@ -102,6 +101,14 @@ impl Layout {
             .flatten()
     }
 
+    /// Where an earlier build put the due entry of job `id` on a cluster (the one key),
+    /// for an id it drew (below 2^34).
+    pub(crate) fn earlier_due_entry(&self, id: JobId) -> Option<String> {
+        (id.0 < FIRST_TAGGED_JOB_ID)
+            .then(|| self.earlier_due_jobs())
+            .flatten()
+    }
+
     /// The analytics index earlier builds kept in one key on a cluster too.
     pub(crate) fn earlier_index(&self, index: Index) -> Option<String> {
         (self.topology == Topology::Cluster)
@@ -125,38 +132,26 @@ impl Layout {
     /// `{<tag>}:<user>` with that tag is taken for today's (and left alone).
     pub(crate) fn classify(&self, key: &str) -> Option<EarlierKey> {
         let name = key.strip_prefix(self.namespace.as_str())?;
-        let from = key.to_owned();
-        if let Some(user) = name.strip_prefix("hb_progress:") {
-            return (!self.is_tagged_user_key(user)).then(|| EarlierKey::Progress {
-                from,
-                to: self.progress(user),
-            });
-        }
-        if let Some(user) = name.strip_prefix("hb_history:") {
-            return (!self.is_tagged_user_key(user)).then(|| EarlierKey::History {
-                from,
-                to: self.history(user),
-            });
-        }
-        if let Some(owner) = name.strip_prefix("hb_jobs:owner:") {
-            return Some(EarlierKey::OwnerJobs {
-                from,
-                to: self.owner_jobs(owner),
-            });
-        }
-        if let Some(owner) = name.strip_prefix("{hb_events}:owner:") {
-            return Some(EarlierKey::OwnerEvents {
-                from,
-                to: self.owner_events(owner),
-            });
-        }
-        // Only an id as earlier builds wrote it (no leading zeros): `hb_job:0041` was never
-        // a job's key, and must not overwrite job 41.
-        let text = name.strip_prefix("hb_job:")?;
-        let id: u64 = text.parse().ok()?;
-        (id < FIRST_TAGGED_JOB_ID && id.to_string() == text).then(|| EarlierKey::Job {
-            from,
-            to: self.job(JobId(id)),
+        let (kind, to) = if let Some(user) = name.strip_prefix("hb_progress:") {
+            (!self.is_tagged_user_key(user)).then(|| (Earlier::Progress, self.progress(user)))?
+        } else if let Some(user) = name.strip_prefix("hb_history:") {
+            (!self.is_tagged_user_key(user)).then(|| (Earlier::History, self.history(user)))?
+        } else if let Some(owner) = name.strip_prefix("hb_jobs:owner:") {
+            (Earlier::OwnerJobs, self.owner_jobs(owner))
+        } else if let Some(owner) = name.strip_prefix("{hb_events}:owner:") {
+            (Earlier::OwnerEvents, self.owner_events(owner))
+        } else {
+            // Only an id as earlier builds wrote it (no leading zeros): `hb_job:0041` was
+            // never a job's key, and must not overwrite job 41.
+            let text = name.strip_prefix("hb_job:")?;
+            let id: u64 = text.parse().ok()?;
+            (id < FIRST_TAGGED_JOB_ID && id.to_string() == text)
+                .then(|| (Earlier::Job, self.job(JobId(id))))?
+        };
+        Some(EarlierKey {
+            kind,
+            from: key.to_owned(),
+            to,
         })
     }
 
@@ -216,8 +211,8 @@ mod tests {
         ];
         for (earlier, to) in cases {
             let found = layout.classify(earlier).expect(earlier);
-            assert_eq!(found.from(), earlier);
-            assert_eq!(found.to(), to, "{earlier}");
+            assert_eq!(found.from, earlier);
+            assert_eq!(found.to, to, "{earlier}");
         }
     }
 
@@ -234,6 +229,7 @@ mod tests {
             assert_eq!(layout.earlier_owner_events(&owner), None);
             assert_eq!(layout.earlier_job(JobId(41)), None);
             assert_eq!(layout.earlier_due_jobs(), None);
+            assert_eq!(layout.earlier_due_entry(JobId(41)), None);
             assert_eq!(layout.earlier_index(Index::Finished), None);
             assert!(layout.earlier_channels().is_empty());
         }
