@@ -19,7 +19,9 @@ use heartbeat_store_redis::testkit::{RedisCluster, RedisServer, earlier, plain_c
 
 mod support;
 
-use support::{NS, at, calls, exported, on_each_node, play_and_stop, start_cluster, store};
+use support::{
+    NS, at, calls, exported, history_ids, on_each_node, play_and_stop, start_cluster, store,
+};
 
 /// The next event of `stream`, within 10 s.
 async fn next_event(stream: &mut EventStream) -> JobEvent {
@@ -89,13 +91,7 @@ async fn a_rolling_upgrade_loses_nothing(url: &str) {
         25.0,
         "the earlier build's, the newer"
     );
-    let history: Vec<String> = heartbeats
-        .history(&user, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|record| record.session_id)
-        .collect();
+    let history = history_ids(&heartbeats, &user).await;
     assert_eq!(
         history,
         ["before-3", after.as_str(), "before-2", "before-1"]

@@ -15,7 +15,7 @@ use heartbeat_core::{Heartbeats, Id, ManualClock, SessionStore, TokenCodec};
 use heartbeat_store_redis::testkit::{RedisServer, earlier, plain_client};
 use heartbeat_store_redis::{ConnectError, MigrateOptions, RedisConfig, RedisStore};
 use support::on_each_node;
-use support::{NS, at, calls, exported, play_and_stop, start_cluster, store};
+use support::{NS, at, calls, exported, history_ids, play_and_stop, start_cluster, store};
 
 const USERS: [&str; 2] = ["7", "fan{42}"];
 const JOB_OWNER: &str = "label{3}";
@@ -102,8 +102,7 @@ async fn observe(store: &RedisStore, clock: &ManualClock) -> Observed {
                 .unwrap();
             progress.push(found.map(|p| (p.progress, p.session_id)));
         }
-        let records = heartbeats.history(&user(text), 10).await.unwrap();
-        history.push(records.into_iter().map(|r| r.session_id).collect());
+        history.push(history_ids(&heartbeats, &user(text)).await);
     }
     let mut export = exported(&heartbeats, 2).await;
     export.sort();
@@ -321,13 +320,7 @@ async fn instances_serve_while_it_runs(url: &str) {
             .unwrap()
             .unwrap();
         assert_eq!(progress.progress, 60.0 + n as f64, "{user}");
-        let history: Vec<String> = heartbeats
-            .history(&user, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|record| record.session_id)
-            .collect();
+        let history = history_ids(&heartbeats, &user).await;
         assert_eq!(history, [session.as_str(), "before"], "{user}");
     }
     let (job, _) = JobStore::get(&serving, JobId(41)).await.unwrap().unwrap();

@@ -68,6 +68,20 @@ pub async fn play_and_stop(
     accepted.session_id
 }
 
+/// The session ids of `user`'s history, newest first (at most 10).
+pub async fn history_ids(
+    heartbeats: &Heartbeats<RedisStore, ManualClock>,
+    user: &Id,
+) -> Vec<String> {
+    heartbeats
+        .history(user, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.session_id)
+        .collect()
+}
+
 /// Every finished session the export gives, paged by `page` through the cursor: user and
 /// session id.
 pub async fn exported(
