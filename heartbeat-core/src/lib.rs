@@ -52,8 +52,8 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{
-    DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError, MAX_DEVICE_LEN,
-    MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
+    CompactDataError, DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError,
+    MAX_DEVICE_LEN, MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
 pub use sessions::{
     ActiveSession, DEFAULT_GONE_GRACE, DEFAULT_MAX_ATTEMPTS, EndReason, HeartbeatConfig,

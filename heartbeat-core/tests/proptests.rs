@@ -83,13 +83,41 @@ prop_compose! {
 
 proptest! {
     #[test]
-    fn tokens_round_trip_in_both_formats(data in heartbeat_data(), legacy in any::<bool>()) {
-        let format = if legacy { TokenFormat::Legacy } else { TokenFormat::Sealed };
+    fn tokens_round_trip_in_every_format(
+        data in heartbeat_data(),
+        format in prop_oneof![
+            Just(TokenFormat::Legacy), Just(TokenFormat::Sealed),
+            Just(TokenFormat::Backend), Just(TokenFormat::Compact),
+        ],
+    ) {
         let codec = TokenCodec::new("proptest key").unwrap().issuing(format);
         let token = codec.seal(&data).unwrap();
         // A legacy token's data are legacy-begun whatever they say (SPEC §3.3).
+        let legacy = format == TokenFormat::Legacy;
         let expected = if legacy { HeartbeatData { provenance: Provenance::Legacy, ..data } } else { data };
         prop_assert_eq!(codec.open(&token).unwrap(), expected);
+    }
+
+    /// A compact payload holds nothing JSON data could not: whatever bytes read as one
+    /// (a valid payload with bytes changed, or any bytes) are data the JSON rules accept,
+    /// unchanged through JSON.
+    #[test]
+    fn compact_payloads_hold_only_what_json_accepts(
+        data in heartbeat_data(),
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        noise in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut payload = data.to_compact_vec();
+        prop_assert_eq!(HeartbeatData::from_compact_slice(&payload).unwrap(), data);
+        for (at, byte) in changes {
+            let at = at.index(payload.len());
+            payload[at] = byte;
+        }
+        for bytes in [payload, noise] {
+            if let Ok(read) = HeartbeatData::from_compact_slice(&bytes) {
+                prop_assert_eq!(HeartbeatData::from_json_slice(&read.to_json_vec()).unwrap(), read);
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The token codec: v2 tampering, truncation, keys, versions, lengths; legacy switches.
+//! The token codec: v2 and v3 tampering, truncation, keys, versions, lengths; legacy switches.
 
 #![allow(clippy::unwrap_used)]
 
@@ -159,6 +159,7 @@ fn empty_key_is_refused() {
 fn token_format_names() {
     assert_eq!("v2".parse::<TokenFormat>().unwrap(), TokenFormat::Sealed);
     assert_eq!("b1".parse::<TokenFormat>().unwrap(), TokenFormat::Backend);
+    assert_eq!("V3".parse::<TokenFormat>().unwrap(), TokenFormat::Compact);
     assert_eq!(
         "LEGACY".parse::<TokenFormat>().unwrap(),
         TokenFormat::Legacy
@@ -166,14 +167,137 @@ fn token_format_names() {
     assert!(
         "v1".parse::<TokenFormat>()
             .unwrap_err()
-            .contains("expected `v2`, `b1` or `legacy`")
+            .contains("expected `v2`, `v3`, `b1` or `legacy`")
     );
     // Each format's name parses back to it (`TOKEN_FORMAT`, check-config).
     for format in [
         TokenFormat::Sealed,
+        TokenFormat::Compact,
         TokenFormat::Backend,
         TokenFormat::Legacy,
     ] {
         assert_eq!(format.name().parse::<TokenFormat>().unwrap(), format);
     }
+}
+
+fn v3_codec(key: &str) -> TokenCodec {
+    TokenCodec::new(key).unwrap().issuing(TokenFormat::Compact)
+}
+
+/// The raw bytes of a `v3.` token's body (nonce ‖ ciphertext ‖ tag).
+fn v3_raw(token: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let (_, body) = token[3..].split_once('.').unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .unwrap()
+}
+
+#[test]
+fn v3_round_trips_names_its_key_and_counts_its_nonces() {
+    let codec = v3_codec("k");
+    let token = codec.seal(&data()).unwrap();
+    assert!(token.starts_with("v3."));
+    let (key_id, body) = token[3..].split_once('.').unwrap();
+    assert_eq!(key_id.len(), 4);
+    assert!(
+        body.bytes()
+            .chain(key_id.bytes())
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(codec.open(&token).unwrap(), data());
+    // Every codec opens it, whatever it issues, legacy accepted or not.
+    let v2_codec = TokenCodec::new("k").unwrap().accepting_legacy(false);
+    assert_eq!(v2_codec.open(&token).unwrap(), data());
+    assert!(v2_codec.open_authenticated(&token).is_ok());
+    assert_eq!(TokenFormat::of(&token), TokenFormat::Compact);
+    // Nonces: one fixed field, a counter one further for each token.
+    let again = codec.seal(&data()).unwrap();
+    let (first, second) = (v3_raw(&token), v3_raw(&again));
+    assert_eq!(first[..4], second[..4]);
+    let count = |raw: &[u8]| u64::from_be_bytes(raw[4..12].try_into().unwrap());
+    assert_eq!(count(&second), count(&first).wrapping_add(1));
+    // Clones share the sequence: a server's handlers never repeat a nonce.
+    let third = codec.clone().seal(&data()).unwrap();
+    assert_eq!(count(&v3_raw(&third)), count(&first).wrapping_add(2));
+    // The compact payload is far shorter than v2's JSON.
+    assert!(token.len() < TokenCodec::new("k").unwrap().seal(&data()).unwrap().len());
+    // A key rotation opens it with its own key in one try; another key refuses it.
+    let rotated = TokenCodec::new("new")
+        .unwrap()
+        .with_previous_keys(["k"])
+        .unwrap();
+    assert_eq!(rotated.open(&token).unwrap(), data());
+    assert_eq!(
+        TokenCodec::new("new")
+            .unwrap()
+            .open(&token)
+            .unwrap_err()
+            .reason(),
+        &Refusal::Decryption
+    );
+}
+
+#[test]
+fn v3_refuses_any_change_truncation_and_relabelling() {
+    let codec = v3_codec("right key");
+    let token = codec.seal(&data()).unwrap();
+    for at in 0..token.len() {
+        let mut bytes = token.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let changed = String::from_utf8(bytes).unwrap();
+        let error = codec.open(&changed).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "Heartbeat token is not valid.",
+            "at {at}"
+        );
+    }
+    for cut in [3, 7, 8, 30, token.len() - 1] {
+        assert!(codec.open(&token[..cut]).is_err(), "cut at {cut}");
+    }
+    // The same body under another prefix (other associated data, other key): refused.
+    let (_, body) = token[3..].split_once('.').unwrap();
+    assert!(codec.open(&format!("b1.{body}")).is_err());
+    assert!(codec.open(&token.replacen("v3.", "v2.", 1)).is_err());
+    // Without a key id: malformed (v3 tokens always carry one).
+    assert_eq!(
+        codec.open(&format!("v3.{body}")).unwrap_err().reason(),
+        &Refusal::Malformed
+    );
+}
+
+/// What a key holder seals as a `v3.` payload is read by the rules JSON data are read by:
+/// bytes that are not a payload are malformed, a payload breaking a field rule names the
+/// field (an authentic token's error may be told), and neither opens.
+#[test]
+fn v3_payloads_are_checked_like_json_data() {
+    let codec = v3_codec("k");
+    let garbage = codec.seal_bytes(b"\xff\xff\xff").unwrap();
+    assert_eq!(
+        codec.open(&garbage).unwrap_err().reason(),
+        &Refusal::Malformed
+    );
+    let mut payload = data().to_compact_vec();
+    payload.push(0);
+    let trailing = codec.seal_bytes(&payload).unwrap();
+    assert_eq!(
+        codec.open(&trailing).unwrap_err().reason(),
+        &Refusal::Malformed
+    );
+    let mut zero_cycle = data();
+    zero_cycle.heartbeat_cycle = heartbeat_core::Seconds::ZERO;
+    let token = codec.seal(&zero_cycle).unwrap();
+    let error = codec.open(&token).unwrap_err();
+    assert_eq!(
+        error.field_error().map(ToString::to_string).as_deref(),
+        Some("`heartbeat_cycle` must be greater than zero")
+    );
+    // Its JSON object, as an operator's tools read it.
+    let token = codec.seal(&data()).unwrap();
+    let object = codec.open_json(&token).unwrap();
+    assert_eq!(
+        serde_json::Value::Object(object),
+        serde_json::to_value(data()).unwrap()
+    );
 }

@@ -2,11 +2,13 @@
 //!
 //! - [`Id`] (`id.rs`): user and asset ids;
 //! - [`Seconds`] and [`RejectStrategy`] (`seconds.rs`);
+//! - the compact form `v3.` tokens carry (`compact.rs`);
 //! - the wire form (`wire.rs`): the known field names, the one serializer and the one
 //!   reading path;
 //! - here: [`HeartbeatData`], its errors and [`HeartbeatDataBuilder`] for backends.
 
 mod builder;
+mod compact;
 mod id;
 mod seconds;
 mod wire;
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 pub use builder::HeartbeatDataBuilder;
+pub use compact::CompactDataError;
 pub use id::{Id, MAX_ID_LEN};
 pub use seconds::{RejectStrategy, Seconds};
 

@@ -537,24 +537,13 @@ impl Fields<'_, '_> {
     }
 
     fn session_id(&self) -> Result<Option<String>, DataError> {
-        match self.get(Field::SessionId).map(|value| value.as_str()) {
-            None => Ok(None),
-            Some(Some(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(Some(s.to_owned())),
-            Some(_) => Err(DataError::Invalid {
-                field: Field::SessionId.name(),
-                expected: "a non-empty string of at most 256 bytes",
-            }),
-        }
+        self.get(Field::SessionId)
+            .map(|value| session_id(value.as_str()))
+            .transpose()
     }
 
     fn seconds(&self, field: Field) -> Result<Seconds, DataError> {
-        let invalid = DataError::Invalid {
-            field: field.name(),
-            expected: "a non-negative number of seconds (a number or a numeric string)",
-        };
-        raw_number(self.required(field)?)
-            .and_then(Seconds::new)
-            .ok_or(invalid)
+        seconds(field, raw_number(self.required(field)?))
     }
 
     fn optional_seconds(&self, field: Field) -> Result<Seconds, DataError> {
@@ -565,15 +554,7 @@ impl Fields<'_, '_> {
     }
 
     fn cycle(&self) -> Result<Seconds, DataError> {
-        let cycle = self.seconds(Field::HeartbeatCycle)?;
-        if cycle.get() > 0.0 {
-            Ok(cycle)
-        } else {
-            Err(DataError::Invalid {
-                field: Field::HeartbeatCycle.name(),
-                expected: "greater than zero",
-            })
-        }
+        cycle(self.seconds(Field::HeartbeatCycle)?)
     }
 
     /// An optional count: absent or `null` is `None` (no limit, as in the Node server).
@@ -601,10 +582,9 @@ impl Fields<'_, '_> {
     }
 
     fn label(&self, field: Field, max_chars: usize) -> Result<Option<String>, DataError> {
-        match self.get(field) {
-            Some(RawValue::Text(text)) if is_label(text, max_chars) => Ok(Some(text.to_string())),
-            other => check_label(field, other.map(RawValue::to_value).as_ref(), max_chars),
-        }
+        self.get(field)
+            .map(|value| label(field, value.as_str(), max_chars))
+            .transpose()
     }
 
     fn family_limits(&self) -> Result<Option<BTreeMap<String, u32>>, DataError> {
@@ -684,10 +664,21 @@ pub(crate) fn check_label(
     value: Option<&Value>,
     max_chars: usize,
 ) -> Result<Option<String>, DataError> {
-    match value {
-        None => Ok(None),
-        Some(Value::String(text)) if is_label(text, max_chars) => Ok(Some(text.clone())),
-        Some(_) => Err(DataError::Invalid {
+    value
+        .map(|value| label(field, value.as_str(), max_chars))
+        .transpose()
+}
+
+/// A label's text (`None`: the value is not a string): non-empty, at most `max_chars`
+/// characters.
+pub(super) fn label(
+    field: Field,
+    text: Option<&str>,
+    max_chars: usize,
+) -> Result<String, DataError> {
+    match text {
+        Some(text) if is_label(text, max_chars) => Ok(text.to_owned()),
+        _ => Err(DataError::Invalid {
             field: field.name(),
             expected: if max_chars == MAX_DEVICE_LEN {
                 "a non-empty string of at most 64 characters"
@@ -696,6 +687,46 @@ pub(crate) fn check_label(
             },
         }),
     }
+}
+
+/// A `session_id` (`None`: the value is not a string): non-empty, at most
+/// [`MAX_ID_LEN`] bytes.
+pub(super) fn session_id(text: Option<&str>) -> Result<String, DataError> {
+    match text {
+        Some(text) if !text.is_empty() && text.len() <= MAX_ID_LEN => Ok(text.to_owned()),
+        _ => Err(DataError::Invalid {
+            field: Field::SessionId.name(),
+            expected: "a non-empty string of at most 256 bytes",
+        }),
+    }
+}
+
+/// A length of time of `field` (`None`: not a number).
+pub(super) fn seconds(field: Field, n: Option<f64>) -> Result<Seconds, DataError> {
+    n.and_then(Seconds::new).ok_or(DataError::Invalid {
+        field: field.name(),
+        expected: "a non-negative number of seconds (a number or a numeric string)",
+    })
+}
+
+/// `heartbeat_cycle`: more than zero seconds.
+pub(super) fn cycle(cycle: Seconds) -> Result<Seconds, DataError> {
+    if cycle.get() > 0.0 {
+        Ok(cycle)
+    } else {
+        Err(DataError::Invalid {
+            field: Field::HeartbeatCycle.name(),
+            expected: "greater than zero",
+        })
+    }
+}
+
+/// An id of `field`, given as text.
+pub(super) fn id_text(field: Field, text: &str) -> Result<Id, DataError> {
+    Id::from_text(text).map_err(|expected| DataError::Invalid {
+        field: field.name(),
+        expected,
+    })
 }
 
 /// `family_limits`: an object of at most [`MAX_FAMILIES`] device families (each a valid

@@ -1,6 +1,7 @@
 //! The body both authenticated formats share: `base64url-no-pad(nonce ‖ AEAD ciphertext ‖
 //! tag)`, sealed and opened with any RustCrypto AEAD (XChaCha20-Poly1305 for `v2.`,
-//! AES-256-GCM for `b1.`).
+//! AES-256-GCM for `b1.` and `v3.`), and the key id the server's formats (`v2.`, `v3.`)
+//! put before it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,4 +75,14 @@ pub(crate) fn open<A: Aead + AeadCore>(
             },
         )
         .map_err(|_| Refusal::Decryption)
+}
+
+/// Characters of a key id (3 bytes in base64url).
+pub(crate) const KEY_ID_LEN: usize = 4;
+
+/// Splits the part of a `v2.` or `v3.` token after its prefix into its key id and body;
+/// `None` without a key id (`v2.` tokens sealed before key ids: base64url has no `.`).
+pub(crate) fn split_key_id(rest: &str) -> Option<(&str, &str)> {
+    rest.split_once('.')
+        .filter(|(id, _)| id.len() == KEY_ID_LEN)
 }

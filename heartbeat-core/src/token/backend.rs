@@ -16,8 +16,9 @@
 //! (`crypto/aes`, `crypto/cipher`, `crypto/hkdf`), PHP (`openssl_encrypt`, `hash_hkdf`)
 //! and Python (`cryptography`). Random 96-bit nonces are safe here because a backend mints
 //! one token per playback, not per heartbeat: far below the 2^32 tokens per key that
-//! random GCM nonces allow. The server answers with `v2.` tokens (XChaCha20-Poly1305),
-//! whose 192-bit nonces suit a token per heartbeat.
+//! random GCM nonces allow. A server that seals `b1.` tokens itself (`TOKEN_FORMAT=b1`)
+//! seals one per heartbeat, so it takes its nonces from a nonce sequence (unique by
+//! construction, `nonce.rs`) instead; readers cannot tell the difference.
 //!
 //! `docs/backends.md` describes the format byte for byte, with test vectors
 //! (`heartbeat-core/tests/vectors/backend-tokens.json`) and snippets for six languages.
@@ -27,6 +28,9 @@ use aes_gcm::aead::KeyInit;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
+use std::sync::Arc;
+
+use super::nonce::NonceSequence;
 use super::{Refusal, SealError, aead_body};
 
 /// What every backend token starts with.
@@ -44,6 +48,8 @@ pub const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct BackendKey {
     cipher: Aes256Gcm,
+    /// Where a server's own `b1.` tokens get their nonces.
+    nonces: Arc<NonceSequence>,
 }
 
 impl BackendKey {
@@ -55,14 +61,14 @@ impl BackendKey {
         let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
         Self {
             cipher: Aes256Gcm::new((&key).into()),
+            nonces: Arc::new(NonceSequence::new()),
         }
     }
 
-    /// Seals `plaintext` under a fresh random nonce, prefix included.
+    /// Seals `plaintext` under the next nonce of this key's nonce sequence (unique, so a
+    /// server may seal a token per heartbeat), prefix included.
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
-        let mut token = String::from(PREFIX);
-        aead_body::seal_random_into(&self.cipher, plaintext, ASSOCIATED_DATA, &mut token)?;
-        Ok(token)
+        self.seal_with_nonce(&self.nonces.next(), plaintext)
     }
 
     /// Seals `plaintext` under `nonce`. Deterministic: how the test vectors are made and

@@ -1,15 +1,18 @@
 //! Heartbeat tokens: the encrypted `heartbeat_data` that backends, players and the server
 //! pass around (SPEC §3.3).
 //!
-//! Three formats exist:
+//! Four formats exist:
 //!
 //! - [`legacy`]: the CryptoJS `AES.encrypt(json, passphrase)` format of the Node.js server.
 //!   Backends issue it today. It has no integrity check: see the module's docs.
-//! - [`sealed`]: `v2.` + base64url(nonce ‖ XChaCha20-Poly1305 ciphertext). Authenticated:
-//!   any change to any byte is refused. The server answers in it.
+//! - [`sealed`]: `v2.` + key id + base64url(nonce ‖ XChaCha20-Poly1305 ciphertext).
+//!   Authenticated: any change to any byte is refused. The server answers in it by default.
 //! - [`backend`]: `b1.` + base64url(nonce ‖ AES-256-GCM ciphertext). Authenticated, and
 //!   made with primitives every language's standard library has: what non-Rust backends
 //!   mint.
+//! - [`compact`]: `v3.` + key id + base64url(nonce ‖ AES-256-GCM ciphertext of the compact
+//!   payload). Authenticated; what a server answers in with `TOKEN_FORMAT=v3`, at a
+//!   fraction of `v2.`'s cost. Only servers read it.
 //!
 //! Only an authenticated token begins an authenticated session: the data of a legacy
 //! token open as [`Provenance::Legacy`](crate::Provenance), and a token the server
@@ -20,8 +23,10 @@
 
 mod aead_body;
 pub mod backend;
+pub mod compact;
 mod format;
 pub mod legacy;
+mod nonce;
 mod refusal;
 pub mod sealed;
 mod session_id;
@@ -76,6 +81,14 @@ impl InvalidToken {
     }
 }
 
+/// A token's plaintext, by what its format holds.
+enum Plaintext<'a> {
+    /// JSON text (`v2.`, `b1.`, legacy).
+    Json(&'a [u8]),
+    /// A compact payload (`v3.`).
+    Compact(&'a [u8]),
+}
+
 /// Opens and seals heartbeat tokens with one shared key.
 ///
 /// Keys are derived once, here: opening a `v2.` token or a legacy token issued by this
@@ -121,6 +134,7 @@ struct Keys {
     sealed: sealed::SealedKey,
     legacy: legacy::LegacyKey,
     backend: backend::BackendKey,
+    compact: compact::CompactKey,
 }
 
 impl Keys {
@@ -132,6 +146,7 @@ impl Keys {
             sealed: sealed::SealedKey::derive(shared_key.as_bytes()),
             legacy: legacy::LegacyKey::new(shared_key.as_bytes())?,
             backend: backend::BackendKey::derive(shared_key.as_bytes()),
+            compact: compact::CompactKey::derive(shared_key.as_bytes()),
         })
     }
 }
@@ -204,15 +219,20 @@ impl TokenCodec {
 
     /// Seals `data` in the configured format.
     pub fn seal(&self, data: &HeartbeatData) -> Result<String, SealError> {
-        self.seal_bytes(&data.to_json_vec())
+        match self.issue {
+            TokenFormat::Compact => self.seal_bytes(&data.to_compact_vec()),
+            _ => self.seal_bytes(&data.to_json_vec()),
+        }
     }
 
-    /// Seals any plaintext in the configured format.
+    /// Seals any plaintext in the configured format: JSON text, or for
+    /// [`TokenFormat::Compact`] a compact payload.
     pub fn seal_bytes(&self, plaintext: &[u8]) -> Result<String, SealError> {
         let token = match self.issue {
             TokenFormat::Sealed => self.current.sealed.seal(plaintext)?,
             TokenFormat::Legacy => self.current.legacy.seal(plaintext)?,
             TokenFormat::Backend => self.current.backend.seal(plaintext)?,
+            TokenFormat::Compact => self.current.compact.seal(plaintext)?,
         };
         if token.len() > MAX_TOKEN_LEN {
             return Err(SealError::TooLarge { len: token.len() });
@@ -224,8 +244,13 @@ impl TokenCodec {
     /// [`Provenance::Legacy`], whatever they say.
     pub fn open(&self, token: &str) -> Result<HeartbeatData, InvalidToken> {
         let mut data = self
-            .open_with(token, |plaintext| {
-                HeartbeatData::from_json_slice(plaintext).map_err(Refusal::from)
+            .open_with(token, |plaintext| match plaintext {
+                Plaintext::Json(json) => {
+                    HeartbeatData::from_json_slice(json).map_err(Refusal::from)
+                }
+                Plaintext::Compact(payload) => {
+                    HeartbeatData::from_compact_slice(payload).map_err(Refusal::from)
+                }
             })
             .map_err(|mut invalid| {
                 invalid.authentic = TokenFormat::of(token).is_authenticated();
@@ -265,9 +290,16 @@ impl TokenCodec {
         self.session_ids.session_id(token, data.provenance)
     }
 
-    /// Opens a token to its JSON object, without checking it is heartbeat data.
+    /// Opens a token to its JSON object, without checking it is heartbeat data (a `v3.`
+    /// token's data are checked: its payload is not JSON).
     pub fn open_json(&self, token: &str) -> Result<Map<String, Value>, InvalidToken> {
-        self.open_with(token, parse_object)
+        self.open_with(token, |plaintext| match plaintext {
+            Plaintext::Json(json) => parse_object(json),
+            Plaintext::Compact(payload) => {
+                let data = HeartbeatData::from_compact_slice(payload)?;
+                parse_object(&data.to_json_vec())
+            }
+        })
     }
 
     /// Checks the length, decrypts in the token's format and reads the plaintext with
@@ -275,21 +307,35 @@ impl TokenCodec {
     fn open_with<T>(
         &self,
         token: &str,
-        parse: impl Fn(&[u8]) -> Result<T, Refusal>,
+        parse: impl Fn(Plaintext<'_>) -> Result<T, Refusal>,
     ) -> Result<T, InvalidToken> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::new(Refusal::TooLong));
         }
+        let json = |plaintext: &[u8]| parse(Plaintext::Json(plaintext));
         let v2_body = token.strip_prefix(sealed::PREFIX);
         let backend_body = token.strip_prefix(backend::PREFIX);
+        let mut keys = std::iter::once(&self.current).chain(self.previous.iter());
+        // A v3 token names its key: one try.
+        if let Some(rest) = token.strip_prefix(compact::PREFIX) {
+            let opened = match aead_body::split_key_id(rest) {
+                Some((id, body)) => match keys.find(|keys| keys.compact.id() == id) {
+                    Some(keys) => keys
+                        .compact
+                        .open_with(body, |payload| parse(Plaintext::Compact(payload))),
+                    None => Err(Refusal::Decryption),
+                },
+                None => Err(Refusal::Malformed),
+            };
+            return opened.map_err(InvalidToken::new);
+        }
         if v2_body.is_none() && backend_body.is_none() && !self.accept_legacy {
             return Err(InvalidToken::new(Refusal::Malformed));
         }
-        let mut keys = std::iter::once(&self.current).chain(self.previous.iter());
-        // A v2 token names its key: one try.
-        if let Some((id, body)) = v2_body.and_then(sealed::split_key_id) {
+        // So does a v2 token sealed since key ids.
+        if let Some((id, body)) = v2_body.and_then(aead_body::split_key_id) {
             let opened = match keys.find(|keys| keys.sealed.id() == id) {
-                Some(keys) => keys.sealed.open_with(body, &parse),
+                Some(keys) => keys.sealed.open_with(body, json),
                 None => Err(Refusal::Decryption),
             };
             return opened.map_err(InvalidToken::new);
@@ -299,9 +345,9 @@ impl TokenCodec {
         let mut first_refusal = None;
         for keys in keys {
             let opened = match (v2_body, backend_body) {
-                (Some(body), _) => keys.sealed.open_with(body, &parse),
-                (None, Some(body)) => keys.backend.open_with(body, &parse),
-                (None, None) => keys.legacy.open_with(token, &parse),
+                (Some(body), _) => keys.sealed.open_with(body, json),
+                (None, Some(body)) => keys.backend.open_with(body, json),
+                (None, None) => keys.legacy.open_with(token, json),
             };
             match opened {
                 Ok(opened) => return Ok(opened),

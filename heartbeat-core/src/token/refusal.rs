@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::{DataError, JsonDataError};
+use crate::{CompactDataError, DataError, JsonDataError};
 
 /// Longest token accepted, in bytes. Longer input is refused before any other work, so no
 /// work is proportional to the size of a hostile input.
@@ -72,6 +72,15 @@ impl From<JsonDataError> for Refusal {
             JsonDataError::NotJson => Refusal::NotJson,
             JsonDataError::NotAnObject => Refusal::NotAnObject,
             JsonDataError::Data(error) => Refusal::Data(error),
+        }
+    }
+}
+
+impl From<CompactDataError> for Refusal {
+    fn from(error: CompactDataError) -> Self {
+        match error {
+            CompactDataError::Data(error) => Refusal::Data(error),
+            _ => Refusal::Malformed,
         }
     }
 }

@@ -24,7 +24,8 @@ use hkdf::Hkdf;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::{Refusal, SealError, aead_body, parse_object};
+use super::aead_body::{self, KEY_ID_LEN, split_key_id};
+use super::{Refusal, SealError, parse_object};
 
 /// What every `v2` token starts with.
 pub const PREFIX: &str = "v2.";
@@ -34,21 +35,12 @@ const TAG_LEN: usize = 16;
 const HKDF_SALT: &[u8] = b"heartbeat token v2";
 const HKDF_INFO: &[u8] = b"xchacha20poly1305 key";
 const HKDF_INFO_KEY_ID: &[u8] = b"key id";
-/// Characters of a key id (3 bytes in base64url).
-const KEY_ID_LEN: usize = 4;
 
 /// The `v2` key, derived once from the shared key.
 #[derive(Clone)]
 pub struct SealedKey {
     cipher: XChaCha20Poly1305,
     id: String,
-}
-
-/// Splits the part of a token after [`PREFIX`] into its key id and body; `None` for a
-/// token sealed before key ids.
-pub(crate) fn split_key_id(rest: &str) -> Option<(&str, &str)> {
-    rest.split_once('.')
-        .filter(|(id, _)| id.len() == KEY_ID_LEN)
 }
 
 impl SealedKey {

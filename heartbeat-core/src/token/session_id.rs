@@ -9,8 +9,8 @@ use super::{TokenFormat, legacy};
 use crate::Provenance;
 
 const HKDF_SALT: &[u8] = b"heartbeat backend session id";
-/// Base64url characters of the longest nonce (XChaCha20's 24 bytes); a `b1.` token's
-/// 12-byte nonce and the first bytes of its ciphertext fit in them.
+/// Base64url characters of the longest nonce (XChaCha20's 24 bytes); a `b1.` or `v3.`
+/// token's 12-byte nonce and the first bytes of its ciphertext fit in them.
 const NONCE_CHARS: usize = 32;
 const HKDF_INFO: &[u8] = b"hmac-sha256 key";
 
@@ -39,10 +39,10 @@ impl SessionIdKey {
             Provenance::Legacy => b"legacy\0\0\0\0\0\0\0\0",
         });
         match TokenFormat::of(token) {
-            // Strict base64url without padding: one spelling per token. Its nonce (random,
-            // and bound to the rest by the AEAD tag: only the key's holder makes another
+            // Strict base64url without padding: one spelling per token. Its nonce (random
+            // or from a nonce sequence: unique either way, and bound to the rest by the AEAD tag: only the key's holder makes another
             // token with it) names it: the prefix up to the nonce's end is hashed.
-            TokenFormat::Sealed | TokenFormat::Backend => {
+            TokenFormat::Sealed | TokenFormat::Backend | TokenFormat::Compact => {
                 let nonce_end = token
                     .rfind('.')
                     .map_or(0, |dot| dot + 1 + NONCE_CHARS)
