@@ -1,7 +1,7 @@
 //! Instruction counts of the heartbeat's parts under callgrind (gungraun): token open and
-//! seal, the token's JSON read and write, `decide`, and one compare-and-set commit on the
-//! memory store. Unlike wall-clock time these do not drift with the machine's load, so a
-//! 5 % change shows. Run: `cargo bench -p heartbeat-core --bench instructions` (needs
+//! seal in each format the server issues, the token's JSON and compact read and write,
+//! `decide`, and one compare-and-set commit on the memory store. Unlike wall-clock time
+//! these do not drift with the machine's load, so a 5 % change shows. Run: `cargo bench -p heartbeat-core --bench instructions` (needs
 //! valgrind and `gungraun-runner` 0.20.0: `cargo install gungraun-runner --version 0.20.0`;
 //! scripts/test installs both). Compare two builds: run it on the first, then on the
 //! second; gungraun prints each figure beside the previous run's.
@@ -26,25 +26,17 @@ fn data() -> HeartbeatData {
     serde_json::from_str(DATA).unwrap()
 }
 
-fn codec_and_data() -> (TokenCodec, HeartbeatData) {
-    (TokenCodec::new("topsecret").unwrap(), data())
+/// A codec issuing `format`, and the data to seal.
+fn issuing(format: TokenFormat) -> (TokenCodec, HeartbeatData) {
+    (
+        TokenCodec::new("topsecret").unwrap().issuing(format),
+        data(),
+    )
 }
 
-fn codec_and_token() -> (TokenCodec, String) {
-    let codec = TokenCodec::new("topsecret").unwrap();
-    let token = codec.seal(&data()).unwrap();
-    (codec, token)
-}
-
-/// A codec issuing `b1.` (AES-256-GCM) tokens, and its data.
-fn b1_codec_and_data() -> (TokenCodec, HeartbeatData) {
-    let (codec, data) = codec_and_data();
-    (codec.issuing(TokenFormat::Backend), data)
-}
-
-/// A codec issuing `b1.` tokens, and one it sealed.
-fn b1_codec_and_token() -> (TokenCodec, String) {
-    let (codec, data) = b1_codec_and_data();
+/// A codec issuing `format`, and a token it sealed.
+fn issued(format: TokenFormat) -> (TokenCodec, String) {
+    let (codec, data) = issuing(format);
     let token = codec.seal(&data).unwrap();
     (codec, token)
 }
@@ -58,15 +50,17 @@ fn now() -> Timestamp {
 }
 
 #[library_benchmark]
-#[bench::v2(setup = codec_and_data)]
-#[bench::b1(setup = b1_codec_and_data)]
+#[bench::v2(args = (TokenFormat::Sealed), setup = issuing)]
+#[bench::b1(args = (TokenFormat::Backend), setup = issuing)]
+#[bench::v3(args = (TokenFormat::Compact), setup = issuing)]
 fn token_seal((codec, data): (TokenCodec, HeartbeatData)) -> String {
     black_box(codec.seal(black_box(&data)).unwrap())
 }
 
 #[library_benchmark]
-#[bench::v2(setup = codec_and_token)]
-#[bench::b1(setup = b1_codec_and_token)]
+#[bench::v2(args = (TokenFormat::Sealed), setup = issued)]
+#[bench::b1(args = (TokenFormat::Backend), setup = issued)]
+#[bench::v3(args = (TokenFormat::Compact), setup = issued)]
 fn token_open((codec, token): (TokenCodec, String)) -> HeartbeatData {
     black_box(codec.open(black_box(&token)).unwrap())
 }
@@ -83,6 +77,24 @@ fn json_read(json: Vec<u8>) -> HeartbeatData {
 fn json_write(data: HeartbeatData) -> Vec<u8> {
     // What sealing a token does with its data.
     black_box(black_box(&data).to_json_vec())
+}
+
+fn compact_payload() -> Vec<u8> {
+    data().to_compact_vec()
+}
+
+#[library_benchmark]
+#[bench::token_data(setup = compact_payload)]
+fn compact_read(payload: Vec<u8>) -> HeartbeatData {
+    // What opening a `v3.` token does with its plaintext.
+    black_box(HeartbeatData::from_compact_slice(black_box(&payload)).unwrap())
+}
+
+#[library_benchmark]
+#[bench::token_data(setup = data)]
+fn compact_write(data: HeartbeatData) -> Vec<u8> {
+    // What sealing a `v3.` token does with its data.
+    black_box(black_box(&data).to_compact_vec())
 }
 
 #[library_benchmark]
@@ -146,7 +158,8 @@ fn store_commit(case: CommitCase) -> Commit {
 
 library_benchmark_group!(
     name = heartbeat_parts;
-    benchmarks = token_seal, token_open, json_read, json_write, rules_decide, store_commit
+    benchmarks = token_seal, token_open, json_read, json_write, compact_read, compact_write,
+        rules_decide, store_commit
 );
 
 main!(library_benchmark_groups = heartbeat_parts);

@@ -273,38 +273,53 @@ async fn a_redis_outage_answers_503_or_fails_open_and_recovers() {
     open.stop().await;
 }
 
-/// Moving a fleet to `TOKEN_FORMAT=b1` (AES-256-GCM, cheaper on CPUs with AES-NI: docs/
-/// performance.md) one instance at a time: every build reads both formats, so a player
-/// whose heartbeats alternate between a `v2` instance and a `b1` one plays on, each
-/// answer in its instance's format, started by either kind of backend token.
+/// Moving a fleet to another issued format one instance at a time (docs/operations.md
+/// "Moving a fleet to v3 tokens"): `v3` second, once every instance runs a build that
+/// reads it (phase 1, where every instance still issues `v2`); or `b1`. A player whose
+/// heartbeats go round the instances of each phase plays on as one session, each answer in
+/// its instance's format, started by any kind of backend token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_half_moved_to_b1_tokens_plays_on() {
-    use heartbeat_core::TokenFormat;
+async fn a_fleet_moving_between_issued_formats_plays_on_in_each_phase() {
+    use heartbeat_core::TokenFormat::{Backend, Compact, Sealed};
     let redis = RedisServer::start();
     let clock = ManualClock::new(heartbeat_core::Timestamp::now());
-    let instances = [
-        common::redis_instance_issuing(&redis.url(), clock.clone(), TokenFormat::Sealed).await,
-        common::redis_instance_issuing(&redis.url(), clock.clone(), TokenFormat::Backend).await,
+    let phases = [
+        (
+            "v3, phase 1: every instance reads v3, none issues it",
+            [Sealed, Sealed],
+        ),
+        ("v3, phase 2: half the fleet issues it", [Sealed, Compact]),
+        ("v3, phase 2 done", [Compact, Compact]),
+        ("b1, half way", [Sealed, Backend]),
     ];
-    let prefixes = ["v2.", "b1."];
-    for (user, format) in [(501, TokenFormat::Sealed), (502, TokenFormat::Backend)] {
-        let data = codec().open(&token_at(user, 1, clock.now())).unwrap();
-        let mut token = codec().issuing(format).seal(&data).unwrap();
-        let mut session = None;
-        for beat in 0..6 {
-            let instance = (beat + user as usize) % 2;
-            let (status, body) = instances[instance].heartbeat(&token).await;
-            assert_eq!(status, 200, "user {user}, beat {beat}: {body}");
-            token = body["heartbeat_token"].as_str().unwrap().to_owned();
-            assert!(
-                token.starts_with(prefixes[instance]),
-                "beat {beat}: {token}"
-            );
-            // Either instance opens either format.
-            let id = codec().open(&token).unwrap().session_id;
-            assert!(id.is_some(), "{body}");
-            assert_eq!(*session.get_or_insert(id.clone()), id, "one session");
-            clock.advance(Duration::from_secs(30));
+    let mut user = 500;
+    for (phase, formats) in phases {
+        let mut instances = Vec::new();
+        for format in formats {
+            instances
+                .push(common::redis_instance_issuing(&redis.url(), clock.clone(), format).await);
+        }
+        for minted in [Sealed, Backend, Compact] {
+            user += 1;
+            let data = codec().open(&token_at(user, 1, clock.now())).unwrap();
+            let mut token = codec().issuing(minted).seal(&data).unwrap();
+            let mut session = None;
+            for beat in 0..6 {
+                let instance = (beat + user as usize) % 2;
+                let (status, body) = instances[instance].heartbeat(&token).await;
+                assert_eq!(status, 200, "{phase}, user {user}, beat {beat}: {body}");
+                token = body["heartbeat_token"].as_str().unwrap().to_owned();
+                let prefix = format!("{}.", formats[instance].name());
+                assert!(token.starts_with(&prefix), "{phase}, beat {beat}: {token}");
+                let id = codec().open(&token).unwrap().session_id;
+                assert!(id.is_some(), "{body}");
+                assert_eq!(
+                    *session.get_or_insert(id.clone()),
+                    id,
+                    "{phase}: one session"
+                );
+                clock.advance(Duration::from_secs(30));
+            }
         }
     }
 }
