@@ -76,24 +76,23 @@ pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) ->
         before
             .sessions
             .get(session_id)
-            .map(|record| FinishedEntry::of(user, session_id, record).key())
+            .map(|record| FinishedEntry::key_of(user, session_id, record))
     };
     let mut seen = BTreeSet::new();
     let upserted = write
         .upserts
         .iter()
-        .map(|(id, record)| (id.as_str(), FinishedEntry::of(user, id, record)));
+        .map(|(id, record)| (id.as_str(), FinishedEntry::key_of(user, id, record)));
     let ended = write.ended.iter().filter_map(|entry| {
         Some((
             entry.session_id.as_str(),
-            FinishedEntry::of_history(user, entry)?,
+            FinishedEntry::of_history(user, entry)?.key(),
         ))
     });
     upserted
         .chain(ended)
         .filter(|(id, _)| seen.insert(*id))
-        .filter_map(|(id, entry)| {
-            let to = entry.key();
+        .filter_map(|(id, to)| {
             let from = previous(id);
             (from.as_ref() != Some(&to)).then_some(IndexMove { from, to })
         })

@@ -79,9 +79,14 @@ impl IndexKey {
     /// Appends the time part: unix milliseconds, zero-padded to [`Self::TIME_DIGITS`]
     /// (every [`Timestamp`] fits: the year 9999 ends at 253402300799999).
     fn push_time(key: &mut String, at: Timestamp) {
+        key.push_str(std::str::from_utf8(&Self::time_digits(at)).unwrap_or_default());
+    }
+
+    /// The time part's digits.
+    fn time_digits(at: Timestamp) -> [u8; Self::TIME_DIGITS] {
         let mut digits = [b'0'; Self::TIME_DIGITS];
         write_padded_digits(&mut digits, u64::try_from(at.unix_millis()).unwrap_or(0));
-        key.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        digits
     }
 
     /// The key below every entry at or after `at` and above every entry before it.
@@ -162,15 +167,30 @@ pub struct FinishedEntry {
 impl FinishedEntry {
     /// The entry of session `id` of `user` as `record` stands.
     pub fn of(user: &Id, session_id: &str, record: &SessionRecord) -> Self {
-        let (ends_at, ended_by) = match (record.ended_at, record.ended_by) {
-            (Some(at), Some(by)) => (at, by),
-            _ => record.ends(record.expiry()),
-        };
+        let (ends_at, ended_by) = Self::end_of(record);
         FinishedEntry {
             ends_at,
             user: user.to_string(),
             session_id: session_id.to_owned(),
             ended_by,
+        }
+    }
+
+    /// The key of [`of`](Self::of)'s entry, written without building the entry (every
+    /// heartbeat moves its session's entry: this is on its path).
+    pub fn key_of(user: &Id, session_id: &str, record: &SessionRecord) -> IndexKey {
+        let (ends_at, ended_by) = Self::end_of(record);
+        match user {
+            Id::Int(n) => finished_key(ends_at, itoa::Buffer::new().format(*n), session_id, ended_by),
+            Id::Str(text) => finished_key(ends_at, text, session_id, ended_by),
+        }
+    }
+
+    /// When and how a session ends: as it ended, or (while active) as it will expire.
+    fn end_of(record: &SessionRecord) -> (Timestamp, EndReason) {
+        match (record.ended_at, record.ended_by) {
+            (Some(at), Some(by)) => (at, by),
+            _ => record.ends(record.expiry()),
         }
     }
 
@@ -186,20 +206,7 @@ impl FinishedEntry {
 
     /// Its key.
     pub fn key(&self) -> IndexKey {
-        // `[user, session_id, ended_by]` as JSON, as `from_key` reads it back.
-        let mut payload = Vec::with_capacity(self.user.len() + self.session_id.len() + 24);
-        payload.push(b'[');
-        json::write_str(&mut payload, &self.user);
-        payload.push(b',');
-        json::write_str(&mut payload, &self.session_id);
-        payload.push(b',');
-        json::write_str(&mut payload, self.ended_by.code());
-        payload.push(b']');
-        // JSON written from `str`s is UTF-8.
-        IndexKey::with_payload(
-            self.ends_at,
-            std::str::from_utf8(&payload).unwrap_or_default(),
-        )
+        finished_key(self.ends_at, &self.user, &self.session_id, self.ended_by)
     }
 
     /// Reads a key of the finished index.
@@ -213,6 +220,22 @@ impl FinishedEntry {
             ended_by,
         })
     }
+}
+
+/// A finished-index key: the time, then `[user, session_id, ended_by]` as JSON, as
+/// [`FinishedEntry::from_key`] reads it back; one buffer, one allocation.
+fn finished_key(ends_at: Timestamp, user: &str, session_id: &str, ended_by: EndReason) -> IndexKey {
+    let mut key = Vec::with_capacity(IndexKey::TIME_DIGITS + user.len() + session_id.len() + 28);
+    key.extend_from_slice(&IndexKey::time_digits(ends_at));
+    key.extend_from_slice(b":[");
+    json::write_str(&mut key, user);
+    key.push(b',');
+    json::write_str(&mut key, session_id);
+    key.push(b',');
+    json::write_str(&mut key, ended_by.code());
+    key.push(b']');
+    // Digits and JSON written from `str`s are UTF-8.
+    IndexKey(String::from_utf8(key).unwrap_or_default())
 }
 
 /// A refused heartbeat as its refusal index entry holds it (the export and the feed give
@@ -386,6 +409,27 @@ mod tests {
             IndexKey::from_cursor(&URL_SAFE_NO_PAD.encode("12:x")),
             Err(InvalidCursor)
         );
+    }
+
+    /// The key written straight from a record is the key of the record's entry.
+    #[test]
+    fn a_records_key_is_its_entrys_key() {
+        let active = SessionRecord::from_json(
+            r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":4}"#,
+        )
+        .unwrap();
+        let ended = SessionRecord::from_json(
+            r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":4,
+                "ended_at":"2026-01-01T00:00:09.000Z","ended_by":"stopped"}"#,
+        )
+        .unwrap();
+        for user in [Id::Int(-13), Id::from("b\\o\tb é")] {
+            for record in [&active, &ended] {
+                let entry = FinishedEntry::of(&user, "s\"1", record);
+                assert_eq!(FinishedEntry::key_of(&user, "s\"1", record), entry.key());
+                assert_eq!(FinishedEntry::from_key(&entry.key()), Some(entry));
+            }
+        }
     }
 
     #[test]
