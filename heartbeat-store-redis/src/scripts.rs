@@ -6,15 +6,10 @@ use fred::types::scripts::Script;
 /// The whole commit in one round trip, its keys all in the slot of the user's session
 /// hash: the session hash (`KEYS[1]`), then, only if it applied, progress (`KEYS[2]`),
 /// history (`KEYS[3]`), the analytics indexes (`KEYS[4]`, `KEYS[5]`) and, on one server
-/// only, the Node server's progress hash (`KEYS[6]`). After the session arguments, `ARGV`
-/// has: retention ms, p, p × (asset, progress JSON), q, q × (field, value) for Node's hash,
-/// e, history cap, e × entry (oldest first), then the analytics index part
-/// (`lua/analytics_index.lua`). 1 applied, 0 changed.
-const COMMIT_ALL: &str = concat!(
-    include_str!("lua/compare_and_apply_sessions.lua"),
-    include_str!("lua/commit_all_tail.lua"),
-    include_str!("lua/analytics_index.lua")
-);
+/// only, the Node server's progress hash (`KEYS[6]`). `ARGV`: the counts in one argument,
+/// then the strings they count (`lua/commit_all.lua`, written by `sessions.rs`
+/// `CommitArgs`). 1 applied, 0 changed.
+const COMMIT_ALL: &str = include_str!("lua/commit_all.lua");
 
 /// The first entries of an index kept per hash slot (the analytics indexes on a cluster),
 /// from the parts one node serves, merged. `ARGV`: min, max, limit, keys. Returns the

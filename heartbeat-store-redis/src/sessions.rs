@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use fred::prelude::ClientLike;
 use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
-use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexReads, IndexWrite};
+use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexReads};
 use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
 use heartbeat_core::store::{Commit, StoreHealth};
@@ -20,40 +20,6 @@ use crate::{RedisStore, decode, store_error};
 /// unchanged, whoever wrote it (this store or the Node server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSnapshot(Vec<(String, String)>);
-
-/// The arguments of `lua/analytics_index.lua`; none when there is nothing to add. The
-/// entries past the retention are dropped only when `trim` (every few thousand commits:
-/// a trim costs a range operation, and the entries are few).
-fn index_args(index: &IndexWrite, ttl: &str, trim: bool) -> Option<Vec<String>> {
-    if index.finished.is_empty() && index.refusal.is_none() {
-        return None;
-    }
-    let mut args = Vec::with_capacity(4 + 2 * index.finished.len());
-    args.push(ttl.to_owned());
-    args.push(index.finished.len().to_string());
-    for step in &index.finished {
-        args.push(
-            step.from
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        );
-        args.push(step.to.to_string());
-    }
-    args.push(
-        index
-            .refusal
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-    );
-    args.push(if trim {
-        index.keep_from.to_string()
-    } else {
-        String::new()
-    });
-    Some(args)
-}
 
 /// The first `limit` of two lists of play records, each newest first, newest first (by
 /// when the session ended, or was last seen if it has not); a record in both (while the
@@ -95,54 +61,112 @@ pub(crate) fn newest_first<T: PartialEq>(
     merged
 }
 
-fn retention_millis(limits: &Retention) -> String {
-    limits
-        .retention_secs
-        .saturating_mul(1000)
-        .max(1)
-        .to_string()
+/// The arguments of `lua/commit_all.lua`: the counts, written into one argument, and the
+/// strings they count, in the script's order.
+#[derive(Default)]
+struct CommitArgs {
+    counts: String,
+    strings: Vec<String>,
+}
+
+impl CommitArgs {
+    /// Appends a count (written with `itoa`: no formatting machinery per number).
+    fn count(&mut self, n: impl itoa::Integer) {
+        if !self.counts.is_empty() {
+            self.counts.push(' ');
+        }
+        self.counts.push_str(itoa::Buffer::new().format(n));
+    }
+
+    fn into_args(self) -> Vec<String> {
+        let mut args = Vec::with_capacity(1 + self.strings.len());
+        args.push(self.counts);
+        args.extend(self.strings);
+        args
+    }
 }
 
 impl RedisStore {
-    /// Pushes the arguments `COMMIT_ALL` reads after the session part: what an applied
-    /// commit writes besides the session hash (retention, progress, the Node server's
-    /// progress, history, the analytics index part).
-    fn push_commit_tail(
+    /// The arguments of `COMMIT_ALL` for `write` on the sessions `version` holds.
+    fn commit_args(
         &self,
-        args: &mut Vec<String>,
         user: &Id,
+        version: &HashSnapshot,
         write: &SessionWrite,
         limits: &Retention,
-    ) -> Result<(), StoreError> {
-        let progress = match &write.progress {
-            Some((asset, progress)) => Some([asset.to_string(), encode(progress)?]),
-            None => None,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut args = CommitArgs {
+            counts: String::with_capacity(64),
+            strings: Vec::with_capacity(
+                2 * version.0.len() + write.remove.len() + 2 * write.upserts.len() + 10,
+            ),
         };
+        let strings = &mut args.strings;
+        for (field, value) in &version.0 {
+            strings.push(field.clone());
+            strings.push(value.clone());
+        }
+        strings.extend(write.remove.iter().cloned());
+        for (session, record) in &write.upserts {
+            strings.push(session.clone());
+            strings.push(record.to_json());
+        }
+        if let Some((asset, progress)) = &write.progress {
+            strings.push(asset.to_string());
+            strings.push(encode(progress)?);
+        }
         let node_progress = write
             .progress
             .as_ref()
-            .filter(|_| self.inner.node_progress)
-            .map(|(asset, progress)| [format!("{user}:{asset}"), progress.progress.to_string()]);
-        let ttl = retention_millis(limits);
-        let index = index_args(&write.index, &ttl, self.inner.index_trims.sweep_now());
-        args.push(ttl);
-        for pair in [progress, node_progress] {
-            match pair {
-                Some(pair) => {
-                    args.push("1".to_owned());
-                    args.extend(pair);
-                }
-                None => args.push("0".to_owned()),
-            }
+            .filter(|_| self.inner.node_progress);
+        if let Some((asset, progress)) = node_progress {
+            strings.push(format!("{user}:{asset}"));
+            strings.push(progress.progress.to_string());
         }
-        args.push(write.ended.len().to_string());
-        args.push(limits.history_cap.max(1).to_string());
         for entry in &write.ended {
-            args.push(encode(entry)?);
+            strings.push(encode(entry)?);
         }
-        // An empty ttl: nothing to write in the indexes.
-        args.extend(index.unwrap_or_else(|| vec![String::new()]));
-        Ok(())
+        let index = &write.index;
+        let indexed = !index.finished.is_empty() || index.refusal.is_some();
+        if indexed {
+            for step in &index.finished {
+                strings.push(
+                    step.from
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+                strings.push(step.to.to_string());
+            }
+            strings.push(
+                index
+                    .refusal
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+            // The entries past the retention are dropped only every few thousand commits:
+            // a trim costs a range operation, and the entries are few.
+            strings.push(if self.inner.index_trims.sweep_now() {
+                index.keep_from.to_string()
+            } else {
+                String::new()
+            });
+        }
+        let retention = limits.retention_secs.saturating_mul(1000).max(1);
+        args.count(version.0.len());
+        args.count(write.remove.len());
+        args.count(write.upserts.len());
+        args.count(write.keep_millis.max(1));
+        args.count(retention);
+        args.count(usize::from(write.progress.is_some()));
+        args.count(usize::from(node_progress.is_some()));
+        args.count(write.ended.len());
+        args.count(limits.history_cap.max(1));
+        args.count(usize::from(indexed));
+        args.count(retention);
+        args.count(if indexed { index.finished.len() } else { 0 });
+        Ok(args.into_args())
     }
 }
 
@@ -170,21 +194,7 @@ impl SessionStore for RedisStore {
         write: &SessionWrite,
         limits: &Retention,
     ) -> Result<Commit, StoreError> {
-        let mut args = Vec::with_capacity(4 + 2 * version.0.len() + write.remove.len() + 2);
-        args.push(version.0.len().to_string());
-        for (field, value) in &version.0 {
-            args.push(field.clone());
-            args.push(value.clone());
-        }
-        args.push(write.remove.len().to_string());
-        args.extend(write.remove.iter().cloned());
-        args.push(write.upserts.len().to_string());
-        for (session, record) in &write.upserts {
-            args.push(session.clone());
-            args.push(record.to_json());
-        }
-        args.push(write.keep_millis.max(1).to_string());
-        self.push_commit_tail(&mut args, user, write, limits)?;
+        let args = self.commit_args(user, version, write, limits)?;
         let keys = self.inner.layout.user(user);
         let mut keys = vec![
             keys.sessions,
