@@ -194,7 +194,7 @@ fn v3_raw(token: &str) -> Vec<u8> {
 }
 
 #[test]
-fn v3_round_trips_names_its_key_and_counts_its_nonces() {
+fn v3_round_trips_names_its_key_and_draws_its_nonces() {
     let codec = v3_codec("k");
     let token = codec.seal(&data()).unwrap();
     assert!(token.starts_with("v3."));
@@ -211,15 +211,12 @@ fn v3_round_trips_names_its_key_and_counts_its_nonces() {
     assert_eq!(v2_codec.open(&token).unwrap(), data());
     assert!(v2_codec.open_authenticated(&token).is_ok());
     assert_eq!(TokenFormat::of(&token), TokenFormat::Compact);
-    // Nonces: one fixed field, a counter one further for each token.
-    let again = codec.seal(&data()).unwrap();
-    let (first, second) = (v3_raw(&token), v3_raw(&again));
-    assert_eq!(first[..4], second[..4]);
-    let count = |raw: &[u8]| u64::from_be_bytes(raw[4..12].try_into().unwrap());
-    assert_eq!(count(&second), count(&first).wrapping_add(1));
-    // Clones share the sequence: a server's handlers never repeat a nonce.
-    let third = codec.clone().seal(&data()).unwrap();
-    assert_eq!(count(&v3_raw(&third)), count(&first).wrapping_add(2));
+    // A fresh random nonce per token: nothing in one token says how many others its
+    // server sealed.
+    let nonces: std::collections::BTreeSet<Vec<u8>> = (0..64)
+        .map(|_| v3_raw(&codec.clone().seal(&data()).unwrap())[..12].to_vec())
+        .collect();
+    assert_eq!(nonces.len(), 64);
     // The compact payload is far shorter than v2's JSON.
     assert!(token.len() < TokenCodec::new("k").unwrap().seal(&data()).unwrap().len());
     // A key rotation opens it with its own key in one try; another key refuses it.
@@ -300,4 +297,55 @@ fn v3_payloads_are_checked_like_json_data() {
         serde_json::Value::Object(object),
         serde_json::to_value(data()).unwrap()
     );
+}
+
+/// A server sealing `b1.` itself (`TOKEN_FORMAT=b1`) seals one per heartbeat: its nonces
+/// come from a sequence (one fixed field, a counter one further per token, shared by the
+/// codec's clones), never repeated, as random 96-bit GCM nonces would be past 2^32 tokens.
+#[test]
+fn b1_tokens_a_server_seals_count_their_nonces() {
+    use base64::Engine as _;
+    let codec = TokenCodec::new("k").unwrap().issuing(TokenFormat::Backend);
+    let raw = |token: String| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&token[3..])
+            .unwrap()
+    };
+    let first = raw(codec.seal(&data()).unwrap());
+    let second = raw(codec.clone().seal(&data()).unwrap());
+    assert_eq!(first[..4], second[..4]);
+    let count = |raw: &[u8]| u64::from_be_bytes(raw[4..12].try_into().unwrap());
+    assert_eq!(count(&second), count(&first).wrapping_add(1));
+    assert_eq!(codec.open(&codec.seal(&data()).unwrap()).unwrap(), data());
+}
+
+/// A `v3.` payload whose unknown fields hold a known field's name would read one way here
+/// and another once re-sealed as JSON: refused, unless it is what JSON reading itself
+/// leaves there (an unknown `reject_strategy` value).
+#[test]
+fn v3_payloads_cannot_shadow_a_known_field() {
+    let codec = v3_codec("k");
+    for (name, value) in [
+        ("provenance", serde_json::json!("legacy")),
+        ("session_limit", serde_json::json!(1)),
+        ("reject_strategy", serde_json::json!("MOST_RECENT")),
+    ] {
+        let mut data = data();
+        data.session_limit = None;
+        data.extra.insert(name.to_owned(), value);
+        let token = codec.seal(&data).unwrap();
+        assert_eq!(
+            codec.open(&token).unwrap_err().reason(),
+            &Refusal::Malformed,
+            "{name}"
+        );
+    }
+    // What JSON reading keeps: an unknown strategy, among the unknown fields.
+    let json: HeartbeatData = serde_json::from_str(
+        r#"{"user_id":1,"asset_id":2,"heartbeat_cycle":3,"cycle_upper_tolerance":1,
+            "reject_strategy":"SOMETIMES"}"#,
+    )
+    .unwrap();
+    assert_eq!(json.extra["reject_strategy"], "SOMETIMES");
+    assert_eq!(codec.open(&codec.seal(&json).unwrap()).unwrap(), json);
 }

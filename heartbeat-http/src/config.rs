@@ -175,7 +175,7 @@ pub struct TokenArgs {
     pub shared_key_previous: Vec<String>,
     /// Format of the tokens this server issues, in its heartbeat answers and from
     /// `issue-token` and `POST /admin/tokens`: `v2` (authenticated, XChaCha20-Poly1305, the
-    /// default), `v3` (authenticated, AES-256-GCM over a compact payload: the cheapest on
+    /// default), `v3` (authenticated, AES-256-GCM-SIV over a compact payload: the cheapest on
     /// CPUs with AES-NI; builds before it cannot read it, so set it only once every instance
     /// runs this build or a later one), `b1` (authenticated, AES-256-GCM over JSON) or
     /// `legacy` (CryptoJS, readable by Node.js servers running beside this one). Every

@@ -96,7 +96,45 @@ async fn old_and_incomplete_tokens_say_why(kind: Kind) {
     );
 }
 
+/// A backend token near the length limit whose answer, sealed in this server's format,
+/// would pass it (a `b1.` token grows as `v2.`): a 406 that says so, not a 500, and
+/// nothing stored; the same data a little smaller plays.
+async fn a_token_whose_answer_cannot_be_sealed_is_refused_and_changes_nothing(kind: Kind) {
+    let (server, _backing) = start(kind).await;
+    let key = BackendKey::derive(SHARED_KEY.as_bytes());
+    let token_of = |note_len: usize| {
+        let data = json!({
+            "user_id": 33, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "session_limit": 1, "timestamp": heartbeat_core::Timestamp::now().to_string(),
+            "note": "n".repeat(note_len),
+        });
+        key.seal(data.to_string().as_bytes()).unwrap()
+    };
+    let mut note_len = 5_900;
+    while token_of(note_len + 1).len() <= heartbeat_core::token::MAX_TOKEN_LEN {
+        note_len += 1;
+    }
+    let (status, body) = server.heartbeat(&token_of(note_len)).await;
+    assert_eq!(status, 406, "{body}");
+    assert_eq!(
+        (&body["error"], &body["reason"], &body["limit"]),
+        (
+            &json!("Heartbeat token is not valid."),
+            &json!("too_large"),
+            &json!(8192)
+        ),
+        "{body}"
+    );
+    let (_, sessions) = server
+        .admin(reqwest::Method::GET, "/admin/users/33/sessions")
+        .await;
+    assert_eq!(sessions["sessions"], json!([]), "nothing stored");
+    let (status, body) = server.heartbeat(&token_of(note_len - 200)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 for_each_store!(
     a_replayed_token_is_refused_and_a_retry_plays_on,
-    old_and_incomplete_tokens_say_why
+    old_and_incomplete_tokens_say_why,
+    a_token_whose_answer_cannot_be_sealed_is_refused_and_changes_nothing
 );

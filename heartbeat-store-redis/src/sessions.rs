@@ -115,10 +115,7 @@ impl RedisStore {
             strings.push(asset.to_string());
             strings.push(encode(progress)?);
         }
-        let node_progress = write
-            .progress
-            .as_ref()
-            .filter(|_| self.inner.node_progress);
+        let node_progress = write.progress.as_ref().filter(|_| self.inner.node_progress);
         if let Some((asset, progress)) = node_progress {
             strings.push(format!("{user}:{asset}"));
             strings.push(progress.progress.to_string());

@@ -2,7 +2,7 @@
 """Makes the `v3.` server token vectors (heartbeat-core/tests/vectors/v3-tokens.json) with
 Python's `cryptography` (OpenSSL) and a postcard encoder written here from the layout in
 docs/spec.md ("The v3 server token"): an implementation independent of the Rust crates
-(RustCrypto's AES-GCM, the postcard crate) that the tests check against.
+(RustCrypto's AES-GCM-SIV, the postcard crate) that the tests check against.
 
     python3 tools/vectors/v3_tokens.py > heartbeat-core/tests/vectors/v3-tokens.json
 """
@@ -11,7 +11,7 @@ import json
 import struct
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SALT = b"heartbeat token v3"
@@ -93,9 +93,9 @@ def payload(fields):
 
 
 def seal(shared_key, nonce, plaintext, associated_data=b"v3"):
-    key = hkdf(shared_key, b"aes-256-gcm key", 32)
+    key = hkdf(shared_key, b"aes-256-gcm-siv key", 32)
     key_id = base64.urlsafe_b64encode(hkdf(shared_key, b"key id", 3)).decode()
-    sealed = AESGCM(key).encrypt(nonce, plaintext, associated_data)
+    sealed = AESGCMSIV(key).encrypt(nonce, plaintext, associated_data)
     body = base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
     return key.hex(), key_id, f"v3.{key_id}.{body}"
 
@@ -104,7 +104,7 @@ CASES = [
     (
         "a session token",
         "topsecret",
-        "5a1e0c3b0000000000000001",
+        "5a1e0c3b9d2f41a7c08e6b13",
         {
             "user_id": 13,
             "asset_id": "movie/14",
@@ -198,6 +198,9 @@ def main():
     _, _, other_ad = seal(first[1], nonce, plaintext, associated_data=b"v2")
     _, _, trailing = seal(first[1], nonce, plaintext + b"\x00")
     _, _, zero_cycle = seal(first[1], nonce, payload({**first[3], "heartbeat_cycle": 0}))
+    _, _, shadowing = seal(
+        first[1], nonce, payload({**first[3], "extra": '{"provenance":"legacy"}'})
+    )
     body = good.split(".", 2)[2]
     flipped = body[:-1] + ("A" if body[-1] != "A" else "B")
     refused = [
@@ -208,6 +211,7 @@ def main():
         ("truncated", good[:-4]),
         ("a byte after the payload", trailing),
         ("a heartbeat_cycle of 0", zero_cycle),
+        ("extra holding a known field's name", shadowing),
         ("the body as a b1 token", f"b1.{body}"),
     ]
     print(

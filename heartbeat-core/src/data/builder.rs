@@ -184,13 +184,7 @@ impl HeartbeatDataBuilder {
                 expected: "a non-negative number of seconds",
             })
         };
-        let heartbeat_cycle = seconds(Field::HeartbeatCycle, self.cycle)?;
-        if heartbeat_cycle.get() <= 0.0 {
-            return Err(DataError::Invalid {
-                field: Field::HeartbeatCycle.name(),
-                expected: "greater than zero",
-            });
-        }
+        let heartbeat_cycle = wire::cycle(seconds(Field::HeartbeatCycle, self.cycle)?)?;
         for (field, id) in [
             (Field::UserId, &self.user_id),
             (Field::AssetId, &self.asset_id),

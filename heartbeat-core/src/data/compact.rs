@@ -86,7 +86,8 @@ impl<'a> CompactId<'a> {
 #[non_exhaustive]
 pub enum CompactDataError {
     /// Not the layout of a compact payload (truncated, trailing bytes, a bad length or
-    /// tag, text that is not UTF-8, `extra` that is not a JSON object).
+    /// tag, text that is not UTF-8, an unknown `reject_strategy`, `extra` that is not a JSON
+    /// object or that holds a known field's name: nothing JSON data would read so).
     #[error("not a compact heartbeat payload")]
     Malformed,
     /// A field breaks the rules of heartbeat data.
@@ -174,10 +175,23 @@ impl HeartbeatData {
                     .collect(),
             )))?,
         };
-        let extra = match compact.extra {
+        let extra: Map<String, Value> = match compact.extra {
             "" => Map::new(),
             text => serde_json::from_str(text).map_err(|_| CompactDataError::Malformed)?,
         };
+        // What JSON reading leaves among the unknown fields, and nothing else: a known
+        // field's name only as an unknown `reject_strategy` value.
+        let unknown_strategy = |name: &str, value: &Value| {
+            name == Field::RejectStrategy.name()
+                && compact.reject_strategy.is_none()
+                && value.as_str().and_then(RejectStrategy::from_wire).is_none()
+        };
+        if extra
+            .iter()
+            .any(|(name, value)| wire::is_known_field(name) && !unknown_strategy(name, value))
+        {
+            return Err(CompactDataError::Malformed);
+        }
         Ok(HeartbeatData {
             user_id: compact.user_id.read(Field::UserId)?,
             asset_id: compact.asset_id.read(Field::AssetId)?,

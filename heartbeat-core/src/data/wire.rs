@@ -669,6 +669,11 @@ pub(crate) fn check_label(
         .transpose()
 }
 
+/// True when `name` is a field this crate reads.
+pub(super) fn is_known_field(name: &str) -> bool {
+    Field::from_name(name).is_some()
+}
+
 /// A label's text (`None`: the value is not a string): non-empty, at most `max_chars`
 /// characters.
 pub(super) fn label(

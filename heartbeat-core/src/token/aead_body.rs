@@ -1,6 +1,6 @@
 //! The body both authenticated formats share: `base64url-no-pad(nonce ‖ AEAD ciphertext ‖
 //! tag)`, sealed and opened with any RustCrypto AEAD (XChaCha20-Poly1305 for `v2.`,
-//! AES-256-GCM for `b1.` and `v3.`), and the key id the server's formats (`v2.`, `v3.`)
+//! AES-256-GCM for `b1.`, AES-256-GCM-SIV for `v3.`), and the key id the server's formats (`v2.`, `v3.`)
 //! put before it.
 
 use base64::Engine as _;

@@ -4,30 +4,35 @@
 //!
 //! ```text
 //! key    = HKDF-SHA256(ikm = shared key as UTF-8, salt = "heartbeat token v3",
-//!                      info = "aes-256-gcm key", length = 32)
+//!                      info = "aes-256-gcm-siv key", length = 32)
 //! key id = base64url(HKDF-SHA256(same ikm and salt, info = "key id", length = 3))
-//! nonce  = 12 bytes from the server's nonce sequence (a random 4-byte field, then a
-//!          64-bit counter from a random start): unique, never random alone
-//! ct     = AES-256-GCM(key, nonce, plaintext = the compact heartbeat data,
-//!                      associated data = "v3")             (ciphertext ‖ 16-byte tag)
+//! nonce  = 12 random bytes, fresh for every token
+//! ct     = AES-256-GCM-SIV(key, nonce, plaintext = the compact heartbeat data,
+//!                          associated data = "v3")         (ciphertext ‖ 16-byte tag)
 //! token  = "v3." ‖ key id ‖ "." ‖ base64url-no-padding(nonce ‖ ct)
 //! ```
+//!
+//! AES-GCM-SIV (RFC 8452), not AES-GCM: a server seals a token per heartbeat, and random
+//! 96-bit GCM nonces reach their limit of 2^32 tokens per key within a day at 50,000
+//! heartbeats a second, after which a repeated nonce gives the authentication key away.
+//! GCM-SIV derives a key for every nonce, so random nonces stay safe for as many tokens as
+//! a fleet seals, and even a repeated nonce only shows that two tokens are the same. A
+//! counted nonce would avoid repeats too, but would tell every player how many tokens its
+//! instance seals.
 //!
 //! The plaintext is [`HeartbeatData::to_compact_vec`](crate::HeartbeatData::to_compact_vec)
 //! (postcard), not JSON: only servers read these tokens, and reading it costs a fraction of
 //! parsing JSON. Backends keep minting JSON tokens (`b1.`, `v2.`). The key id names the key
 //! a token was sealed with, as in `v2.`, so a key rotation opens it in one try.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::KeyInit;
+use aes_gcm_siv::Aes256GcmSiv;
+use aes_gcm_siv::aead::KeyInit;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hkdf::Hkdf;
 use sha2::Sha256;
-use std::sync::Arc;
 
 use super::aead_body::{self, KEY_ID_LEN};
-use super::nonce::{NONCE_LEN, NonceSequence};
 use super::{Refusal, SealError};
 
 /// What every `v3` token starts with.
@@ -37,23 +42,22 @@ pub const ASSOCIATED_DATA: &[u8] = b"v3";
 /// HKDF-SHA256 salt of the `v3` key and key id.
 pub const HKDF_SALT: &[u8] = b"heartbeat token v3";
 /// HKDF-SHA256 info of the `v3` key.
-pub const HKDF_INFO: &[u8] = b"aes-256-gcm key";
+pub const HKDF_INFO: &[u8] = b"aes-256-gcm-siv key";
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 12;
 /// HKDF-SHA256 info of the `v3` key id.
 pub const HKDF_INFO_KEY_ID: &[u8] = b"key id";
 const TAG_LEN: usize = 16;
 
-/// The `v3` key, derived once from the shared key, with the nonce sequence its tokens
-/// are sealed under.
+/// The `v3` key, derived once from the shared key.
 #[derive(Clone)]
 pub struct CompactKey {
-    cipher: Aes256Gcm,
+    cipher: Aes256GcmSiv,
     id: String,
-    nonces: Arc<NonceSequence>,
 }
 
 impl CompactKey {
-    /// Derives the key and key id from the shared key (HKDF-SHA256), with a fresh nonce
-    /// sequence.
+    /// Derives the key and key id from the shared key (HKDF-SHA256).
     pub fn derive(shared_key: &[u8]) -> Self {
         let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key);
         let mut key = [0u8; 32];
@@ -62,9 +66,8 @@ impl CompactKey {
         let mut id = [0u8; 3];
         let _ = hkdf.expand(HKDF_INFO_KEY_ID, &mut id);
         Self {
-            cipher: Aes256Gcm::new((&key).into()),
+            cipher: Aes256GcmSiv::new((&key).into()),
             id: URL_SAFE_NO_PAD.encode(id),
-            nonces: Arc::new(NonceSequence::new()),
         }
     }
 
@@ -73,9 +76,11 @@ impl CompactKey {
         &self.id
     }
 
-    /// Seals a compact `payload` under the next nonce of the sequence, prefix included.
+    /// Seals a compact `payload` under a fresh random nonce, prefix included.
     pub fn seal(&self, payload: &[u8]) -> Result<String, SealError> {
-        self.seal_with_nonce(&self.nonces.next(), payload)
+        let mut token = self.prefixed(payload.len());
+        aead_body::seal_random_into(&self.cipher, payload, ASSOCIATED_DATA, &mut token)?;
+        Ok(token)
     }
 
     /// Seals `payload` under `nonce`. Deterministic: how the test vectors are made and
@@ -85,14 +90,21 @@ impl CompactKey {
         nonce: &[u8; NONCE_LEN],
         payload: &[u8],
     ) -> Result<String, SealError> {
+        let mut token = self.prefixed(payload.len());
+        aead_body::seal_into(&self.cipher, nonce, payload, ASSOCIATED_DATA, &mut token)?;
+        Ok(token)
+    }
+
+    /// The prefix and key id, in a string with room for the body of a payload of
+    /// `payload_len` bytes.
+    fn prefixed(&self, payload_len: usize) -> String {
         let mut token = String::with_capacity(
-            PREFIX.len() + KEY_ID_LEN + 1 + (NONCE_LEN + payload.len() + TAG_LEN).div_ceil(3) * 4,
+            PREFIX.len() + KEY_ID_LEN + 1 + (NONCE_LEN + payload_len + TAG_LEN).div_ceil(3) * 4,
         );
         token.push_str(PREFIX);
         token.push_str(&self.id);
         token.push('.');
-        aead_body::seal_into(&self.cipher, nonce, payload, ASSOCIATED_DATA, &mut token)?;
-        Ok(token)
+        token
     }
 
     /// Opens the body of a token (after its prefix and key id) and reads the payload with

@@ -14,7 +14,7 @@ pub enum TokenFormat {
     /// server issuing it answers in it too (`TOKEN_FORMAT=b1`): cheaper than
     /// [`Sealed`](Self::Sealed) where the CPU has AES-NI.
     Backend,
-    /// The `v3.` server format (AES-256-GCM over a compact payload,
+    /// The `v3.` server format (AES-256-GCM-SIV over a compact payload,
     /// [`compact`](super::compact)): what a server answers in with `TOKEN_FORMAT=v3`, at a
     /// fraction of [`Sealed`](Self::Sealed)'s cost where the CPU has AES-NI. Only servers
     /// read it: every server of the fleet must read it (this build or later) before any

@@ -10,7 +10,7 @@
 //! - [`backend`]: `b1.` + base64url(nonce ‖ AES-256-GCM ciphertext). Authenticated, and
 //!   made with primitives every language's standard library has: what non-Rust backends
 //!   mint.
-//! - [`compact`]: `v3.` + key id + base64url(nonce ‖ AES-256-GCM ciphertext of the compact
+//! - [`compact`]: `v3.` + key id + base64url(nonce ‖ AES-256-GCM-SIV ciphertext of the compact
 //!   payload). Authenticated; what a server answers in with `TOKEN_FORMAT=v3`, at a
 //!   fraction of `v2.`'s cost. Only servers read it.
 //!

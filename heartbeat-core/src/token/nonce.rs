@@ -1,5 +1,5 @@
-//! [`NonceSequence`]: the 96-bit AES-GCM nonces of the tokens a server seals, unique by
-//! construction rather than by chance.
+//! [`NonceSequence`]: the 96-bit AES-GCM nonces of the `b1.` tokens a server seals itself
+//! (`TOKEN_FORMAT=b1`), unique by construction rather than by chance.
 //!
 //! A server seals a token per heartbeat, so random 96-bit nonces would reach GCM's limit of
 //! 2^32 random nonces per key (NIST SP 800-38D §8.3) within a day at 50,000 heartbeats a
@@ -10,6 +10,10 @@
 //! `tokens of one run / 2^95` for each pair of runs. A fleet that starts a million
 //! processes over its life, each sealing 2^40 tokens, has about one chance in 2^16 of such an
 //! overlap, where random nonces would have collided long before.
+//!
+//! The price: two tokens of one player show how many tokens its instance sealed in between,
+//! and the fixed field names the process. `v3.` tokens (AES-GCM-SIV, random nonces) show
+//! neither: docs/operations.md recommends them over a server issuing `b1.`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -13,7 +13,8 @@ use heartbeat_core::sessions::RejectReason;
 use heartbeat_core::sessions::StreamRelease;
 use heartbeat_core::sessions::notice::SessionEnded;
 use heartbeat_core::sessions::rules::SessionError;
-use heartbeat_core::{DataError, HeartbeatError, HeartbeatOutcome, MAX_ID_LEN};
+use heartbeat_core::token::MAX_TOKEN_LEN;
+use heartbeat_core::{DataError, HeartbeatError, HeartbeatOutcome, MAX_ID_LEN, SealError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -120,6 +121,17 @@ fn failure(error: HeartbeatError) -> (Decision, ApiError) {
             ApiError::bad_request(error.to_string()),
         ),
         HeartbeatError::Store(error) => (Decision::StoreUnavailable, ApiError::unavailable(&error)),
+        // Valid data that this server's format cannot carry within the token length (a
+        // `b1.` or `v3.` token near the limit grows when sealed as `v2.`): the player stops
+        // as for any token it cannot use, and nothing was stored.
+        HeartbeatError::Seal(SealError::TooLarge { len }) => {
+            tracing::debug!(len, "answer too large to seal");
+            let (decision, error) = invalid_token();
+            let error = error
+                .with("reason", "too_large")
+                .with("limit", MAX_TOKEN_LEN);
+            (decision, error)
+        }
         other => {
             tracing::error!(error = %other, "cannot answer a heartbeat");
             (

@@ -181,7 +181,12 @@ impl FinishedEntry {
     pub fn key_of(user: &Id, session_id: &str, record: &SessionRecord) -> IndexKey {
         let (ends_at, ended_by) = Self::end_of(record);
         match user {
-            Id::Int(n) => finished_key(ends_at, itoa::Buffer::new().format(*n), session_id, ended_by),
+            Id::Int(n) => finished_key(
+                ends_at,
+                itoa::Buffer::new().format(*n),
+                session_id,
+                ended_by,
+            ),
             Id::Str(text) => finished_key(ends_at, text, session_id, ended_by),
         }
     }
@@ -414,10 +419,9 @@ mod tests {
     /// The key written straight from a record is the key of the record's entry.
     #[test]
     fn a_records_key_is_its_entrys_key() {
-        let active = SessionRecord::from_json(
-            r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":4}"#,
-        )
-        .unwrap();
+        let active =
+            SessionRecord::from_json(r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":4}"#)
+                .unwrap();
         let ended = SessionRecord::from_json(
             r#"{"timestamp":"2026-01-01T00:00:00.000Z","hit_counter":4,
                 "ended_at":"2026-01-01T00:00:09.000Z","ended_by":"stopped"}"#,
