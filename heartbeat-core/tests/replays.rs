@@ -308,3 +308,51 @@ proptest! {
         }
     }
 }
+
+/// A token is known by its timestamp: an answer sealed in the same millisecond as the token
+/// it answers (a fast client on loopback, or an instance whose clock is behind the one
+/// that sealed the token) must not share it, or the current token would be taken for a
+/// lost answer's retry and refused `replayed` once the user's starts again ran out.
+#[test]
+fn the_current_token_continues_however_soon_it_comes() {
+    let case = Case {
+        limit: 1,
+        threshold: 0,
+        upper_tolerance: 10,
+        strategy: RejectStrategy::LeastRecent,
+        honest: 1,
+        replayers: 0,
+        replayer_starts: Vec::new(),
+        actions: Vec::new(),
+        lost: vec![false],
+    };
+    let mut server = Server {
+        policy: PlaybackPolicy::default(),
+        stored: UserSessions::default(),
+        trace: Vec::new(),
+    };
+    let mut held = Held {
+        data: backend_token(&case, 0),
+        playback: "device".to_owned(),
+    };
+    let mut answered = Vec::new();
+    for _ in 0..12 {
+        // Every heartbeat at the same millisecond.
+        let next = server.heartbeat(1, &held);
+        let next = next.unwrap_or_else(|reason| panic!("{reason:?}: {:#?}", server.trace));
+        answered.push(next.data.timestamp.unwrap());
+        held = next;
+    }
+    assert!(
+        answered.windows(2).all(|pair| pair[0] < pair[1]),
+        "{answered:?}"
+    );
+    // A token the playback moved past (not the last one presented, which would be a
+    // lost answer's retry) is still behind it.
+    let mut stale = held.clone();
+    stale.data.timestamp = Some(answered[answered.len() - 3]);
+    assert_eq!(
+        server.heartbeat(1, &stale).unwrap_err(),
+        RejectReason::Replayed
+    );
+}

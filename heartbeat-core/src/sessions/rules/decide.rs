@@ -57,8 +57,9 @@ pub fn decide(
 ) -> Decision {
     let (mut kept, mut write) = expire(policy, now, token, stored);
     let session_id = token.session_id.as_deref().unwrap_or(playback_id);
+    let answered = answer_time(now, token);
     let placed = presented(policy, now, token, &kept, session_id).and_then(|placed| {
-        let mut record = accepted_record(now, token, placed, progress);
+        let mut record = accepted_record(now, answered, token, placed, progress);
         // Report-only limits (SPEC §3.8): the refusal they would make is reported, and
         // the heartbeat accepted as if they allowed it.
         let would_refuse = match check_placed(policy, &kept, token, session_id, placed, &record) {
@@ -99,7 +100,7 @@ pub fn decide(
     let session_id = session_id.to_owned();
     let mut token_data = token.clone();
     token_data.session_id = Some(session_id.clone());
-    token_data.timestamp = Some(now);
+    token_data.timestamp = Some(answered);
     token_data.started_at = record.started_at;
 
     if let Some(previous) = replaces {
@@ -184,6 +185,20 @@ fn check_placed(
     check_session_limit(&after, token, Some(session_id), false)
 }
 
+/// The `timestamp` of the answer to `token` at `now`: now, or a millisecond after the
+/// session token it answers when that is not earlier (an answer in the same millisecond,
+/// or an instance whose clock is behind). A token is known by its timestamp (SPEC §3.2),
+/// so the answer must never share the one of the token it answers: that token, presented
+/// again, is a retry of a lost answer; the answer is the current token.
+fn answer_time(now: Timestamp, token: &HeartbeatData) -> Timestamp {
+    token
+        .session_id
+        .as_ref()
+        .and(token.timestamp)
+        .filter(|&presented| presented >= now)
+        .map_or(now, |presented| presented.add_millis(1))
+}
+
 /// The record an accepted heartbeat placed as `placed` writes.
 ///
 /// A continued session counts one more heartbeat. A playback's first session starts at
@@ -192,6 +207,7 @@ fn check_placed(
 /// now), and marks when the user last started a playback again (`restarted_at`).
 fn accepted_record(
     now: Timestamp,
+    answered: Timestamp,
     token: &HeartbeatData,
     placed: Presented<'_>,
     progress: Option<f64>,
@@ -235,9 +251,9 @@ fn accepted_record(
     let presented_key = token.session_id.as_ref().and(token.timestamp);
     let first_answered = previous
         .filter(|previous| previous.token == presented_key)
-        .map_or(now, |previous| previous.first);
+        .map_or(answered, |previous| previous.first);
     SessionRecord {
-        timestamp: now,
+        timestamp: answered,
         hit_counter,
         started_at: Some(started_at),
         asset_id: Some(token.asset_id.clone()),
@@ -250,7 +266,7 @@ fn accepted_record(
         device_family: token.device_family.clone(),
         previous: Some(AnsweredToken {
             token: presented_key,
-            answered: now,
+            answered,
             first: first_answered,
         }),
         restarted_at,
