@@ -349,3 +349,26 @@ fn v3_payloads_cannot_shadow_a_known_field() {
     assert_eq!(json.extra["reject_strategy"], "SOMETIMES");
     assert_eq!(codec.open(&codec.seal(&json).unwrap()).unwrap(), json);
 }
+
+/// A `v2.` backend token with its key id taken out still opens (as tokens sealed before
+/// key ids do), and names the same playback: stripping the id must not start a second
+/// one (a second `checking_threshold` grace, outside the restart budget).
+#[test]
+fn a_v2_token_without_its_key_id_names_the_same_playback() {
+    let codec = TokenCodec::new("k").unwrap();
+    let token = codec.seal(&data()).unwrap();
+    let (_, body) = token[3..].split_once('.').unwrap();
+    let keyless = format!("v2.{body}");
+    let opened = codec.open(&keyless).unwrap();
+    assert_eq!(opened, data());
+    assert_eq!(
+        codec.token_session_id(&keyless, &opened),
+        codec.token_session_id(&token, &data())
+    );
+    // Another token's playback is another.
+    let other = codec.seal(&data()).unwrap();
+    assert_ne!(
+        codec.token_session_id(&other, &data()),
+        codec.token_session_id(&token, &data())
+    );
+}

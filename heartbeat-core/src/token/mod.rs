@@ -287,7 +287,8 @@ impl TokenCodec {
     /// and its provenance; shaped as a UUID v4. Nobody without the key
     /// can tell it from a random one or guess it.
     pub fn token_session_id(&self, token: &str, data: &HeartbeatData) -> String {
-        self.session_ids.session_id(token, data.provenance)
+        self.session_ids
+            .session_id(token, data.provenance, self.current.sealed.id())
     }
 
     /// Opens a token to its JSON object, without checking it is heartbeat data (a `v3.`

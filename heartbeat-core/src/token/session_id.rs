@@ -5,7 +5,7 @@ use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{TokenFormat, legacy};
+use super::{TokenFormat, aead_body, legacy, sealed};
 use crate::Provenance;
 
 const HKDF_SALT: &[u8] = b"heartbeat backend session id";
@@ -31,8 +31,14 @@ impl SessionIdKey {
         }
     }
 
-    /// A UUID-v4-shaped id from HMAC(provenance ‖ canonical token).
-    pub(crate) fn session_id(&self, token: &str, provenance: Provenance) -> String {
+    /// A UUID-v4-shaped id from HMAC(provenance ‖ canonical token). `v2_key_id` is the
+    /// current key's id, which a `v2.` token sealed before key ids is read with.
+    pub(crate) fn session_id(
+        &self,
+        token: &str,
+        provenance: Provenance,
+        v2_key_id: &str,
+    ) -> String {
         let mut mac = self.mac.clone();
         mac.update(match provenance {
             Provenance::Authenticated => b"authenticated\0",
@@ -42,6 +48,19 @@ impl SessionIdKey {
             // Strict base64url without padding: one spelling per token. Its nonce (random
             // or from a nonce sequence: unique either way, and bound to the rest by the AEAD tag: only the key's holder makes another
             // token with it) names it: the prefix up to the nonce's end is hashed.
+            // A `v2.` token without its key id (as tokens were sealed before key ids) is
+            // the same token with the current key's: taking the id out must not start a
+            // second playback.
+            TokenFormat::Sealed
+                if let Some(body) = token
+                    .strip_prefix(sealed::PREFIX)
+                    .filter(|rest| aead_body::split_key_id(rest).is_none()) =>
+            {
+                mac.update(sealed::PREFIX.as_bytes());
+                mac.update(v2_key_id.as_bytes());
+                mac.update(b".");
+                mac.update(&body.as_bytes()[..NONCE_CHARS.min(body.len())]);
+            }
             TokenFormat::Sealed | TokenFormat::Backend | TokenFormat::Compact => {
                 let nonce_end = token
                     .rfind('.')
@@ -75,12 +94,15 @@ mod tests {
         let key = SessionIdKey::derive(b"k");
         let lower = format!("{}{}", "ab".repeat(32), "QUJD==");
         let upper = format!("{}{}", "AB".repeat(32), "QUJD");
-        let id = key.session_id(&lower, Provenance::Legacy);
-        assert_eq!(id, key.session_id(&upper, Provenance::Legacy));
-        assert_ne!(id, key.session_id(&lower, Provenance::Authenticated));
+        let id = key.session_id(&lower, Provenance::Legacy, "AAAA");
+        assert_eq!(id, key.session_id(&upper, Provenance::Legacy, "AAAA"));
         assert_ne!(
             id,
-            SessionIdKey::derive(b"other").session_id(&lower, Provenance::Legacy)
+            key.session_id(&lower, Provenance::Authenticated, "AAAA")
+        );
+        assert_ne!(
+            id,
+            SessionIdKey::derive(b"other").session_id(&lower, Provenance::Legacy, "AAAA")
         );
         assert_eq!(
             uuid::Uuid::parse_str(&id).map(|u| u.get_version_num()),
