@@ -60,7 +60,8 @@ export declare class HeartbeatError extends Error {
   readonly kind: "network" | "http" | "invalid_token" | "unreachable" | "protocol";
   readonly status?: number;
   readonly fatal: boolean;
-  /** A 406 on an authentic (`v2`, `b1`) token: `missing_field` or `invalid_field`. */
+  /** A 406 on an authentic (`v2`, `v3`, `b1`) token: `missing_field` or `invalid_field`;
+   * on any token whose answer would pass the token length limit: `too_large`. */
   readonly reason: string | null;
   /** With `reason`: the field of the token's data that is wrong. */
   readonly field: string | null;

@@ -32,7 +32,8 @@ export const RefusalReason = Object.freeze({
 
 /** An error handed to `onError`: `kind` says what failed, `fatal` whether it stopped;
  * for a 406 on an authentic token, `reason` (`missing_field`, `invalid_field`) and `field`
- * say what the backend put wrong in it. */
+ * say what the backend put wrong in it; `too_large` says its data are too large for the
+ * server to answer. */
 export class HeartbeatError extends Error {
   constructor(kind, message, { status, fatal = false, cause, reason, field } = {}) {
     super(message, cause === undefined ? undefined : { cause });
