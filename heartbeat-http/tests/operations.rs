@@ -431,9 +431,9 @@ fn an_invalid_value_names_the_variable_and_the_flag() {
         ),
         (
             "TOKEN_FORMAT",
-            "v3",
-            "invalid value 'v3' for TOKEN_FORMAT (--token-format): unknown token format `v3`: \
-             expected `v2`, `b1` or `legacy`",
+            "v9",
+            "invalid value 'v9' for TOKEN_FORMAT (--token-format): unknown token format `v9`: \
+             expected `v2`, `v3`, `b1` or `legacy`",
         ),
         (
             "GONE_GRACE_SECS",
