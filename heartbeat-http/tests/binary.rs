@@ -10,13 +10,13 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{SHARED_KEY, Sse, TestServer};
-use process::{command, free_port, terminate, wait_for_exit};
+use process::{OutputWithin, command, free_port, terminate, wait_for_exit};
 
 fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     command(dir)
         .envs(env.iter().copied())
         .args(args)
-        .output()
+        .output_within_20s()
         .unwrap()
 }
 

@@ -11,7 +11,7 @@ use std::process::Output;
 use common::{ADMIN_KEY, SHARED_KEY, TestServer};
 use heartbeat_core::{Id, Timestamp};
 use heartbeat_store_redis::testkit::{RedisServer, earlier, plain_client};
-use process::{BINARY, ServerProcess};
+use process::{BINARY, OutputWithin, ServerProcess};
 use reqwest::Method;
 
 const NS: &str = "mig:";
@@ -22,7 +22,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
         .arg("-p")
         .arg(port.to_string())
         .args(args)
-        .output()
+        .output_within_20s()
         .unwrap();
     assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
@@ -39,7 +39,7 @@ fn migrate(url: &str, args: &[&str]) -> Output {
         ])
         .arg("migrate-redis")
         .args(args)
-        .output()
+        .output_within_20s()
         .unwrap()
 }
 
@@ -156,7 +156,7 @@ fn migrate_redis_on_another_store_says_what_it_needs() {
         .env_clear()
         .envs([("STORAGE", "sled"), ("SHARED_KEY", SHARED_KEY)])
         .args(["migrate-redis"])
-        .output()
+        .output_within_20s()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -167,7 +167,7 @@ fn migrate_redis_on_another_store_says_what_it_needs() {
     let output = std::process::Command::new(BINARY)
         .env_clear()
         .args(["migrate-redis", "--scan-count", "0"])
-        .output()
+        .output_within_20s()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{ADMIN_KEY, SHARED_KEY, TestServer, codec, redis_store, serve, settings};
 use heartbeat_http::{Settings, server};
 use heartbeat_store_redis::testkit::RedisServer;
-use process::{BINARY, command, free_port, terminate, wait_for_exit};
+use process::{BINARY, OutputWithin, command, free_port, terminate, wait_for_exit};
 use serde_json::Value;
 
 /// The binary on sled in `dir` with `env` and `args`, its standard error in a file.
@@ -155,7 +155,10 @@ async fn text_logs_warn_once_about_a_short_shared_key_and_log_no_requests_by_def
 
 #[test]
 fn version_names_the_commit() {
-    let output = Command::new(BINARY).arg("--version").output().unwrap();
+    let output = Command::new(BINARY)
+        .arg("--version")
+        .output_within_20s()
+        .unwrap();
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
         text.starts_with(&format!(
@@ -176,7 +179,7 @@ fn an_unreachable_redis_is_one_clear_line_without_the_password() {
             ("REDIS_URL", url.as_str()),
             ("SHARED_KEY", SHARED_KEY),
         ])
-        .output()
+        .output_within_20s()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -346,7 +349,7 @@ fn a_key_equal_to_another_key_or_too_short_is_refused() {
         let output = command(dir.path())
             .env("SHARED_KEY", SHARED_KEY)
             .envs(envs)
-            .output()
+            .output_within_20s()
             .unwrap();
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(output.status.code(), Some(2), "{expected}: {stderr}");
@@ -403,7 +406,7 @@ fn token_format_b1_issues_b1_tokens() {
         let output = command(dir.path())
             .envs([("SHARED_KEY", SHARED_KEY), ("TOKEN_FORMAT", value)])
             .args(["issue-token", "--user", "1", "--asset", "2"])
-            .output()
+            .output_within_20s()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{value}");
         assert!(String::from_utf8(output.stdout).unwrap().starts_with("b1."));
@@ -448,7 +451,7 @@ fn an_invalid_value_names_the_variable_and_the_flag() {
     ] {
         let output = command(dir.path())
             .envs([("SHARED_KEY", SHARED_KEY), (env, value)])
-            .output()
+            .output_within_20s()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{env}");
         let stderr = String::from_utf8(output.stderr).unwrap();
@@ -492,7 +495,7 @@ fn the_compose_settings_pass_check_config() {
                 .map(|(name, value)| (name.as_str(), value.as_str())),
         )
         .arg("check-config")
-        .output()
+        .output_within_20s()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -524,7 +527,7 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
             ("SLED_PATH", "state/db"),
         ])
         .arg("check-config")
-        .output()
+        .output_within_20s()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert_eq!(output.status.code(), Some(0), "{stdout}");
@@ -557,7 +560,7 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
             ("CORS_ORIGINS", "https://a.example,http://localhost:5173"),
         ])
         .arg("check-config")
-        .output()
+        .output_within_20s()
         .unwrap();
     let (stdout, stderr) = (
         String::from_utf8(output.stdout).unwrap(),
@@ -578,7 +581,7 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
     let output = command(dir.path())
         .envs([("SHARED_KEY", SHARED_KEY), ("SLED_PATH", "file/db")])
         .arg("check-config")
-        .output()
+        .output_within_20s()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -595,7 +598,7 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
             ("REDIS_URL", url.as_str()),
         ])
         .arg("check-config")
-        .output()
+        .output_within_20s()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();

@@ -30,6 +30,36 @@ pub fn command(dir: &Path) -> Command {
     command
 }
 
+/// `Command::output` that cannot hang a test: the binary must exit within 20 s (a setting
+/// that should be refused and is not would start the server, which never exits).
+pub trait OutputWithin {
+    /// Runs the command to its end and returns what it printed, or fails the test.
+    fn output_within_20s(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within_20s(&mut self) -> std::io::Result<std::process::Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait()?.is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output()?;
+                panic!(
+                    "the binary did not exit within 20 s; stderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output()
+    }
+}
+
 /// Sends SIGTERM to `child`, as systemd and Docker stop a server.
 pub fn terminate(child: &Child) {
     let status = Command::new("kill")
