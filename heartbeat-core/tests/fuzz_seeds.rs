@@ -28,3 +28,11 @@ fn heartbeat_json_seeds() {
         heartbeat_core::internal::fuzz_heartbeat_json,
     );
 }
+
+#[test]
+fn compact_payload_seeds() {
+    replay(
+        "compact_payload",
+        heartbeat_core::internal::fuzz_compact_payload,
+    );
+}
