@@ -170,6 +170,29 @@ fn the_node_and_python_snippets_reproduce_the_vectors() {
     }
 }
 
+/// The `v3.` vectors are what `tools/vectors/v3_tokens.py` makes (Python's `cryptography`
+/// and a postcard encoder written from docs/spec.md), byte for byte: the independent
+/// implementation is run, not only trusted to have been run once.
+#[test]
+fn the_v3_vectors_are_what_the_python_script_makes() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(format!("{root}/tools/vectors/v3_tokens.py"))
+        .output()
+        .unwrap_or_else(|error| panic!("python3 (with `cryptography`) is needed: {error}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let committed: Value = serde_json::from_str(include_str!(
+        "../../heartbeat-core/tests/vectors/v3-tokens.json"
+    ))
+    .unwrap();
+    assert_eq!(made, committed);
+}
+
 /// Tokens minted by Node's `node:crypto` and Python's `cryptography` play, are listed to
 /// the user's other device and take over: they begin authenticated sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
