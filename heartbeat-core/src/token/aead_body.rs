@@ -6,40 +6,40 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::generic_array::typenum::Unsigned;
-use chacha20poly1305::aead::{Aead, AeadCore, Nonce, Payload};
+use chacha20poly1305::aead::{AeadInPlace, Nonce, Tag};
 
 use super::{Refusal, SealError, random_bytes};
 
 /// Seals `plaintext` with `associated_data` under `nonce` (the cipher's nonce size), and
-/// appends the body to `token`.
-pub(crate) fn seal_into<A: Aead + AeadCore>(
+/// appends the body to `token`. The raw bytes are sealed in place, in one buffer.
+pub(crate) fn seal_into<A: AeadInPlace>(
     cipher: &A,
     nonce: &[u8],
     plaintext: &[u8],
     associated_data: &[u8],
     token: &mut String,
 ) -> Result<(), SealError> {
-    let ciphertext = cipher
-        .encrypt(
+    let nonce_len = A::NonceSize::USIZE;
+    let mut raw = Vec::with_capacity(nonce_len + plaintext.len() + A::TagSize::USIZE);
+    raw.extend_from_slice(nonce);
+    raw.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(
             Nonce::<A>::from_slice(nonce),
-            Payload {
-                msg: plaintext,
-                aad: associated_data,
-            },
+            associated_data,
+            &mut raw[nonce_len..],
         )
         .map_err(|_| SealError::TooLarge {
             len: plaintext.len(),
         })?;
-    let mut raw = Vec::with_capacity(nonce.len() + ciphertext.len());
-    raw.extend_from_slice(nonce);
-    raw.extend_from_slice(&ciphertext);
-    token.reserve(raw.len().div_ceil(3) * 4);
+    raw.extend_from_slice(&tag);
+    token.reserve((raw.len() * 4).div_ceil(3));
     URL_SAFE_NO_PAD.encode_string(&raw, token);
     Ok(())
 }
 
 /// Seals under a fresh random nonce, appending the body to `token`.
-pub(crate) fn seal_random_into<A: Aead + AeadCore>(
+pub(crate) fn seal_random_into<A: AeadInPlace>(
     cipher: &A,
     plaintext: &[u8],
     associated_data: &[u8],
@@ -52,29 +52,32 @@ pub(crate) fn seal_random_into<A: Aead + AeadCore>(
     seal_into(cipher, nonce, plaintext, associated_data, token)
 }
 
-/// Opens a body: decodes it, checks its length, authenticates and decrypts it.
-pub(crate) fn open<A: Aead + AeadCore>(
+/// Opens a body: decodes it, checks its length, authenticates and decrypts it in place,
+/// and reads the plaintext with `parse`.
+pub(crate) fn open_with<A: AeadInPlace, T>(
     cipher: &A,
     body: &str,
     associated_data: &[u8],
-) -> Result<Vec<u8>, Refusal> {
-    let raw = URL_SAFE_NO_PAD
+    parse: impl FnOnce(&[u8]) -> Result<T, Refusal>,
+) -> Result<T, Refusal> {
+    let mut raw = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| Refusal::Malformed)?;
-    let nonce_len = A::NonceSize::USIZE;
-    if raw.len() < nonce_len + A::TagSize::USIZE {
+    let (nonce_len, tag_len) = (A::NonceSize::USIZE, A::TagSize::USIZE);
+    let Some(message_len) = raw.len().checked_sub(nonce_len + tag_len) else {
         return Err(Refusal::Malformed);
-    }
-    let (nonce, ciphertext) = raw.split_at(nonce_len);
+    };
+    let (nonce, rest) = raw.split_at_mut(nonce_len);
+    let (message, tag) = rest.split_at_mut(message_len);
     cipher
-        .decrypt(
+        .decrypt_in_place_detached(
             Nonce::<A>::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: associated_data,
-            },
+            associated_data,
+            message,
+            Tag::<A>::from_slice(tag),
         )
-        .map_err(|_| Refusal::Decryption)
+        .map_err(|_| Refusal::Decryption)?;
+    parse(message)
 }
 
 /// Characters of a key id (3 bytes in base64url).

@@ -114,6 +114,6 @@ impl CompactKey {
         body: &str,
         parse: impl Fn(&[u8]) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
-        parse(&aead_body::open(&self.cipher, body, ASSOCIATED_DATA)?)
+        aead_body::open_with(&self.cipher, body, ASSOCIATED_DATA, parse)
     }
 }
