@@ -85,7 +85,8 @@ impl From<CompactDataError> for Refusal {
     }
 }
 
-/// Parses plaintext as a JSON object. Used by both formats, after decryption, on every path.
+/// Parses plaintext as a JSON object. Used by every JSON format, after decryption, on every
+/// path.
 pub(super) fn parse_object(plaintext: &[u8]) -> Result<Map<String, Value>, Refusal> {
     match serde_json::from_slice::<Value>(plaintext) {
         Ok(Value::Object(object)) => Ok(object),
