@@ -7,6 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::generic_array::typenum::Unsigned;
 use chacha20poly1305::aead::{AeadInPlace, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
 
 use super::{Refusal, SealError, random_bytes};
 
@@ -78,6 +80,39 @@ pub(crate) fn open_with<A: AeadInPlace, T>(
         )
         .map_err(|_| Refusal::Decryption)?;
     parse(message)
+}
+
+/// HKDF-SHA256 of the shared key under `salt`, `N` bytes for `info`: how every key of
+/// `token/` but the legacy one (the AEAD keys, the key ids, the playback ids' HMAC key) is
+/// derived, once.
+pub(crate) fn derive<const N: usize>(shared_key: &[u8], salt: &[u8], info: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    // The keys and ids here are far below HKDF-SHA256's limit of 255 * 32 bytes: this
+    // cannot fail.
+    let _ = Hkdf::<Sha256>::new(Some(salt), shared_key).expand(info, &mut out);
+    out
+}
+
+/// The key id of the key derived under `salt`: 3 more HKDF bytes (`info`), as the
+/// [`KEY_ID_LEN`] base64url characters `v2.` and `v3.` tokens carry after their prefix.
+pub(crate) fn derive_key_id(shared_key: &[u8], salt: &[u8], info: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(derive::<3>(shared_key, salt, info))
+}
+
+/// The start of a token that names its key, `prefix ‖ key id ‖ "."`, with room for the
+/// body [`seal_into`] appends for a plaintext of `plaintext_len` bytes.
+pub(crate) fn keyed_token<A: AeadInPlace>(
+    prefix: &str,
+    key_id: &str,
+    plaintext_len: usize,
+) -> String {
+    let raw_len = A::NonceSize::USIZE + plaintext_len + A::TagSize::USIZE;
+    let mut token =
+        String::with_capacity(prefix.len() + key_id.len() + 1 + (raw_len * 4).div_ceil(3));
+    token.push_str(prefix);
+    token.push_str(key_id);
+    token.push('.');
+    token
 }
 
 /// Characters of a key id (3 bytes in base64url).

@@ -25,8 +25,6 @@
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::KeyInit;
-use hkdf::Hkdf;
-use sha2::Sha256;
 
 use std::sync::Arc;
 
@@ -56,9 +54,7 @@ impl BackendKey {
     /// Derives the AES-256-GCM key from the shared key (HKDF-SHA256, the salt and info
     /// above).
     pub fn derive(shared_key: &[u8]) -> Self {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes: this cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
+        let key = aead_body::derive::<32>(shared_key, HKDF_SALT, HKDF_INFO);
         Self {
             cipher: Aes256Gcm::new((&key).into()),
             nonces: Arc::new(NonceSequence::new()),

@@ -27,12 +27,8 @@
 
 use aes_gcm_siv::Aes256GcmSiv;
 use aes_gcm_siv::aead::KeyInit;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hkdf::Hkdf;
-use sha2::Sha256;
 
-use super::aead_body::{self, KEY_ID_LEN};
+use super::aead_body;
 use super::{Refusal, SealError};
 
 /// What every `v3` token starts with.
@@ -47,7 +43,6 @@ pub const HKDF_INFO: &[u8] = b"aes-256-gcm-siv key";
 pub const NONCE_LEN: usize = 12;
 /// HKDF-SHA256 info of the `v3` key id.
 pub const HKDF_INFO_KEY_ID: &[u8] = b"key id";
-const TAG_LEN: usize = 16;
 
 /// The `v3` key, derived once from the shared key.
 #[derive(Clone)]
@@ -59,15 +54,10 @@ pub struct CompactKey {
 impl CompactKey {
     /// Derives the key and key id from the shared key (HKDF-SHA256).
     pub fn derive(shared_key: &[u8]) -> Self {
-        let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key);
-        let mut key = [0u8; 32];
-        // 32 and 3 bytes are far below HKDF-SHA256's limit of 255 * 32: this cannot fail.
-        let _ = hkdf.expand(HKDF_INFO, &mut key);
-        let mut id = [0u8; 3];
-        let _ = hkdf.expand(HKDF_INFO_KEY_ID, &mut id);
+        let key = aead_body::derive::<32>(shared_key, HKDF_SALT, HKDF_INFO);
         Self {
             cipher: Aes256GcmSiv::new((&key).into()),
-            id: URL_SAFE_NO_PAD.encode(id),
+            id: aead_body::derive_key_id(shared_key, HKDF_SALT, HKDF_INFO_KEY_ID),
         }
     }
 
@@ -78,7 +68,7 @@ impl CompactKey {
 
     /// Seals a compact `payload` under a fresh random nonce, prefix included.
     pub fn seal(&self, payload: &[u8]) -> Result<String, SealError> {
-        let mut token = self.prefixed(payload.len());
+        let mut token = aead_body::keyed_token::<Aes256GcmSiv>(PREFIX, &self.id, payload.len());
         aead_body::seal_random_into(&self.cipher, payload, ASSOCIATED_DATA, &mut token)?;
         Ok(token)
     }
@@ -90,21 +80,9 @@ impl CompactKey {
         nonce: &[u8; NONCE_LEN],
         payload: &[u8],
     ) -> Result<String, SealError> {
-        let mut token = self.prefixed(payload.len());
+        let mut token = aead_body::keyed_token::<Aes256GcmSiv>(PREFIX, &self.id, payload.len());
         aead_body::seal_into(&self.cipher, nonce, payload, ASSOCIATED_DATA, &mut token)?;
         Ok(token)
-    }
-
-    /// The prefix and key id, in a string with room for the body of a payload of
-    /// `payload_len` bytes.
-    fn prefixed(&self, payload_len: usize) -> String {
-        let mut token = String::with_capacity(
-            PREFIX.len() + KEY_ID_LEN + 1 + (NONCE_LEN + payload_len + TAG_LEN).div_ceil(3) * 4,
-        );
-        token.push_str(PREFIX);
-        token.push_str(&self.id);
-        token.push('.');
-        token
     }
 
     /// Opens the body of a token (after its prefix and key id) and reads the payload with

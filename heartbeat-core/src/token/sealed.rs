@@ -16,22 +16,16 @@
 //! as many tokens as a busy fleet issues under one key (AES-GCM's 96-bit random nonces reach
 //! their safe limit of 2^32 tokens in a day at 50,000 heartbeats per second).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::KeyInit;
-use hkdf::Hkdf;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
-use super::aead_body::{self, KEY_ID_LEN, split_key_id};
+use super::aead_body::{self, split_key_id};
 use super::{Refusal, SealError, parse_object};
 
 /// What every `v2` token starts with.
 pub const PREFIX: &str = "v2.";
 const ASSOCIATED_DATA: &[u8] = b"v2";
-const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
 const HKDF_SALT: &[u8] = b"heartbeat token v2";
 const HKDF_INFO: &[u8] = b"xchacha20poly1305 key";
 const HKDF_INFO_KEY_ID: &[u8] = b"key id";
@@ -46,15 +40,10 @@ pub struct SealedKey {
 impl SealedKey {
     /// Derives the token key from the shared key (HKDF-SHA256).
     pub fn derive(shared_key: &[u8]) -> Self {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes: this cannot fail.
-        let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key);
-        let _ = hkdf.expand(HKDF_INFO, &mut key);
-        let mut id = [0u8; 3];
-        let _ = hkdf.expand(HKDF_INFO_KEY_ID, &mut id);
+        let key = aead_body::derive::<32>(shared_key, HKDF_SALT, HKDF_INFO);
         Self {
             cipher: XChaCha20Poly1305::new((&key).into()),
-            id: URL_SAFE_NO_PAD.encode(id),
+            id: aead_body::derive_key_id(shared_key, HKDF_SALT, HKDF_INFO_KEY_ID),
         }
     }
 
@@ -65,12 +54,8 @@ impl SealedKey {
 
     /// Seals `plaintext` under a fresh random nonce, prefix included.
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, SealError> {
-        let mut token = String::with_capacity(
-            PREFIX.len() + KEY_ID_LEN + 1 + (NONCE_LEN + plaintext.len() + TAG_LEN).div_ceil(3) * 4,
-        );
-        token.push_str(PREFIX);
-        token.push_str(&self.id);
-        token.push('.');
+        let mut token =
+            aead_body::keyed_token::<XChaCha20Poly1305>(PREFIX, &self.id, plaintext.len());
         aead_body::seal_random_into(&self.cipher, plaintext, ASSOCIATED_DATA, &mut token)?;
         Ok(token)
     }

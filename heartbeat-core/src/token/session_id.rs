@@ -1,7 +1,6 @@
 //! The id of the session a backend token begins (SPEC §3.2: a backend token presented
 //! again is the same playback).
 
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -22,9 +21,7 @@ pub(crate) struct SessionIdKey {
 
 impl SessionIdKey {
     pub(crate) fn derive(shared_key: &[u8]) -> Self {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(HKDF_SALT), shared_key).expand(HKDF_INFO, &mut key);
+        let key = aead_body::derive::<32>(shared_key, HKDF_SALT, HKDF_INFO);
         Self {
             // HMAC takes keys of any length: this cannot fail.
             mac: <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!()),
