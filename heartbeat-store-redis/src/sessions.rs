@@ -161,7 +161,6 @@ impl RedisStore {
         args.count(write.ended.len());
         args.count(limits.history_cap.max(1));
         args.count(usize::from(indexed));
-        args.count(retention);
         args.count(if indexed { index.finished.len() } else { 0 });
         Ok(args.into_args())
     }

@@ -1,13 +1,14 @@
 -- The whole commit of a heartbeat (scripts.rs, COMMIT_ALL). ARGV[1] holds the counts,
--- space-separated (one argument instead of twelve: each argument costs the client an
+-- space-separated (one argument instead of eleven: each argument costs the client an
 -- allocation and a frame): n removals upserts keep retention progress node ended cap
--- indexed ttl moves. The strings they count follow, in this order.
+-- indexed moves. The strings they count follow, in this order. `retention` (ms) is also
+-- the indexes' TTL.
 local h = {}
 for v in string.gmatch(ARGV[1], '%d+') do h[#h + 1] = v end
 local n, removals, upserts = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 local keep, retention = h[4], h[5]
 local progress, node, ended, cap = tonumber(h[6]), tonumber(h[7]), tonumber(h[8]), tonumber(h[9])
-local indexed, ttl, moves = tonumber(h[10]), h[11], tonumber(h[12])
+local indexed, moves = tonumber(h[10]), tonumber(h[11])
 local hash = KEYS[1]
 -- Unchanged since it was loaded: the same n fields with the same values, read with one
 -- command (not HLEN and one HGET per field).
@@ -55,7 +56,7 @@ local finished, refusals = KEYS[4], KEYS[5]
 local refusal, keep_from = ARGV[i + 2 * moves], ARGV[i + 2 * moves + 1]
 local function added(key)
   if keep_from ~= '' then redis.call('ZREMRANGEBYLEX', key, '-', '(' .. keep_from) end
-  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', key, retention)
 end
 for _ = 1, moves do
   if ARGV[i] ~= '' then redis.call('ZREM', finished, ARGV[i]) end
