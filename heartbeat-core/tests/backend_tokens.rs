@@ -3,28 +3,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod vector_files;
+
 use heartbeat_core::token::backend::BackendKey;
 use heartbeat_core::{HeartbeatData, Provenance, TokenCodec, TokenFormat};
 use serde_json::Value;
+use vector_files::text;
 
 fn vectors() -> Value {
     serde_json::from_str(include_str!("vectors/backend-tokens.json")).unwrap()
 }
 
-fn text<'a>(vector: &'a Value, name: &str) -> &'a str {
-    vector[name].as_str().unwrap()
-}
-
 /// `made_by` names the script that made the vectors, which the repository ships.
 #[test]
 fn the_script_that_made_the_vectors_exists() {
-    let made_by = text(&vectors(), "made_by").to_owned();
-    let script = made_by.rsplit(", ").next().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(
-        root.join(script).is_file(),
-        "{script} (made_by) is not in the repository"
-    );
+    vector_files::assert_maker_ships(&vectors());
 }
 
 #[test]

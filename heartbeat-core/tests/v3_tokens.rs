@@ -4,28 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod vector_files;
+
 use heartbeat_core::token::compact::CompactKey;
 use heartbeat_core::{HeartbeatData, TokenCodec, TokenFormat};
 use serde_json::Value;
+use vector_files::text;
 
 fn vectors() -> Value {
     serde_json::from_str(include_str!("vectors/v3-tokens.json")).unwrap()
 }
 
-fn text<'a>(vector: &'a Value, name: &str) -> &'a str {
-    vector[name].as_str().unwrap()
-}
-
 /// `made_by` names the script that made the vectors, which the repository ships.
 #[test]
 fn the_script_that_made_the_vectors_exists() {
-    let made_by = text(&vectors(), "made_by").to_owned();
-    let script = made_by.rsplit(", ").next().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    assert!(
-        root.join(script).is_file(),
-        "{script} is not in the repository"
-    );
+    vector_files::assert_maker_ships(&vectors());
 }
 
 #[test]
