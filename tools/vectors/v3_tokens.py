@@ -7,6 +7,7 @@ docs/spec.md ("The v3 server token"): an implementation independent of the Rust 
     python3 tools/vectors/v3_tokens.py > heartbeat-core/tests/vectors/v3-tokens.json
 """
 import base64
+import datetime
 import json
 import struct
 
@@ -118,19 +119,6 @@ CASES = [
             "sessions_edge": 12,
             "device": "Living-room TV",
         },
-        {
-            "user_id": 13,
-            "asset_id": "movie/14",
-            "session_id": "3f7c2a2e-54a4-4c5e-9a51-0c1d2b3e4f50",
-            "heartbeat_cycle": 30,
-            "cycle_upper_tolerance": 10,
-            "timestamp": "2025-12-07T12:00:00.000Z",
-            "started_at": "2025-12-07T11:59:30.000Z",
-            "session_limit": 2,
-            "checking_threshold": 1,
-            "sessions_edge": 12,
-            "device": "Living-room TV",
-        },
     ),
     (
         "a legacy-begun session with every other field",
@@ -153,30 +141,41 @@ CASES = [
             "legacy": True,
             "extra": '{"tenant":"acme"}',
         },
-        {
-            "user_id": -7,
-            "asset_id": 123456789012,
-            "session_id": "s",
-            "heartbeat_cycle": 2.5,
-            "cycle_lower_tolerance": 0.25,
-            "cycle_upper_tolerance": 0.8,
-            "reject_strategy": "MOST_RECENT",
-            "timestamp": "0000-01-01T00:00:00.000Z",
-            "session_limit": 0,
-            "device_family": "tv",
-            "family_limits": {"mobile": 1, "tv": 4294967295},
-            "asset_limit": 300,
-            "enforce": False,
-            "provenance": "legacy",
-            "tenant": "acme",
-        },
     ),
 ]
 
 
+def iso(millis):
+    """An instant as the server writes it: ISO 8601 in UTC with milliseconds. Python's
+    dates start at the year 1, so an instant in the year 0 is dated 400 years later (the
+    Gregorian calendar repeats every 400 years: 146,097 days) and the year put back."""
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    years = 400 if millis < -62_135_596_800_000 else 0
+    at = epoch + (datetime.timedelta(milliseconds=millis, days=146_097 * years // 400))
+    return f"{at.year - years:04d}-{at:%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
+
+
+def data_of(fields):
+    """The heartbeat data (as JSON) that `fields`, the payload's input, encode."""
+    data = {}
+    for name, value in fields.items():
+        if name in ("timestamp_ms", "started_at_ms"):
+            data[name.removesuffix("_ms")] = iso(value)
+        elif name == "family_limits":
+            data[name] = dict(value)
+        elif name == "legacy":
+            if value:
+                data["provenance"] = "legacy"
+        elif name == "extra":
+            data.update(json.loads(value))
+        else:
+            data[name] = value
+    return data
+
+
 def main():
     tokens = []
-    for name, shared_key, nonce_hex, fields, data in CASES:
+    for name, shared_key, nonce_hex, fields in CASES:
         plaintext = payload(fields)
         key_hex, key_id, token = seal(shared_key, bytes.fromhex(nonce_hex), plaintext)
         tokens.append(
@@ -187,7 +186,7 @@ def main():
                 "key_id": key_id,
                 "nonce_hex": nonce_hex,
                 "payload_hex": plaintext.hex(),
-                "data": data,
+                "data": data_of(fields),
                 "token": token,
             }
         )
