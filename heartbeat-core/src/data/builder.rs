@@ -189,10 +189,7 @@ impl HeartbeatDataBuilder {
             (Field::UserId, &self.user_id),
             (Field::AssetId, &self.asset_id),
         ] {
-            Id::from_json(&id.to_json()).map_err(|expected| DataError::Invalid {
-                field: field.name(),
-                expected,
-            })?;
+            Id::from_json(&id.to_json()).map_err(wire::invalid(field))?;
         }
         for (field, label, max_chars) in [
             (Field::Device, &self.device, MAX_DEVICE_LEN),

@@ -76,7 +76,7 @@ impl<'a> CompactId<'a> {
     fn read(self, field: Field) -> Result<Id, DataError> {
         match self {
             CompactId::Int(n) => Ok(Id::Int(n)),
-            CompactId::Str(text) => wire::id_text(field, text),
+            CompactId::Str(text) => Id::from_text(text).map_err(wire::invalid(field)),
         }
     }
 }

@@ -530,10 +530,7 @@ impl Fields<'_, '_> {
             RawValue::Text(text) => Id::from_text(text),
             RawValue::Other(value) => Id::from_json(value),
         }
-        .map_err(|expected| DataError::Invalid {
-            field: field.name(),
-            expected,
-        })
+        .map_err(invalid(field))
     }
 
     fn session_id(&self) -> Result<Option<String>, DataError> {
@@ -726,12 +723,12 @@ pub(super) fn cycle(cycle: Seconds) -> Result<Seconds, DataError> {
     }
 }
 
-/// An id of `field`, given as text.
-pub(super) fn id_text(field: Field, text: &str) -> Result<Id, DataError> {
-    Id::from_text(text).map_err(|expected| DataError::Invalid {
+/// The error of `field` when its value is not what `expected` says.
+pub(super) fn invalid(field: Field) -> impl FnOnce(&'static str) -> DataError {
+    move |expected| DataError::Invalid {
         field: field.name(),
         expected,
-    })
+    }
 }
 
 /// `family_limits`: an object of at most [`MAX_FAMILIES`] device families (each a valid
