@@ -63,7 +63,6 @@ pub(crate) fn newest_first<T: PartialEq>(
 
 /// The arguments of `lua/commit_all.lua`: the counts, written into one argument, and the
 /// strings they count, in the script's order.
-#[derive(Default)]
 struct CommitArgs {
     counts: String,
     strings: Vec<String>,
@@ -127,25 +126,20 @@ impl RedisStore {
         let indexed = !index.finished.is_empty() || index.refusal.is_some();
         if indexed {
             for step in &index.finished {
-                strings.push(
-                    step.from
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                );
-                strings.push(step.to.to_string());
+                strings.push(step.from.as_ref().map_or("", IndexKey::as_str).to_owned());
+                strings.push(step.to.as_str().to_owned());
             }
             strings.push(
                 index
                     .refusal
                     .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                    .map_or("", IndexKey::as_str)
+                    .to_owned(),
             );
             // The entries past the retention are dropped only every few thousand commits:
             // a trim costs a range operation, and the entries are few.
             strings.push(if self.inner.index_trims.sweep_now() {
-                index.keep_from.to_string()
+                index.keep_from.as_str().to_owned()
             } else {
                 String::new()
             });
