@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             sessions::a_node_record_expires_alike_everywhere,
             sessions::rejected_heartbeat_writes_nothing,
             sessions::progress_is_recorded_per_asset,
+            sessions::progress_of_many_assets_is_each_the_last_report,
             sessions::numeric_and_text_ids_are_one_user,
             sessions::stop_frees_the_slot_at_once,
             sessions::evict_removes_one_session,

@@ -56,8 +56,16 @@ pub(crate) fn sessions(user: &Id) -> Vec<u8> {
     id_part(vec![SESSIONS], user)
 }
 
-pub(crate) fn progress(user: &Id, asset: &Id) -> Vec<u8> {
-    id_part(id_part(vec![PROGRESS], user), asset)
+/// The progress key of `asset` (its id's text) for `user`.
+pub(crate) fn progress(user: &Id, asset: &str) -> Vec<u8> {
+    with_part(id_part(vec![PROGRESS], user), asset.as_bytes())
+}
+
+/// The progress key of `asset` for the user whose sessions key is `sessions_key`.
+pub(crate) fn progress_beside(sessions_key: &[u8], asset: &str) -> Vec<u8> {
+    let mut key = vec![PROGRESS];
+    key.extend_from_slice(sessions_key.get(1..).unwrap_or_default());
+    with_part(key, asset.as_bytes())
 }
 
 pub(crate) fn history(user: &Id) -> Vec<u8> {
@@ -130,9 +138,13 @@ mod tests {
 
     #[test]
     fn length_prefixes_keep_ids_apart() {
-        let a = progress(&Id::Str("ab".into()), &Id::Str("c".into()));
-        let b = progress(&Id::Str("a".into()), &Id::Str("bc".into()));
+        let a = progress(&Id::Str("ab".into()), "c");
+        let b = progress(&Id::Str("a".into()), "bc");
         assert_ne!(a, b);
+        assert_eq!(
+            progress_beside(&sessions(&Id::Int(13)), "c"),
+            progress(&Id::Int(13), "c")
+        );
         assert_eq!(sessions(&Id::Int(13)), sessions(&Id::Str("13".into())));
     }
 }

@@ -30,14 +30,18 @@
 //!
 //! The database belongs to one process (a lock file refuses a second one). Within it, a
 //! commit takes a lock striped by user (or job, or owner), never one lock for everyone,
-//! compares the version and writes its keys one by one (sled's multi-key batches take a
-//! process-wide lock, so they are not used). Progress and history are written before the
-//! session set, so a crash in the middle of an unacknowledged write never loses history.
+//! and compares the version. A user's sessions are versioned by the commits of their
+//! stripe in this process (a counter, so the compare reads nothing from the tree; a
+//! commit of another user of the stripe in between costs a retry, never a wrong write).
+//! A heartbeat is two tree operations: the load's get and one atomic batch holding the
+//! user's record (sessions, and the progress of the assets played lately), the history
+//! when sessions end and the analytics index moves. A crash leaves all of it or none.
+//! sled applies a batch under a process-wide lock, held for the batch's few keys.
 //!
 //! # Retention
 //!
 //! A user's sessions are kept until their longest possible life has passed; progress and
-//! history until [`Retention::retention_secs`](heartbeat_core::sessions::Retention) after their
+//! history (and a user's record while it holds progress) until [`Retention::retention_secs`](heartbeat_core::sessions::Retention) after their
 //! last write. Expired entries read as absent and are removed by a sweep every 4096 commits
 //! that looks at the next 8192 keys (so its cost does not grow with the database), or all
 //! at once by [`SledStore::sweep`]. Jobs are kept; each owner keeps the newest
@@ -49,6 +53,7 @@ mod group_commit;
 mod jobs;
 mod keys;
 mod open;
+mod recent_progress;
 mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +67,7 @@ use heartbeat_core::store::kit::{self, SweepCadence};
 use crate::group_commit::GroupCommit;
 
 pub use open::OpenError;
+pub use sessions::SessionsVersion;
 
 pub use heartbeat_core::jobs::DEFAULT_EVENT_HISTORY;
 
@@ -105,8 +111,8 @@ impl SledConfig {
 
 /// Keys one periodic sweep looks at (it goes on from there the next time).
 const SWEEP_BUDGET: usize = 8192;
-/// Independent locks that keys are spread over.
-const STRIPES: usize = 256;
+/// Independent locks (and session commit counters) that keys are spread over.
+const STRIPES: usize = 1024;
 
 struct Inner {
     db: sled::Db,
@@ -116,6 +122,8 @@ struct Inner {
     event_history: usize,
     /// Serialises a compare with its write, per key stripe.
     stripes: Vec<Mutex<()>>,
+    /// Session commits so far, per key stripe: the version a user's sessions load at.
+    session_commits: Vec<std::sync::atomic::AtomicU64>,
     /// Serialises an owner's event publication with its delivery, per key stripe.
     publish_stripes: Vec<tokio::sync::Mutex<()>>,
     flushes: GroupCommit,
@@ -165,6 +173,9 @@ impl SledStore {
                 sync_writes: config.sync_writes,
                 event_history: config.event_history.max(1),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                session_commits: (0..STRIPES)
+                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .collect(),
                 publish_stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 flushes: GroupCommit::default(),
                 live: Fanout::new(),
@@ -198,6 +209,11 @@ impl SledStore {
         self.inner.stripes[stripe_of(key)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session commits so far of `key`'s stripe (see [`SessionsVersion`]).
+    fn session_commits(&self, key: &[u8]) -> &std::sync::atomic::AtomicU64 {
+        &self.inner.session_commits[stripe_of(key)]
     }
 
     /// Flushes (shared with concurrent writers) if writes are synchronous.

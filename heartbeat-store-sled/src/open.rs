@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use crate::SledConfig;
 use crate::keys::META_FORMAT;
 
-/// The format marker written into every database this crate creates.
-const FORMAT: &[u8] = b"heartbeat-sled/1";
+/// The format marker written into every database this crate creates or opens: layout 2
+/// keeps the progress of the assets a user played lately in the user's record.
+const FORMAT: &[u8] = b"heartbeat-sled/2";
+/// Layout 1 (builds before layout 2): every progress entry under its own key. Its data
+/// reads as layout 2 as it is, so opening it only rewrites the marker; builds of layout 1
+/// then refuse the database by its marker instead of reading stale progress.
+const LAYOUT_1: &[u8] = b"heartbeat-sled/1";
 /// The lock file inside the database directory.
 const LOCK_FILE: &str = "heartbeat.lock";
 /// The tree holding everything.
@@ -126,6 +131,11 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
         .map_err(|source| damaged(path, source))?
     {
         Some(format) if format == FORMAT => {}
+        Some(format) if format == LAYOUT_1 => {
+            tree.insert(META_FORMAT, FORMAT)
+                .map_err(|source| damaged(path, source))?;
+            db.flush().map_err(|source| damaged(path, source))?;
+        }
         Some(other) => {
             return Err(not_a_database(&format!(
                 "it was written by an unknown format `{}`",

@@ -1,7 +1,9 @@
-//! [`SessionStore`] on sled: one value per user's session set, per (user, asset) progress
-//! and per user history, each with its expiry time.
+//! [`SessionStore`] on sled: one record per user (the session set, and the progress of
+//! the assets played lately: [`RecentProgress`]), progress of other assets under its own
+//! key per (user, asset), and one history per user, each with its expiry time.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 
 use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
@@ -13,14 +15,18 @@ use heartbeat_core::store::{Commit, StoreHealth};
 use heartbeat_core::{
     Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
 };
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use crate::recent_progress::{Left, RecentProgress};
 use crate::{SledStore, encode, keys, sled_error};
 
+/// A user's record. Layout 1 wrote a `version` beside the sessions, which is ignored.
 #[derive(Serialize, Deserialize)]
-struct VersionedSessions<S> {
-    version: u64,
+struct UserRecord<S> {
     sessions: S,
+    #[serde(default, skip_serializing_if = "RecentProgress::is_empty")]
+    progress: RecentProgress,
 }
 
 #[derive(Deserialize)]
@@ -28,10 +34,14 @@ struct ExpiresAt {
     expires_at: i64,
 }
 
-/// The version of a stored session set, read without building its sessions.
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
+/// What a user's sessions were loaded at, for [`SessionStore::commit`] on a
+/// [`SledStore`]: the commits of the user's key stripe so far in this process (the
+/// database belongs to one process, so a commit that finds the count unchanged knows the
+/// record is as loaded) and the record's progress part, which the commit rewrites.
+#[derive(Debug, Clone)]
+pub struct SessionsVersion {
+    commits: u64,
+    progress: RecentProgress,
 }
 
 impl SledStore {
@@ -41,47 +51,67 @@ impl SledStore {
         key: &[u8],
         now: i64,
     ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .read_stored(what, key)?
+            .and_then(|kept: Kept<T>| kept.into_live(now)))
+    }
+
+    /// A stored value with its expiry, live or not.
+    fn read_stored<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        key: &[u8],
+    ) -> Result<Option<Kept<T>>, StoreError> {
         let Some(bytes) = self.inner.tree.get(key).map_err(sled_error)? else {
             return Ok(None);
         };
-        let kept: Kept<T> = decode(what, &bytes)?;
-        Ok(kept.into_live(now))
-    }
-
-    fn read_sessions(
-        &self,
-        key: &[u8],
-        now: i64,
-    ) -> Result<Option<VersionedSessions<BTreeMap<String, SessionRecord>>>, StoreError> {
-        self.read_kept("a user's sessions", key, now)
+        decode(what, &bytes).map(Some)
     }
 
     fn apply_commit(
         &self,
         user: &Id,
-        version: u64,
+        version: &SessionsVersion,
         write: &SessionWrite,
         limits: &Retention,
     ) -> Result<Commit, StoreError> {
         let key = keys::sessions(user);
         let now = now_millis();
         let _user = self.stripe(&key);
-        let current = self
-            .read_kept::<VersionOnly>("a user's sessions", &key, now)?
-            .map_or(0, |stored| stored.version);
-        if current != version {
+        let commits = self.session_commits(&key);
+        if commits.load(Ordering::Acquire) != version.commits {
             return Ok(Commit::Conflict);
         }
-        // Single-key writes only: sled batches take a process-wide lock. The user's stripe
-        // lock makes the sequence atomic for other writers; progress and history go first,
-        // so a crash in between (before the write was acknowledged) loses no history.
-        let tree = &self.inner.tree;
+        let batch = self.commit_batch(user, key, version, write, limits, now)?;
+        let applied = self.inner.tree.apply_batch(batch).map_err(sled_error);
+        // Counted even if it failed: a load from before cannot tell what it left.
+        commits.fetch_add(1, Ordering::Release);
+        applied?;
+        Ok(Commit::Applied)
+    }
+
+    /// Everything one commit writes, for one atomic batch.
+    fn commit_batch(
+        &self,
+        user: &Id,
+        key: Vec<u8>,
+        version: &SessionsVersion,
+        write: &SessionWrite,
+        limits: &Retention,
+        now: i64,
+    ) -> Result<sled::Batch, StoreError> {
+        let mut batch = sled::Batch::default();
         let retention = limits.retention_millis();
-        if let Some((asset, progress)) = &write.progress {
-            let stored = Kept::for_millis(progress, now, retention);
-            tree.insert(keys::progress(user, asset), encode(&stored)?)
-                .map_err(sled_error)?;
-        }
+        let mut progress = version.progress.clone();
+        let left = match &write.progress {
+            Some((asset, record)) => progress.record(
+                asset.to_string(),
+                Kept::for_millis(record.clone(), now, retention),
+                now,
+            ),
+            None => progress.drop_expired(now),
+        };
+        Self::follow(&mut batch, &left, |asset| keys::progress(user, asset))?;
         if !write.ended.is_empty() {
             let key = keys::history(user);
             let mut history: VecDeque<PlayRecord> = self
@@ -89,41 +119,80 @@ impl SledStore {
                 .unwrap_or_default();
             prepend_history(&mut history, &write.ended, limits.history_cap);
             let stored = Kept::for_millis(history, now, retention);
-            tree.insert(key, encode(&stored)?).map_err(sled_error)?;
+            batch.insert(key, encode(&stored)?);
         }
-        self.apply_index(&write.index)?;
-        if write.sessions.sessions.is_empty() {
-            tree.remove(key).map_err(sled_error)?;
+        index_changes(&mut batch, &write.index);
+        if write.sessions.sessions.is_empty() && progress.is_empty() {
+            batch.remove(key);
         } else {
-            let sessions = VersionedSessions {
-                version: self.next_version()?,
+            let expires_at = now
+                .saturating_add(write.keep_millis.max(0))
+                .max(progress.last_expiry().unwrap_or(i64::MIN));
+            let record = UserRecord {
                 sessions: &write.sessions.sessions,
+                progress,
             };
-            let stored = Kept::for_millis(sessions, now, write.keep_millis);
-            tree.insert(key, encode(&stored)?).map_err(sled_error)?;
+            batch.insert(
+                key,
+                encode(&Kept {
+                    expires_at,
+                    value: record,
+                })?,
+            );
         }
-        Ok(Commit::Applied)
+        Ok(batch)
+    }
+
+    /// Makes the own keys of the assets that `left` a user's record follow: the moved ones
+    /// written, the expired ones removed.
+    fn follow(
+        batch: &mut sled::Batch,
+        left: &Left,
+        key_of: impl Fn(&str) -> Vec<u8>,
+    ) -> Result<(), StoreError> {
+        for (asset, kept) in &left.moved {
+            batch.insert(key_of(asset), encode(kept)?);
+        }
+        for asset in &left.expired {
+            batch.remove(key_of(asset));
+        }
+        Ok(())
+    }
+
+    /// Removes a user's record that expired (`value`, read a moment ago) and the own
+    /// progress keys of the assets it held, which are older than its entries and expired
+    /// with them; `false` when the record was rewritten meanwhile.
+    fn remove_expired_user(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        let _user = self.stripe(key);
+        let tree = &self.inner.tree;
+        if tree.get(key).map_err(sled_error)?.as_deref() != Some(value) {
+            return Ok(false);
+        }
+        let progress = serde_json::from_slice::<Kept<UserRecord<IgnoredAny>>>(value)
+            .map(|record| record.value.progress)
+            .unwrap_or_default();
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        for asset in progress.assets() {
+            batch.remove(keys::progress_beside(key, asset));
+        }
+        let removed = tree.apply_batch(batch).map_err(sled_error);
+        self.session_commits(key).fetch_add(1, Ordering::Release);
+        removed.map(|()| true)
     }
 }
 
-impl SledStore {
-    /// Moves the finished index's entries and adds the refusal. What is past the retention
-    /// is dropped by the periodic sweep ([`drop_index_before`]).
-    fn apply_index(&self, write: &IndexWrite) -> Result<(), StoreError> {
-        let tree = &self.inner.tree;
-        for step in &write.finished {
-            if let Some(from) = &step.from {
-                tree.remove(keys::index(Index::Finished, from))
-                    .map_err(sled_error)?;
-            }
-            tree.insert(keys::index(Index::Finished, &step.to), &[])
-                .map_err(sled_error)?;
+/// The finished index's moves and the refusal, into `batch`. What is past the retention
+/// is dropped by the periodic sweep ([`drop_index_before`]).
+fn index_changes(batch: &mut sled::Batch, write: &IndexWrite) {
+    for step in &write.finished {
+        if let Some(from) = &step.from {
+            batch.remove(keys::index(Index::Finished, from));
         }
-        if let Some(refusal) = &write.refusal {
-            tree.insert(keys::index(Index::Refusals, refusal), &[])
-                .map_err(sled_error)?;
-        }
-        Ok(())
+        batch.insert(keys::index(Index::Finished, &step.to), &[]);
+    }
+    if let Some(refusal) = &write.refusal {
+        batch.insert(keys::index(Index::Refusals, refusal), &[]);
     }
 }
 
@@ -142,18 +211,25 @@ pub(crate) fn drop_index_before(store: &SledStore, keep_from: &IndexKey) -> Resu
 
 /// Removes `key` if `value` has expired; a value rewritten meanwhile is left alone.
 fn remove_if_expired(
-    tree: &sled::Tree,
+    store: &SledStore,
     key: &[u8],
     value: &[u8],
     now: i64,
 ) -> Result<bool, StoreError> {
     let expired =
         serde_json::from_slice::<ExpiresAt>(value).is_ok_and(|kept| kept.expires_at <= now);
-    Ok(expired
-        && tree
-            .compare_and_swap(key, Some(value), None::<&[u8]>)
-            .map_err(sled_error)?
-            .is_ok())
+    if !expired {
+        return Ok(false);
+    }
+    if key.starts_with(keys::SESSIONS_PREFIX) {
+        return store.remove_expired_user(key, value);
+    }
+    Ok(store
+        .inner
+        .tree
+        .compare_and_swap(key, Some(value), None::<&[u8]>)
+        .map_err(sled_error)?
+        .is_ok())
 }
 
 /// The key prefixes whose values carry an expiry time.
@@ -175,7 +251,7 @@ pub(crate) fn sweep(store: &SledStore) -> Result<usize, StoreError> {
     for prefix in EXPIRING {
         for entry in tree.scan_prefix(prefix) {
             let (key, value) = entry.map_err(sled_error)?;
-            removed += usize::from(remove_if_expired(tree, &key, &value, now)?);
+            removed += usize::from(remove_if_expired(store, &key, &value, now)?);
         }
     }
     Ok(removed)
@@ -200,7 +276,7 @@ pub(crate) fn sweep_some(store: &SledStore, budget: usize) -> Result<usize, Stor
             break;
         }
         if expires(&key) {
-            removed += usize::from(remove_if_expired(tree, &key, &value, now)?);
+            removed += usize::from(remove_if_expired(store, &key, &value, now)?);
         }
     }
     *cursor = next;
@@ -208,30 +284,39 @@ pub(crate) fn sweep_some(store: &SledStore, budget: usize) -> Result<usize, Stor
 }
 
 impl SessionStore for SledStore {
-    type Version = u64;
+    type Version = SessionsVersion;
 
-    async fn load(&self, user: &Id) -> Result<Loaded<u64>, StoreError> {
-        let stored = self.read_sessions(&keys::sessions(user), now_millis())?;
-        Ok(match stored {
-            Some(stored) => Loaded {
-                sessions: UserSessions {
-                    sessions: stored.sessions,
-                    unreadable: Vec::new(),
-                },
-                version: stored.version,
+    async fn load(&self, user: &Id) -> Result<Loaded<SessionsVersion>, StoreError> {
+        let key = keys::sessions(user);
+        // Read before the record: a commit in between is then seen as a conflict.
+        let commits = self.session_commits(&key).load(Ordering::Acquire);
+        let stored: Option<Kept<UserRecord<BTreeMap<String, SessionRecord>>>> =
+            self.read_stored("a user's sessions", &key)?;
+        let (sessions, progress) = match stored {
+            Some(kept) if kept.expires_at > now_millis() => {
+                (kept.value.sessions, kept.value.progress)
+            }
+            // Expired: no sessions, and progress that expired with it (the commit drops it).
+            Some(kept) => (BTreeMap::new(), kept.value.progress),
+            None => (BTreeMap::new(), RecentProgress::default()),
+        };
+        Ok(Loaded {
+            sessions: UserSessions {
+                sessions,
+                unreadable: Vec::new(),
             },
-            None => Loaded::empty(0),
+            version: SessionsVersion { commits, progress },
         })
     }
 
     async fn commit(
         &self,
         user: &Id,
-        version: &u64,
+        version: &SessionsVersion,
         write: &SessionWrite,
         limits: &Retention,
     ) -> Result<Commit, StoreError> {
-        let commit = self.apply_commit(user, *version, write, limits)?;
+        let commit = self.apply_commit(user, version, write, limits)?;
         if commit == Commit::Applied {
             self.counted_commit(&write.index.keep_from);
             self.durable().await?;
@@ -240,11 +325,14 @@ impl SessionStore for SledStore {
     }
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
-        self.read_kept(
-            "a progress entry",
-            &keys::progress(user, asset),
-            now_millis(),
-        )
+        let (asset, now) = (asset.to_string(), now_millis());
+        let record: Option<Kept<UserRecord<IgnoredAny>>> =
+            self.read_stored("a user's sessions", &keys::sessions(user))?;
+        // The record decides while it holds the asset, also once expired (recent_progress).
+        if let Some(found) = record.and_then(|kept| kept.value.progress.lookup(&asset, now)) {
+            return Ok(found);
+        }
+        self.read_kept("a progress entry", &keys::progress(user, &asset), now)
     }
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
@@ -341,6 +429,129 @@ mod tests {
         store.inner.tree.insert(key, value).unwrap();
     }
 
+    fn progress_write(asset: &str, progress: f64) -> SessionWrite {
+        SessionWrite {
+            progress: Some((
+                Id::Str(asset.into()),
+                ProgressRecord {
+                    progress,
+                    updated_at: heartbeat_core::Timestamp::from_unix_millis(now_millis()).unwrap(),
+                    session_id: "s".into(),
+                },
+            )),
+            keep_millis: 60_000,
+            ..SessionWrite::default()
+        }
+    }
+
+    async fn commit(store: &SledStore, user: &Id, write: &SessionWrite) {
+        let loaded = store.load(user).await.unwrap();
+        let limits = Retention::default();
+        let commit = store
+            .commit(user, &loaded.version, write, &limits)
+            .await
+            .unwrap();
+        assert_eq!(commit, Commit::Applied);
+    }
+
+    async fn progress_of(store: &SledStore, user: &Id, asset: &str) -> Option<f64> {
+        let asset = Id::Str(asset.into());
+        store
+            .progress(user, &asset)
+            .await
+            .unwrap()
+            .map(|found| found.progress)
+    }
+
+    /// A user's record holding `asset`'s progress, expired.
+    fn put_expired_record(store: &SledStore, user: &Id, asset: &str) {
+        let mut progress = RecentProgress::default();
+        let kept = Kept::for_millis(progress_write(asset, 1.0).progress.unwrap().1, 0, 1);
+        progress.record(asset.into(), kept, 0);
+        let record = UserRecord {
+            sessions: BTreeMap::<String, SessionRecord>::new(),
+            progress,
+        };
+        let stored = encode(&Kept::for_millis(record, 0, 1)).unwrap();
+        store
+            .inner
+            .tree
+            .insert(keys::sessions(user), stored)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_keeps_its_progress_in_the_users_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        let user = Id::Int(13);
+        commit(&store, &user, &progress_write("14", 42.0)).await;
+        assert!(
+            store
+                .inner
+                .tree
+                .get(keys::progress(&user, "14"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(progress_of(&store, &user, "14").await, Some(42.0));
+        // A stale load is refused: the stripe's commits moved on.
+        let stale = store.load(&user).await.unwrap();
+        commit(&store, &user, &progress_write("14", 43.0)).await;
+        let limits = Retention::default();
+        let write = progress_write("14", 1.0);
+        let refused = store.commit(&user, &stale.version, &write, &limits).await;
+        assert_eq!(refused.unwrap(), Commit::Conflict);
+        assert_eq!(progress_of(&store, &user, "14").await, Some(43.0));
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_takes_the_older_own_key_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        let user = Id::Int(13);
+        // An older value under the asset's own key, kept longer (a longer retention then).
+        put(&store, keys::progress(&user, "a"), now_millis() + 60_000);
+        put_expired_record(&store, &user, "a");
+        assert_eq!(
+            progress_of(&store, &user, "a").await,
+            None,
+            "the record decides"
+        );
+        commit(&store, &user, &progress_write("b", 2.0)).await;
+        assert!(
+            store
+                .inner
+                .tree
+                .get(keys::progress(&user, "a"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(progress_of(&store, &user, "a").await, None);
+        assert_eq!(progress_of(&store, &user, "b").await, Some(2.0));
+        // The sweep does the same for a record nobody writes again.
+        let other = Id::Int(14);
+        put(&store, keys::progress(&other, "a"), now_millis() + 60_000);
+        put_expired_record(&store, &other, "a");
+        assert_eq!(store.sweep().unwrap(), 1);
+        assert!(
+            store
+                .inner
+                .tree
+                .get(keys::progress(&other, "a"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .inner
+                .tree
+                .get(keys::sessions(&other))
+                .unwrap()
+                .is_none()
+        );
+    }
+
     #[test]
     fn sweeps_remove_only_expired_entries_a_slice_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -349,7 +560,7 @@ mod tests {
         for user in 0..10 {
             let user = Id::Int(user);
             put(&store, keys::sessions(&user), now - 1);
-            put(&store, keys::progress(&user, &Id::Int(1)), now - 1);
+            put(&store, keys::progress(&user, "1"), now - 1);
             put(&store, keys::history(&user), now + 60_000);
         }
         let total = store.inner.tree.len();

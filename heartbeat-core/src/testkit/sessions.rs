@@ -612,6 +612,49 @@ pub async fn progress_is_recorded_per_asset<F: Fixture>(fixture: &F) {
     assert!(heartbeats.heartbeat(&token, Some(f64::NAN)).await.is_err());
 }
 
+/// The progress of every asset a user played reads as its last report, however many
+/// assets came after it (stores may keep the latest ones together and move older ones
+/// out, as sled does).
+pub async fn progress_of_many_assets_is_each_the_last_report<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let play = |asset: &Id| {
+        let data = HeartbeatData::from_json(json!({
+            "user_id": 13, "asset_id": asset.to_json(), "heartbeat_cycle": 30,
+            "cycle_upper_tolerance": 10, "timestamp": start().to_string(), "session_limit": 50,
+            "sessions_edge": 60,
+        }));
+        seal(&heartbeats, &data.unwrap())
+    };
+    let assets: Vec<Id> = (0..12)
+        .map(|n| {
+            if n % 2 == 0 {
+                Id::Int(n)
+            } else {
+                Id::Str(format!("episode {n}"))
+            }
+        })
+        .collect();
+    let mut first_token = None;
+    for (n, asset) in assets.iter().enumerate() {
+        clock.advance(Duration::from_secs(1));
+        let (token, _) = accept(&heartbeats, &play(asset), Some(n as f64 * 10.0)).await;
+        first_token.get_or_insert(token);
+    }
+    // The first asset's session reports again, after eleven other assets.
+    clock.advance(Duration::from_secs(20));
+    accept(&heartbeats, &first_token.unwrap(), Some(7.0)).await;
+    for (n, asset) in assets.iter().enumerate() {
+        let expected = if n == 0 { 7.0 } else { n as f64 * 10.0 };
+        let progress = heartbeats.progress(&Id::Int(13), asset).await.unwrap();
+        assert_eq!(
+            progress.map(|p| p.progress),
+            Some(expected),
+            "asset {asset}"
+        );
+    }
+}
+
 /// A user id is its text, as in the Node server's keys: `13` and `"13"` are one user, and
 /// so are asset `14` and `"14"`.
 pub async fn numeric_and_text_ids_are_one_user<F: Fixture>(fixture: &F) {
