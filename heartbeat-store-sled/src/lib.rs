@@ -33,10 +33,12 @@
 //! and compares the version. A user's sessions are versioned by the commits of their
 //! stripe in this process (a counter, so the compare reads nothing from the tree; a
 //! commit of another user of the stripe in between costs a retry, never a wrong write).
-//! A heartbeat is two tree operations: the load's get and one atomic batch holding the
-//! user's record (sessions, and the progress of the assets played lately), the history
-//! when sessions end and the analytics index moves. A crash leaves all of it or none.
-//! sled applies a batch under a process-wide lock, held for the batch's few keys.
+//! A heartbeat is four tree operations: the load's get, the finished index's move (a
+//! remove and an insert) and the user's record, which holds the sessions and the progress
+//! of the assets played lately. The keys are written one by one, the record last, so a
+//! crash in the middle of an unacknowledged write never loses progress or history. sled's
+//! multi-key batches are not used: sled applies them under a process-wide lock that also
+//! waits for flushes in progress, which halved the heartbeats per second.
 //!
 //! # Retention
 //!

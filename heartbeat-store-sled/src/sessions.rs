@@ -82,16 +82,17 @@ impl SledStore {
         if commits.load(Ordering::Acquire) != version.commits {
             return Ok(Commit::Conflict);
         }
-        let batch = self.commit_batch(user, key, version, write, limits, now)?;
-        let applied = self.inner.tree.apply_batch(batch).map_err(sled_error);
+        let writes = self.commit_writes(user, key, version, write, limits, now)?;
+        let applied = writes.apply(&self.inner.tree);
         // Counted even if it failed: a load from before cannot tell what it left.
         commits.fetch_add(1, Ordering::Release);
         applied?;
         Ok(Commit::Applied)
     }
 
-    /// Everything one commit writes, for one atomic batch.
-    fn commit_batch(
+    /// Everything one commit writes, the user's record last: a crash in between (before
+    /// the write was acknowledged) loses no progress or history.
+    fn commit_writes(
         &self,
         user: &Id,
         key: Vec<u8>,
@@ -99,8 +100,8 @@ impl SledStore {
         write: &SessionWrite,
         limits: &Retention,
         now: i64,
-    ) -> Result<sled::Batch, StoreError> {
-        let mut batch = sled::Batch::default();
+    ) -> Result<Writes, StoreError> {
+        let mut writes = Writes::default();
         let retention = limits.retention_millis();
         let mut progress = version.progress.clone();
         let left = match &write.progress {
@@ -111,7 +112,7 @@ impl SledStore {
             ),
             None => progress.drop_expired(now),
         };
-        Self::follow(&mut batch, &left, |asset| keys::progress(user, asset))?;
+        Self::follow(&mut writes, &left, |asset| keys::progress(user, asset))?;
         if !write.ended.is_empty() {
             let key = keys::history(user);
             let mut history: VecDeque<PlayRecord> = self
@@ -119,11 +120,11 @@ impl SledStore {
                 .unwrap_or_default();
             prepend_history(&mut history, &write.ended, limits.history_cap);
             let stored = Kept::for_millis(history, now, retention);
-            batch.insert(key, encode(&stored)?);
+            writes.insert(key, encode(&stored)?);
         }
-        index_changes(&mut batch, &write.index);
+        index_changes(&mut writes, &write.index);
         if write.sessions.sessions.is_empty() && progress.is_empty() {
-            batch.remove(key);
+            writes.remove(key);
         } else {
             let expires_at = now
                 .saturating_add(write.keep_millis.max(0))
@@ -132,7 +133,7 @@ impl SledStore {
                 sessions: &write.sessions.sessions,
                 progress,
             };
-            batch.insert(
+            writes.insert(
                 key,
                 encode(&Kept {
                     expires_at,
@@ -140,21 +141,21 @@ impl SledStore {
                 })?,
             );
         }
-        Ok(batch)
+        Ok(writes)
     }
 
     /// Makes the own keys of the assets that `left` a user's record follow: the moved ones
     /// written, the expired ones removed.
     fn follow(
-        batch: &mut sled::Batch,
+        writes: &mut Writes,
         left: &Left,
         key_of: impl Fn(&str) -> Vec<u8>,
     ) -> Result<(), StoreError> {
         for (asset, kept) in &left.moved {
-            batch.insert(key_of(asset), encode(kept)?);
+            writes.insert(key_of(asset), encode(kept)?);
         }
         for asset in &left.expired {
-            batch.remove(key_of(asset));
+            writes.remove(key_of(asset));
         }
         Ok(())
     }
@@ -171,28 +172,56 @@ impl SledStore {
         let progress = serde_json::from_slice::<Kept<UserRecord<IgnoredAny>>>(value)
             .map(|record| record.value.progress)
             .unwrap_or_default();
-        let mut batch = sled::Batch::default();
-        batch.remove(key);
+        // The own keys first: while the record is there, it decides.
+        let mut writes = Writes::default();
         for asset in progress.assets() {
-            batch.remove(keys::progress_beside(key, asset));
+            writes.remove(keys::progress_beside(key, asset));
         }
-        let removed = tree.apply_batch(batch).map_err(sled_error);
+        writes.remove(key.to_vec());
+        let removed = writes.apply(tree);
         self.session_commits(key).fetch_add(1, Ordering::Release);
         removed.map(|()| true)
     }
 }
 
-/// The finished index's moves and the refusal, into `batch`. What is past the retention
+/// The finished index's moves and the refusal, into `writes`. What is past the retention
 /// is dropped by the periodic sweep ([`drop_index_before`]).
-fn index_changes(batch: &mut sled::Batch, write: &IndexWrite) {
+fn index_changes(writes: &mut Writes, write: &IndexWrite) {
     for step in &write.finished {
         if let Some(from) = &step.from {
-            batch.remove(keys::index(Index::Finished, from));
+            writes.remove(keys::index(Index::Finished, from));
         }
-        batch.insert(keys::index(Index::Finished, &step.to), &[]);
+        writes.insert(keys::index(Index::Finished, &step.to), Vec::new());
     }
     if let Some(refusal) = &write.refusal {
-        batch.insert(keys::index(Index::Refusals, refusal), &[]);
+        writes.insert(keys::index(Index::Refusals, refusal), Vec::new());
+    }
+}
+
+/// Single-key writes, applied one by one in order under the user's stripe lock. Not a
+/// sled batch: sled applies batches under a process-wide lock that also waits for the
+/// flushes in progress, which halved the heartbeats per second (docs/performance.md).
+#[derive(Default)]
+struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl Writes {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((key, Some(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.0.push((key, None));
+    }
+
+    fn apply(self, tree: &sled::Tree) -> Result<(), StoreError> {
+        for (key, value) in self.0 {
+            match value {
+                Some(value) => tree.insert(key, value).map(drop),
+                None => tree.remove(key).map(drop),
+            }
+            .map_err(sled_error)?;
+        }
+        Ok(())
     }
 }
 
