@@ -50,6 +50,7 @@
 //! [`SledConfig::event_history`] events for replay, across restarts.
 #![deny(missing_docs)]
 
+mod active_count;
 mod bus;
 mod group_commit;
 mod jobs;
@@ -139,6 +140,8 @@ struct Inner {
     job_sweeps: SweepCadence,
     /// Where the periodic sweep goes on from.
     sweep_cursor: Mutex<Vec<u8>>,
+    /// The finished index's active entries, counted (see the module).
+    active: active_count::ActiveCount,
     /// Held for the life of the store: refuses a second process.
     _lock: std::fs::File,
 }
@@ -167,6 +170,10 @@ impl SledStore {
     /// path is not a heartbeat database, or the disk refused.
     pub fn open(config: SledConfig) -> Result<Self, OpenError> {
         let opened = open::open(&config)?;
+        let active = sessions::active_count(&opened.tree).map_err(|source| OpenError::Damaged {
+            path: config.path.clone(),
+            source,
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db: opened.db,
@@ -187,6 +194,7 @@ impl SledStore {
                 job_retention: config.job_retention,
                 job_sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
+                active,
                 _lock: opened.lock,
             }),
         })

@@ -18,6 +18,7 @@ use heartbeat_core::{
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use crate::active_count::ActiveCount;
 use crate::recent_progress::{Left, RecentProgress};
 use crate::{SledStore, encode, keys, sled_error};
 
@@ -87,6 +88,7 @@ impl SledStore {
         // Counted even if it failed: a load from before cannot tell what it left.
         commits.fetch_add(1, Ordering::Release);
         applied?;
+        self.inner.active.moved(&write.index.finished);
         Ok(Commit::Applied)
     }
 
@@ -223,6 +225,25 @@ impl Writes {
         }
         Ok(())
     }
+}
+
+/// The finished index's entries that end from now on, read once when the store opens.
+pub(crate) fn active_count(tree: &sled::Tree) -> Result<ActiveCount, sled::Error> {
+    let floor = IndexKey::floor(heartbeat_core::Timestamp::now());
+    let end = [keys::index_prefix(Index::Finished) + 1];
+    let mut active = Vec::new();
+    for key in tree
+        .range(keys::index(Index::Finished, &floor)..end.to_vec())
+        .keys()
+    {
+        let key = key?;
+        let text = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned();
+        active.extend(IndexKey::from_stored(text));
+    }
+    Ok(ActiveCount::new(
+        floor.time().map_or(0, |at| at.unix_millis()),
+        active,
+    ))
 }
 
 /// Drops the analytics index entries below `keep_from` (the oldest keys come first, so
@@ -412,6 +433,11 @@ impl AnalyticsStore for SledStore {
     }
 
     async fn index_count(&self, index: Index, from: &IndexKey) -> Result<u64, StoreError> {
+        if index == Index::Finished
+            && let Some(count) = self.inner.active.count_from(from)
+        {
+            return Ok(count);
+        }
         let end = [keys::index_prefix(index) + 1];
         let mut count = 0_u64;
         for key in self
