@@ -114,10 +114,18 @@ async fn acknowledged_writes_survive_kill_9() {
         let parts: Vec<&str> = line.split(' ').collect();
         match parts.as_slice() {
             ["ack", "session", user, session] => {
-                let loaded = store.load(&Id::Int(user.parse().unwrap())).await.unwrap();
+                let user: i64 = user.parse().unwrap();
+                let loaded = store.load(&Id::Int(user)).await.unwrap();
                 assert!(
                     loaded.sessions.sessions.contains_key(*session),
                     "lost {line}"
+                );
+                // The heartbeat reported its round as progress (it rides in the record).
+                let progress = store.progress(&Id::Int(user), &Id::Int(7)).await.unwrap();
+                assert_eq!(
+                    progress.map(|found| found.progress),
+                    Some((user % 1_000_000) as f64),
+                    "lost the progress of {line}"
                 );
                 sessions += 1;
             }
