@@ -469,9 +469,21 @@ mod tests {
         assert_eq!(with_count(r#"" 17 ""#), Ok(17));
         assert_eq!(with_count("null"), Ok(0));
         assert_eq!(with_count("18446744073709551615"), Ok(u64::MAX));
-        for refused in ["-1", "4.5", "1e3", r#""x""#, r#""-2""#, "true", "[4]", r#"{"n":4}"#] {
+        for refused in [
+            "-1",
+            "4.5",
+            "1e3",
+            r#""x""#,
+            r#""-2""#,
+            "true",
+            "[4]",
+            r#"{"n":4}"#,
+        ] {
             let error = with_count(refused).unwrap_err();
-            assert!(error.contains("hit_counter must be a whole number"), "{refused}: {error}");
+            assert!(
+                error.contains("hit_counter must be a whole number"),
+                "{refused}: {error}"
+            );
         }
     }
 }
