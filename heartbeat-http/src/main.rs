@@ -73,15 +73,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-/// Runs `command` on the application over the configured store (a command that reads the
-/// store without serving), or exits with the reason the store cannot be opened.
+/// Runs `command` on the application over the configured store, opened to read (a
+/// command that reads the store without serving), or exits with the reason the store
+/// cannot be opened.
 fn with_app(server: &ServerArgs, command: impl AsyncFnOnce(App) -> ExitCode) -> ExitCode {
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
     runtime.block_on(async {
-        match server::open(server).await {
+        match server::open_to_read(server).await {
             Ok(app) => command(app).await,
             Err(error) => {
                 eprintln!("error: {error}");

@@ -467,13 +467,27 @@ pub async fn connect_redis(
 }
 
 /// Checks the settings and opens the store `STORAGE` names, with the application over
-/// it; binds nothing and starts no background work (the `export-history` command reads
-/// through it).
+/// it; binds nothing and starts no background work.
 ///
 /// # Errors
 ///
 /// [`StartError`], with the exit code to use.
 pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
+    open_store(args, true).await
+}
+
+/// [`open`] for a command that only reads the store (`check-config`, `export-history`):
+/// a sled database of an earlier layout is read as it is, not moved to this build's, so
+/// that the build before can still open it.
+///
+/// # Errors
+///
+/// [`StartError`], with the exit code to use.
+pub async fn open_to_read(args: &ServerArgs) -> Result<App, StartError> {
+    open_store(args, false).await
+}
+
+async fn open_store(args: &ServerArgs, migrate: bool) -> Result<App, StartError> {
     let settings = args.settings()?;
     let codec = args.tokens.codec()?;
     match args.storage {
@@ -502,12 +516,16 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
                 let mut config = heartbeat_store_sled::SledConfig::new(&args.sled_path);
                 config.sync_writes = args.sled_sync_writes;
                 config.job_retention = settings.job_retention;
+                config.migrate = migrate;
                 let store = heartbeat_store_sled::SledStore::open(config)
                     .map_err(|error| StartError::Store(format!("SLED_PATH: {error}")))?;
                 Ok(app(codec, store.clone(), store.clone(), store, settings))
             }
             #[cfg(not(feature = "sled"))]
-            Err(not_built("sled"))
+            {
+                let _ = migrate; // only sled has layouts to move
+                Err(not_built("sled"))
+            }
         }
         StoreKind::Redis => {
             #[cfg(feature = "redis")]

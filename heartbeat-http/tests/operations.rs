@@ -607,3 +607,56 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
         "{stderr}"
     );
 }
+
+/// `check-config` and `export-history` only read: a sled database of an earlier layout
+/// stays one (the build before can still open it, for a rollback); the server moves it.
+#[test]
+fn reading_commands_leave_an_earlier_sled_layout_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../heartbeat-store-sled/tests/fixtures/layout-1");
+    let db = dir.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), db.join(entry.file_name())).unwrap();
+        }
+    }
+    let sled = [("SHARED_KEY", SHARED_KEY), ("SLED_PATH", "db")];
+    let output = command(dir.path())
+        .envs(sled)
+        .arg("check-config")
+        .output_within_20s()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let output = command(dir.path())
+        .envs(sled)
+        .args(["export-history", "--since", "2000-01-01T00:00:00Z"])
+        .output_within_20s()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(r#""ended_by":"stopped""#),
+        "user 21's session: {stdout}"
+    );
+
+    // Still layout 1: a store that does not migrate refuses to commit to it.
+    let mut config = heartbeat_store_sled::SledConfig::new(&db);
+    config.migrate = false;
+    let store = heartbeat_store_sled::SledStore::open(config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let refused = runtime.block_on(async {
+        use heartbeat_core::SessionStore;
+        let user = heartbeat_core::Id::Int(13);
+        let loaded = store.load(&user).await.unwrap();
+        let write = heartbeat_core::sessions::SessionWrite::default();
+        let limits = heartbeat_core::sessions::Retention::default();
+        store.commit(&user, &loaded.version, &write, &limits).await
+    });
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("of layout 1, opened to read"), "{error}");
+}

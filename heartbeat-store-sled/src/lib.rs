@@ -91,6 +91,12 @@ pub struct SledConfig {
     /// How long a finished job and its events are kept after it finished (server setting
     /// `JOB_RETENTION`, default 7 days).
     pub job_retention: std::time::Duration,
+    /// Move a database of an earlier layout to this build's when it opens (default
+    /// `true`; docs/operations.md, "sled: layout 2"). A process that only reads (the
+    /// server's `check-config` and `export-history`) sets it `false`: an earlier layout is
+    /// then read as it is and stays one that earlier builds open, and committing sessions
+    /// to it is refused.
+    pub migrate: bool,
 }
 
 impl SledConfig {
@@ -108,6 +114,7 @@ impl SledConfig {
             cache_capacity_bytes: 64 * 1024 * 1024,
             event_history: DEFAULT_EVENT_HISTORY,
             job_retention: heartbeat_core::jobs::DEFAULT_JOB_RETENTION,
+            migrate: true,
         }
     }
 }
@@ -142,6 +149,9 @@ struct Inner {
     sweep_cursor: Mutex<Vec<u8>>,
     /// The finished index's active entries, counted (see the module).
     active: active_count::ActiveCount,
+    /// The database is of an earlier layout, opened without [`SledConfig::migrate`]:
+    /// sessions are not committed to it.
+    earlier_layout: bool,
     /// Held for the life of the store: refuses a second process.
     _lock: std::fs::File,
 }
@@ -195,6 +205,7 @@ impl SledStore {
                 job_sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
                 active,
+                earlier_layout: opened.earlier_layout,
                 _lock: opened.lock,
             }),
         })

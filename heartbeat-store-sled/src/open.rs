@@ -67,6 +67,8 @@ pub(crate) struct Opened {
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) lock: File,
+    /// Of an earlier layout, left as it is (`SledConfig::migrate` off).
+    pub(crate) earlier_layout: bool,
 }
 
 /// How long to wait for sled's own file lock once ours is held.
@@ -131,6 +133,14 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
         .map_err(|source| damaged(path, source))?
     {
         Some(format) if format == FORMAT => {}
+        Some(format) if format == LAYOUT_1 && !config.migrate => {
+            return Ok(Opened {
+                db,
+                tree,
+                lock,
+                earlier_layout: true,
+            });
+        }
         Some(format) if format == LAYOUT_1 => {
             tree.insert(META_FORMAT, FORMAT)
                 .map_err(|source| damaged(path, source))?;
@@ -153,7 +163,12 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
             ));
         }
     }
-    Ok(Opened { db, tree, lock })
+    Ok(Opened {
+        db,
+        tree,
+        lock,
+        earlier_layout: false,
+    })
 }
 
 /// True when `dir` holds nothing but (perhaps) our lock file.

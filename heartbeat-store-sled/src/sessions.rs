@@ -30,6 +30,11 @@ struct UserRecord<S> {
     progress: RecentProgress,
 }
 
+/// Why a commit was refused: the database is of an earlier layout, opened to read.
+#[derive(Debug, thiserror::Error)]
+#[error("opened without SledConfig::migrate")]
+struct EarlierLayout;
+
 #[derive(Deserialize)]
 struct ExpiresAt {
     expires_at: i64,
@@ -76,6 +81,13 @@ impl SledStore {
         write: &SessionWrite,
         limits: &Retention,
     ) -> Result<Commit, StoreError> {
+        if self.inner.earlier_layout {
+            return Err(StoreError::backend(
+                "the sled database is of layout 1, opened to read: start the server on it \
+                 to move it to layout 2 (docs/operations.md, \"sled: layout 2\")",
+                EarlierLayout,
+            ));
+        }
         let key = keys::sessions(user);
         let now = now_millis();
         let _user = self.stripe(&key);

@@ -129,3 +129,27 @@ fn a_database_of_a_later_layout_is_refused_by_name() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn without_migrate_a_layout_1_database_is_read_as_it_is_and_left_so() {
+    let dir = layout_1_copy();
+    let mut config = SledConfig::new(dir.path());
+    config.migrate = false;
+    let store = SledStore::open(config).unwrap();
+    assert_eq!(progress(&store, Id::Int(13), Id::Int(14)).await, Some(43.0));
+    let thirteen = store.load(&Id::Int(13)).await.unwrap();
+    let write = SessionWrite {
+        sessions: thirteen.sessions.clone(),
+        keep_millis: 60_000,
+        ..SessionWrite::default()
+    };
+    let limits = Retention::default();
+    let refused = store.commit(&Id::Int(13), &thirteen.version, &write, &limits);
+    let error = refused.await.unwrap_err().to_string();
+    assert!(error.contains("start the server on it"), "{error}");
+    drop(store);
+    assert_eq!(marker(dir.path()), b"heartbeat-sled/1");
+    // A store that migrates moves it then.
+    drop(SledStore::open(SledConfig::new(dir.path())).unwrap());
+    assert_eq!(marker(dir.path()), b"heartbeat-sled/2");
+}
