@@ -1,7 +1,6 @@
 //! The router: every route, on which listener, and its middleware; nothing else.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
@@ -141,8 +140,10 @@ impl App {
             )
             .layer(PropagateRequestIdLayer::x_request_id())
             .option_layer(self.settings().cors.as_ref().map(cors_layer))
-            .layer(metrics::TrackLayer::new(metrics.clone()))
-            .layer(DefaultBodyLimit::max(self.settings().body_limit));
+            .layer(metrics::TrackLayer::new(metrics.clone()));
+        // BODY_LIMIT is enforced where bodies are read, `extract::body::LimitedBody`, the
+        // only reader of request bodies: axum's `DefaultBodyLimit` layer, which sets the
+        // limit of axum's own body extractors, cost an extension per request for nothing.
         let metrics_route = Router::new().route("/metrics", get(metrics::render));
         let metrics_route = if operator {
             metrics_route
