@@ -6,7 +6,8 @@
 //! heartbeats themselves. So the store keeps, in memory, how many entries end at each
 //! millisecond from a floor on. Commits move entries in it as they move them in the tree,
 //! and a count moves the floor up to its own start and forgets what is below, so each
-//! count costs what ended since the last one. The database belongs to one process, so
+//! count costs what ended since the last one. A commit forgets what ended a minute before
+//! it, so the counts hold about the active sessions also where nobody counts. The database belongs to one process, so
 //! nothing else moves the entries; opening the store reads the active ones once.
 
 use std::collections::BTreeMap;
@@ -71,14 +72,18 @@ impl ActiveCount {
         }
     }
 
-    /// Follows the finished index's moves that a commit wrote.
-    pub(crate) fn moved(&self, moves: &[IndexMove]) {
+    /// Follows the finished index's moves that a commit wrote at `now` (Unix millis), and
+    /// forgets what ended more than [`FORGET_AFTER_MILLIS`] before: the counts stay as
+    /// small as the active sessions also where nobody counts.
+    pub(crate) fn moved(&self, moves: &[IndexMove], now: i64) {
         for step in moves {
             if let Some(from) = &step.from {
                 self.remove(from);
             }
             self.add(&step.to);
         }
+        self.counts()
+            .raise_floor(now.saturating_sub(FORGET_AFTER_MILLIS));
     }
 
     /// How many entries are at or after `from`; `None` when that needs the tree (a key
@@ -92,12 +97,25 @@ impl ActiveCount {
         if start < counts.floor {
             return None;
         }
-        let kept = counts.by_end.split_off(&start);
-        let gone: u64 = counts.by_end.values().sum();
-        counts.by_end = kept;
-        counts.total -= gone;
-        counts.floor = start;
+        counts.raise_floor(start);
         Some(counts.total)
+    }
+}
+
+/// How long after they end entries are still held for a count that starts in the past.
+const FORGET_AFTER_MILLIS: i64 = 60_000;
+
+impl Counts {
+    /// Forgets the entries that end before `floor`, if it is higher than today's.
+    fn raise_floor(&mut self, floor: i64) {
+        if floor <= self.floor {
+            return;
+        }
+        let kept = self.by_end.split_off(&floor);
+        let gone: u64 = self.by_end.values().sum();
+        self.by_end = kept;
+        self.total -= gone;
+        self.floor = floor;
     }
 }
 
@@ -122,7 +140,7 @@ mod tests {
         let count = ActiveCount::new(1_000, [entry(1_500, "a"), entry(2_000, "b")]);
         assert_eq!(count.count_from(&IndexKey::floor(at(1_000))), Some(2));
         // a moves on, c starts, b ends (its entry moves to when it ended, below the floor).
-        count.moved(&[
+        let moves = [
             IndexMove {
                 from: Some(entry(1_500, "a")),
                 to: entry(3_000, "a"),
@@ -135,7 +153,8 @@ mod tests {
                 from: Some(entry(2_000, "b")),
                 to: entry(900, "b"),
             },
-        ]);
+        ];
+        count.moved(&moves, 1_000);
         assert_eq!(count.count_from(&IndexKey::floor(at(1_000))), Some(2));
         assert_eq!(
             count.count_from(&IndexKey::floor(at(2_600))),
@@ -153,10 +172,31 @@ mod tests {
             "inside a millisecond: the tree"
         );
         // Moving an entry that ended below the floor changes nothing held.
-        count.moved(&[IndexMove {
+        let late = IndexMove {
             from: Some(entry(2_500, "c")),
             to: entry(2_550, "c"),
-        }]);
+        };
+        count.moved(&[late], 2_600);
         assert_eq!(count.count_from(&IndexKey::floor(at(2_600))), Some(1));
+    }
+
+    #[test]
+    fn what_ended_a_minute_ago_is_forgotten_without_a_count() {
+        let count = ActiveCount::new(0, []);
+        for n in 0..100 {
+            let started = IndexMove {
+                from: None,
+                to: entry(n * 1_000, &n.to_string()),
+            };
+            count.moved(&[started], n * 1_000);
+        }
+        // Sessions that end at 0..99 s; at 99 s, those that ended before 39 s are gone.
+        assert_eq!(count.counts().by_end.len(), 61);
+        assert_eq!(count.count_from(&IndexKey::floor(at(39_000))), Some(61));
+        assert_eq!(
+            count.count_from(&IndexKey::floor(at(38_000))),
+            None,
+            "below the floor: the tree"
+        );
     }
 }

@@ -100,7 +100,7 @@ impl SledStore {
         // Counted even if it failed: a load from before cannot tell what it left.
         commits.fetch_add(1, Ordering::Release);
         applied?;
-        self.inner.active.moved(&write.index.finished);
+        self.inner.active.moved(&write.index.finished, now);
         Ok(Commit::Applied)
     }
 
