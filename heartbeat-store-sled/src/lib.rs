@@ -40,6 +40,10 @@
 //! multi-key batches are not used: sled applies them under a process-wide lock that also
 //! waits for flushes in progress, which halved the heartbeats per second.
 //!
+//! The number of active sessions (the session gauges read it every second) is kept in
+//! memory, an entry per millisecond at which one ends, read from the tree once at open:
+//! counting it in the tree read every active entry.
+//!
 //! # Retention
 //!
 //! A user's sessions are kept until their longest possible life has passed; progress and
