@@ -98,7 +98,7 @@ fn check_config(server: &ServerArgs) -> ExitCode {
     for warning in server.warnings() {
         eprintln!("warning: {warning}");
     }
-    if server.storage == StoreKind::Sled && !server.sled_path.exists() {
+    if server::sled_database_is_new(server) {
         // Opening sled would create the database: check what can be checked without it.
         let settings = match server.settings().and_then(|settings| {
             server.tokens.codec()?;
@@ -110,10 +110,11 @@ fn check_config(server: &ServerArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        // The directory the server would create it in: SLED_PATH itself when it is an
+        // empty directory, else its nearest existing parent.
         let parent = server
             .sled_path
             .ancestors()
-            .skip(1)
             .find(|dir| dir.as_os_str().is_empty() || dir.exists())
             .map(|dir| {
                 if dir.as_os_str().is_empty() {
@@ -137,8 +138,8 @@ fn check_config(server: &ServerArgs) -> ExitCode {
             println!("{name}: {value}");
         }
         println!(
-            "ok: the configuration is valid; SLED_PATH {} does not exist yet: the server creates \
-             it when it starts",
+            "ok: the configuration is valid; SLED_PATH {} holds no database yet: the server \
+             creates it when it starts",
             server.sled_path.display()
         );
         return ExitCode::SUCCESS;

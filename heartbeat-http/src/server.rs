@@ -476,6 +476,23 @@ pub async fn open(args: &ServerArgs) -> Result<App, StartError> {
     open_store(args, true).await
 }
 
+/// True when `STORAGE=sled` and `SLED_PATH` holds no database yet (a missing path or an
+/// empty directory): the server creates one there when it starts, and the commands that
+/// only read create nothing.
+pub fn sled_database_is_new(args: &ServerArgs) -> bool {
+    if args.storage != StoreKind::Sled {
+        return false;
+    }
+    #[cfg(feature = "sled")]
+    {
+        !heartbeat_store_sled::SledStore::holds_database(&args.sled_path)
+    }
+    #[cfg(not(feature = "sled"))]
+    {
+        !args.sled_path.exists()
+    }
+}
+
 /// [`open`] for a command that only reads the store (`check-config`, `export-history`):
 /// a sled database of an earlier layout is read as it is, not moved to this build's, so
 /// that the build before can still open it.

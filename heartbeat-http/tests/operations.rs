@@ -540,8 +540,8 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
     // A database that does not exist yet is not created by checking it.
     assert!(
         stdout.ends_with(
-            "ok: the configuration is valid; SLED_PATH state/db does not exist yet: the server \
-             creates it when it starts\n"
+            "ok: the configuration is valid; SLED_PATH state/db holds no database yet: the \
+             server creates it when it starts\n"
         ),
         "{stdout}"
     );
@@ -550,9 +550,28 @@ fn check_config_opens_the_store_and_prints_the_configuration_without_secrets() {
         !stdout.contains(SHARED_KEY) && !stdout.contains(ADMIN_KEY),
         "{stdout}"
     );
+    // Nor in an empty directory.
+    std::fs::create_dir_all(dir.path().join("state/db")).unwrap();
+    let output = command(dir.path())
+        .envs([("SHARED_KEY", SHARED_KEY), ("SLED_PATH", "state/db")])
+        .arg("check-config")
+        .output_within_20s()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("SLED_PATH state/db holds no database yet"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/db"))
+            .unwrap()
+            .count(),
+        0
+    );
     // An existing one is opened and asked; a short SHARED_KEY is allowed (Node-era
     // backends may have one) with a warning, CORS origins print as they are set.
-    std::fs::create_dir_all(dir.path().join("state/db")).unwrap();
+    let config = heartbeat_store_sled::SledConfig::new(dir.path().join("state/db"));
+    drop(heartbeat_store_sled::SledStore::open(config).unwrap());
     let output = command(dir.path())
         .envs([
             ("SHARED_KEY", "x"),
@@ -641,6 +660,20 @@ fn reading_commands_leave_an_earlier_sled_layout_as_it_is() {
         stdout.contains(r#""ended_by":"stopped""#),
         "user 21's session: {stdout}"
     );
+
+    // Where there is no database, they create none.
+    let output = command(dir.path())
+        .envs([("SHARED_KEY", SHARED_KEY), ("SLED_PATH", "none")])
+        .args(["export-history", "--since", "2000-01-01T00:00:00Z"])
+        .output_within_20s()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("no heartbeat sled database at none yet"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("none").exists());
 
     // Still layout 1: a store that does not migrate refuses to commit to it.
     let mut config = heartbeat_store_sled::SledConfig::new(&db);

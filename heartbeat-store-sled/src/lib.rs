@@ -215,6 +215,13 @@ impl SledStore {
         })
     }
 
+    /// True when `path` holds something to open; `false` for a missing path or an empty
+    /// directory, where [`open`](Self::open) creates a database (and, with
+    /// [`SledConfig::migrate`] off, refuses with [`OpenError::NoDatabase`]).
+    pub fn holds_database(path: &Path) -> bool {
+        open::holds_database(path)
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.inner.path

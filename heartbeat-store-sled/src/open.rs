@@ -52,6 +52,26 @@ pub enum OpenError {
         #[source]
         source: sled::Error,
     },
+    /// A newer build wrote the database, in a layout this one does not know.
+    #[error(
+        "the sled database at {path} was written by a newer heartbeat build (format \
+         `{format}`): run that build or a later one, or restore a backup taken before it"
+    )]
+    Newer {
+        /// The database directory.
+        path: PathBuf,
+        /// Its format marker.
+        format: String,
+    },
+    /// Opened to read ([`SledConfig::migrate`] off) where no database is yet.
+    #[error(
+        "there is no heartbeat sled database at {path} yet: the server creates it when it \
+         starts"
+    )]
+    NoDatabase {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The file system refused (permissions, disk full, ...).
     #[error("cannot open the sled database at {path}: {source}")]
     Io {
@@ -98,8 +118,23 @@ fn open_sled(config: &SledConfig) -> sled::Result<sled::Db> {
     }
 }
 
+/// True when `path` holds something to open: anything but a missing path or an empty
+/// directory, where opening creates a database.
+pub(crate) fn holds_database(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => !is_empty(path).unwrap_or(false),
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
+
 pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
     let path = &config.path;
+    if !config.migrate && !holds_database(path) {
+        // A process that only reads creates nothing: a database it made would be of this
+        // build's layout, which the build that runs now may not open.
+        return Err(OpenError::NoDatabase { path: path.clone() });
+    }
     let io_error = |source| OpenError::Io {
         path: path.clone(),
         source,
@@ -145,6 +180,12 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
             tree.insert(META_FORMAT, FORMAT)
                 .map_err(|source| damaged(path, source))?;
             db.flush().map_err(|source| damaged(path, source))?;
+        }
+        Some(other) if other.starts_with(b"heartbeat-sled/") => {
+            return Err(OpenError::Newer {
+                path: path.clone(),
+                format: String::from_utf8_lossy(&other).into_owned(),
+            });
         }
         Some(other) => {
             return Err(not_a_database(&format!(

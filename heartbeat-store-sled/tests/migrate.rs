@@ -123,9 +123,10 @@ fn a_database_of_a_later_layout_is_refused_by_name() {
     }
     let error = SledStore::open(SledConfig::new(dir.path())).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("unknown format `heartbeat-sled/3`"),
+        error.to_string().ends_with(
+            "was written by a newer heartbeat build (format `heartbeat-sled/3`): run that \
+             build or a later one, or restore a backup taken before it"
+        ),
         "{error}"
     );
 }
@@ -152,4 +153,24 @@ async fn without_migrate_a_layout_1_database_is_read_as_it_is_and_left_so() {
     // A store that migrates moves it then.
     drop(SledStore::open(SledConfig::new(dir.path())).unwrap());
     assert_eq!(marker(dir.path()), b"heartbeat-sled/2");
+}
+
+#[test]
+fn opened_to_read_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in [dir.path().join("missing"), dir.path().to_path_buf()] {
+        let mut config = SledConfig::new(&path);
+        config.migrate = false;
+        let error = SledStore::open(config).unwrap_err();
+        assert!(
+            error.to_string().contains("no heartbeat sled database"),
+            "{error}"
+        );
+        assert!(!SledStore::holds_database(&path));
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }
