@@ -89,10 +89,11 @@ impl ActiveCount {
     /// How many entries are at or after `from`; `None` when that needs the tree (a key
     /// inside a millisecond, or one below the floor).
     pub(crate) fn count_from(&self, from: &IndexKey) -> Option<u64> {
-        let start = end_of(from)?;
-        if *from != IndexKey::floor(from.time()?) {
+        let at = from.time()?;
+        if *from != IndexKey::floor(at) {
             return None;
         }
+        let start = at.unix_millis();
         let mut counts = self.counts();
         if start < counts.floor {
             return None;

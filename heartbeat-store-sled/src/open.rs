@@ -163,23 +163,20 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
     let lock = lock(path)?;
     let db = open_sled(config).map_err(|source| damaged(path, source))?;
     let tree = db.open_tree(TREE).map_err(|source| damaged(path, source))?;
-    match tree
+    let write_marker = || {
+        tree.insert(META_FORMAT, FORMAT)
+            .map_err(|source| damaged(path, source))?;
+        db.flush().map_err(|source| damaged(path, source)).map(drop)
+    };
+    let earlier_layout = match tree
         .get(META_FORMAT)
         .map_err(|source| damaged(path, source))?
     {
-        Some(format) if format == FORMAT => {}
-        Some(format) if format == LAYOUT_1 && !config.migrate => {
-            return Ok(Opened {
-                db,
-                tree,
-                lock,
-                earlier_layout: true,
-            });
-        }
+        Some(format) if format == FORMAT => false,
+        Some(format) if format == LAYOUT_1 && !config.migrate => true,
         Some(format) if format == LAYOUT_1 => {
-            tree.insert(META_FORMAT, FORMAT)
-                .map_err(|source| damaged(path, source))?;
-            db.flush().map_err(|source| damaged(path, source))?;
+            write_marker()?;
+            false
         }
         Some(other) if other.starts_with(b"heartbeat-sled/") => {
             return Err(OpenError::Newer {
@@ -194,21 +191,20 @@ pub(crate) fn open(config: &SledConfig) -> Result<Opened, OpenError> {
             )));
         }
         None if tree.is_empty() && db.is_empty() && db.tree_names().len() <= 2 => {
-            tree.insert(META_FORMAT, FORMAT)
-                .map_err(|source| damaged(path, source))?;
-            db.flush().map_err(|source| damaged(path, source))?;
+            write_marker()?;
+            false
         }
         None => {
             return Err(not_a_database(
                 "it is a sled database of another program (no heartbeat format marker)",
             ));
         }
-    }
+    };
     Ok(Opened {
         db,
         tree,
         lock,
-        earlier_layout: false,
+        earlier_layout,
     })
 }
 
