@@ -530,6 +530,11 @@ mod tests {
             .map(|found| found.progress)
     }
 
+    /// True when the tree holds `key`.
+    fn holds(store: &SledStore, key: Vec<u8>) -> bool {
+        store.inner.tree.get(key).unwrap().is_some()
+    }
+
     /// A user's record holding `asset`'s progress, expired.
     fn put_expired_record(store: &SledStore, user: &Id, asset: &str) {
         let mut progress = RecentProgress::default();
@@ -553,14 +558,7 @@ mod tests {
         let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
         let user = Id::Int(13);
         commit(&store, &user, &progress_write("14", 42.0)).await;
-        assert!(
-            store
-                .inner
-                .tree
-                .get(keys::progress(&user, "14"))
-                .unwrap()
-                .is_none()
-        );
+        assert!(!holds(&store, keys::progress(&user, "14")));
         assert_eq!(progress_of(&store, &user, "14").await, Some(42.0));
         // A stale load is refused: the stripe's commits moved on.
         let stale = store.load(&user).await.unwrap();
@@ -586,14 +584,7 @@ mod tests {
             "the record decides"
         );
         commit(&store, &user, &progress_write("b", 2.0)).await;
-        assert!(
-            store
-                .inner
-                .tree
-                .get(keys::progress(&user, "a"))
-                .unwrap()
-                .is_none()
-        );
+        assert!(!holds(&store, keys::progress(&user, "a")));
         assert_eq!(progress_of(&store, &user, "a").await, None);
         assert_eq!(progress_of(&store, &user, "b").await, Some(2.0));
         // The sweep does the same for a record nobody writes again.
@@ -601,22 +592,8 @@ mod tests {
         put(&store, keys::progress(&other, "a"), now_millis() + 60_000);
         put_expired_record(&store, &other, "a");
         assert_eq!(store.sweep().unwrap(), 1);
-        assert!(
-            store
-                .inner
-                .tree
-                .get(keys::progress(&other, "a"))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .inner
-                .tree
-                .get(keys::sessions(&other))
-                .unwrap()
-                .is_none()
-        );
+        assert!(!holds(&store, keys::progress(&other, "a")));
+        assert!(!holds(&store, keys::sessions(&other)));
     }
 
     #[test]
@@ -641,7 +618,7 @@ mod tests {
             "10 session sets and 10 progress entries expired"
         );
         assert_eq!(store.inner.tree.len(), total - 20);
-        assert!(store.inner.tree.get(keys::META_FORMAT).unwrap().is_some());
+        assert!(holds(&store, keys::META_FORMAT.to_vec()));
         put(&store, keys::sessions(&Id::Int(99)), now - 1);
         assert_eq!(
             store.sweep().unwrap(),

@@ -2,10 +2,13 @@
 //! database that cannot be used is refused with an error that names it.
 #![allow(clippy::unwrap_used)]
 
+mod files;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use files::copy_tree;
 use heartbeat_core::jobs::{EventBus, EventId, JobId, JobStore, NewJob, Owner};
 use heartbeat_core::{
     HeartbeatData, HeartbeatOutcome, Heartbeats, Id, SessionStore, Timestamp, TokenCodec,
@@ -275,19 +278,6 @@ fn a_damaged_database_is_refused() {
 }
 
 /// Copies a directory tree (the offline backup of docs/operations.md: `cp -a`).
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The offline backup procedure: a copy of a closed database opens, and holds the
 /// sessions, history and the analytics index the original held.
 #[tokio::test]

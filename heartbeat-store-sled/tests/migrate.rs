@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod files;
+
 use std::path::Path;
 
 use heartbeat_core::sessions::{Retention, SessionWrite};
@@ -16,13 +18,8 @@ use heartbeat_store_sled::{SledConfig, SledStore};
 fn layout_1_copy() -> tempfile::TempDir {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layout-1");
     let dir = tempfile::tempdir().unwrap();
-    // Files only: git keeps no empty directory (sled makes its `blobs/` again).
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-        }
-    }
+    // git keeps no empty directory: sled makes its `blobs/` again.
+    files::copy_tree(&fixture, dir.path());
     dir
 }
 
