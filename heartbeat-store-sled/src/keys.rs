@@ -56,6 +56,17 @@ pub(crate) fn sessions(user: &Id) -> Vec<u8> {
     id_part(vec![SESSIONS], user)
 }
 
+/// The user whose sessions key `key` is (as its text, which names the user: see
+/// [`id_part`]); `None` for any other key.
+pub(crate) fn user_of_sessions(key: &[u8]) -> Option<Id> {
+    let rest = key.strip_prefix(SESSIONS_PREFIX)?;
+    let (len, text) = rest.split_first_chunk::<2>()?;
+    (usize::from(u16::from_be_bytes(*len)) == text.len())
+        .then(|| std::str::from_utf8(text).ok())
+        .flatten()
+        .map(|text| Id::Str(text.to_owned()))
+}
+
 /// The progress key of `asset` (its id's text) for `user`.
 pub(crate) fn progress(user: &Id, asset: &str) -> Vec<u8> {
     with_part(id_part(vec![PROGRESS], user), asset.as_bytes())
@@ -146,5 +157,23 @@ mod tests {
             progress(&Id::Int(13), "c")
         );
         assert_eq!(sessions(&Id::Int(13)), sessions(&Id::Str("13".into())));
+    }
+
+    #[test]
+    fn a_sessions_key_names_its_user() {
+        assert_eq!(
+            user_of_sessions(&sessions(&Id::Int(13))),
+            Some(Id::Str("13".into()))
+        );
+        let user = Id::Str("ü ser".into());
+        assert_eq!(user_of_sessions(&sessions(&user)), Some(user));
+        assert_eq!(
+            user_of_sessions(&history(&Id::Int(13))),
+            None,
+            "another kind of key"
+        );
+        let mut longer = sessions(&Id::Int(13));
+        longer.push(b'x');
+        assert_eq!(user_of_sessions(&longer), None, "its length must match");
     }
 }

@@ -56,6 +56,7 @@
 
 mod active_count;
 mod bus;
+mod future_entries;
 mod group_commit;
 mod jobs;
 mod keys;
@@ -153,6 +154,9 @@ struct Inner {
     sweep_cursor: Mutex<Vec<u8>>,
     /// The finished index's active entries, counted (see the module).
     active: active_count::ActiveCount,
+    /// The finished index's entries that end later than now, held in memory (see the
+    /// module).
+    future: future_entries::FutureEntries,
     /// The database is of an earlier layout, opened without [`SledConfig::migrate`]:
     /// sessions are not committed to it.
     earlier_layout: bool,
@@ -184,10 +188,14 @@ impl SledStore {
     /// path is not a heartbeat database, or the disk refused.
     pub fn open(config: SledConfig) -> Result<Self, OpenError> {
         let opened = open::open(&config)?;
-        let active = sessions::active_count(&opened.tree).map_err(|source| OpenError::Damaged {
+        let damaged = |source| OpenError::Damaged {
             path: config.path.clone(),
             source,
-        })?;
+        };
+        let future =
+            sessions::future_entries(&opened.tree, !opened.earlier_layout && config.migrate)
+                .map_err(damaged)?;
+        let active = sessions::active_count(&opened.tree, &future).map_err(damaged)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db: opened.db,
@@ -209,6 +217,7 @@ impl SledStore {
                 job_sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
                 active,
+                future,
                 earlier_layout: opened.earlier_layout,
                 _lock: opened.lock,
             }),

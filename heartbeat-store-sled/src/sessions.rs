@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
-use heartbeat_core::sessions::analytics::{Index, IndexKey, IndexWrite};
+use heartbeat_core::sessions::analytics::{FinishedEntry, Index, IndexKey, IndexWrite};
 use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
 use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
@@ -19,6 +19,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::active_count::ActiveCount;
+use crate::future_entries::{FutureEntries, SETTLE_PER_COMMIT, after_time};
 use crate::recent_progress::{Left, RecentProgress};
 use crate::{SledStore, encode, keys, sled_error};
 
@@ -95,26 +96,86 @@ impl SledStore {
         if commits.load(Ordering::Acquire) != version.commits {
             return Ok(Commit::Conflict);
         }
-        let writes = self.commit_writes(user, key, version, write, limits, now)?;
+        let (writes, held) = self.commit_writes(user, key, version, write, limits, now)?;
         let applied = writes.apply(&self.inner.tree);
         // Counted even if it failed: a load from before cannot tell what it left.
         commits.fetch_add(1, Ordering::Release);
         applied?;
+        self.inner.future.apply(&held.removed, held.added);
         self.inner.active.moved(&write.index.finished, now);
         Ok(Commit::Applied)
     }
 
+    /// The finished index's moves and the refusal: what goes to the tree into `writes`
+    /// (first: the user's record comes last), and what moves among the entries held in
+    /// memory ([`FutureEntries`]), which the commit applies once its writes are in. Under
+    /// the user's lock, which [`settle_due_entries`](Self::settle_due_entries) takes too.
+    fn index_changes<'w>(
+        &self,
+        writes: &mut Writes,
+        write: &'w IndexWrite,
+        now: i64,
+    ) -> HeldMoves<'w> {
+        let later = after_time(now);
+        let mut held = HeldMoves::default();
+        for step in &write.finished {
+            if let Some(from) = &step.from {
+                if self.inner.future.holds(from) {
+                    held.removed.push(from);
+                } else {
+                    writes.remove(keys::index(Index::Finished, from));
+                }
+            }
+            if step.to >= later {
+                held.added.push(step.to.clone());
+            } else {
+                writes.insert(keys::index(Index::Finished, &step.to), Vec::new());
+            }
+        }
+        if let Some(refusal) = &write.refusal {
+            writes.insert(keys::index(Index::Refusals, refusal), Vec::new());
+        }
+        held
+    }
+
+    /// Moves into the tree (at most [`SETTLE_PER_COMMIT`]) held entries whose time has
+    /// passed, each under its user's lock, so that no commit of the user moves it
+    /// meanwhile. Written before they are let go: a read in between sees one twice (reads
+    /// merge the two without repeats), never none.
+    pub(crate) fn settle_due_entries(&self, now: i64) -> Result<(), StoreError> {
+        let future = &self.inner.future;
+        let Some((_settling, due)) = future.due(now, SETTLE_PER_COMMIT) else {
+            return Ok(());
+        };
+        for key in due {
+            let Some(entry) = FinishedEntry::from_key(&key) else {
+                future.remove(&key);
+                continue;
+            };
+            let _user = self.stripe(&keys::sessions(&Id::Str(entry.user)));
+            if future.holds(&key) {
+                self.inner
+                    .tree
+                    .insert(keys::index(Index::Finished, &key), Vec::new())
+                    .map_err(sled_error)?;
+                future.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
     /// Everything one commit writes, the user's record last: a crash in between (before
-    /// the write was acknowledged) loses no progress or history.
-    fn commit_writes(
+    /// the write was acknowledged) loses no progress or history; and its moves among the
+    /// finished-index entries held in memory.
+    fn commit_writes<'w>(
         &self,
         user: &Id,
         key: Vec<u8>,
         version: &SessionsVersion,
-        write: &SessionWrite,
+        write: &'w SessionWrite,
         limits: &Retention,
         now: i64,
-    ) -> Result<Writes, StoreError> {
+    ) -> Result<(Writes, HeldMoves<'w>), StoreError> {
         let mut writes = Writes::default();
         let retention = limits.retention_millis();
         let mut progress = version.progress.clone();
@@ -136,7 +197,7 @@ impl SledStore {
             let stored = Kept::for_millis(history, now, retention);
             writes.insert(key, encode(&stored)?);
         }
-        index_changes(&mut writes, &write.index);
+        let held = self.index_changes(&mut writes, &write.index, now);
         if write.sessions.sessions.is_empty() && progress.is_empty() {
             writes.remove(key);
         } else {
@@ -155,7 +216,7 @@ impl SledStore {
                 })?,
             );
         }
-        Ok(writes)
+        Ok((writes, held))
     }
 
     /// Makes the own keys of the assets that `left` a user's record follow: the moved ones
@@ -198,18 +259,11 @@ impl SledStore {
     }
 }
 
-/// The finished index's moves and the refusal, into `writes`. What is past the retention
-/// is dropped by the periodic sweep ([`drop_index_before`]).
-fn index_changes(writes: &mut Writes, write: &IndexWrite) {
-    for step in &write.finished {
-        if let Some(from) = &step.from {
-            writes.remove(keys::index(Index::Finished, from));
-        }
-        writes.insert(keys::index(Index::Finished, &step.to), Vec::new());
-    }
-    if let Some(refusal) = &write.refusal {
-        writes.insert(keys::index(Index::Refusals, refusal), Vec::new());
-    }
+/// A commit's moves among the finished-index entries held in memory.
+#[derive(Default)]
+struct HeldMoves<'w> {
+    removed: Vec<&'w IndexKey>,
+    added: Vec<IndexKey>,
 }
 
 /// Single-key writes, applied one by one in order under the user's stripe lock. Not a
@@ -239,8 +293,51 @@ impl Writes {
     }
 }
 
-/// The finished index's entries that end from now on, read once when the store opens.
-pub(crate) fn active_count(tree: &sled::Tree) -> Result<ActiveCount, sled::Error> {
+/// The finished-index entries of the sessions in the users' records that are not in the
+/// tree, read once when the store opens (see [`FutureEntries`]): those that end later
+/// than now are held, and those whose time has passed are written to the tree, or also
+/// held when `write` is off (a store opened to read writes nothing). Expired records are
+/// left out: their sessions' entries are older than the retention.
+pub(crate) fn future_entries(tree: &sled::Tree, write: bool) -> Result<FutureEntries, sled::Error> {
+    let now = now_millis();
+    let later = after_time(now);
+    let mut held = std::collections::BTreeSet::new();
+    for record in tree.scan_prefix(keys::SESSIONS_PREFIX) {
+        let (key, value) = record?;
+        let Some(user) = keys::user_of_sessions(&key) else {
+            continue;
+        };
+        // A record that cannot be read is reported when its user is loaded.
+        let Ok(kept) =
+            serde_json::from_slice::<Kept<UserRecord<BTreeMap<String, SessionRecord>>>>(&value)
+        else {
+            continue;
+        };
+        if kept.expires_at <= now {
+            continue;
+        }
+        for (session_id, record) in &kept.value.sessions {
+            let entry = FinishedEntry::key_of(&user, session_id, record);
+            let stored = keys::index(Index::Finished, &entry);
+            if tree.contains_key(&stored)? {
+                continue;
+            }
+            if entry >= later || !write {
+                held.insert(entry);
+            } else {
+                tree.insert(stored, Vec::new())?;
+            }
+        }
+    }
+    Ok(FutureEntries::new(held))
+}
+
+/// The finished index's entries that end from now on, in the tree and `held`, counted
+/// once when the store opens.
+pub(crate) fn active_count(
+    tree: &sled::Tree,
+    held: &FutureEntries,
+) -> Result<ActiveCount, sled::Error> {
     let floor = IndexKey::floor(heartbeat_core::Timestamp::now());
     let end = [keys::index_prefix(Index::Finished) + 1];
     let mut active = Vec::new();
@@ -252,6 +349,7 @@ pub(crate) fn active_count(tree: &sled::Tree) -> Result<ActiveCount, sled::Error
         let text = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned();
         active.extend(IndexKey::from_stored(text));
     }
+    active.extend(held.all().into_iter().filter(|key| *key >= floor));
     Ok(ActiveCount::new(
         floor.time().map_or(0, |at| at.unix_millis()),
         active,
@@ -380,6 +478,9 @@ impl SessionStore for SledStore {
     ) -> Result<Commit, StoreError> {
         let commit = self.apply_commit(user, version, write, limits)?;
         if commit == Commit::Applied {
+            // Outside the user's lock (it takes other users'). One that fails stays held
+            // and is tried again at the next commit; a failing disk fails the flush below.
+            let _ = self.settle_due_entries(now_millis());
             self.counted_commit(&write.index.keep_from);
             self.durable().await?;
         }
@@ -428,6 +529,12 @@ impl AnalyticsStore for SledStore {
             return Ok(Vec::new());
         }
         let (start, end) = (keys::index(index, after), keys::index(index, before));
+        // Held entries first: one settled meanwhile is then found in the tree too (it is
+        // written there before it is let go), never in neither.
+        let held = match index {
+            Index::Finished => self.inner.future.range(after, before, limit),
+            Index::Refusals => Vec::new(),
+        };
         let mut found = Vec::new();
         for key in self.inner.tree.range(start.clone()..end).keys() {
             let key = key.map_err(sled_error)?;
@@ -440,6 +547,12 @@ impl AnalyticsStore for SledStore {
             let text = String::from_utf8(key[1..].to_vec())
                 .map_err(|error| StoreError::corrupt("an analytics index key", error))?;
             found.extend(IndexKey::from_stored(text));
+        }
+        if !held.is_empty() {
+            found.extend(held);
+            found.sort_unstable();
+            found.dedup();
+            found.truncate(limit);
         }
         Ok(found)
     }
@@ -460,6 +573,9 @@ impl AnalyticsStore for SledStore {
         {
             key.map_err(sled_error)?;
             count += 1;
+        }
+        if index == Index::Finished {
+            count += self.inner.future.count_from(from);
         }
         Ok(count)
     }
@@ -550,6 +666,107 @@ mod tests {
             .tree
             .insert(keys::sessions(user), stored)
             .unwrap();
+    }
+
+    type Service = heartbeat_core::Heartbeats<SledStore, heartbeat_core::ManualClock>;
+
+    fn service(store: &SledStore, clock: &heartbeat_core::ManualClock) -> Service {
+        let codec = heartbeat_core::TokenCodec::new("sled future entries key").unwrap();
+        heartbeat_core::Heartbeats::new(codec, store.clone()).with_clock(clock.clone())
+    }
+
+    /// Starts a playback of `user` at the clock's time (30 s cycles, 10 s tolerance);
+    /// returns its token.
+    async fn start(heartbeats: &Service, user: i64) -> String {
+        use heartbeat_core::Clock;
+        let data = heartbeat_core::HeartbeatData::from_json(serde_json::json!({
+            "user_id": user, "asset_id": 14, "heartbeat_cycle": 30, "cycle_upper_tolerance": 10,
+            "timestamp": heartbeats.clock().now().to_string(), "session_limit": 2,
+        }))
+        .unwrap();
+        let token = heartbeats.codec().seal(&data).unwrap();
+        accepted(heartbeats.heartbeat(&token, None).await.unwrap())
+    }
+
+    fn accepted(outcome: heartbeat_core::HeartbeatOutcome) -> String {
+        match outcome {
+            heartbeat_core::HeartbeatOutcome::Accepted { token, .. } => token,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    /// Every entry of the finished index, the tree's and the held ones.
+    async fn finished(store: &SledStore) -> Vec<IndexKey> {
+        let end = after_time(now_millis() + 86_400_000);
+        store
+            .index_range(Index::Finished, &IndexKey::start(), &end, 100)
+            .await
+            .unwrap()
+    }
+
+    fn in_tree(store: &SledStore, entry: &IndexKey) -> bool {
+        holds(store, keys::index(Index::Finished, entry))
+    }
+
+    #[tokio::test]
+    async fn an_active_sessions_entry_is_held_until_it_ends_and_rebuilt_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        // Two seconds behind the system clock, which the store reads: a stop's end is past.
+        let clock =
+            heartbeat_core::ManualClock::new(heartbeat_core::Timestamp::now().add_millis(-2_000));
+        let heartbeats = service(&store, &clock);
+        let token = start(&heartbeats, 1).await;
+        let [started] = finished(&store).await.try_into().unwrap();
+        assert!(!in_tree(&store, &started), "held while it has not ended");
+        // A heartbeat moves it, in memory only.
+        clock.advance(std::time::Duration::from_secs(1));
+        let token = accepted(heartbeats.heartbeat(&token, None).await.unwrap());
+        let [moved] = finished(&store).await.try_into().unwrap();
+        assert!(moved > started && !in_tree(&store, &moved));
+        // A stop ends it now: into the tree.
+        assert!(heartbeats.stop(&token, None).await.unwrap());
+        let [stopped] = finished(&store).await.try_into().unwrap();
+        assert!(in_tree(&store, &stopped) && store.inner.future.all().is_empty());
+        start(&heartbeats, 2).await;
+        let before = finished(&store).await;
+        assert_eq!(before.len(), 2);
+        // A crash loses what memory held; opening rebuilds it from the records.
+        drop(heartbeats);
+        drop(store);
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        assert_eq!(
+            finished(&store).await,
+            before,
+            "the same entries, at the same keys"
+        );
+        assert!(!in_tree(&store, &before[1]), "held again: it has not ended");
+    }
+
+    #[tokio::test]
+    async fn held_entries_move_into_the_tree_once_their_time_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        // Started 39.7 s ago on 30 s cycles with 10 s tolerance: it ends in about 0.3 s.
+        let started_at = heartbeat_core::Timestamp::now().add_millis(-39_700);
+        let clock = heartbeat_core::ManualClock::new(started_at);
+        let heartbeats = service(&store, &clock);
+        start(&heartbeats, 1).await;
+        let [entry] = finished(&store).await.try_into().unwrap();
+        let ends = entry.time().unwrap().unix_millis();
+        assert!(
+            ends > now_millis() && !in_tree(&store, &entry),
+            "held: {entry:?}"
+        );
+        // Another user's commit after that time settles it.
+        let wait = u64::try_from(ends - now_millis() + 5).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        start(&heartbeats, 2).await;
+        assert!(in_tree(&store, &entry) && !store.inner.future.holds(&entry));
+        assert!(
+            finished(&store).await.contains(&entry),
+            "read once, from the tree"
+        );
     }
 
     #[tokio::test]
