@@ -110,6 +110,7 @@ impl FutureEntries {
     }
 
     /// Every entry held, in order.
+    #[cfg(test)]
     pub(crate) fn all(&self) -> Vec<IndexKey> {
         self.entries().iter().cloned().collect()
     }

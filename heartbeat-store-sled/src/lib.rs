@@ -33,16 +33,15 @@
 //! and compares the version. A user's sessions are versioned by the commits of their
 //! stripe in this process (a counter, so the compare reads nothing from the tree; a
 //! commit of another user of the stripe in between costs a retry, never a wrong write).
-//! A heartbeat is four tree operations: the load's get, the finished index's move (a
-//! remove and an insert) and the user's record, which holds the sessions and the progress
-//! of the assets played lately. The keys are written one by one, the record last, so a
-//! crash in the middle of an unacknowledged write never loses progress or history. sled's
-//! multi-key batches are not used: sled applies them under a process-wide lock that also
-//! waits for flushes in progress, which halved the heartbeats per second.
-//!
-//! The number of active sessions (the session gauges read it every second) is kept in
-//! memory, an entry per millisecond at which one ends, read from the tree once at open:
-//! counting it in the tree read every active entry.
+//! A heartbeat is two tree operations: the load's get and the user's record, which holds
+//! the sessions and the progress of the assets played lately. The finished index's
+//! entries of sessions that have not ended yet are held in memory, since every heartbeat
+//! moves its session's entry: they go to the tree once their time has passed, and opening
+//! the store rebuilds them from the users' records. The keys a commit writes are written
+//! one by one, the record last, so a crash in the middle of an unacknowledged write never
+//! loses progress or history. sled's multi-key batches are not used: sled applies them
+//! under a process-wide lock that also waits for flushes in progress, which halved the
+//! heartbeats per second.
 //!
 //! # Retention
 //!
@@ -54,7 +53,6 @@
 //! [`SledConfig::event_history`] events for replay, across restarts.
 #![deny(missing_docs)]
 
-mod active_count;
 mod bus;
 mod future_entries;
 mod group_commit;
@@ -152,8 +150,6 @@ struct Inner {
     job_sweeps: SweepCadence,
     /// Where the periodic sweep goes on from.
     sweep_cursor: Mutex<Vec<u8>>,
-    /// The finished index's active entries, counted (see the module).
-    active: active_count::ActiveCount,
     /// The finished index's entries that end later than now, held in memory (see the
     /// module).
     future: future_entries::FutureEntries,
@@ -195,7 +191,6 @@ impl SledStore {
         let future =
             sessions::future_entries(&opened.tree, !opened.earlier_layout && config.migrate)
                 .map_err(damaged)?;
-        let active = sessions::active_count(&opened.tree, &future).map_err(damaged)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db: opened.db,
@@ -216,7 +211,6 @@ impl SledStore {
                 job_retention: config.job_retention,
                 job_sweeps: SweepCadence::default(),
                 sweep_cursor: Mutex::new(Vec::new()),
-                active,
                 future,
                 earlier_layout: opened.earlier_layout,
                 _lock: opened.lock,

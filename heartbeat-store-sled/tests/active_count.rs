@@ -1,6 +1,7 @@
 //! The active session count (the session gauges ask for it every second) follows starts,
 //! stops and restarts, as the finished index says, on a clock a second ahead of the
-//! system's (the store counts in memory from when it opened, by the system clock).
+//! system's (the store holds the entries that end later than the system clock's now in
+//! memory, and rebuilds them when it opens).
 
 #![allow(clippy::unwrap_used)]
 
