@@ -22,6 +22,7 @@ pub(crate) const META_JOB_ID: &[u8] = b"M:job_id";
 fn with_part(mut key: Vec<u8>, part: &[u8]) -> Vec<u8> {
     // Ids are at most 256 bytes and owners 128: two bytes of length always suffice.
     let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+    key.reserve(2 + part.len());
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(part);
     key
@@ -30,7 +31,7 @@ fn with_part(mut key: Vec<u8>, part: &[u8]) -> Vec<u8> {
 /// User ids are keyed by their text, as the Node server's Redis keys are: `13` and `"13"`
 /// are one user.
 fn id_part(key: Vec<u8>, id: &Id) -> Vec<u8> {
-    with_part(key, id.to_string().as_bytes())
+    id.with_text(|text| with_part(key, text.as_bytes()))
 }
 
 pub(crate) const SESSIONS_PREFIX: &[u8] = &[SESSIONS];

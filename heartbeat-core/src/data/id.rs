@@ -51,6 +51,22 @@ impl Id {
         }
     }
 
+    /// Calls `f` with the id's text, as [`Display`](fmt::Display) writes it (storage keys
+    /// name users by it), without allocating it.
+    ///
+    /// ```
+    /// use heartbeat_core::Id;
+    ///
+    /// assert_eq!(Id::Int(13).with_text(str::len), 2);
+    /// assert!(Id::Str("13".into()).with_text(|text| text == "13"));
+    /// ```
+    pub fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            Id::Int(n) => f(itoa::Buffer::new().format(*n)),
+            Id::Str(text) => f(text),
+        }
+    }
+
     /// The id as a JSON value of its original type.
     pub fn to_json(&self) -> Value {
         match self {

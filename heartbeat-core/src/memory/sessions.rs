@@ -105,21 +105,14 @@ impl SessionStore for MemorySessionStore {
 
     async fn load(&self, user: &Id) -> Result<Loaded<u64>, StoreError> {
         let now = unix_millis_now();
-        Ok(
-            match self
-                .inner
-                .users
-                .get(&user.to_string())
-                .as_deref()
-                .and_then(|entry| entry.live(now))
-            {
-                Some((sessions, version)) => Loaded {
-                    sessions: sessions.clone(),
-                    version: *version,
-                },
-                None => Loaded::empty(0),
+        let entry = user.with_text(|user| self.inner.users.get(user));
+        Ok(match entry.as_deref().and_then(|entry| entry.live(now)) {
+            Some((sessions, version)) => Loaded {
+                sessions: sessions.clone(),
+                version: *version,
             },
-        )
+            None => Loaded::empty(0),
+        })
     }
 
     async fn commit(
@@ -187,10 +180,8 @@ impl SessionStore for MemorySessionStore {
 
     async fn history(&self, user: &Id, limit: usize) -> Result<Vec<PlayRecord>, StoreError> {
         let now = unix_millis_now();
-        Ok(self
-            .inner
-            .history
-            .get(&user.to_string())
+        let history = user.with_text(|user| self.inner.history.get(user));
+        Ok(history
             .as_deref()
             .and_then(|entry| entry.live(now))
             .map(|history| history.iter().take(limit).cloned().collect())

@@ -180,15 +180,7 @@ impl FinishedEntry {
     /// heartbeat moves its session's entry: this is on its path).
     pub fn key_of(user: &Id, session_id: &str, record: &SessionRecord) -> IndexKey {
         let (ends_at, ended_by) = Self::end_of(record);
-        match user {
-            Id::Int(n) => finished_key(
-                ends_at,
-                itoa::Buffer::new().format(*n),
-                session_id,
-                ended_by,
-            ),
-            Id::Str(text) => finished_key(ends_at, text, session_id, ended_by),
-        }
+        user.with_text(|user| finished_key(ends_at, user, session_id, ended_by))
     }
 
     /// When and how a session ends: as it ended, or (while active) as it will expire.
