@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use files::copy_tree;
 use heartbeat_core::jobs::{EventBus, EventId, JobId, JobStore, NewJob, Owner};
+use heartbeat_core::sessions::AnalyticsStore;
+use heartbeat_core::sessions::analytics::{FinishedEntry, Index, IndexKey};
 use heartbeat_core::{
     HeartbeatData, HeartbeatOutcome, Heartbeats, Id, SessionStore, Timestamp, TokenCodec,
 };
@@ -112,6 +114,23 @@ async fn acknowledged_writes_survive_kill_9() {
     acked.extend(lines.map_while(Result::ok));
 
     let store = open(&path);
+    // The finished index's entries of the sessions (held in memory while they have not
+    // ended, and lost with the process) are rebuilt from the records at open.
+    let indexed: std::collections::BTreeSet<(String, String)> = store
+        .index_range(
+            Index::Finished,
+            &IndexKey::start(),
+            &IndexKey::floor(Timestamp::now().add_millis(86_400_000)),
+            100_000,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|key| {
+            let entry = FinishedEntry::from_key(key).unwrap();
+            (entry.user, entry.session_id)
+        })
+        .collect();
     let (mut sessions, mut jobs, mut events) = (0, 0, 0);
     for line in acked.iter().filter(|line| line.starts_with("ack ")) {
         let parts: Vec<&str> = line.split(' ').collect();
@@ -122,6 +141,10 @@ async fn acknowledged_writes_survive_kill_9() {
                 assert!(
                     loaded.sessions.sessions.contains_key(*session),
                     "lost {line}"
+                );
+                assert!(
+                    indexed.contains(&(user.to_string(), session.to_string())),
+                    "lost the finished-index entry of {line}"
                 );
                 // The heartbeat reported its round as progress (it rides in the record).
                 let progress = store.progress(&Id::Int(user), &Id::Int(7)).await.unwrap();
