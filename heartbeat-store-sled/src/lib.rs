@@ -60,6 +60,7 @@ mod jobs;
 mod keys;
 mod open;
 mod recent_progress;
+mod record;
 mod sessions;
 
 use std::path::{Path, PathBuf};

@@ -84,6 +84,11 @@ impl RecentProgress {
         self.0.values().map(|kept| kept.expires_at).max()
     }
 
+    /// The entries held, live or not, by asset.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &Kept<ProgressRecord>)> {
+        self.0.iter().map(|(asset, kept)| (asset.as_str(), kept))
+    }
+
     /// The assets held, live or not.
     pub(crate) fn assets(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
@@ -92,6 +97,12 @@ impl RecentProgress {
     /// True when it holds nothing.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, Kept<ProgressRecord>)> for RecentProgress {
+    fn from_iter<I: IntoIterator<Item = (String, Kept<ProgressRecord>)>>(entries: I) -> Self {
+        RecentProgress(entries.into_iter().collect())
     }
 }
 

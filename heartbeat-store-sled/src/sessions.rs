@@ -12,23 +12,13 @@ use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
 use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::store::{Commit, StoreHealth};
-use heartbeat_core::{
-    Id, PlayRecord, ProgressRecord, SessionRecord, SessionStore, StoreError, UserSessions,
-};
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
+use serde::Deserialize;
 
 use crate::future_entries::{FutureEntries, SETTLE_PER_COMMIT, after_time};
 use crate::recent_progress::{Left, RecentProgress};
+use crate::record::{self, UserRecord};
 use crate::{SledStore, encode, keys, sled_error};
-
-/// A user's record. Layout 1 wrote a `version` beside the sessions, which is ignored.
-#[derive(Serialize, Deserialize)]
-struct UserRecord<S> {
-    sessions: S,
-    #[serde(default, skip_serializing_if = "RecentProgress::is_empty")]
-    progress: RecentProgress,
-}
 
 /// Why a commit was refused: the database is of an earlier layout, opened to read.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +50,14 @@ impl SledStore {
         Ok(self
             .read_stored(what, key)?
             .and_then(|kept: Kept<T>| kept.into_live(now)))
+    }
+
+    /// A user's record, live or not.
+    fn read_record(&self, key: &[u8]) -> Result<Option<Kept<UserRecord>>, StoreError> {
+        let Some(bytes) = self.inner.tree.get(key).map_err(sled_error)? else {
+            return Ok(None);
+        };
+        record::decode(&bytes).map(Some)
     }
 
     /// A stored value with its expiry, live or not.
@@ -202,16 +200,9 @@ impl SledStore {
             let expires_at = now
                 .saturating_add(write.keep_millis.max(0))
                 .max(progress.last_expiry().unwrap_or(i64::MIN));
-            let record = UserRecord {
-                sessions: &write.sessions.sessions,
-                progress,
-            };
             writes.insert(
                 key,
-                encode(&Kept {
-                    expires_at,
-                    value: record,
-                })?,
+                record::encode(expires_at, &write.sessions.sessions, &progress)?,
             );
         }
         Ok((writes, held))
@@ -242,7 +233,7 @@ impl SledStore {
         if tree.get(key).map_err(sled_error)?.as_deref() != Some(value) {
             return Ok(false);
         }
-        let progress = serde_json::from_slice::<Kept<UserRecord<IgnoredAny>>>(value)
+        let progress = record::decode(value)
             .map(|record| record.value.progress)
             .unwrap_or_default();
         // The own keys first: while the record is there, it decides.
@@ -306,9 +297,7 @@ pub(crate) fn future_entries(tree: &sled::Tree, write: bool) -> Result<FutureEnt
             continue;
         };
         // A record that cannot be read is reported when its user is loaded.
-        let Ok(kept) =
-            serde_json::from_slice::<Kept<UserRecord<BTreeMap<String, SessionRecord>>>>(&value)
-        else {
+        let Ok(kept) = record::decode(&value) else {
             continue;
         };
         if kept.expires_at <= now {
@@ -350,8 +339,14 @@ fn remove_if_expired(
     value: &[u8],
     now: i64,
 ) -> Result<bool, StoreError> {
-    let expired =
-        serde_json::from_slice::<ExpiresAt>(value).is_ok_and(|kept| kept.expires_at <= now);
+    let expires_at = if key.starts_with(keys::SESSIONS_PREFIX) {
+        record::expires_at(value)
+    } else {
+        serde_json::from_slice::<ExpiresAt>(value)
+            .ok()
+            .map(|kept| kept.expires_at)
+    };
+    let expired = expires_at.is_some_and(|at| at <= now);
     if !expired {
         return Ok(false);
     }
@@ -424,8 +419,7 @@ impl SessionStore for SledStore {
         let key = keys::sessions(user);
         // Read before the record: a commit in between is then seen as a conflict.
         let commits = self.session_commits(&key).load(Ordering::Acquire);
-        let stored: Option<Kept<UserRecord<BTreeMap<String, SessionRecord>>>> =
-            self.read_stored("a user's sessions", &key)?;
+        let stored = self.read_record(&key)?;
         let (sessions, progress) = match stored {
             Some(kept) if kept.expires_at > now_millis() => {
                 (kept.value.sessions, kept.value.progress)
@@ -463,8 +457,7 @@ impl SessionStore for SledStore {
 
     async fn progress(&self, user: &Id, asset: &Id) -> Result<Option<ProgressRecord>, StoreError> {
         let (asset, now) = (asset.to_string(), now_millis());
-        let record: Option<Kept<UserRecord<IgnoredAny>>> =
-            self.read_stored("a user's sessions", &keys::sessions(user))?;
+        let record = self.read_record(&keys::sessions(user))?;
         // The record decides while it holds the asset, also once expired (recent_progress).
         if let Some(found) = record.and_then(|kept| kept.value.progress.lookup(&asset, now)) {
             return Ok(found);
@@ -629,11 +622,7 @@ mod tests {
         let mut progress = RecentProgress::default();
         let kept = Kept::for_millis(progress_write(asset, 1.0).progress.unwrap().1, 0, 1);
         progress.record(asset.into(), kept, 0);
-        let record = UserRecord {
-            sessions: BTreeMap::<String, SessionRecord>::new(),
-            progress,
-        };
-        let stored = encode(&Kept::for_millis(record, 0, 1)).unwrap();
+        let stored = record::encode(1, &BTreeMap::new(), &progress).unwrap();
         store
             .inner
             .tree
