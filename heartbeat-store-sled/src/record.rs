@@ -240,7 +240,10 @@ pub(crate) fn encode(
             })
             .collect(),
     };
-    postcard::to_extend(&stored, vec![BINARY])
+    // Sized for a few sessions and assets at once: growing it byte by byte reallocates.
+    let mut bytes = Vec::with_capacity(64 + 192 * (stored.sessions.len() + stored.progress.len()));
+    bytes.push(BINARY);
+    postcard::to_extend(&stored, bytes)
         .map_err(|error| StoreError::backend("cannot encode a user's record", error))
 }
 
