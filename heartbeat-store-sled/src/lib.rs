@@ -34,7 +34,7 @@
 //! stripe in this process (a counter, so the compare reads nothing from the tree; a
 //! commit of another user of the stripe in between costs a retry, never a wrong write).
 //! A heartbeat is two tree operations: the load's get and the user's record, which holds
-//! the sessions and the progress of the assets played lately. The finished index's
+//! the sessions and the progress of the assets played lately, in binary (postcard). The finished index's
 //! entries of sessions that have not ended yet are held in memory, since every heartbeat
 //! moves its session's entry: they go to the tree once their time has passed, and opening
 //! the store rebuilds them from the users' records. The keys a commit writes are written
