@@ -1008,6 +1008,86 @@ pub async fn export_all<S: SessionStore>(
     panic!("the export did not end within 100 pages");
 }
 
+/// Data of `user` (limit 10, counted from the first heartbeat) whose token has its own
+/// cycle and upper tolerance, in seconds.
+fn cycled_data(user: i64, cycle: u32, tolerance: u32) -> HeartbeatData {
+    HeartbeatData::from_json(json!({
+        "user_id": user, "asset_id": 14, "heartbeat_cycle": cycle,
+        "cycle_upper_tolerance": tolerance, "timestamp": start().to_string(),
+        "session_limit": 10, "checking_threshold": 1, "sessions_edge": 10,
+    }))
+    .unwrap()
+}
+
+/// The sessions the export holds for `session_id`.
+async fn exported<S: SessionStore>(
+    heartbeats: &Heartbeats<S, ManualClock>,
+    after: IndexKey,
+    session_id: &str,
+) -> Vec<Timestamp> {
+    export_all(heartbeats, after, None, 10)
+        .await
+        .into_iter()
+        .filter(|session| session.record.session_id == session_id)
+        .filter_map(|session| session.record.ended_at)
+        .collect()
+}
+
+/// A session's end, once the export gave it out, stays where it was, when a heartbeat of
+/// another of the user's sessions, whose token has another cycle, expires it by that
+/// token's cycle (the Node.js server's rule, SPEC §3.2): a longer cycle does not move it on
+/// (the export would give it out twice), and a shorter one does not move it back behind a
+/// cursor (the export would skip it) (SPEC §3.6, §3.9).
+pub async fn an_exported_end_stays_where_it_was<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    // t+0: `short` plays on a 1 s cycle (its own deadline t+2 s); t+0.5 s: `long` of the
+    // same user on a 3 s cycle.
+    let (_, short) = counted_session(&heartbeats, &cycled_data(13, 1, 1)).await;
+    clock.advance(Duration::from_millis(500));
+    let (long_token, _) = counted_session(&heartbeats, &cycled_data(13, 3, 1)).await;
+    // t+3 s: the export gives out `short`, expired at t+2 s.
+    clock.advance(Duration::from_millis(2_500));
+    let deadline = start().add_millis(2_000);
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &short).await,
+        [deadline]
+    );
+    // t+3.5 s and t+6.5 s: `long` heartbeats. By its cycle `short` played until t+4 s, so
+    // the second one expires it: still at its own deadline, once.
+    clock.advance(Duration::from_millis(500));
+    let (long_token, _) = accept(&heartbeats, &long_token, None).await;
+    clock.advance(Duration::from_secs(3));
+    accept(&heartbeats, &long_token, None).await;
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &short).await,
+        [deadline]
+    );
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    let ended = history
+        .iter()
+        .find(|entry| entry.session_id == short)
+        .unwrap();
+    assert_eq!(ended.ended_at, Some(deadline), "the history says the same");
+
+    // User 14: `slow` plays on a 30 s cycle; the export is read to its end at t+12.5 s.
+    let (_, slow) = counted_session(&heartbeats, &cycled_data(14, 30, 10)).await;
+    clock.advance(Duration::from_secs(5));
+    let read = heartbeats
+        .finished_sessions(&IndexKey::start(), None, 100)
+        .await
+        .unwrap();
+    assert!(read.complete);
+    // t+13.5 s: a token on a 1 s cycle expires `slow` (its deadline by that cycle, t+9.5 s,
+    // is behind the cursor): it ends now, and the export continued from the cursor has it.
+    clock.advance(Duration::from_secs(1));
+    counted_session(&heartbeats, &cycled_data(14, 1, 1)).await;
+    let now = clock.now();
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(exported(&heartbeats, read.next, &slow).await, [now]);
+}
+
 /// Two users' sessions, ended four ways (stopped, evicted, expired with the user never
 /// returning, expired and noticed when the user came back), come out of the export once
 /// each, in the order they ended, with `since` / `until` / cursor paging; active sessions

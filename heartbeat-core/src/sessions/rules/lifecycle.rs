@@ -58,12 +58,12 @@ pub fn expire(
             write.remove.push(id.clone());
             continue;
         }
-        let (_, ended_by) = record.ends(record.timestamp.add_millis(life));
+        let (ended_at, ended_by) = expired_end(record, record.timestamp.add_millis(life), now);
         write
             .ended
-            .push(PlayRecord::ended(id, record, deadline, ended_by));
-        let marker = ended_marker(policy, record, deadline, ended_by);
-        markers.push((deadline, id.clone()));
+            .push(PlayRecord::ended(id, record, ended_at, ended_by));
+        let marker = ended_marker(policy, record, ended_at, ended_by);
+        markers.push((ended_at, id.clone()));
         write.upserts.push((id.clone(), marker.clone()));
         kept.sessions.insert(id.clone(), marker);
     }
@@ -77,6 +77,24 @@ pub fn expire(
     }
     write.ended.sort_by_key(|entry| entry.ended_at);
     (kept, write)
+}
+
+/// When and how an active session that the token's deadline (`token_deadline`, passed at
+/// `now`) expired ends in the history: at its own deadline, the one its finished-index
+/// entry has held while it played (and at which the export may have given it out
+/// already), so that no later heartbeat of another session, whose token has another
+/// cycle, moves it (SPEC §3.6: nothing about the history depends on a later visit). When
+/// a shorter cycle ends it before its own deadline, it ends now: an end moved into the
+/// past could be behind an export's cursor. A record without its own deadline (written by
+/// the Node.js server) ends at the token's.
+fn expired_end(
+    record: &SessionRecord,
+    token_deadline: Timestamp,
+    now: Timestamp,
+) -> (Timestamp, EndReason) {
+    let own = record.expires_at.unwrap_or(token_deadline);
+    let (at, by) = record.ends(own);
+    (at.min(now), by)
 }
 
 /// The record a playback whose session ended at `ended_at` (expired, stopped) keeps: not
