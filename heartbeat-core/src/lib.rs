@@ -52,7 +52,7 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{
-    CompactDataError, DataError, HeartbeatData, HeartbeatDataBuilder, Id, JsonDataError,
+    CompactDataError, DataError, HeartbeatData, HeartbeatDataBuilder, Id, IdRef, JsonDataError,
     MAX_DEVICE_LEN, MAX_FAMILY_LEN, MAX_ID_LEN, Provenance, RejectStrategy, Seconds,
 };
 pub use sessions::{

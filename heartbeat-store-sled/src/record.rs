@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use heartbeat_core::sessions::{AnsweredToken, WouldRefuse};
 use heartbeat_core::store::kit::Kept;
-use heartbeat_core::{EndReason, Id, ProgressRecord, SessionRecord, StoreError, Timestamp};
+use heartbeat_core::{EndReason, Id, IdRef, ProgressRecord, SessionRecord, StoreError, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::recent_progress::RecentProgress;
@@ -51,7 +51,7 @@ struct Session<'a> {
     hit_counter: u64,
     started_at: Option<i64>,
     #[serde(borrow)]
-    asset_id: Option<StoredId<'a>>,
+    asset_id: Option<IdRef<'a>>,
     progress: Option<f64>,
     expires_at: Option<i64>,
     ended_by: Option<EndReason>,
@@ -76,13 +76,6 @@ struct Progress<'a> {
     progress: f64,
     updated_at: i64,
     session_id: &'a str,
-}
-
-/// An id in its JSON type: postcard's variant 0 (an integer) or 1 (text).
-#[derive(Serialize, Deserialize)]
-enum StoredId<'a> {
-    Int(i64),
-    Str(&'a str),
 }
 
 /// Why a stored record could not be read.
@@ -140,10 +133,7 @@ impl<'a> Session<'a> {
             timestamp: millis(*timestamp),
             hit_counter: *hit_counter,
             started_at: started_at.map(millis),
-            asset_id: asset_id.as_ref().map(|id| match id {
-                Id::Int(n) => StoredId::Int(*n),
-                Id::Str(text) => StoredId::Str(text),
-            }),
+            asset_id: asset_id.as_ref().map(IdRef::from),
             progress: *progress,
             expires_at: expires_at.map(millis),
             ended_by: *ended_by,
@@ -168,10 +158,7 @@ impl<'a> Session<'a> {
             timestamp: time(self.timestamp)?,
             hit_counter: self.hit_counter,
             started_at: optional_time(self.started_at)?,
-            asset_id: self.asset_id.map(|id| match id {
-                StoredId::Int(n) => Id::Int(n),
-                StoredId::Str(text) => Id::Str(text.to_owned()),
-            }),
+            asset_id: self.asset_id.map(Id::from),
             progress: self.progress,
             expires_at: optional_time(self.expires_at)?,
             ended_by: self.ended_by,

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::wire::{self, Field, check_family_limits};
 use super::{
-    DataError, HeartbeatData, Id, MAX_DEVICE_LEN, MAX_FAMILY_LEN, Provenance, RejectStrategy,
+    DataError, HeartbeatData, Id, IdRef, MAX_DEVICE_LEN, MAX_FAMILY_LEN, Provenance, RejectStrategy,
 };
 use crate::Timestamp;
 
@@ -29,9 +29,9 @@ use crate::Timestamp;
 #[derive(Serialize, Deserialize)]
 struct Compact<'a> {
     #[serde(borrow)]
-    user_id: CompactId<'a>,
+    user_id: IdRef<'a>,
     #[serde(borrow)]
-    asset_id: CompactId<'a>,
+    asset_id: IdRef<'a>,
     session_id: Option<&'a str>,
     heartbeat_cycle: f64,
     cycle_lower_tolerance: f64,
@@ -58,26 +58,13 @@ struct Compact<'a> {
     extra: &'a str,
 }
 
-/// An id in its JSON type: postcard's variant 0 (an integer) or 1 (text).
-#[derive(Serialize, Deserialize)]
-enum CompactId<'a> {
-    Int(i64),
-    Str(&'a str),
-}
-
-impl<'a> CompactId<'a> {
-    fn of(id: &'a Id) -> Self {
-        match id {
-            Id::Int(n) => CompactId::Int(*n),
-            Id::Str(text) => CompactId::Str(text),
-        }
-    }
-
-    fn read(self, field: Field) -> Result<Id, DataError> {
-        match self {
-            CompactId::Int(n) => Ok(Id::Int(n)),
-            CompactId::Str(text) => Id::from_text(text).map_err(wire::invalid(field)),
-        }
+/// Reads a payload's id: text must be an id's (non-empty, at most [`MAX_ID_LEN`] bytes).
+///
+/// [`MAX_ID_LEN`]: super::MAX_ID_LEN
+fn read_id(id: IdRef<'_>, field: Field) -> Result<Id, DataError> {
+    match id {
+        IdRef::Int(n) => Ok(Id::Int(n)),
+        IdRef::Str(text) => Id::from_text(text).map_err(wire::invalid(field)),
     }
 }
 
@@ -119,8 +106,8 @@ impl HeartbeatData {
             serde_json::to_string(&self.extra).unwrap_or_default()
         };
         let compact = Compact {
-            user_id: CompactId::of(&self.user_id),
-            asset_id: CompactId::of(&self.asset_id),
+            user_id: IdRef::from(&self.user_id),
+            asset_id: IdRef::from(&self.asset_id),
             session_id: self.session_id.as_deref(),
             heartbeat_cycle: self.heartbeat_cycle.get(),
             cycle_lower_tolerance: self.cycle_lower_tolerance.get(),
@@ -193,8 +180,8 @@ impl HeartbeatData {
             return Err(CompactDataError::Malformed);
         }
         Ok(HeartbeatData {
-            user_id: compact.user_id.read(Field::UserId)?,
-            asset_id: compact.asset_id.read(Field::AssetId)?,
+            user_id: read_id(compact.user_id, Field::UserId)?,
+            asset_id: read_id(compact.asset_id, Field::AssetId)?,
             session_id: compact
                 .session_id
                 .map(|text| wire::session_id(Some(text)))

@@ -76,6 +76,44 @@ impl Id {
     }
 }
 
+/// An [`Id`] borrowed, as the binary forms write it (the `v3.` token's payload, sled's
+/// records): postcard's variant 0 for an integer, 1 for text.
+///
+/// ```
+/// use heartbeat_core::{Id, IdRef};
+///
+/// let id = Id::from("movie/42");
+/// let bytes = postcard::to_allocvec(&IdRef::from(&id))?;
+/// assert_eq!(bytes, b"\x01\x08movie/42");
+/// assert_eq!(Id::from(postcard::from_bytes::<IdRef>(&bytes)?), id);
+/// # Ok::<(), postcard::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdRef<'a> {
+    /// A JSON integer.
+    Int(i64),
+    /// A JSON string, as stored (its length is not checked here).
+    Str(&'a str),
+}
+
+impl<'a> From<&'a Id> for IdRef<'a> {
+    fn from(id: &'a Id) -> Self {
+        match id {
+            Id::Int(n) => IdRef::Int(*n),
+            Id::Str(text) => IdRef::Str(text),
+        }
+    }
+}
+
+impl From<IdRef<'_>> for Id {
+    fn from(id: IdRef<'_>) -> Self {
+        match id {
+            IdRef::Int(n) => Id::Int(n),
+            IdRef::Str(text) => Id::Str(text.to_owned()),
+        }
+    }
+}
+
 impl From<i64> for Id {
     fn from(n: i64) -> Self {
         Id::Int(n)

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 pub use builder::HeartbeatDataBuilder;
 pub use compact::CompactDataError;
-pub use id::{Id, MAX_ID_LEN};
+pub use id::{Id, IdRef, MAX_ID_LEN};
 pub use seconds::{RejectStrategy, Seconds};
 
 use crate::Timestamp;
