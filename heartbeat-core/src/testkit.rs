@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             sessions::concurrent_devices_never_exceed_the_limit,
             sessions::finished_sessions_are_exported_once_in_order,
             sessions::an_exported_end_stays_where_it_was,
+            sessions::a_resumed_session_is_exported_once_per_play,
             replays::a_spent_token_replayed_is_refused,
             replays::devices_replaying_each_others_tokens_never_both_play,
             replays::a_backend_token_resent_after_expiry_is_refused_at_the_limit,

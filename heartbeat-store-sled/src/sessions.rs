@@ -732,6 +732,45 @@ mod tests {
     }
 
     #[tokio::test]
+    // The settling guard is held on purpose, to keep the commit from settling.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_play_resumed_after_it_ended_keeps_its_entry_through_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        // Started 39.7 s ago on 30 s cycles with 10 s tolerance: it ends in about 0.3 s.
+        let clock =
+            heartbeat_core::ManualClock::new(heartbeat_core::Timestamp::now().add_millis(-39_700));
+        let heartbeats = service(&store, &clock);
+        let token = start(&heartbeats, 1).await;
+        let [ended] = finished(&store).await.try_into().unwrap();
+        let ends = ended.time().unwrap().unix_millis();
+        let wait = u64::try_from(ends - now_millis() + 5).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        // Nothing settles it meanwhile (another commit is settling); its latest token
+        // resumes the playback: the play that ended keeps its entry, in the tree now.
+        let (_settling, due) = store.inner.future.due(now_millis(), 0).unwrap();
+        assert!(due.is_empty() && store.inner.future.holds(&ended));
+        clock.advance(std::time::Duration::from_secs(41));
+        accepted(heartbeats.heartbeat(&token, None).await.unwrap());
+        let both = finished(&store).await;
+        assert_eq!(
+            both.len(),
+            2,
+            "the ended play and the resumed one: {both:?}"
+        );
+        assert!(
+            in_tree(&store, &ended),
+            "the ended play's entry is in the tree"
+        );
+        // A crash: the resumed play's entry is rebuilt from the record, the ended one's
+        // was written.
+        drop((_settling, heartbeats));
+        drop(store);
+        let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
+        assert_eq!(finished(&store).await, both);
+    }
+
+    #[tokio::test]
     async fn a_heartbeat_keeps_its_progress_in_the_users_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(SledConfig::new(dir.path())).unwrap();

@@ -1,7 +1,5 @@
 //! The change one heartbeat (or stop, takeover, eviction) makes to a user's stored state.
 
-use std::collections::BTreeSet;
-
 use crate::sessions::analytics::{FinishedEntry, IndexMove, IndexWrite, RefusalEntry};
 use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord};
 use crate::sessions::{Retention, UserSessions};
@@ -69,32 +67,60 @@ impl SessionWrite {
 }
 
 /// The finished-index moves of `write` on `user`'s sessions as they were loaded
-/// (`before`): every session the write inserts, replaces or ends goes to the place of
-/// its new end; a session whose place does not change is not moved.
+/// (`before`): an entry per play (SPEC §3.9).
+///
+/// - A play the write ends takes its session's entry, if that session was playing, to
+///   the place of its end, and is written there even when it is there already (a store
+///   that holds playing sessions' entries apart, as sled does, keeps it now); a play
+///   that ended before keeps its entry where it is.
+/// - A session the write leaves (or makes) active gets an entry at its expiry: the
+///   session's entry, moved, when it was playing and the write ends no play of it;
+///   otherwise a new one, so that a play resumed after it ended (or started again under
+///   the same id) is the next entry, not the previous one moved.
+/// - Only the last of a session's upserts counts (the one that stays); an entry already
+///   in its place is not moved.
 pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) -> Vec<IndexMove> {
-    let previous = |session_id: &str| {
-        before
-            .sessions
-            .get(session_id)
-            .map(|record| FinishedEntry::key_of(user, session_id, record))
-    };
-    let mut seen = BTreeSet::new();
-    let upserted = write
-        .upserts
-        .iter()
-        .map(|(id, record)| (id.as_str(), FinishedEntry::key_of(user, id, record)));
-    let ended = write.ended.iter().filter_map(|entry| {
-        Some((
-            entry.session_id.as_str(),
-            FinishedEntry::of_history(user, entry)?.key(),
-        ))
+    let (ended, upserts) = (&write.ended, &write.upserts);
+    let ends = ended.iter().enumerate().filter_map(|(at, entry)| {
+        let id = entry.session_id.as_str();
+        let key = FinishedEntry::of_history(user, entry)?.key();
+        let first = !ended[..at].iter().any(|earlier| earlier.session_id == id);
+        Some((id, key, true, first))
     });
-    upserted
-        .chain(ended)
-        .filter(|(id, _)| seen.insert(*id))
-        .filter_map(|(id, to)| {
-            let from = previous(id);
-            (from.as_ref() != Some(&to)).then_some(IndexMove { from, to })
-        })
-        .collect()
+    let last_upserts = upserts
+        .iter()
+        .enumerate()
+        .filter(|(at, (id, _))| !upserts[at + 1..].iter().any(|(later, _)| later == id));
+    let upserted = last_upserts.map(|(_, (id, record))| {
+        let first = !ended.iter().any(|entry| entry.session_id == *id);
+        (
+            id.as_str(),
+            FinishedEntry::key_of(user, id, record),
+            false,
+            first,
+        )
+    });
+    let mut moves: Vec<IndexMove> = Vec::new();
+    for (id, to, ends_a_play, first) in ends.chain(upserted) {
+        let loaded = before
+            .sessions
+            .get(id)
+            .map(|record| (FinishedEntry::key_of(user, id, record), record.is_active()));
+        // A playing session's entry moves once, with the first of its ends; a play that
+        // ended before keeps its entry, and the session's next play gets one of its own.
+        let (from, loaded) = match loaded {
+            Some((key, true)) if first => (Some(key), None),
+            other => (None, other.map(|(key, _)| key)),
+        };
+        // An ended play's entry is written where it stays even when it is there already
+        // (a store that held it apart, as sled does a playing session's, keeps it now).
+        let in_place = match &from {
+            Some(from) => *from == to && !ends_a_play,
+            None => loaded.as_ref() == Some(&to) || moves.iter().any(|m| m.to == to),
+        };
+        if !in_place {
+            moves.push(IndexMove { from, to });
+        }
+    }
+    moves
 }

@@ -1200,3 +1200,68 @@ pub async fn finished_sessions_are_exported_once_in_order<F: Fixture>(fixture: &
         "an unknown id gets everything kept"
     );
 }
+
+/// A session that expires, is resumed with its latest token, and expires again is two
+/// plays: the history has both, and the export gives out both, each once, at the end the
+/// history gives it, whether the export was read between them or only at the end (SPEC
+/// §3.6, §3.9).
+pub async fn a_resumed_session_is_exported_once_per_play<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    // t+0 and t+0.5 s: `s` plays on a 1 s cycle (tolerance 1 s, so it ends at t+2.5 s).
+    let (token, s) = counted_session(&heartbeats, &cycled_data(13, 1, 1)).await;
+    clock.advance(Duration::from_millis(500));
+    let (token, _) = accept(&heartbeats, &token, None).await;
+    // t+4 s: the export read to its end has the first play.
+    clock.advance(Duration::from_millis(3_500));
+    let first = exported(&heartbeats, IndexKey::start(), &s).await;
+    assert_eq!(first, [start().add_millis(2_500)]);
+    let read = heartbeats
+        .finished_sessions(&IndexKey::start(), None, 100)
+        .await
+        .unwrap();
+    // The latest token resumes it (t+4 s, ends at t+6 s), and it expires again.
+    let (_, resumed) = accept(&heartbeats, &token, None).await;
+    assert_eq!(resumed.session_id, s);
+    clock.advance(Duration::from_secs(10));
+    let history: Vec<Option<Timestamp>> = heartbeats
+        .history(&Id::Int(13), 10)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|entry| entry.session_id == s)
+        .map(|entry| entry.ended_at)
+        .collect();
+    let second = start().add_millis(6_000);
+    assert_eq!(history, [Some(second), Some(first[0])]);
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &s).await,
+        [first[0], second],
+        "read at the end, the export has both plays"
+    );
+    assert_eq!(
+        exported(&heartbeats, read.next, &s).await,
+        [second],
+        "continued from the cursor, it has the second"
+    );
+
+    // User 14's page reload re-sends its backend token: the play so far ends (taken
+    // over by its own restart) and the next one, under the same id, is stopped later.
+    let backend = seal(&heartbeats, &cycled_data(14, 30, 10));
+    let (token, accepted) = accept(&heartbeats, &backend, None).await;
+    clock.advance(Duration::from_secs(10));
+    accept(&heartbeats, &token, None).await;
+    clock.advance(Duration::from_secs(5));
+    let restarted_at = clock.now();
+    let (token, restarted) = accept(&heartbeats, &backend, None).await;
+    assert_eq!(restarted.new_session, Some(NewSessionCause::Restarted));
+    assert_eq!(restarted.session_id, accepted.session_id);
+    clock.advance(Duration::from_secs(5));
+    let stopped_at = clock.now();
+    assert!(heartbeats.stop(&token, None).await.unwrap());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &accepted.session_id).await,
+        [restarted_at, stopped_at]
+    );
+}
