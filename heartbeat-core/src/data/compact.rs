@@ -126,8 +126,30 @@ impl HeartbeatData {
             legacy: self.provenance == Provenance::Legacy,
             extra: &extra,
         };
+        // Sized once: the fixed fields take at most 10 bytes each, texts their length and
+        // a length prefix of at most 3 bytes.
+        let text = |text: Option<&str>| text.map_or(0, |text| text.len() + 3);
+        let id = |id: IdRef<'_>| match id {
+            IdRef::Int(_) => 10,
+            IdRef::Str(text) => text.len() + 4,
+        };
+        let families = compact.family_limits.as_ref().map_or(0, |limits| {
+            limits
+                .iter()
+                .map(|(family, _)| family.len() + 8)
+                .sum::<usize>()
+                + 3
+        });
+        let capacity = 160
+            + id(compact.user_id)
+            + id(compact.asset_id)
+            + text(compact.session_id)
+            + text(compact.device)
+            + text(compact.device_family)
+            + families
+            + extra.len();
         // Every field of `Compact` serializes into a growing `Vec`: this cannot fail.
-        postcard::to_allocvec(&compact).unwrap_or_default()
+        postcard::to_extend(&compact, Vec::with_capacity(capacity)).unwrap_or_default()
     }
 
     /// Reads the compact form ([`to_compact_vec`](Self::to_compact_vec)), checking every

@@ -124,11 +124,16 @@ impl SessionStore for MemorySessionStore {
     ) -> Result<Commit, StoreError> {
         let now = unix_millis_now();
         {
-            let mut entry = self
-                .inner
-                .users
-                .entry(user.to_string())
-                .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0));
+            // The user's entry, looked up by the id's text without allocating a key.
+            let found = user.with_text(|text| self.inner.users.get_mut(text));
+            let mut entry = match found {
+                Some(entry) => entry,
+                None => self
+                    .inner
+                    .users
+                    .entry(user.to_string())
+                    .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0)),
+            };
             let current = entry.live(now).map_or(0, |(_, version)| *version);
             if current != *version {
                 return Ok(Commit::Conflict);

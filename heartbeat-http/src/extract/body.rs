@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::state::App;
@@ -90,23 +90,40 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|error| ApiError::bad_request(format!("The body is not valid JSON: {error}")))
 }
 
-/// Reads a JSON or an HTML form body (`application/x-www-form-urlencoded`) into an
-/// object's fields. A form field given more than once becomes an array of its values, as
-/// Express (`querystring`) makes it.
+/// Reads a JSON or an HTML form body (`application/x-www-form-urlencoded`) and returns
+/// the values of the fields `names`, in that order (`None`: absent). A field given more
+/// than once in a form becomes an array of its values, as Express (`querystring`) makes
+/// it; in JSON the last one counts, as in `JSON.parse`. Other fields are checked as JSON
+/// but not kept.
 ///
 /// # Errors
 ///
 /// 415 for another content type, 400 for a JSON body that is not an object.
-pub fn json_or_form_fields(
+pub fn json_or_form_fields<const N: usize>(
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Map<String, Value>, ApiError> {
+    names: [&str; N],
+) -> Result<[Option<Value>; N], ApiError> {
     match media_type(headers).as_deref() {
-        Some("application/x-www-form-urlencoded") => Ok(form_fields(body)),
-        Some(mime) if is_json(mime) => match parse_json(body)? {
-            Value::Object(fields) => Ok(fields),
-            _ => Err(ApiError::bad_request("The body must be a JSON object.")),
-        },
+        Some("application/x-www-form-urlencoded") => Ok(form_fields(body, names)),
+        Some(mime) if is_json(mime) => {
+            let mut seed = Fields {
+                names,
+                values: [const { None }; N],
+            };
+            let mut reader = serde_json::Deserializer::from_slice(body);
+            let read = serde::de::DeserializeSeed::deserialize(&mut seed, &mut reader)
+                .and_then(|()| reader.end());
+            match read {
+                Ok(()) => Ok(seed.values),
+                Err(error) if error.is_data() => {
+                    Err(ApiError::bad_request("The body must be a JSON object."))
+                }
+                Err(error) => Err(ApiError::bad_request(format!(
+                    "The body is not valid JSON: {error}"
+                ))),
+            }
+        }
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json or application/x-www-form-urlencoded.",
@@ -114,18 +131,144 @@ pub fn json_or_form_fields(
     }
 }
 
-/// A form's fields; one given more than once becomes an array of its values.
-fn form_fields(body: &[u8]) -> Map<String, Value> {
-    let mut fields = Map::new();
+/// The fields `names` of a form; one given more than once becomes an array of its values.
+fn form_fields<const N: usize>(body: &[u8], names: [&str; N]) -> [Option<Value>; N] {
+    let mut values = [const { None }; N];
     for (name, value) in form_urlencoded::parse(body) {
+        let Some(at) = names.iter().position(|wanted| *wanted == name) else {
+            continue;
+        };
         let value = Value::String(value.into_owned());
-        match fields.get_mut(name.as_ref()) {
-            None => {
-                fields.insert(name.into_owned(), value);
-            }
+        match &mut values[at] {
+            slot @ None => *slot = Some(value),
             Some(Value::Array(values)) => values.push(value),
             Some(first) => *first = Value::Array(vec![first.take(), value]),
         }
     }
-    fields
+    values
+}
+
+/// Reads a JSON object keeping only the values of `names` (the last of a repeated one);
+/// the others are read past without being built.
+struct Fields<'n, const N: usize> {
+    names: [&'n str; N],
+    values: [Option<Value>; N],
+}
+
+impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for &mut Fields<'_, N> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<(), D::Error> {
+        reader.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> serde::de::Visitor<'de> for &mut Fields<'_, N> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(FieldName(&self.names))? {
+            match key {
+                Some(at) => self.values[at] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key of the object: the position of the name among those wanted, if it is one.
+struct FieldName<'a, 'n>(&'a [&'n str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName<'_, '_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        reader: D,
+    ) -> Result<Option<usize>, D::Error> {
+        reader.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldName<'_, '_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|wanted| *wanted == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+
+    fn typed(mime: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+        headers
+    }
+
+    fn json_fields(body: &str) -> Result<[Option<Value>; 2], String> {
+        json_or_form_fields(&typed("application/json"), body.as_bytes(), ["a", "b"])
+            .map_err(|error| error.message)
+    }
+
+    #[test]
+    fn json_keeps_the_named_fields_and_the_last_of_a_repeated_one() {
+        let body = r#"{"x": {"deep": [1, {"y": null}]}, "b": 2.5, "a": "one", "a": ["two"]}"#;
+        assert_eq!(
+            json_fields(body).unwrap(),
+            [Some(json!(["two"])), Some(json!(2.5))]
+        );
+        assert_eq!(json_fields(r#"{"c": 1}"#).unwrap(), [None, None]);
+        assert_eq!(
+            json_fields(r#"{"a\u0062": 1, "b": null}"#).unwrap(),
+            [None, Some(Value::Null)],
+            "an escaped name is read as its text"
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_an_object_or_not_json_says_so_as_serde_json_does() {
+        for body in ["[1]", "\"a\"", "null", "3"] {
+            assert_eq!(
+                json_fields(body).unwrap_err(),
+                "The body must be a JSON object.",
+                "{body}"
+            );
+        }
+        for body in ["", "{", r#"{"a": 1} x"#, r#"{"c": [1,}"#, r#"{"a": tru}"#] {
+            let expected = serde_json::from_str::<Value>(body).unwrap_err();
+            assert_eq!(
+                json_fields(body).unwrap_err(),
+                format!("The body is not valid JSON: {expected}"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_form_field_given_twice_is_an_array_and_other_types_are_refused() {
+        let headers = typed("application/x-www-form-urlencoded");
+        let fields = json_or_form_fields(&headers, b"a=1&c=2&a=%C3%A9&b=", ["a", "b"]).unwrap();
+        assert_eq!(fields, [Some(json!(["1", "é"])), Some(json!(""))]);
+        let refused = json_or_form_fields(&typed("text/plain"), b"{}", ["a"]).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
 }

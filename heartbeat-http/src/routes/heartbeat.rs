@@ -51,12 +51,13 @@ impl HeartbeatRequest {
     ///
     /// 400 or 415 saying what is wrong.
     pub fn from_body(headers: &HeaderMap, body: &[u8]) -> Result<Self, ApiError> {
-        let mut fields = json_or_form_fields(headers, body)?;
-        let token = match fields.remove("heartbeat_token") {
+        let [token, progress, session_id] =
+            json_or_form_fields(headers, body, ["heartbeat_token", "progress", "session_id"])?;
+        let token = match token {
             Some(Value::String(token)) => Some(token),
             _ => None,
         };
-        let progress = match fields.remove("progress") {
+        let progress = match progress {
             None | Some(Value::Null) => None,
             Some(Value::Number(number)) => number.as_f64(),
             // Backends and forms send numbers as text; an empty one is no progress, as
@@ -71,7 +72,7 @@ impl HeartbeatRequest {
             ),
             Some(_) => return Err(progress_error()),
         };
-        let session_id = match fields.remove("session_id") {
+        let session_id = match session_id {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => Some(id),
             Some(_) => {
