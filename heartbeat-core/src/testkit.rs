@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             sessions::numeric_and_text_ids_are_one_user,
             sessions::stop_frees_the_slot_at_once,
             sessions::evict_removes_one_session,
+            sessions::a_session_that_ended_by_itself_is_not_evicted,
             sessions::history_is_capped_newest_first,
             sessions::a_session_that_times_out_is_in_the_history_without_a_return,
             sessions::an_evicted_device_is_refused_and_a_fresh_token_plays,

@@ -742,6 +742,35 @@ pub async fn evict_removes_one_session<F: Fixture>(fixture: &F) {
     );
 }
 
+/// A session that has ended by itself (past its deadline, with no write since) is not
+/// evicted: the admin list, the history and the export already have it as `expired`, and
+/// an eviction would rewrite a finished play that the export may have given out (SPEC
+/// §3.6, §3.7, §3.9).
+pub async fn a_session_that_ended_by_itself_is_not_evicted<F: Fixture>(fixture: &F) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let (_, session) = counted_session(&heartbeats, &cycled_data(13, 1, 1)).await;
+    // It ends at t+2 s; at t+3 s the export has it.
+    clock.advance(Duration::from_secs(3));
+    let ended = start().add_millis(2_000);
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &session).await,
+        [ended]
+    );
+    assert!(!heartbeats.evict(&Id::Int(13), &session).await.unwrap());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        exported(&heartbeats, IndexKey::start(), &session).await,
+        [ended]
+    );
+    let history = heartbeats.history(&Id::Int(13), 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].ended_at, history[0].ended_by),
+        (Some(ended), Some(EndReason::Expired))
+    );
+}
+
 /// A user's only session times out and the user never comes back: the history shows it
 /// as `expired`, ended at its deadline, without any later write (SPEC §3.6).
 pub async fn a_session_that_times_out_is_in_the_history_without_a_return<F: Fixture>(fixture: &F) {

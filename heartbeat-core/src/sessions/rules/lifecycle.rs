@@ -214,12 +214,15 @@ pub fn stop(
 
 /// Ends one active session for an administrator: it goes to the history as `evicted`, and
 /// its record stays, marked ended, until its token could no longer be presented, so that
-/// the device is refused (SPEC §3.7). Returns `None` when no such session is active.
+/// the device is refused (SPEC §3.7). Returns `None` when no such session is active:
+/// also when it has ended by itself (expired, or gone) and no write has said so yet, as
+/// the admin list and the history already show it: that play is finished, and the export
+/// may have given it out.
 pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<SessionWrite> {
     let record = stored
         .sessions
         .get(session_id)
-        .filter(|record| record.is_active())?;
+        .filter(|record| record.is_active() && record.deadline() >= now)?;
     let ended = SessionRecord {
         ended_by: Some(EndReason::Evicted),
         ended_at: Some(now),
