@@ -164,7 +164,7 @@ impl SessionStore for RedisStore {
     type Version = HashSnapshot;
 
     async fn load(&self, user: &Id) -> Result<Loaded<HashSnapshot>, StoreError> {
-        let key = self.inner.layout.sessions(user);
+        let key = self.inner.layout.user_sessions(user);
         let fields: HashMap<String, String> = self
             .run("session load", &key, "HGETALL", vec![key.as_str().into()])
             .await?;

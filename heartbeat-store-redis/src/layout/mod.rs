@@ -69,6 +69,16 @@ pub(crate) fn slot_tag(slot: u16) -> &'static str {
     &SLOT_TAGS[usize::from(slot % SLOTS)]
 }
 
+/// `parts` joined in a string sized once: the keys every heartbeat names are built so,
+/// without the formatting machinery.
+fn joined(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        key.push_str(part);
+    }
+    key
+}
+
 /// How keys are spread: what the scripts may touch together, and where events travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topology {
@@ -150,30 +160,45 @@ impl Layout {
 
     /// The Node server's key: `<ns>hb_sessions:<user>:active_sessions`.
     pub(crate) fn sessions(&self, user: &(impl Display + ?Sized)) -> String {
-        format!("{}hb_sessions:{user}:active_sessions", self.namespace)
+        self.sessions_of(&user.to_string())
+    }
+
+    /// [`sessions`](Self::sessions) of a user's id, without formatting it (every load).
+    pub(crate) fn user_sessions(&self, user: &Id) -> String {
+        user.with_text(|user| self.sessions_of(user))
+    }
+
+    fn sessions_of(&self, user: &str) -> String {
+        joined(&[&self.namespace, "hb_sessions:", user, ":active_sessions"])
     }
 
     /// Every key a commit of `user` writes (the Node server's progress hash aside).
     pub(crate) fn user(&self, user: &Id) -> UserKeys {
-        let sessions = self.sessions(user);
-        let slot = slot_of(sessions.as_bytes());
-        let [finished, refusals] =
-            [Index::Finished, Index::Refusals].map(|index| match self.topology {
-                Topology::OneServer => self.one_index(index),
-                Topology::Cluster => self.slot_index(index, slot),
-            });
-        UserKeys {
-            progress: self.tagged("hb_progress", slot, user),
-            history: self.tagged("hb_history", slot, user),
-            sessions,
-            finished,
-            refusals,
-        }
+        user.with_text(|user| {
+            let sessions = self.sessions_of(user);
+            let slot = slot_of(sessions.as_bytes());
+            let [finished, refusals] =
+                [Index::Finished, Index::Refusals].map(|index| match self.topology {
+                    Topology::OneServer => self.one_index(index),
+                    Topology::Cluster => self.slot_index(index, slot),
+                });
+            UserKeys {
+                progress: self.tagged_of("hb_progress", slot, user),
+                history: self.tagged_of("hb_history", slot, user),
+                sessions,
+                finished,
+                refusals,
+            }
+        })
     }
 
     /// `<ns><kind>:{<tag of slot>}:<user>`.
     fn tagged(&self, kind: &str, slot: u16, user: &(impl Display + ?Sized)) -> String {
-        format!("{}{kind}:{{{}}}:{user}", self.namespace, slot_tag(slot))
+        self.tagged_of(kind, slot, &user.to_string())
+    }
+
+    fn tagged_of(&self, kind: &str, slot: u16, user: &str) -> String {
+        joined(&[&self.namespace, kind, ":{", slot_tag(slot), "}:", user])
     }
 
     /// A user's progress hash: asset → progress record.
@@ -277,21 +302,18 @@ impl Layout {
     /// An analytics index (SPEC §3.9) kept in one key ([`Topology::OneServer`]); both
     /// indexes share a hash tag.
     pub(crate) fn one_index(&self, index: Index) -> String {
-        format!(
-            "{}{{hb_history_index}}:{}",
-            self.namespace,
-            index_name(index)
-        )
+        joined(&[&self.namespace, "{hb_history_index}:", index_name(index)])
     }
 
     /// The part of an analytics index kept in `slot` ([`Topology::Cluster`]).
     pub(crate) fn slot_index(&self, index: Index, slot: u16) -> String {
-        format!(
-            "{}hb_index:{{{}}}:{}",
-            self.namespace,
+        joined(&[
+            &self.namespace,
+            "hb_index:{",
             slot_tag(slot),
-            index_name(index)
-        )
+            "}:",
+            index_name(index),
+        ])
     }
 
     /// The pub/sub channel of job events every instance listens on (one server).
