@@ -134,25 +134,47 @@ impl SessionStore for MemorySessionStore {
                     .entry(user.to_string())
                     .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0)),
             };
+            let live = entry.live(now).is_some();
             let current = entry.live(now).map_or(0, |(_, version)| *version);
             if current != *version {
                 return Ok(Commit::Conflict);
             }
-            *entry = Kept::for_millis(
-                (write.sessions.clone(), next_version()),
-                now,
-                write.keep_millis,
+            // The write's changes applied to the sessions it was decided on, as Redis
+            // applies them: what stays is not copied again.
+            let (sessions, stored_version) = &mut entry.value;
+            if !live {
+                *sessions = UserSessions::default();
+            }
+            for id in &write.remove {
+                sessions.sessions.remove(id);
+            }
+            for (id, record) in &write.upserts {
+                match sessions.sessions.get_mut(id) {
+                    Some(stored) => stored.clone_from(record),
+                    None => {
+                        sessions.sessions.insert(id.clone(), record.clone());
+                    }
+                }
+            }
+            debug_assert_eq!(
+                sessions.sessions, write.sessions.sessions,
+                "a write's upserts and removals make the set it was decided to leave"
             );
+            *stored_version = next_version();
+            entry.expires_at = now.saturating_add(write.keep_millis.max(0));
             // Under the user's lock, so that two commits move the user's entries in the
             // order they applied.
             self.inner.apply_index(&write.index);
         }
         let retention = limits.retention_millis();
         if let Some((asset, progress)) = &write.progress {
-            self.inner.progress.insert(
-                (user.to_string(), asset.to_string()),
-                Kept::for_millis(progress.clone(), now, retention),
+            let key = (
+                user.with_text(str::to_owned),
+                asset.with_text(str::to_owned),
             );
+            self.inner
+                .progress
+                .insert(key, Kept::for_millis(progress.clone(), now, retention));
         }
         if !write.ended.is_empty() {
             let mut history = self
