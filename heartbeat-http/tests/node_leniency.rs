@@ -150,6 +150,37 @@ async fn requests_the_node_server_answers_get_the_same_answer() {
             json!({ "heartbeat_token": unpadded }),
             200,
         ),
+        Row {
+            what: "a byte order mark before the JSON (Express skips it)",
+            path: "/heartbeat",
+            content_type: "application/json",
+            body: [
+                &b"\xEF\xBB\xBF"[..],
+                json!({ "heartbeat_token": token(13) })
+                    .to_string()
+                    .as_bytes(),
+            ]
+            .concat(),
+            status: 200,
+        },
+        json_row(
+            "a session_id field the Node server ignores: empty",
+            "/heartbeat",
+            json!({ "heartbeat_token": token(14), "session_id": "" }),
+            200,
+        ),
+        json_row(
+            "a session_id field the Node server ignores: 257 bytes",
+            "/heartbeat",
+            json!({ "heartbeat_token": token(15), "session_id": "x".repeat(257) }),
+            200,
+        ),
+        json_row(
+            "stop with a session_id field the Node server ignores: a number",
+            "/heartbeat/stop",
+            json!({ "heartbeat_token": token(16), "session_id": 7 }),
+            200,
+        ),
         json_row("no token", "/heartbeat", json!({ "progress": 3 }), 406),
         json_row(
             "a token that is not a string",

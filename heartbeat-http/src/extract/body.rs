@@ -70,6 +70,12 @@ fn is_json(mime: &str) -> bool {
     mime == "application/json" || mime.ends_with("+json")
 }
 
+/// The body without a leading UTF-8 byte order mark, which Express's JSON parser skips
+/// (some Windows tools write one): a body the Node server reads is read here too.
+fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
 /// Reads a JSON body (`Content-Type: application/json`).
 ///
 /// # Errors
@@ -86,7 +92,7 @@ pub fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
+    serde_json::from_slice(without_bom(body))
         .map_err(|error| ApiError::bad_request(format!("The body is not valid JSON: {error}")))
 }
 
@@ -111,7 +117,7 @@ pub fn json_or_form_fields<const N: usize>(
                 names,
                 values: [const { None }; N],
             };
-            let mut reader = serde_json::Deserializer::from_slice(body);
+            let mut reader = serde_json::Deserializer::from_slice(without_bom(body));
             let read = serde::de::DeserializeSeed::deserialize(&mut seed, &mut reader)
                 .and_then(|()| reader.end());
             match read {
@@ -237,6 +243,11 @@ mod tests {
             [Some(json!(["two"])), Some(json!(2.5))]
         );
         assert_eq!(json_fields(r#"{"c": 1}"#).unwrap(), [None, None]);
+        assert_eq!(
+            json_fields("\u{feff}{\"a\": 1}").unwrap(),
+            [Some(json!(1)), None],
+            "a byte order mark is skipped, as Express skips it"
+        );
         assert_eq!(
             json_fields(r#"{"a\u0062": 1, "b": null}"#).unwrap(),
             [None, Some(Value::Null)],

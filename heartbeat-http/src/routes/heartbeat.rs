@@ -40,8 +40,10 @@ pub struct HeartbeatRequest {
     pub token: Option<String>,
     /// The position reported, if any.
     pub progress: Option<f64>,
-    /// The session to end, for `POST /heartbeat/takeover`.
-    pub session_id: Option<String>,
+    /// The `session_id` field as sent. Only `POST /heartbeat/takeover` reads it
+    /// ([`session_to_take_over`](Self::session_to_take_over)); the other routes ignore it,
+    /// as the Node server ignores every field it does not read.
+    pub session_id: Option<Value>,
 }
 
 impl HeartbeatRequest {
@@ -72,20 +74,29 @@ impl HeartbeatRequest {
             ),
             Some(_) => return Err(progress_error()),
         };
-        let session_id = match session_id {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => Some(id),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "session_id must be a session id (a non-empty string of at most 256 bytes).",
-                ));
-            }
-        };
         Ok(Self {
             token,
             progress,
             session_id,
         })
+    }
+
+    /// The session `POST /heartbeat/takeover` ends.
+    ///
+    /// # Errors
+    ///
+    /// 400 when `session_id` is missing or not a session id.
+    pub fn session_to_take_over(&self) -> Result<&str, ApiError> {
+        match &self.session_id {
+            None | Some(Value::Null) => Err(ApiError::bad_request(
+                "session_id is missing: name the session to take over (one of the `sessions` of \
+                 the 412 answer).",
+            )),
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => Ok(id),
+            Some(_) => Err(ApiError::bad_request(
+                "session_id must be a session id (a non-empty string of at most 256 bytes).",
+            )),
+        }
     }
 }
 
@@ -202,16 +213,13 @@ pub(crate) async fn takeover(
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
-    let Some(session_id) = request.session_id else {
-        let error = ApiError::bad_request(
-            "session_id is missing: name the session to take over (one of the `sessions` of \
-             the 412 answer).",
-        );
-        return counted(metrics, Decision::BadRequest, error);
+    let session_id = match request.session_to_take_over() {
+        Ok(session_id) => session_id,
+        Err(error) => return counted(metrics, Decision::BadRequest, error),
     };
     let outcome = app
         .heartbeats()
-        .take_over(&token, &session_id, request.progress)
+        .take_over(&token, session_id, request.progress)
         .await;
     answer(metrics, outcome)
 }
