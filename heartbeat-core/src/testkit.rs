@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             replays::a_backend_token_resent_after_expiry_is_refused_at_the_limit,
             replays::backend_tokens_without_an_edge_are_bounded,
             replays::a_lost_answer_retried_plays_on,
+            replays::a_start_again_in_the_same_millisecond_spends_the_first_answer,
             replays::an_old_authenticated_token_is_refused_as_expired,
             replays::honest_flows_play_on,
             replays::a_session_of_the_previous_build_continues,

@@ -347,3 +347,23 @@ pub async fn a_heartbeat_whose_answer_cannot_be_sealed_stores_nothing<F: Fixture
             .is_none()
     );
 }
+
+/// Two devices present one backend token in the same millisecond (the second a replay):
+/// the second starts the playback again, and its answer, not the first device's, is the
+/// current token. An answer's `timestamp` is strictly after the session's stored one, so
+/// the first device's answer, sealed in that millisecond too, is spent: presented later it
+/// is refused as `replayed` (SPEC §3.2), and the second device plays on.
+pub async fn a_start_again_in_the_same_millisecond_spends_the_first_answer<F: Fixture>(
+    fixture: &F,
+) {
+    let clock = ManualClock::new(start());
+    let heartbeats = service(fixture.sessions().await, &clock);
+    let backend = fresh_token(&heartbeats, &clock, "MOST_RECENT");
+    let (first, started) = accept(&heartbeats, &backend, None).await;
+    let (second, again) = accept(&heartbeats, &backend, None).await;
+    assert_eq!(again.session_id, started.session_id);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(reject(&heartbeats, &first).await, RejectReason::Replayed);
+    accept(&heartbeats, &second, None).await;
+    assert_eq!(counted(&heartbeats).await, 1);
+}

@@ -57,8 +57,8 @@ pub fn decide(
 ) -> Decision {
     let (mut kept, mut write) = expire(policy, now, token, stored);
     let session_id = token.session_id.as_deref().unwrap_or(playback_id);
-    let answered = answer_time(now, token);
     let placed = presented(policy, now, token, &kept, session_id).and_then(|placed| {
+        let answered = answer_time(now, token, placed.stored());
         let mut record = accepted_record(now, answered, token, placed, progress);
         // Report-only limits (SPEC §3.8): the refusal they would make is reported, and
         // the heartbeat accepted as if they allowed it.
@@ -100,7 +100,7 @@ pub fn decide(
     let session_id = session_id.to_owned();
     let mut token_data = token.clone();
     token_data.session_id = Some(session_id.clone());
-    token_data.timestamp = Some(answered);
+    token_data.timestamp = Some(record.timestamp);
     token_data.started_at = record.started_at;
 
     if let Some(previous) = replaces {
@@ -186,17 +186,19 @@ fn check_placed(
 }
 
 /// The `timestamp` of the answer to `token` at `now`: now, or a millisecond after the
-/// session token it answers when that is not earlier (an answer in the same millisecond,
-/// or an instance whose clock is behind). A token is known by its timestamp (SPEC §3.2),
-/// so the answer must never share the one of the token it answers: that token, presented
-/// again, is a retry of a lost answer; the answer is the current token.
-fn answer_time(now: Timestamp, token: &HeartbeatData) -> Timestamp {
-    token
-        .session_id
-        .as_ref()
-        .and(token.timestamp)
-        .filter(|&presented| presented >= now)
-        .map_or(now, |presented| presented.add_millis(1))
+/// later of the session token it answers and the playback's stored record (`stored`, the
+/// latest answer) when that is not earlier (an answer in the same millisecond, or an
+/// instance whose clock is behind). A token is known by its timestamp (SPEC §3.2), so an
+/// answer must never share the one of the token it answers (that token, presented again,
+/// is a retry of a lost answer) nor the one of the answer it replaces (two devices
+/// presenting one backend token in the same millisecond: the first one's answer is then
+/// spent, not current).
+fn answer_time(now: Timestamp, token: &HeartbeatData, stored: Option<&SessionRecord>) -> Timestamp {
+    let presented = token.session_id.as_ref().and(token.timestamp);
+    let latest = presented.max(stored.map(|record| record.timestamp));
+    latest
+        .filter(|&latest| latest >= now)
+        .map_or(now, |latest| latest.add_millis(1))
 }
 
 /// The record an accepted heartbeat placed as `placed` writes.

@@ -132,6 +132,14 @@ pub(super) enum Presented<'a> {
 }
 
 impl Presented<'_> {
+    /// The playback's stored record that this heartbeat's answer replaces, if any.
+    pub(super) fn stored(&self) -> Option<&SessionRecord> {
+        match self {
+            Presented::Continues(record) | Presented::Retried(record) => Some(record),
+            Presented::Starts { previous, .. } => *previous,
+        }
+    }
+
     /// Why a session starts, `None` when it continues.
     pub(super) fn cause(&self) -> Option<NewSessionCause> {
         match self {
