@@ -47,11 +47,13 @@ async fn heartbeat_bodies_that_are_wrong_get_json_errors() {
     let valid = backend_token(7, 1, "LEAST_RECENT");
     let cases: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
         (json, b"{not json".to_vec(), 400, "not valid JSON"),
-        (json, b"".to_vec(), 400, "not valid JSON"),
+        (json, b" ".to_vec(), 400, "not valid JSON"),
         (json, b"[1,2]".to_vec(), 400, "must be a JSON object"),
         (json, b"\"token\"".to_vec(), 400, "must be a JSON object"),
-        // As the Node server: no token is a 406 (the player stops), not a 400.
+        // As the Node server: no token is a 406 (the player stops), not a 400; an empty
+        // body is no fields (Express reads it as `{}`).
         (json, b"{}".to_vec(), 406, "Heartbeat token is not valid."),
+        (json, b"".to_vec(), 406, "Heartbeat token is not valid."),
         (
             json,
             br#"{"heartbeat_token": 42}"#.to_vec(),

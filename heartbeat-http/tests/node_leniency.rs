@@ -182,6 +182,13 @@ async fn requests_the_node_server_answers_get_the_same_answer() {
             200,
         ),
         json_row("no token", "/heartbeat", json!({ "progress": 3 }), 406),
+        Row {
+            what: "an empty JSON body (Express reads it as {})",
+            path: "/heartbeat",
+            content_type: "application/json",
+            body: Vec::new(),
+            status: 406,
+        },
         json_row(
             "a token that is not a string",
             "/heartbeat",

@@ -97,7 +97,8 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Reads a JSON or an HTML form body (`application/x-www-form-urlencoded`) and returns
-/// the values of the fields `names`, in that order (`None`: absent). A field given more
+/// the values of the fields `names`, in that order (`None`: absent; an empty body has
+/// none). A field given more
 /// than once in a form becomes an array of its values, as Express (`querystring`) makes
 /// it; in JSON the last one counts, as in `JSON.parse`. Other fields are checked as JSON
 /// but not kept.
@@ -112,6 +113,8 @@ pub fn json_or_form_fields<const N: usize>(
 ) -> Result<[Option<Value>; N], ApiError> {
     match media_type(headers).as_deref() {
         Some("application/x-www-form-urlencoded") => Ok(form_fields(body, names)),
+        // An empty body is no fields, as Express's JSON parser reads it (`{}`).
+        Some(mime) if is_json(mime) && without_bom(body).is_empty() => Ok([const { None }; N]),
         Some(mime) if is_json(mime) => {
             let mut seed = Fields {
                 names,
@@ -264,7 +267,12 @@ mod tests {
                 "{body}"
             );
         }
-        for body in ["", "{", r#"{"a": 1} x"#, r#"{"c": [1,}"#, r#"{"a": tru}"#] {
+        assert_eq!(
+            json_fields("").unwrap(),
+            [None, None],
+            "empty: no fields, as Express"
+        );
+        for body in [" ", "{", r#"{"a": 1} x"#, r#"{"c": [1,}"#, r#"{"a": tru}"#] {
             let expected = serde_json::from_str::<Value>(body).unwrap_err();
             assert_eq!(
                 json_fields(body).unwrap_err(),
