@@ -69,16 +69,6 @@ pub(crate) fn slot_tag(slot: u16) -> &'static str {
     &SLOT_TAGS[usize::from(slot % SLOTS)]
 }
 
-/// `parts` joined in a string sized once: the keys every heartbeat names are built so,
-/// without the formatting machinery.
-fn joined(parts: &[&str]) -> String {
-    let mut key = String::with_capacity(parts.iter().map(|part| part.len()).sum());
-    for part in parts {
-        key.push_str(part);
-    }
-    key
-}
-
 /// How keys are spread: what the scripts may touch together, and where events travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topology {
@@ -168,8 +158,16 @@ impl Layout {
         user.with_text(|user| self.sessions_of(user))
     }
 
+    /// Key names are joined with `concat` (sized once), not `format!`: a heartbeat names
+    /// six of them.
     fn sessions_of(&self, user: &str) -> String {
-        joined(&[&self.namespace, "hb_sessions:", user, ":active_sessions"])
+        [
+            self.namespace.as_str(),
+            "hb_sessions:",
+            user,
+            ":active_sessions",
+        ]
+        .concat()
     }
 
     /// Every key a commit of `user` writes (the Node server's progress hash aside).
@@ -198,7 +196,15 @@ impl Layout {
     }
 
     fn tagged_of(&self, kind: &str, slot: u16, user: &str) -> String {
-        joined(&[&self.namespace, kind, ":{", slot_tag(slot), "}:", user])
+        [
+            self.namespace.as_str(),
+            kind,
+            ":{",
+            slot_tag(slot),
+            "}:",
+            user,
+        ]
+        .concat()
     }
 
     /// A user's progress hash: asset → progress record.
@@ -302,18 +308,24 @@ impl Layout {
     /// An analytics index (SPEC §3.9) kept in one key ([`Topology::OneServer`]); both
     /// indexes share a hash tag.
     pub(crate) fn one_index(&self, index: Index) -> String {
-        joined(&[&self.namespace, "{hb_history_index}:", index_name(index)])
+        [
+            self.namespace.as_str(),
+            "{hb_history_index}:",
+            index_name(index),
+        ]
+        .concat()
     }
 
     /// The part of an analytics index kept in `slot` ([`Topology::Cluster`]).
     pub(crate) fn slot_index(&self, index: Index, slot: u16) -> String {
-        joined(&[
-            &self.namespace,
+        [
+            self.namespace.as_str(),
             "hb_index:{",
             slot_tag(slot),
             "}:",
             index_name(index),
-        ])
+        ]
+        .concat()
     }
 
     /// The pub/sub channel of job events every instance listens on (one server).
