@@ -113,6 +113,13 @@ impl SessionRecord {
         self.ended_by.is_none()
     }
 
+    /// True while the session plays at `now`: [`is_active`](Self::is_active) and not past
+    /// its [`deadline`](Self::deadline). What the admin list shows and an administrator
+    /// may evict; the rest has ended, whether or not a write has said so yet.
+    pub fn plays_at(&self, now: Timestamp) -> bool {
+        self.is_active() && self.deadline() >= now
+    }
+
     /// When the session ends without another heartbeat: [`ends`](Self::ends) with its
     /// [`expiry`](Self::expiry). The one rule the admin list, the history and the export
     /// share.

@@ -460,8 +460,7 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
             .sessions
             .sessions
             .into_iter()
-            .filter(|(_, record)| record.is_active())
-            .filter(|(_, record)| record.deadline() >= now)
+            .filter(|(_, record)| record.plays_at(now))
             .map(|(session_id, record)| ActiveSession { session_id, record })
             .collect();
         sessions.sort_by_key(|session| (session.record.order_key(), session.session_id.clone()));

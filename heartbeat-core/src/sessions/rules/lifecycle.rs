@@ -222,7 +222,7 @@ pub fn evict(now: Timestamp, stored: &UserSessions, session_id: &str) -> Option<
     let record = stored
         .sessions
         .get(session_id)
-        .filter(|record| record.is_active() && record.deadline() >= now)?;
+        .filter(|record| record.plays_at(now))?;
     let ended = SessionRecord {
         ended_by: Some(EndReason::Evicted),
         ended_at: Some(now),
