@@ -134,15 +134,14 @@ impl SessionStore for MemorySessionStore {
                     .entry(user.to_string())
                     .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0)),
             };
-            let live = entry.live(now).is_some();
-            let current = entry.live(now).map_or(0, |(_, version)| *version);
-            if current != *version {
+            let current = entry.live(now).map(|(_, version)| *version);
+            if current.unwrap_or(0) != *version {
                 return Ok(Commit::Conflict);
             }
             // The write's changes applied to the sessions it was decided on, as Redis
             // applies them: what stays is not copied again.
             let (sessions, stored_version) = &mut entry.value;
-            if !live {
+            if current.is_none() {
                 *sessions = UserSessions::default();
             }
             for id in &write.remove {
