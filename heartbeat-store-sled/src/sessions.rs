@@ -666,6 +666,14 @@ mod tests {
             .unwrap()
     }
 
+    /// Sleeps until the system clock, which the store reads for what is held, is past
+    /// `entry`'s time.
+    async fn sleep_past(entry: &IndexKey) {
+        let ends = entry.time().unwrap().unix_millis();
+        let wait = u64::try_from(ends - now_millis() + 5).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    }
+
     fn in_tree(store: &SledStore, entry: &IndexKey) -> bool {
         holds(store, keys::index(Index::Finished, entry))
     }
@@ -721,8 +729,7 @@ mod tests {
             "held: {entry:?}"
         );
         // Another user's commit after that time settles it.
-        let wait = u64::try_from(ends - now_millis() + 5).unwrap_or(0);
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        sleep_past(&entry).await;
         start(&heartbeats, 2).await;
         assert!(in_tree(&store, &entry) && !store.inner.future.holds(&entry));
         assert!(
@@ -743,9 +750,7 @@ mod tests {
         let heartbeats = service(&store, &clock);
         let token = start(&heartbeats, 1).await;
         let [ended] = finished(&store).await.try_into().unwrap();
-        let ends = ended.time().unwrap().unix_millis();
-        let wait = u64::try_from(ends - now_millis() + 5).unwrap_or(0);
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        sleep_past(&ended).await;
         // Nothing settles it meanwhile (another commit is settling); its latest token
         // resumes the playback: the play that ended keeps its entry, in the tree now.
         let (_settling, due) = store.inner.future.due(now_millis(), 0).unwrap();
