@@ -98,10 +98,9 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// Reads a JSON or an HTML form body (`application/x-www-form-urlencoded`) and returns
 /// the values of the fields `names`, in that order (`None`: absent; an empty body has
-/// none). A field given more
-/// than once in a form becomes an array of its values, as Express (`querystring`) makes
-/// it; in JSON the last one counts, as in `JSON.parse`. Other fields are checked as JSON
-/// but not kept.
+/// none). A field given more than once in a form becomes an array of its values, as
+/// Express (`querystring`) makes it; in JSON the last one counts, as in `JSON.parse`.
+/// Other fields are checked as JSON but not kept.
 ///
 /// # Errors
 ///
