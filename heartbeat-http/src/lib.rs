@@ -57,6 +57,8 @@ pub mod proxy;
 #[cfg(feature = "server")]
 pub mod rate;
 #[cfg(feature = "server")]
+mod request_id;
+#[cfg(feature = "server")]
 pub mod router;
 #[cfg(feature = "server")]
 mod routes;

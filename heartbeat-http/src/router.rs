@@ -6,15 +6,13 @@ use axum::routing::{delete, get, post};
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::CorsOrigins;
 use crate::metrics;
+use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::routes::{admin, analytics, health, heartbeat, heygen, jobs};
 use crate::state::App;
 
@@ -114,13 +112,13 @@ impl App {
         // of the box and a boxed future per request), so the whole stack goes in with one
         // call. Outermost first.
         let middleware = ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(RequestIdLayer)
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
                         let id = request
                             .headers()
-                            .get("x-request-id")
+                            .get(&X_REQUEST_ID)
                             .and_then(|id| id.to_str().ok())
                             .unwrap_or("-");
                         tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
@@ -138,7 +136,6 @@ impl App {
                     // A failure is logged once, where it happens (the handler knows why).
                     .on_failure(()),
             )
-            .layer(PropagateRequestIdLayer::x_request_id())
             .option_layer(self.settings().cors.as_ref().map(cors_layer))
             .layer(metrics::TrackLayer::new(metrics.clone()));
         // BODY_LIMIT is enforced where bodies are read, `extract::body::LimitedBody`, the
@@ -192,9 +189,9 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("last-event-id"),
-            HeaderName::from_static("x-request-id"),
+            X_REQUEST_ID,
         ])
-        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .expose_headers([X_REQUEST_ID, header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(3600))
 }
 
@@ -280,19 +277,4 @@ pub fn normalize_path<B>(mut request: axum::http::Request<B>) -> axum::http::Req
         }
     }
     request
-}
-
-/// A random UUID for requests that come without `x-request-id`, formatted on the stack
-/// (tower-http's `MakeRequestUuid` formats into a `String` first).
-#[derive(Debug, Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let mut buf = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-        axum::http::HeaderValue::from_str(id)
-            .ok()
-            .map(RequestId::new)
-    }
 }
