@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -25,14 +25,80 @@ use tower::{Layer, Service};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Cow<'static, str>,
+}
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// One route's handles in the per-route families, taken once: a request is counted
+/// without building labels or hashing them (the families' own lookups, two per request,
+/// cost about 1k instructions).
+struct RouteMetrics {
+    labels: RouteLabels,
+    latency: OnceLock<Histogram>,
+    store_errors: OnceLock<Counter>,
+    /// `http_requests` by method and status, as they come: a closed set (nine methods
+    /// and `other`, the statuses the handlers answer).
+    requests: RwLock<Vec<(&'static str, u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    fn new(route: Cow<'static, str>) -> Self {
+        Self {
+            labels: RouteLabels { route },
+            latency: OnceLock::new(),
+            store_errors: OnceLock::new(),
+            requests: RwLock::default(),
+        }
+    }
+
+    fn latency(&self, inner: &Inner) -> &Histogram {
+        self.latency
+            .get_or_init(|| inner.latency.get_or_create(&self.labels).clone())
+    }
+
+    fn store_errors(&self, inner: &Inner) -> &Counter {
+        self.store_errors
+            .get_or_init(|| inner.store_errors.get_or_create(&self.labels).clone())
+    }
+
+    fn requests(&self, inner: &Inner, method: &'static str, status: u16) -> Counter {
+        let find = |counters: &[(&'static str, u16, Counter)]| {
+            counters
+                .iter()
+                .find(|(m, s, _)| *m == method && *s == status)
+                .map(|(_, _, counter)| counter.clone())
+        };
+        // The lists hold plain handles; a panic elsewhere cannot leave one half-written.
+        if let Some(counter) = find(&self.requests.read().unwrap_or_else(PoisonError::into_inner)) {
+            return counter;
+        }
+        let mut counters = self
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = find(&counters) {
+            return counter;
+        }
+        let counter = inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route: self.labels.route.clone(),
+                method,
+                status,
+            })
+            .clone();
+        counters.push((method, status, counter.clone()));
+        counter
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +199,10 @@ struct Inner {
     decisions: Family<OutcomeLabels, Counter>,
     sse_connections: Gauge,
     store_errors: Family<RouteLabels, Counter>,
+    /// Every route's handles by path, sorted; routes a router did not declare
+    /// ([`Metrics::count_routes`]) are added as they are first met.
+    routes: RwLock<Vec<(Cow<'static, str>, Arc<RouteMetrics>)>>,
+    unmatched: Arc<RouteMetrics>,
     refusals: Family<ReasonLabels, Counter>,
     would_refuse: Family<ReasonLabels, Counter>,
     sessions_started: Counter,
@@ -163,9 +233,38 @@ impl Metrics {
     /// routes as it adds them ([`App::router_for`](crate::state::App::router_for)).
     pub fn count_routes(&self, routes: &[&'static str]) {
         for route in routes {
-            drop(self.inner.store_errors.get_or_create(&RouteLabels {
-                route: (*route).to_owned(),
-            }));
+            self.route(route, || Cow::Borrowed(route))
+                .store_errors(&self.inner);
+        }
+    }
+
+    /// The handles of the route at `path`, added with the label `label()` the first time.
+    fn route(&self, path: &str, label: impl FnOnce() -> Cow<'static, str>) -> Arc<RouteMetrics> {
+        let find = |routes: &[(Cow<'static, str>, Arc<RouteMetrics>)]| {
+            routes.binary_search_by(|(route, _)| (**route).cmp(path))
+        };
+        let routes = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Ok(at) = find(&routes) {
+            return routes[at].1.clone();
+        }
+        drop(routes);
+        let mut routes = self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match find(&routes) {
+            Ok(at) => routes[at].1.clone(),
+            Err(at) => {
+                let label = label();
+                let metrics = Arc::new(RouteMetrics::new(label.clone()));
+                routes.insert(at, (label, metrics.clone()));
+                metrics
+            }
         }
     }
 
@@ -313,6 +412,8 @@ impl Metrics {
                 decisions,
                 sse_connections,
                 store_errors,
+                routes: RwLock::default(),
+                unmatched: Arc::new(RouteMetrics::new(Cow::Borrowed(UNMATCHED))),
                 refusals,
                 would_refuse,
                 sessions_started,
@@ -494,14 +595,16 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(path) => self
+                .metrics
+                .route(path.as_str(), || Cow::Owned(path.as_str().to_owned())),
+            None => self.metrics.inner.unmatched.clone(),
+        };
         let method = method_label(request.method());
         TrackFuture {
             inner: self.inner.call(request),
-            labels: Some((RouteLabels { route }, method)),
+            labels: Some((route, method)),
             metrics: self.metrics.clone(),
             started: Instant::now(),
         }
@@ -513,7 +616,7 @@ pin_project_lite::pin_project! {
     pub struct TrackFuture<F> {
         #[pin]
         inner: F,
-        labels: Option<(RouteLabels, Cow<'static, str>)>,
+        labels: Option<(Arc<RouteMetrics>, &'static str)>,
         metrics: Metrics,
         started: Instant,
     }
@@ -531,19 +634,13 @@ where
         if let (Ok(response), Some((route, method))) = (&result, this.labels.take()) {
             let inner = &this.metrics.inner;
             if response.extensions().get::<StoreFailed>().is_some() {
-                inner.store_errors.get_or_create(&route).inc();
+                route.store_errors(inner).inc();
             }
-            inner
-                .latency
-                .get_or_create(&route)
+            route
+                .latency(inner)
                 .observe(this.started.elapsed().as_secs_f64());
-            inner
-                .requests
-                .get_or_create(&RequestLabels {
-                    route: route.route,
-                    method,
-                    status: response.status().as_u16(),
-                })
+            route
+                .requests(inner, method, response.status().as_u16())
                 .inc();
         }
         Poll::Ready(result)
@@ -552,15 +649,14 @@ where
 
 /// The method as a label: one of the nine standard methods, or `other`. A closed set: a
 /// client inventing methods (`curl -X ZZQABCDEFG`) cannot add label values.
-fn method_label(method: &Method) -> Cow<'static, str> {
+fn method_label(method: &Method) -> &'static str {
     const STANDARD: [&str; 9] = [
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
-    let name = STANDARD
+    STANDARD
         .iter()
         .find(|name| **name == method.as_str())
-        .map_or("other", |name| name);
-    Cow::Borrowed(name)
+        .map_or("other", |name| name)
 }
 
 /// `GET /metrics`.
@@ -580,12 +676,9 @@ mod tests {
 
     #[test]
     fn standard_methods_are_labelled_as_they_are_and_others_as_other() {
-        assert!(matches!(method_label(&Method::GET), Cow::Borrowed("GET")));
-        assert!(matches!(
-            method_label(&Method::PATCH),
-            Cow::Borrowed("PATCH")
-        ));
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
         let purge = Method::from_bytes(b"PURGE").unwrap_or(Method::GET);
-        assert!(matches!(method_label(&purge), Cow::Borrowed("other")));
+        assert_eq!(method_label(&purge), "other");
     }
 }
