@@ -18,9 +18,17 @@ use crate::state::App;
 /// is cut off (the connection closes).
 pub const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
 
-/// A request body of at most the server's `BODY_LIMIT`, read whole.
+/// A request's headers and its body of at most the server's `BODY_LIMIT`, read whole.
+///
+/// The headers come with the body (the handlers that read a body read its media type):
+/// taken from the request, not cloned as axum's `HeaderMap` extractor clones them.
 #[derive(Debug, Clone)]
-pub struct LimitedBody(pub Bytes);
+pub struct LimitedBody {
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub bytes: Bytes,
+}
 
 impl FromRequest<App> for LimitedBody {
     type Rejection = ApiError;
@@ -37,8 +45,11 @@ async fn read_limited(request: Request, limit: usize) -> Result<LimitedBody, Api
             format!("The request body is too large: at most {limit} bytes are accepted."),
         )
     };
-    let mut chunks = request.into_body().into_data_stream();
-    let mut body = Vec::new();
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    // A body that comes in one chunk (most do) is kept as it came, without a copy.
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
     let mut seen = 0usize;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| {
@@ -46,7 +57,13 @@ async fn read_limited(request: Request, limit: usize) -> Result<LimitedBody, Api
         })?;
         seen = seen.saturating_add(chunk.len());
         if seen <= limit {
-            body.extend_from_slice(&chunk);
+            if first.is_empty() {
+                first = chunk;
+            } else {
+                joined
+                    .get_or_insert_with(|| first.to_vec())
+                    .extend_from_slice(&chunk);
+            }
         } else if seen > DRAIN_LIMIT {
             return Err(too_large());
         }
@@ -54,7 +71,10 @@ async fn read_limited(request: Request, limit: usize) -> Result<LimitedBody, Api
     if seen > limit {
         return Err(too_large());
     }
-    Ok(LimitedBody(Bytes::from(body)))
+    Ok(LimitedBody {
+        headers: parts.headers,
+        bytes: joined.map_or(first, Bytes::from),
+    })
 }
 
 /// The media type of the body, lower-cased, without parameters.
@@ -225,6 +245,46 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A request whose body comes in `chunks`, with a content type.
+    fn chunked(chunks: &[&'static str]) -> Request {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = chunks
+            .iter()
+            .map(|chunk| Ok(Bytes::from_static(chunk.as_bytes())))
+            .collect();
+        Request::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_whatever_its_chunks() {
+        for chunks in [
+            &[][..],
+            &[""],
+            &[r#"{"token":"abc"}"#],
+            &[r#"{"tok"#, r#"en":"#, r#""abc"}"#],
+            &["", r#"{"token":"#, "", r#""abc"}"#],
+        ] {
+            let read = read_limited(chunked(chunks), 15).await.unwrap();
+            assert_eq!(read.bytes, chunks.concat().as_bytes(), "{chunks:?}");
+            assert_eq!(read.headers[header::CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_in_one_chunk_or_many() {
+        for chunks in [
+            &[r#"{"token":"abcd"}"#][..],
+            &[r#"{"token":"#, r#""abcd"}"#],
+        ] {
+            let error = read_limited(chunked(chunks), 15).await.unwrap_err();
+            assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE, "{chunks:?}");
+        }
+    }
 
     fn typed(mime: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();

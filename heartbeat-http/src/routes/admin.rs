@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use heartbeat_core::{HeartbeatData, ProgressRecord};
 use serde::Deserialize;
@@ -20,8 +20,10 @@ use crate::state::App;
 pub(crate) async fn issue_token(
     _: Issuer,
     State(app): State<App>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    LimitedBody {
+        headers,
+        bytes: body,
+    }: LimitedBody,
 ) -> Result<Response, ApiError> {
     let data = HeartbeatData::from_json(json_body(&headers, &body)?)
         .map_err(|error| ApiError::bad_request(format!("Invalid heartbeat data: {error}.")))?;

@@ -188,8 +188,10 @@ fn invalid_token() -> (Decision, ApiError) {
 /// `POST /heartbeat`.
 pub(crate) async fn heartbeat(
     State(app): State<App>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    LimitedBody {
+        headers,
+        bytes: body,
+    }: LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
     let (token, request) = match read_request(&headers, &body) {
@@ -205,8 +207,10 @@ pub(crate) async fn heartbeat(
 /// not active, 406 for a legacy token.
 pub(crate) async fn takeover(
     State(app): State<App>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    LimitedBody {
+        headers,
+        bytes: body,
+    }: LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
     let (token, request) = match read_request(&headers, &body) {
@@ -385,8 +389,10 @@ fn ended_event(ended: &SessionEnded) -> Option<Event> {
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
 pub(crate) async fn stop(
     State(app): State<App>,
-    headers: HeaderMap,
-    LimitedBody(body): LimitedBody,
+    LimitedBody {
+        headers,
+        bytes: body,
+    }: LimitedBody,
 ) -> Response {
     let metrics = app.metrics();
     let (token, request) = match read_request(&headers, &body) {

@@ -124,9 +124,11 @@ pub(crate) async fn get(
 pub(crate) async fn update(
     _: Worker,
     State(app): State<App>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    LimitedBody(body): LimitedBody,
+    LimitedBody {
+        headers,
+        bytes: body,
+    }: LimitedBody,
 ) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
     let update: JobUpdate = serde_json::from_value(json_body(&headers, &body)?)
