@@ -1,6 +1,7 @@
 //! [`SessionStore`] on Redis: the Node server's session hash, compared and set by a script.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fred::prelude::ClientLike;
 use heartbeat_core::live::LiveStream;
@@ -172,7 +173,7 @@ impl SessionStore for RedisStore {
         let sessions =
             UserSessions::from_stored(fields.iter().map(|(id, json)| (id.as_str(), json.as_str())));
         Ok(Loaded {
-            sessions,
+            sessions: Arc::new(sessions),
             version: HashSnapshot(fields),
         })
     }

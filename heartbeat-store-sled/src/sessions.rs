@@ -3,6 +3,7 @@
 //! key per (user, asset), and one history per user, each with its expiry time.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use heartbeat_core::live::LiveStream;
@@ -429,10 +430,10 @@ impl SessionStore for SledStore {
             None => (BTreeMap::new(), RecentProgress::default()),
         };
         Ok(Loaded {
-            sessions: UserSessions {
+            sessions: Arc::new(UserSessions {
                 sessions,
                 unreadable: Vec::new(),
-            },
+            }),
             version: SessionsVersion { commits, progress },
         })
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use heartbeat_core::sessions::{Retention, SessionWrite};
 use heartbeat_core::store::Commit;
-use heartbeat_core::{EndReason, Id, ProgressRecord, SessionStore, Timestamp};
+use heartbeat_core::{EndReason, Id, ProgressRecord, SessionStore, Timestamp, UserSessions};
 use heartbeat_store_sled::{SledConfig, SledStore};
 
 /// A copy of the fixture, which tests must not change.
@@ -91,7 +91,7 @@ async fn a_layout_1_database_reads_as_written_and_moves_to_layout_2() {
                 session_id: session_id.clone(),
             },
         )),
-        sessions: thirteen.sessions.clone(),
+        sessions: UserSessions::clone(&thirteen.sessions),
         keep_millis: 60_000,
         ..SessionWrite::default()
     };
@@ -137,7 +137,7 @@ async fn without_migrate_a_layout_1_database_is_read_as_it_is_and_left_so() {
     assert_eq!(progress(&store, Id::Int(13), Id::Int(14)).await, Some(43.0));
     let thirteen = store.load(&Id::Int(13)).await.unwrap();
     let write = SessionWrite {
-        sessions: thirteen.sessions.clone(),
+        sessions: UserSessions::clone(&thirteen.sessions),
         keep_millis: 60_000,
         ..SessionWrite::default()
     };

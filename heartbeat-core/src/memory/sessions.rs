@@ -18,7 +18,7 @@ use crate::store::{Commit, StoreError, StoreHealth};
 
 #[derive(Debug, Default)]
 struct Inner {
-    users: DashMap<String, Kept<(UserSessions, u64)>>,
+    users: DashMap<String, Kept<(Arc<UserSessions>, u64)>>,
     progress: DashMap<(String, String), Kept<ProgressRecord>>,
     history: DashMap<String, Kept<VecDeque<PlayRecord>>>,
     sweeps: SweepCadence,
@@ -132,18 +132,20 @@ impl SessionStore for MemorySessionStore {
                     .inner
                     .users
                     .entry(user.to_string())
-                    .or_insert_with(|| Kept::for_millis((UserSessions::default(), 0), now, 0)),
+                    .or_insert_with(|| Kept::for_millis((Arc::default(), 0), now, 0)),
             };
             let current = entry.live(now).map(|(_, version)| *version);
             if current.unwrap_or(0) != *version {
                 return Ok(Commit::Conflict);
             }
             // The write's changes applied to the sessions it was decided on, as Redis
-            // applies them: what stays is not copied again.
+            // applies them: what stays is not copied again, nor is the set unless a load
+            // of it is still held.
             let (sessions, stored_version) = &mut entry.value;
             if current.is_none() {
-                *sessions = UserSessions::default();
+                *sessions = Arc::default();
             }
+            let sessions = Arc::make_mut(sessions);
             for id in &write.remove {
                 sessions.sessions.remove(id);
             }

@@ -3,8 +3,8 @@
 use crate::sessions::SessionWrite;
 use crate::sessions::notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 use crate::sessions::rules::{self, Accepted, Refused, SessionError, Verdict};
+use crate::sessions::{Loaded, Retention, SessionStore};
 use crate::sessions::{PlayRecord, ProgressRecord, SessionRecord, UserSessions};
-use crate::sessions::{Retention, SessionStore};
 use crate::store::{Commit, StoreError};
 use crate::token::{InvalidToken, SealError, TokenCodec};
 use crate::{Clock, HeartbeatData, Id, SystemClock, Timestamp};
@@ -459,9 +459,12 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         let mut sessions: Vec<ActiveSession> = loaded
             .sessions
             .sessions
-            .into_iter()
+            .iter()
             .filter(|(_, record)| record.plays_at(now))
-            .map(|(session_id, record)| ActiveSession { session_id, record })
+            .map(|(session_id, record)| ActiveSession {
+                session_id: session_id.clone(),
+                record: record.clone(),
+            })
             .collect();
         sessions.sort_by_key(|session| (session.record.order_key(), session.session_id.clone()));
         Ok(sessions)
@@ -523,16 +526,19 @@ impl<S: SessionStore, C: Clock> Heartbeats<S, C> {
         mut decide: impl FnMut(Timestamp, &UserSessions) -> (Option<SessionWrite>, T),
     ) -> Result<T, StoreError> {
         for _ in 0..self.config.max_attempts {
-            let loaded = self.store.load(user).await?;
+            let Loaded { sessions, version } = self.store.load(user).await?;
             let now = self.clock.now();
-            let (write, result) = decide(now, &loaded.sessions);
+            let (write, result) = decide(now, &sessions);
             let Some(write) = write.filter(|write| !write.is_empty()) else {
                 return Ok(result);
             };
-            let write = write.for_store(user, &loaded.sessions, now, &self.config.retention);
+            let write = write.for_store(user, &sessions, now, &self.config.retention);
+            // Let go of the loaded sessions before the commit: a store that keeps them in
+            // memory then changes its copy in place.
+            drop(sessions);
             match self
                 .store
-                .commit(user, &loaded.version, &write, &self.config.retention)
+                .commit(user, &version, &write, &self.config.retention)
                 .await?
             {
                 Commit::Applied => return Ok(result),

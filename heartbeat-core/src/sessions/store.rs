@@ -6,6 +6,7 @@
 //! [`Heartbeats`](crate::Heartbeats) service runs the bounded retry loop around it.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::Id;
 use crate::live::LiveStream;
@@ -18,8 +19,10 @@ use crate::store::{Commit, StoreError, StoreHealth};
 /// A user's sessions with the version they were loaded at.
 #[derive(Debug, Clone)]
 pub struct Loaded<V> {
-    /// The sessions as stored.
-    pub sessions: UserSessions,
+    /// The sessions as stored: shared with the store's own copy where the store keeps the
+    /// sessions in memory (a load copies nothing; a commit changes its copy in place once
+    /// the loads of that version are dropped).
+    pub sessions: Arc<UserSessions>,
     /// Opaque version to pass back to [`SessionStore::commit`].
     pub version: V,
 }
@@ -28,7 +31,7 @@ impl<V> Loaded<V> {
     /// Nothing stored for the user, at `version`.
     pub fn empty(version: V) -> Self {
         Self {
-            sessions: UserSessions::default(),
+            sessions: Arc::default(),
             version,
         }
     }

@@ -277,7 +277,7 @@ pub async fn a_session_of_the_previous_build_continues<F: Fixture>(fixture: &F) 
     )
     .unwrap();
     let stored = heartbeats.store().load(&Id::Int(13)).await.unwrap();
-    let mut sessions = stored.sessions.clone();
+    let mut sessions = crate::UserSessions::clone(&stored.sessions);
     sessions.sessions.insert("old-build".into(), record.clone());
     let write = crate::sessions::SessionWrite {
         upserts: vec![("old-build".into(), record)],

@@ -152,7 +152,8 @@ async fn commit<S: SessionStore>(
         .unwrap()
 }
 
-fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) -> SessionWrite {
+fn upsert(sessions: &crate::UserSessions, id: &str, record: SessionRecord) -> SessionWrite {
+    let mut sessions = sessions.clone();
     sessions.sessions.insert(id.to_owned(), record.clone());
     SessionWrite {
         upserts: vec![(id.to_owned(), record)],
@@ -163,14 +164,14 @@ fn upsert(mut sessions: crate::UserSessions, id: &str, record: SessionRecord) ->
 }
 
 /// `load` + `commit`: a write applies at the loaded version only; a stale version conflicts
-/// and writes nothing.
+/// and writes nothing; what was loaded does not change under a later commit.
 pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
     let store = fixture.sessions().await;
     let user = Id::from("cas-user");
     let empty = store.load(&user).await.unwrap();
     assert!(empty.sessions.is_empty());
 
-    let first = upsert(empty.sessions.clone(), "a", record(start(), 1));
+    let first = upsert(&empty.sessions, "a", record(start(), 1));
     assert_eq!(
         commit(&store, &user, &empty.version, &first).await,
         Commit::Applied
@@ -179,7 +180,7 @@ pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
     assert_eq!(loaded.sessions.sessions.get("a"), Some(&record(start(), 1)));
 
     // The empty version is stale now.
-    let rival = upsert(empty.sessions.clone(), "b", record(start(), 1));
+    let rival = upsert(&empty.sessions, "b", record(start(), 1));
     assert_eq!(
         commit(&store, &user, &empty.version, &rival).await,
         Commit::Conflict
@@ -200,6 +201,10 @@ pub async fn compare_and_set_contract<F: Fixture>(fixture: &F) {
         commit(&store, &user, &after.version, &second).await,
         Commit::Conflict
     );
+    // What was loaded stays as it was loaded, whatever is committed since (a store
+    // that shares its copy with loads must not change it under them).
+    assert_eq!(after.sessions.sessions.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(loaded.sessions.sessions.get("a"), Some(&record(start(), 1)));
     assert!(
         store
             .load(&user)
@@ -220,7 +225,7 @@ pub async fn unknown_record_fields_survive<F: Fixture>(fixture: &F) {
         .extra
         .insert("player".into(), json!({"kind": "tv"}));
     let loaded = store.load(&user).await.unwrap();
-    let write = upsert(loaded.sessions, "s", with_extra.clone());
+    let write = upsert(&loaded.sessions, "s", with_extra.clone());
     assert_eq!(
         commit(&store, &user, &loaded.version, &write).await,
         Commit::Applied
@@ -531,7 +536,7 @@ pub async fn a_node_record_expires_alike_everywhere<F: Fixture>(fixture: &F) {
         ..record(start(), 3)
     };
     let empty = store.load(&user).await.unwrap();
-    let mut write = upsert(empty.sessions.clone(), "node-session", node_record);
+    let mut write = upsert(&empty.sessions, "node-session", node_record);
     write.keep_millis = 86_400_000;
     assert_eq!(
         commit(&store, &user, &empty.version, &write).await,
