@@ -173,6 +173,11 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Its place in [`DECISIONS`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn label(self) -> &'static str {
         match self {
             Decision::Accepted => "accepted",
@@ -196,7 +201,8 @@ struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
-    decisions: Family<OutcomeLabels, Counter>,
+    /// `heartbeat_decisions` by [`Decision`], in the order of [`DECISIONS`].
+    decisions: [Counter; DECISIONS.len()],
     sse_connections: Gauge,
     store_errors: Family<RouteLabels, Counter>,
     /// Every route's handles by path, sorted; routes a router did not declare
@@ -292,11 +298,14 @@ impl Metrics {
             "Heartbeat requests by outcome",
             decisions.clone(),
         );
-        for decision in DECISIONS {
-            drop(decisions.get_or_create(&OutcomeLabels {
-                outcome: decision.label(),
-            }));
-        }
+        // Every decision's counter, taken once: counting one is an increment.
+        let decision_counters = DECISIONS.map(|decision| {
+            decisions
+                .get_or_create(&OutcomeLabels {
+                    outcome: decision.label(),
+                })
+                .clone()
+        });
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -409,7 +418,7 @@ impl Metrics {
                 registry,
                 requests,
                 latency,
-                decisions,
+                decisions: decision_counters,
                 sse_connections,
                 store_errors,
                 routes: RwLock::default(),
@@ -430,12 +439,7 @@ impl Metrics {
 
     /// Counts a heartbeat decision.
     pub fn decision(&self, decision: Decision) {
-        self.inner
-            .decisions
-            .get_or_create(&OutcomeLabels {
-                outcome: decision.label(),
-            })
-            .inc();
+        self.inner.decisions[decision.index()].inc();
     }
 
     /// Counts a refused heartbeat under its `reason` (SPEC §3.7).
@@ -673,6 +677,13 @@ pub async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_decision_is_counted_in_its_own_place() {
+        for (at, decision) in DECISIONS.into_iter().enumerate() {
+            assert_eq!(decision.index(), at, "{decision:?}");
+        }
+    }
 
     #[test]
     fn standard_methods_are_labelled_as_they_are_and_others_as_other() {
