@@ -48,9 +48,7 @@ impl SessionWrite {
     ) -> Self {
         self.index.finished = finished_moves(user, before, &self);
         self.index.refusal = self.refusal.as_ref().map(RefusalEntry::key);
-        self.index.keep_from = crate::sessions::analytics::IndexKey::floor(
-            now.add_millis(-retention.retention_millis()),
-        );
+        self.index.keep_from = Some(now.add_millis(-retention.retention_millis()));
         self.keep_millis = self
             .keep_millis
             .saturating_add(retention.retention_millis());
@@ -83,9 +81,9 @@ pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) ->
     let (ended, upserts) = (&write.ended, &write.upserts);
     let ends = ended.iter().enumerate().filter_map(|(at, entry)| {
         let id = entry.session_id.as_str();
-        let key = FinishedEntry::of_history(user, entry)?.key();
+        let finished = FinishedEntry::of_history(user, entry)?;
         let first = !ended[..at].iter().any(|earlier| earlier.session_id == id);
-        Some((id, key, true, first))
+        Some((id, finished.key(), finished.ended_by, true, first))
     });
     let last_upserts = upserts
         .iter()
@@ -93,19 +91,21 @@ pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) ->
         .filter(|(at, (id, _))| !upserts[at + 1..].iter().any(|(later, _)| later == id));
     let upserted = last_upserts.map(|(_, (id, record))| {
         let first = !ended.iter().any(|entry| entry.session_id == *id);
+        let (_, ended_by) = FinishedEntry::end_of(record);
         (
             id.as_str(),
             FinishedEntry::key_of(user, id, record),
+            ended_by,
             false,
             first,
         )
     });
     let mut moves: Vec<IndexMove> = Vec::new();
-    for (id, to, ends_a_play, first) in ends.chain(upserted) {
-        let loaded = before
-            .sessions
-            .get(id)
-            .map(|record| (FinishedEntry::key_of(user, id, record), record.is_active()));
+    for (id, to, to_by, ends_a_play, first) in ends.chain(upserted) {
+        let loaded = before.sessions.get(id).map(|record| {
+            let key = FinishedEntry::key_near(user, id, record, (&to, to_by));
+            (key, record.is_active())
+        });
         // A playing session's entry moves once, with the first of its ends; a play that
         // ended before keeps its entry, and the session's next play gets one of its own.
         let (from, loaded) = match loaded {

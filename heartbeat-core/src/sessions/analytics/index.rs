@@ -76,6 +76,15 @@ impl IndexKey {
         IndexKey(key)
     }
 
+    /// The same entry at `at`: this key's payload after another time.
+    fn at(&self, at: Timestamp) -> Self {
+        let rest = self.0.get(Self::TIME_DIGITS..).unwrap_or_default();
+        let mut key = String::with_capacity(Self::TIME_DIGITS + rest.len());
+        Self::push_time(&mut key, at);
+        key.push_str(rest);
+        IndexKey(key)
+    }
+
     /// Appends the time part: unix milliseconds, zero-padded to [`Self::TIME_DIGITS`]
     /// (every [`Timestamp`] fits: the year 9999 ends at 253402300799999).
     fn push_time(key: &mut String, at: Timestamp) {
@@ -92,6 +101,14 @@ impl IndexKey {
     /// The key below every entry at or after `at` and above every entry before it.
     pub fn floor(at: Timestamp) -> Self {
         Self::with_payload(at, "")
+    }
+
+    /// True when the key is below [`floor(at)`](Self::floor): its entry is before `at`.
+    /// Compared without building the floor key.
+    pub fn is_before(&self, at: Timestamp) -> bool {
+        let mut floor = [b':'; Self::TIME_DIGITS + 1];
+        floor[..Self::TIME_DIGITS].copy_from_slice(&Self::time_digits(at));
+        self.0.as_bytes() < &floor[..]
     }
 
     /// The key below every entry (the start of an index).
@@ -183,8 +200,24 @@ impl FinishedEntry {
         user.with_text(|user| finished_key(ends_at, user, session_id, ended_by))
     }
 
+    /// [`key_of`](Self::key_of), made from `near`: the key of an entry of the same user's
+    /// same session that ends as `near_by`. When `record` ends the same way, the two keys
+    /// differ in their time only, and the key is `near`'s with the time replaced (a
+    /// heartbeat moves its session's entry: its two keys are on its path).
+    pub fn key_near(
+        user: &Id,
+        session_id: &str,
+        record: &SessionRecord,
+        (near, near_by): (&IndexKey, EndReason),
+    ) -> IndexKey {
+        match Self::end_of(record) {
+            (ends_at, ended_by) if ended_by == near_by => near.at(ends_at),
+            _ => Self::key_of(user, session_id, record),
+        }
+    }
+
     /// When and how a session ends: as it ended, or (while active) as it will expire.
-    fn end_of(record: &SessionRecord) -> (Timestamp, EndReason) {
+    pub(crate) fn end_of(record: &SessionRecord) -> (Timestamp, EndReason) {
         match (record.ended_at, record.ended_by) {
             (Some(at), Some(by)) => (at, by),
             _ => record.ends(record.expiry()),
@@ -342,8 +375,9 @@ pub struct IndexWrite {
     pub finished: Vec<IndexMove>,
     /// A refusal to add.
     pub refusal: Option<IndexKey>,
-    /// Entries of both indexes below this key are past the retention: drop them.
-    pub keep_from: IndexKey,
+    /// Entries of both indexes before this time are past the retention: drop them
+    /// (below [`IndexKey::floor`] of it). `None`: drop nothing.
+    pub keep_from: Option<Timestamp>,
 }
 
 /// The user id that the index names with `text` (as the user's store keys do): a number
@@ -363,6 +397,72 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_key_is_before_a_time_as_it_is_below_its_floor() {
+        let times = [
+            at("1970-01-01T00:00:00.000Z"),
+            at("2026-01-01T00:00:00.999Z"),
+            at("2026-01-01T00:00:01.000Z"),
+            at("2026-01-01T00:00:01.001Z"),
+            at("9999-12-31T23:59:59.999Z"),
+        ];
+        let mut keys = vec![IndexKey::start()];
+        for time in times {
+            let entry = FinishedEntry {
+                ends_at: time,
+                user: "13".into(),
+                session_id: "s".into(),
+                ended_by: EndReason::Expired,
+            };
+            keys.extend([IndexKey::floor(time), entry.key()]);
+            keys.extend(IndexKey::from_stored(format!("{}!", IndexKey::floor(time))));
+        }
+        for key in &keys {
+            for time in times {
+                assert_eq!(
+                    key.is_before(time),
+                    *key < IndexKey::floor(time),
+                    "{key} before {time}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_made_from_a_near_one_is_the_key_itself() {
+        let record = |json: &str| SessionRecord::from_json(json).unwrap();
+        let records = [
+            record(
+                r#"{"timestamp":"2026-01-01T00:00:01.000Z","hit_counter":1,"expires_at":"2026-01-01T00:00:41.000Z"}"#,
+            ),
+            record(
+                r#"{"timestamp":"2026-01-01T00:00:31.000Z","hit_counter":2,"expires_at":"2026-01-01T00:01:11.000Z"}"#,
+            ),
+            record(
+                r#"{"timestamp":"2026-01-01T00:00:31.000Z","hit_counter":2,"ended_by":"stopped","ended_at":"2026-01-01T00:00:35.000Z"}"#,
+            ),
+            record(
+                r#"{"timestamp":"2026-01-01T00:00:31.000Z","hit_counter":2,"ended_by":"evicted","ended_at":"2026-01-01T00:00:36.000Z"}"#,
+            ),
+            record(r#"{"timestamp":"2018-06-05T16:16:14.418Z","hit_counter":4}"#),
+        ];
+        for user in [Id::Int(13), Id::from("al\"ice")] {
+            for near in &records {
+                let near = (
+                    FinishedEntry::key_of(&user, "s\"1", near),
+                    FinishedEntry::end_of(near).1,
+                );
+                for record in &records {
+                    assert_eq!(
+                        FinishedEntry::key_near(&user, "s\"1", record, (&near.0, near.1)),
+                        FinishedEntry::key_of(&user, "s\"1", record),
+                        "{record:?} near {near:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
