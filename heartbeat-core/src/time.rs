@@ -240,11 +240,15 @@ impl Timestamp {
 
 /// Writes the last `out.len()` decimal digits of `value` into `out`, zero-padded on the
 /// left: fixed-width numbers without the formatting machinery.
-pub(crate) fn write_padded_digits(out: &mut [u8], mut value: u64) {
-    for digit in out.iter_mut().rev() {
-        *digit = b'0' + u8::try_from(value % 10).unwrap_or(0);
-        value /= 10;
-    }
+pub(crate) fn write_padded_digits(out: &mut [u8], value: u64) {
+    // itoa writes two digits a step (a 15-digit index time cost 25 instructions a digit
+    // one at a time).
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value).as_bytes();
+    let kept = digits.len().min(out.len());
+    let (padding, tail) = out.split_at_mut(out.len() - kept);
+    padding.fill(b'0');
+    tail.copy_from_slice(&digits[digits.len() - kept..]);
 }
 
 impl fmt::Display for Timestamp {
@@ -283,6 +287,31 @@ mod tests {
     /// `2018-06-05T16:16:14.418Z`, as the `time` crate writes it: the reference.
     const ISO_MILLIS: &[FormatItem<'static>] =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+    #[test]
+    fn padded_digits_are_the_last_digits_of_the_value() {
+        for value in [
+            0,
+            7,
+            10,
+            99,
+            418,
+            1_767_225_601_000,
+            253_402_300_799_999,
+            u64::MAX,
+        ] {
+            for width in [0, 1, 2, 3, 4, 15, 20, 24] {
+                let mut out = vec![b'x'; width];
+                write_padded_digits(&mut out, value);
+                let full = format!("{value:0width$}");
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    full[full.len() - width..],
+                    "{value} in {width}"
+                );
+            }
+        }
+    }
 
     fn to_offset_date_time(t: Timestamp) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000).unwrap()
