@@ -139,10 +139,11 @@ impl RedisStore {
             );
             // The entries past the retention are dropped only every few thousand commits:
             // a trim costs a range operation, and the entries are few.
-            strings.push(if self.inner.index_trims.sweep_now() {
-                index.keep_from.as_str().to_owned()
-            } else {
-                String::new()
+            strings.push(match index.keep_from {
+                Some(keep_from) if self.inner.index_trims.sweep_now() => {
+                    IndexKey::floor(keep_from).as_str().to_owned()
+                }
+                _ => String::new(),
             });
         }
         let retention = limits.retention_secs.saturating_mul(1000).max(1);

@@ -267,13 +267,15 @@ impl SledStore {
 
     /// Counts a commit; every so many, sweeps expired entries and the analytics index
     /// entries below `keep_from` in the background.
-    fn counted_commit(&self, keep_from: &heartbeat_core::sessions::analytics::IndexKey) {
+    fn counted_commit(&self, keep_from: Option<heartbeat_core::Timestamp>) {
         if self.inner.sweeps.sweep_now() {
-            let (store, keep_from) = (self.clone(), keep_from.clone());
+            let store = self.clone();
             tokio::task::spawn_blocking(move || {
                 // A failed sweep is retried at the next round; reads ignore expired data.
                 let _ = sessions::sweep_some(&store, SWEEP_BUDGET);
-                let _ = sessions::drop_index_before(&store, &keep_from);
+                if let Some(keep_from) = keep_from {
+                    let _ = sessions::drop_index_before(&store, keep_from);
+                }
             });
         }
     }

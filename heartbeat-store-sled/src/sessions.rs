@@ -13,7 +13,9 @@ use heartbeat_core::sessions::notice::SessionNotice;
 use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
 use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::store::{Commit, StoreHealth};
-use heartbeat_core::{Id, PlayRecord, ProgressRecord, SessionStore, StoreError, UserSessions};
+use heartbeat_core::{
+    Id, PlayRecord, ProgressRecord, SessionStore, StoreError, Timestamp, UserSessions,
+};
 use serde::Deserialize;
 
 use crate::future_entries::{FutureEntries, SETTLE_PER_COMMIT, after_time};
@@ -320,13 +322,14 @@ pub(crate) fn future_entries(tree: &sled::Tree, write: bool) -> Result<FutureEnt
     Ok(FutureEntries::new(held))
 }
 
-/// Drops the analytics index entries below `keep_from` (the oldest keys come first, so
+/// Drops the analytics index entries before `keep_from` (the oldest keys come first, so
 /// this reads only what it removes).
-pub(crate) fn drop_index_before(store: &SledStore, keep_from: &IndexKey) -> Result<(), StoreError> {
+pub(crate) fn drop_index_before(store: &SledStore, keep_from: Timestamp) -> Result<(), StoreError> {
     let tree = &store.inner.tree;
+    let floor = IndexKey::floor(keep_from);
     for index in [Index::Finished, Index::Refusals] {
         let start = vec![keys::index_prefix(index)];
-        for key in tree.range(start..keys::index(index, keep_from)).keys() {
+        for key in tree.range(start..keys::index(index, &floor)).keys() {
             tree.remove(key.map_err(sled_error)?).map_err(sled_error)?;
         }
     }
@@ -450,7 +453,7 @@ impl SessionStore for SledStore {
             // Outside the user's lock (it takes other users'). One that fails stays held
             // and is tried again at the next commit; a failing disk fails the flush below.
             let _ = self.settle_due_entries(now_millis());
-            self.counted_commit(&write.index.keep_from);
+            self.counted_commit(write.index.keep_from);
             self.durable().await?;
         }
         Ok(commit)

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 
 use super::next_version;
-use crate::Id;
 use crate::live::{Fanout, LiveStream};
 use crate::sessions::SessionWrite;
 use crate::sessions::analytics::{Index, IndexKey, IndexWrite};
@@ -15,6 +14,7 @@ use crate::sessions::{Loaded, Retention, SessionStore};
 use crate::sessions::{PlayRecord, ProgressRecord, UserSessions};
 use crate::store::kit::{Kept, SweepCadence, prepend_history, unix_millis_now};
 use crate::store::{Commit, StoreError, StoreHealth};
+use crate::{Id, Timestamp};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -45,19 +45,26 @@ impl Inner {
             }
             finished.insert(step.to.clone());
         }
-        drop_before(&mut finished, &write.keep_from);
+        drop_before(&mut finished, write.keep_from);
         drop(finished);
         if let Some(refusal) = &write.refusal {
             let mut refusals = self.index(Index::Refusals);
             refusals.insert(refusal.clone());
-            drop_before(&mut refusals, &write.keep_from);
+            drop_before(&mut refusals, write.keep_from);
         }
     }
 }
 
-/// Drops the entries below `keep_from` (the oldest come first: nothing is read past them).
-fn drop_before(index: &mut BTreeSet<IndexKey>, keep_from: &IndexKey) {
-    while index.first().is_some_and(|first| first < keep_from) {
+/// Drops the entries before `keep_from` (the oldest come first: nothing is read past
+/// them).
+fn drop_before(index: &mut BTreeSet<IndexKey>, keep_from: Option<Timestamp>) {
+    let Some(keep_from) = keep_from else {
+        return;
+    };
+    while index
+        .first()
+        .is_some_and(|first| first.is_before(keep_from))
+    {
         index.pop_first();
     }
 }

@@ -51,7 +51,7 @@ impl<V> Loaded<V> {
 /// - An applied write's [`SessionWrite::index`] changes are applied in the same step
 ///   (and read back through [`AnalyticsStore`]):
 ///   the finished index's moves (drop `from`, add `to`) and the refusal. Entries of either
-///   index below `keep_from` are dropped by this write or a later one (a periodic sweep).
+///   index before `keep_from` are dropped by this write or a later one (a periodic sweep).
 /// - [`Commit::Applied`] means durable to the degree the store documents.
 ///
 /// The conformance suite in `heartbeat_core::testkit` (feature `testkit`) checks all of it.
