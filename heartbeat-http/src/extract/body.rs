@@ -77,17 +77,39 @@ async fn read_limited(request: Request, limit: usize) -> Result<LimitedBody, Api
     })
 }
 
-/// The media type of the body, lower-cased, without parameters.
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    headers
+/// What the body's `Content-Type` says it is (its media type, without parameters, in any
+/// case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    /// `application/json` or `application/*+json`.
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// Another type, or none.
+    Other,
+}
+
+fn media_type(headers: &HeaderMap) -> MediaType {
+    let Some(mime) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
-}
-
-fn is_json(mime: &str) -> bool {
-    mime == "application/json" || mime.ends_with("+json")
+        .map(str::trim)
+    else {
+        return MediaType::Other;
+    };
+    let ends_with_json = mime
+        .len()
+        .checked_sub(5)
+        .and_then(|at| mime.get(at..))
+        .is_some_and(|end| end.eq_ignore_ascii_case("+json"));
+    if mime.eq_ignore_ascii_case("application/json") || ends_with_json {
+        MediaType::Json
+    } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        MediaType::Form
+    } else {
+        MediaType::Other
+    }
 }
 
 /// The body without a leading UTF-8 byte order mark, which Express's JSON parser skips
@@ -102,7 +124,7 @@ fn without_bom(body: &[u8]) -> &[u8] {
 ///
 /// 415 for another content type, 400 for text that is not JSON.
 pub fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    if !media_type(headers).is_some_and(|mime| is_json(&mime)) {
+    if media_type(headers) != MediaType::Json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json.",
@@ -130,11 +152,11 @@ pub fn json_or_form_fields<const N: usize>(
     body: &[u8],
     names: [&str; N],
 ) -> Result<[Option<Value>; N], ApiError> {
-    match media_type(headers).as_deref() {
-        Some("application/x-www-form-urlencoded") => Ok(form_fields(body, names)),
+    match media_type(headers) {
+        MediaType::Form => Ok(form_fields(body, names)),
         // An empty body is no fields, as Express's JSON parser reads it (`{}`).
-        Some(mime) if is_json(mime) && without_bom(body).is_empty() => Ok([const { None }; N]),
-        Some(mime) if is_json(mime) => {
+        MediaType::Json if without_bom(body).is_empty() => Ok([const { None }; N]),
+        MediaType::Json => {
             let mut seed = Fields {
                 names,
                 values: [const { None }; N],
@@ -245,6 +267,35 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn media_types_are_read_in_any_case_without_parameters() {
+        for (mime, expected) in [
+            ("application/json", MediaType::Json),
+            ("Application/JSON; charset=utf-8", MediaType::Json),
+            (" application/json ;x=1", MediaType::Json),
+            ("application/merge-patch+json", MediaType::Json),
+            ("APPLICATION/VND.API+JSON", MediaType::Json),
+            ("application/x-www-form-urlencoded", MediaType::Form),
+            (
+                "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+                MediaType::Form,
+            ),
+            ("text/plain", MediaType::Other),
+            ("application/jsonx", MediaType::Other),
+            ("json", MediaType::Other),
+            // Not visible ASCII: not a type at all.
+            ("é+json", MediaType::Other),
+            ("", MediaType::Other),
+        ] {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(mime) {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            assert_eq!(media_type(&headers), expected, "{mime:?}");
+        }
+        assert_eq!(media_type(&HeaderMap::new()), MediaType::Other);
+    }
 
     /// A request whose body comes in `chunks`, with a content type.
     fn chunked(chunks: &[&'static str]) -> Request {
