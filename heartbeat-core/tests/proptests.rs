@@ -447,10 +447,10 @@ proptest! {
         if let Some(newest) = ranked.first() {
             // The newest counted session, heartbeating with its current token, is accepted.
             token.session_id = Some((*newest).to_owned());
-            token.timestamp = Some(active.sessions[*newest].timestamp);
+            token.timestamp = Some(active.sessions.get(*newest).unwrap().timestamp);
             let decision = decide(&policy(), now, &token, &stored, "fresh", None);
             prop_assert!(matches!(decision.verdict, Verdict::Accept(_)));
-            let newest_started = active.sessions[*newest].order_key();
+            let newest_started = active.sessions.get(*newest).unwrap().order_key();
             prop_assert!(active.sessions.values()
                 .filter(|r| r.hit_counter >= u64::from(token.threshold()))
                 .all(|r| r.order_key() <= newest_started));
@@ -505,7 +505,7 @@ fn within_limits(
     let mut families: BTreeMap<&str, u32> = BTreeMap::new();
     let mut assets: BTreeMap<&Id, u32> = BTreeMap::new();
     for id in ids {
-        let record = &active.sessions[*id];
+        let record = active.sessions.get(*id).unwrap();
         if let Some(family) = record.device_family.as_deref() {
             *families.entry(family).or_default() += 1;
         }
@@ -596,7 +596,7 @@ proptest! {
             let expected: BTreeSet<String> = kept_before
                 .iter()
                 .filter(|id| after.sessions.contains_key(**id) && !kept_after.contains(**id))
-                .filter(|id| after.sessions[**id].hit_counter >= u64::from(token.threshold()))
+                .filter(|id| after.sessions.get(**id).unwrap().hit_counter >= u64::from(token.threshold()))
                 .filter(|id| **id != accepted.session_id)
                 .map(|id| id.to_string())
                 .collect();

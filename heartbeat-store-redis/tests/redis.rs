@@ -62,7 +62,7 @@ async fn sessions_written_by_the_node_server_are_read_and_ours_are_readable_by_i
 
     let store = store(&server).await;
     let loaded = store.load(&Id::Int(13)).await.unwrap();
-    let record = &loaded.sessions.sessions["node-session"];
+    let record = &loaded.sessions.sessions[&"node-session".to_owned()];
     assert_eq!(record.hit_counter, 4);
     assert_eq!(record.started_at, Some(at("2025-12-31T23:59:00.000Z")));
 

@@ -11,9 +11,7 @@
 //! A session's fields this crate does not know ([`SessionRecord::extra`]) ride as JSON
 //! text, empty when there are none.
 
-use std::collections::BTreeMap;
-
-use heartbeat_core::sessions::{AnsweredToken, WouldRefuse};
+use heartbeat_core::sessions::{AnsweredToken, SessionMap, WouldRefuse};
 use heartbeat_core::store::kit::Kept;
 use heartbeat_core::{EndReason, Id, IdRef, ProgressRecord, SessionRecord, StoreError, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -27,7 +25,7 @@ const BINARY: u8 = 0xB2;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct UserRecord {
     /// The sessions, by id.
-    pub(crate) sessions: BTreeMap<String, SessionRecord>,
+    pub(crate) sessions: SessionMap,
     /// The progress of the assets played lately. Layout 1 wrote a `version` beside the
     /// sessions, which is ignored.
     #[serde(default, skip_serializing_if = "RecentProgress::is_empty")]
@@ -191,7 +189,7 @@ impl<'a> Session<'a> {
 /// Encodes a user's record kept until `expires_at` (Unix millis).
 pub(crate) fn encode(
     expires_at: i64,
-    sessions: &BTreeMap<String, SessionRecord>,
+    sessions: &SessionMap,
     progress: &RecentProgress,
 ) -> Result<Vec<u8>, StoreError> {
     let extras = sessions
@@ -349,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_binary_record_reads_back_whole() {
-        let sessions = BTreeMap::from([("a".to_owned(), full()), ("b".to_owned(), bare())]);
+        let sessions = SessionMap::from_iter([("a".to_owned(), full()), ("b".to_owned(), bare())]);
         let bytes = encode(7_000, &sessions, &progress()).unwrap();
         assert_eq!(bytes[0], BINARY);
         let kept = decode(&bytes).unwrap();
@@ -357,14 +355,14 @@ mod tests {
         assert_eq!(kept.value.sessions, sessions);
         assert_eq!(kept.value.progress, progress());
         assert_eq!(expires_at(&bytes), Some(7_000));
-        let empty = encode(-1, &BTreeMap::new(), &RecentProgress::default()).unwrap();
+        let empty = encode(-1, &SessionMap::new(), &RecentProgress::default()).unwrap();
         assert_eq!(decode(&empty).unwrap().value, UserRecord::default());
         assert_eq!(expires_at(&empty), Some(-1));
     }
 
     #[test]
     fn a_json_record_of_an_earlier_layout_reads_as_it_is() {
-        let sessions = BTreeMap::from([("a".to_owned(), full())]);
+        let sessions = SessionMap::from_iter([("a".to_owned(), full())]);
         let record = UserRecord {
             sessions: sessions.clone(),
             progress: progress(),
@@ -383,7 +381,7 @@ mod tests {
 
     #[test]
     fn damaged_records_are_refused_not_misread() {
-        let sessions = BTreeMap::from([("a".to_owned(), full())]);
+        let sessions = SessionMap::from_iter([("a".to_owned(), full())]);
         let bytes = encode(7_000, &sessions, &progress()).unwrap();
         for cut in [1, 2, bytes.len() / 2, bytes.len() - 1] {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -2,7 +2,7 @@
 //! the assets played lately: [`RecentProgress`]), progress of other assets under its own
 //! key per (user, asset), and one history per user, each with its expiry time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,7 +10,7 @@ use heartbeat_core::live::LiveStream;
 use heartbeat_core::sessions::SessionWrite;
 use heartbeat_core::sessions::analytics::{FinishedEntry, Index, IndexKey, IndexWrite};
 use heartbeat_core::sessions::notice::SessionNotice;
-use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention};
+use heartbeat_core::sessions::{AnalyticsStore, Loaded, NoticeBus, Retention, SessionMap};
 use heartbeat_core::store::kit::{Kept, decode, prepend_history, unix_millis_now as now_millis};
 use heartbeat_core::store::{Commit, StoreHealth};
 use heartbeat_core::{
@@ -429,8 +429,8 @@ impl SessionStore for SledStore {
                 (kept.value.sessions, kept.value.progress)
             }
             // Expired: no sessions, and progress that expired with it (the commit drops it).
-            Some(kept) => (BTreeMap::new(), kept.value.progress),
-            None => (BTreeMap::new(), RecentProgress::default()),
+            Some(kept) => (SessionMap::new(), kept.value.progress),
+            None => (SessionMap::new(), RecentProgress::default()),
         };
         Ok(Loaded {
             sessions: Arc::new(UserSessions {
@@ -626,7 +626,7 @@ mod tests {
         let mut progress = RecentProgress::default();
         let kept = Kept::for_millis(progress_write(asset, 1.0).progress.unwrap().1, 0, 1);
         progress.record(asset.into(), kept, 0);
-        let stored = record::encode(1, &BTreeMap::new(), &progress).unwrap();
+        let stored = record::encode(1, &SessionMap::new(), &progress).unwrap();
         store
             .inner
             .tree

@@ -25,7 +25,7 @@ mod write;
 pub use notice::{EndedBy, NoticeReason, SessionEnded, SessionNotice};
 pub use reason::RejectReason;
 pub use record::{
-    AnsweredToken, EndReason, PlayRecord, ProgressRecord, Retention, SessionRecord,
+    AnsweredToken, EndReason, PlayRecord, ProgressRecord, Retention, SessionMap, SessionRecord,
     UNKNOWN_SESSION_LIFE_MILLIS, UserSessions, WouldRefuse,
 };
 pub use rules::{Accepted, Decision, NewSessionCause, PlayingSession, Refused, Verdict};

@@ -1,7 +1,5 @@
 //! What the store keeps per user: active sessions, progress and play history.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -202,11 +200,16 @@ impl TryFrom<(Option<i64>, i64, i64)> for AnsweredToken {
     }
 }
 
+/// A user's sessions by id: a map sorted by id, held in one vector (a user has a few
+/// sessions; a copy of them is one allocation the size of the records, where a
+/// `BTreeMap` node holds room for eleven).
+pub type SessionMap = litemap::LiteMap<String, SessionRecord>;
+
 /// A user's active sessions by session id, as loaded from a store.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserSessions {
     /// Sessions by id.
-    pub sessions: BTreeMap<String, SessionRecord>,
+    pub sessions: SessionMap,
     /// Ids whose stored record could not be read. They count as expired and are removed
     /// by the next write.
     pub unreadable: Vec<String>,

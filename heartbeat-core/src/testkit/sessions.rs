@@ -231,7 +231,7 @@ pub async fn unknown_record_fields_survive<F: Fixture>(fixture: &F) {
         Commit::Applied
     );
     assert_eq!(
-        store.load(&user).await.unwrap().sessions.sessions["s"],
+        store.load(&user).await.unwrap().sessions.sessions[&"s".to_owned()],
         with_extra
     );
 }

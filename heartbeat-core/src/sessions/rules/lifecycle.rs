@@ -192,7 +192,10 @@ pub fn stop(
         .get(session_id)
         .is_some_and(|record| record.is_active() && Some(record.timestamp) == token.timestamp);
     let stopped = if is_current {
-        active.sessions.remove_entry(session_id)
+        active
+            .sessions
+            .remove(session_id)
+            .map(|record| (session_id.to_owned(), record))
     } else {
         None
     };

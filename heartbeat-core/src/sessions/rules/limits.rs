@@ -11,6 +11,17 @@ use crate::sessions::UserSessions;
 /// playing: by `started_at` ascending for `MOST_RECENT` (the oldest keep playing), descending
 /// for `LEAST_RECENT` (the newest keep playing); ties by session id.
 pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a str> {
+    ranked(active, token)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// [`ranking`], each id with its record.
+fn ranked<'a>(
+    active: &'a UserSessions,
+    token: &HeartbeatData,
+) -> Vec<(&'a str, &'a SessionRecord)> {
     let threshold = u64::from(token.threshold());
     let mut counted: Vec<(&str, &SessionRecord)> = active
         .sessions
@@ -24,7 +35,7 @@ pub fn ranking<'a>(active: &'a UserSessions, token: &HeartbeatData) -> Vec<&'a s
             counted.sort_by_key(|(id, record)| Reverse((record.order_key(), *id)))
         }
     }
-    counted.into_iter().map(|(id, _)| id).collect()
+    counted
 }
 
 /// Where each counted session stands under the token's limits (SPEC §3.2, §3.8), in
@@ -45,11 +56,10 @@ pub fn standings<'a>(
     let mut kept = 0u32;
     let mut per_family: BTreeMap<&str, u32> = BTreeMap::new();
     let mut per_asset: BTreeMap<&Id, u32> = BTreeMap::new();
-    ranking(active, token)
+    ranked(active, token)
         .into_iter()
         .enumerate()
-        .map(|(position, id)| {
-            let record = &active.sessions[id];
+        .map(|(position, (id, record))| {
             let family = record.device_family.as_deref().and_then(|family| {
                 let limit = token.family_limits.as_ref()?.get(family)?;
                 Some((family, *limit))
@@ -87,7 +97,7 @@ pub fn playing(active: &UserSessions, token: &HeartbeatData) -> Vec<PlayingSessi
     standings(active, token)
         .into_iter()
         .filter(|(_, refusal)| refusal.is_none())
-        .map(|(id, _)| PlayingSession::of(id, &active.sessions[id]))
+        .filter_map(|(id, _)| Some(PlayingSession::of(id, active.sessions.get(id)?)))
         .collect()
 }
 
