@@ -85,11 +85,6 @@ impl App {
                 .add("/admin/users/{user}/progress/{asset}", get(admin::progress))
                 .add("/admin/users/{user}/history", get(admin::history));
         }
-        routes.router = routes.router.layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ));
-        // Streams live as long as the client stays: no request timeout for them.
         if public {
             routes
                 .add("/heartbeat/events", get(heartbeat::events))
@@ -137,7 +132,13 @@ impl App {
                     .on_failure(()),
             )
             .option_layer(self.settings().cors.as_ref().map(cors_layer))
-            .layer(metrics::TrackLayer::new(metrics.clone()));
+            .layer(metrics::TrackLayer::new(metrics.clone()))
+            // A request must be answered within REQUEST_TIMEOUT (408): its answer's head,
+            // so that a stream (SSE, an export) lives as long as its client stays.
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                request_timeout,
+            ));
         // BODY_LIMIT is enforced where bodies are read, `extract::body::LimitedBody`, the
         // only reader of request bodies: axum's `DefaultBodyLimit` layer, which sets the
         // limit of axum's own body extractors, cost an extension per request for nothing.

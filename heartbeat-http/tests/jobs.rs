@@ -296,3 +296,24 @@ async fn a_refused_publication_still_reaches_the_stream() {
     );
     server.stop().await;
 }
+
+/// REQUEST_TIMEOUT bounds the time to an answer's head: a stream whose head came at once
+/// lives on past it, and events keep coming (docs/configuration.md, `REQUEST_TIMEOUT_MS`).
+#[tokio::test]
+async fn a_stream_lives_past_the_request_timeout() {
+    let settings = heartbeat_http::Settings {
+        request_timeout: Duration::from_millis(300),
+        ..common::settings()
+    };
+    let (server, _backing) = common::start_with(Kind::Memory, settings).await;
+    let mut stream = Sse::open(&server, "/status?uuid=alice", None).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let id = create(&server, "alice").await;
+    let event = stream.next().await;
+    assert!(event.data.contains(&id.to_string()), "{event:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let second = create(&server, "alice").await;
+    let event = stream.next().await;
+    assert!(event.data.contains(&second.to_string()), "{event:?}");
+    server.stop().await;
+}
