@@ -131,8 +131,9 @@ impl App {
                     // A failure is logged once, where it happens (the handler knows why).
                     .on_failure(()),
             )
-            .option_layer(self.settings().cors.as_ref().map(cors_layer))
+            // Before CORS: the preflights CORS answers itself are counted too.
             .layer(metrics::TrackLayer::new(metrics.clone()))
+            .option_layer(self.settings().cors.as_ref().map(cors_layer))
             // A request must be answered within REQUEST_TIMEOUT (408): its answer's head,
             // so that a stream (SSE, an export) lives as long as its client stays.
             .layer(TimeoutLayer::with_status_code(

@@ -144,6 +144,34 @@ async fn any_origin_with_a_star() {
     )
     .await;
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
+    // The preflights CORS answers itself are counted like every other request.
+    preflight(
+        &server,
+        "/heartbeat",
+        "POST",
+        "content-type",
+        "https://x.test",
+    )
+    .await;
+    preflight(
+        &server,
+        "/nowhere",
+        "POST",
+        "content-type",
+        "https://x.test",
+    )
+    .await;
+    let (_, metrics) = server.get_text("/metrics").await;
+    for expected in [
+        r#"heartbeat_http_requests_total{route="/create",method="OPTIONS",status="200"} 1"#,
+        r#"heartbeat_http_requests_total{route="/heartbeat",method="OPTIONS",status="200"} 1"#,
+        r#"heartbeat_http_requests_total{route="unmatched",method="OPTIONS",status="200"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
     server.stop().await;
 }
 

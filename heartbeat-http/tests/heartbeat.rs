@@ -297,6 +297,15 @@ async fn metrics_count_requests_decisions_and_streams() {
     assert_eq!(status, 200);
     let (status, _) = server.heartbeat("not a token").await;
     assert_eq!(status, 406);
+    // A body over the limit is a bad request too, though it is refused as it is read.
+    let too_large = "x".repeat(common::settings().body_limit + 1);
+    let response = server
+        .post_json(
+            "/heartbeat",
+            &serde_json::json!({ "heartbeat_token": too_large }),
+        )
+        .await;
+    assert_eq!(response.status(), 413);
     let _stream = common::Sse::open(&server, "/status?uuid=metrics", None).await;
     let (status, text) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
@@ -305,8 +314,10 @@ async fn metrics_count_requests_decisions_and_streams() {
         r#"heartbeat_http_requests_total{route="/heartbeat",method="POST",status="406"} 1"#,
         r#"heartbeat_heartbeat_decisions_total{outcome="accepted"} 1"#,
         r#"heartbeat_heartbeat_decisions_total{outcome="invalid_token"} 1"#,
+        r#"heartbeat_heartbeat_decisions_total{outcome="bad_request"} 1"#,
+        r#"heartbeat_http_requests_total{route="/heartbeat",method="POST",status="413"} 1"#,
         "heartbeat_sse_connections 1",
-        r#"heartbeat_http_request_duration_seconds_count{route="/heartbeat"} 2"#,
+        r#"heartbeat_http_request_duration_seconds_count{route="/heartbeat"} 3"#,
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }

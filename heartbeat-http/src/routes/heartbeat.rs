@@ -164,13 +164,15 @@ fn counted(metrics: &Metrics, decision: Decision, error: ApiError) -> Response {
 }
 
 /// Reads the body; a missing token is the Node server's 406. Returns the token and the
-/// rest of the request.
+/// rest of the request. A body that could not be read (413, 400) is counted as a bad
+/// request, as one that is not JSON is.
 fn read_request(
-    headers: &HeaderMap,
-    body: &[u8],
+    body: Result<LimitedBody, ApiError>,
 ) -> Result<(String, HeartbeatRequest), (Decision, ApiError)> {
-    let mut request = HeartbeatRequest::from_body(headers, body)
-        .map_err(|error| (Decision::BadRequest, error))?;
+    let bad_request = |error| (Decision::BadRequest, error);
+    let body = body.map_err(bad_request)?;
+    let mut request =
+        HeartbeatRequest::from_body(&body.headers, &body.bytes).map_err(bad_request)?;
     match request.token.take() {
         Some(token) => Ok((token, request)),
         None => Err(invalid_token()),
@@ -188,13 +190,10 @@ fn invalid_token() -> (Decision, ApiError) {
 /// `POST /heartbeat`.
 pub(crate) async fn heartbeat(
     State(app): State<App>,
-    LimitedBody {
-        headers,
-        bytes: body,
-    }: LimitedBody,
+    body: Result<LimitedBody, ApiError>,
 ) -> Response {
     let metrics = app.metrics();
-    let (token, request) = match read_request(&headers, &body) {
+    let (token, request) = match read_request(body) {
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
@@ -207,13 +206,10 @@ pub(crate) async fn heartbeat(
 /// not active, 406 for a legacy token.
 pub(crate) async fn takeover(
     State(app): State<App>,
-    LimitedBody {
-        headers,
-        bytes: body,
-    }: LimitedBody,
+    body: Result<LimitedBody, ApiError>,
 ) -> Response {
     let metrics = app.metrics();
-    let (token, request) = match read_request(&headers, &body) {
+    let (token, request) = match read_request(body) {
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
@@ -387,15 +383,9 @@ fn ended_event(ended: &SessionEnded) -> Option<Event> {
 }
 
 /// `POST /heartbeat/stop`: ends the token's session now. Answers 200 `{}`.
-pub(crate) async fn stop(
-    State(app): State<App>,
-    LimitedBody {
-        headers,
-        bytes: body,
-    }: LimitedBody,
-) -> Response {
+pub(crate) async fn stop(State(app): State<App>, body: Result<LimitedBody, ApiError>) -> Response {
     let metrics = app.metrics();
-    let (token, request) = match read_request(&headers, &body) {
+    let (token, request) = match read_request(body) {
         Ok(request) => request,
         Err((decision, error)) => return counted(metrics, decision, error),
     };
