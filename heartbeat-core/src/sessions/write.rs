@@ -91,11 +91,11 @@ pub fn finished_moves(user: &Id, before: &UserSessions, write: &SessionWrite) ->
         .filter(|(at, (id, _))| !upserts[at + 1..].iter().any(|(later, _)| later == id));
     let upserted = last_upserts.map(|(_, (id, record))| {
         let first = !ended.iter().any(|entry| entry.session_id == *id);
-        let (_, ended_by) = FinishedEntry::end_of(record);
+        let end = FinishedEntry::end_of(record);
         (
             id.as_str(),
-            FinishedEntry::key_of(user, id, record),
-            ended_by,
+            FinishedEntry::key_ending(user, id, end),
+            end.1,
             false,
             first,
         )

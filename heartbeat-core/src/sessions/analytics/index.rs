@@ -196,7 +196,16 @@ impl FinishedEntry {
     /// The key of [`of`](Self::of)'s entry, written without building the entry (every
     /// heartbeat moves its session's entry: this is on its path).
     pub fn key_of(user: &Id, session_id: &str, record: &SessionRecord) -> IndexKey {
-        let (ends_at, ended_by) = Self::end_of(record);
+        Self::key_ending(user, session_id, Self::end_of(record))
+    }
+
+    /// The key of session `session_id` of `user` ending at `ends_at` as `ended_by`
+    /// ([`end_of`](Self::end_of) of its record).
+    pub(crate) fn key_ending(
+        user: &Id,
+        session_id: &str,
+        (ends_at, ended_by): (Timestamp, EndReason),
+    ) -> IndexKey {
         user.with_text(|user| finished_key(ends_at, user, session_id, ended_by))
     }
 
@@ -212,7 +221,7 @@ impl FinishedEntry {
     ) -> IndexKey {
         match Self::end_of(record) {
             (ends_at, ended_by) if ended_by == near_by => near.at(ends_at),
-            _ => Self::key_of(user, session_id, record),
+            end => Self::key_ending(user, session_id, end),
         }
     }
 
