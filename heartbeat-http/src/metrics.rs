@@ -71,33 +71,47 @@ impl RouteMetrics {
     }
 
     fn requests(&self, inner: &Inner, method: &'static str, status: u16) -> Counter {
-        let find = |counters: &[(&'static str, u16, Counter)]| {
-            counters
-                .iter()
-                .find(|(m, s, _)| *m == method && *s == status)
-                .map(|(_, _, counter)| counter.clone())
-        };
-        // The lists hold plain handles; a panic elsewhere cannot leave one half-written.
-        if let Some(counter) = find(&self.requests.read().unwrap_or_else(PoisonError::into_inner)) {
-            return counter;
-        }
-        let mut counters = self
-            .requests
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(counter) = find(&counters) {
-            return counter;
-        }
-        let counter = inner
-            .requests
-            .get_or_create(&RequestLabels {
-                route: self.labels.route.clone(),
-                method,
-                status,
-            })
-            .clone();
-        counters.push((method, status, counter.clone()));
-        counter
+        found_or_added(
+            &self.requests,
+            |counters| {
+                counters
+                    .iter()
+                    .find(|(m, s, _)| *m == method && *s == status)
+                    .map(|(_, _, counter)| counter.clone())
+                    .ok_or(())
+            },
+            |counters, ()| {
+                let counter = inner
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: self.labels.route.clone(),
+                        method,
+                        status,
+                    })
+                    .clone();
+                counters.push((method, status, counter.clone()));
+                counter
+            },
+        )
+    }
+}
+
+/// What `find` finds in `list` under its read lock; when it finds nothing, what `add`
+/// adds under its write lock (given where `find` then says it belongs), unless another
+/// thread added it in between. The lists hold plain handles: a panic elsewhere cannot
+/// leave one half-written.
+fn found_or_added<T, R, At>(
+    list: &RwLock<Vec<T>>,
+    find: impl Fn(&[T]) -> Result<R, At>,
+    add: impl FnOnce(&mut Vec<T>, At) -> R,
+) -> R {
+    if let Ok(found) = find(&list.read().unwrap_or_else(PoisonError::into_inner)) {
+        return found;
+    }
+    let mut list = list.write().unwrap_or_else(PoisonError::into_inner);
+    match find(&list) {
+        Ok(found) => found,
+        Err(at) => add(&mut list, at),
     }
 }
 
@@ -246,32 +260,20 @@ impl Metrics {
 
     /// The handles of the route at `path`, added with the label `label()` the first time.
     fn route(&self, path: &str, label: impl FnOnce() -> Cow<'static, str>) -> Arc<RouteMetrics> {
-        let find = |routes: &[(Cow<'static, str>, Arc<RouteMetrics>)]| {
-            routes.binary_search_by(|(route, _)| (**route).cmp(path))
-        };
-        let routes = self
-            .inner
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Ok(at) = find(&routes) {
-            return routes[at].1.clone();
-        }
-        drop(routes);
-        let mut routes = self
-            .inner
-            .routes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match find(&routes) {
-            Ok(at) => routes[at].1.clone(),
-            Err(at) => {
+        found_or_added(
+            &self.inner.routes,
+            |routes| {
+                routes
+                    .binary_search_by(|(route, _)| (**route).cmp(path))
+                    .map(|at| routes[at].1.clone())
+            },
+            |routes, at| {
                 let label = label();
                 let metrics = Arc::new(RouteMetrics::new(label.clone()));
                 routes.insert(at, (label, metrics.clone()));
                 metrics
-            }
-        }
+            },
+        )
     }
 
     /// Registers every metric.
